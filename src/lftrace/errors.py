@@ -1,0 +1,52 @@
+"""One exception family; each error carries the exit code the CLI uses."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0
+    TARGET_FAILED = 1  # the user's graph raised; the trace is saved
+    USAGE = 2  # bad arguments or input
+    LOAD_FAILED = 3  # the target could not be imported
+    NOT_FOUND = 4  # trace not found
+    ASSERTION_FAILED = 5  # a CI assertion or budget failed
+    BACKEND = 6  # export backend unreachable / rejected (trace kept locally)
+    STORE = 7  # store missing, corrupted or foreign
+    INTERRUPTED = 130
+
+
+class LftraceError(Exception):
+    """An error meant for the user: ``str(err)`` is one line naming the problem and the fix."""
+
+    exit_code: ExitStatus = ExitStatus.USAGE
+
+    def __init__(self, message: str, *, exit_code: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(LftraceError):
+    exit_code = ExitStatus.USAGE
+
+
+class StoreError(LftraceError):
+    exit_code = ExitStatus.STORE
+
+
+class TraceNotFound(LftraceError):
+    exit_code = ExitStatus.NOT_FOUND
+
+
+class LoadError(LftraceError):
+    exit_code = ExitStatus.LOAD_FAILED
+
+
+class InputError(LftraceError):
+    exit_code = ExitStatus.USAGE
+
+
+class BackendError(LftraceError):
+    exit_code = ExitStatus.BACKEND

@@ -1,0 +1,292 @@
+"""The trace model: plain dataclasses, stdlib only.
+
+Times are integer nanoseconds since the epoch (``time.time_ns()`` is the
+cheapest clock on the hot path); ``to_dict`` turns them into ISO-8601 UTC
+strings in the shape of Langfuse's ``GET /api/public/traces/{id}``
+(``TraceWithFullDetails``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+OBSERVATION_TYPES = (
+    "SPAN",
+    "GENERATION",
+    "EVENT",
+    "AGENT",
+    "TOOL",
+    "CHAIN",
+    "RETRIEVER",
+    "EMBEDDING",
+    "EVALUATOR",
+    "GUARDRAIL",
+)
+LEVELS = ("DEBUG", "DEFAULT", "WARNING", "ERROR")
+LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+
+
+def iso_from_ns(ns: int | None) -> str | None:
+    """ISO-8601 UTC with microseconds and a trailing Z (Langfuse's format)."""
+    if ns is None:
+        return None
+    dt = datetime.fromtimestamp(ns // 1000 / 1_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+def ns_from_iso(text: str | None) -> int | None:
+    """Inverse of ``iso_from_ns``; accepts any ISO-8601 string with offset or Z."""
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1_000_000) * 1000
+
+
+@dataclass(slots=True)
+class Observation:
+    """One node of a trace: a span, generation, tool call, ..."""
+
+    id: str  # 16 lowercase hex chars (an OpenTelemetry span id)
+    trace_id: str  # 32 lowercase hex chars
+    parent_id: str | None
+    type: str  # one of OBSERVATION_TYPES
+    name: str
+    start_time: int  # ns since epoch
+    end_time: int | None = None
+    completion_start_time: int | None = None
+    model: str | None = None
+    model_parameters: dict[str, Any] | None = None
+    input: Any = None
+    output: Any = None
+    metadata: dict[str, Any] | None = None
+    level: str = "DEFAULT"
+    status_message: str | None = None
+    usage_details: dict[str, int] | None = None
+    cost_details: dict[str, float] | None = None
+    environment: str = "default"
+    version: str | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Duration in seconds, None while the observation is still open."""
+        if self.end_time is None:
+            return None
+        return (self.end_time - self.start_time) / 1e9
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        if self.completion_start_time is None:
+            return None
+        return (self.completion_start_time - self.start_time) / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        cost = self.cost_details or {}
+        return {
+            "id": self.id,
+            "traceId": self.trace_id,
+            "parentObservationId": self.parent_id,
+            "type": self.type,
+            "name": self.name,
+            "startTime": iso_from_ns(self.start_time),
+            "endTime": iso_from_ns(self.end_time),
+            "completionStartTime": iso_from_ns(self.completion_start_time),
+            "model": self.model,
+            "modelParameters": self.model_parameters,
+            "input": self.input,
+            "output": self.output,
+            "metadata": self.metadata,
+            "level": self.level,
+            "statusMessage": self.status_message,
+            "version": self.version,
+            "environment": self.environment,
+            "usageDetails": self.usage_details or {},
+            "costDetails": cost,
+            "calculatedTotalCost": cost.get("total"),
+            "latency": self.latency,
+            "timeToFirstToken": self.time_to_first_token,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Observation:
+        return cls(
+            id=data["id"],
+            trace_id=data["traceId"],
+            parent_id=data.get("parentObservationId"),
+            type=data.get("type") or "SPAN",
+            name=data.get("name") or "",
+            start_time=ns_from_iso(data.get("startTime")) or 0,
+            end_time=ns_from_iso(data.get("endTime")),
+            completion_start_time=ns_from_iso(data.get("completionStartTime")),
+            model=data.get("model"),
+            model_parameters=data.get("modelParameters"),
+            input=data.get("input"),
+            output=data.get("output"),
+            metadata=data.get("metadata"),
+            level=data.get("level") or "DEFAULT",
+            status_message=data.get("statusMessage"),
+            usage_details=data.get("usageDetails") or None,
+            cost_details=data.get("costDetails") or None,
+            environment=data.get("environment") or "default",
+            version=data.get("version"),
+        )
+
+
+@dataclass(slots=True)
+class Trace:
+    """A whole trace: trace attributes plus its observations (parents first)."""
+
+    id: str
+    name: str | None
+    timestamp: int  # ns since epoch: start of the root observation
+    input: Any = None
+    output: Any = None
+    session_id: str | None = None
+    user_id: str | None = None
+    release: str | None = None
+    version: str | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[str] = field(default_factory=list)
+    environment: str = "default"
+    public: bool = False
+    observations: list[Observation] = field(default_factory=list)
+    end_time: int | None = None  # ns: end of the last observation
+
+    @property
+    def latency(self) -> float | None:
+        if self.end_time is None:
+            return None
+        return (self.end_time - self.timestamp) / 1e9
+
+    @property
+    def level(self) -> str:
+        """The most severe level of any observation (ERROR wins)."""
+        best = "DEFAULT"
+        for obs in self.observations:
+            if LEVEL_RANK.get(obs.level, 1) > LEVEL_RANK[best]:
+                best = obs.level
+        return best
+
+    @property
+    def status(self) -> str:
+        """ok | error | interrupted: interruption (Ctrl-C) wins over errors."""
+        if (self.metadata or {}).get("interrupted"):
+            return "interrupted"
+        return "error" if self.level == "ERROR" else "ok"
+
+    @property
+    def total_cost(self) -> float | None:
+        costs = [o.cost_details["total"] for o in self.observations if o.cost_details and "total" in o.cost_details]
+        return sum(costs) if costs else None
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """Token counts summed over generations (``input``, ``output``, ``total`` and details)."""
+        totals: dict[str, int] = {}
+        for obs in self.observations:
+            for key, value in (obs.usage_details or {}).items():
+                if isinstance(value, int):
+                    totals[key] = totals.get(key, 0) + value
+        return totals
+
+    @property
+    def total_tokens(self) -> int:
+        usage = self.usage
+        if "total" in usage:
+            return usage["total"]
+        return sum(v for k, v in usage.items() if k != "total")
+
+    def roots(self) -> list[Observation]:
+        return [o for o in self.observations if o.parent_id is None]
+
+    def children(self) -> dict[str | None, list[Observation]]:
+        """parent id -> children, in start order."""
+        kids: dict[str | None, list[Observation]] = {}
+        for obs in sorted(self.observations, key=lambda o: o.start_time):
+            kids.setdefault(obs.parent_id, []).append(obs)
+        return kids
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "timestamp": iso_from_ns(self.timestamp),
+            "name": self.name,
+            "input": self.input,
+            "output": self.output,
+            "sessionId": self.session_id,
+            "userId": self.user_id,
+            "release": self.release,
+            "version": self.version,
+            "metadata": self.metadata,
+            "tags": list(self.tags),
+            "public": self.public,
+            "environment": self.environment,
+            "htmlPath": f"/trace/{self.id}",
+            "latency": self.latency,
+            "totalCost": self.total_cost,
+            "observations": [o.to_dict() for o in self.observations],
+            "scores": [],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trace:
+        observations = [Observation.from_dict(o) for o in data.get("observations") or []]
+        timestamp = ns_from_iso(data.get("timestamp")) or min((o.start_time for o in observations), default=0)
+        ends = [o.end_time for o in observations if o.end_time is not None]
+        end_time = max(ends) if ends else None
+        if end_time is None and data.get("latency") is not None:
+            end_time = timestamp + int(float(data["latency"]) * 1e9)
+        return cls(
+            id=data["id"],
+            name=data.get("name"),
+            timestamp=timestamp,
+            input=data.get("input"),
+            output=data.get("output"),
+            session_id=data.get("sessionId"),
+            user_id=data.get("userId"),
+            release=data.get("release"),
+            version=data.get("version"),
+            metadata=data.get("metadata"),
+            tags=list(data.get("tags") or []),
+            environment=data.get("environment") or "default",
+            public=bool(data.get("public", False)),
+            observations=observations,
+            end_time=end_time,
+        )
+
+
+@dataclass(slots=True)
+class TraceSummary:
+    """One row of ``list_traces``: what a listing needs without the observations."""
+
+    id: str
+    name: str | None
+    timestamp: int
+    latency: float | None
+    level: str
+    total_tokens: int
+    total_cost: float | None
+    observation_count: int
+    session_id: str | None = None
+    user_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    status: str = "ok"  # ok | error | interrupted | running
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "timestamp": iso_from_ns(self.timestamp),
+            "latency": self.latency,
+            "level": self.level,
+            "totalTokens": self.total_tokens,
+            "totalCost": self.total_cost,
+            "observationCount": self.observation_count,
+            "sessionId": self.session_id,
+            "userId": self.user_id,
+            "tags": list(self.tags),
+            "status": self.status,
+        }
