@@ -105,7 +105,9 @@ def parse_headers(text: str | None) -> dict[str, str]:
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"{OTLP_HEADERS}: '{key.strip()}' is not key=value (expected e.g. 'authorization=Bearer%20token')")
+            raise ConfigError(
+                f"{OTLP_HEADERS}: '{key.strip()}' is not key=value (expected e.g. 'authorization=Bearer%20token')"
+            )
         headers[unquote(key.strip()).lower()] = unquote(value.strip())
     return headers
 
@@ -263,6 +265,10 @@ def _number(
         raise ConfigError(f"{source}: '{value}' is not a{'n integer' if kind is int else ' number'}") from None
     too_low = low is not None and (number <= low if exclusive_low else number < low)
     if too_low or (high is not None and number > high):
-        bounds = f"between {low} and {high}" if high is not None else f"{'greater than' if exclusive_low else 'at least'} {low}"
+        bounds = (
+            f"between {low} and {high}"
+            if high is not None
+            else f"{'greater than' if exclusive_low else 'at least'} {low}"
+        )
         raise ConfigError(f"{source}: {value!r} is out of range (must be {bounds})")
     return number

@@ -1,0 +1,309 @@
+"""The Langfuse-compatible client: owns settings, the store, the writer and delivery.
+
+``Langfuse(...)`` and ``get_client()`` keep the official SDK's names and
+arguments, so code written for ``langfuse`` works with only the import changed.
+Without keys everything goes to the local store; with keys (or an OTLP
+endpoint) the store doubles as the outbox that delivery drains.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, mask_secret
+from .errors import InputError, TraceNotFound
+from .model import Trace, TraceSummary
+from .writer import TraceWriter
+
+if TYPE_CHECKING:
+    from .delivery import Deliverer
+    from .store import TraceStore
+
+log = logging.getLogger("lftrace")
+
+_clients: dict[str | None, Langfuse] = {}
+_default: Langfuse | None = None
+_registry_lock = threading.Lock()
+
+
+class Langfuse:
+    """The client. Arguments win over ``LANGFUSE_*`` environment variables, which win over ``.env``."""
+
+    def __init__(
+        self,
+        *,
+        public_key: str | None = None,
+        secret_key: str | None = None,
+        host: str | None = None,
+        base_url: str | None = None,
+        environment: str | None = None,
+        release: str | None = None,
+        sample_rate: float | None = None,
+        tracing_enabled: bool | None = None,
+        flush_at: int | None = None,
+        flush_interval: float | None = None,
+        timeout: float | None = None,
+        debug: bool | None = None,
+        store: str | Path | None = None,
+        mask: Callable[..., Any] | None = None,
+        otlp_endpoint: str | None = None,
+        otlp_headers: dict[str, str] | None = None,
+        **sdk_only: Any,
+    ) -> None:
+        # Arguments of the official SDK that have no meaning here (httpx_client, media_upload_thread_count, ...)
+        # are accepted so that code written for it keeps working.
+        self.settings = Settings.resolve(
+            {
+                "public_key": public_key,
+                "secret_key": secret_key,
+                "host": host,
+                "base_url": base_url,
+                "environment": environment,
+                "release": release,
+                "sample_rate": sample_rate,
+                "tracing_enabled": tracing_enabled,
+                "flush_at": flush_at,
+                "flush_interval": flush_interval,
+                "timeout": timeout,
+                "debug": debug,
+                "store": store,
+                "otlp_endpoint": otlp_endpoint,
+                "otlp_headers": otlp_headers,
+            }
+        )
+        if sdk_only:
+            log.debug("lftrace: ignoring Langfuse SDK arguments %s", sorted(sdk_only))
+        if self.settings.debug:
+            logging.getLogger("lftrace").setLevel(logging.DEBUG)
+        self.mask = mask
+        self._store: TraceStore | None = None
+        self._store_lock = threading.Lock()
+        self._deliverer: Deliverer | None = None
+        self._deliverer_lock = threading.Lock()
+        self._closed = False
+        self._writer = TraceWriter(
+            self._open_store,
+            self._destination_names,
+            mask=mask,
+            batch_size=self.settings.flush_at,
+            on_written=self._on_written,
+        )
+        self.last_delivery: Any = None  # the DeliveryReport of the last flush, for the CLI
+        _register(self)
+        atexit.register(self._at_exit)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"Langfuse(public_key={mask_secret(s.public_key)!r}, base_url={s.base_url!r}, store={str(s.store)!r})"
+
+    # -- what the callback handler uses ------------------------------------------------
+    @property
+    def tracing_active(self) -> bool:
+        return self.settings.tracing_enabled and not self._closed
+
+    def should_sample(self, trace_id: str) -> bool:
+        """Deterministic by trace id, like OpenTelemetry's TraceIdRatioBased sampler."""
+        rate = self.settings.sample_rate
+        if rate >= 1.0:
+            return True
+        if rate <= 0.0:
+            return False
+        return int(trace_id[-16:], 16) < rate * (1 << 64)
+
+    def _submit(self, trace: Trace) -> None:
+        """Hand a finished (or partial) trace to the writer thread; never blocks, never raises."""
+        try:
+            self._writer.submit(trace)
+        except Exception:
+            log.warning("lftrace: could not queue trace %s", getattr(trace, "id", "?"), exc_info=True)
+
+    # -- the SDK's public surface ------------------------------------------------------
+    def flush(self) -> None:
+        """Block until every finished trace is committed to the store, then deliver (bounded by timeout)."""
+        self._writer.flush()
+        deliverer = self._get_deliverer()
+        if deliverer is not None:
+            try:
+                self.last_delivery = deliverer.deliver(deadline=time.monotonic() + self.settings.timeout)
+            except Exception as exc:  # the trace is on disk and stays queued: export must not break flush
+                log.warning("lftrace: delivery failed: %s (traces stay queued; run `lftrace push`)", exc)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._writer.stop()
+        if self._deliverer is not None:
+            self._deliverer.stop()
+        with self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def auth_check(self) -> bool:
+        """True when the Langfuse server accepts the keys (the SDK's ``auth_check``)."""
+        if not self.settings.langfuse_enabled:
+            return False
+        from .exporters.langfuse_api import projects
+
+        try:
+            projects(
+                self.settings.base_url,
+                self.settings.public_key or "",
+                self.settings.secret_key or "",
+                timeout=self.settings.timeout,
+            )
+        except Exception as exc:
+            log.warning("lftrace: auth check failed: %s", exc)
+            return False
+        return True
+
+    def get_trace(self, trace_id: str) -> Trace:
+        """A stored trace by full id or unique prefix (``last`` for the newest)."""
+        self._writer.flush()
+        store = self._read_store(trace_id)
+        if trace_id == "last":
+            last = store.last_trace_id()
+            if last is None:
+                raise TraceNotFound(f"no traces in {self.settings.store} yet (run `lftrace run ...` first)")
+            trace_id = last
+        return store.get_trace(trace_id)
+
+    def list_traces(
+        self,
+        limit: int = 50,
+        name: str | None = None,
+        level: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tag: str | None = None,
+        since: datetime | timedelta | str | int | None = None,
+    ) -> list[TraceSummary]:
+        """Stored traces, newest first, filters combined with AND."""
+        self._writer.flush()
+        if not self.settings.store.exists():
+            return []
+        return self._open_store().list_traces(
+            limit=limit,
+            name=name,
+            level=level,
+            session_id=session_id,
+            user_id=user_id,
+            tag=tag,
+            since_ns=parse_since(since),
+        )
+
+    @property
+    def store(self) -> TraceStore:
+        return self._open_store()
+
+    # -- internals -----------------------------------------------------------------------
+    def _open_store(self) -> TraceStore:
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    from .store import TraceStore
+
+                    self._store = TraceStore(self.settings.store)
+        return self._store
+
+    def _read_store(self, trace_id: str) -> TraceStore:
+        if self._store is None and not self.settings.store.exists():
+            raise TraceNotFound(f"no trace '{trace_id}': the store {self.settings.store} does not exist yet")
+        return self._open_store()
+
+    def _destination_names(self) -> Sequence[str]:
+        deliverer = self._get_deliverer()
+        return [d.name for d in deliverer.destinations] if deliverer is not None else ()
+
+    def _get_deliverer(self) -> Deliverer | None:
+        """Only built when a backend is configured, so offline runs never import httpx or protobuf."""
+        if self._deliverer is None and (self.settings.langfuse_enabled or self.settings.otlp_endpoint):
+            with self._deliverer_lock:
+                if self._deliverer is None:
+                    from .delivery import Deliverer, destinations_for
+
+                    self._deliverer = Deliverer(self._open_store(), destinations_for(self.settings), self.settings)
+                    self._deliverer.start_background(self.settings.flush_interval)
+        return self._deliverer
+
+    def _on_written(self, traces: list[Trace]) -> None:
+        if self._deliverer is not None:
+            self._deliverer.wake()
+
+    def _at_exit(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:
+            log.debug("lftrace: shutdown at exit failed", exc_info=True)
+
+
+def _register(client: Langfuse) -> None:
+    global _default
+    with _registry_lock:
+        _clients.setdefault(client.settings.public_key, client)
+        if _default is None or _default._closed:
+            _default = client
+
+
+def get_client(*, public_key: str | None = None) -> Langfuse:
+    """The configured client (the first one created, or the one for ``public_key``); made from the environment if none."""
+    with _registry_lock:
+        if public_key is not None and public_key in _clients and not _clients[public_key]._closed:
+            return _clients[public_key]
+        if public_key is None and _default is not None and not _default._closed:
+            return _default
+    return Langfuse(public_key=public_key)
+
+
+def reset_clients() -> None:
+    """Shut down and forget every client (tests, and the CLI between commands)."""
+    global _default
+    with _registry_lock:
+        clients = list({id(c): c for c in [*_clients.values(), *([_default] if _default else [])]}.values())
+        _clients.clear()
+        _default = None
+    for client in clients:
+        try:
+            client.shutdown()
+        except Exception:
+            log.debug("lftrace: shutdown failed", exc_info=True)
+
+
+_SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: datetime | timedelta | str | int | None, *, now: datetime | None = None) -> int | None:
+    """``30s``/``15m``/``1h``/``2d``/``1w``, an ISO date or datetime, a timedelta or datetime -> ns since epoch."""
+    if value is None or value == "":
+        return None
+    now = now or datetime.now(UTC)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, timedelta):
+        return int((now - value).timestamp() * 1e9)
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(dt.timestamp() * 1e9)
+    match = _SINCE_RE.match(value)
+    if match:
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        return int((now - timedelta(seconds=seconds)).timestamp() * 1e9)
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"--since '{value}' is not a duration or date (use e.g. 30m, 1h, 2d, 1w or 2026-11-26)"
+        ) from None
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1e9)
