@@ -1,0 +1,62 @@
+"""The trace model: Langfuse JSON shape and round trips."""
+
+from __future__ import annotations
+
+from lftrace.model import Observation, Trace, iso_from_ns, ns_from_iso
+
+T0 = 1_764_000_000_000_000_000  # 2025-11-24T16:00:00Z
+
+
+def make_trace() -> Trace:
+    root = Observation("a" * 16, "f" * 32, None, "CHAIN", "LangGraph", T0, T0 + 2_000_000_000)
+    gen = Observation(
+        "b" * 16,
+        "f" * 32,
+        "a" * 16,
+        "GENERATION",
+        "ChatOpenAI",
+        T0 + 100_000_000,
+        T0 + 1_100_000_000,
+        completion_start_time=T0 + 300_000_000,
+        model="gpt-4o-mini",
+        usage_details={"input": 10, "output": 5, "total": 15},
+        cost_details={"input": 0.001, "output": 0.002, "total": 0.003},
+    )
+    tool = Observation("c" * 16, "f" * 32, "a" * 16, "TOOL", "search", T0 + 1_200_000_000, T0 + 1_500_000_000, level="ERROR", status_message="boom")
+    return Trace("f" * 32, "LangGraph", T0, input={"q": 1}, output="x", tags=["a"], observations=[root, gen, tool], end_time=T0 + 2_000_000_000)
+
+
+def test_iso_round_trip():
+    assert iso_from_ns(T0) == "2025-11-24T16:00:00.000000Z"
+    assert ns_from_iso(iso_from_ns(T0 + 123_456_000)) == T0 + 123_456_000
+    assert ns_from_iso("2025-11-24T16:00:00+00:00") == T0
+    assert iso_from_ns(None) is None
+
+
+def test_trace_to_dict_has_langfuse_shape():
+    d = make_trace().to_dict()
+    for key in ("id", "timestamp", "name", "input", "output", "sessionId", "userId", "release", "version", "metadata", "tags", "environment", "latency", "totalCost", "observations", "htmlPath"):
+        assert key in d
+    assert d["latency"] == 2.0
+    assert abs(d["totalCost"] - 0.003) < 1e-12
+    gen = d["observations"][1]
+    for key in ("id", "traceId", "parentObservationId", "type", "name", "startTime", "endTime", "completionStartTime", "model", "modelParameters", "input", "output", "metadata", "level", "statusMessage", "usageDetails", "costDetails"):
+        assert key in gen
+    assert gen["parentObservationId"] == "a" * 16
+    assert gen["timeToFirstToken"] == 0.2
+
+
+def test_derived_trace_figures():
+    t = make_trace()
+    assert t.level == "ERROR"
+    assert t.status == "error"
+    assert t.total_tokens == 15
+    assert t.usage == {"input": 10, "output": 5, "total": 15}
+    t.metadata = {"interrupted": True}
+    assert t.status == "interrupted"
+
+
+def test_from_dict_round_trip():
+    t = make_trace()
+    again = Trace.from_dict(t.to_dict())
+    assert again.to_dict() == t.to_dict()
