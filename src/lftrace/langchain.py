@@ -1,0 +1,569 @@
+"""The LangChain/LangGraph callback handler: LangChain's run tree -> one ``Trace`` per top-level run.
+
+Hot path (PERF_FACTS.md): every callback runs on the user's thread and only captures - a
+timestamp, random ids, references or shallow copies of inputs/outputs - into ``Observation``
+objects. When the top-level run ends, the finished ``Trace`` goes to ``client._submit`` (a queue
+put); serialising, masking, pricing and SQLite writes happen on the writer thread.
+
+State lives in dicts keyed by run id (single dict operations are atomic under the GIL), so one
+handler can serve many concurrent runs (threads, ``asyncio.gather``). ``run_inline = True`` keeps
+async callbacks on the event loop instead of hopping to executor threads.
+
+LangChain emits no callbacks for ``Embeddings.embed_*`` calls, so EMBEDDING observations only
+appear when a retriever/tool wraps them; this handler never invents them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import traceback
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from .errors import LftraceError
+from .model import Observation, Trace
+from .usage import usage_from_generations
+
+_log = logging.getLogger("lftrace")
+
+HIDDEN_TAG = "langsmith:hidden"
+TRACE_ATTRIBUTE_KEYS = ("langfuse_session_id", "langfuse_user_id", "langfuse_tags", "langfuse_trace_name")
+_STRIPPED_KEYS = frozenset((*TRACE_ATTRIBUTE_KEYS, "langfuse_prompt"))
+_PARAMETER_NOISE = frozenset(("_type", "tools"))
+_CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
+_TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class _TraceState:
+    """One top-level run: its trace and every run id registered under it."""
+
+    __slots__ = ("root_run_id", "run_ids", "sampled", "submitted", "trace")
+
+    def __init__(self, trace: Trace, root_run_id: UUID, sampled: bool) -> None:
+        self.trace = trace
+        self.root_run_id = root_run_id
+        self.run_ids: list[UUID] = [root_run_id]
+        self.sampled = sampled
+        self.submitted = False
+
+
+def _snapshot(value: Any) -> Any:
+    """A shallow copy that survives LangGraph mutating its state after the callback (two levels for dicts)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: (list(v) if type(v) is list else v) for k, v in value.items()}
+    if kind is list:
+        return list(value)
+    return value
+
+
+def _run_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> str:
+    if name is not None:
+        return str(name)
+    if serialized:
+        if serialized.get("name"):
+            return str(serialized["name"])
+        ids = serialized.get("id")
+        if isinstance(ids, list) and ids:
+            return str(ids[-1])
+    return default
+
+
+def _observation_metadata(metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) -> dict[str, Any] | None:
+    out = {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS} if metadata else {}
+    if tags:
+        out["tags"] = list(tags)
+    return out or None
+
+
+def _qualified_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _is_control_flow(error: BaseException) -> bool:
+    """A LangGraph interrupt/handoff (GraphBubbleUp family) - checked by name to avoid importing langgraph."""
+    return any(cls.__name__ in _CONTROL_FLOW for cls in type(error).__mro__)
+
+
+def _model_name(
+    serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None, params: Mapping[str, Any]
+) -> str | None:
+    if metadata and metadata.get("ls_model_name"):
+        return str(metadata["ls_model_name"])
+    sources: list[Any] = [serialized.get("kwargs") if serialized else None, params]
+    for source in sources:
+        if isinstance(source, Mapping):
+            for key in ("model", "model_name", "model_id", "deployment_name"):
+                if source.get(key):
+                    return str(source[key])
+    return None
+
+
+def _response_model(generations: Sequence[Any], llm_output: Mapping[str, Any] | None) -> str | None:
+    if isinstance(llm_output, Mapping) and llm_output.get("model_name"):
+        return str(llm_output["model_name"])
+    for gen in generations:
+        meta = getattr(getattr(gen, "message", None), "response_metadata", None)
+        if isinstance(meta, Mapping):
+            for key in ("model_name", "model", "model_id"):
+                if meta.get(key) and isinstance(meta[key], str):
+                    return meta[key]
+    return None
+
+
+def _tool_definition(tool: Any) -> Any:
+    if isinstance(tool, Mapping) and tool.get("type") == "function":
+        return tool
+    try:  # a raw BaseTool bound with model.bind(tools=[...]): show it the way the UI expects
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        return convert_to_openai_tool(tool)
+    except Exception:
+        return tool
+
+
+class CallbackHandler(BaseCallbackHandler):
+    """Langfuse-compatible LangChain callback handler: ``config={"callbacks": [CallbackHandler()]}``."""
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self,
+        public_key: str | None = None,
+        trace_context: Mapping[str, Any] | None = None,
+        update_trace: bool = True,
+        **ignored: Any,
+    ) -> None:
+        if ignored:
+            _log.debug("lftrace: CallbackHandler ignores arguments %s", sorted(ignored))
+        self._client: Any = None
+        try:
+            from .client import get_client
+
+            self._client = get_client(public_key=public_key)
+        except LftraceError as exc:
+            _log.warning("lftrace: tracing disabled: %s", exc)
+        settings = getattr(self._client, "settings", None)
+        self._environment: str = getattr(settings, "environment", "default") or "default"
+        self._release: str | None = getattr(settings, "release", None)
+        self._version: str | None = getattr(settings, "version", None)
+        self._trace_id, self._parent_span_id = self._check_trace_context(trace_context)
+        self._update_trace = update_trace
+        self._runs: dict[UUID, tuple[Observation | None, _TraceState]] = {}
+        self._traces: dict[UUID, _TraceState] = {}
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self.last_trace_id: str | None = None
+
+    # -- setup ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_trace_context(context: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+        if not context:
+            return None, None
+        trace_id = context.get("trace_id")
+        valid = isinstance(trace_id, str) and bool(_TRACE_ID_RE.match(trace_id)) and trace_id != "0" * 32
+        if trace_id is not None and not valid:
+            _log.warning("lftrace: trace_context trace_id %r is not 32 lowercase hex chars; generating one", trace_id)
+            trace_id = None
+        parent = context.get("parent_span_id")
+        if parent is not None and not (isinstance(parent, str) and _SPAN_ID_RE.match(parent)):
+            _log.warning("lftrace: trace_context parent_span_id %r is not 16 lowercase hex chars; ignored", parent)
+            parent = None
+        return trace_id, parent
+
+    def _internal_error(self, where: str) -> None:
+        """The handler's own bug: log it, never let it reach the user's run."""
+        if where not in self._warned:
+            self._warned.add(where)
+            _log.warning("lftrace: %s failed; this run may be traced incompletely", where, exc_info=True)
+        else:
+            _log.debug("lftrace: %s failed", where, exc_info=True)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _new_trace(
+        self,
+        run_id: UUID,
+        now: int,
+        name: str,
+        inputs: Any,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> _TraceState | None:
+        client = self._client
+        if client is None or not client.tracing_active:
+            return None
+        trace_id = self._trace_id or os.urandom(16).hex()
+        meta = metadata or {}
+        session_id = meta.get("langfuse_session_id")
+        user_id = meta.get("langfuse_user_id")
+        trace_name = meta.get("langfuse_trace_name")
+        trace_tags: list[str] = []
+        for tag in [*(meta.get("langfuse_tags") or ()), *(tags or ())]:
+            if str(tag) not in trace_tags:
+                trace_tags.append(str(tag))
+        trace_metadata = {k: v for k, v in meta.items() if k not in _STRIPPED_KEYS}
+        if self._parent_span_id:
+            trace_metadata["parent_span_id"] = self._parent_span_id
+        trace = Trace(
+            id=trace_id,
+            name=str(trace_name) if trace_name else name,
+            timestamp=now,
+            input=inputs if self._update_trace else None,
+            session_id=str(session_id) if session_id is not None else None,
+            user_id=str(user_id) if user_id is not None else None,
+            release=self._release,
+            version=self._version,
+            metadata=trace_metadata or None,
+            tags=trace_tags,
+            environment=self._environment,
+        )
+        state = _TraceState(trace, run_id, bool(client.should_sample(trace_id)))
+        self._traces[run_id] = state
+        if state.sampled:
+            self.last_trace_id = trace_id
+        return state
+
+    def _open(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        kind: str,
+        name: str,
+        inputs: Any,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Observation | None:
+        now = time_ns()
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is None:  # a top-level run (or its parent is unknown to us): a new trace
+            state = self._new_trace(run_id, now, name, inputs, tags, metadata)
+            if state is None:
+                return None
+            parent_id = None
+        else:
+            parent_obs, state = parent
+            parent_id = parent_obs.id if parent_obs is not None else None
+            state.run_ids.append(run_id)
+        if not state.sampled or state.submitted:
+            self._runs[run_id] = (None, state)
+            return None
+        obs = Observation(
+            id=os.urandom(8).hex(),
+            trace_id=state.trace.id,
+            parent_id=parent_id,
+            type=kind,
+            name=name,
+            start_time=now,
+            input=inputs,
+            metadata=_observation_metadata(metadata, tags),
+            level="DEBUG" if tags and HIDDEN_TAG in tags else "DEFAULT",
+            environment=self._environment,
+            version=self._version,
+        )
+        state.trace.observations.append(obs)
+        self._runs[run_id] = (obs, state)
+        return obs
+
+    def _close(self, run_id: UUID, output: Any, *, has_output: bool = True) -> Observation | None:
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return None
+        obs, state = entry
+        if obs is not None:
+            obs.end_time = time_ns()
+            if has_output:
+                obs.output = output
+        if run_id == state.root_run_id:
+            self._finish_trace(state, obs)
+        return obs
+
+    def _finish_trace(self, state: _TraceState, root: Observation | None, *, interrupted: str | None = None) -> None:
+        self._traces.pop(state.root_run_id, None)
+        for run_id in state.run_ids:
+            self._runs.pop(run_id, None)
+        with self._lock:  # the root ending and finish_open_runs (Ctrl-C) may race: submit once
+            if state.submitted:
+                return
+            state.submitted = True
+        if not state.sampled:
+            return
+        trace = state.trace
+        now = time_ns()
+        for obs in trace.observations:
+            if obs.end_time is None:
+                obs.end_time = now
+                if interrupted is not None:
+                    obs.level = "ERROR" if obs.level == "ERROR" else "WARNING"
+                    obs.status_message = obs.status_message or interrupted
+        if interrupted is not None:
+            trace.metadata = {**(trace.metadata or {}), "interrupted": True}
+        trace.end_time = root.end_time if root is not None and root.end_time is not None else now
+        if self._update_trace and root is not None:
+            trace.output = root.output
+        self._client._submit(trace)
+
+    def _fail(self, run_id: UUID, error: BaseException) -> None:
+        entry = self._runs.get(run_id)
+        obs = entry[0] if entry is not None else None
+        if obs is not None:
+            message = str(error) or type(error).__name__
+            if _is_control_flow(error):  # an interrupt is control flow, not a failure
+                obs.status_message = message
+            else:
+                obs.level = "ERROR"
+                obs.status_message = message
+                obs.metadata = {
+                    **(obs.metadata or {}),
+                    "error.type": _qualified_name(type(error)),
+                    "error.traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                }
+        self._close(run_id, None, has_output=False)
+
+    # -- public helpers -------------------------------------------------------------------
+    def finish_open_runs(self, reason: str = "interrupted") -> None:
+        """Close every still-open run (end now, WARNING, ``reason``) and submit the partial traces (Ctrl-C)."""
+        for state in list(self._traces.values()):
+            try:
+                root = self._runs.get(state.root_run_id, (None, state))[0]
+                self._finish_trace(state, root, interrupted=reason)
+            except Exception:
+                self._internal_error("finish_open_runs")
+
+    # -- chains (LCEL, LangGraph graphs and nodes) -----------------------------------------
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = _run_name(serialized, kwargs.get("name"), "chain")
+            ids = serialized.get("id") if serialized else None
+            is_agent = "agent" in name.lower() or (
+                isinstance(ids, list) and any("agent" in str(part).lower() for part in ids)
+            )
+            self._open(run_id, parent_run_id, "AGENT" if is_agent else "CHAIN", name, _snapshot(inputs), tags, metadata)
+        except Exception:
+            self._internal_error("on_chain_start")
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        try:
+            self._close(run_id, _snapshot(outputs))
+        except Exception:
+            self._internal_error("on_chain_end")
+
+    def on_chain_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception:
+            self._internal_error("on_chain_error")
+
+    def on_agent_action(self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        self._mark_agent(run_id)
+
+    def on_agent_finish(self, finish: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        self._mark_agent(run_id)
+
+    def _mark_agent(self, run_id: UUID) -> None:
+        try:
+            entry = self._runs.get(run_id)
+            if entry is not None and entry[0] is not None:
+                entry[0].type = "AGENT"
+        except Exception:
+            self._internal_error("on_agent_action")
+
+    # -- models ---------------------------------------------------------------------------
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            inputs: list[Any] = [m for batch in messages for m in batch]
+            self._start_generation(serialized, inputs, run_id, parent_run_id, tags, metadata, kwargs)
+        except Exception:
+            self._internal_error("on_chat_model_start")
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            inputs: Any = prompts[0] if len(prompts) == 1 else list(prompts)
+            self._start_generation(serialized, inputs, run_id, parent_run_id, tags, metadata, kwargs)
+        except Exception:
+            self._internal_error("on_llm_start")
+
+    def _start_generation(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        params = kwargs.get("invocation_params") or {}
+        tools = params.get("tools")
+        if tools and isinstance(tools, list):
+            if not isinstance(inputs, list):
+                inputs = [inputs]
+            inputs.extend({"role": "tool", "content": _tool_definition(t)} for t in tools)
+        name = _run_name(serialized, kwargs.get("name"), "llm")
+        obs = self._open(run_id, parent_run_id, "GENERATION", name, inputs, tags, metadata)
+        if obs is not None:
+            obs.model = _model_name(serialized, metadata, params)
+            obs.model_parameters = {
+                k: v for k, v in params.items() if k not in _PARAMETER_NOISE and v is not None
+            } or None
+
+    def on_llm_new_token(self, token: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        try:
+            entry = self._runs.get(run_id)
+            if entry is not None:
+                obs = entry[0]
+                if obs is not None and obs.completion_start_time is None:
+                    obs.completion_start_time = time_ns()
+        except Exception:
+            self._internal_error("on_llm_new_token")
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        try:
+            entry = self._runs.get(run_id)
+            obs = entry[0] if entry is not None else None
+            if obs is None:
+                self._close(run_id, None)
+                return
+            generations = [g for batch in (response.generations or ()) for g in batch]
+            outputs = [g.message if hasattr(g, "message") else g.text for g in generations]
+            llm_output = response.llm_output
+            obs.usage_details = usage_from_generations(generations, llm_output)
+            obs.model = _response_model(generations, llm_output) or obs.model
+            self._close(run_id, outputs[0] if len(outputs) == 1 else outputs)
+        except Exception:
+            self._internal_error("on_llm_end")
+            self._safe_close(run_id)
+
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception:
+            self._internal_error("on_llm_error")
+
+    # -- tools and retrievers -------------------------------------------------------------
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = _run_name(serialized, kwargs.get("name"), "tool")
+            tool_input = _snapshot(inputs) if inputs is not None else input_str
+            obs = self._open(run_id, parent_run_id, "TOOL", name, tool_input, tags, metadata)
+            if obs is not None and kwargs.get("tool_call_id"):
+                obs.metadata = {**(obs.metadata or {}), "tool_call_id": kwargs["tool_call_id"]}
+        except Exception:
+            self._internal_error("on_tool_start")
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        try:
+            entry = self._runs.get(run_id)
+            obs = entry[0] if entry is not None else None
+            if obs is not None and getattr(output, "status", None) == "error":  # a handled tool error (ToolMessage)
+                obs.level = "ERROR"
+                content = getattr(output, "content", "")
+                obs.status_message = content if isinstance(content, str) else str(content)
+            self._close(run_id, _snapshot(output))
+        except Exception:
+            self._internal_error("on_tool_end")
+            self._safe_close(run_id)
+
+    def on_tool_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception:
+            self._internal_error("on_tool_error")
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = _run_name(serialized, kwargs.get("name"), "retriever")
+            self._open(run_id, parent_run_id, "RETRIEVER", name, query, tags, metadata)
+        except Exception:
+            self._internal_error("on_retriever_start")
+
+    def on_retriever_end(
+        self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._close(run_id, list(documents) if isinstance(documents, Sequence) else documents)
+        except Exception:
+            self._internal_error("on_retriever_end")
+            self._safe_close(run_id)
+
+    def on_retriever_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._fail(run_id, error)
+        except Exception:
+            self._internal_error("on_retriever_error")
+
+    def _safe_close(self, run_id: UUID) -> None:
+        """After an internal failure in an end callback: still close the run so the trace is submitted."""
+        try:
+            if run_id in self._runs:
+                self._close(run_id, None, has_output=False)
+        except Exception:
+            _log.debug("lftrace: closing run %s failed", run_id, exc_info=True)

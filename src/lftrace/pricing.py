@@ -1,0 +1,82 @@
+"""Cost of a generation in USD from its model and Langfuse usage_details, via ``genai_prices``.
+
+Called only from the writer thread. ``genai_prices`` is imported on first use (~0.4 s) and every
+answer is cached per (model, usage) because ``calc_price`` costs ~200 us for a known model.
+An unknown model gives None: no cost is better than a wrong one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+_log = logging.getLogger("lftrace")
+_CACHE_LIMIT = 4096
+_cache: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, float] | None] = {}
+_unknown_models: set[str] = set()
+_lock = threading.Lock()
+
+
+def _genai_usage_kwargs(usage: Mapping[str, int]) -> dict[str, int]:
+    """Langfuse usage (input/output exclude details) -> genai_prices Usage (input/output include them)."""
+    cache_read = usage.get("input_cache_read", 0)
+    cache_write = usage.get("input_cache_creation", 0)
+    input_audio = usage.get("input_audio", 0)
+    reasoning = usage.get("output_reasoning", 0)
+    output_audio = usage.get("output_audio", 0)
+    kwargs = {
+        "input_tokens": usage.get("input", 0) + cache_read + cache_write + input_audio,
+        "output_tokens": usage.get("output", 0) + reasoning + output_audio,
+    }
+    if cache_read:
+        kwargs["cache_read_tokens"] = cache_read
+    if cache_write:
+        kwargs["cache_write_tokens"] = cache_write
+    if input_audio:
+        kwargs["input_audio_tokens"] = input_audio
+    if output_audio:
+        kwargs["output_audio_tokens"] = output_audio
+    return kwargs
+
+
+def _calculate(model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
+    from genai_prices import Usage, calc_price  # lazy: ~0.4 s import
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            price = calc_price(Usage(**_genai_usage_kwargs(usage)), model)
+        except LookupError:
+            _unknown_models.add(model)
+            return None
+    return {
+        "input": float(price.input_price),
+        "output": float(price.output_price),
+        "total": float(price.total_price),
+    }
+
+
+def cost_for(model: str | None, usage_details: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """``{"input": usd, "output": usd, "total": usd}`` for a known model, else None. Never raises."""
+    if not model or not usage_details:
+        return None
+    counts = tuple(sorted((k, v) for k, v in usage_details.items() if isinstance(v, int) and not isinstance(v, bool)))
+    if not counts or model in _unknown_models:
+        return None
+    key = (model, counts)
+    if key in _cache:
+        cached = _cache[key]
+        return dict(cached) if cached is not None else None
+    try:
+        result = _calculate(model, dict(counts))
+    except Exception as exc:  # a pricing bug must never lose a trace
+        _log.debug("lftrace: pricing %r failed: %r", model, exc)
+        result = None
+    with _lock:
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        _cache[key] = result
+    return dict(result) if result is not None else None
