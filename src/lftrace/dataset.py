@@ -1,0 +1,205 @@
+"""Test datasets (JSONL), sharding, and running cases concurrently.
+
+One case per line: ``{"name": "paris", "input": "What's the weather in Paris?", "expect": {...}}``.
+Every line is validated before anything runs, so a typo on line 40 never costs 39 model calls.
+
+Sharding hashes the case name with SHA-256 (not Python's per-process ``hash``), so ``--shard 2/4`` picks
+the same cases on every machine and the N shards partition the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .assertions import AssertionFailure, Expectations
+from .errors import InputError
+
+_CASE_KEYS = {"name", "input", "expect", "metadata"}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    input: Any
+    expect: Expectations = field(default_factory=Expectations)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+
+
+@dataclass
+class CaseResult:
+    """The verdict of one case. ``error`` is set when the target raised (or could not run)."""
+
+    case: Case
+    failures: list[AssertionFailure] = field(default_factory=list)
+    error: str | None = None
+    trace_id: str | None = None
+    latency: float | None = None  # seconds (trace latency; wall time when there is no trace)
+    tokens: int = 0
+    cost: float | None = None
+    output: str = ""
+    baseline_id: str | None = None
+    skipped: bool = False  # not run because of --fail-fast
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.error is None and not self.skipped
+
+    @property
+    def status(self) -> str:
+        if self.skipped:
+            return "skipped"
+        if self.error is not None:
+            return "error"
+        return "fail" if self.failures else "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.case.name,
+            "status": self.status,
+            "passed": self.passed,
+            "traceId": self.trace_id,
+            "latency": self.latency,
+            "tokens": self.tokens,
+            "cost": self.cost,
+            "output": self.output,
+            "error": self.error,
+            "baselineTraceId": self.baseline_id,
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+
+def load_dataset(path: Path | str) -> list[Case]:
+    """Every case of a JSONL file; InputError naming the file and line on the first bad line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"dataset {path} does not exist (pass a JSONL file with one case per line)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read dataset {path}: {exc}") from None
+    cases: list[Case] = []
+    names: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        case = parse_case(line, f"{path}:{number}", number)
+        if case.name in names:
+            raise InputError(
+                f"{path}:{number}: duplicate case name '{case.name}' (first on line {names[case.name]}; names must be unique)"
+            )
+        names[case.name] = number
+        cases.append(case)
+    if not cases:
+        raise InputError(f"dataset {path} has no cases (expected one JSON object per line)")
+    return cases
+
+
+def parse_case(line: str, where: str, number: int = 0) -> Case:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f'{where}: expected an object like {{"name": "...", "input": "...", "expect": {{...}}}}')
+    unknown = sorted(set(data) - _CASE_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (a case has name, input, expect, metadata)")
+    if "input" not in data:
+        raise InputError(f'{where}: missing "input" (the value passed to the graph)')
+    name = data.get("name", f"line-{number}")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f'{where}: "name" must be a non-empty string')
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InputError(f'{where}: "metadata" must be an object')
+    return Case(name, data["input"], Expectations.from_dict(data.get("expect"), where=where), metadata, number)
+
+
+# -- sharding -------------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` (1-based) -> (K, N)."""
+    try:
+        k_text, n_text = text.split("/")
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise InputError(f"--shard '{text}' is not K/N (e.g. --shard 2/4 runs the second of four slices)") from None
+    if n < 1 or not 1 <= k <= n:
+        raise InputError(f"--shard '{text}': K must be between 1 and N (e.g. 1/{max(n, 2)})")
+    return k, n
+
+
+def shard_index(name: str, total: int) -> int:
+    """0-based shard of a case: stable across processes, machines and Python versions."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % total
+
+
+def select_shard(cases: Sequence[Case], k: int, n: int) -> list[Case]:
+    return [c for c in cases if shard_index(c.name, n) == k - 1]
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def run_cases(
+    cases: Sequence[Case],
+    run_one: Callable[[Case], CaseResult],
+    *,
+    concurrency: int = 1,
+    fail_fast: bool = False,
+    on_done: Callable[[CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    """Run every case on ``concurrency`` threads; results in dataset order.
+
+    ``run_one`` must not raise (an exception becomes the case's error). With ``fail_fast`` no new case
+    starts after the first failure; cases not started are reported as skipped.
+    """
+    if concurrency < 1:
+        raise InputError("--concurrency must be at least 1")
+    results: dict[int, CaseResult] = {}
+    stop = threading.Event()
+
+    def guarded(index: int, case: Case) -> CaseResult:
+        if stop.is_set():
+            return CaseResult(case, skipped=True)
+        started = time.perf_counter()
+        try:
+            result = run_one(case)
+        except Exception as exc:  # a bug in a runner must not take the other cases down
+            result = CaseResult(case, error=f"{type(exc).__name__}: {exc}", latency=time.perf_counter() - started)
+        if fail_fast and not result.passed:
+            stop.set()
+        return result
+
+    pending: Iterator[tuple[int, Case]] = iter(enumerate(cases))
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lftrace-case") as pool:
+        running: dict[Future[CaseResult], int] = {}
+
+        def top_up() -> None:
+            while len(running) < concurrency:
+                item = next(pending, None)
+                if item is None:
+                    return
+                running[pool.submit(guarded, *item)] = item[0]
+
+        top_up()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = running.pop(future)
+                results[index] = future.result()
+                if on_done is not None:
+                    on_done(results[index])
+            top_up()
+    return [results[i] for i in range(len(cases))]

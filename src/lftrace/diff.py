@@ -1,0 +1,339 @@
+"""Compare two traces: structure, outputs, latency, tokens and cost; and baseline checks.
+
+Trees are aligned by path: each observation's path is the chain of its ancestors' names, each with its
+position among same-named siblings (``agent``, ``agent#2``, ...), so the second call of a node in run A
+is compared with the second call in run B even when their ids differ.
+
+Outputs are compared after dropping what changes on every run without meaning anything (ids, response
+and usage metadata); token and cost changes are reported separately.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .assertions import AssertionFailure, node_names, tool_names, unpriced_models
+from .model import Observation, Trace
+
+# keys whose values differ between two identical runs
+_VOLATILE_KEYS = frozenset({"id", "run_id", "tool_call_id", "response_metadata", "usage_metadata", "created"})
+LATENCY_GRACE = 0.05  # seconds a baseline latency may be exceeded on top of the tolerance (scheduler noise)
+
+
+@dataclass
+class ObservationChange:
+    path: str
+    status: str  # added | removed | changed | same
+    type: str
+    latency_delta: float | None = None
+    tokens_delta: int = 0
+    cost_delta: float | None = None
+    output_diff: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. "type SPAN -> CHAIN", "model a -> b"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "type": self.type,
+            "latencyDelta": self.latency_delta,
+            "tokensDelta": self.tokens_delta,
+            "costDelta": self.cost_delta,
+            "outputDiff": "\n".join(self.output_diff) or None,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass
+class TraceDiff:
+    a_id: str
+    b_id: str
+    observations: list[ObservationChange]
+    latency_delta: float | None
+    tokens_delta: int
+    cost_delta: float | None
+    output_diff: list[str]
+
+    @property
+    def structure_changed(self) -> bool:
+        return any(c.status in ("added", "removed") for c in self.observations)
+
+    @property
+    def outputs_changed(self) -> bool:
+        return bool(self.output_diff) or any(c.output_diff for c in self.observations)
+
+    @property
+    def changed(self) -> bool:
+        """What ``--fail-on-change`` fails on: structure or outputs (not timings or tokens)."""
+        return self.structure_changed or self.outputs_changed
+
+    def counts(self) -> dict[str, int]:
+        out = {"added": 0, "removed": 0, "changed": 0, "same": 0}
+        for change in self.observations:
+            out[change.status] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a_id,
+            "b": self.b_id,
+            "changed": self.changed,
+            "structureChanged": self.structure_changed,
+            "outputsChanged": self.outputs_changed,
+            "counts": self.counts(),
+            "latencyDelta": self.latency_delta,
+            "tokensDelta": self.tokens_delta,
+            "costDelta": self.cost_delta,
+            "outputDiff": "\n".join(self.output_diff) or None,
+            "observations": [c.to_dict() for c in self.observations],
+        }
+
+
+def observation_paths(trace: Trace) -> dict[str, Observation]:
+    """path -> observation, parents before children, siblings in start order."""
+    kids = trace.children()
+    known = {o.id for o in trace.observations}
+    # orphans (parent missing from the trace) are treated as roots so nothing is lost
+    roots = [o for o in sorted(trace.observations, key=lambda o: o.start_time) if o.parent_id not in known]
+    paths: dict[str, Observation] = {}
+
+    def walk(siblings: list[Observation], prefix: str) -> None:
+        seen: dict[str, int] = {}
+        for obs in siblings:
+            seen[obs.name] = seen.get(obs.name, 0) + 1
+            label = obs.name or "(unnamed)"
+            if seen[obs.name] > 1:
+                label += f"#{seen[obs.name]}"
+            path = f"{prefix}/{label}" if prefix else label
+            paths[path] = obs
+            walk(kids.get(obs.id, []), path)
+
+    walk(roots, "")
+    return paths
+
+
+def diff_traces(a: Trace, b: Trace, *, context: int = 2) -> TraceDiff:
+    pa, pb = observation_paths(a), observation_paths(b)
+    order = list(pa) + [p for p in pb if p not in pa]
+    changes: list[ObservationChange] = []
+    for path in order:
+        oa, ob = pa.get(path), pb.get(path)
+        if oa is None and ob is not None:
+            changes.append(
+                ObservationChange(path, "added", ob.type, ob.latency, _tokens(ob), _cost(ob), notes=["only in B"])
+            )
+        elif ob is None and oa is not None:
+            changes.append(
+                ObservationChange(
+                    path, "removed", oa.type, _neg(oa.latency), -_tokens(oa), _neg(_cost(oa)), notes=["only in A"]
+                )
+            )
+        elif oa is not None and ob is not None:
+            changes.append(_compare(path, oa, ob, context))
+    return TraceDiff(
+        a_id=a.id,
+        b_id=b.id,
+        observations=changes,
+        latency_delta=_sub(b.latency, a.latency),
+        tokens_delta=b.total_tokens - a.total_tokens,
+        cost_delta=_sub(b.total_cost, a.total_cost),
+        output_diff=text_diff(a.output, b.output, "A: output", "B: output", context),
+    )
+
+
+def _compare(path: str, oa: Observation, ob: Observation, context: int) -> ObservationChange:
+    notes = []
+    if oa.type != ob.type:
+        notes.append(f"type {oa.type} -> {ob.type}")
+    if oa.model != ob.model:
+        notes.append(f"model {oa.model} -> {ob.model}")
+    if oa.level != ob.level:
+        notes.append(f"level {oa.level} -> {ob.level}")
+    output_diff = text_diff(oa.output, ob.output, f"A: {path}", f"B: {path}", context)
+    status = "changed" if notes or output_diff else "same"
+    return ObservationChange(
+        path,
+        status,
+        ob.type,
+        _sub(ob.latency, oa.latency),
+        _tokens(ob) - _tokens(oa),
+        _sub(_cost(ob), _cost(oa)),
+        output_diff,
+        notes,
+    )
+
+
+def normalise(value: Any) -> Any:
+    """The value without the keys that change on every run."""
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items() if k not in _VOLATILE_KEYS}
+    if isinstance(value, list | tuple):
+        return [normalise(v) for v in value]
+    return value
+
+
+def _as_lines(value: Any) -> list[str]:
+    value = normalise(value)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.splitlines()
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str).splitlines()
+
+
+def text_diff(a: Any, b: Any, label_a: str, label_b: str, context: int = 2) -> list[str]:
+    """Unified diff lines of two outputs (empty when they are the same after ``normalise``)."""
+    la, lb = _as_lines(a), _as_lines(b)
+    if la == lb:
+        return []
+    return list(difflib.unified_diff(la, lb, label_a, label_b, n=context, lineterm=""))
+
+
+def _tokens(obs: Observation) -> int:
+    usage = obs.usage_details or {}
+    if "total" in usage:
+        return int(usage["total"])
+    return sum(int(v) for v in usage.values() if isinstance(v, int))
+
+
+def _cost(obs: Observation) -> float | None:
+    return (obs.cost_details or {}).get("total")
+
+
+def _sub(b: float | None, a: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return b - a
+
+
+def _neg(value: float | None) -> float | None:
+    return None if value is None else -value
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def signed_seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:+.3f}s" if abs(value) < 10 else f"{value:+.1f}s"
+
+
+def signed_tokens(value: int) -> str:
+    return f"{value:+d} tokens"
+
+
+def signed_cost(value: float | None) -> str:
+    if value is None:
+        return "cost ?"
+    sign = "-" if value < 0 else "+"
+    return f"{sign}${abs(value):.6f}".rstrip("0").rstrip(".") if value else "+$0"
+
+
+def diff_lines(diff: TraceDiff, *, show_same: bool = False) -> Iterator[str]:
+    """Plain text report: totals, then one line per observation, then the output diffs."""
+    counts = diff.counts()
+    yield f"A {diff.a_id}  ->  B {diff.b_id}"
+    yield (
+        f"total: {signed_seconds(diff.latency_delta)}, {signed_tokens(diff.tokens_delta)}, "
+        f"{signed_cost(diff.cost_delta)}; observations: {counts['added']} added, {counts['removed']} removed, "
+        f"{counts['changed']} changed, {counts['same']} same"
+    )
+    marks = {"added": "+", "removed": "-", "changed": "~", "same": "="}
+    for change in diff.observations:
+        if change.status == "same" and not (show_same or change.tokens_delta or change.cost_delta):
+            continue  # latency alone always moves a little: not worth a line
+        deltas = f"{signed_seconds(change.latency_delta)}, {signed_tokens(change.tokens_delta)}"
+        if change.cost_delta:
+            deltas += f", {signed_cost(change.cost_delta)}"
+        notes = f"  [{'; '.join(change.notes)}]" if change.notes else ""
+        status = "" if change.status == "same" else f" {change.status}"
+        yield f"{marks[change.status]} {change.path} ({change.type}){status}: {deltas}{notes}"
+    for change in diff.observations:
+        if change.output_diff:
+            yield ""
+            yield from change.output_diff
+    if diff.output_diff:
+        yield ""
+        yield from diff.output_diff
+    if not diff.changed:
+        yield "no change in structure or outputs"
+
+
+# -- baselines ------------------------------------------------------------------------------
+
+
+def compare_with_baseline(trace: Trace, baseline: Trace, tolerance: float = 0.25) -> list[AssertionFailure]:
+    """Failures when the run's nodes or tools differ from the baseline, or tokens/latency/cost drift.
+
+    Tokens and cost fail outside ``baseline * (1 ± tolerance)``; latency fails only when slower than
+    ``baseline * (1 + tolerance) + LATENCY_GRACE`` (a faster run is no regression). A cost is compared
+    only when the baseline has one; the run's cost being unknown then fails.
+    """
+    failures: list[AssertionFailure] = []
+    ref = f"baseline {baseline.id[:8]}"
+    for what, now, then in (
+        ("nodes", node_names(trace), node_names(baseline)),
+        ("tools", tool_names(trace), tool_names(baseline)),
+    ):
+        added, removed = sorted(set(now) - set(then)), sorted(set(then) - set(now))
+        if added or removed:
+            parts = [f"new: {', '.join(added)}" if added else "", f"missing: {', '.join(removed)}" if removed else ""]
+            failures.append(
+                AssertionFailure(
+                    f"baseline {what}",
+                    ", ".join(sorted(then)) or "(none)",
+                    ", ".join(sorted(now)) or "(none)",
+                    f"{what} differ from {ref} ({'; '.join(p for p in parts if p)})",
+                )
+            )
+    low, high = 1 - tolerance, 1 + tolerance
+    tokens, base_tokens = trace.total_tokens, baseline.total_tokens
+    if not base_tokens * low <= tokens <= base_tokens * high:
+        failures.append(
+            AssertionFailure(
+                "baseline tokens",
+                f"{base_tokens} ±{tolerance:.0%}",
+                f"{tokens} ({signed_tokens(tokens - base_tokens)})",
+                f"token use drifted from {ref}",
+            )
+        )
+    if baseline.latency is not None:
+        limit = baseline.latency * high + LATENCY_GRACE
+        if trace.latency is None or trace.latency > limit:
+            actual = "unknown" if trace.latency is None else f"{trace.latency:.3f}s"
+            failures.append(
+                AssertionFailure(
+                    "baseline latency",
+                    f"<= {baseline.latency:.3f}s +{tolerance:.0%}",
+                    actual,
+                    f"slower than {ref}",
+                )
+            )
+    base_cost = baseline.total_cost
+    if base_cost is not None:
+        missing = unpriced_models(trace)
+        cost = trace.total_cost
+        if missing or cost is None:
+            failures.append(
+                AssertionFailure(
+                    "baseline cost",
+                    f"${base_cost:.6f} ±{tolerance:.0%}",
+                    "unknown",
+                    f"cost unknown for model {', '.join(missing) or '?'}",
+                )
+            )
+        elif not base_cost * low - 1e-12 <= cost <= base_cost * high + 1e-12:
+            failures.append(
+                AssertionFailure(
+                    "baseline cost",
+                    f"${base_cost:.6f} ±{tolerance:.0%}",
+                    f"${cost:.6f} ({signed_cost(cost - base_cost)})",
+                    f"cost drifted from {ref}",
+                )
+            )
+    return failures
