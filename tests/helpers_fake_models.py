@@ -34,6 +34,7 @@ class ToolCallingFakeModel(BaseChatModel):
     usage: dict[str, Any] = USAGE
     fail_with: str | None = None  # raise RuntimeError(fail_with) instead of answering
     delay: float = 0.0  # seconds to sleep per streamed token (to interleave threads)
+    choices: int = 1  # >1: return several generations for one call (like OpenAI's n)
 
     @property
     def _llm_type(self) -> str:
@@ -71,7 +72,10 @@ class ToolCallingFakeModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         message = self._respond(messages, **kwargs)
-        return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"model_name": self.model_name})
+        generations = [ChatGeneration(message=message)]
+        for i in range(1, self.choices):
+            generations.append(ChatGeneration(message=AIMessage(content=f"{message.content} (choice {i + 1})")))
+        return ChatResult(generations=generations, llm_output={"model_name": self.model_name})
 
     def _chunks(self, message: AIMessage) -> list[AIMessageChunk]:
         tokens = [t for t in re.split(r"(\s)", str(message.content)) if t] or [""]
