@@ -234,7 +234,7 @@ class Receiver:
                     "startTime": _iso(span.start_time_unix_nano),
                     "endTime": _iso(span.end_time_unix_nano),
                     "completionStartTime": a.get("langfuse.observation.completion_start_time"),
-                    "model": a.get("langfuse.observation.model.name"),
+                    "providedModelName": a.get("langfuse.observation.model.name"),
                     "modelParameters": _json(a.get("langfuse.observation.model.parameters")),
                     # v2 answers io fields as raw strings
                     "input": a.get("langfuse.observation.input"),
@@ -245,7 +245,11 @@ class Receiver:
                     "usageDetails": _json(a.get("langfuse.observation.usage_details")) or {},
                     "costDetails": _json(a.get("langfuse.observation.cost_details")) or {},
                     "environment": a.get("langfuse.environment", "default"),
+                    "isRootObservation": not span.parent_span_id,
                     "traceName": a.get("langfuse.trace.name"),
+                    "tags": a.get("langfuse.trace.tags"),
+                    "userId": a.get("user.id"),
+                    "sessionId": a.get("session.id"),
                     "_trace": {
                         "name": a.get("langfuse.trace.name"),
                         "input": a.get("langfuse.trace.input"),
@@ -271,7 +275,12 @@ class Receiver:
         t = root["_trace"]
         obs = []
         for o in observations:
-            o = {k: v for k, v in o.items() if k not in ("_trace", "traceName")}
+            o = {
+                k: v
+                for k, v in o.items()
+                if k not in ("_trace", "traceName", "tags", "userId", "sessionId", "isRootObservation")
+            }
+            o["model"] = o.pop("providedModelName")
             o["input"] = _json(o["input"])
             o["output"] = _json(o["output"])
             obs.append(o)

@@ -1,0 +1,184 @@
+"""Reads from the Langfuse public API: health, projects (the auth check), and a remote trace.
+
+Every failure is a ``BackendError`` with one line naming the host and the fix: server down, an HTML or
+garbage answer (wrong URL), rejected keys (401/403), an invalid URL. ``httpx`` is imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlparse
+
+from ..config import mask_secret
+from ..errors import BackendError, TraceNotFound
+from ..model import Observation, Trace, ns_from_iso
+
+V2_FIELDS = "core,basic,time,io,metadata,model,usage,prompt,metrics,trace_context"
+MAX_PAGES = 100
+
+
+def _check_base_url(base_url: str) -> str:
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise BackendError(
+            f"'{base_url}' is not an http(s) URL (set LANGFUSE_BASE_URL to e.g. https://cloud.langfuse.com)"
+        )
+    return base_url.rstrip("/")
+
+
+def _get(
+    base_url: str,
+    path: str,
+    *,
+    auth: tuple[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """GET and decode JSON; returns (status, data) for 2xx and 404, raises BackendError otherwise."""
+    import httpx
+
+    host = _check_base_url(base_url)
+    url = host + path
+    try:
+        response = httpx.get(url, auth=auth, params=params, timeout=timeout, follow_redirects=True)
+    except httpx.TimeoutException:
+        raise BackendError(f"Langfuse at {host} did not answer within {timeout:g}s (is the server up?)") from None
+    except httpx.ConnectError:
+        raise BackendError(
+            f"cannot connect to Langfuse at {host} (is the server up and LANGFUSE_BASE_URL right?)"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise BackendError(
+            f"request to Langfuse at {host} failed: {type(exc).__name__} (check LANGFUSE_BASE_URL)"
+        ) from None
+    status = response.status_code
+    if status in (401, 403):
+        public_key = mask_secret(auth[0]) if auth else "(no key)"
+        raise BackendError(
+            f"Langfuse rejected the keys for {host} ({status}): check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY, {public_key}"
+        )
+    try:
+        data = response.json()
+    except ValueError:
+        kind = "an HTML page" if response.text.lstrip().startswith("<") else "a non-JSON answer"
+        raise BackendError(
+            f"{url} answered {status} with {kind}: is {host} a Langfuse server? (check LANGFUSE_BASE_URL)"
+        ) from None
+    if status == 404 or 200 <= status < 300:
+        return status, data
+    message = data.get("message") if isinstance(data, dict) else None
+    raise BackendError(f"Langfuse at {host} answered {status} for {path}" + (f": {message}" if message else ""))
+
+
+def health(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``{"status": "OK", "version": ...}`` or BackendError."""
+    status, data = _get(base_url, "/api/public/health", timeout=timeout)
+    if status != 200 or not isinstance(data, dict) or "status" not in data:
+        raise BackendError(
+            f"{base_url.rstrip('/')}/api/public/health is not a Langfuse health endpoint (check LANGFUSE_BASE_URL)"
+        )
+    return data
+
+
+def projects(base_url: str, public_key: str, secret_key: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The key's projects (one for a project key): the credentials check and the project id."""
+    status, data = _get(base_url, "/api/public/projects", auth=(public_key, secret_key), timeout=timeout)
+    if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise BackendError(
+            f"{base_url.rstrip('/')}/api/public/projects gave an unexpected answer (check LANGFUSE_BASE_URL)"
+        )
+    return data["data"]
+
+
+def project_id(base_url: str, public_key: str, secret_key: str, timeout: float = 5.0) -> str:
+    found = projects(base_url, public_key, secret_key, timeout)
+    if not found or not found[0].get("id"):
+        raise BackendError(f"Langfuse at {base_url.rstrip('/')} lists no project for {mask_secret(public_key)}")
+    return str(found[0]["id"])
+
+
+def fetch_trace(base_url: str, public_key: str, secret_key: str, trace_id: str, timeout: float = 5.0) -> Trace:
+    """A trace from Langfuse: v2 observations API (v4 servers), else v1 ``/api/public/traces/{id}``."""
+    auth = (public_key, secret_key)
+    observations: list[dict[str, Any]] = []
+    cursor: str | None = None
+    v2_available = True
+    for _ in range(MAX_PAGES):
+        params: dict[str, Any] = {"traceId": trace_id, "fields": V2_FIELDS, "limit": 1000, "expandMetadata": "true"}
+        if cursor:
+            params["cursor"] = cursor
+        status, data = _get(base_url, "/api/public/v2/observations", auth=auth, params=params, timeout=timeout)
+        if status == 404:
+            v2_available = False
+            break
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise BackendError(f"Langfuse at {base_url.rstrip('/')} sent an unexpected observations page")
+        observations.extend(data["data"])
+        cursor = (data.get("meta") or {}).get("cursor")
+        if not cursor:
+            break
+    if observations:
+        return trace_from_v2(trace_id, observations)
+    status, data = _get(base_url, f"/api/public/traces/{trace_id}", auth=auth, timeout=timeout)
+    if status == 404 or not isinstance(data, dict):
+        where = "" if v2_available else " (v1 API)"
+        raise TraceNotFound(
+            f"no trace '{trace_id}' in Langfuse at {base_url.rstrip('/')}{where} "
+            "(it may still be processing: Langfuse Cloud shows traces 15-30 s after export)"
+        )
+    data.setdefault("id", trace_id)
+    return Trace.from_dict(data)
+
+
+def _json_or_text(value: Any) -> Any:
+    """v2 returns io fields as raw strings: JSON when they parse."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def trace_from_v2(trace_id: str, rows: list[dict[str, Any]]) -> Trace:
+    observations = []
+    for row in rows:
+        obs = Observation.from_dict(
+            {
+                **row,
+                "traceId": row.get("traceId") or trace_id,
+                "model": row.get("providedModelName") or row.get("model"),
+                "input": _json_or_text(row.get("input")),
+                "output": _json_or_text(row.get("output")),
+                "metadata": _json_or_text(row.get("metadata")),
+            }
+        )
+        if obs.metadata is not None and not isinstance(obs.metadata, dict):
+            obs.metadata = {"value": obs.metadata}
+        observations.append(obs)
+    known = {o.id for o in observations}
+    roots = [o for o in observations if o.parent_id is None or o.parent_id not in known]
+    root_rows = [r for r in rows if r.get("isRootObservation") or r.get("parentObservationId") in (None, "")]
+    first = root_rows[0] if root_rows else (rows[0] if rows else {})
+    root = min(roots, key=lambda o: o.start_time) if roots else None
+    ends = [o.end_time for o in observations if o.end_time is not None]
+    # parents first, like the local store
+    order = {o.id: i for i, o in enumerate(sorted(observations, key=lambda o: o.start_time))}
+    observations.sort(key=lambda o: (o.parent_id is not None, order[o.id]))
+    return Trace(
+        id=trace_id,
+        name=first.get("traceName") or (root.name if root else None),
+        timestamp=min((o.start_time for o in observations), default=ns_from_iso(first.get("startTime")) or 0),
+        input=root.input if root else None,
+        output=root.output if root else None,
+        session_id=first.get("sessionId"),
+        user_id=first.get("userId"),
+        release=first.get("release"),
+        version=first.get("version"),
+        tags=list(first.get("tags") or []),
+        environment=first.get("environment") or "default",
+        public=bool(first.get("public", False)),
+        observations=observations,
+        end_time=max(ends) if ends else None,
+    )

@@ -1,0 +1,256 @@
+"""OTLP encoding and HTTP export against a real receiver on 127.0.0.1 (protobuf decoded back)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+
+from helpers_otlp_receiver import (
+    Reply,
+    attributes,
+    closed_port,
+    running_receiver,
+    sample_trace,
+)
+from lftrace.exporters.otlp import (
+    MAX_REQUEST_BYTES,
+    LangfuseExporter,
+    OtlpExporter,
+    encode_batches,
+    encode_traces,
+)
+
+PK = "pk-lf-1234567890abcd"
+SK = "sk-lf-topsecret99887766"
+
+
+@pytest.fixture
+def receiver():
+    with running_receiver() as rec:
+        yield rec
+
+
+def spans_by_name(request) -> dict:
+    return {s.name: s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+
+
+def test_langfuse_attributes_ids_and_parentage():
+    trace = sample_trace()
+    request = encode_traces([trace])
+    spans = spans_by_name(request)
+    root, gen, tool = (spans[n] for n in ("LangGraph", "ChatOpenAI", "get_weather"))
+    obs = {o.name: o for o in trace.observations}
+
+    for name, span in spans.items():
+        assert span.trace_id.hex() == trace.id
+        assert span.span_id.hex() == obs[name].id
+        assert span.start_time_unix_nano == obs[name].start_time
+        assert span.end_time_unix_nano == obs[name].end_time
+    assert root.parent_span_id == b""
+    assert gen.parent_span_id.hex() == tool.parent_span_id.hex() == obs["LangGraph"].id
+
+    r = attributes(root.attributes)
+    assert r["langfuse.trace.name"] == "weather-agent"
+    assert json.loads(r["langfuse.trace.input"]) == {"question": "weather in Paris?"}
+    assert json.loads(r["langfuse.trace.output"]) == {"answer": "It is sunny"}
+    assert r["langfuse.trace.tags"] == ["prod", "agent"]
+    assert r["langfuse.trace.metadata.team"] == "search"
+    assert json.loads(r["langfuse.trace.metadata.run"]) == {"n": 1}
+    assert (r["user.id"], r["session.id"]) == ("user-1", "sess-1")
+    assert r["langfuse.environment"] == "staging"
+    assert r["langfuse.release"] == "1.2.3"
+    assert r["langfuse.observation.type"] == "chain"
+    assert json.loads(r["langfuse.observation.input"])["messages"][0]["content"] == "weather in Paris?"
+
+    g = attributes(gen.attributes)
+    assert "langfuse.trace.name" not in g  # trace attributes only on the root
+    assert g["langfuse.observation.type"] == "generation"
+    assert g["langfuse.observation.model.name"] == "gpt-4o-mini-2024-07-18"
+    assert json.loads(g["langfuse.observation.model.parameters"]) == {"temperature": 0.2, "max_tokens": 256}
+    assert json.loads(g["langfuse.observation.usage_details"])["input_cache_read"] == 100
+    assert json.loads(g["langfuse.observation.cost_details"])["total"] == 0.0003
+    assert g["langfuse.observation.completion_start_time"] == "2025-10-09T08:53:20.015000Z"
+    assert g["langfuse.observation.metadata.ls_provider"] == "openai"
+    # GenAI conventions: totals include cache reads / reasoning
+    assert g["gen_ai.operation.name"] == "chat"
+    assert g["gen_ai.provider.name"] == "openai"
+    assert g["gen_ai.request.model"] == "gpt-4o-mini"
+    assert g["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert (g["gen_ai.usage.input_tokens"], g["gen_ai.usage.output_tokens"]) == (120, 30)
+    assert g["gen_ai.usage.cache_read.input_tokens"] == 100
+    assert g["gen_ai.usage.reasoning.output_tokens"] == 10
+    assert g["gen_ai.request.temperature"] == 0.2 and g["gen_ai.request.max_tokens"] == 256
+    # OpenInference for Phoenix
+    assert g["openinference.span.kind"] == "LLM"
+    assert (g["llm.token_count.prompt"], g["llm.token_count.completion"], g["llm.token_count.total"]) == (120, 30, 150)
+
+    t = attributes(tool.attributes)
+    assert t["langfuse.observation.type"] == "tool"
+    assert t["gen_ai.operation.name"] == "execute_tool"
+    assert t["gen_ai.tool.name"] == "get_weather"
+    assert t["gen_ai.tool.call.id"] == "call_1"
+    assert json.loads(t["langfuse.observation.output"]) == "sunny"
+
+    resource = attributes(request.resource_spans[0].resource.attributes)
+    assert resource["service.name"] == "lftrace"
+    assert resource["telemetry.sdk.name"] == "lftrace"
+    assert request.resource_spans[0].scope_spans[0].scope.name.startswith("langfuse-sdk")
+
+
+def test_error_level_sets_error_status_with_message():
+    request = encode_traces([sample_trace(error=True)])
+    root = spans_by_name(request)["LangGraph"]
+    assert root.status.code == root.status.STATUS_CODE_ERROR
+    assert root.status.message == "ValueError: boom"
+    assert attributes(root.attributes)["langfuse.observation.level"] == "ERROR"
+    assert spans_by_name(request)["ChatOpenAI"].status.code == root.status.STATUS_CODE_UNSET
+
+
+def test_generic_otlp_profile_uses_genai_span_names_and_openinference_io():
+    request = encode_traces([sample_trace()], profile="otlp")
+    spans = spans_by_name(request)
+    assert set(spans) == {"LangGraph", "chat gpt-4o-mini-2024-07-18", "execute_tool get_weather"}
+    chat = attributes(spans["chat gpt-4o-mini-2024-07-18"].attributes)
+    assert chat["lftrace.observation.name"] == "ChatOpenAI"
+    assert json.loads(chat["input.value"]) == [{"role": "user", "content": "weather in Paris?"}]
+    assert chat["input.mime_type"] == "application/json"
+    assert "langfuse.observation.input" not in chat
+    assert request.resource_spans[0].scope_spans[0].scope.name == "lftrace"
+
+
+def test_request_validates_against_the_official_langfuse_otel_models():
+    from langfuse.api.core.pydantic_utilities import parse_obj_as
+    from langfuse.api.opentelemetry.types import OtelResourceSpan
+
+    # OTLP/JSON: integer enums and hex ids (what Langfuse's JSON route expects)
+    data = MessageToDict(encode_traces([sample_trace(error=True)]), use_integers_for_enums=True)
+    for rs in data["resourceSpans"]:
+        for span in rs["scopeSpans"][0]["spans"]:
+            for key in ("traceId", "spanId", "parentSpanId"):
+                if key in span:
+                    span[key] = base64.b64decode(span[key]).hex()
+    assert data["resourceSpans"], data
+    for resource_span in data["resourceSpans"]:
+        model = parse_obj_as(OtelResourceSpan, resource_span)  # the SDK's own alias-aware parsing
+        spans = model.scope_spans[0].spans
+        assert len(spans) == 3
+        for span in spans:
+            assert span.name and len(span.trace_id) == 32 and len(span.span_id) == 16 and span.start_time_unix_nano
+            assert span.kind in (1, 3)
+            keys = {a.key for a in span.attributes}
+            assert "langfuse.observation.type" in keys
+            for attribute in span.attributes:
+                v = attribute.value
+                assert any(x is not None for x in (v.string_value, v.int_value, v.double_value, v.bool_value)) or (
+                    "arrayValue" in (v.model_extra or {})
+                ), attribute
+
+
+def test_langfuse_exporter_posts_gzip_protobuf_with_basic_auth_and_v4_header(receiver):
+    receiver.expect_basic(PK, SK)
+    trace = sample_trace()
+    result = LangfuseExporter(receiver.url, PK, SK).export([trace])
+    assert result.ok, result
+    (req,) = receiver.otlp_requests()
+    assert req.path == "/api/public/otel/v1/traces"
+    assert req.headers["content-type"] == "application/x-protobuf"
+    assert req.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(req.raw) == req.body
+    assert req.headers["authorization"] == "Basic " + base64.b64encode(f"{PK}:{SK}".encode()).decode()
+    assert req.headers["x-langfuse-ingestion-version"] == "4"
+    assert req.headers["x-langfuse-sdk-name"] == "lftrace"
+    assert req.headers["x-langfuse-public-key"] == PK
+    assert req.headers["x-langfuse-sdk-version"]
+    assert sorted(s.span_id.hex() for s in req.spans()) == sorted(o.id for o in trace.observations)
+
+
+def test_otlp_exporter_sends_configured_headers(receiver):
+    result = OtlpExporter(receiver.url + "/v1/traces", {"authorization": "Bearer tok-123"}).export([sample_trace()])
+    assert result.ok
+    (req,) = receiver.otlp_requests()
+    assert req.headers["authorization"] == "Bearer tok-123"
+    assert len(req.spans()) == 3
+
+
+@pytest.mark.parametrize(
+    ("reply", "retryable", "expected"),
+    [
+        (Reply(503, "<html><head><title>503 Service Unavailable</title></head></html>"), True, "HTML page"),
+        (Reply(502, "\x00\x01garbage"), True, "HTTP 502"),
+        (Reply(429, '{"message": "rate limited"}', {"Retry-After": "2"}), True, "rate limited"),
+        (Reply(400, '{"message": "Invalid trace id"}'), False, "Invalid trace id"),
+        (Reply(404, "<html><title>Not Found</title></html>"), False, "right URL"),
+    ],
+)
+def test_error_answers_are_reported_not_raised(receiver, reply, retryable, expected):
+    receiver.script(reply)
+    result = LangfuseExporter(receiver.url, PK, SK).export([sample_trace()])
+    assert not result.ok
+    assert result.retryable is retryable
+    assert result.status == reply.status
+    assert expected in result.message
+    assert SK not in result.message
+    if reply.status == 429:
+        assert result.retry_after == 2.0
+
+
+def test_401_message_names_the_host_and_masked_key_never_the_secret(receiver):
+    receiver.expect_basic(PK, "sk-lf-the-right-one-0000")
+    result = LangfuseExporter(receiver.url, PK, SK).export([sample_trace()])
+    assert (result.ok, result.retryable, result.status) == (False, False, 401)
+    assert receiver.url in result.message
+    assert "LANGFUSE_SECRET_KEY" in result.message
+    assert "pk-lf-...abcd" in result.message
+    assert SK not in result.message and PK not in result.message
+
+
+def test_connection_refused_and_invalid_url_never_raise():
+    down = OtlpExporter(f"http://127.0.0.1:{closed_port()}/v1/traces", timeout=1).export([sample_trace()])
+    assert (down.ok, down.retryable, down.status) == (False, True, None)
+    assert "cannot connect" in down.message
+    bad = OtlpExporter("ftp://nowhere/v1/traces").export([sample_trace()])
+    assert (bad.ok, bad.retryable) == (False, False)
+    assert "invalid URL" in bad.message
+
+
+def test_twenty_megabyte_tool_output_is_truncated_with_a_marker(receiver):
+    big = "x" * (20 * 1024 * 1024)
+    trace = sample_trace(tool_output={"blob": big})
+    result = LangfuseExporter(receiver.url, PK, SK).export([trace])
+    assert result.ok, result
+    requests = receiver.otlp_requests()
+    assert all(len(r.body) < 16_000_000 for r in requests)
+    tool = next(s for s in receiver.spans() if s.name == "get_weather")
+    assert tool.ByteSize() < 9_500_000
+    output = json.loads(attributes(tool.attributes)["langfuse.observation.output"])
+    assert isinstance(output, str) and "truncated by lftrace" in output
+    assert str(len(json.dumps({"blob": big}, separators=(",", ":")))) in output
+    # the trace object (what the store holds) keeps the full value
+    assert len(trace.observations[2].output["blob"]) == len(big)
+
+
+def test_large_batches_are_split_under_the_request_limit(receiver):
+    traces = [sample_trace(tool_output="y" * 300_000) for _ in range(30)]  # ~9 MB of output in total
+    requests = encode_batches(traces)
+    assert len(requests) >= 3
+    assert all(r.ByteSize() <= MAX_REQUEST_BYTES for r in requests)
+    assert sum(len(spans_by_name(r)) for r in requests) <= 90
+    assert LangfuseExporter(receiver.url, PK, SK).export(traces).ok
+    assert len(receiver.spans()) == 90
+    assert len(receiver.otlp_requests()) == len(requests)
+
+
+def test_importing_the_exporter_imports_neither_protobuf_nor_httpx():
+    code = (
+        "import sys, lftrace.exporters.otlp, lftrace.delivery, lftrace.exporters.langfuse_api;"
+        "bad=[m for m in sys.modules if m.startswith(('opentelemetry','httpx','google.protobuf'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
