@@ -47,6 +47,7 @@ class Recorded:
     body: bytes  # decompressed
     status: int  # what we answered
     request: ExportTraceServiceRequest | None = None
+    at: float = 0.0  # time.monotonic() when the request arrived
 
     def spans(self) -> list[Any]:
         if self.request is None:
@@ -72,7 +73,7 @@ def any_value(value: Any) -> Any:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Recorded] = []
         self.lock = threading.Lock()
         self._script: list[Reply] = []
@@ -97,7 +98,7 @@ class Receiver:
             def do_GET(self) -> None:
                 receiver._handle(self, "GET")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -147,6 +148,7 @@ class Receiver:
         return headers.get("authorization") == expected
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        arrived = time.monotonic()
         headers = {k.lower(): v for k, v in h.headers.items()}
         length = int(headers.get("content-length") or 0)
         raw = h.rfile.read(length) if length else b""
@@ -158,7 +160,7 @@ class Receiver:
             request = ExportTraceServiceRequest()
             request.ParseFromString(body)
         with self.lock:
-            self.requests.append(Recorded(method, parsed.path, headers, raw, body, reply.status, request))
+            self.requests.append(Recorded(method, parsed.path, headers, raw, body, reply.status, request, arrived))
         if reply.delay:
             time.sleep(reply.delay)
         payload = reply.body.encode() if isinstance(reply.body, str) else reply.body
@@ -318,8 +320,8 @@ def to_dict(request: ExportTraceServiceRequest) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
+def running_receiver(port: int = 0) -> Iterator[Receiver]:
+    receiver = Receiver(port)
     try:
         yield receiver
     finally:

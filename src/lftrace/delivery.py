@@ -1,0 +1,277 @@
+"""Outbox delivery: per destination, claim -> export -> mark, bounded by a deadline.
+
+The store is the outbox: every trace written gets a 'pending' row per destination. ``Deliverer.deliver``
+claims batches (a lease, so two processes flushing one store never send a trace twice), exports them and
+marks the rows: delivered; pending again on 429/5xx/connection errors (retried with exponential backoff
+and jitter, honouring Retry-After, but never past the deadline); failed on other 4xx (kept with the
+server's message, retried only by ``lftrace push``). Nothing is ever deleted.
+
+Backoff between calls is kept in memory (``_not_before``) so a new process - ``lftrace push`` - always
+tries at once; only a server's explicit Retry-After is written to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import LftraceError
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .exporters.otlp import ExportResult
+    from .model import Trace
+    from .store import TraceStore
+
+log = logging.getLogger("lftrace.delivery")
+
+BATCH_TRACES = 100  # traces per claim (the exporter further splits requests at ~4 MB)
+MIN_ATTEMPT_S = 0.05  # don't start an export with less time than this left
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_IN_CALL_S = 2.0
+BACKOFF_MAX_BETWEEN_CALLS_S = 60.0
+
+
+class Exporter(Protocol):
+    def export(self, traces: Sequence[Trace], *, timeout: float | None = None) -> ExportResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Destination:
+    name: str  # "langfuse:{base_url}" or "otlp:{endpoint}": the outbox key
+    exporter: Exporter
+
+
+def destinations_for(settings: Settings) -> list[Destination]:
+    """Langfuse when both keys are set, the OTLP endpoint when set; both can be on."""
+    from .exporters.otlp import LangfuseExporter, OtlpExporter
+
+    resource = {"deployment.environment.name": settings.environment}
+    if settings.release:
+        resource["service.version"] = settings.release
+    out: list[Destination] = []
+    if settings.langfuse_enabled:
+        assert settings.public_key and settings.secret_key
+        exporter = LangfuseExporter(
+            settings.base_url, settings.public_key, settings.secret_key, settings.timeout, resource
+        )
+        out.append(Destination(langfuse_destination_name(settings.base_url), exporter))
+    if settings.otlp_endpoint:
+        otlp = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout, resource)
+        out.append(Destination(f"otlp:{settings.otlp_endpoint}", otlp))
+    return out
+
+
+def langfuse_destination_name(base_url: str) -> str:
+    return f"langfuse:{base_url.rstrip('/')}"
+
+
+@dataclass
+class DestinationReport:
+    name: str
+    delivered: int = 0  # by this call
+    pending: int = 0  # left in the outbox after this call
+    failed: int = 0
+    total_delivered: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class DeliveryReport:
+    destinations: list[DestinationReport] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return sum(d.delivered for d in self.destinations)
+
+    @property
+    def pending(self) -> int:
+        return sum(d.pending for d in self.destinations)
+
+    @property
+    def failed(self) -> int:
+        return sum(d.failed for d in self.destinations)
+
+    @property
+    def last_error(self) -> str | None:
+        for d in self.destinations:
+            if d.last_error and (d.pending or d.failed):
+                return d.last_error
+        return None
+
+    def summary(self) -> str:
+        """One line for the CLI: 'delivered 3 traces' or 'queued: 2 traces pending (reason)'."""
+        if self.pending or self.failed:
+            waiting = self.pending + self.failed
+            reason = f" ({self.last_error})" if self.last_error else ""
+            noun = "trace" if waiting == 1 else "traces"
+            kind = "pending" if not self.failed else ("failed" if not self.pending else "pending or failed")
+            return f"queued: {waiting} {noun} {kind}{reason}"
+        noun = "trace" if self.delivered == 1 else "traces"
+        return f"delivered {self.delivered} {noun}" if self.delivered else "nothing to deliver"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "pending": self.pending,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "destinations": [vars(d) for d in self.destinations],
+        }
+
+
+class Deliverer:
+    """Drains the outbox to each destination; ``deliver`` on flush, a background thread in between."""
+
+    def __init__(self, store: TraceStore, destinations: Sequence[Destination], settings: Settings) -> None:
+        self.store = store
+        self.destinations = list(destinations)
+        self.settings = settings
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._lock = threading.Lock()  # one delivery at a time in this process (flush waits for the background)
+        self._not_before: dict[str, float] = {}  # destination -> monotonic time before which we don't retry
+        self._failures: dict[str, int] = {}  # consecutive retryable failures per destination
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ foreground
+    def deliver_now(self, include_failed: bool = False) -> DeliveryReport:
+        return self.deliver(time.monotonic() + self.settings.timeout, include_failed=include_failed)
+
+    def deliver(
+        self, deadline: float, include_failed: bool = False, *, respect_backoff: bool = False
+    ) -> DeliveryReport:
+        """Export what is due before ``deadline`` (time.monotonic()); never raises for export problems."""
+        report = DeliveryReport([DestinationReport(d.name) for d in self.destinations])
+        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            self._fill_counts(report)
+            return report
+        try:
+            for dest, dest_report in zip(self.destinations, report.destinations, strict=True):
+                if respect_backoff and self._not_before.get(dest.name, 0.0) > time.monotonic():
+                    continue
+                self._deliver_destination(dest, dest_report, deadline, include_failed)
+        finally:
+            self._lock.release()
+        self._fill_counts(report)
+        return report
+
+    def _fill_counts(self, report: DeliveryReport) -> None:
+        try:
+            counts = self.store.delivery_counts()
+        except LftraceError as exc:
+            log.warning("lftrace: cannot read delivery counts: %s", exc)
+            return
+        for d in report.destinations:
+            entry = counts.get(d.name, {})
+            d.pending = int(entry.get("pending", 0))
+            d.failed = int(entry.get("failed", 0))
+            d.total_delivered = int(entry.get("delivered", 0))
+            d.last_error = d.last_error or entry.get("last_error")
+
+    def _deliver_destination(
+        self, dest: Destination, report: DestinationReport, deadline: float, include_failed: bool
+    ) -> None:
+        while time.monotonic() + MIN_ATTEMPT_S < deadline:
+            lease = max(60.0, (deadline - time.monotonic()) * 2)
+            ids = self.store.claim_pending(dest.name, self.owner, BATCH_TRACES, lease, include_failed=include_failed)
+            if not ids:
+                return
+            traces, missing = self._load(ids)
+            if missing:
+                self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
+            if traces and not self._export_batch(dest, traces, report, deadline):
+                return  # retryable failure: leave the rest for the next call
+
+    def _load(self, ids: Sequence[str]) -> tuple[list[Trace], list[str]]:
+        traces, missing = [], []
+        for trace_id in ids:
+            try:
+                traces.append(self.store.get_trace(trace_id))
+            except LftraceError:
+                missing.append(trace_id)
+        return traces, missing
+
+    def _export_batch(self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float) -> bool:
+        """Export one claimed batch, retrying transient failures within the deadline. True when marked final."""
+        ids = [t.id for t in traces]
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            result = dest.exporter.export(traces, timeout=max(min(self.settings.timeout, remaining), 0.05))
+            if result.ok:
+                self.store.mark_delivered(dest.name, ids)
+                report.delivered += len(ids)
+                self._failures.pop(dest.name, None)
+                self._not_before.pop(dest.name, None)
+                return True
+            report.last_error = result.message
+            if not result.retryable:
+                self.store.mark_failed(dest.name, ids, result.message)
+                log.warning("lftrace: %s rejected %d traces: %s", dest.name, len(ids), result.message)
+                return True
+            attempt += 1
+            wait = result.retry_after if result.retry_after is not None else _backoff(attempt, BACKOFF_MAX_IN_CALL_S)
+            if time.monotonic() + wait + MIN_ATTEMPT_S < deadline:
+                time.sleep(wait)
+                continue
+            # out of time: back to pending; a server's Retry-After is kept in the store for other processes
+            failures = self._failures[dest.name] = self._failures.get(dest.name, 0) + 1
+            between = max(wait, _backoff(failures, BACKOFF_MAX_BETWEEN_CALLS_S))
+            self._not_before[dest.name] = time.monotonic() + between
+            next_ns = time.time_ns() + int(result.retry_after * 1e9) if result.retry_after else time.time_ns()
+            self.store.mark_retry(dest.name, ids, result.message, next_ns)
+            log.info("lftrace: %s unavailable (%s); %d traces stay queued", dest.name, result.message, len(ids))
+            return False
+
+    # ------------------------------------------------------------ background
+    def start_background(self, interval: float) -> None:
+        """Deliver every ``interval`` seconds (or on ``wake()``) on a daemon thread, off the user's path."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name="lftrace-delivery", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.deliver(time.monotonic() + self.settings.timeout, respect_backoff=True)
+            except Exception:  # a store problem must not kill the thread
+                log.warning("lftrace: background delivery failed", exc_info=True)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the background thread (waits for an export in flight, bounded) and close the exporters."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout if timeout is not None else self.settings.timeout + 1)
+            self._thread = None
+        for dest in self.destinations:
+            try:
+                dest.exporter.close()
+            except Exception:
+                log.debug("lftrace: closing %s failed", dest.name, exc_info=True)
+
+
+def _backoff(attempt: int, cap: float) -> float:
+    """Exponential with full jitter between half and the whole step."""
+    step = min(cap, BACKOFF_BASE_S * (2 ** max(attempt - 1, 0)))
+    return step * (0.5 + random.random() / 2)

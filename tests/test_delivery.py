@@ -1,0 +1,241 @@
+"""Outbox delivery on a real SQLite store to a real receiver: outages, retries, rejections, two processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from helpers_otlp_receiver import Reply, closed_port, running_receiver, sample_trace
+from lftrace.config import Settings
+from lftrace.delivery import Deliverer, DeliveryReport, destinations_for
+from lftrace.store import TraceStore
+
+PK = "pk-lf-1234567890abcd"
+SK = "sk-lf-topsecret99887766"
+
+
+@pytest.fixture
+def receiver():
+    with running_receiver() as rec:
+        yield rec
+
+
+@pytest.fixture
+def store(tmp_path):
+    with TraceStore(tmp_path / "traces.db") as s:
+        yield s
+
+
+def otlp_settings(tmp_path, endpoint: str, **kw) -> Settings:
+    return Settings(store=tmp_path / "traces.db", otlp_endpoint=endpoint, timeout=kw.pop("timeout", 3.0), **kw)
+
+
+def langfuse_settings(tmp_path, base_url: str, secret: str = SK, **kw) -> Settings:
+    return Settings(
+        store=tmp_path / "traces.db", public_key=PK, secret_key=secret, base_url=base_url, timeout=3.0, **kw
+    )
+
+
+def write(store: TraceStore, settings: Settings, n: int = 3, **kw) -> list[str]:
+    traces = [sample_trace(**kw) for _ in range(n)]
+    store.write_traces(traces, destinations=[d.name for d in destinations_for(settings)])
+    return [t.id for t in traces]
+
+
+def deliver(store, settings, include_failed=False) -> DeliveryReport:
+    deliverer = Deliverer(store, destinations_for(settings), settings)
+    try:
+        return deliverer.deliver(time.monotonic() + settings.timeout, include_failed=include_failed)
+    finally:
+        deliverer.stop()
+
+
+def test_destinations_for_settings(tmp_path):
+    assert destinations_for(Settings(store=tmp_path / "x.db")) == []
+    both = destinations_for(
+        Settings(public_key=PK, secret_key=SK, base_url="http://lf:3000", otlp_endpoint="http://otel:4318/v1/traces")
+    )
+    assert [d.name for d in both] == ["langfuse:http://lf:3000", "otlp:http://otel:4318/v1/traces"]
+    assert destinations_for(Settings(public_key=PK)) == []  # both keys needed
+
+
+def test_delivers_once_and_a_second_delivery_sends_nothing(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces")
+    ids = write(store, settings)
+    report = deliver(store, settings)
+    assert (report.delivered, report.pending, report.failed) == (3, 0, 0)
+    assert sorted(set(receiver.trace_ids())) == sorted(ids)
+    assert report.summary() == "delivered 3 traces"
+    requests = len(receiver.otlp_requests(ok_only=False))
+    again = deliver(store, settings)
+    assert again.delivered == 0 and again.summary() == "nothing to deliver"
+    assert len(receiver.otlp_requests(ok_only=False)) == requests
+    assert all(store.delivery_state(i) == {f"otlp:{settings.otlp_endpoint}": "delivered"} for i in ids)
+
+
+def test_outage_keeps_traces_queued_then_they_are_delivered(tmp_path, store):
+    port = closed_port()
+    settings = otlp_settings(tmp_path, f"http://127.0.0.1:{port}/v1/traces", timeout=1.0)
+    ids = write(store, settings, n=2)
+    started = time.monotonic()
+    down = deliver(store, settings)
+    assert time.monotonic() - started < settings.timeout + 0.5  # a flush never hangs
+    assert (down.delivered, down.pending) == (0, 2)
+    assert "cannot connect" in (down.last_error or "")
+    assert down.summary().startswith("queued: 2 traces pending (cannot connect")
+    with running_receiver(port) as back:  # the server comes back on the same port
+        up = deliver(store, settings)
+        assert (up.delivered, up.pending) == (2, 0)
+        assert sorted(set(back.trace_ids())) == sorted(ids)
+
+
+def test_503_is_retried_within_one_flush(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces")
+    write(store, settings, n=2)
+    receiver.script(Reply(503, "<html><title>Service Unavailable</title></html>"), Reply(503, "busy"))
+    report = deliver(store, settings)
+    assert (report.delivered, report.pending) == (2, 0)
+    statuses = [r.status for r in receiver.otlp_requests(ok_only=False)]
+    assert statuses == [503, 503, 200]
+
+
+def test_429_retry_after_is_honoured(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces", timeout=4.0)
+    write(store, settings, n=1)
+    receiver.script(Reply(429, '{"message": "rate limit"}', {"Retry-After": "1"}))
+    report = deliver(store, settings)
+    assert report.delivered == 1
+    first, second = receiver.otlp_requests(ok_only=False)
+    gap = second.at - first.at
+    assert (first.status, second.status) == (429, 200)
+    assert gap >= 0.95, gap
+
+
+def test_429_beyond_the_deadline_stays_queued_for_later(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces", timeout=0.5)
+    write(store, settings, n=1)
+    receiver.script(Reply(429, '{"message": "slow down"}', {"Retry-After": "30"}))
+    started = time.monotonic()
+    report = deliver(store, settings)
+    assert time.monotonic() - started < 1.0
+    assert (report.delivered, report.pending) == (0, 1)
+    assert "slow down" in report.summary()
+    # the server's Retry-After is kept in the store: another process does not hammer it
+    assert deliver(store, settings).delivered == 0
+    assert len(receiver.otlp_requests(ok_only=False)) == 1
+
+
+def test_401_is_kept_as_failed_with_the_message_then_fixed_key_delivers(tmp_path, store, receiver):
+    receiver.expect_basic(PK, SK)
+    wrong = langfuse_settings(tmp_path, receiver.url, secret="sk-lf-wrong-secret-0000")
+    ids = write(store, wrong, n=2)
+    report = deliver(store, wrong)
+    assert (report.delivered, report.failed, report.pending) == (0, 2, 0)
+    assert "Langfuse rejected the keys" in report.last_error and "401" in report.last_error
+    assert "sk-lf-wrong-secret-0000" not in json.dumps(report.to_dict())
+    counts = store.delivery_counts()[f"langfuse:{receiver.url}"]
+    assert counts["failed"] == 2 and "LANGFUSE_SECRET_KEY" in counts["last_error"]
+    assert store.get_trace(ids[0]).id == ids[0]  # nothing deleted
+    # not retried automatically
+    sent = len(receiver.otlp_requests(ok_only=False))
+    assert deliver(store, wrong).delivered == 0
+    assert len(receiver.otlp_requests(ok_only=False)) == sent
+    # fixed key + push (include_failed) -> delivered
+    fixed = langfuse_settings(tmp_path, receiver.url)
+    pushed = deliver(store, fixed, include_failed=True)
+    assert (pushed.delivered, pushed.failed) == (2, 0)
+    assert sorted(set(receiver.trace_ids())) == sorted(ids)
+
+
+def test_hanging_server_is_bounded_by_the_deadline(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces", timeout=0.6)
+    write(store, settings, n=1)
+    receiver.script(Reply(200, "{}", delay=3.0))
+    started = time.monotonic()
+    report = deliver(store, settings)
+    assert time.monotonic() - started < 1.5
+    assert report.pending == 1 and "timed out" in (report.last_error or "")
+
+
+def test_twenty_megabyte_output_exports_and_the_store_keeps_the_full_copy(tmp_path, store, receiver):
+    settings = langfuse_settings(tmp_path, receiver.url)
+    big = "z" * (20 * 1024 * 1024)
+    (trace_id,) = write(store, settings, n=1, tool_output=big)
+    assert deliver(store, settings).delivered == 1
+    tool = next(s for s in receiver.spans() if s.name == "get_weather")
+    assert tool.ByteSize() < 2_000_000
+    stored = store.get_trace(trace_id)
+    assert next(o for o in stored.observations if o.type == "TOOL").output == big
+
+
+def test_both_destinations_get_every_trace(tmp_path, store, receiver):
+    with running_receiver() as otel:
+        settings = Settings(
+            store=tmp_path / "traces.db",
+            public_key=PK,
+            secret_key=SK,
+            base_url=receiver.url,
+            otlp_endpoint=otel.url + "/v1/traces",
+        )
+        ids = write(store, settings, n=2)
+        report = deliver(store, settings)
+        assert report.delivered == 4
+        assert sorted(set(receiver.trace_ids())) == sorted(set(otel.trace_ids())) == sorted(ids)
+        assert {s.name for s in otel.spans()} >= {"chat gpt-4o-mini-2024-07-18", "execute_tool get_weather"}
+
+
+def test_background_thread_delivers_off_the_callers_path(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces")
+    deliverer = Deliverer(store, destinations_for(settings), settings)
+    deliverer.start_background(0.05)
+    try:
+        ids = write(store, settings, n=2)
+        deliverer.wake()
+        spans = receiver.wait_for_spans(6)
+        assert sorted({s.trace_id.hex() for s in spans}) == sorted(ids)
+    finally:
+        deliverer.stop()
+    assert deliverer._thread is None
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from lftrace import delivery
+    from lftrace.config import Settings
+    from lftrace.store import TraceStore
+    delivery.BATCH_TRACES = 7  # small claims, so the two processes interleave
+    store = TraceStore(sys.argv[1])
+    settings = Settings(store=sys.argv[1], otlp_endpoint=sys.argv[2], timeout=20)
+    d = delivery.Deliverer(store, delivery.destinations_for(settings), settings)
+    print(d.deliver(time.monotonic() + 20).delivered)
+    d.stop()
+    """
+)
+
+
+def test_two_processes_flushing_one_store_send_each_trace_exactly_once(tmp_path, store, receiver):
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces")
+    ids = write(store, settings, n=120)
+    receiver.script(*[Reply(200, "{}", delay=0.01) for _ in range(40)])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / "traces.db"), settings.otlp_endpoint],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    delivered = [int(out.strip()) for out, _ in outputs]
+    assert sum(delivered) == 120
+    roots = [s.trace_id.hex() for s in receiver.spans() if not s.parent_span_id]
+    assert sorted(roots) == sorted(ids)  # each trace exactly once
+    assert len(receiver.spans()) == 360
