@@ -1,0 +1,944 @@
+"""The local trace store: one SQLite file (WAL) holding traces, observations, tags and the delivery outbox.
+
+The store is the source of truth; exporters read from it. Several processes (parallel CI jobs) may write one
+store at once, so every write is a short ``BEGIN IMMEDIATE`` transaction with a busy timeout and a retry loop.
+The schema is built by numbered migrations recorded in ``_migrations`` (the sqlite-utils model); the file is
+stamped with ``PRAGMA application_id`` so another application's SQLite file is recognised as foreign.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import orjson
+
+from .errors import InputError, StoreError, TraceNotFound
+from .model import LEVELS, Observation, Trace, TraceSummary
+
+APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
+BUSY_TIMEOUT_S = 30.0
+RETRY_DEADLINE_S = 60.0  # total time spent retrying a busy/locked store before giving up
+SQLITE_HEADER = b"SQLite format 3\x00"
+STATUSES = ("ok", "error", "interrupted")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+_CHUNK = 500  # ids per IN (...) query, well below SQLite's variable limit
+_FIX = "move it away or set LFTRACE_STORE (or --store) to another path"
+
+T = TypeVar("T")
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(version: int) -> Callable[[Migration], Migration]:
+    """Register a schema migration; each runs once, in its own transaction, and is recorded in ``_migrations``."""
+
+    def register(fn: Migration) -> Migration:
+        if any(v == version for v, _, _ in MIGRATIONS):
+            raise ValueError(f"duplicate migration version {version}")
+        MIGRATIONS.append((version, fn.__name__, fn))
+        MIGRATIONS.sort(key=lambda m: m[0])
+        return fn
+
+    return register
+
+
+@migration(1)
+def m001_initial_schema(conn: sqlite3.Connection) -> None:
+    statements = [
+        """CREATE TABLE traces (
+            id TEXT PRIMARY KEY,
+            name TEXT,
+            timestamp_ns INTEGER NOT NULL,
+            end_ns INTEGER,
+            latency REAL,
+            level TEXT NOT NULL,
+            status TEXT NOT NULL,
+            session_id TEXT,
+            user_id TEXT,
+            environment TEXT,
+            release TEXT,
+            total_tokens INTEGER NOT NULL DEFAULT 0,
+            total_cost REAL,
+            observation_count INTEGER NOT NULL DEFAULT 0,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX traces_timestamp ON traces (timestamp_ns DESC)",
+        "CREATE INDEX traces_name ON traces (name, timestamp_ns DESC)",
+        "CREATE INDEX traces_level ON traces (level, timestamp_ns DESC)",
+        "CREATE INDEX traces_status ON traces (status, timestamp_ns DESC)",
+        "CREATE INDEX traces_session ON traces (session_id, timestamp_ns DESC)",
+        "CREATE INDEX traces_user ON traces (user_id, timestamp_ns DESC)",
+        """CREATE TABLE observations (
+            trace_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            parent_id TEXT,
+            type TEXT NOT NULL,
+            name TEXT,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER,
+            level TEXT NOT NULL,
+            model TEXT,
+            data TEXT NOT NULL,
+            PRIMARY KEY (trace_id, id)
+        )""",
+        """CREATE TABLE trace_tags (
+            trace_id TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (trace_id, tag)
+        )""",
+        "CREATE INDEX trace_tags_tag ON trace_tags (tag, trace_id)",
+        # The outbox: one row per (trace, destination). `revision` counts rewrites of the trace so a delivery
+        # claimed before a rewrite is not marked delivered for the newer version (see mark_delivered).
+        """CREATE TABLE deliveries (
+            trace_id TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_attempt_ns INTEGER NOT NULL DEFAULT 0,
+            claimed_by TEXT,
+            claimed_until_ns INTEGER,
+            claimed_revision INTEGER,
+            revision INTEGER NOT NULL DEFAULT 0,
+            enqueued_ns INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL,
+            delivered_ns INTEGER,
+            PRIMARY KEY (trace_id, destination)
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries (destination, status, next_attempt_ns)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)",
+    ]
+    for statement in statements:
+        conn.execute(statement)
+
+
+LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a column; an odd value (huge int, cycle, odd key) never breaks a write."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        try:
+            return json.dumps(value, default=str, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return orjson.dumps(repr(value)).decode()
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+class TraceStore:
+    """SQLite trace store + delivery outbox. Thread-safe (one connection guarded by a lock); use as a context manager."""
+
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._check_file(create)
+        conn = self._connect(create)
+        self._conn = conn
+        try:
+            with self._errors():
+                self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening --------------------------------------------------------------------------------------------
+
+    def _check_file(self, create: bool) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not an lftrace trace store; {_FIX}")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(
+                    f"no trace store at {self.path} yet: run `lftrace run ...` first, "
+                    "or point LFTRACE_STORE/--store at an existing store"
+                )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the trace store directory {self.path.parent} ({exc.strerror}); "
+                    "set LFTRACE_STORE (or --store) to a writable path"
+                ) from None
+            return
+        try:
+            with self.path.open("rb") as fh:
+                header = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read the trace store {self.path} ({exc.strerror}); check its permissions"
+            ) from None
+        if header and header != SQLITE_HEADER:
+            raise StoreError(f"{self.path} is not an lftrace trace store (file is not a database); {_FIX}")
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        try:
+            if create:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            else:  # mode=rw: a read path never creates the file, even if it vanished since the check
+                conn = sqlite3.connect(
+                    self.path.resolve().as_uri() + "?mode=rw",
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the trace store {self.path} ({exc}); {_FIX}") from None
+        return conn
+
+    def _prepare(self) -> None:
+        """Recognise the file (ours, fresh, foreign, newer), switch to WAL and apply missing migrations."""
+        conn = self._connection()
+
+        def identify(c: sqlite3.Connection) -> tuple[int, int, int]:
+            # One snapshot: another process may be committing the first migration right now.
+            app_id = c.execute("PRAGMA application_id").fetchone()[0]
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            return app_id, version, c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+
+        app_id, version, table_count = self._read(identify)
+        if app_id == 0:
+            if table_count:
+                raise StoreError(f"{self.path} is not an lftrace trace store (it is another SQLite database); {_FIX}")
+        elif app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is not an lftrace trace store (application id {app_id:#x} belongs to another program); "
+                f"{_FIX}"
+            )
+        if version > LATEST_VERSION:
+            raise StoreError(
+                f"the trace store {self.path} was created by a newer lftrace (schema {version}, this one knows "
+                f"{LATEST_VERSION}); upgrade lftrace or set LFTRACE_STORE to another path"
+            )
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash may lose the last commit, never corrupts
+        if version < LATEST_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        for version, name, fn in MIGRATIONS:
+
+            def apply(conn: sqlite3.Connection, version: int = version, name: str = name, fn: Migration = fn) -> None:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS _migrations "
+                    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                # Re-checked inside the write transaction: another process may have migrated meanwhile.
+                if conn.execute("SELECT 1 FROM _migrations WHERE version = ?", (version,)).fetchone():
+                    return
+                fn(conn)
+                conn.execute(
+                    "INSERT INTO _migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, _utc_now_iso()),
+                )
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+            self._write(apply)
+
+    def migrations(self) -> list[tuple[int, str, str]]:
+        """Applied migrations as (version, name, applied_at), oldest first."""
+        with self._errors():
+            rows = self._read(
+                lambda c: c.execute("SELECT version, name, applied_at FROM _migrations ORDER BY version").fetchall()
+            )
+        return [(int(v), str(n), str(a)) for v, n, a in rows]
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the trace store {self.path} is closed; open a new TraceStore")
+        return self._conn
+
+    def _errors(self) -> _ErrorMapper:
+        return _ErrorMapper(self.path)
+
+    def _retry(self, action: Callable[[], T]) -> T:
+        """Run ``action``, retrying with a small jittered backoff while another process holds the lock."""
+        deadline = time.monotonic() + RETRY_DEADLINE_S
+        delay = 0.002
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one BEGIN IMMEDIATE transaction (retried whole if the store is busy)."""
+        with self._lock:
+            conn = self._connection()
+
+            def attempt() -> T:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+
+            return self._retry(attempt)
+
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one read transaction, so multi-query reads see one snapshot."""
+        with self._lock:
+            conn = self._connection()
+
+            def attempt() -> T:
+                conn.execute("BEGIN")
+                try:
+                    return work(conn)
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+
+            return self._retry(attempt)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    def __enter__(self) -> TraceStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TraceStore({str(self.path)!r})"
+
+    # -- writing traces ------------------------------------------------------------------------------------------
+
+    def write_traces(self, traces: Sequence[Trace], destinations: Sequence[str] = ()) -> None:
+        """Upsert traces in one transaction; a trace id written again replaces the trace, its observations and tags.
+
+        Adds a 'pending' delivery per destination; an already delivered trace that is rewritten goes back to
+        'pending' so the update is delivered too.
+        """
+        if not traces:
+            return
+        latest = {t.id: t for t in traces}  # the same id twice in one batch: the last one wins
+        trace_rows: list[tuple[Any, ...]] = []
+        obs_rows: list[tuple[Any, ...]] = []
+        tag_rows: list[tuple[str, str, int]] = []
+        for trace in latest.values():
+            trace_rows.append(_trace_row(trace))
+            obs_rows.extend(_observation_row(trace.id, seq, obs) for seq, obs in enumerate(trace.observations))
+            seen: set[str] = set()
+            for tag in trace.tags:
+                if isinstance(tag, str) and tag not in seen:
+                    seen.add(tag)
+                    tag_rows.append((trace.id, tag, len(seen)))
+        ids = [(tid,) for tid in latest]
+        now = time.time_ns()
+        delivery_rows = [(tid, dest, now, now) for dest in dict.fromkeys(destinations) for tid in latest]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM observations WHERE trace_id = ?", ids)
+            conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
+            conn.executemany(
+                "INSERT OR REPLACE INTO traces (id, name, timestamp_ns, end_ns, latency, level, status, session_id, "
+                "user_id, environment, release, total_tokens, total_cost, observation_count, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                trace_rows,
+            )
+            conn.executemany(
+                "INSERT INTO observations (trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, "
+                "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                # a duplicate observation id inside one trace: keep the later one rather than fail the batch
+                "ON CONFLICT (trace_id, id) DO UPDATE SET seq = excluded.seq, parent_id = excluded.parent_id, "
+                "type = excluded.type, name = excluded.name, start_ns = excluded.start_ns, end_ns = excluded.end_ns, "
+                "level = excluded.level, model = excluded.model, data = excluded.data",
+                obs_rows,
+            )
+            conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
+            if delivery_rows:
+                conn.executemany(
+                    "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (trace_id, destination) DO UPDATE SET "
+                    "revision = revision + 1, updated_ns = excluded.updated_ns, "
+                    "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
+                    "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
+                    "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END",
+                    delivery_rows,
+                )
+
+        with self._errors():
+            self._write(work)
+
+    # -- reading traces --------------------------------------------------------------------------------------
+
+    def get_trace(self, id_or_prefix: str) -> Trace:
+        """The trace with this id, or the only trace whose id starts with it."""
+        wanted = id_or_prefix.strip()
+        if not wanted:
+            raise InputError("no trace id given: pass a trace id, a unique prefix of one, or `last`")
+        with self._errors():
+            trace_id = self._resolve_id(wanted)
+            traces = self._read(lambda c: _load_traces(c, [trace_id]))
+        if not traces:  # deleted between resolving and loading
+            raise TraceNotFound(f"no trace '{wanted}' in {self.path} (see `lftrace list`)")
+        return traces[0]
+
+    def _resolve_id(self, wanted: str) -> str:
+        def lookup(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+            if conn.execute("SELECT 1 FROM traces WHERE id = ?", (wanted,)).fetchone():
+                return 1, [wanted]
+            for prefix in dict.fromkeys((wanted, wanted.lower())):
+                bounds = (prefix, prefix + "\U0010ffff")
+                where = "FROM traces WHERE id >= ? AND id < ?"
+                count = conn.execute(f"SELECT count(*) {where}", bounds).fetchone()[0]
+                if count:
+                    examples = conn.execute(f"SELECT id {where} ORDER BY id LIMIT 3", bounds).fetchall()
+                    return count, [row[0] for row in examples]
+            return 0, []
+
+        count, ids = self._read(lookup)
+        if count == 0:
+            raise TraceNotFound(f"no trace '{wanted}' in {self.path} (see `lftrace list`)")
+        if count > 1:
+            shown = ", ".join(f"{tid[: len(wanted) + 4]}…" for tid in ids) + (", …" if count > len(ids) else "")
+            raise InputError(f"trace id prefix '{wanted}' matches {count} traces: {shown}; give more characters")
+        return ids[0]
+
+    def last_trace_id(self) -> str | None:
+        """The id of the newest trace (by start time), None for an empty store."""
+        with self._errors():
+            row = self._read(
+                lambda c: c.execute("SELECT id FROM traces ORDER BY timestamp_ns DESC, rowid DESC LIMIT 1").fetchone()
+            )
+        return None if row is None else str(row[0])
+
+    def list_traces(
+        self,
+        limit: int | None = 50,
+        name: str | None = None,
+        level: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tag: str | None = None,
+        since_ns: int | None = None,
+        status: str | None = None,
+    ) -> list[TraceSummary]:
+        """Trace summaries, newest first; filters combine with AND. Observation blobs are never read.
+
+        ``level`` takes a level (DEBUG, DEFAULT, WARNING, ERROR) or a status (ok, error, interrupted), any case.
+        ``limit=None`` lists everything.
+        """
+        where, params = _filters(name, level, session_id, user_id, tag, since_ns, status)
+        sql = (
+            "SELECT id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
+            f"observation_count, session_id, user_id FROM traces t {where} ORDER BY timestamp_ns DESC, rowid DESC"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(int(limit), 0))
+
+        def work(conn: sqlite3.Connection) -> list[TraceSummary]:
+            rows = conn.execute(sql, params).fetchall()
+            tags = _load_tags(conn, [row[0] for row in rows])
+            return [_summary(row, tags.get(row[0], [])) for row in rows]
+
+        with self._errors():
+            return self._read(work)
+
+    def iter_traces(self, name: str | None = None, since_ns: int | None = None) -> Iterator[Trace]:
+        """Every matching full trace, oldest first, loaded in pages (the lock is not held between pages)."""
+        where, params = _filters(name, None, None, None, None, since_ns, None)
+        with self._errors():
+            ids = [
+                row[0]
+                for row in self._read(
+                    lambda c: c.execute(
+                        f"SELECT id FROM traces t {where} ORDER BY timestamp_ns, rowid", params
+                    ).fetchall()
+                )
+            ]
+        for page in _chunks(ids, 200):
+
+            def load(conn: sqlite3.Connection, page: Sequence[str] = page) -> list[Trace]:
+                return _load_traces(conn, page)
+
+            with self._errors():
+                traces = self._read(load)
+            yield from traces
+
+    def count_traces(self) -> int:
+        with self._errors():
+            return int(self._read(lambda c: c.execute("SELECT count(*) FROM traces").fetchone()[0]))
+
+    # -- outbox ----------------------------------------------------------------------------------------------
+
+    def claim_pending(
+        self,
+        destination: str,
+        owner: str,
+        limit: int,
+        lease_seconds: float = 60,
+        include_failed: bool = False,
+    ) -> list[str]:
+        """Atomically claim up to ``limit`` due deliveries for ``destination``; returns trace ids, oldest first.
+
+        A claimed row is invisible to other claimers until it is marked, released, or its lease expires.
+        """
+        if limit <= 0:
+            return []
+        statuses = ("pending", "failed") if include_failed else ("pending",)
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            now = time.time_ns()
+            rows = conn.execute(
+                "SELECT d.trace_id FROM deliveries d JOIN traces t ON t.id = d.trace_id "
+                f"WHERE d.destination = ? AND d.status IN ({_marks(len(statuses))}) AND d.next_attempt_ns <= ? "
+                "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ?) "
+                "ORDER BY t.timestamp_ns, d.trace_id LIMIT ?",
+                (destination, *statuses, now, now, limit),
+            ).fetchall()
+            ids = [row[0] for row in rows]
+            until = now + int(lease_seconds * 1e9)
+            conn.executemany(
+                "UPDATE deliveries SET claimed_by = ?, claimed_until_ns = ?, claimed_revision = revision "
+                "WHERE trace_id = ? AND destination = ?",
+                [(owner, until, tid, destination) for tid in ids],
+            )
+            return ids
+
+        with self._errors():
+            return self._write(work)
+
+    def _update_deliveries(self, sql: str, destination: str, trace_ids: Iterable[str], *values: Any) -> None:
+        ids = list(dict.fromkeys(trace_ids))
+        if not ids:
+            return
+        now = time.time_ns()
+        rows = [(*values, now, tid, destination) for tid in ids]
+        with self._errors():
+            self._write(lambda c: c.executemany(f"{sql}, updated_ns = ? WHERE trace_id = ? AND destination = ?", rows))
+
+    def mark_delivered(self, destination: str, trace_ids: Iterable[str]) -> None:
+        """Delivered, unless the trace was rewritten after it was claimed: then it stays pending for the new version."""
+        now = time.time_ns()
+        self._update_deliveries(
+            "UPDATE deliveries SET "
+            "status = CASE WHEN claimed_revision IS NOT NULL AND claimed_revision <> revision "
+            "THEN 'pending' ELSE 'delivered' END, "
+            "delivered_ns = ?, last_error = NULL, next_attempt_ns = 0, "
+            "claimed_by = NULL, claimed_until_ns = NULL, claimed_revision = NULL",
+            destination,
+            trace_ids,
+            now,
+        )
+
+    def mark_retry(self, destination: str, trace_ids: Iterable[str], error: str, next_attempt_ns: int) -> None:
+        """A transient failure: stays pending, retried from ``next_attempt_ns``."""
+        self._update_deliveries(
+            "UPDATE deliveries SET status = 'pending', attempts = attempts + 1, last_error = ?, next_attempt_ns = ?, "
+            "claimed_by = NULL, claimed_until_ns = NULL, claimed_revision = NULL",
+            destination,
+            trace_ids,
+            error,
+            int(next_attempt_ns),
+        )
+
+    def mark_failed(self, destination: str, trace_ids: Iterable[str], error: str) -> None:
+        """A permanent failure (e.g. 4xx): kept, not retried until ``claim_pending(..., include_failed=True)``."""
+        self._update_deliveries(
+            "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?, "
+            "claimed_by = NULL, claimed_until_ns = NULL, claimed_revision = NULL",
+            destination,
+            trace_ids,
+            error,
+        )
+
+    def release(self, destination: str, trace_ids: Iterable[str]) -> None:
+        """Give claimed rows back untouched (e.g. on shutdown before export)."""
+        self._update_deliveries(
+            "UPDATE deliveries SET claimed_by = NULL, claimed_until_ns = NULL, claimed_revision = NULL",
+            destination,
+            trace_ids,
+        )
+
+    def enqueue(self, destination: str, trace_ids: Iterable[str] | None = None) -> int:
+        """Add 'pending' rows for the given traces (default: every trace) lacking one for ``destination``.
+
+        Returns how many rows were added. Unknown trace ids are ignored.
+        """
+        now = time.time_ns()
+        insert = (
+            "INSERT OR IGNORE INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) "
+            "SELECT id, ?, ?, ? FROM traces"
+        )
+
+        def work(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            if trace_ids is None:
+                conn.execute(insert, (destination, now, now))
+            else:
+                rows = [(destination, now, now, tid) for tid in dict.fromkeys(trace_ids)]
+                conn.executemany(f"{insert} WHERE id = ?", rows)
+            return conn.total_changes - before
+
+        with self._errors():
+            return self._write(work)
+
+    def delivery_counts(self) -> dict[str, dict[str, Any]]:
+        """{destination: {"pending": n, "delivered": n, "failed": n, "last_error": str | None}}."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            counts: dict[str, dict[str, Any]] = {}
+            rows = conn.execute(
+                "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status ORDER BY destination"
+            ).fetchall()
+            for dest, status, n in rows:
+                entry = counts.setdefault(dest, {"pending": 0, "delivered": 0, "failed": 0, "last_error": None})
+                entry[status] = entry.get(status, 0) + n
+            errors = conn.execute(
+                "SELECT destination, last_error FROM deliveries d WHERE last_error IS NOT NULL "
+                "AND status <> 'delivered' AND updated_ns = (SELECT max(updated_ns) FROM deliveries "
+                "WHERE destination = d.destination AND last_error IS NOT NULL AND status <> 'delivered')"
+            ).fetchall()
+            for dest, error in errors:
+                counts[dest]["last_error"] = error
+            return counts
+
+        with self._errors():
+            return self._read(work)
+
+    def delivery_state(self, trace_id: str) -> dict[str, str]:
+        """{destination: status} for one trace (full id)."""
+        with self._errors():
+            rows = self._read(
+                lambda c: c.execute(
+                    "SELECT destination, status FROM deliveries WHERE trace_id = ? ORDER BY destination", (trace_id,)
+                ).fetchall()
+            )
+        return {str(dest): str(status) for dest, status in rows}
+
+    # -- meta ------------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._errors():
+            row = self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._errors():
+            self._write(
+                lambda c: c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            )
+
+
+class _ErrorMapper:
+    """Turns sqlite3 errors into one-line StoreErrors that name the file and the fix."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or not isinstance(exc, sqlite3.Error):
+            return
+        text = str(exc)
+        lowered = text.lower()
+        if "file is not a database" in lowered:
+            message = f"{self.path} is not an lftrace trace store (file is not a database); {_FIX}"
+        elif "malformed" in lowered or "corrupt" in lowered:
+            message = f"the trace store {self.path} is corrupted ({text}); {_FIX}"
+        elif _is_busy(exc):
+            message = (
+                f"the trace store {self.path} stayed locked by another process for {RETRY_DEADLINE_S:.0f}s ({text}); "
+                "retry, or set LFTRACE_STORE to another path"
+            )
+        elif "readonly" in lowered or "read-only" in lowered:
+            message = f"cannot write to the trace store {self.path} ({text}); check its permissions or {_FIX}"
+        else:
+            message = f"trace store {self.path} failed: {text}; {_FIX}"
+        raise StoreError(message) from None
+
+
+# -- rows <-> model ------------------------------------------------------------------------------------------------
+
+
+def _trace_row(trace: Trace) -> tuple[Any, ...]:
+    data = {
+        "input": trace.input,
+        "output": trace.output,
+        "metadata": trace.metadata,
+        "tags": list(trace.tags),
+        "version": trace.version,
+        "public": trace.public,
+    }
+    return (
+        trace.id,
+        trace.name,
+        trace.timestamp,
+        trace.end_time,
+        trace.latency,
+        trace.level,
+        trace.status,
+        trace.session_id,
+        trace.user_id,
+        trace.environment,
+        trace.release,
+        trace.total_tokens,
+        trace.total_cost,
+        len(trace.observations),
+        dumps(data),
+    )
+
+
+_OBS_DATA_FIELDS = (
+    "completion_start_time",
+    "model_parameters",
+    "input",
+    "output",
+    "metadata",
+    "status_message",
+    "usage_details",
+    "cost_details",
+    "environment",
+    "version",
+)
+
+
+def _observation_row(trace_id: str, seq: int, obs: Observation) -> tuple[Any, ...]:
+    data = {key: value for key in _OBS_DATA_FIELDS if (value := getattr(obs, key)) is not None}
+    return (
+        trace_id,
+        obs.id,
+        seq,
+        obs.parent_id,
+        obs.type,
+        obs.name,
+        obs.start_time,
+        obs.end_time,
+        obs.level,
+        obs.model,
+        dumps(data),
+    )
+
+
+def _observation_from_row(row: Sequence[Any]) -> Observation:
+    trace_id, obs_id, _seq, parent_id, type_, name, start_ns, end_ns, level, model, blob = row
+    data = orjson.loads(blob)
+    return Observation(
+        id=obs_id,
+        trace_id=trace_id,
+        parent_id=parent_id,
+        type=type_,
+        name=name or "",
+        start_time=start_ns,
+        end_time=end_ns,
+        completion_start_time=data.get("completion_start_time"),
+        model=model,
+        model_parameters=data.get("model_parameters"),
+        input=data.get("input"),
+        output=data.get("output"),
+        metadata=data.get("metadata"),
+        level=level,
+        status_message=data.get("status_message"),
+        usage_details=data.get("usage_details"),
+        cost_details=data.get("cost_details"),
+        environment=data.get("environment") or "default",
+        version=data.get("version"),
+    )
+
+
+def _parents_first(observations: list[Observation]) -> list[Observation]:
+    """Start-time order (already sorted), except that a child never comes before its parent."""
+    present = {o.id for o in observations}
+    done: set[str] = set()
+    waiting: dict[str, list[Observation]] = {}
+    out: list[Observation] = []
+
+    def emit(obs: Observation) -> None:
+        stack = [obs]
+        while stack:
+            current = stack.pop()
+            out.append(current)
+            done.add(current.id)
+            stack.extend(reversed(waiting.pop(current.id, [])))
+
+    for obs in observations:
+        parent = obs.parent_id
+        if parent is not None and parent in present and parent not in done and parent != obs.id:
+            waiting.setdefault(parent, []).append(obs)
+        else:
+            emit(obs)
+    for children in waiting.values():  # cycles in broken data: keep them rather than drop them
+        out.extend(c for c in children if c.id not in done)
+    return out
+
+
+def _load_tags(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[str]]:
+    tags: dict[str, list[str]] = {}
+    for chunk in _chunks(ids):
+        rows = conn.execute(
+            f"SELECT trace_id, tag FROM trace_tags WHERE trace_id IN ({_marks(len(chunk))}) ORDER BY trace_id, position",
+            list(chunk),
+        ).fetchall()
+        for trace_id, tag in rows:
+            tags.setdefault(trace_id, []).append(tag)
+    return tags
+
+
+def _load_traces(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Trace]:
+    """Full traces for ``ids`` in the given order (missing ids are skipped)."""
+    by_id: dict[str, Trace] = {}
+    for chunk in _chunks(ids):
+        marks = _marks(len(chunk))
+        rows = conn.execute(
+            "SELECT id, name, timestamp_ns, end_ns, session_id, user_id, environment, release, data "
+            f"FROM traces WHERE id IN ({marks})",
+            list(chunk),
+        ).fetchall()
+        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob in rows:
+            data = orjson.loads(blob)
+            by_id[tid] = Trace(
+                id=tid,
+                name=name,
+                timestamp=ts,
+                input=data.get("input"),
+                output=data.get("output"),
+                session_id=session_id,
+                user_id=user_id,
+                release=release,
+                version=data.get("version"),
+                metadata=data.get("metadata"),
+                tags=list(data.get("tags") or []),
+                environment=environment or "default",
+                public=bool(data.get("public", False)),
+                end_time=end_ns,
+            )
+        obs_rows = conn.execute(
+            "SELECT trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data "
+            f"FROM observations WHERE trace_id IN ({marks}) ORDER BY trace_id, start_ns, seq",
+            list(chunk),
+        ).fetchall()
+        grouped: dict[str, list[Observation]] = {}
+        for row in obs_rows:
+            grouped.setdefault(row[0], []).append(_observation_from_row(row))
+        for tid, observations in grouped.items():
+            if tid in by_id:
+                by_id[tid].observations = _parents_first(observations)
+    return [by_id[tid] for tid in ids if tid in by_id]
+
+
+def _filters(
+    name: str | None,
+    level: str | None,
+    session_id: str | None,
+    user_id: str | None,
+    tag: str | None,
+    since_ns: int | None,
+    status: str | None,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if name is not None:
+        clauses.append("t.name = ?")
+        params.append(name)
+    if level is not None:
+        if level.upper() in LEVELS:
+            clauses.append("t.level = ?")
+            params.append(level.upper())
+        elif level.lower() in STATUSES:
+            clauses.append("t.status = ?")
+            params.append(level.lower())
+        else:
+            allowed = ", ".join((*LEVELS, *STATUSES))
+            raise InputError(f"unknown level '{level}': use one of {allowed}")
+    if status is not None:
+        if status.lower() == "running":
+            clauses.append("t.end_ns IS NULL AND t.status = 'ok'")
+        elif status.lower() in STATUSES:
+            clauses.append("t.status = ?")
+            params.append(status.lower())
+        else:
+            raise InputError(f"unknown status '{status}': use one of {', '.join((*STATUSES, 'running'))}")
+    if session_id is not None:
+        clauses.append("t.session_id = ?")
+        params.append(session_id)
+    if user_id is not None:
+        clauses.append("t.user_id = ?")
+        params.append(user_id)
+    if tag is not None:
+        clauses.append("EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_id = t.id AND g.tag = ?)")
+        params.append(tag)
+    if since_ns is not None:
+        clauses.append("t.timestamp_ns >= ?")
+        params.append(int(since_ns))
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    return where, params
+
+
+def _summary(row: Sequence[Any], tags: list[str]) -> TraceSummary:
+    (tid, name, ts, end_ns, latency, level, status, tokens, cost, count, session_id, user_id) = row
+    if end_ns is None and status == "ok":
+        status = "running"  # a partial trace written while the run was still going
+    return TraceSummary(
+        id=tid,
+        name=name,
+        timestamp=ts,
+        latency=latency,
+        level=level,
+        total_tokens=tokens or 0,
+        total_cost=cost,
+        observation_count=count or 0,
+        session_id=session_id,
+        user_id=user_id,
+        tags=tags,
+        status=status,
+    )
