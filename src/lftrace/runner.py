@@ -1,0 +1,378 @@
+"""Run a loaded Runnable with the lftrace handler attached: input shaping, invoke/stream/async, Ctrl-C.
+
+``execute`` is the whole ``lftrace run`` pipeline without any printing (``lftrace test`` reuses it):
+load -> read and shape the input -> run with ``config={"callbacks": [handler], "metadata": {...}}`` ->
+flush the client -> read the trace back from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError, LftraceError, TraceNotFound
+from .model import Trace
+
+Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
+
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``error`` is the exception the target raised (None when it succeeded)."""
+
+    trace: Trace | None
+    output: Any
+    error: BaseException | None = None
+    trace_id: str | None = None
+    interrupted: bool = False
+    elapsed: float = 0.0
+    target: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. why no trace was recorded
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.interrupted
+
+
+# ---------------------------------------------------------------- input
+
+
+def read_input(text: str | None, input_file: str | None, stdin: Any = None) -> str | None:
+    """The raw input: ``--input`` text, or the content of ``--input-file`` (``-`` = stdin)."""
+    if text is not None and input_file is not None:
+        raise InputError("give either --input or --input-file, not both")
+    if input_file is None:
+        return text
+    if input_file == "-":
+        return (stdin or sys.stdin).read()
+    try:
+        with open(input_file, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        raise InputError(f"cannot read --input-file '{input_file}': {err.strerror or err}") from None
+
+
+def parse_input(raw: str | None) -> Any:
+    """JSON if it parses, otherwise the text itself (``None`` when no input was given)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.rstrip("\n") if raw.endswith("\n") and raw.count("\n") == 1 else raw
+
+
+def is_graph(runnable: Any) -> bool:
+    """A compiled LangGraph graph (checked without importing langgraph when the target did not)."""
+    pregel = sys.modules.get("langgraph.pregel")
+    cls = getattr(pregel, "Pregel", None)
+    if cls is not None and isinstance(runnable, cls):
+        return True
+    return hasattr(runnable, "channels") and hasattr(runnable, "stream_mode") and hasattr(runnable, "get_graph")
+
+
+def input_schema(runnable: Any) -> dict[str, Any]:
+    try:
+        schema = runnable.get_input_jsonschema()
+    except Exception:  # some runnables cannot describe their input; then anything goes
+        return {}
+    return schema if isinstance(schema, dict) else {}
+
+
+def _properties(schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    props = schema.get("properties")
+    required = schema.get("required") or []
+    return (dict(props) if isinstance(props, dict) else {}), [str(r) for r in required]
+
+
+def _has_messages_channel(runnable: Any, schema: Mapping[str, Any]) -> bool:
+    channels = getattr(runnable, "channels", None)
+    if isinstance(channels, Mapping) and "messages" in channels:
+        return True
+    return "messages" in _properties(schema)[0]
+
+
+def _type_name(prop: Any) -> str:
+    if not isinstance(prop, dict):
+        return "any"
+    if "type" in prop:
+        kind = prop["type"]
+        return "|".join(kind) if isinstance(kind, list) else str(kind)
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(prop.get(key), list):
+            return "|".join(_type_name(p) for p in prop[key])
+    return "any"
+
+
+def describe_fields(schema: Mapping[str, Any]) -> str:
+    props, required = _properties(schema)
+    if not props:
+        return "no declared fields"
+    parts = [f"{name}: {_type_name(prop)}{' (required)' if name in required else ''}" for name, prop in props.items()]
+    return ", ".join(parts)
+
+
+def shape_input(runnable: Any, value: Any, target: str = "the target") -> Any:
+    """Text becomes what the target expects; JSON is checked against the input schema (InputError if it can't fit)."""
+    schema = input_schema(runnable)
+    props, required = _properties(schema)
+    graph = is_graph(runnable)
+    if value is None:
+        if (graph and _has_messages_channel(runnable, schema)) or required:
+            raise InputError(
+                f"{target} needs input: give --input TEXT or JSON, or --input-file PATH (expected fields: {describe_fields(schema)})"
+            )
+        return {} if schema.get("type") == "object" or props else None
+    if isinstance(value, str):
+        if graph and _has_messages_channel(runnable, schema):
+            return {"messages": [{"role": "user", "content": value}]}
+        if len(required) == 1:
+            return {required[0]: value}
+        if required or (graph and props):
+            raise InputError(
+                f"{target} takes several fields, so plain text cannot fill them: give JSON "
+                f"(expected fields: {describe_fields(schema)})"
+            )
+        return value
+    _check_fits(value, schema, target)
+    return value
+
+
+def _check_fits(value: Any, schema: Mapping[str, Any], target: str) -> None:
+    props, required = _properties(schema)
+    if schema.get("type") != "object" and not props:
+        return
+    expected = f"expected fields: {describe_fields(schema)}"
+    if not isinstance(value, dict):
+        raise InputError(f"input for {target} must be a JSON object, not {type(value).__name__} ({expected})")
+    missing = [name for name in required if name not in value]
+    if missing:
+        raise InputError(f"input for {target} is missing {', '.join(repr(m) for m in missing)} ({expected})")
+    unknown = [k for k in value if k not in props]
+    if props and unknown and (len(unknown) == len(value) or schema.get("additionalProperties") is False):
+        raise InputError(f"input for {target} has unknown field(s) {', '.join(repr(k) for k in unknown)} ({expected})")
+
+
+def parse_config(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    if isinstance(text, Mapping):
+        return dict(text)
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise InputError(
+            f"--config is not valid JSON ({err.msg} at position {err.pos}); e.g. '{{\"recursion_limit\": 50}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError('--config must be a JSON object, e.g. \'{"configurable": {"thread_id": "1"}}\'')
+    return value
+
+
+def build_config(
+    handler: Any,
+    *,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    tags: Sequence[str] = (),
+    name: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """``{"callbacks": [handler], "metadata": {langfuse_*}}`` merged with the user's ``--config``."""
+    metadata: dict[str, Any] = {}
+    if session_id:
+        metadata["langfuse_session_id"] = session_id
+    if user_id:
+        metadata["langfuse_user_id"] = user_id
+    if tags:
+        metadata["langfuse_tags"] = list(tags)
+    if name:
+        metadata["langfuse_trace_name"] = name
+    config = dict(extra or {})
+    user_callbacks = config.pop("callbacks", None) or []
+    config["callbacks"] = [handler, *callbacks, *(user_callbacks if isinstance(user_callbacks, list) else [])]
+    config["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    return config
+
+
+# ---------------------------------------------------------------- running
+
+
+def _accumulate(total: Any, chunk: Any) -> Any:
+    """LangChain's rule for streamed chunks: add them (message chunks, strings, dicts) or keep the last."""
+    if total is None:
+        return chunk
+    try:
+        return total + chunk
+    except TypeError:
+        if isinstance(total, dict) and isinstance(chunk, dict):
+            return {**total, **chunk}
+        return chunk
+
+
+def invoke(
+    runnable: Any,
+    value: Any,
+    config: dict[str, Any],
+    *,
+    stream: bool = False,
+    use_async: bool = False,
+    on_chunk: Callable[[str, Any], None] | None = None,
+) -> Any:
+    """Run once; with ``stream`` report graph updates (``"update"``) or chain chunks (``"chunk"``) as they come."""
+    graph = is_graph(runnable)
+    emit = on_chunk or (lambda kind, chunk: None)
+    if not stream:
+        return asyncio.run(runnable.ainvoke(value, config)) if use_async else runnable.invoke(value, config)
+    if graph:
+        # "values" rides along so the final state is the output, exactly as invoke would return it
+        def take(item: Any, state: list[Any]) -> None:
+            mode, chunk = item
+            if mode == "values":
+                state[0] = chunk
+            else:
+                emit("update", chunk)
+
+        state: list[Any] = [None]
+        if use_async:
+
+            async def consume() -> None:
+                async for item in runnable.astream(value, config, stream_mode=["updates", "values"]):
+                    take(item, state)
+
+            asyncio.run(consume())
+        else:
+            for item in runnable.stream(value, config, stream_mode=["updates", "values"]):
+                take(item, state)
+        return state[0]
+    total: list[Any] = [None]
+
+    def add(chunk: Any) -> None:
+        emit("chunk", chunk)
+        total[0] = _accumulate(total[0], chunk)
+
+    if use_async:
+
+        async def consume_chain() -> None:
+            async for chunk in runnable.astream(value, config):
+                add(chunk)
+
+        asyncio.run(consume_chain())
+    else:
+        for chunk in runnable.stream(value, config):
+            add(chunk)
+    return total[0]
+
+
+def span_count(handler: Any) -> int | None:
+    """Observations started so far: the handler's counter if it has one, else a peek at its open traces."""
+    counter = getattr(handler, "started_runs", None)
+    if isinstance(counter, int):
+        return counter
+    try:
+        return sum(len(state.trace.observations) for state in list(handler._traces.values()))
+    except Exception:
+        return None
+
+
+def execute(
+    target: str | Any,
+    input: str | None = None,
+    *,
+    input_file: str | None = None,
+    stream: bool = False,
+    use_async: bool = False,
+    config: str | Mapping[str, Any] | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    tags: Sequence[str] = (),
+    name: str | None = None,
+    handler_extra: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: Progress | None = None,
+    stdin: Any = None,
+) -> RunResult:
+    """Load (unless given a Runnable), shape the input, run with the handler, flush, and read the trace back.
+
+    ``handler_extra``: keyword arguments for ``CallbackHandler`` (e.g. ``trace_context``); ``callbacks``: more
+    LangChain callbacks to attach. Raises LftraceError for load/input problems; the target's own exception is
+    returned in ``RunResult.error`` (its trace is saved); Ctrl-C returns ``interrupted=True`` with the partial trace.
+    """
+    notify = progress or (lambda event, payload: None)
+    label = target if isinstance(target, str) else type(target).__name__
+    raw = read_input(input, input_file, stdin)  # bad input is reported before the (slow) import
+    extra_config = parse_config(config)
+    notify("loading", label)
+    if isinstance(target, str):
+        from .loader import load_target
+
+        runnable = load_target(target)
+    else:
+        runnable = target
+    value = shape_input(runnable, parse_input(raw), f"'{label}'")
+
+    from .client import get_client
+    from .langchain import CallbackHandler
+
+    handler = CallbackHandler(**dict(handler_extra or {}))
+    run_config = build_config(
+        handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=extra_config, callbacks=callbacks
+    )
+    notify("running", handler)
+    started = time.perf_counter()
+    output: Any = None
+    error: BaseException | None = None
+    interrupted = False
+    try:
+        output = invoke(
+            runnable,
+            value,
+            run_config,
+            stream=stream,
+            use_async=use_async,
+            on_chunk=(lambda kind, chunk: notify("chunk", (kind, chunk))),
+        )
+    except KeyboardInterrupt as err:
+        interrupted, error = True, err
+    except LftraceError:
+        raise
+    except Exception as err:  # the user's graph raised: its trace is saved with the error
+        error = err
+    elapsed = time.perf_counter() - started
+    notify("finishing", handler)
+    if interrupted:
+        handler.finish_open_runs(INTERRUPTED)
+    result = RunResult(None, output, error, handler.last_trace_id, interrupted, elapsed, label)
+    client = get_client()
+    client.flush()
+    result.trace = _read_back(client, handler, result)
+    if interrupted and result.trace is not None and result.trace.status != "interrupted":
+        # LangChain reports Ctrl-C to the handler as an ordinary error; the run was interrupted, say so
+        result.trace.metadata = {**(result.trace.metadata or {}), "interrupted": True}
+        client._submit(result.trace)
+        client.flush()
+    return result
+
+
+def _read_back(client: Any, handler: Any, result: RunResult) -> Trace | None:
+    if not client.tracing_active:
+        result.notes.append("tracing is disabled (LANGFUSE_TRACING_ENABLED=false): no trace recorded")
+        return None
+    if handler.last_trace_id is None:
+        result.notes.append("no trace recorded (sampled out by LANGFUSE_SAMPLE_RATE, or the target never started)")
+        return None
+    try:
+        return client.get_trace(handler.last_trace_id)
+    except TraceNotFound:
+        result.notes.append(f"trace {handler.last_trace_id} was not written to the store")
+        return None
