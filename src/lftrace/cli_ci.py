@@ -1,0 +1,660 @@
+"""CI commands: ``test``, ``export``, ``import``, ``diff``, ``stats``; and the assertion options of ``run``.
+
+``cli.py`` calls ``register(app)``. The ``run`` command takes the assertion options declared here
+(``ExpectOutputOption`` ...), turns them into ``Expectations`` with ``expectations_from_options`` and calls
+``evaluate_run_assertions`` after the run; a failure exits with 5 (``ExitStatus.ASSERTION_FAILED``).
+
+Like ``show`` and ``list``, every command here except ``test`` starts without importing LangChain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .assertions import AssertionFailure, Expectations, check, output_text
+from .dataset import Case, CaseResult, load_dataset, parse_shard, run_cases, select_shard
+from .errors import ExitStatus, InputError, LftraceError, TraceNotFound
+from .model import Trace
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .store import TraceStore
+
+TEST_TAG_PREFIX = "lftrace-test:"
+CASE_METADATA_KEY = "lftrace_case"
+RUN_METADATA_KEY = "lftrace_test_run"
+PANEL = "Assertions (exit 5 when one fails)"
+
+# -- the assertion options, shared by `run` and `test` -----------------------------------------
+ExpectOutputOption = Annotated[
+    str | None,
+    typer.Option("--expect-output", metavar="REGEX", help="The reply must match this regex.", rich_help_panel=PANEL),
+]
+ExpectNodeOption = Annotated[
+    list[str] | None,
+    typer.Option("--expect-node", metavar="NAME", help="This graph node must run (repeatable).", rich_help_panel=PANEL),
+]
+ExpectToolOption = Annotated[
+    list[str] | None,
+    typer.Option("--expect-tool", metavar="NAME", help="This tool must be called (repeatable).", rich_help_panel=PANEL),
+]
+MaxLatencyOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-latency", metavar="SECONDS", min=0, help="Fail when the run takes longer.", rich_help_panel=PANEL
+    ),
+]
+MaxTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-tokens", metavar="N", min=0, help="Fail above this many tokens in total.", rich_help_panel=PANEL
+    ),
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        metavar="USD",
+        min=0,
+        help="Fail above this cost; fails too when a model's price is unknown.",
+        rich_help_panel=PANEL,
+    ),
+]
+MaxLlmCallsOption = Annotated[
+    int | None,
+    typer.Option("--max-llm-calls", metavar="N", min=0, help="Fail above this many LLM calls.", rich_help_panel=PANEL),
+]
+NoErrorsOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-errors", help="Fail on any ERROR observation, even one the graph recovered from.", rich_help_panel=PANEL
+    ),
+]
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--baseline",
+        metavar="FILE|ID",
+        help="Compare with a baseline trace (file or stored id; for `test`: a file or test run id).",
+        rich_help_panel=PANEL,
+    ),
+]
+ToleranceOption = Annotated[
+    float,
+    typer.Option(
+        "--tolerance",
+        metavar="F",
+        min=0,
+        help="Allowed baseline drift of tokens, latency, cost.",
+        rich_help_panel=PANEL,
+    ),
+]
+
+
+def expectations_from_options(
+    expect_output: str | None = None,
+    expect_node: Sequence[str] | None = None,
+    expect_tool: Sequence[str] | None = None,
+    max_latency: float | None = None,
+    max_tokens: int | None = None,
+    max_cost: float | None = None,
+    max_llm_calls: int | None = None,
+    no_errors: bool = False,
+) -> Expectations:
+    return Expectations(
+        output_regex=expect_output,
+        nodes=tuple(expect_node or ()),
+        tools=tuple(expect_tool or ()),
+        max_latency=max_latency,
+        max_tokens=max_tokens,
+        max_cost=max_cost,
+        max_llm_calls=max_llm_calls,
+        no_errors=no_errors,
+    )
+
+
+def evaluate_run_assertions(
+    trace: Trace,
+    output: Any,
+    expectations: Expectations,
+    *,
+    baseline: Trace | None = None,
+    tolerance: float = 0.25,
+    console: Console | None = None,
+) -> list[AssertionFailure]:
+    """Check one finished run; print every failure (expected and actual) to ``console`` (stderr by default).
+
+    ``output`` is the value the target returned (or None to use ``trace.output``). The caller exits with
+    ``ExitStatus.ASSERTION_FAILED`` when the returned list is not empty.
+    """
+    from .diff import compare_with_baseline
+
+    text = None if output is None else output_text(output)
+    failures = check(trace, text, expectations)
+    if baseline is not None:
+        failures += compare_with_baseline(trace, baseline, tolerance)
+    if failures:
+        console = console or _console(stderr=True)
+        console.print(f"[bold red]{len(failures)} assertion(s) failed[/] for trace {trace.id}:", highlight=False)
+        for failure in failures:
+            console.print(_failure_line(failure), highlight=False, markup=False)
+    return failures
+
+
+def _failure_line(failure: AssertionFailure) -> str:
+    return (
+        f"  ✗ {failure.name}: {failure.message}\n      expected: {failure.expected}\n      actual:   {failure.actual}"
+    )
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def _console(stderr: bool = False) -> Console:
+    """cli.py's consoles: bound to this invocation's streams, plain under NO_COLOR."""
+    from . import cli
+
+    return cli.err_console() if stderr else cli.console()
+
+
+def _store_path() -> Path:
+    from .cli import store_path
+
+    return store_path()
+
+
+def _open_store(create: bool = False) -> TraceStore:
+    """The store of ``--store`` / LFTRACE_STORE; read-only use never creates the file (exit 7 when missing)."""
+    from .cli import open_store
+
+    return open_store(read_only=not create)
+
+
+def read_traces_file(path: Path) -> list[Trace]:
+    """Traces in a file: one trace JSON object, a JSON list of them, or JSONL (one per line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist (pass a file written by `lftrace export`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    try:
+        whole = json.loads(text)
+        items: list[tuple[str, Any]] = (
+            [(f"{path}[{i}]", item) for i, item in enumerate(whole)]
+            if isinstance(whole, list)
+            else [(str(path), whole)]
+        )
+    except json.JSONDecodeError:
+        items = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"{path}:{number}: not valid JSON ({exc.msg}); expected a trace, a list of traces or JSONL"
+                ) from None
+    traces = [_trace_from(where, item) for where, item in items]
+    if not traces:
+        raise InputError(f"{path} holds no traces")
+    return traces
+
+
+def _trace_from(where: str, data: Any) -> Trace:
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise InputError(
+            f'{where}: not a trace (expected an object with "id" and "observations", from `lftrace export`)'
+        )
+    try:
+        return Trace.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{where}: not a valid trace ({type(exc).__name__}: {exc})") from None
+
+
+def resolve_trace(ref: str, store: TraceStore | None = None) -> Trace:
+    """A trace from a file, or from the store by id, prefix, ``last`` or ``last~N`` (N runs before the last)."""
+    path = Path(ref)
+    if path.is_file():
+        traces = read_traces_file(path)
+        if len(traces) != 1:
+            raise InputError(f"{ref} holds {len(traces)} traces; pass a file with one trace or a trace id")
+        return traces[0]
+    store = store or _open_store()
+    if ref == "last" or ref.startswith("last~"):
+        back = 0
+        if ref != "last":
+            try:
+                back = int(ref[5:])
+            except ValueError:
+                raise InputError(f"'{ref}' is not last~N (e.g. last~1 for the run before the last)") from None
+        summaries = store.list_traces(limit=back + 1)
+        if len(summaries) <= back:
+            raise TraceNotFound(f"no trace '{ref}': the store holds {len(summaries)} trace(s)")
+        return store.get_trace(summaries[back].id)
+    return store.get_trace(ref)
+
+
+def load_baseline(ref: str) -> Trace:
+    """The baseline of ``run --baseline``: resolve it *before* the run, so ``last`` means the previous run."""
+    return resolve_trace(ref)
+
+
+def load_baselines(ref: str) -> dict[str, Trace]:
+    """Baselines of ``test --baseline``: case name -> trace, from a file or a stored test run id."""
+    path = Path(ref)
+    if path.is_file():
+        traces = read_traces_file(path)
+    else:
+        store = _open_store()
+        run_id = ref.removeprefix(TEST_TAG_PREFIX)
+        summaries = store.list_traces(limit=1_000_000, tag=TEST_TAG_PREFIX + run_id)
+        if not summaries:
+            raise InputError(
+                f"--baseline '{ref}' is neither a file nor a stored test run "
+                "(pass a file from `lftrace export --tag lftrace-test:<run id>` or the run id `lftrace test` printed)"
+            )
+        traces = [store.get_trace(s.id) for s in summaries]
+    by_case: dict[str, Trace] = {}
+    for trace in sorted(traces, key=lambda t: t.timestamp):  # the newest wins if a case ran twice
+        case = (trace.metadata or {}).get(CASE_METADATA_KEY)
+        if isinstance(case, str):
+            by_case[case] = trace
+    if not by_case:
+        raise InputError(f"--baseline '{ref}': no trace carries a case name (metadata '{CASE_METADATA_KEY}')")
+    return by_case
+
+
+def _money(cost: float | None) -> str:
+    return "-" if cost is None else f"${cost:.6f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# -- lftrace test -------------------------------------------------------------------------------
+
+
+class _CaseRunner:
+    """Runs one dataset case through ``cli.execute_run`` (its own handler and trace), then checks the trace."""
+
+    def __init__(
+        self,
+        target: str,
+        run_id: str,
+        defaults: Expectations,
+        baselines: dict[str, Trace] | None,
+        tolerance: float,
+    ) -> None:
+        from .client import Langfuse, get_client, reset_clients
+        from .loader import load_target
+
+        settings = get_client().settings
+        if settings.sample_rate < 1.0 or not settings.tracing_enabled:
+            # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
+            reset_clients()
+            Langfuse(sample_rate=1.0, tracing_enabled=True)
+        self.runnable = load_target(target)  # once: LoadError (exit 3) before any case runs
+        self.run_id = run_id
+        self.defaults = defaults
+        self.baselines = baselines
+        self.tolerance = tolerance
+
+    def __call__(self, case: Case) -> CaseResult:
+        from .cli import execute_run
+
+        metadata = {CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
+        run = execute_run(
+            self.runnable,
+            json.dumps(case.input),  # the case's JSON value, parsed back by the runner, shaped like `run --input`
+            tags=[TEST_TAG_PREFIX + self.run_id],
+            config={"metadata": metadata},
+        )
+        error = None if run.error is None else f"{type(run.error).__name__}: {run.error}"
+        trace = run.trace
+        if trace is None:
+            reason = "; ".join(run.notes) or "no trace was recorded for this case"
+            return CaseResult(case, error=error or reason, latency=run.elapsed)
+        result = CaseResult(
+            case,
+            error=error,
+            trace_id=trace.id,
+            latency=trace.latency if trace.latency is not None else run.elapsed,
+            tokens=trace.total_tokens,
+            cost=trace.total_cost,
+            output=output_text(run.output) if error is None else "",
+        )
+        if error is None:
+            result.failures = check(trace, result.output, case.expect.merged_over(self.defaults))
+            baseline = (self.baselines or {}).get(case.name)
+            if baseline is not None:
+                from .diff import compare_with_baseline
+
+                result.baseline_id = baseline.id
+                result.failures += compare_with_baseline(trace, baseline, self.tolerance)
+        return result
+
+
+def _progress_reporter(total: int, console: Console) -> tuple[Any, Any]:
+    """(on_done callback, context manager): a rich progress bar on a terminal, one line per case otherwise."""
+    from contextlib import nullcontext
+
+    marks = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "error": "[red]![/]", "skipped": "[dim]-[/]"}
+    lock = threading.Lock()
+    if not console.is_terminal:
+
+        def log_line(result: CaseResult) -> None:
+            with lock:
+                console.print(
+                    f"{marks[result.status]} {result.case.name} ({result.status}, {_seconds(result.latency)})"
+                )
+
+        return log_line, nullcontext()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]lftrace test"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task = progress.add_task("cases", total=total, failed=0)
+    failed = [0]
+
+    def advance(result: CaseResult) -> None:
+        with lock:
+            failed[0] += not result.passed and result.status != "skipped"
+            progress.update(task, advance=1, failed=failed[0])
+
+    return advance, progress
+
+
+def _summary_table(results: Sequence[CaseResult]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for column, justify in (("case", "left"), ("result", "left"), ("latency", "right"), ("tokens", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("cost", justify="right")
+    table.add_column("trace", no_wrap=True)
+    styles = {"pass": "green", "fail": "red", "error": "red", "skipped": "dim"}
+    for r in results:
+        table.add_row(
+            r.case.name,
+            f"[{styles[r.status]}]{r.status.upper()}[/]",
+            _seconds(r.latency),
+            str(r.tokens),
+            _money(r.cost),
+            r.trace_id or "-",
+        )
+    return table
+
+
+def _print_case_failures(results: Sequence[CaseResult], console: Console) -> None:
+    for r in results:
+        if r.status == "error":
+            console.print(f"\n[red]! {r.case.name}[/] raised: {r.error} (trace {r.trace_id or '-'})", markup=True)
+        elif r.status == "fail":
+            console.print(f"\n[red]✗ {r.case.name}[/] (trace {r.trace_id})")
+            for failure in r.failures:
+                console.print(_failure_line(failure), markup=False)
+
+
+def test_cases_command(
+    target: Annotated[str, typer.Argument(help="The graph or chain: module:attr or path/to/file.py:attr.")],
+    dataset: Annotated[Path, typer.Argument(help="JSONL file, one case a line: {name, input, expect}.")],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Cases run at once (threads).")] = 4,
+    shard: Annotated[
+        str | None, typer.Option("--shard", metavar="K/N", help="Run the K-th of N stable slices of the cases.")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", metavar="PATH", help="Write a JUnit XML report.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON instead of a table.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Start no new case after the first failure.")] = False,
+    baseline: BaselineOption = None,
+    tolerance: ToleranceOption = 0.25,
+    expect_output: ExpectOutputOption = None,
+    expect_node: ExpectNodeOption = None,
+    expect_tool: ExpectToolOption = None,
+    max_latency: MaxLatencyOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    max_llm_calls: MaxLlmCallsOption = None,
+    no_errors: NoErrorsOption = False,
+) -> None:
+    """Run every case of a JSONL dataset and check its expectations; exit 5 when any case fails.
+
+    Each case's trace is stored with the tag lftrace-test:<run id> and the case name in its metadata.
+    Assertion options given here apply to every case (a case's own "expect" wins).
+    """
+    cases = load_dataset(dataset)  # every line is checked before anything runs
+    if shard:
+        k, n = parse_shard(shard)
+        cases = select_shard(cases, k, n)
+    defaults = expectations_from_options(
+        expect_output, expect_node, expect_tool, max_latency, max_tokens, max_cost, max_llm_calls, no_errors
+    )
+    baselines = load_baselines(baseline) if baseline else None
+    run_id = os.urandom(6).hex()
+    err = _console(stderr=True)
+    out = _console()
+    suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
+    started = time.perf_counter()
+    if cases:
+        runner = _CaseRunner(target, run_id, defaults, baselines, tolerance)
+        on_done, progress = _progress_reporter(len(cases), err)
+        with progress:
+            results = run_cases(cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done)
+    else:
+        results = []
+    duration = time.perf_counter() - started
+    if junit is not None:
+        from .junit import write_junit
+
+        write_junit(junit, results, suite=suite, duration=duration)
+    passed = sum(r.passed for r in results)
+    failed = [r for r in results if r.status in ("fail", "error")]
+    if as_json:
+        _print_json(
+            {
+                "runId": run_id,
+                "tag": TEST_TAG_PREFIX + run_id,
+                "passed": passed,
+                "failed": len(failed),
+                "skipped": sum(r.status == "skipped" for r in results),
+                "duration": duration,
+                "cases": [r.to_dict() for r in results],
+            }
+        )
+    else:
+        if results:
+            out.print(_summary_table(results))
+        _print_case_failures(results, out)
+        note = f" (shard {shard}: {len(cases)} case(s))" if shard else ""
+        verdict = "[green]all passed[/]" if not failed else f"[red]{len(failed)} failed[/]"
+        out.print(f"\n{passed}/{len(results)} passed, {verdict} in {duration:.2f}s{note}; test run {run_id}")
+        out.print(
+            f"[dim]save as a baseline: lftrace export --tag {TEST_TAG_PREFIX}{run_id} -o baseline.jsonl[/]",
+            highlight=False,
+        )
+        if junit is not None:
+            out.print(f"[dim]JUnit report: {junit}[/]")
+    if failed:
+        raise typer.Exit(ExitStatus.ASSERTION_FAILED)
+
+
+# -- export / import ------------------------------------------------------------------------------
+
+
+def export_command(
+    ids: Annotated[list[str] | None, typer.Argument(help="Trace ids, prefixes, `last` or `last~N`.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Export every trace with this tag (JSONL).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Write traces as JSON (Langfuse's trace shape): one trace as a JSON object, several as JSONL."""
+    if not ids and not tag:
+        raise InputError("pass a trace id (or `last`), or --tag TAG (e.g. --tag lftrace-test:<run id>)")
+    store = _open_store()
+    traces = [resolve_trace(ref, store) for ref in ids or ()]
+    if tag:
+        summaries = store.list_traces(limit=1_000_000, tag=tag)
+        if not summaries:
+            raise TraceNotFound(f"no stored trace has the tag '{tag}' (see `lftrace list --tag ...`)")
+        traces += [store.get_trace(s.id) for s in reversed(summaries)]  # oldest first
+    if len(traces) == 1 and not tag:
+        text = json.dumps(traces[0].to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
+    else:
+        text = "".join(json.dumps(t.to_dict(), ensure_ascii=False, default=str) + "\n" for t in traces)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    _console(stderr=True).print(f"wrote {len(traces)} trace(s) to {output}")
+
+
+def import_command(
+    files: Annotated[list[Path], typer.Argument(help="Files from `lftrace export`: a trace, a JSON list, or JSONL.")],
+) -> None:
+    """Load traces from files into the local store (a trace already stored is replaced)."""
+    traces: list[Trace] = []
+    for path in files:  # read everything first: a bad file imports nothing
+        traces += read_traces_file(path)
+    with _open_store(create=True) as store:
+        store.write_traces(traces)
+    _console(stderr=True).print(f"imported {len(traces)} trace(s) from {len(files)} file(s) into {_store_path()}")
+
+
+# -- diff -------------------------------------------------------------------------------------------
+
+
+def diff_command(
+    a: Annotated[str, typer.Argument(help="Trace A: id, prefix, `last`, `last~N` or a JSON file.")],
+    b: Annotated[str, typer.Argument(help="Trace B: id, prefix, `last`, `last~N` or a JSON file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diff as JSON.")] = False,
+    fail_on_change: Annotated[
+        bool, typer.Option("--fail-on-change", help="Exit 5 when the structure or an output changed.")
+    ] = False,
+    show_same: Annotated[bool, typer.Option("--all", help="List unchanged observations too.")] = False,
+) -> None:
+    """Compare two traces: added, removed and changed observations, deltas of latency, tokens and cost."""
+    from .diff import diff_lines, diff_traces
+
+    store: TraceStore | None = None
+    if not (Path(a).is_file() and Path(b).is_file()):
+        store = _open_store()
+    diff = diff_traces(resolve_trace(a, store), resolve_trace(b, store))
+    if as_json:
+        _print_json(diff.to_dict())
+    else:
+        from rich.text import Text
+
+        console = _console()
+        styles = {"+": "green", "-": "red", "~": "yellow", "@": "cyan"}
+        for line in diff_lines(diff, show_same=show_same):
+            style = "bold" if line.startswith(("A ", "total:", "---", "+++")) else styles.get(line[:1], "")
+            console.print(Text(line, style=style))
+    if fail_on_change and diff.changed:
+        raise typer.Exit(ExitStatus.ASSERTION_FAILED)
+
+
+# -- stats ------------------------------------------------------------------------------------------
+
+
+def stats_command(
+    name: Annotated[str | None, typer.Option("--name", help="Only traces with this name.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only recent traces: 30m, 1h, 2d, 1w or a date.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Only traces with this tag.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """Per node, tool and model across stored traces: count, error rate, p50/p95 latency, tokens, cost."""
+    from .client import parse_since
+    from .stats import compute_stats
+
+    since_ns = parse_since(since)
+    if not _store_path().exists():
+        traces: Iterable[Trace] = []
+    else:
+        traces = _open_store().iter_traces(name=name, since_ns=since_ns)
+    if tag:
+        traces = (t for t in traces if tag in t.tags)
+    report = compute_stats(traces)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    console = _console()
+    if not report.traces:
+        console.print("no traces match (run `lftrace run ...` or `lftrace test ...` first)")
+        return
+    from rich.table import Table
+
+    console.print(f"{report.traces} trace(s)")
+    for kind, title in (("node", "node"), ("tool", "tool"), ("model", "model")):
+        rows = report.by_kind(kind)
+        if not rows:
+            continue
+        table = Table(show_edge=False, pad_edge=False)
+        table.add_column(title)
+        for column in ("count", "errors", "p50", "p95", "tokens", "cost"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            cost = _money(row.cost) + ("*" if row.unpriced else "")
+            table.add_row(
+                row.key,
+                str(row.count),
+                f"{row.errors} ({row.error_rate:.0%})",
+                _seconds(row.p50),
+                _seconds(row.p95),
+                str(row.tokens),
+                cost,
+            )
+        console.print()
+        console.print(table)
+    if any(r.unpriced for r in report.rows.values()):
+        console.print("\n[dim]* some calls had no known price: the cost is a lower bound[/]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the CI commands to the main app (called by cli.py)."""
+    app.command("test")(test_cases_command)
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+    app.command("diff")(diff_command)
+    app.command("stats")(stats_command)
+
+
+__all__ = [
+    "BaselineOption",
+    "ExpectNodeOption",
+    "ExpectOutputOption",
+    "ExpectToolOption",
+    "LftraceError",
+    "MaxCostOption",
+    "MaxLatencyOption",
+    "MaxLlmCallsOption",
+    "MaxTokensOption",
+    "NoErrorsOption",
+    "ToleranceOption",
+    "evaluate_run_assertions",
+    "expectations_from_options",
+    "load_baseline",
+    "register",
+]
