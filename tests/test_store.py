@@ -141,6 +141,16 @@ def test_prefix_lookup_ambiguity_and_not_found(store: TraceStore) -> None:
         store.get_trace("  ")
 
 
+def test_get_traces_by_exact_ids_keeps_order(store: TraceStore) -> None:
+    traces = [make_trace(start=BASE_NS + i) for i in range(3)]
+    store.write_traces(traces)
+    wanted = [traces[2].id, "f" * 32, traces[0].id, traces[2].id]
+    got = store.get_traces(wanted)
+    assert [t.id for t in got] == [traces[2].id, traces[0].id]
+    assert [t.to_dict() for t in got] == [traces[2].to_dict(), traces[0].to_dict()]
+    assert store.get_traces([traces[0].id[:8]]) == []  # exact ids only, no prefixes
+
+
 def test_last_trace_id(store: TraceStore) -> None:
     assert store.last_trace_id() is None
     old, new = make_trace(start=BASE_NS), make_trace(start=BASE_NS + SEC)
@@ -181,6 +191,8 @@ def test_list_filters_combine_and_order_newest_first(store: TraceStore) -> None:
     assert ids(since_ns=BASE_NS + 2 * SEC) == [t4, t3, t2]
     assert ids(name="qa", user_id="alice", since_ns=BASE_NS + 1) == [t3]
     assert ids(name="nope") == []
+    assert ids(since_ns=10**30) == []  # year 2999 and beyond: beyond SQLite's 64-bit integers
+    assert ids(limit=10**30) == [t4, t3, t2, t1, t0]
     assert store.list_traces()[1].status == "interrupted"
     with pytest.raises(InputError, match="unknown level 'loud'"):
         store.list_traces(level="loud")

@@ -151,6 +151,11 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]
         yield items[start : start + size]
 
 
+def _clamp_int64(value: int) -> int:
+    """SQLite integers are 64-bit: a far-future ``since`` must filter everything out, not overflow."""
+    return max(-(2**63), min(int(value), 2**63 - 1))
+
+
 def _marks(count: int) -> str:
     return ",".join("?" * count)
 
@@ -425,6 +430,12 @@ class TraceStore:
             raise TraceNotFound(f"no trace '{wanted}' in {self.path} (see `lftrace list`)")
         return traces[0]
 
+    def get_traces(self, trace_ids: Sequence[str]) -> list[Trace]:
+        """Full traces for exact ids in one read (for delivery batches); unknown ids are skipped, order is kept."""
+        ids = list(dict.fromkeys(trace_ids))
+        with self._errors():
+            return self._read(lambda c: _load_traces(c, ids))
+
     def _resolve_id(self, wanted: str) -> str:
         def lookup(conn: sqlite3.Connection) -> tuple[int, list[str]]:
             if conn.execute("SELECT 1 FROM traces WHERE id = ?", (wanted,)).fetchone():
@@ -477,7 +488,7 @@ class TraceStore:
         )
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(max(int(limit), 0))
+            params.append(_clamp_int64(max(int(limit), 0)))
 
         def work(conn: sqlite3.Connection) -> list[TraceSummary]:
             rows = conn.execute(sql, params).fetchall()
@@ -919,7 +930,7 @@ def _filters(
         params.append(tag)
     if since_ns is not None:
         clauses.append("t.timestamp_ns >= ?")
-        params.append(int(since_ns))
+        params.append(_clamp_int64(since_ns))
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     return where, params
 
