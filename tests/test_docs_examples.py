@@ -51,7 +51,7 @@ def test_example1_constructor_arguments_lcel_chain(tmp_path):
         assert set(store.delivery_state(trace_id).values()) <= {"pending", "failed"}
         assert store.delivery_state(trace_id)
     names = [(o.type, o.name) for o in trace.observations]
-    assert names == [("CHAIN", "RunnableSequence"), ("SPAN", "ChatPromptTemplate"), ("GENERATION", "ChatOpenAI")]
+    assert names == [("CHAIN", "RunnableSequence"), ("CHAIN", "ChatPromptTemplate"), ("GENERATION", "ChatOpenAI")]
     gen = trace.observations[2]
     assert gen.model == "gpt-4o-2024-08-06"
     assert (
