@@ -83,6 +83,7 @@ class Receiver:
         self.health_reply: Reply | None = None  # override /api/public/health
         self.projects_reply: Reply | None = None  # override /api/public/projects
         self.v1_traces = False
+        self.v2_observations = True  # False: answer 404 like a v3 server
         self.page_size = 2  # v2 observations page size (small, to exercise pagination)
         receiver = self
 
@@ -205,6 +206,8 @@ class Receiver:
                 ),
             )
         if path == "/api/public/v2/observations":
+            if not self.v2_observations:
+                return Reply(404, json.dumps({"message": "not found"}))
             return self._observations(query)
         if path.startswith("/api/public/traces/"):
             trace_id = path.rsplit("/", 1)[-1]

@@ -239,3 +239,29 @@ def test_two_processes_flushing_one_store_send_each_trace_exactly_once(tmp_path,
     roots = [s.trace_id.hex() for s in receiver.spans() if not s.parent_span_id]
     assert sorted(roots) == sorted(ids)  # each trace exactly once
     assert len(receiver.spans()) == 360
+
+
+def test_push_with_rejected_keys_tries_once_not_until_the_deadline(tmp_path, store, receiver):
+    receiver.expect_basic(PK, SK)
+    wrong = langfuse_settings(tmp_path, receiver.url, secret="sk-lf-wrong-secret-0000")
+    write(store, wrong, n=150)  # two batches
+    deliverer = Deliverer(store, destinations_for(wrong), wrong)
+    started = time.monotonic()
+    report = deliverer.deliver(time.monotonic() + 30, include_failed=True)
+    deliverer.stop()
+    assert time.monotonic() - started < 3
+    assert report.delivered == 0 and report.failed == 100 and report.pending == 50  # the second batch is untouched
+    assert len(receiver.otlp_requests(ok_only=False)) == 1
+
+
+def test_a_batch_specific_400_does_not_block_the_next_batches(tmp_path, store, receiver, monkeypatch):
+    from lftrace import delivery
+
+    monkeypatch.setattr(delivery, "BATCH_TRACES", 2)
+    settings = otlp_settings(tmp_path, receiver.url + "/v1/traces")
+    write(store, settings, n=4)
+    receiver.script(Reply(400, '{"message": "span too large"}'))
+    report = deliver(store, settings, include_failed=True)
+    assert (report.delivered, report.failed) == (2, 2)
+    assert "span too large" in store.delivery_counts()[f"otlp:{settings.otlp_endpoint}"]["last_error"]
+    assert len(receiver.otlp_requests(ok_only=False)) == 2  # the failed batch is not re-claimed in the same call

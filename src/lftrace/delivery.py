@@ -37,6 +37,7 @@ MIN_ATTEMPT_S = 0.05  # don't start an export with less time than this left
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_IN_CALL_S = 2.0
 BACKOFF_MAX_BETWEEN_CALLS_S = 60.0
+MAX_ATTEMPTS_IN_CALL = 4  # per batch and call: a long `lftrace push` deadline must not hammer a dead server
 
 
 class Exporter(Protocol):
@@ -73,6 +74,16 @@ def destinations_for(settings: Settings) -> list[Destination]:
 
 def langfuse_destination_name(base_url: str) -> str:
     return f"langfuse:{base_url.rstrip('/')}"
+
+
+def destination_names(settings: Settings) -> list[str]:
+    """The outbox keys ``destinations_for`` would use, without building exporters."""
+    names = []
+    if settings.langfuse_enabled:
+        names.append(langfuse_destination_name(settings.base_url))
+    if settings.otlp_endpoint:
+        names.append(f"otlp:{settings.otlp_endpoint}")
+    return names
 
 
 @dataclass
@@ -182,16 +193,26 @@ class Deliverer:
     def _deliver_destination(
         self, dest: Destination, report: DestinationReport, deadline: float, include_failed: bool
     ) -> None:
+        seen: set[str] = set()  # tried in this call: a failed batch must not be claimed again and again
         while time.monotonic() + MIN_ATTEMPT_S < deadline:
             lease = max(60.0, (deadline - time.monotonic()) * 2)
-            ids = self.store.claim_pending(dest.name, self.owner, BATCH_TRACES, lease, include_failed=include_failed)
+            limit = BATCH_TRACES + len(seen)
+            claimed = self.store.claim_pending(dest.name, self.owner, limit, lease, include_failed=include_failed)
+            again = [i for i in claimed if i in seen]
+            ids = [i for i in claimed if i not in seen][:BATCH_TRACES]
+            unused = again + [i for i in claimed if i not in seen][BATCH_TRACES:]
+            if unused:
+                self.store.release(dest.name, unused)
             if not ids:
                 return
+            seen.update(ids)
             traces, missing = self._load(ids)
             if missing:
                 self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
-            if traces and not self._export_batch(dest, traces, report, deadline):
-                return  # retryable failure: leave the rest for the next call
+            if not traces:
+                continue
+            if not self._export_batch(dest, traces, report, deadline):
+                return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
 
     def _load(self, ids: Sequence[str]) -> tuple[list[Trace], list[str]]:
         traces, missing = [], []
@@ -203,7 +224,11 @@ class Deliverer:
         return traces, missing
 
     def _export_batch(self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float) -> bool:
-        """Export one claimed batch, retrying transient failures within the deadline. True when marked final."""
+        """Export one claimed batch, retrying transient failures within the deadline; True to go on.
+
+        Delivered -> True. Rejected (marked failed): 401/403/404 -> False (the next batches would fail too),
+        another 4xx -> True (only this batch is bad). Still failing at the deadline (back to pending) -> False.
+        """
         ids = [t.id for t in traces]
         attempt = 0
         while True:
@@ -219,10 +244,11 @@ class Deliverer:
             if not result.retryable:
                 self.store.mark_failed(dest.name, ids, result.message)
                 log.warning("lftrace: %s rejected %d traces: %s", dest.name, len(ids), result.message)
-                return True
+                # a batch-specific 400 lets the next batches go; rejected keys or a wrong URL would fail them all
+                return result.status not in (None, 401, 403, 404)
             attempt += 1
             wait = result.retry_after if result.retry_after is not None else _backoff(attempt, BACKOFF_MAX_IN_CALL_S)
-            if time.monotonic() + wait + MIN_ATTEMPT_S < deadline:
+            if attempt < MAX_ATTEMPTS_IN_CALL and time.monotonic() + wait + MIN_ATTEMPT_S < deadline:
                 time.sleep(wait)
                 continue
             # out of time: back to pending; a server's Retry-After is kept in the store for other processes

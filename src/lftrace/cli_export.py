@@ -1,0 +1,356 @@
+"""Export commands: ``push``, ``status``, ``doctor``; and what ``run``/``show --remote`` need.
+
+``cli.py`` calls ``register(app)``. For ``run`` it can call ``describe_destination_result(settings, store,
+trace_id, report)`` to print where the trace went (the Langfuse URL, or "queued: N traces pending
+(reason)"); for ``show --remote ID`` it calls ``fetch_remote_trace(settings, trace_id)``.
+
+httpx, protobuf and the exporters are imported inside the commands, so ``lftrace --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from .config import Settings, mask_secret
+from .errors import BackendError, ConfigError, ExitStatus, LftraceError
+
+if TYPE_CHECKING:
+    from .delivery import DeliveryReport
+    from .model import Trace
+    from .store import TraceStore
+
+PUSH_DEADLINE_S = 120.0  # `push` is explicit: give a big backlog time, retries stay bounded per batch
+NO_BACKEND = (
+    "no export backend configured: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL), "
+    "or OTEL_EXPORTER_OTLP_ENDPOINT"
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """Print an LftraceError as one line on stderr and exit with its code (no traceback)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LftraceError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    return Settings.resolve()
+
+
+def _open_store(settings: Settings) -> TraceStore:
+    from .store import TraceStore
+
+    return TraceStore(settings.store, create=False)
+
+
+# ---------------------------------------------------------------- push
+
+
+@_user_errors
+def push_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")] = False,
+    all_traces: Annotated[
+        bool,
+        typer.Option("--all", help="Also queue traces recorded before this backend was configured."),
+    ] = False,
+) -> None:
+    """Send every trace not yet delivered (failed ones included) to Langfuse / the OTLP endpoint.
+
+    A second push sends nothing. Exit 6 when a backend is unreachable or rejects the traces (they stay queued).
+
+    Example: lftrace push --all
+    """
+    from .delivery import Deliverer, destinations_for
+
+    settings = _settings()
+    destinations = destinations_for(settings)
+    if not destinations:
+        raise ConfigError(NO_BACKEND)
+    store = _open_store(settings)
+    try:
+        if all_traces:
+            for dest in destinations:
+                added = store.enqueue(dest.name)
+                if added:
+                    typer.echo(f"{dest.name}: queued {added} older trace{'s' if added != 1 else ''}")
+        if dry_run:
+            counts = store.delivery_counts()
+            for dest in destinations:
+                entry = counts.get(dest.name, {})
+                waiting = int(entry.get("pending", 0)) + int(entry.get("failed", 0))
+                typer.echo(f"{dest.name}: would send {waiting} trace{'s' if waiting != 1 else ''} (dry run)")
+            return
+        deliverer = Deliverer(store, destinations, settings)
+        try:
+            report = deliverer.deliver(time.monotonic() + max(PUSH_DEADLINE_S, settings.timeout), include_failed=True)
+        finally:
+            deliverer.stop()
+        for d in report.destinations:
+            line = f"{d.name}: delivered {d.delivered}, pending {d.pending}, failed {d.failed}"
+            typer.echo(line + (f" ({d.last_error})" if (d.pending or d.failed) and d.last_error else ""))
+        if report.pending or report.failed:
+            raise BackendError(report.summary())
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- status
+
+
+@_user_errors
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show delivered / pending / failed trace counts per destination, with the last error.
+
+    Example: lftrace status --json
+    """
+    from .delivery import destination_names
+
+    settings = _settings()
+    configured = destination_names(settings)
+    counts: dict[str, dict[str, Any]] = {}
+    if settings.store.exists():
+        store = _open_store(settings)
+        try:
+            counts = store.delivery_counts()
+        finally:
+            store.close()
+    rows = {name: {"pending": 0, "delivered": 0, "failed": 0, "last_error": None} for name in configured}
+    for name, entry in counts.items():
+        rows[name] = {**rows.get(name, {}), **entry}
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "destinations": [
+                        {"name": name, "configured": name in configured, **row} for name, row in rows.items()
+                    ]
+                },
+                indent=2,
+            )
+        )
+        return
+    if not rows:
+        typer.echo("no export destination configured and nothing queued (traces stay local)")
+        return
+    for name, row in rows.items():
+        note = "" if name in configured else " (not configured now)"
+        typer.echo(f"{name}{note}: delivered {row['delivered']}, pending {row['pending']}, failed {row['failed']}")
+        if row.get("last_error") and (row["pending"] or row["failed"]):
+            typer.echo(f"  last error: {row['last_error']}")
+
+
+# ---------------------------------------------------------------- doctor
+
+
+@_user_errors
+def doctor_command() -> None:
+    """Check the configuration: Langfuse host and keys, the OTLP endpoint, the local store.
+
+    Says exactly what is wrong; exit 6 when a configured backend is unreachable or rejects the keys.
+
+    Example: LANGFUSE_BASE_URL=http://localhost:3000 lftrace doctor
+    """
+    settings = _settings()
+    typer.echo("Configuration (secrets masked):")
+    for key, value in settings.masked().items():
+        typer.echo(f"  {key}: {value}")
+    problems = [*_check_langfuse(settings), *_check_otlp(settings)]
+    _check_store(settings)
+    if problems:
+        typer.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
+        raise typer.Exit(int(ExitStatus.BACKEND))
+    typer.echo("all checks passed")
+
+
+def _ok(text: str) -> None:
+    typer.echo(f"ok    {text}")
+
+
+def _bad(text: str) -> str:
+    typer.echo(f"FAIL  {text}")
+    return text
+
+
+def _check_langfuse(settings: Settings) -> list[str]:
+    from .exporters import langfuse_api
+
+    host = settings.base_url
+    if not settings.public_key and not settings.secret_key:
+        typer.echo("off   Langfuse export (set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY to turn it on)")
+        return []
+    if not (settings.public_key and settings.secret_key):
+        missing = "LANGFUSE_SECRET_KEY" if settings.public_key else "LANGFUSE_PUBLIC_KEY"
+        return [_bad(f"Langfuse: {missing} is not set (both keys are needed; export is off)")]
+    try:
+        info = langfuse_api.health(host, timeout=settings.timeout)
+        _ok(f"Langfuse at {host} is up (status {info.get('status')}, version {info.get('version', '?')})")
+    except BackendError as exc:
+        return [_bad(str(exc))]
+    try:
+        pid = langfuse_api.project_id(host, settings.public_key, settings.secret_key, timeout=settings.timeout)
+    except BackendError as exc:
+        return [_bad(str(exc))]
+    _ok(f"Langfuse keys accepted ({mask_secret(settings.public_key)}), project {pid}")
+    _cache_project_id(settings, pid)
+    return []
+
+
+def _check_otlp(settings: Settings) -> list[str]:
+    if not settings.otlp_endpoint:
+        typer.echo("off   OTLP export (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on)")
+        return []
+    from .exporters.otlp import OtlpExporter
+
+    exporter = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout)
+    try:
+        result = exporter.send(b"")  # an empty ExportTraceServiceRequest: valid and harmless
+    finally:
+        exporter.close()
+    if result.ok:
+        _ok(f"OTLP endpoint {settings.otlp_endpoint} accepts traces")
+        return []
+    hint = " (the path should end in /v1/traces)" if result.status == 404 else ""
+    return [_bad(f"OTLP endpoint: {result.message}{hint}")]
+
+
+def _check_store(settings: Settings) -> None:
+    path = settings.store
+    if not path.exists():
+        typer.echo(f"info  store {path} does not exist yet (created by the first `lftrace run`)")
+        return
+    try:
+        store = _open_store(settings)
+    except LftraceError as exc:
+        typer.echo(f"FAIL  {exc}")
+        return
+    try:
+        size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+        _ok(f"store {path}: {store.count_traces()} traces, {size / 1e6:.1f} MB")
+        for name, entry in store.delivery_counts().items():
+            typer.echo(
+                f"      {name}: delivered {entry['delivered']}, pending {entry['pending']}, failed {entry['failed']}"
+            )
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- for run and show --remote
+
+
+def _project_meta_key(settings: Settings) -> str:
+    return f"langfuse.project_id:{settings.base_url}:{settings.public_key}"
+
+
+def _cache_project_id(settings: Settings, project_id: str) -> None:
+    if not settings.store.exists():
+        return
+    try:
+        store = _open_store(settings)
+        try:
+            store.set_meta(_project_meta_key(settings), project_id)
+        finally:
+            store.close()
+    except LftraceError:
+        pass
+
+
+def langfuse_trace_url(settings: Settings, trace_id: str, store: TraceStore | None = None) -> str:
+    """``{host}/project/{projectId}/traces/{traceId}``; the project id is cached in the store meta.
+
+    Without a project id (server unreachable) ``{host}/trace/{traceId}``, which Langfuse redirects.
+    """
+    host = settings.base_url.rstrip("/")
+    key = _project_meta_key(settings)
+    pid = store.get_meta(key) if store is not None else None
+    if pid is None and settings.public_key and settings.secret_key:
+        from .exporters import langfuse_api
+
+        try:
+            pid = langfuse_api.project_id(host, settings.public_key, settings.secret_key, timeout=settings.timeout)
+        except BackendError:
+            pid = None
+        if pid and store is not None:
+            store.set_meta(key, pid)
+    return f"{host}/project/{pid}/traces/{trace_id}" if pid else f"{host}/trace/{trace_id}"
+
+
+def describe_destination_result(
+    settings: Settings,
+    store: TraceStore,
+    trace_id: str,
+    report: DeliveryReport | None = None,
+) -> list[str]:
+    """Lines saying where ``trace_id`` went: a Langfuse URL, the OTLP endpoint, or 'queued: ...'.
+
+    ``report`` is the client's ``last_delivery`` (for the reason of a failure); without it the store's
+    last error is used. No destination configured -> no lines (the trace is local only).
+    """
+    from .delivery import destination_names
+
+    names = destination_names(settings)
+    if not names:
+        return []
+    state = store.delivery_state(trace_id)
+    counts = store.delivery_counts()
+    lines: list[str] = []
+    for name in names:
+        status = state.get(name, "pending")
+        entry = counts.get(name, {})
+        if status == "delivered":
+            if name.startswith("langfuse:"):
+                lines.append(langfuse_trace_url(settings, trace_id, store))
+            else:
+                lines.append(f"sent to {name.split(':', 1)[1]}")
+            continue
+        waiting = int(entry.get("pending", 0)) + int(entry.get("failed", 0))
+        reason = None
+        if report is not None:
+            reason = next((d.last_error for d in report.destinations if d.name == name and d.last_error), None)
+        reason = reason or entry.get("last_error") or "not sent yet"
+        noun = "trace" if waiting == 1 else "traces"
+        kind = "failed" if status == "failed" else "pending"
+        lines.append(f"queued: {waiting} {noun} {kind} for {name} ({reason}); run `lftrace push` to retry")
+    return lines
+
+
+def fetch_remote_trace(settings: Settings, trace_id: str) -> Trace:
+    """The trace as Langfuse stored it (for ``lftrace show --remote ID``)."""
+    from .exporters import langfuse_api
+
+    if not (settings.public_key and settings.secret_key):
+        raise ConfigError("--remote needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL)")
+    return langfuse_api.fetch_trace(
+        settings.base_url, settings.public_key, settings.secret_key, trace_id, timeout=settings.timeout
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``push``, ``status`` and ``doctor`` to the main app (called by cli.py)."""
+    app.command("push")(push_command)
+    app.command("status")(status_command)
+    app.command("doctor")(doctor_command)
+
+
+__all__: Sequence[str] = [
+    "describe_destination_result",
+    "fetch_remote_trace",
+    "langfuse_trace_url",
+    "register",
+]
