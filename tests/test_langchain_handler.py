@@ -514,3 +514,17 @@ def test_finish_open_runs_submits_partial_traces():
     assert {o.name for o in open_ones} == {"LangGraph", "slow"}
     assert all(o.status_message == "interrupted by Ctrl-C" and o.end_time for o in open_ones)
     assert len(get_client().list_traces()) == 1  # the real end afterwards did not submit it again
+
+
+def test_to_jsonable_message_memo_never_serves_stale_content():
+    from langchain_core.messages import AIMessage
+
+    from lftrace.serialize import to_jsonable
+
+    msg = AIMessage("first")
+    assert to_jsonable([msg, msg]) == [{"role": "assistant", "content": "first"}] * 2
+    msg.content = "second"  # reassigned after a conversion: the memo must notice
+    assert to_jsonable(msg) == {"role": "assistant", "content": "second"}
+    converted = to_jsonable(msg)
+    converted["content"] = "changed by a mask"  # callers get their own dict
+    assert to_jsonable(msg)["content"] == "second"

@@ -20,6 +20,7 @@ import os
 import re
 import threading
 import traceback
+from collections import deque
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import Any
@@ -40,6 +41,35 @@ _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+
+
+class _IdPool:
+    """Random hex ids from ``os.urandom``, fetched 512 at a time.
+
+    ``os.urandom`` releases the GIL (a syscall); with the writer thread busy, every release can
+    cost the user's thread a GIL hand-off (measured: ~200 us per id). One syscall per 512 ids
+    avoids that. ``deque.popleft``/``extend`` are atomic, so threads never share an id; a forked
+    child clears the pool so parent and child never hand out the same ids.
+    """
+
+    def __init__(self) -> None:
+        self._ids: deque[str] = deque()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._ids.clear)
+
+    def span_id(self) -> str:
+        try:
+            return self._ids.popleft()
+        except IndexError:
+            blob = os.urandom(8 * 512).hex()
+            self._ids.extend(blob[i : i + 16] for i in range(0, len(blob), 16))
+            return self._ids.popleft()
+
+    def trace_id(self) -> str:
+        return self.span_id() + self.span_id()
+
+
+_id_pool = _IdPool()
 
 
 class _TraceState:
@@ -202,7 +232,7 @@ class CallbackHandler(BaseCallbackHandler):
         client = self._client
         if client is None or not client.tracing_active:
             return None
-        trace_id = self._trace_id or os.urandom(16).hex()
+        trace_id = self._trace_id or _id_pool.trace_id()
         meta = metadata or {}
         session_id = meta.get("langfuse_session_id")
         user_id = meta.get("langfuse_user_id")
@@ -258,7 +288,7 @@ class CallbackHandler(BaseCallbackHandler):
             self._runs[run_id] = (None, state)
             return None
         obs = Observation(
-            id=os.urandom(8).hex(),
+            id=_id_pool.span_id(),
             trace_id=state.trace.id,
             parent_id=parent_id,
             type=kind,

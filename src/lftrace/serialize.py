@@ -12,6 +12,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import uuid
+import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
@@ -22,6 +23,7 @@ MAX_STRING = 1_000_000  # characters
 MAX_ITEMS = 10_000  # list items / dict entries
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset((int, float, bool, type(None)))
 
 
 def _truncate(text: str) -> str:
@@ -30,17 +32,56 @@ def _truncate(text: str) -> str:
     return text[:MAX_STRING] + f"...[truncated {len(text) - MAX_STRING} chars]"
 
 
-def _is_message(obj: Any) -> bool:
-    return hasattr(obj, "content") and isinstance(getattr(obj, "type", None), str) and hasattr(obj, "additional_kwargs")
-
-
-def _role(obj: Any) -> str:
-    kind = obj.type
+def _role(kind: str, obj_role: Any) -> str:
     if kind.endswith("MessageChunk"):  # AIMessageChunk.type == "AIMessageChunk"
         kind = kind[: -len("MessageChunk")].lower()
     if kind == "chat":
-        return str(getattr(obj, "role", "chat"))
+        return str(obj_role or "chat")
     return _ROLES.get(kind, kind)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """Attribute values without pydantic's slow ``__getattr__`` for missing names."""
+    data = getattr(obj, "__dict__", None)
+    return data if isinstance(data, dict) else {}
+
+
+def _classify(obj: Any) -> str:
+    """What kind of object this is; computed once per type (duck-typed: no LangChain import)."""
+    if isinstance(obj, Mapping):
+        return "mapping"
+    if isinstance(obj, list | tuple | set | frozenset):
+        return "sequence"
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return "bytes"
+    if hasattr(obj, "content") and isinstance(getattr(obj, "type", None), str) and hasattr(obj, "additional_kwargs"):
+        return "message"
+    if hasattr(obj, "page_content") and hasattr(obj, "metadata"):
+        return "document"
+    if callable(getattr(obj, "to_messages", None)) and isinstance(getattr(obj, "messages", None), list):
+        return "chat_prompt"
+    if callable(getattr(obj, "to_string", None)) and isinstance(getattr(obj, "text", None), str):
+        return "string_prompt"
+    if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
+        return "iso"
+    if isinstance(obj, enum.Enum):
+        return "enum"
+    if isinstance(obj, uuid.UUID | PurePath | Decimal):
+        return "str"
+    if isinstance(obj, BaseException):
+        return "exception"
+    if isinstance(getattr(type(obj), "model_fields", None), Mapping) and hasattr(obj, "model_dump"):
+        return "pydantic"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return "dataclass"
+    if callable(getattr(obj, "tolist", None)):
+        return "tolist"
+    return "other"
+
+
+_KINDS: dict[type, str] = {}
+_MEMO_LIMIT = 4096
+_MESSAGE_MEMO: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], dict[str, Any]]] = {}
 
 
 class _Converter:
@@ -48,100 +89,128 @@ class _Converter:
         self.active: set[int] = set()  # ids of containers on the current path (cycle guard)
 
     def convert(self, obj: Any, depth: int = 0) -> Any:
-        if isinstance(obj, str):
-            return _truncate(obj)
-        if isinstance(obj, _SCALARS):
+        kind_type = type(obj)
+        if kind_type is str:
+            return obj if len(obj) <= MAX_STRING else _truncate(obj)
+        if kind_type in _SCALAR_TYPES:
             return obj
+        if isinstance(obj, _SCALARS):  # subclasses of str/int/float
+            return _truncate(str(obj)) if isinstance(obj, str) else obj
         if depth >= MAX_DEPTH:
-            return f"<max depth: {type(obj).__name__}>"
+            return f"<max depth: {kind_type.__name__}>"
         key = id(obj)
         if key in self.active:
-            return f"<cycle: {type(obj).__name__}>"
+            return f"<cycle: {kind_type.__name__}>"
+        kind = _KINDS.get(kind_type)
+        if kind is None:
+            kind = _KINDS[kind_type] = _classify(obj)
         self.active.add(key)
         try:
-            return self._convert_object(obj, depth + 1)
+            return getattr(self, "_" + kind)(obj, depth + 1)
         finally:
             self.active.discard(key)
 
     def _items(self, items: Any, depth: int) -> list[Any]:
         out = []
+        convert = self.convert
         for index, item in enumerate(items):
             if index >= MAX_ITEMS:
                 out.append(f"...[truncated: more than {MAX_ITEMS} items]")
                 break
-            out.append(self.convert(item, depth))
+            out.append(convert(item, depth))
         return out
 
     def _mapping(self, data: Mapping[Any, Any], depth: int, skip_empty: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        convert = self.convert
         for index, (k, v) in enumerate(data.items()):
             if index >= MAX_ITEMS:
                 out["..."] = f"[truncated: more than {MAX_ITEMS} entries]"
                 break
             if skip_empty and (v is None or v == "" or v == [] or v == {}):
                 continue
-            out[k if isinstance(k, str) else str(k)] = self.convert(v, depth)
+            out[k if type(k) is str else str(k)] = convert(v, depth)
         return out
+
+    _sequence = _items
+
+    def _bytes(self, obj: Any, depth: int) -> str:
+        return f"<{type(obj).__name__}: {len(obj)} bytes>"
 
     def _message(self, msg: Any, depth: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": _role(msg), "content": self.convert(msg.content, depth)}
-        extra: dict[str, Any] = {
-            "tool_calls": getattr(msg, "tool_calls", None),
-            "invalid_tool_calls": getattr(msg, "invalid_tool_calls", None),
-            "tool_call_id": getattr(msg, "tool_call_id", None),
-            "name": getattr(msg, "name", None),
+        fields = _fields(msg)
+        get = fields.get
+        # LangGraph repeats the same message objects in the input/output of most spans of a trace:
+        # convert each once. The hit must be the same live object with the same field objects.
+        stamp = (get("content"), get("tool_calls"), get("additional_kwargs"), get("name"), get("tool_call_id"))
+        hit = _MESSAGE_MEMO.get(id(msg))
+        if hit is not None and hit[0]() is msg and all(a is b for a, b in zip(hit[1], stamp, strict=True)):
+            return dict(hit[2])
+        out: dict[str, Any] = {"role": _role(msg.type, get("role")), "content": self.convert(msg.content, depth)}
+        tool_calls = get("tool_calls")
+        additional = get("additional_kwargs") or {}
+        extra = {
+            "tool_calls": tool_calls,
+            "invalid_tool_calls": get("invalid_tool_calls"),
+            "tool_call_id": get("tool_call_id"),
+            "name": get("name"),
+            "status": "error" if get("status") == "error" else None,
+            "additional_kwargs": {
+                k: v for k, v in additional.items() if v is not None and not (tool_calls and k == "tool_calls")
+            }
+            if additional
+            else None,
         }
-        if getattr(msg, "status", None) == "error":
-            extra["status"] = "error"
-        additional = dict(getattr(msg, "additional_kwargs", None) or {})
-        if extra["tool_calls"]:
-            additional.pop("tool_calls", None)  # the raw provider copy of the same calls
-        extra["additional_kwargs"] = {k: v for k, v in additional.items() if v is not None}
         out.update(self._mapping(extra, depth, skip_empty=True))
-        return out
+        try:
+            if len(_MESSAGE_MEMO) >= _MEMO_LIMIT:
+                _MESSAGE_MEMO.clear()
+            _MESSAGE_MEMO[id(msg)] = (weakref.ref(msg), stamp, out)
+        except TypeError:  # not weak-referenceable: just don't memoise
+            pass
+        return dict(out)
 
-    def _convert_object(self, obj: Any, depth: int) -> Any:
-        if isinstance(obj, Mapping):
-            return self._mapping(obj, depth)
-        if isinstance(obj, list | tuple | set | frozenset):
-            return self._items(obj, depth)
-        if isinstance(obj, bytes | bytearray | memoryview):
-            return f"<{type(obj).__name__}: {len(obj)} bytes>"
-        if _is_message(obj):
-            return self._message(obj, depth)
-        if hasattr(obj, "page_content") and hasattr(obj, "metadata"):  # Document
-            doc = {"page_content": obj.page_content, "metadata": obj.metadata}
-            if getattr(obj, "id", None):
-                doc["id"] = obj.id
-            return self._mapping(doc, depth)
-        if callable(getattr(obj, "to_messages", None)) and isinstance(getattr(obj, "messages", None), list):
-            return self._items(obj.messages, depth)  # ChatPromptValue
-        if callable(getattr(obj, "to_string", None)) and isinstance(getattr(obj, "text", None), str):
-            return _truncate(obj.text)  # StringPromptValue
-        if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
-            return obj.isoformat()
-        if isinstance(obj, enum.Enum):
-            return self.convert(obj.value, depth)
-        if isinstance(obj, uuid.UUID | PurePath | Decimal):
-            return str(obj)
-        if isinstance(obj, BaseException):
-            return f"{type(obj).__name__}: {obj}"
-        fields = getattr(type(obj), "model_fields", None)
-        if isinstance(fields, Mapping) and hasattr(obj, "model_dump"):  # pydantic v2
-            return self._pydantic(obj, fields, depth)
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return self._mapping({f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}, depth)
-        if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
-            try:
-                return self.convert(obj.tolist(), depth)
-            except Exception:
-                pass
+    def _document(self, obj: Any, depth: int) -> dict[str, Any]:
+        doc = {"page_content": obj.page_content, "metadata": obj.metadata}
+        if _fields(obj).get("id"):
+            doc["id"] = obj.id
+        return self._mapping(doc, depth)
+
+    def _chat_prompt(self, obj: Any, depth: int) -> list[Any]:
+        return self._items(obj.messages, depth)
+
+    def _string_prompt(self, obj: Any, depth: int) -> str:
+        return _truncate(obj.text)
+
+    def _iso(self, obj: Any, depth: int) -> str:
+        return str(obj.isoformat())
+
+    def _enum(self, obj: Any, depth: int) -> Any:
+        return self.convert(obj.value, depth)
+
+    def _str(self, obj: Any, depth: int) -> str:
+        return str(obj)
+
+    def _exception(self, obj: Any, depth: int) -> str:
+        return f"{type(obj).__name__}: {_safe_str(obj)}"
+
+    def _dataclass(self, obj: Any, depth: int) -> dict[str, Any]:
+        return self._mapping({f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}, depth)
+
+    def _tolist(self, obj: Any, depth: int) -> Any:  # numpy arrays and scalars
+        try:
+            return self.convert(obj.tolist(), depth)
+        except Exception:
+            return _safe_str(obj)
+
+    def _other(self, obj: Any, depth: int) -> str:
         return _safe_str(obj)
 
-    def _pydantic(self, obj: Any, fields: Mapping[str, Any], depth: int) -> Any:
+    def _pydantic(self, obj: Any, depth: int) -> Any:
         try:
             # field by field, so messages/documents nested in a model keep their friendly shape
-            return self._mapping({name: getattr(obj, name, None) for name in fields}, depth)
+            data = _fields(obj)
+            return self._mapping({name: data.get(name) for name in type(obj).model_fields}, depth)
         except Exception:
             pass
         try:

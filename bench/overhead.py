@@ -1,0 +1,179 @@
+"""Per-span overhead of lftrace's CallbackHandler vs the official langfuse handler (not a test).
+
+One LangGraph agent (agent -> tools -> agent, 11 callback runs per invoke) runs with no handler,
+a no-op handler, lftrace's handler (exporting, and store-only as
+``lftrace-local``) and the official ``langfuse`` CallbackHandler. Both tracers
+export to a tiny 200-OK HTTP server on 127.0.0.1 (LANGFUSE_BASE_URL/keys point at it); blocks are
+interleaved in one process and each block ends with the tracer's ``flush()``, so export and
+store writes are paid inside the measurement. Then memory before/after many lftrace runs.
+
+    .venv/bin/python bench/overhead.py              # ~1 minute on 2 cores
+    .venv/bin/python bench/overhead.py --rounds 10 --block 50 --runs 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import http.server
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+
+class _OkHandler(http.server.BaseHTTPRequestHandler):
+    def _ok(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"{}"
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET = do_PUT = _ok
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def start_server() -> str:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OkHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode (default 5)")
+    parser.add_argument("--block", type=int, default=30, help="invokes per block (default 30)")
+    parser.add_argument("--runs", type=int, default=1000, help="lftrace runs for the memory check (default 1000)")
+    parser.add_argument("--skip-async", action="store_true")
+    args = parser.parse_args()
+
+    url = start_server()
+    os.environ["LFTRACE_STORE"] = str(Path(tempfile.mkdtemp(prefix="lftrace-bench-")) / "traces.db")
+    os.environ["LANGFUSE_BASE_URL"] = url
+    os.environ["LANGFUSE_PUBLIC_KEY"] = "pk-lf-bench"
+    os.environ["LANGFUSE_SECRET_KEY"] = "sk-lf-bench"
+    os.environ.setdefault("LANGFUSE_TRACING_ENVIRONMENT", "bench")
+
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.messages import HumanMessage
+    from langfuse import Langfuse as OfficialLangfuse
+    from langfuse.langchain import CallbackHandler as OfficialHandler
+
+    import lftrace
+    from helpers_fake_models import build_agent
+    from lftrace.langchain import CallbackHandler
+
+    class NoopHandler(BaseCallbackHandler):
+        run_inline = True
+
+    lf_client = lftrace.get_client()
+    # the same pipeline without export (store only): public_key "" disables the Langfuse destination
+    local_client = lftrace.Langfuse(public_key="", store=Path(os.environ["LFTRACE_STORE"]).with_name("local.db"))
+    official_client = OfficialLangfuse()
+    graph = build_agent()
+    payload = {"messages": [HumanMessage("Paris")]}
+
+    # spans per invoke, counted from a real trace
+    probe = CallbackHandler()
+    graph.invoke(payload, config={"callbacks": [probe]})
+    spans = len(lf_client.get_trace(probe.last_trace_id).observations)
+
+    variants: dict[str, tuple[Callable[[], list[Any]], Callable[[], None]]] = {
+        "none": (lambda: [], lambda: None),
+        "noop": (lambda: [NoopHandler()], lambda: None),
+        "lftrace": (lambda: [CallbackHandler()], lf_client.flush),
+        "lftrace-local": (lambda: [CallbackHandler(public_key="")], local_client.flush),
+        "langfuse": (lambda: [OfficialHandler()], official_client.flush),
+    }
+
+    def run_sync(callbacks: list[Any], n: int) -> None:
+        for _ in range(n):
+            graph.invoke(payload, config={"callbacks": callbacks})
+
+    def run_async(callbacks: list[Any], n: int) -> None:
+        async def go() -> None:
+            for _ in range(n):
+                await graph.ainvoke(payload, config={"callbacks": callbacks})
+
+        asyncio.run(go())
+
+    print(f"LangGraph agent, {spans} spans per invoke; {args.rounds} rounds x {args.block} invokes per variant")
+    print(f"export target: {url} (200 OK); lftrace store: {os.environ['LFTRACE_STORE']}")
+    modes = [("sync", run_sync)] + ([] if args.skip_async else [("async", run_async)])
+    for mode, runner in modes:
+        for make, flush in variants.values():  # warm-up
+            runner(make(), 3)
+            flush()
+        wall: dict[str, list[float]] = {name: [] for name in variants}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
+        for round_no in range(args.rounds):
+            order = list(variants) if round_no % 2 == 0 else list(reversed(variants))
+            for name in order:
+                make, flush = variants[name]
+                callbacks = make()
+                gc.collect()
+                start, start_cpu = time.perf_counter(), time.process_time()
+                runner(callbacks, args.block)
+                flush()
+                wall[name].append((time.perf_counter() - start) / args.block)
+                cpu[name].append((time.process_time() - start_cpu) / args.block)
+        print(f"\n[{mode}] median per invoke (wall / process CPU incl. background threads):")
+        print(
+            "    "
+            + ", ".join(
+                f"{n} {statistics.median(wall[n]) * 1e3:.2f}/{statistics.median(cpu[n]) * 1e3:.2f} ms" for n in variants
+            )
+        )
+        for label, series in (("wall", wall), ("cpu", cpu)):
+            base = statistics.median(series["none"])
+            overhead = {n: (statistics.median(t) - base) / spans * 1e6 for n, t in series.items() if n != "none"}
+            line = ", ".join(f"{n} {us:.0f} us" for n, us in overhead.items())
+            ratio = overhead["lftrace"] / overhead["langfuse"] if overhead["langfuse"] > 0 else float("nan")
+            local = overhead["lftrace-local"] / overhead["langfuse"] if overhead["langfuse"] > 0 else float("nan")
+            print(f"[{mode}] {label:4s} overhead per span: {line}")
+            print(f"[{mode}] {label:4s} ratio lftrace/langfuse {ratio:.3f} (store only: {local:.3f})")
+
+    # memory: many lftrace runs through one handler, flushed
+    handler = CallbackHandler()
+    run_sync([handler], 50)
+    lf_client.flush()
+    gc.collect()
+    before = rss_mb()
+    start = time.perf_counter()
+    run_sync([handler], args.runs)
+    lf_client.flush()
+    elapsed = time.perf_counter() - start
+    gc.collect()
+    after = rss_mb()
+    print(
+        f"\nmemory: RSS {before:.1f} MB before, {after:.1f} MB after {args.runs} lftrace runs "
+        f"({(after - before) * 1e6 / max(args.runs, 1) / 1e3:.2f} KB/run; {elapsed:.1f} s); "
+        f"open runs left in the handler: {len(handler._runs)}, open traces: {len(handler._traces)}"
+    )
+    official_client.shutdown()
+    lf_client.shutdown()
+    local_client.shutdown()
+
+
+if __name__ == "__main__":
+    main()
