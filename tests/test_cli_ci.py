@@ -420,3 +420,53 @@ def test_lftrace_test_in_a_real_subprocess(agent_target, dataset, tmp_path):
         timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
+
+
+def test_run_assertions_pass_and_fail(agent_target):
+    passing = invoke(
+        "run", agent_target, "--input", "Paris", "--expect-output", "sunny in Paris", "--expect-node", "agent",
+        "--expect-node", "tools", "--expect-tool", "get_weather", "--max-latency", "30", "--max-tokens", "30",
+        "--max-llm-calls", "2", "--no-errors",
+    )  # fmt: skip
+    assert passing.exit_code == 0, (passing.stdout, passing.stderr)
+
+    failing = invoke(
+        "run", agent_target, "--input", "Atlantis", "--expect-output", "sunny", "--expect-tool", "search",
+        "--max-tokens", "29", "--max-llm-calls", "1", "--no-errors", "--max-cost", "0.0000001",
+    )  # fmt: skip
+    assert failing.exit_code == ExitStatus.ASSERTION_FAILED, (failing.stdout, failing.stderr)
+    err = failing.stderr
+    assert "6 assertion(s) failed" in err
+    for expected in (
+        "✗ output: the output does not match the regex",
+        "expected: /sunny/",
+        "actual:   The weather: Error: ValueError('no weather under the sea')",
+        "✗ tool search: tool 'search' was not called",
+        "actual:   called: get_weather",
+        "✗ max tokens: too many tokens used",
+        "expected: <= 29",
+        "✗ max llm calls",
+        "✗ no errors: error observations: get_weather: ",
+        "✗ max cost: the run cost too much",
+    ):
+        assert expected in err, (expected, err)
+
+
+def test_run_target_error_wins_over_assertions(agent_target):
+    result = invoke("run", agent_target, "--input", "crash", "--max-tokens", "1")
+    assert exit_code(result) == ExitStatus.TARGET_FAILED
+    assert "assertion" not in result.stderr
+
+
+def test_run_baseline_passes_then_fails(agent_target, tmp_path):
+    assert invoke("run", agent_target, "--input", "Paris").exit_code == 0
+    assert invoke("export", "last", "-o", tmp_path / "base.json").exit_code == 0
+    same = invoke("run", agent_target, "--input", "Paris", "--baseline", tmp_path / "base.json")
+    assert same.exit_code == 0, same.stderr
+    assert invoke("run", agent_target, "--input", "Oslo", "--baseline", "last").exit_code == 0
+
+    drift = invoke("run", agent_target, "--input", "hello", "--baseline", tmp_path / "base.json", "--tolerance", "0.1")
+    assert drift.exit_code == ExitStatus.ASSERTION_FAILED
+    assert "tools differ from baseline" in drift.stderr and "missing: get_weather" in drift.stderr
+    assert "✗ baseline tokens: token use drifted" in drift.stderr
+    assert "expected: 30 ±10%" in drift.stderr

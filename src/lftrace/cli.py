@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, cli_ci
 from .config import STORE, default_store_path
 from .errors import ExitStatus, InputError, LftraceError, TraceNotFound
 from .model import LEVELS, Trace
@@ -323,7 +323,8 @@ class _LivePrinter:
         "the attribute is a compiled graph, any Runnable, or a zero-argument factory returning one.\n\n"
         "Input is JSON if it parses, otherwise text: text goes in as a user message for graphs with a "
         "'messages' channel, as the one required field of a chain, or as is.\n\n"
-        "Exit codes: 0 ok, 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 130 Ctrl-C "
+        "Exit codes: 0 ok, 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion "
+        "failed, 130 Ctrl-C "
         "(partial trace saved).\n\n"
         "[bold]Example[/bold]\n\n"
         '  lftrace run app.py:graph --input "What is Langfuse?"\n'
@@ -345,9 +346,23 @@ def run_command(
     json_out: bool = typer.Option(False, "--json", help="Print only the trace JSON."),
     full: bool = typer.Option(False, "--full", help="Show inputs and outputs of every observation in full."),
     debug: bool = typer.Option(False, "--debug", help="Show the target's traceback when it raises."),
+    expect_output: cli_ci.ExpectOutputOption = None,
+    expect_node: cli_ci.ExpectNodeOption = None,
+    expect_tool: cli_ci.ExpectToolOption = None,
+    max_latency: cli_ci.MaxLatencyOption = None,
+    max_tokens: cli_ci.MaxTokensOption = None,
+    max_cost: cli_ci.MaxCostOption = None,
+    max_llm_calls: cli_ci.MaxLlmCallsOption = None,
+    no_errors: cli_ci.NoErrorsOption = False,
+    baseline: cli_ci.BaselineOption = None,
+    tolerance: cli_ci.ToleranceOption = 0.25,
 ) -> None:
     if debug:
         _enable_debug()
+    expectations = cli_ci.expectations_from_options(
+        expect_output, expect_node, expect_tool, max_latency, max_tokens, max_cost, max_llm_calls, no_errors
+    )
+    baseline_trace = cli_ci.load_baseline(baseline) if baseline else None  # before the run: `last` is the previous one
     out = console()
     live = stream and not json_out
     show_spinner = not json_out and not stream and sys.stdout.isatty() and sys.stderr.isatty()
@@ -393,6 +408,9 @@ def run_command(
         printer.end_line()
         out.print()
     report_run(result, json_out=json_out, full=full)
+    cli_ci.enforce_run_assertions(
+        result.trace, result.output, expectations, baseline=baseline_trace, tolerance=tolerance
+    )
 
 
 def report_run(result: RunResult, *, json_out: bool = False, full: bool = False) -> None:

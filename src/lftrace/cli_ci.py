@@ -151,6 +151,26 @@ def evaluate_run_assertions(
     return failures
 
 
+def enforce_run_assertions(
+    trace: Trace | None,
+    output: Any,
+    expectations: Expectations,
+    *,
+    baseline: Trace | None = None,
+    tolerance: float = 0.25,
+) -> None:
+    """What ``run`` calls after a successful run: nothing to check -> return; a failure -> exit 5."""
+    if expectations.is_empty and baseline is None:
+        return
+    if trace is None:
+        raise LftraceError(
+            "cannot check the assertions: no trace was recorded (set LANGFUSE_SAMPLE_RATE=1 and tracing on)",
+            exit_code=ExitStatus.ASSERTION_FAILED,
+        )
+    if evaluate_run_assertions(trace, output, expectations, baseline=baseline, tolerance=tolerance):
+        raise typer.Exit(int(ExitStatus.ASSERTION_FAILED))
+
+
 def _failure_line(failure: AssertionFailure) -> str:
     return (
         f"  ✗ {failure.name}: {failure.message}\n      expected: {failure.expected}\n      actual:   {failure.actual}"
@@ -461,6 +481,7 @@ def test_cases_command(
     if cases:
         runner = _CaseRunner(target, run_id, defaults, baselines, tolerance)
         on_done, progress = _progress_reporter(len(cases), err)
+        started = time.perf_counter()  # the cases' time, without importing the target
         with progress:
             results = run_cases(cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done)
     else:
@@ -490,13 +511,15 @@ def test_cases_command(
         _print_case_failures(results, out)
         note = f" (shard {shard}: {len(cases)} case(s))" if shard else ""
         verdict = "[green]all passed[/]" if not failed else f"[red]{len(failed)} failed[/]"
-        out.print(f"\n{passed}/{len(results)} passed, {verdict} in {duration:.2f}s{note}; test run {run_id}")
+        out.print(
+            f"\n{passed}/{len(results)} passed, {verdict} in {duration:.2f}s{note}; test run {run_id}", soft_wrap=True
+        )
         out.print(
             f"[dim]save as a baseline: lftrace export --tag {TEST_TAG_PREFIX}{run_id} -o baseline.jsonl[/]",
-            highlight=False,
+            soft_wrap=True,
         )
         if junit is not None:
-            out.print(f"[dim]JUnit report: {junit}[/]")
+            out.print(f"[dim]JUnit report: {junit}[/]", soft_wrap=True)
     if failed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
@@ -653,6 +676,7 @@ __all__ = [
     "MaxTokensOption",
     "NoErrorsOption",
     "ToleranceOption",
+    "enforce_run_assertions",
     "evaluate_run_assertions",
     "expectations_from_options",
     "load_baseline",
