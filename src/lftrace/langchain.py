@@ -478,7 +478,7 @@ class CallbackHandler(BaseCallbackHandler):
                 k: v for k, v in params.items() if k not in _PARAMETER_NOISE and v is not None
             } or None
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         try:
             entry = self._runs.get(run_id)
             if entry is not None:

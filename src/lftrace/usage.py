@@ -95,8 +95,9 @@ def normalise_usage(raw: Any) -> dict[str, int] | None:
     if "input_tokens" in data or "cache_read_input_tokens" in data or "cache_creation_input_tokens" in data:
         cache_read = _count(get("cache_read_input_tokens")) or 0
         cache_creation = _count(get("cache_creation_input_tokens"))
-        if cache_creation is None and isinstance(get("cache_creation"), Mapping):
-            cache_creation = sum(_count(v) or 0 for v in get("cache_creation").values())
+        tiers = get("cache_creation")  # extended caching: {"ephemeral_5m_input_tokens": n, ...}
+        if cache_creation is None and isinstance(tiers, Mapping):
+            cache_creation = sum((_count(v) or 0) for v in tiers.values())
         cache_creation = cache_creation or 0
         base_in = _count(get("input_tokens"))
         details = {"input_cache_read": cache_read, "input_cache_creation": cache_creation}
