@@ -223,21 +223,23 @@ class TraceTree:
         return len(self.rows)
 
 
-def _cut(parts: list[Part], room: int) -> Iterator[Part]:
-    """Yield parts until ``room`` cells are used; end with an ellipsis when cut."""
-    used = 0
-    for text, style in parts:
-        size = len(text) if text.isascii() else cell_len(text)
-        if used + size <= room:
-            used += size
-            yield text, style
+def _cut(parts: list[Part], room: int) -> list[Part]:
+    """The parts that fit in ``room`` cells; when cut, the last visible cell is an ellipsis."""
+    sizes = [len(text) if text.isascii() else cell_len(text) for text, _ in parts]
+    if sum(sizes) <= room:
+        return parts
+    budget, kept = room - 1, []
+    for (text, style), size in zip(parts, sizes, strict=True):
+        if size <= budget:
+            kept.append((text, style))
+            budget -= size
             continue
-        keep = room - used - 1
-        if keep > 0:
+        if budget > 0:
             # cut by characters first: set_cell_size is slow on long non-ASCII strings
-            yield (text[:keep] if text.isascii() else set_cell_size(text[:keep], keep)), style
-        yield "…", style
-        return
+            kept.append((text[:budget] if text.isascii() else set_cell_size(text[:budget], budget), style))
+        kept.append(("…", style))
+        break
+    return kept
 
 
 def _fold(text: str, room: int) -> Iterator[str]:
@@ -384,6 +386,8 @@ def _count_descendants(obs_id: str, kids: dict[str | None, list[Observation]]) -
 def render_output(trace: Trace, *, full: bool = False) -> RenderableType:
     """The final output: the answer's text when it is a message, JSON otherwise; errors when it failed."""
     value = trace.output
+    if value is None and trace.status == "interrupted":
+        return Text("Interrupted: this is the partial trace up to Ctrl-C", style="yellow")
     if value is None:
         errors = [o for o in trace.observations if o.level == "ERROR"]
         if errors:

@@ -81,9 +81,30 @@ def is_graph(runnable: Any) -> bool:
 def input_schema(runnable: Any) -> dict[str, Any]:
     try:
         schema = runnable.get_input_jsonschema()
-    except Exception:  # some runnables cannot describe their input; then anything goes
-        return {}
+    except Exception:  # e.g. pydantic refuses typing.TypedDict on 3.11; graphs still know their state keys
+        return _graph_state_schema(runnable)
     return schema if isinstance(schema, dict) else {}
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def _graph_state_schema(runnable: Any) -> dict[str, Any]:
+    """A minimal JSON schema from a StateGraph's input TypedDict: its keys, their types, the required ones."""
+    state = getattr(getattr(runnable, "builder", None), "input_schema", None)
+    if state is None:
+        return {}
+    try:
+        import typing
+
+        hints = typing.get_type_hints(state)
+    except Exception:
+        hints = dict(getattr(state, "__annotations__", {}) or {})
+    if not hints:
+        return {}
+    props = {name: ({"type": _JSON_TYPES[kind]} if kind in _JSON_TYPES else {}) for name, kind in hints.items()}
+    required = sorted(getattr(state, "__required_keys__", ()) or ())
+    return {"type": "object", "properties": props, "required": required}
 
 
 def _properties(schema: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -137,6 +158,8 @@ def shape_input(runnable: Any, value: Any, target: str = "the target") -> Any:
             return {"messages": [{"role": "user", "content": value}]}
         if len(required) == 1:
             return {required[0]: value}
+        if not required and len(props) == 1:  # LangGraph states mark no field required
+            return {next(iter(props)): value}
         if required or (graph and props):
             raise InputError(
                 f"{target} takes several fields, so plain text cannot fill them: give JSON "
