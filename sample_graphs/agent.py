@@ -9,20 +9,22 @@ Who decides the tool calls:
 * ``ChatOpenAI`` (``OPENAI_API_KEY`` set): the model itself, through ``bind_tools``;
 * the local SmolLM2 model (``LFTRACE_SAMPLE_MODEL=local``): it cannot call tools, so the ``agent`` node
   runs ``plan_tool_calls`` itself (no model call for that step) and uses the model only for the final
-  answer, which it writes from the tool results in the conversation.
+  answer, asking it with the tool results written out as plain facts (``facts_prompt``): a 135M model
+  reads those far better than tool messages.
 
 ``build_agent`` is reused by ``multi_agent.py`` for its specialists.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolCall
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolCall
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from langgraph.graph import START, MessagesState, StateGraph
@@ -34,6 +36,7 @@ try:
         get_chat_model,
         last_human_text,
         make_tool_call,
+        message_text,
         scripted_decisions,
         trailing_tool_results,
     )
@@ -43,6 +46,7 @@ except ImportError:  # loaded by file path from outside the repo root
         get_chat_model,
         last_human_text,
         make_tool_call,
+        message_text,
         scripted_decisions,
         trailing_tool_results,
     )
@@ -131,6 +135,22 @@ def plan_tool_calls(
     return calls
 
 
+FACTS_INSTRUCTION = "Answer the user's question in one sentence using the facts given."
+
+
+def facts_prompt(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The latest question with the latest tool results as plain ``tool(args) = result`` lines."""
+    calls = {call["id"]: call for m in messages if isinstance(m, AIMessage) for call in m.tool_calls}
+    lines = []
+    for result in trailing_tool_results(messages):
+        call = calls.get(result.tool_call_id)
+        label = f"{call['name']}({json.dumps(call['args'])})" if call else (result.name or "tool")
+        lines.append(f"{label} = {message_text(result)}")
+    facts = "\n".join(lines)
+    question = last_human_text(messages)
+    return [SystemMessage(FACTS_INSTRUCTION), HumanMessage(f"Facts:\n{facts}\n\nQuestion: {question}")]
+
+
 def build_agent(
     tools: Sequence[BaseTool],
     *,
@@ -154,6 +174,8 @@ def build_agent(
             planned = plan_tool_calls(messages, tools, triggers)
             if planned:
                 return {"messages": [AIMessage(content="", tool_calls=planned)]}
+        if scripted and trailing_tool_results(messages):
+            return {"messages": [model.invoke(facts_prompt(messages), config)]}
         prompt = [SystemMessage(system_prompt), *messages] if system_prompt else messages
         return {"messages": [model.invoke(prompt, config)]}
 

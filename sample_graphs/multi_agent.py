@@ -98,6 +98,10 @@ class SupervisorState(MessagesState):
     next: str
 
 
+def next_worker(state: SupervisorState) -> str:
+    return state["next"]
+
+
 def build_supervisor() -> CompiledStateGraph:
     scripted = scripted_decisions()
     llm = None if scripted else get_chat_model(temperature=0, script=route)
@@ -141,7 +145,7 @@ def build_supervisor() -> CompiledStateGraph:
     builder.add_edge(START, "supervisor")
     builder.add_conditional_edges(
         "supervisor",
-        lambda state: state["next"],
+        next_worker,
         {"researcher": "researcher", "math_agent": "math_agent", "FINISH": END},
     )
     return builder.compile(name="multi_agent")

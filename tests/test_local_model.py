@@ -123,9 +123,10 @@ def test_agent_sample_scripts_tools_and_answers_with_the_local_model(models):
     assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
     assert result["messages"][2].text == "Paris: 18°C and sunny"
     assert result["messages"][-1].text.strip()
-    # the tool decision is scripted (no model call); only the final answer is a generation
+    # the tool decision is scripted (no model call); only the final answer is a generation, asked with the facts
     (generation,) = generations(trace)
     assert generation.model == local_llm.MODEL_ALIAS
+    assert generation.input[-1]["content"].startswith('Facts:\nget_weather({"city": "Paris"}) = Paris: 18°C and sunny')
     assert_usage_matches(generation, result["messages"][-1].usage_metadata)
 
 
