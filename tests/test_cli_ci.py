@@ -310,6 +310,9 @@ def test_diff_of_two_runs_whose_reply_changed(agent_target, tmp_path):
     assert '-  "content": "The weather: sunny in Paris",' in text
     assert '+  "content": "The weather: sunny in Paris, with a light breeze and 21 degrees",' in text
 
+    # only where the change starts (the model's answer) and the final reply; not again in every ancestor
+    assert "--- A: LangGraph\n" not in text and "--- A: LangGraph/agent#2\n" not in text
+    assert "-The weather: sunny in Paris\n+The weather: sunny in Paris, with a light breeze and 21 degrees" in text
     assert invoke("diff", a, b, "--fail-on-change").exit_code == ExitStatus.ASSERTION_FAILED
     assert invoke("diff", "last~1", "last", "--fail-on-change").exit_code == ExitStatus.ASSERTION_FAILED
     data = json.loads(invoke("diff", a[:10], b, "--json").stdout)

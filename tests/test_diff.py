@@ -39,7 +39,7 @@ def test_changed_reply_shows_unified_text_diff():
     text = "\n".join(diff_lines(diff))
     assert '-  "content": "sunny in Paris"' in text
     assert '+  "content": "rainy in Paris"' in text
-    assert "--- A: output" in text and "+++ B: output" in text
+    assert "--- A: reply\n+++ B: reply\n@@ -1 +1 @@\n-sunny in Paris\n+rainy in Paris" in text  # the trace's reply
 
 
 def test_added_and_removed_observations_with_signed_deltas():

@@ -594,7 +594,7 @@ def diff_command(
         styles = {"+": "green", "-": "red", "~": "yellow", "@": "cyan"}
         for line in diff_lines(diff, show_same=show_same):
             style = "bold" if line.startswith(("A ", "total:", "---", "+++")) else styles.get(line[:1], "")
-            console.print(Text(line, style=style))
+            console.print(Text(line, style=style), soft_wrap=True)
     if fail_on_change and diff.changed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
@@ -639,7 +639,9 @@ def stats_command(
         for column in ("count", "errors", "p50", "p95", "tokens", "cost"):
             table.add_column(column, justify="right")
         for row in rows:
-            cost = _money(row.cost) + ("*" if row.unpriced else "")
+            cost = (
+                "?" if row.unpriced == row.count and not row.cost else _money(row.cost) + ("*" if row.unpriced else "")
+            )
             table.add_row(
                 row.key,
                 str(row.count),
@@ -652,7 +654,9 @@ def stats_command(
         console.print()
         console.print(table)
     if any(r.unpriced for r in report.rows.values()):
-        console.print("\n[dim]* some calls had no known price: the cost is a lower bound[/]")
+        console.print(
+            "\n[dim]? no known price for the model; * some calls had no known price: the cost is a lower bound[/]"
+        )
 
 
 def register(app: typer.Typer) -> None:

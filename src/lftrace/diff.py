@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .assertions import AssertionFailure, node_names, tool_names, unpriced_models
+from .assertions import AssertionFailure, node_names, output_text, tool_names, unpriced_models
 from .model import Observation, Trace
 
 # keys whose values differ between two identical runs
@@ -57,6 +57,7 @@ class TraceDiff:
     tokens_delta: int
     cost_delta: float | None
     output_diff: list[str]
+    reply_diff: list[str] = field(default_factory=list)  # the reply text (last message) of the two outputs
 
     @property
     def structure_changed(self) -> bool:
@@ -89,6 +90,7 @@ class TraceDiff:
             "tokensDelta": self.tokens_delta,
             "costDelta": self.cost_delta,
             "outputDiff": "\n".join(self.output_diff) or None,
+            "replyDiff": "\n".join(self.reply_diff) or None,
             "observations": [c.to_dict() for c in self.observations],
         }
 
@@ -142,6 +144,7 @@ def diff_traces(a: Trace, b: Trace, *, context: int = 2) -> TraceDiff:
         tokens_delta=b.total_tokens - a.total_tokens,
         cost_delta=_sub(b.total_cost, a.total_cost),
         output_diff=text_diff(a.output, b.output, "A: output", "B: output", context),
+        reply_diff=text_diff(output_text(a.output), output_text(b.output), "A: reply", "B: reply", context),
     )
 
 
@@ -253,15 +256,22 @@ def diff_lines(diff: TraceDiff, *, show_same: bool = False) -> Iterator[str]:
         notes = f"  [{'; '.join(change.notes)}]" if change.notes else ""
         status = "" if change.status == "same" else f" {change.status}"
         yield f"{marks[change.status]} {change.path} ({change.type}){status}: {deltas}{notes}"
-    for change in diff.observations:
-        if change.output_diff:
+    # a changed output shows up again in every ancestor's output: print only where a change starts
+    changed = [c.path for c in diff.observations if c.output_diff]
+    origins = [c.output_diff for c in diff.observations if c.output_diff and not _has_changed_child(c.path, changed)]
+    shown: list[list[str]] = []
+    # the trace's output is the whole final state: its reply says more (the state's changes are listed above)
+    for lines in [*origins, diff.reply_diff or diff.output_diff]:
+        if lines and lines[2:] not in shown:  # the trace output is usually the root's: show it once
+            shown.append(lines[2:])
             yield ""
-            yield from change.output_diff
-    if diff.output_diff:
-        yield ""
-        yield from diff.output_diff
+            yield from lines
     if not diff.changed:
         yield "no change in structure or outputs"
+
+
+def _has_changed_child(path: str, changed: list[str]) -> bool:
+    return any(other.startswith(path + "/") for other in changed)
 
 
 # -- baselines ------------------------------------------------------------------------------
