@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
@@ -133,6 +134,21 @@ def test_chatbot_streams_messages_in_langgraph_messages_mode(samples):
     assert len(chunks) > 5
     assert "".join(c.text for c in chunks).startswith("Langfuse is an open-source")
     assert pieces[0][1]["ls_model_name"] == "fake-gpt-4o-mini"
+
+
+def test_samples_run_async_too(samples):
+    chain = samples("joke_chain").chain
+    agent = samples("agent").graph
+
+    async def run() -> tuple[list[Any], dict[str, Any]]:
+        chunks = [chunk async for chunk in chain.astream({"topic": "cats"})]
+        result = await agent.ainvoke({"messages": [HumanMessage(content="What is 3 plus 4?")]})
+        return chunks, result
+
+    chunks, result = asyncio.run(run())
+    assert len(chunks) > 5 and chunks[-1].usage_metadata["total_tokens"] > 0
+    assert "".join(c.text for c in chunks).startswith("Why did the cat")
+    assert result["messages"][-1].text == "Here is what I found: 7.0."
 
 
 def test_usage_counts_about_four_characters_per_token_including_tool_schemas(samples):
