@@ -116,7 +116,7 @@ def test_full_mode_golden_shows_whole_inputs_and_outputs():
 
 def test_root_line_sums_duration_tokens_and_cost():
     first = render_text(render_trace(agent_trace())).splitlines()[0]
-    assert first.startswith("LangGraph  1.52s  410 tokens (270 in, 30 out)  $0.000058")
+    assert first.startswith("LangGraph  ✓ ok  1.52s  410 tokens (270 in, 30 out)  $0.000058")
     assert "6 observations" in first and "✓ ok" in first
 
 

@@ -209,6 +209,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     store: Path | None = typer.Option(
         None, "--store", envvar=STORE, help="Trace store (SQLite file). Default: the user data dir.", show_default=False
     ),
@@ -220,11 +221,21 @@ def _global_options(
     _state.debug = debug
     _state.stdout = _state.stderr = None  # consoles bind to this invocation's streams
     _state.store = store.expanduser() if store is not None else None
-    if _state.store is not None:
-        # the client (and a get_client() inside the user's code) must write where we will read
+    if _state.store is not None and os.environ.get(STORE) != str(_state.store):
+        # the client (and a get_client() inside the user's code) must write where we will read;
+        # restored afterwards so an in-process caller (tests, `lftrace test`) keeps its own setting
+        previous = os.environ.get(STORE)
         os.environ[STORE] = str(_state.store)
+        ctx.call_on_close(lambda: _restore_env(STORE, previous))
     if debug:
         _enable_debug()
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _enable_debug() -> None:

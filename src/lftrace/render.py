@@ -276,9 +276,14 @@ def observation_parts(obs: Observation) -> list[Part]:
 
 
 def trace_parts(trace: Trace) -> list[Part]:
-    """The root line: name, total duration, tokens, cost, observation count, status."""
+    """The root line: name, status, total duration, tokens, cost, observation count (most important first)."""
     usage = trace.usage
-    parts: list[Part] = [(trace.name or "(unnamed trace)", "bold"), (f"  {format_duration(trace.latency)}", "cyan")]
+    status = trace.status
+    parts: list[Part] = [
+        (trace.name or "(unnamed trace)", "bold"),
+        (f"  {STATUS_MARKS.get(status, status)}", STATUS_STYLES.get(status, "")),
+        (f"  {format_duration(trace.latency)}", "cyan"),
+    ]
     total = trace.total_tokens
     if total:
         tokens = f"  {total} tokens"
@@ -290,8 +295,6 @@ def trace_parts(trace: Trace) -> list[Part]:
         parts.append((f"  {cost}", "green"))
     count = len(trace.observations)
     parts.append((f"  {count} observation{'s' * (count != 1)}", "dim"))
-    status = trace.status
-    parts.append((f"  {STATUS_MARKS.get(status, status)}", STATUS_STYLES.get(status, "")))
     return parts
 
 
