@@ -473,3 +473,10 @@ def test_run_baseline_passes_then_fails(agent_target, tmp_path):
     assert "tools differ from baseline" in drift.stderr and "missing: get_weather" in drift.stderr
     assert "✗ baseline tokens: token use drifted" in drift.stderr
     assert "expected: 30 ±10%" in drift.stderr
+
+
+def test_unloadable_target_fails_before_any_case(dataset, tmp_path):
+    result = invoke("test", str(tmp_path / "missing.py") + ":graph", dataset)
+    assert exit_code(result) == ExitStatus.LOAD_FAILED
+    assert "missing.py" in error_text(result)
+    assert not Path(os.environ["LFTRACE_STORE"]).exists() or store().list_traces() == []
