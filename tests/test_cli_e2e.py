@@ -1,0 +1,143 @@
+"""End to end: real subprocesses of the installed ``lftrace`` (every sample graph, errors, Ctrl-C, .env)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LFTRACE = str(Path(sys.executable).parent / "lftrace")
+SAMPLES = [
+    ("joke_chain.py:chain", '{"topic": "cats"}'),
+    ("chatbot.py:graph", "What is Langfuse?"),
+    ("agent.py:graph", "What is the weather in Paris, and what is 6 times 7?"),
+    ("multi_agent.py:graph", "Who created LangGraph, and what is 6 times 7?"),
+    ("rag.py:chain", "How does lftrace store traces?"),
+]
+
+
+def lftrace(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LFTRACE, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.mark.parametrize(("target", "text"), SAMPLES)
+def test_every_sample_graph_runs_and_is_stored(target, text):
+    sample = REPO / "sample_graphs" / target.split(":")[0]
+    if not sample.exists():
+        pytest.skip(f"{sample} has not landed yet")
+    ran = lftrace("run", f"{sample}:{target.split(':')[1]}", "--input", text)
+    assert ran.returncode == 0, ran.stderr
+    assert "✓ ok" in ran.stdout.splitlines()[0] and "Output:" in ran.stdout
+    trace_id = ran.stdout.strip().splitlines()[-1].split()[-1]
+    shown = lftrace("show", "last", "--json")
+    data = json.loads(shown.stdout)
+    assert data["id"] == trace_id and data["observations"]
+    assert any(o["type"] == "GENERATION" for o in data["observations"])
+    listed = json.loads(lftrace("list", "--json").stdout)
+    assert listed[0]["id"] == trace_id and listed[0]["status"] == "ok"
+
+
+def test_bad_target_exit_3_one_line_no_traceback(tmp_path):
+    (tmp_path / "app.py").write_text("import os\nX = os.environ['NOT_SET_FOR_THIS_TEST']\n", encoding="utf-8")
+    ran = lftrace("run", "app.py:graph", "-i", "hi")
+    assert ran.returncode == 3
+    assert ran.stderr == "error: importing 'app.py' raised KeyError: 'NOT_SET_FOR_THIS_TEST'\n"
+
+
+def test_bad_json_input_exit_2_missing_trace_4_corrupted_store_7(tmp_path):
+    sample = REPO / "sample_graphs" / "joke_chain.py"
+    bad_input = lftrace("run", f"{sample}:chain", "-i", '{"subject": "cats"}')
+    assert bad_input.returncode == 2 and "missing 'topic'" in bad_input.stderr and "Traceback" not in bad_input.stderr
+    lftrace("run", f"{sample}:chain", "-i", "cats")
+    missing = lftrace("show", "f" * 32)
+    assert missing.returncode == 4 and missing.stderr.startswith("error: no trace")
+    (tmp_path / "broken.db").write_bytes(b"\x00garbage" * 100)
+    broken = lftrace("--store", str(tmp_path / "broken.db"), "list")
+    assert broken.returncode == 7 and len(broken.stderr.splitlines()) == 1 and "broken.db" in broken.stderr
+
+
+def test_raising_graph_exit_1_and_error_trace_saved(tmp_path):
+    (tmp_path / "failing.py").write_text(
+        textwrap.dedent(
+            """
+            from langchain_core.runnables import RunnableLambda
+            def explode(x):
+                raise ZeroDivisionError("no budget left")
+            chain = RunnableLambda(lambda x: x, name="prepare") | RunnableLambda(explode, name="explode")
+            """
+        ),
+        encoding="utf-8",
+    )
+    ran = lftrace("run", "failing.py:chain", "-i", "go")
+    assert ran.returncode == 1
+    assert ran.stderr.startswith("error: failing.py:chain raised ZeroDivisionError: no budget left (trace ")
+    assert "Traceback" not in ran.stderr and "error: no budget left" in ran.stdout
+    data = json.loads(lftrace("show", "last", "--json").stdout)
+    assert [o["level"] for o in data["observations"] if o["name"] == "explode"] == ["ERROR"]
+
+
+SLOW_GRAPH = """
+import time
+from typing_extensions import TypedDict
+from langgraph.graph import StateGraph, START, END
+
+class State(TypedDict):
+    text: str
+
+def fast(state):
+    return {"text": state["text"] + "!"}
+
+def slow(state):
+    print("SLOW NODE STARTED", flush=True)
+    time.sleep(60)
+    return state
+
+builder = StateGraph(State)
+builder.add_node("fast", fast)
+builder.add_node("slow", slow)
+builder.add_edge(START, "fast")
+builder.add_edge("fast", "slow")
+builder.add_edge("slow", END)
+graph = builder.compile()
+"""
+
+
+def test_ctrl_c_saves_the_partial_trace_marked_interrupted_and_exits_130(tmp_path):
+    (tmp_path / "slow.py").write_text(SLOW_GRAPH, encoding="utf-8")
+    proc = subprocess.Popen(
+        [LFTRACE, "run", "slow.py:graph", "-i", "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "SLOW NODE STARTED"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.startswith("error: interrupted (Ctrl-C); partial trace saved: ") and "Traceback" not in err
+    assert "⚠ interrupted" in out
+    data = json.loads(lftrace("show", "last", "--json").stdout)
+    assert data["metadata"]["interrupted"] is True
+    assert {o["name"] for o in data["observations"]} >= {"fast", "slow"}
+    assert all(o["endTime"] for o in data["observations"])
+
+
+def test_dotenv_in_the_cwd_is_loaded_but_the_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text(f"LFTRACE_STORE={tmp_path / 'from_dotenv.db'}\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "LFTRACE_STORE"}
+    sample = REPO / "sample_graphs" / "joke_chain.py"
+    assert lftrace("run", f"{sample}:chain", "-i", "cats", env=env).returncode == 0
+    assert (tmp_path / "from_dotenv.db").exists()
+    env["LFTRACE_STORE"] = str(tmp_path / "from_env.db")
+    assert lftrace("run", f"{sample}:chain", "-i", "cats", env=env).returncode == 0
+    assert (tmp_path / "from_env.db").exists()
+    assert len(json.loads(lftrace("list", "--json", env=env).stdout)) == 1
