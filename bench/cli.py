@@ -1,0 +1,119 @@
+"""Start-up and rendering speed of the CLI (not a test).
+
+* wall time (median of N runs, real subprocesses) of ``lftrace list`` and ``lftrace show <id>`` on a store with
+  some traces, against ``python -c "import typer, rich"`` measured in the same run: target <= 1.5x;
+* rendering a 5,000-observation trace to a 100-column console: target < 1 s.
+
+    .venv/bin/python bench/cli.py            # ~20 s on 2 cores
+    .venv/bin/python bench/cli.py --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LFTRACE = ROOT / ".venv" / "bin" / "lftrace"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def wall(cmd: list[str], env: dict[str, str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def fill_store(env: dict[str, str], traces: int) -> str:
+    sample = ROOT / "sample_graphs" / "agent.py"
+    last = ""
+    for i in range(traces):
+        done = subprocess.run(
+            [str(LFTRACE), "run", f"{sample}:graph", "--input", f"What is the weather in city {i}?"],
+            env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        last = done.stdout.strip().splitlines()[-1].split()[-1]
+    return last
+
+
+def render_big(observations: int) -> tuple[float, int]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from rich.console import Console
+
+    from lftrace.model import Observation, Trace
+    from lftrace.render import render_trace
+
+    t0, tid, obs, parents = 1_764_000_000_000_000_000, "ab" * 16, [], [None]
+    for i in range(observations):
+        kind = "GENERATION" if i % 3 == 0 else "CHAIN"
+        obs.append(
+            Observation(
+                id=f"{i:016x}", trace_id=tid, parent_id=parents[min(len(parents) - 1, i % 7)], type=kind,
+                name=f"node-{i}", start_time=t0 + i * 1000, end_time=t0 + i * 1000 + 900,
+                model="gpt-4o-mini" if kind == "GENERATION" else None,
+                usage_details={"input": 12, "output": 7, "total": 19} if kind == "GENERATION" else None,
+                cost_details={"total": 0.00001} if kind == "GENERATION" else None,
+                input={"messages": [{"role": "user", "content": "tell me about tracing " * 8}]},
+                output={"role": "assistant", "content": "traces are trees of spans " * 8},
+            )
+        )  # fmt: skip
+        if i % 50 == 0:
+            parents.append(f"{i:016x}")
+    trace = Trace(id=tid, name="big", timestamp=t0, observations=obs, end_time=t0 + observations * 1000 + 900)
+    best, lines = float("inf"), 0
+    for _ in range(5):
+        console = Console(width=100, color_system=None, file=io.StringIO())
+        started = time.perf_counter()
+        console.print(render_trace(trace), crop=False)
+        best = min(best, time.perf_counter() - started)
+        lines = console.file.getvalue().count("\n")
+    return best, lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--traces", type=int, default=20)
+    parser.add_argument("--observations", type=int, default=5000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "LFTRACE_STORE": str(Path(tmp) / "traces.db"), "NO_COLOR": "1"}
+        for name in list(env):
+            if name.startswith(("LANGFUSE_", "OTEL_")):
+                del env[name]
+        last = fill_store(env, args.traces)
+        baseline = wall([str(PYTHON), "-c", "import typer, rich"], env, args.runs)
+        # typer >= 0.2x imports pydantic (~115 ms) to coerce any parameter: the floor of any typer command
+        minimal = Path(tmp) / "minimal.py"
+        minimal.write_text(
+            "import typer, rich.console\napp = typer.Typer()\n@app.command()\n"
+            "def main(limit: int = 20):\n    rich.console.Console().print(limit)\napp()\n"
+        )
+        floor = wall([str(PYTHON), str(minimal), "--limit", "3"], env, args.runs)
+        listing = wall([str(LFTRACE), "list"], env, args.runs)
+        showing = wall([str(LFTRACE), "show", last], env, args.runs)
+        helping = wall([str(LFTRACE), "--help"], env, args.runs)
+    render_s, lines = render_big(args.observations)
+    print(f"store: {args.traces} traces of sample_graphs/agent.py; median of {args.runs} runs each")
+    print(f"python -c 'import typer, rich'   {baseline * 1000:7.0f} ms")
+    print(f"minimal typer app, one option    {floor * 1000:7.0f} ms   {floor / baseline:4.2f}x  (typer's own floor)")
+    for label, value in (("lftrace list", listing), (f"lftrace show {last[:8]}", showing), ("lftrace --help", helping)):
+        ratio = value / baseline
+        verdict = "ok" if ratio <= 1.5 else "OVER 1.5x"
+        print(f"{label:<32} {value * 1000:7.0f} ms   {ratio:4.2f}x  {verdict}")
+    verdict = "ok" if render_s < 1 else "OVER 1 s"
+    print(f"render {args.observations} observations  {render_s * 1000:7.0f} ms   ({lines} lines, best of 5)  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
