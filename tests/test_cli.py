@@ -195,3 +195,60 @@ def test_importing_the_cli_imports_no_langchain_or_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+PK, SK = "pk-lf-remote-1234567890", "sk-lf-remote-secret-0987654321"
+
+
+@pytest.fixture
+def langfuse(monkeypatch):
+    from helpers_otlp_receiver import running_receiver
+
+    with running_receiver() as receiver:
+        receiver.expect_basic(PK, SK)
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", PK)
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", SK)
+        monkeypatch.setenv("LANGFUSE_BASE_URL", receiver.url)
+        monkeypatch.setenv("LANGFUSE_TIMEOUT", "2")
+        yield receiver
+
+
+def test_show_remote_renders_what_langfuse_stored_v2_then_v1(app_file, langfuse):
+    ran = invoke("run", f"{app_file}:graph", "-i", "Paris")
+    assert ran.exit_code == 0, ran.stderr
+    trace_id = ran.stdout.splitlines()[-2].split()[-1]
+    assert ran.stdout.splitlines()[-1].endswith(f"/project/proj-123/traces/{trace_id}")
+    local = invoke("show", trace_id)
+    remote = invoke("show", "--remote", "last")
+    assert remote.exit_code == 0, remote.stderr
+    assert any(r.path == "/api/public/v2/observations" for r in langfuse.requests)
+    tree = [line.split("  ")[0] for line in remote.stdout.splitlines()]
+    assert tree == [line.split("  ")[0] for line in local.stdout.splitlines()]  # same renderer, same tree
+    assert "GENERATION" in remote.stdout and f"Trace ID: {trace_id}" in remote.stdout
+
+    langfuse.v2_observations, langfuse.v1_traces = False, True  # an older (v3) server
+    as_json = invoke("show", "--remote", trace_id, "--json")
+    assert as_json.exit_code == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    local_data = json.loads(invoke("show", trace_id, "--json").stdout)
+    assert data["id"] == trace_id
+    assert sorted(o["id"] for o in data["observations"]) == sorted(o["id"] for o in local_data["observations"])
+    assert any(r.path == f"/api/public/traces/{trace_id}" for r in langfuse.requests)
+
+
+def test_show_remote_errors_exit_2_without_keys_4_unknown_id_6_server_down(monkeypatch, langfuse):
+    unknown = invoke("show", "--remote", "0" * 32)
+    assert unknown.exit_code == 4 and unknown.stderr.startswith("error: no trace '" + "0" * 32 + "' in Langfuse")
+    monkeypatch.delenv("LANGFUSE_SECRET_KEY")
+    no_keys = invoke("show", "--remote", "0" * 32)
+    assert no_keys.exit_code == 2
+    assert (
+        no_keys.stderr == "error: --remote needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL)\n"
+    )
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", SK)
+    from helpers_otlp_receiver import closed_port
+
+    monkeypatch.setenv("LANGFUSE_BASE_URL", f"http://127.0.0.1:{closed_port()}")
+    down = invoke("show", "--remote", "0" * 32)
+    assert down.exit_code == 6 and "cannot connect to Langfuse" in down.stderr
+    assert SK not in unknown.stderr + no_keys.stderr + down.stderr

@@ -141,3 +141,57 @@ def test_dotenv_in_the_cwd_is_loaded_but_the_environment_wins(tmp_path):
     assert lftrace("run", f"{sample}:chain", "-i", "cats", env=env).returncode == 0
     assert (tmp_path / "from_env.db").exists()
     assert len(json.loads(lftrace("list", "--json", env=env).stdout)) == 1
+
+
+PK, SK = "pk-lf-e2e-1234567890", "sk-lf-e2e-secret-0987654321"
+
+
+def langfuse_env(base_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LANGFUSE_PUBLIC_KEY": PK,
+        "LANGFUSE_SECRET_KEY": SK,
+        "LANGFUSE_BASE_URL": base_url,
+        "LANGFUSE_TIMEOUT": "2",
+    }
+
+
+def test_run_prints_the_langfuse_url_and_the_server_got_the_spans():
+    from helpers_otlp_receiver import running_receiver
+
+    chatbot = f"{REPO / 'sample_graphs' / 'chatbot.py'}:graph"
+    with running_receiver() as receiver:
+        receiver.expect_basic(PK, SK)
+        ran = lftrace("run", chatbot, "-i", "hi", env=langfuse_env(receiver.url))
+        assert ran.returncode == 0, ran.stderr
+        lines = ran.stdout.strip().splitlines()
+        trace_id = lines[-2].split()[-1]
+        assert lines[-2] == f"Trace ID: {trace_id}"
+        assert lines[-1] == f"{receiver.url}/project/{receiver.project_id}/traces/{trace_id}"
+        assert set(receiver.trace_ids()) == {trace_id} and len(receiver.spans()) >= 2  # delivered before exit
+        as_json = lftrace("run", chatbot, "-i", "hi", "--json", env=langfuse_env(receiver.url))
+        data = json.loads(as_json.stdout)  # stdout is only the JSON; the URL goes to stderr
+        assert as_json.stderr.strip() == f"{receiver.url}/project/{receiver.project_id}/traces/{data['id']}"
+    assert SK not in ran.stdout + ran.stderr + as_json.stderr
+
+
+def test_backend_down_queues_the_trace_exit_0_then_push_delivers_it():
+    from helpers_otlp_receiver import closed_port, running_receiver
+
+    port = closed_port()
+    env = langfuse_env(f"http://127.0.0.1:{port}")
+    ran = lftrace("run", f"{REPO / 'sample_graphs' / 'chatbot.py'}:graph", "-i", "hi", env=env)
+    assert ran.returncode == 0, ran.stderr  # the run itself succeeded; export is retried later
+    trace_id = ran.stdout.strip().splitlines()[-2].split()[-1]
+    queued = ran.stdout.strip().splitlines()[-1]
+    assert queued.startswith(f"queued: 1 trace pending for langfuse:http://127.0.0.1:{port} (cannot connect")
+    assert queued.endswith("run `lftrace push` to retry")
+    status = lftrace("status", env=env)
+    assert status.returncode == 0 and "delivered 0, pending 1, failed 0" in status.stdout
+    with running_receiver(port) as receiver:  # the same address comes back up
+        receiver.expect_basic(PK, SK)
+        pushed = lftrace("push", env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        assert "delivered 1, pending 0, failed 0" in pushed.stdout
+        assert set(receiver.trace_ids()) == {trace_id}
+    assert "delivered 1, pending 0, failed 0" in lftrace("status", env=env).stdout

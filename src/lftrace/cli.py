@@ -334,9 +334,12 @@ class _LivePrinter:
         "the attribute is a compiled graph, any Runnable, or a zero-argument factory returning one.\n\n"
         "Input is JSON if it parses, otherwise text: text goes in as a user message for graphs with a "
         "'messages' channel, as the one required field of a chain, or as is.\n\n"
-        "Exit codes: 0 ok, 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion "
-        "failed, 130 Ctrl-C "
-        "(partial trace saved).\n\n"
+        "When LANGFUSE_* keys (or OTEL_EXPORTER_OTLP_ENDPOINT) are set, the trace is exported before the command "
+        "ends and its last line says where it went: the Langfuse URL of the trace, or 'queued: N traces pending "
+        "(reason)' when the backend could not be reached. A queued trace is kept in the store and does not "
+        "change the exit code (the run itself succeeded): send it later with [bold]lftrace push[/bold].\n\n"
+        "Exit codes: 0 ok (also when export is queued), 1 the target raised (trace saved), 2 bad input, "
+        "3 target not loadable, 5 an assertion failed, 130 Ctrl-C (partial trace saved).\n\n"
         "[bold]Example[/bold]\n\n"
         '  lftrace run app.py:graph --input "What is Langfuse?"\n'
         '  lftrace run chains.jokes:chain --input \'{"topic": "cats"}\' --stream\n'
@@ -434,6 +437,7 @@ def report_run(result: RunResult, *, json_out: bool = False, full: bool = False)
         print_trace(result.trace, full=full)
     else:
         _print_raw_output(result.output)
+    _print_destination(result, json_out=json_out)
     if result.interrupted:
         saved = f"partial trace saved: {result.trace.id}" if result.trace is not None else "no trace saved"
         raise LftraceError(f"interrupted (Ctrl-C); {saved}", exit_code=ExitStatus.INTERRUPTED)
@@ -446,6 +450,30 @@ def report_run(result: RunResult, *, json_out: bool = False, full: bool = False)
             f"{result.target} raised {type(result.error).__name__}{': ' + detail if detail else ''}{where}",
             exit_code=ExitStatus.TARGET_FAILED,
         )
+
+
+def _print_destination(result: RunResult, *, json_out: bool) -> None:
+    """Where the trace went (the run has flushed): Langfuse URL, 'sent to ...', or 'queued: ...'; stderr for --json.
+
+    A trace that could not be delivered stays queued in the store and does not change the exit code.
+    """
+    if result.trace is None:
+        return
+    from .client import get_client
+
+    client = get_client()
+    settings = client.settings
+    if not (settings.langfuse_enabled or settings.otlp_endpoint):
+        return  # local only: nothing to say, and nothing more to import
+    from .cli_export import describe_destination_result
+
+    try:
+        lines = describe_destination_result(settings, client.store, result.trace.id, client.last_delivery)
+    except LftraceError as err:
+        lines = [f"export state unknown: {err}"]
+    out = err_console() if json_out else console()
+    for line in lines:
+        out.print(Text(line, style="yellow" if line.startswith(("queued", "export")) else ""), soft_wrap=True)
 
 
 def _print_raw_output(output: Any) -> None:
@@ -471,7 +499,11 @@ def _print_raw_output(output: Any) -> None:
         "  lftrace show\n"
         "  lftrace show 3f2a1b --depth 2\n"
         "  lftrace show last --observation 9c1e --full\n"
-        "  lftrace show last --json | jq '.observations | length'"
+        "  lftrace show last --json | jq '.observations | length'\n\n"
+        "With --remote the trace is read from Langfuse (LANGFUSE_* keys) instead of the local store: what the "
+        "server stored, rendered the same way. TRACE_ID must then be a full id, or 'last' for the newest local "
+        "trace's id. Exit 2 without keys, 4 when Langfuse has no such trace, 6 when it cannot be reached.\n\n"
+        "  lftrace show --remote last"
     ),
 )
 def show_command(
@@ -482,8 +514,9 @@ def show_command(
     observation: str | None = typer.Option(
         None, "--observation", help="Focus on one observation's subtree (id or prefix)."
     ),
+    remote: bool = typer.Option(False, "--remote", help="Read the trace from Langfuse instead of the local store."),
 ) -> None:
-    trace = load_trace(trace_id)
+    trace = load_remote_trace(trace_id) if remote else load_trace(trace_id)
     if json_out:
         data = trace.to_dict()
         if observation is not None:
@@ -507,6 +540,28 @@ def load_trace(trace_id: str) -> Trace:
         return store.get_trace(trace_id)
     finally:
         store.close()
+
+
+def load_remote_trace(trace_id: str) -> Trace:
+    """The trace as Langfuse stored it ('last' = the newest local trace's id); ConfigError/BackendError/TraceNotFound."""
+    from .cli_export import fetch_remote_trace
+    from .config import Settings
+
+    settings = Settings.resolve()
+    if trace_id == "last":
+        trace_id = _last_local_trace_id()
+    return fetch_remote_trace(settings, trace_id)
+
+
+def _last_local_trace_id() -> str:
+    store = open_store(read_only=True)
+    try:
+        last = store.last_trace_id()
+    finally:
+        store.close()
+    if last is None:
+        raise TraceNotFound(f"no traces in {store_path()} yet: give the Langfuse trace id to --remote")
+    return last
 
 
 def _subtree(trace: Trace, observation: str) -> list[Any]:
