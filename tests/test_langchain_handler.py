@@ -528,3 +528,153 @@ def test_to_jsonable_message_memo_never_serves_stale_content():
     converted = to_jsonable(msg)
     converted["content"] = "changed by a mask"  # callers get their own dict
     assert to_jsonable(msg)["content"] == "second"
+
+
+def _graph(*nodes: tuple[str, Any]) -> Any:
+    """START -> nodes in order -> END."""
+    graph = StateGraph(MessagesState)
+    previous = START
+    for name, fn in nodes:
+        graph.add_node(name, fn)
+        graph.add_edge(previous, name)
+        previous = name
+    graph.add_edge(previous, END)
+    return graph.compile()
+
+
+def test_keyboard_interrupt_in_a_node_is_an_interruption_not_an_error():
+    stop = KeyboardInterrupt()
+
+    def ctrl_c(state: MessagesState) -> dict[str, Any]:
+        raise stop
+
+    handler = CallbackHandler()
+    app = _graph(("fast", lambda state: {}), ("ctrl_c", ctrl_c))
+    with pytest.raises(KeyboardInterrupt) as caught:
+        app.invoke(ask(), config={"callbacks": [handler]})
+    assert caught.value is stop  # propagates unchanged
+
+    trace = stored(handler)
+    levels = {o.name: (o.level, o.status_message) for o in trace.observations}
+    assert levels["fast"] == ("DEFAULT", None)
+    assert levels["ctrl_c"] == levels["LangGraph"] == ("WARNING", "interrupted (KeyboardInterrupt)")
+    assert all("error.type" not in (o.metadata or {}) for o in trace.observations)
+    assert trace.metadata["interrupted"] is True
+    assert (trace.status, trace.level) == ("interrupted", "WARNING")
+    assert all(o.end_time for o in trace.observations)
+
+    # the CLI then calls finish_open_runs: nothing is left open, nothing is submitted twice
+    handler.finish_open_runs("interrupted")
+    handler.finish_open_runs("interrupted")
+    assert [s.id for s in get_client().list_traces()] == [trace.id]
+    again = stored(handler)
+    assert [(o.name, o.level, o.status_message) for o in again.observations] == [
+        (o.name, o.level, o.status_message) for o in trace.observations
+    ]
+    assert handler._runs == {} and handler._traces == {}
+
+
+def test_cancelled_task_is_marked_cancelled():
+    entered = asyncio.Event()
+
+    async def waits(state: MessagesState) -> dict[str, Any]:
+        entered.set()
+        await asyncio.sleep(30)
+        return {}
+
+    handler = CallbackHandler()
+    app = _graph(("waits", waits))
+
+    async def main() -> None:
+        task = asyncio.create_task(app.ainvoke(ask(), config={"callbacks": [handler]}))
+        await asyncio.wait_for(entered.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    trace = stored(handler)
+    levels = {o.name: (o.level, o.status_message) for o in trace.observations}
+    assert levels["waits"] == levels["LangGraph"] == ("WARNING", "cancelled")
+    assert trace.metadata["interrupted"] is True and trace.status == "interrupted"
+    assert all(o.end_time for o in trace.observations)
+
+
+def test_cancelled_child_under_a_surviving_root_does_not_interrupt_the_trace():
+    async def slow(x: str) -> str:
+        await asyncio.sleep(30)
+        return x
+
+    async def parent(x: str, config: Any) -> str:
+        try:
+            return await asyncio.wait_for(RunnableLambda(slow, name="slow").ainvoke(x, config), 0.05)
+        except TimeoutError:
+            return "gave up"
+
+    handler = CallbackHandler()
+    chain = RunnableLambda(parent, name="parent")
+    assert asyncio.run(chain.ainvoke("x", config={"callbacks": [handler]})) == "gave up"
+    trace = stored(handler)
+    levels = {o.name: (o.level, o.status_message) for o in trace.observations}
+    assert levels == {"parent": ("DEFAULT", None), "slow": ("WARNING", "cancelled")}
+    assert trace.status == "ok" and "interrupted" not in (trace.metadata or {})
+
+
+def test_runs_after_finish_open_runs_start_no_orphan_trace():
+    started, release = threading.Event(), threading.Event()
+
+    def slow(state: MessagesState) -> dict[str, Any]:
+        started.set()
+        release.wait(10)
+        return {}
+
+    handler = CallbackHandler()
+    app = _graph(("slow", slow), ("after", lambda state: {}))
+    worker = threading.Thread(target=app.invoke, args=(ask(),), kwargs={"config": {"callbacks": [handler]}})
+    worker.start()
+    assert started.wait(10)
+    handler.finish_open_runs("interrupted")
+    release.set()
+    worker.join(10)
+    assert not worker.is_alive()
+
+    (summary,) = get_client().list_traces()  # "after" ran later, under the submitted trace: no new trace
+    trace = get_client().get_trace(summary.id)
+    assert {o.name for o in trace.observations} == {"LangGraph", "slow"}
+    assert trace.status == "interrupted"
+    assert handler._runs == {} and handler._traces == {}  # late ends cleaned up their markers
+
+
+def test_started_runs_counts_recorded_observations():
+    handler = CallbackHandler()
+    assert handler.started_runs == 0
+    build_agent().invoke(ask(), config={"callbacks": [handler]})
+    assert handler.started_runs == len(stored(handler).observations) == len(AGENT_TREE)
+    build_agent().invoke(ask("Oslo"), config={"callbacks": [handler]})
+    assert handler.started_runs == 2 * len(AGENT_TREE)
+
+
+def test_started_runs_counts_while_running():
+    seen: list[int] = []
+    handler = CallbackHandler()
+
+    def peek(state: MessagesState) -> dict[str, Any]:
+        seen.append(handler.started_runs)  # LangGraph root + this node are open
+        return {}
+
+    _graph(("peek", peek)).invoke(ask(), config={"callbacks": [handler]})
+    assert seen == [2]
+
+
+def test_started_runs_stays_zero_when_nothing_is_recorded():
+    from lftrace.client import reset_clients
+
+    Langfuse(sample_rate=0.0)
+    handler = CallbackHandler()
+    build_agent().invoke(ask(), config={"callbacks": [handler]})
+    assert handler.started_runs == 0
+    reset_clients()
+    Langfuse(tracing_enabled=False)
+    handler = CallbackHandler()
+    build_agent().invoke(ask(), config={"callbacks": [handler]})
+    assert handler.started_runs == 0

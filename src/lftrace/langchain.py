@@ -15,6 +15,7 @@ appear when a retriever/tool wraps them; this handler never invents them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -70,6 +71,7 @@ class _IdPool:
 
 
 _id_pool = _IdPool()
+_NO_RUN = UUID(int=0)
 
 
 class _TraceState:
@@ -83,6 +85,14 @@ class _TraceState:
         self.run_ids: list[UUID] = [root_run_id]
         self.sampled = sampled
         self.submitted = False
+
+
+# Runs still open when their trace was submitted (Ctrl-C, finish_open_runs) map to this entry, so their
+# late ends and late children are recognised and dropped instead of starting new orphan traces. It
+# holds no trace, so a run that never ends keeps only its run id alive, not the submitted trace.
+_SUBMITTED = _TraceState(Trace(id="0" * 32, name="submitted", timestamp=0), _NO_RUN, False)
+_SUBMITTED.submitted = True
+_SUBMITTED_ENTRY: tuple[Observation | None, _TraceState] = (None, _SUBMITTED)
 
 
 def _snapshot(value: Any) -> Any:
@@ -117,6 +127,15 @@ def _observation_metadata(metadata: Mapping[str, Any] | None, tags: Sequence[str
 def _qualified_name(cls: type) -> str:
     module = cls.__module__
     return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _interruption(error: BaseException) -> str | None:
+    """The status message for Ctrl-C / task cancellation (not failures), else None."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return None
 
 
 def _is_control_flow(error: BaseException) -> bool:
@@ -194,6 +213,8 @@ class CallbackHandler(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self.last_trace_id: str | None = None
+        # observations started so far (for a progress display; a plain int += under the GIL)
+        self.started_runs = 0
 
     # -- setup ----------------------------------------------------------------------------
     @staticmethod
@@ -282,9 +303,12 @@ class CallbackHandler(BaseCallbackHandler):
             parent_id = None
         else:
             parent_obs, state = parent
+            if state.submitted:  # a late child of a trace already submitted (interrupted): record nothing
+                self._runs[run_id] = _SUBMITTED_ENTRY
+                return None
             parent_id = parent_obs.id if parent_obs is not None else None
             state.run_ids.append(run_id)
-        if not state.sampled or state.submitted:
+        if not state.sampled:
             self._runs[run_id] = (None, state)
             return None
         obs = Observation(
@@ -302,9 +326,12 @@ class CallbackHandler(BaseCallbackHandler):
         )
         state.trace.observations.append(obs)
         self._runs[run_id] = (obs, state)
+        self.started_runs += 1
         return obs
 
-    def _close(self, run_id: UUID, output: Any, *, has_output: bool = True) -> Observation | None:
+    def _close(
+        self, run_id: UUID, output: Any, *, has_output: bool = True, interrupted: str | None = None
+    ) -> Observation | None:
         entry = self._runs.pop(run_id, None)
         if entry is None:
             return None
@@ -314,17 +341,20 @@ class CallbackHandler(BaseCallbackHandler):
             if has_output:
                 obs.output = output
         if run_id == state.root_run_id:
-            self._finish_trace(state, obs)
+            self._finish_trace(state, obs, interrupted=interrupted)
         return obs
 
     def _finish_trace(self, state: _TraceState, root: Observation | None, *, interrupted: str | None = None) -> None:
-        self._traces.pop(state.root_run_id, None)
-        for run_id in state.run_ids:
-            self._runs.pop(run_id, None)
+        """Submit the trace once; ``interrupted``: still-open runs end now as WARNING with that message."""
         with self._lock:  # the root ending and finish_open_runs (Ctrl-C) may race: submit once
             if state.submitted:
                 return
             state.submitted = True
+        self._traces.pop(state.root_run_id, None)
+        runs = self._runs
+        for run_id in state.run_ids:
+            if run_id in runs:  # still open: its late end (or late children) must not start a new trace
+                runs[run_id] = _SUBMITTED_ENTRY
         if not state.sampled:
             return
         trace = state.trace
@@ -345,9 +375,13 @@ class CallbackHandler(BaseCallbackHandler):
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         entry = self._runs.get(run_id)
         obs = entry[0] if entry is not None else None
+        interrupted = _interruption(error)
         if obs is not None:
             message = str(error) or type(error).__name__
-            if _is_control_flow(error):  # an interrupt is control flow, not a failure
+            if interrupted is not None:  # Ctrl-C / cancellation: the run was stopped, it did not fail
+                obs.level = "WARNING"
+                obs.status_message = interrupted
+            elif _is_control_flow(error):  # a LangGraph interrupt is control flow, not a failure
                 obs.status_message = message
             else:
                 obs.level = "ERROR"
@@ -357,7 +391,7 @@ class CallbackHandler(BaseCallbackHandler):
                     "error.type": _qualified_name(type(error)),
                     "error.traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
                 }
-        self._close(run_id, None, has_output=False)
+        self._close(run_id, None, has_output=False, interrupted=interrupted)
 
     # -- public helpers -------------------------------------------------------------------
     def finish_open_runs(self, reason: str = "interrupted") -> None:
