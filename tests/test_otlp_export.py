@@ -103,6 +103,46 @@ def test_langfuse_attributes_ids_and_parentage():
     assert request.resource_spans[0].scope_spans[0].scope.name.startswith("langfuse-sdk")
 
 
+def test_trace_context_parent_span_becomes_the_root_spans_parent(receiver):
+    from langchain_core.language_models.fake import FakeListLLM
+    from langchain_core.runnables import RunnableLambda
+
+    from lftrace import get_client
+    from lftrace.langchain import CallbackHandler
+
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    handler = CallbackHandler(trace_context={"trace_id": caller_trace, "parent_span_id": caller_span})
+    chain = RunnableLambda(lambda x: x, name="prep") | FakeListLLM(responses=["ok"])
+    assert chain.invoke("hi", config={"callbacks": [handler]}) == "ok"
+    trace = get_client().get_trace(caller_trace)
+
+    assert LangfuseExporter(receiver.url, PK, SK).export([trace]).ok
+    spans = {s.name: s for s in receiver.spans()}  # decoded from the bytes the receiver got
+    assert set(spans) == {"RunnableSequence", "prep", "FakeListLLM"}
+    root = spans["RunnableSequence"]
+    assert root.trace_id == bytes.fromhex(caller_trace)
+    assert root.parent_span_id == bytes.fromhex(caller_span)
+    r = attributes(root.attributes)
+    assert r["langfuse.internal.as_root"] == "true"  # still the Langfuse trace root, so trace attributes apply
+    assert r["langfuse.trace.name"] == "RunnableSequence"
+    for child in ("prep", "FakeListLLM"):
+        assert spans[child].parent_span_id == root.span_id
+        assert "langfuse.internal.as_root" not in attributes(spans[child].attributes)
+
+
+@pytest.mark.parametrize("parent", ["00F067AA0BA902B7", "00f067aa0ba902b", "zz" * 8, "0" * 16, 42, None])
+def test_only_a_valid_foreign_parent_span_id_is_used(parent):
+    trace = sample_trace()
+    trace.metadata = {**(trace.metadata or {}), "parent_span_id": parent}
+    root = spans_by_name(encode_traces([trace], profile="otlp"))["LangGraph"]
+    if parent == "00F067AA0BA902B7":  # upper case hex is still a span id
+        assert root.parent_span_id.hex() == parent.lower()
+        assert attributes(root.attributes)["langfuse.internal.as_root"] == "true"
+    else:
+        assert root.parent_span_id == b""
+        assert "langfuse.internal.as_root" not in attributes(root.attributes)
+
+
 def test_error_level_sets_error_status_with_message():
     request = encode_traces([sample_trace(error=True)])
     root = spans_by_name(request)["LangGraph"]

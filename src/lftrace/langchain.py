@@ -227,7 +227,7 @@ class CallbackHandler(BaseCallbackHandler):
             _log.warning("lftrace: trace_context trace_id %r is not 32 lowercase hex chars; generating one", trace_id)
             trace_id = None
         parent = context.get("parent_span_id")
-        if parent is not None and not (isinstance(parent, str) and _SPAN_ID_RE.match(parent)):
+        if parent is not None and not (isinstance(parent, str) and _SPAN_ID_RE.match(parent) and parent != "0" * 16):
             _log.warning("lftrace: trace_context parent_span_id %r is not 16 lowercase hex chars; ignored", parent)
             parent = None
         return trace_id, parent

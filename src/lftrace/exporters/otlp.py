@@ -356,15 +356,40 @@ def _synthetic_root(trace: Trace) -> Observation:
     )
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def foreign_parent_span_id(trace: Trace) -> str | None:
+    """The caller's span the trace hangs under (``CallbackHandler(trace_context={"parent_span_id": ...})``).
+
+    Kept in ``trace.metadata["parent_span_id"]``; only a valid OTel span id (16 hex chars, not all zeros)
+    counts - anything else is ignored rather than breaking the whole batch (Langfuse rejects bad ids with 400).
+    """
+    value = (trace.metadata or {}).get("parent_span_id")
+    if not isinstance(value, str) or len(value) != 16:
+        return None
+    value = value.lower()
+    if not _HEX.issuperset(value) or value == "0" * 16:
+        return None
+    return value
+
+
 def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
     """The OTLP spans of one trace."""
     from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
     spans = []
     known = {o.id for o in trace.observations}
+    foreign_parent = foreign_parent_span_id(trace)
     for obs in trace.observations or [_synthetic_root(trace)]:
         is_root = obs.parent_id is None or obs.parent_id not in known
-        attributes = limit_attribute_sizes(observation_attributes(obs, trace, is_root=is_root, profile=profile))
+        attributes = observation_attributes(obs, trace, is_root=is_root, profile=profile)
+        parent_id = obs.parent_id
+        if parent_id is None and foreign_parent is not None:
+            # under the caller's span; Langfuse treats a span with a parent as the trace root only with this flag
+            parent_id = foreign_parent
+            attributes["langfuse.internal.as_root"] = "true"
+        attributes = limit_attribute_sizes(attributes)
         if obs.level == "ERROR":
             status = Status(code=Status.STATUS_CODE_ERROR, message=(obs.status_message or "error")[:4096])
         else:
@@ -379,8 +404,8 @@ def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
             status=status,
         )
         _add_attributes(span.attributes, attributes)
-        if obs.parent_id:
-            span.parent_span_id = bytes.fromhex(obs.parent_id)
+        if parent_id:
+            span.parent_span_id = bytes.fromhex(parent_id)
         spans.append(span)
     return spans
 
