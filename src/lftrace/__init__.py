@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Langfuse", "Trace", "Observation", "__version__", "get_client"]
+__all__ = ["Langfuse", "Observation", "Trace", "__version__", "get_client"]
 
 if TYPE_CHECKING:
     from .client import Langfuse, get_client
