@@ -102,7 +102,8 @@ def _message_text(message: dict[str, Any]) -> str:
 
 
 def _call_text(call: dict[str, Any]) -> str:
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    raw_function = call.get("function")
+    function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
     name = call.get("name") or function.get("name") or "?"
     args = call.get("args", function.get("arguments"))
     return f"{name}({args if isinstance(args, str) else _compact(args) if args else ''})"
