@@ -197,6 +197,37 @@ def test_importing_the_cli_imports_no_langchain_or_heavy_module():
     assert out.strip() == "[]"
 
 
+def test_list_and_show_start_without_assertions_dataset_client_or_httpx(app_file):
+    assert invoke("run", f"{app_file}:chain", "-i", "cats").exit_code == 0
+    heavy = ("lftrace.assertions", "lftrace.dataset", "lftrace.client", "lftrace.delivery", "httpx", "langchain")
+    code = (
+        "import sys; from lftrace.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in sys.modules if m.startswith({heavy!r})], file=sys.stderr)"
+    )
+    for args in (["list"], ["show", "last"]):
+        done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+        assert done.stderr.strip() == "[]", args
+        assert "RunnableSeq" in done.stdout
+
+
+def test_main_builds_only_the_invoked_command_but_help_and_typos_see_all():
+    from lftrace.cli import app_for
+
+    assert [c.name for c in app_for(["--store", "x.db", "--debug", "list", "-n", "3"]).registered_commands] == ["list"]
+    assert [c.name for c in app_for(["--store=x.db", "show", "--remote"]).registered_commands] == ["show"]
+    everything = [c.name for c in app.registered_commands]
+    assert len(everything) >= 11
+    for args in (["--help"], [], ["lst"], ["--version"]):
+        assert [c.name for c in app_for(args).registered_commands] == everything
+    done = subprocess.run([sys.executable, "-m", "lftrace", "lst"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Did you mean 'list'?" in done.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "lftrace", "--debug", "list", "--help"], capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and "Usage: lftrace list [OPTIONS]" in listed.stdout
+
+
 PK, SK = "pk-lf-remote-1234567890", "sk-lf-remote-secret-0987654321"
 
 

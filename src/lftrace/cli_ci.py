@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .assertions import AssertionFailure, Expectations, check, output_text
-from .dataset import Case, CaseResult, load_dataset, parse_shard, run_cases, select_shard
 from .errors import ExitStatus, InputError, LftraceError, TraceNotFound
 from .model import Trace
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `list`/`show` start without them
     from rich.console import Console
 
+    from .assertions import AssertionFailure, Expectations
+    from .dataset import Case, CaseResult
     from .store import TraceStore
 
 TEST_TAG_PREFIX = "lftrace-test:"
@@ -111,6 +111,8 @@ def expectations_from_options(
     max_llm_calls: int | None = None,
     no_errors: bool = False,
 ) -> Expectations:
+    from .assertions import Expectations
+
     return Expectations(
         output_regex=expect_output,
         nodes=tuple(expect_node or ()),
@@ -137,6 +139,7 @@ def evaluate_run_assertions(
     ``output`` is the value the target returned (or None to use ``trace.output``). The caller exits with
     ``ExitStatus.ASSERTION_FAILED`` when the returned list is not empty.
     """
+    from .assertions import check, output_text
     from .diff import compare_with_baseline
 
     text = None if output is None else output_text(output)
@@ -337,7 +340,9 @@ class _CaseRunner:
         self.tolerance = tolerance
 
     def __call__(self, case: Case) -> CaseResult:
+        from .assertions import check, output_text
         from .cli import execute_run
+        from .dataset import CaseResult
 
         metadata = {CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
         run = execute_run(
@@ -465,6 +470,8 @@ def test_cases_command(
     Each case's trace is stored with the tag lftrace-test:<run id> and the case name in its metadata.
     Assertion options given here apply to every case (a case's own "expect" wins).
     """
+    from .dataset import load_dataset, parse_shard, run_cases, select_shard
+
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
         k, n = parse_shard(shard)
