@@ -155,3 +155,43 @@ def test_disabled_tracing_still_runs_and_says_why_there_is_no_trace(monkeypatch)
     result = execute(RunnableLambda(lambda x: x * 2), "ab")
     assert result.output == "abab" and result.trace is None
     assert result.notes and "tracing is disabled" in result.notes[0]
+
+
+class CountingLambda(RunnableLambda):
+    """A real RunnableLambda (unhashable, like most runnables) that counts schema computations."""
+
+    def get_input_jsonschema(self, config=None):
+        type(self).schema_calls += 1
+        return {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
+
+
+def test_the_input_schema_is_computed_once_per_runnable_and_forgotten_with_it():
+    import gc
+
+    from lftrace import runner
+
+    CountingLambda.schema_calls = 0
+    first = CountingLambda(lambda x: x, name="first")
+    assert shape_input(first, "cats") == {"topic": "cats"}
+    assert shape_input(first, {"topic": "dogs"}) == {"topic": "dogs"}
+    assert CountingLambda.schema_calls == 1  # cached: `lftrace test` shapes every case against one runnable
+    second = CountingLambda(lambda x: x, name="second")
+    shape_input(second, "cats")
+    assert CountingLambda.schema_calls == 2  # a different runnable has its own entry
+    key = id(first)
+    assert key in runner._SCHEMAS
+    del first
+    gc.collect()
+    assert key not in runner._SCHEMAS  # the cache does not keep runnables alive
+
+
+def test_span_count_reads_the_handlers_counter_or_zero():
+    from lftrace.langchain import CallbackHandler
+    from lftrace.runner import span_count
+
+    seen = []
+    result = execute(build_agent(), "Paris", progress=lambda e, p: seen.append(p) if e == "finishing" else None)
+    assert result.trace is not None and seen
+    assert span_count(seen[0]) == len(result.trace.observations) >= 8
+    assert span_count(CallbackHandler()) == 0
+    assert span_count(object()) == 0  # a handler without the counter

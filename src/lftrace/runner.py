@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +80,37 @@ def is_graph(runnable: Any) -> bool:
     return hasattr(runnable, "channels") and hasattr(runnable, "stream_mode") and hasattr(runnable, "get_graph")
 
 
+# id(runnable) -> (weak ref, its input JSON schema). get_input_jsonschema builds a pydantic model on each call
+# (~25 ms for a real graph) and `lftrace test` shapes every case's input against the same runnable. Keyed by id
+# because pydantic-based runnables are not hashable; the weak ref proves the entry is still that object and
+# its callback drops the entry when the runnable is freed (before its id can be reused).
+_SCHEMAS: dict[int, tuple[weakref.ref[Any], dict[str, Any]]] = {}
+_SCHEMAS_LOCK = threading.Lock()
+
+
 def input_schema(runnable: Any) -> dict[str, Any]:
+    """The runnable's input JSON schema, computed once per runnable (callers must not mutate it)."""
+    key = id(runnable)
+    entry = _SCHEMAS.get(key)
+    if entry is not None and entry[0]() is runnable:
+        return entry[1]
+    schema = _compute_input_schema(runnable)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        with _SCHEMAS_LOCK:
+            if _SCHEMAS.get(key, (None,))[0] is ref:
+                del _SCHEMAS[key]
+
+    try:
+        ref = weakref.ref(runnable, forget)
+    except TypeError:  # not weak-referenceable: nothing to key a safe cache on
+        return schema
+    with _SCHEMAS_LOCK:
+        _SCHEMAS[key] = (ref, schema)
+    return schema
+
+
+def _compute_input_schema(runnable: Any) -> dict[str, Any]:
     try:
         schema = runnable.get_input_jsonschema()
     except Exception:  # e.g. pydantic refuses typing.TypedDict on 3.11; graphs still know their state keys
@@ -192,7 +224,7 @@ def parse_config(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
         return dict(text)
     try:
         value = json.loads(text)
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         raise InputError(
             f"--config is not valid JSON ({err.msg} at position {err.pos}); e.g. '{{\"recursion_limit\": 50}}'"
         ) from None
@@ -297,15 +329,10 @@ def invoke(
     return total[0]
 
 
-def span_count(handler: Any) -> int | None:
-    """Observations started so far: the handler's counter if it has one, else a peek at its open traces."""
-    counter = getattr(handler, "started_runs", None)
-    if isinstance(counter, int):
-        return counter
-    try:
-        return sum(len(state.trace.observations) for state in list(handler._traces.values()))
-    except Exception:
-        return None
+def span_count(handler: Any) -> int:
+    """Observations started so far (the handler's ``started_runs``; 0 for a handler without the counter)."""
+    counter = getattr(handler, "started_runs", 0)
+    return counter if isinstance(counter, int) else 0
 
 
 def execute(
@@ -374,16 +401,12 @@ def execute(
     elapsed = time.perf_counter() - started
     notify("finishing", handler)
     if interrupted:
+        # runs LangChain never closed end now; the handler marks the trace interrupted (not ERROR) itself
         handler.finish_open_runs(INTERRUPTED)
     result = RunResult(None, output, error, handler.last_trace_id, interrupted, elapsed, label)
     client = get_client()
     client.flush()
     result.trace = _read_back(client, handler, result)
-    if interrupted and result.trace is not None and result.trace.status != "interrupted":
-        # LangChain reports Ctrl-C to the handler as an ordinary error; the run was interrupted, say so
-        result.trace.metadata = {**(result.trace.metadata or {}), "interrupted": True}
-        client._submit(result.trace)
-        client.flush()
     return result
 
 
