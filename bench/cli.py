@@ -55,7 +55,8 @@ def render_big(observations: int) -> tuple[float, int]:
     from lftrace.model import Observation, Trace
     from lftrace.render import render_trace
 
-    t0, tid, obs, parents = 1_764_000_000_000_000_000, "ab" * 16, [], [None]
+    t0, tid, obs = 1_764_000_000_000_000_000, "ab" * 16, []
+    parents: list[str | None] = [None]
     for i in range(observations):
         kind = "GENERATION" if i % 3 == 0 else "CHAIN"
         obs.append(
@@ -74,11 +75,12 @@ def render_big(observations: int) -> tuple[float, int]:
     trace = Trace(id=tid, name="big", timestamp=t0, observations=obs, end_time=t0 + observations * 1000 + 900)
     best, lines = float("inf"), 0
     for _ in range(5):
-        console = Console(width=100, color_system=None, file=io.StringIO())
+        buffer = io.StringIO()
+        console = Console(width=100, color_system=None, file=buffer)
         started = time.perf_counter()
         console.print(render_trace(trace), crop=False)
         best = min(best, time.perf_counter() - started)
-        lines = console.file.getvalue().count("\n")
+        lines = buffer.getvalue().count("\n")
     return best, lines
 
 
