@@ -25,6 +25,16 @@ def test_parse_input_json_first_then_text():
     assert parse_input(None) is None
 
 
+@pytest.mark.parametrize("broken", ['{"topic": "cats"', "{topic: cats}", '[{"a": 1', "[1, 2"])
+def test_parse_input_broken_json_is_an_input_error(broken):
+    with pytest.raises(InputError, match="looks like JSON but does not parse"):
+        parse_input(broken)
+
+
+def test_parse_input_bracketed_text_is_text():
+    assert parse_input("[urgent] the build is red") == "[urgent] the build is red"
+
+
 def test_read_input_from_file_and_stdin(tmp_path):
     (tmp_path / "in.json").write_text('{"topic": "dogs"}', encoding="utf-8")
     assert read_input(None, "in.json") == '{"topic": "dogs"}'

@@ -64,6 +64,8 @@ class LftraceGroup(TyperGroup):
             return super().invoke(ctx)
         except _CLICK_ERRORS:
             raise
+        except BrokenPipeError:
+            raise  # `lftrace show --json | head`: click exits quietly, as other CLIs do
         except LftraceError as err:
             if _state.debug and err.__cause__ is not None:
                 traceback.print_exception(err.__cause__, file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import threading
 import time
@@ -67,8 +68,22 @@ def parse_input(raw: str | None) -> Any:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except json.JSONDecodeError as err:
+        if _looks_like_json(raw):
+            # Meant as JSON but broken: running the graph on the raw text would hide the typo.
+            raise InputError(
+                f"the input looks like JSON but does not parse: {err.msg} (line {err.lineno}, column {err.colno}); "
+                "fix the JSON, or pass text that does not start with '{' or '['"
+            ) from None
         return raw.rstrip("\n") if raw.endswith("\n") and raw.count("\n") == 1 else raw
+
+
+_JSON_ARRAY_START = re.compile(r'^\s*\[\s*[\[{"\d\-\]]')
+
+
+def _looks_like_json(raw: str) -> bool:
+    """An object, or an array of JSON values: '[urgent] help me' is text, '[{"a": 1' is broken JSON."""
+    return raw.lstrip().startswith("{") or bool(_JSON_ARRAY_START.match(raw))
 
 
 def is_graph(runnable: Any) -> bool:
