@@ -10,6 +10,7 @@ plus a hint, with the traceback only under ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -18,7 +19,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,46 +160,6 @@ def print_json(value: Any) -> None:
     """JSON on stdout, untouched by rich (no wrapping, no colour): safe to pipe into jq."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
-
-
-def execute_run(
-    target: str | Any,
-    input: str | None = None,
-    *,
-    input_file: str | None = None,
-    stream: bool = False,
-    use_async: bool = False,
-    config: str | Mapping[str, Any] | None = None,
-    session_id: str | None = None,
-    user_id: str | None = None,
-    tags: Sequence[str] = (),
-    name: str | None = None,
-    handler_extra: Mapping[str, Any] | None = None,
-    callbacks: Sequence[Any] = (),
-    progress: Callable[[str, Any], None] | None = None,
-) -> RunResult:
-    """The ``run`` pipeline without printing: load, shape input, run traced, flush, read the trace back.
-
-    Returns ``RunResult(trace, output, error, trace_id, interrupted, elapsed, ...)``; raises LftraceError
-    (LoadError exit 3, InputError exit 2) before anything runs. ``lftrace test`` reuses it per case.
-    """
-    from .runner import execute
-
-    return execute(
-        target,
-        input,
-        input_file=input_file,
-        stream=stream,
-        use_async=use_async,
-        config=config,
-        session_id=session_id,
-        user_id=user_id,
-        tags=tags,
-        name=name,
-        handler_extra=handler_extra,
-        callbacks=callbacks,
-        progress=progress,
-    )
 
 
 # ---------------------------------------------------------------- global options
@@ -392,23 +353,10 @@ def run_command(
         if printer is not None and event == "chunk":
             printer(*payload)
 
-    if spinner is not None:
-        with spinner:
-            result = execute_run(
-                target,
-                input,
-                input_file=input_file,
-                stream=stream,
-                use_async=use_async,
-                config=config,
-                session_id=session_id,
-                user_id=user_id,
-                tags=tag,
-                name=name,
-                progress=progress,
-            )
-    else:
-        result = execute_run(
+    from .runner import execute  # LangChain is imported here, never at `lftrace list`/`show` start
+
+    with spinner if spinner is not None else contextlib.nullcontext():
+        result = execute(
             target,
             input,
             input_file=input_file,

@@ -315,7 +315,7 @@ def _print_json(data: Any) -> None:
 
 
 class _CaseRunner:
-    """Runs one dataset case through ``cli.execute_run`` (its own handler and trace), then checks the trace."""
+    """Runs one dataset case through ``runner.execute`` (its own handler and trace), then checks the trace."""
 
     def __init__(
         self,
@@ -341,11 +341,11 @@ class _CaseRunner:
 
     def __call__(self, case: Case) -> CaseResult:
         from .assertions import check, output_text
-        from .cli import execute_run
         from .dataset import CaseResult
+        from .runner import execute
 
         metadata = {CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
-        run = execute_run(
+        run = execute(
             self.runnable,
             json.dumps(case.input),  # the case's JSON value, parsed back by the runner, shaped like `run --input`
             tags=[TEST_TAG_PREFIX + self.run_id],
