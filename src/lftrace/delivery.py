@@ -215,13 +215,10 @@ class Deliverer:
                 return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
 
     def _load(self, ids: Sequence[str]) -> tuple[list[Trace], list[str]]:
-        traces, missing = [], []
-        for trace_id in ids:
-            try:
-                traces.append(self.store.get_trace(trace_id))
-            except LftraceError:
-                missing.append(trace_id)
-        return traces, missing
+        """The claimed traces in one read; ids the store no longer has come back as missing."""
+        traces = self.store.get_traces(ids)
+        found = {t.id for t in traces}
+        return traces, [i for i in ids if i not in found]
 
     def _export_batch(self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float) -> bool:
         """Export one claimed batch, retrying transient failures within the deadline; True to go on.
