@@ -283,3 +283,22 @@ def test_show_remote_errors_exit_2_without_keys_4_unknown_id_6_server_down(monke
     down = invoke("show", "--remote", "0" * 32)
     assert down.exit_code == 6 and "cannot connect to Langfuse" in down.stderr
     assert SK not in unknown.stderr + no_keys.stderr + down.stderr
+
+
+def test_invalid_setting_stops_run_before_the_graph_runs(app_file, tmp_path, monkeypatch):
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "side_effect.py").write_text(
+        "from langchain_core.runnables import RunnableLambda\n"
+        f"chain = RunnableLambda(lambda x: open({str(marker)!r}, 'w').write('ran'))\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-1234567890abcd")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-1234567890abcd")
+    monkeypatch.setenv("LANGFUSE_BASE_URL", "notaurl")
+    result = invoke("run", "side_effect.py:chain", "--input", "x")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: LANGFUSE_BASE_URL: 'notaurl' is not an http(s) URL (expected e.g. https://cloud.langfuse.com)"
+    )
+    assert not marker.exists()
+    assert "sk-lf-1234567890abcd" not in result.stdout + result.stderr

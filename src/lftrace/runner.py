@@ -389,6 +389,7 @@ def execute(
     from .client import get_client
     from .langchain import CallbackHandler
 
+    client = get_client()  # invalid settings (a bad LANGFUSE_BASE_URL, ...) stop here, before the graph runs
     handler = CallbackHandler(**dict(handler_extra or {}))
     run_config = build_config(
         handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=extra_config, callbacks=callbacks
@@ -419,7 +420,6 @@ def execute(
         # runs LangChain never closed end now; the handler marks the trace interrupted (not ERROR) itself
         handler.finish_open_runs(INTERRUPTED)
     result = RunResult(None, output, error, handler.last_trace_id, interrupted, elapsed, label)
-    client = get_client()
     client.flush()
     result.trace = _read_back(client, handler, result)
     return result
