@@ -160,16 +160,24 @@ def main() -> None:
     gc.collect()
     before = rss_mb()
     start = time.perf_counter()
-    run_sync([handler], args.runs)
-    lf_client.flush()
+    # RSS at ten checkpoints: flat means it stops growing once caches (SQLite pages, allocator arenas) are warm
+    checkpoints: list[str] = []
+    step = max(args.runs // 10, 1)
+    done = 0
+    while done < args.runs:
+        run_sync([handler], min(step, args.runs - done))
+        done += min(step, args.runs - done)
+        lf_client.flush()
+        gc.collect()
+        checkpoints.append(f"{done}: {rss_mb():.1f}")
     elapsed = time.perf_counter() - start
-    gc.collect()
     after = rss_mb()
     print(
         f"\nmemory: RSS {before:.1f} MB before, {after:.1f} MB after {args.runs} lftrace runs "
         f"({(after - before) * 1e6 / max(args.runs, 1) / 1e3:.2f} KB/run; {elapsed:.1f} s); "
         f"open runs left in the handler: {len(handler._runs)}, open traces: {len(handler._traces)}"
     )
+    print(f"memory: RSS (MB) after N runs: {', '.join(checkpoints)}")
     official_client.shutdown()
     lf_client.shutdown()
     local_client.shutdown()
