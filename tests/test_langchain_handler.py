@@ -140,6 +140,16 @@ def test_streaming_sets_completion_start_time():
     assert gen.usage_details == {"input": 12, "output": 7, "total": 19}
 
 
+def test_streamed_chain_records_its_real_input_not_the_placeholder():
+    # LangChain starts a streamed RunnableSequence with inputs {"input": ""} and passes the real ones at the end.
+    chain = ChatPromptTemplate.from_template("{city}") | ToolCallingFakeModel()
+    handler = CallbackHandler()
+    assert "".join(str(c.content) for c in chain.stream({"city": "Oslo"}, config={"callbacks": [handler]}))
+    trace = stored(handler)
+    assert trace.input == {"city": "Oslo"}
+    assert trace.observations[0].input == {"city": "Oslo"}
+
+
 def test_graph_stream_is_traced_like_invoke():
     handler = CallbackHandler()
     updates = list(build_agent().stream(ask("Lima"), config={"callbacks": [handler]}, stream_mode="updates"))

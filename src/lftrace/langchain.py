@@ -369,6 +369,7 @@ class CallbackHandler(BaseCallbackHandler):
             trace.metadata = {**(trace.metadata or {}), "interrupted": True}
         trace.end_time = root.end_time if root is not None and root.end_time is not None else now
         if self._update_trace and root is not None:
+            trace.input = root.input
             trace.output = root.output
         self._client._submit(trace)
 
@@ -427,6 +428,12 @@ class CallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         try:
+            inputs = kwargs.get("inputs")
+            if inputs is not None:
+                # Streamed runs start with a placeholder ({"input": ""}); the real input arrives here.
+                entry = self._runs.get(run_id)
+                if entry is not None and entry[0] is not None:
+                    entry[0].input = _snapshot(inputs)
             self._close(run_id, _snapshot(outputs))
         except Exception:
             self._internal_error("on_chain_end")
