@@ -238,6 +238,16 @@ def test_list_table_gives_way_only_in_the_name_column():
     assert "interrupted" in lines[1] and "$0.000100" in lines[1] and "…" in lines[1]
 
 
+def test_list_table_on_a_narrow_terminal_shortens_the_time_not_every_column():
+    rows = [summary(1, name="LangGraph", status="error")]
+    lines = render_text(render_trace_list(rows), width=66).splitlines()
+    assert all(len(line.rstrip()) <= 66 for line in lines)
+    assert lines[0].split() == ["TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS"]
+    time_column, short_id = lines[1].split()[:3], rows[0].id[:8]
+    assert re.fullmatch(r"\d\d-\d\d \d\d:\d\d", " ".join(time_column[:2])) and time_column[2] == short_id
+    assert lines[1].split()[-1] == "error" and "$0.000100" in lines[1]
+
+
 def big_trace(n: int = 5000) -> Trace:
     observations, parents = [], [None]
     for i in range(n):

@@ -436,8 +436,13 @@ class TraceList:
     HEADERS = ("TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS")
 
     def table(self, width: int) -> Table:
-        widths = [max([len(h), *(len(row[i]) for row in self.rows)]) for i, h in enumerate(self.HEADERS)]
+        rows = self.rows
+        widths = self._widths(rows)
         fixed = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
+        if fixed + 8 > width:  # a narrow terminal: "11-26 19:58" instead of "2026-11-26 19:58:21"
+            rows = [(row[0][5:16], *row[1:]) for row in rows]
+            widths = self._widths(rows)
+            fixed = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
         name_width = max(min(widths[2], width - fixed), 4)
         table = Table(box=None, header_style="bold", pad_edge=False, expand=False, padding=(0, 1))
         for i, header in enumerate(self.HEADERS):
@@ -446,9 +451,12 @@ class TraceList:
             table.add_column(
                 header, no_wrap=True, overflow="ellipsis", width=size, justify="right" if right else "left"
             )
-        for row in self.rows:
+        for row in rows:
             table.add_row(*row[:-1], Text(row[-1], style=STATUS_STYLES.get(row[-1], "")))
         return table
+
+    def _widths(self, rows: Sequence[tuple[str, ...]]) -> list[int]:
+        return [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(self.HEADERS)]
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.table(options.max_width)
