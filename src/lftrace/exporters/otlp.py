@@ -717,7 +717,7 @@ class OtlpExporter:
 
             response = self._http().post(
                 self.endpoint,
-                content=gzip.compress(body, compresslevel=5),
+                content=gzip.compress(body, compresslevel=3),  # 1-3: half the CPU of 5, ~1.4x the bytes
                 headers=headers,
                 timeout=timeout if timeout is not None else self.timeout,
             )
