@@ -33,8 +33,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -116,17 +115,12 @@ class ExportResult:
 
 def dumps(value: Any) -> str:
     """JSON text of a value from the store (already JSON-able; anything else falls back to str)."""
-    return _dumps_bytes(value).decode()
-
-
-def _dumps_bytes(value: Any) -> bytes:
-    """``dumps`` as UTF-8 bytes, which is what the wire wants (no decode and re-encode)."""
     import orjson
 
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # e.g. integers beyond 64 bits
-        return json.dumps(value, default=str, ensure_ascii=False).encode()
+        return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def truncate(text: str, limit: int = MAX_VALUE_BYTES) -> str:
@@ -134,15 +128,9 @@ def truncate(text: str, limit: int = MAX_VALUE_BYTES) -> str:
     raw = text.encode()
     if len(raw) <= limit:
         return text
-    return _truncate_bytes(raw, limit).decode()
-
-
-def _truncate_bytes(raw: bytes, limit: int) -> bytes:
-    if len(raw) <= limit:
-        return raw
     head = raw[: max(limit - 200, 0)].decode("utf-8", "ignore")
     # a JSON string, so a truncated JSON document still parses on the other side
-    return json.dumps(head + TRUNCATION_MARKER.format(size=len(raw)), ensure_ascii=False).encode()
+    return json.dumps(head + TRUNCATION_MARKER.format(size=len(raw)), ensure_ascii=False)
 
 
 def resource_attributes_for(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -210,13 +198,6 @@ def span_name(obs: Observation, profile: str) -> str:
 
 def observation_attributes(obs: Observation, trace: Trace, *, is_root: bool, profile: str) -> dict[str, Any]:
     """Every attribute of one span (values: str, bool, int, float or list of str)."""
-    return _observation_attributes(obs, trace, is_root, profile, dumps)
-
-
-def _observation_attributes(
-    obs: Observation, trace: Trace, is_root: bool, profile: str, text: Callable[[Any], Any]
-) -> dict[str, Any]:
-    """``observation_attributes`` with JSON values made by ``text`` (``dumps``, or ``_dumps_bytes`` for the wire)."""
     a: dict[str, Any] = {
         "langfuse.observation.type": obs.type.lower(),
         "langfuse.observation.level": obs.level,
@@ -232,31 +213,31 @@ def _observation_attributes(
         a["langfuse.version"] = obs.version or trace.version
     if profile == "langfuse":
         if obs.input is not None:
-            a["langfuse.observation.input"] = text(obs.input)
+            a["langfuse.observation.input"] = dumps(obs.input)
         if obs.output is not None:
-            a["langfuse.observation.output"] = text(obs.output)
+            a["langfuse.observation.output"] = dumps(obs.output)
     else:
         if span_name(obs, profile) != obs.name:
             a["lftrace.observation.name"] = obs.name
         if obs.input is not None:
-            a["input.value"] = text(obs.input)
+            a["input.value"] = dumps(obs.input)
             a["input.mime_type"] = "application/json"
         if obs.output is not None:
-            a["output.value"] = text(obs.output)
+            a["output.value"] = dumps(obs.output)
             a["output.mime_type"] = "application/json"
     metadata = obs.metadata or {}
     for key, value in metadata.items():
         if value is not None:
-            a[f"langfuse.observation.metadata.{key}"] = value if isinstance(value, str) else text(value)
+            a[f"langfuse.observation.metadata.{key}"] = value if isinstance(value, str) else dumps(value)
     if obs.model:
         a["langfuse.observation.model.name"] = obs.model
     if obs.model_parameters:
-        a["langfuse.observation.model.parameters"] = text(obs.model_parameters)
+        a["langfuse.observation.model.parameters"] = dumps(obs.model_parameters)
     if obs.usage_details:
-        a["langfuse.observation.usage_details"] = text(obs.usage_details)
+        a["langfuse.observation.usage_details"] = dumps(obs.usage_details)
         a.update(_usage_attributes(obs.usage_details))
     if obs.cost_details:
-        a["langfuse.observation.cost_details"] = text(obs.cost_details)
+        a["langfuse.observation.cost_details"] = dumps(obs.cost_details)
     if obs.completion_start_time is not None:
         a["langfuse.observation.completion_start_time"] = iso_from_ns(obs.completion_start_time)
     # OpenTelemetry GenAI
@@ -291,27 +272,23 @@ def _observation_attributes(
     if obs.type == "AGENT":
         a["gen_ai.agent.name"] = obs.name
     if is_root:
-        a.update(_trace_attributes(trace, text))
+        a.update(trace_attributes(trace))
     return a
 
 
 def trace_attributes(trace: Trace) -> dict[str, Any]:
-    return _trace_attributes(trace, dumps)
-
-
-def _trace_attributes(trace: Trace, text: Callable[[Any], Any]) -> dict[str, Any]:
     a: dict[str, Any] = {}
     if trace.name:
         a["langfuse.trace.name"] = trace.name
     if trace.input is not None:
-        a["langfuse.trace.input"] = text(trace.input)
+        a["langfuse.trace.input"] = dumps(trace.input)
     if trace.output is not None:
-        a["langfuse.trace.output"] = text(trace.output)
+        a["langfuse.trace.output"] = dumps(trace.output)
     if trace.tags:
         a["langfuse.trace.tags"] = [str(t) for t in trace.tags]
     for key, value in (trace.metadata or {}).items():
         if value is not None:
-            a[f"langfuse.trace.metadata.{key}"] = value if isinstance(value, str) else text(value)
+            a[f"langfuse.trace.metadata.{key}"] = value if isinstance(value, str) else dumps(value)
     if trace.user_id:
         a["user.id"] = trace.user_id
     if trace.session_id:
@@ -322,186 +299,49 @@ def _trace_attributes(trace: Trace, text: Callable[[Any], Any]) -> dict[str, Any
 
 
 def limit_attribute_sizes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Cut oversized text values (str, or UTF-8 bytes) so one span stays well under Langfuse's 9.5 MB."""
-    bound = 0  # UTF-8 size of the text values, at most
-    for value in attributes.values():
-        if type(value) is bytes:
-            bound += len(value)
-        elif isinstance(value, str):
-            bound += len(value) * 4
-    if bound <= min(MAX_VALUE_BYTES, MAX_SPAN_BYTES):
-        return attributes  # the common case: nothing comes near a limit
+    """Cut oversized string values so one span stays well under Langfuse's 9.5 MB."""
+    if sum(len(v) for v in attributes.values() if isinstance(v, str)) * 4 <= MAX_VALUE_BYTES // 4:
+        return attributes  # the common case: even at 4 UTF-8 bytes a character nothing comes near a limit
     for key, value in attributes.items():
-        if isinstance(value, str | bytes) and _utf8_size(value) > MAX_VALUE_BYTES:
-            attributes[key] = _truncate_text(value, MAX_VALUE_BYTES)
-    sizes = {k: _utf8_size(v) for k, v in attributes.items() if isinstance(v, str | bytes)}
+        if isinstance(value, str) and len(value) > MAX_VALUE_BYTES // 4:
+            attributes[key] = truncate(value, MAX_VALUE_BYTES)
+    sizes = {k: len(v.encode()) for k, v in attributes.items() if isinstance(v, str)}
     if sum(sizes.values()) > MAX_SPAN_BYTES:
         # many large values: share the budget among the big ones
         big = [k for k, size in sizes.items() if size > 1000]
         share = max((MAX_SPAN_BYTES - 1000 * len(sizes)) // max(len(big), 1), 1000)
         for key in big:
-            attributes[key] = _truncate_text(attributes[key], share)
+            attributes[key] = truncate(attributes[key], share)
     return attributes
 
 
-def _utf8_size(value: str | bytes) -> int:
-    return len(value) if isinstance(value, bytes) else len(value.encode())
-
-
-def _truncate_text(value: str | bytes, limit: int) -> str | bytes:
-    return _truncate_bytes(value, limit) if isinstance(value, bytes) else truncate(value, limit)
-
-
-# ---------------------------------------------------------------- protobuf wire format
-# Requests are written as protobuf bytes by hand rather than through the upb message API: per attribute the
-# cost is the same, but messages add a copy of every span into the request, a ByteSize() and a
-# SerializeToString() per span, and a decode + re-encode of every JSON value (orjson already gives UTF-8).
-# Field numbers are those of opentelemetry/proto/{collector/trace,trace,common,resource}/v1; the output is
-# what protobuf itself serializes for the same messages (fields in number order, proto3 defaults left out),
-# which tests/test_otlp_export.py checks byte for byte.
-
-_SMALL_VARINTS = [bytes((i,)) for i in range(128)]
-_UINT64 = (1 << 64) - 1
-_KEY_FIELDS: dict[str, bytes] = {}  # attribute key -> its encoded KeyValue.key field (keys repeat: cache)
-_SHORT_ATTRIBUTES: dict[tuple[str, str | bytes], bytes] = {}  # (key, short text) -> encoded KeyValue
-
-
-def _varint(n: int) -> bytes:
-    if n < 128:
-        return _SMALL_VARINTS[n]
-    if n < 16384:
-        return bytes(((n & 127) | 128, n >> 7))
-    out = bytearray()
-    while n > 127:
-        out.append((n & 127) | 128)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    """A length-delimited field (string, bytes or message)."""
-    return tag + _varint(len(payload)) + payload
-
-
-def _key_field(key: str) -> bytes:
-    field = _KEY_FIELDS.get(key)
-    if field is None:
-        field = _field(b"\x0a", key.encode())
-        if len(_KEY_FIELDS) < 4096:  # metadata keys are the user's: bound the cache
-            _KEY_FIELDS[key] = field
-    return field
-
-
-def _any_value(value: Any) -> bytes:
-    """An ``AnyValue`` body; ``bytes`` are UTF-8 text (JSON from ``_dumps_bytes``), sent as string_value."""
+def _set_value(target: Any, value: Any) -> None:
+    """Fill an AnyValue in place (no intermediate messages: this is the hot loop of encoding)."""
     if isinstance(value, str):
-        return _field(b"\x0a", value.encode())
-    if isinstance(value, bytes):
-        return _field(b"\x0a", value)
-    if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
-    if isinstance(value, int):
+        target.string_value = value
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
         if -(2**63) <= value < 2**63:
-            return b"\x18" + _varint(value & _UINT64)  # int64: negatives as 10-byte two's complement
-        return _field(b"\x0a", str(value).encode())
-    if isinstance(value, float):
-        return b"\x21" + struct.pack("<d", value)
-    if isinstance(value, list | tuple):
-        if not value:
-            return b""  # an empty array_value is no value at all on the wire
-        return _field(b"\x2a", b"".join([_field(b"\x0a", _any_value(item)) for item in value]))
-    return _field(b"\x0a", str(value).encode())
-
-
-def _put_attributes(parts: list[bytes], tag: bytes, attributes: Mapping[str, Any]) -> None:
-    """Append one ``KeyValue`` field (``tag``) per attribute that is not None: the hot loop of encoding."""
-    cache = _SHORT_ATTRIBUTES
-    append = parts.append
-    for key, value in attributes.items():
-        kind = type(value)
-        if kind is str or kind is bytes:
-            if len(value) <= 64:  # most are: types, levels, model names, small JSON like '[]' or '1'
-                encoded = cache.get((key, value))
-                if encoded is None:
-                    encoded = _short_attribute(key, value)
-                append(tag)
-                append(encoded)
-                continue
-            raw = value.encode() if kind is str else value
-            size = len(raw)
-            size_field = _varint(size)
-            any_value_size = 1 + len(size_field) + size
-            any_value_size_field = _varint(any_value_size)
-            key_field = _key_field(key)
-            key_value_size = len(key_field) + 1 + len(any_value_size_field) + any_value_size
-            append(tag + _varint(key_value_size) + key_field + b"\x12" + any_value_size_field + b"\x0a" + size_field)
-            append(raw)  # a big value is copied once, by the final join
-        elif value is not None:
-            any_value = _any_value(value)
-            key_value = _key_field(key) + (_field(b"\x12", any_value) if any_value else b"")
-            append(tag + _varint(len(key_value)) + key_value)
-
-
-def _short_attribute(key: str, value: str | bytes) -> bytes:
-    """A ``KeyValue`` with a short text value, length-prefixed, remembered (values like these repeat)."""
-    key_value = _key_field(key) + _field(b"\x12", _any_value(value))
-    encoded = _varint(len(key_value)) + key_value
-    if len(_SHORT_ATTRIBUTES) >= 8192:  # ids and other one-off values: start over rather than grow
-        _SHORT_ATTRIBUTES.clear()
-    _SHORT_ATTRIBUTES[key, value] = encoded
-    return encoded
-
-
-_STATUS_UNSET = b"\x7a\x00"  # Span.status (15) present, code UNSET
-_KIND_INTERNAL = b"\x30\x01"  # Span.kind (6)
-_KIND_CLIENT = b"\x30\x03"
-
-
-def _span_body(
-    trace_id: bytes, obs: Observation, parent_id: str | None, name: str, attributes: Mapping[str, Any]
-) -> bytes:
-    """One serialized ``Span`` message."""
-    parts = []
-    if trace_id:
-        parts.append(_field(b"\x0a", trace_id))
-    span_id = bytes.fromhex(obs.id)
-    if span_id:
-        parts.append(_field(b"\x12", span_id))
-    if parent_id:
-        parts.append(_field(b"\x22", bytes.fromhex(parent_id)))
-    if name:
-        parts.append(_field(b"\x2a", name.encode()))
-    parts.append(_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else _KIND_INTERNAL)
-    start = obs.start_time
-    end = max(obs.end_time or start, start)
-    if start:
-        parts.append(b"\x39" + struct.pack("<Q", start))  # fixed64
-    if end:
-        parts.append(b"\x41" + struct.pack("<Q", end))
-    _put_attributes(parts, b"\x4a", attributes)
-    if obs.level == "ERROR":
-        message = (obs.status_message or "error")[:4096].encode()
-        parts.append(_field(b"\x7a", _field(b"\x12", message) + b"\x18\x02"))  # message, code ERROR
+            target.int_value = value
+        else:
+            target.string_value = str(value)
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, list | tuple):
+        values = target.array_value.values
+        for item in value:
+            _set_value(values.add(), item)
     else:
-        parts.append(_STATUS_UNSET)
-    return b"".join(parts)
+        target.string_value = str(value)
 
 
-def _request_body(span_bodies: Sequence[bytes], resource_attributes: Mapping[str, Any], profile: str) -> bytes:
-    """One serialized ``ExportTraceServiceRequest``: one resource, one scope, these spans (not copied twice)."""
-    scope_name = LANGFUSE_SCOPE if profile == "langfuse" else OTLP_SCOPE
-    scope = _field(b"\x0a", scope_name.encode()) + (_field(b"\x12", __version__.encode()) if __version__ else b"")
-    resource_parts: list[bytes] = []
-    _put_attributes(resource_parts, b"\x0a", resource_attributes_for(resource_attributes))
-    resource = b"".join(resource_parts)
-    scope_spans = [_field(b"\x0a", scope)]
-    for body in span_bodies:
-        scope_spans += (b"\x12" + _varint(len(body)), body)
-    scope_spans_size = sum(map(len, scope_spans))
-    head = _field(b"\x0a", resource) + b"\x12" + _varint(scope_spans_size)  # ResourceSpans: resource, scope_spans
-    size = len(head) + scope_spans_size
-    return b"".join([b"\x0a", _varint(size), head, *scope_spans])
+def _add_attributes(repeated: Any, attributes: Mapping[str, Any]) -> None:
+    for key, value in attributes.items():
+        if value is not None:
+            kv = repeated.add()
+            kv.key = key
+            _set_value(kv.value, value)
 
 
 def _synthetic_root(trace: Trace) -> Observation:
@@ -536,65 +376,62 @@ def foreign_parent_span_id(trace: Trace) -> str | None:
     return value
 
 
-def _encoded_spans(trace: Trace, profile: str) -> list[bytes]:
-    """The serialized OTLP ``Span`` messages of one trace."""
-    bodies = []
+def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
+    """The OTLP spans of one trace."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    spans = []
     known = {o.id for o in trace.observations}
     foreign_parent = foreign_parent_span_id(trace)
-    trace_id = bytes.fromhex(trace.id)
     for obs in trace.observations or [_synthetic_root(trace)]:
         is_root = obs.parent_id is None or obs.parent_id not in known
-        attributes = _observation_attributes(obs, trace, is_root, profile, _dumps_bytes)
+        attributes = observation_attributes(obs, trace, is_root=is_root, profile=profile)
         parent_id = obs.parent_id
         if parent_id is None and foreign_parent is not None:
             # under the caller's span; Langfuse treats a span with a parent as the trace root only with this flag
             parent_id = foreign_parent
             attributes["langfuse.internal.as_root"] = "true"
         attributes = limit_attribute_sizes(attributes)
-        bodies.append(_span_body(trace_id, obs, parent_id, span_name(obs, profile), attributes))
-    return bodies
+        if obs.level == "ERROR":
+            status = Status(code=Status.STATUS_CODE_ERROR, message=(obs.status_message or "error")[:4096])
+        else:
+            status = Status(code=Status.STATUS_CODE_UNSET)
+        span = Span(
+            trace_id=bytes.fromhex(trace.id),
+            span_id=bytes.fromhex(obs.id),
+            name=span_name(obs, profile),
+            kind=Span.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else Span.SPAN_KIND_INTERNAL,
+            start_time_unix_nano=obs.start_time,
+            end_time_unix_nano=max(obs.end_time or obs.start_time, obs.start_time),
+            status=status,
+        )
+        _add_attributes(span.attributes, attributes)
+        if parent_id:
+            span.parent_span_id = bytes.fromhex(parent_id)
+        spans.append(span)
+    return spans
 
 
-def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
-    """The OTLP spans of one trace (``Span`` messages)."""
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-    return [Span.FromString(body) for body in _encoded_spans(trace, profile)]
-
-
-def encode_request_bodies(
-    traces: Sequence[Trace],
-    resource_attributes: Mapping[str, Any] | None = None,
-    *,
-    profile: str = "langfuse",
-    max_bytes: int = MAX_REQUEST_BYTES,
-) -> list[bytes]:
-    """Serialized requests of at most ~``max_bytes`` each (a single oversized span still gets its own)."""
-    batches: list[list[bytes]] = [[]]
-    size = 0
-    for trace in traces:
-        for body in _encoded_spans(trace, profile):
-            span_size = len(body) + 8
-            if batches[-1] and size + span_size > max_bytes:
-                batches.append([])
-                size = 0
-            batches[-1].append(body)
-            size += span_size
-    return [_request_body(bodies, resource_attributes or {}, profile) for bodies in batches if bodies]
-
-
-def _parse_request(body: bytes) -> ExportTraceServiceRequest:
+def _request(spans: Sequence[Any], resource_attributes: Mapping[str, Any], profile: str) -> ExportTraceServiceRequest:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-    return ExportTraceServiceRequest.FromString(body)
+    scope = InstrumentationScope(name=LANGFUSE_SCOPE if profile == "langfuse" else OTLP_SCOPE, version=__version__)
+    resource = Resource()
+    _add_attributes(resource.attributes, resource_attributes_for(resource_attributes))
+    return ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=scope, spans=list(spans))])]
+    )
 
 
 def encode_traces(
     traces: Sequence[Trace], resource_attributes: Mapping[str, Any] | None = None, *, profile: str = "langfuse"
 ) -> ExportTraceServiceRequest:
     """One request holding every span of ``traces`` (no size splitting: see ``encode_batches``)."""
-    bodies = [body for trace in traces for body in _encoded_spans(trace, profile)]
-    return _parse_request(_request_body(bodies, resource_attributes or {}, profile))
+    spans = [span for trace in traces for span in encode_spans(trace, profile)]
+    return _request(spans, resource_attributes or {}, profile)
 
 
 def encode_batches(
@@ -605,8 +442,17 @@ def encode_batches(
     max_bytes: int = MAX_REQUEST_BYTES,
 ) -> list[ExportTraceServiceRequest]:
     """Requests of at most ~``max_bytes`` each (a single oversized span still gets its own request)."""
-    bodies = encode_request_bodies(traces, resource_attributes, profile=profile, max_bytes=max_bytes)
-    return [_parse_request(body) for body in bodies]
+    batches: list[list[Any]] = [[]]
+    size = 0
+    for trace in traces:
+        for span in encode_spans(trace, profile):
+            span_size = span.ByteSize() + 8
+            if batches[-1] and size + span_size > max_bytes:
+                batches.append([])
+                size = 0
+            batches[-1].append(span)
+            size += span_size
+    return [_request(spans, resource_attributes or {}, profile) for spans in batches if spans]
 
 
 # ---------------------------------------------------------------- HTTP
@@ -695,12 +541,12 @@ class OtlpExporter:
         if not traces:
             return ExportResult(ok=True, message="nothing to send")
         try:
-            bodies = encode_request_bodies(traces, self.resource_attributes, profile=self.profile)
+            requests = encode_batches(traces, self.resource_attributes, profile=self.profile)
         except Exception as exc:  # a bug or a corrupt trace: don't retry forever
             return ExportResult(ok=False, retryable=False, message=f"could not encode traces: {exc!r}")
         result = ExportResult(ok=True)
-        for body in bodies:
-            result = self.send(body, timeout=timeout)
+        for request in requests:
+            result = self.send(request.SerializeToString(), timeout=timeout)
             if not result.ok:
                 return result
         return result
