@@ -33,7 +33,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -378,11 +378,22 @@ def foreign_parent_span_id(trace: Trace) -> str | None:
 
 def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
     """The OTLP spans of one trace."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    holder = ScopeSpans()
+    for _ in _add_spans(holder.spans.add, trace, profile):
+        pass
+    return list(holder.spans)
+
+
+def _add_spans(new_span: Callable[[], Any], trace: Trace, profile: str) -> Iterator[Any]:
+    """Fill the spans of ``trace`` in place, each in a message from ``new_span()`` (a repeated field's add: no
+    copies); yields each one once filled."""
     from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-    spans = []
     known = {o.id for o in trace.observations}
     foreign_parent = foreign_parent_span_id(trace)
+    trace_id = bytes.fromhex(trace.id)
     for obs in trace.observations or [_synthetic_root(trace)]:
         is_root = obs.parent_id is None or obs.parent_id not in known
         attributes = observation_attributes(obs, trace, is_root=is_root, profile=profile)
@@ -392,46 +403,46 @@ def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
             parent_id = foreign_parent
             attributes["langfuse.internal.as_root"] = "true"
         attributes = limit_attribute_sizes(attributes)
-        if obs.level == "ERROR":
-            status = Status(code=Status.STATUS_CODE_ERROR, message=(obs.status_message or "error")[:4096])
-        else:
-            status = Status(code=Status.STATUS_CODE_UNSET)
-        span = Span(
-            trace_id=bytes.fromhex(trace.id),
-            span_id=bytes.fromhex(obs.id),
-            name=span_name(obs, profile),
-            kind=Span.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else Span.SPAN_KIND_INTERNAL,
-            start_time_unix_nano=obs.start_time,
-            end_time_unix_nano=max(obs.end_time or obs.start_time, obs.start_time),
-            status=status,
-        )
-        _add_attributes(span.attributes, attributes)
+        span = new_span()
+        span.trace_id = trace_id
+        span.span_id = bytes.fromhex(obs.id)
         if parent_id:
             span.parent_span_id = bytes.fromhex(parent_id)
-        spans.append(span)
-    return spans
+        span.name = span_name(obs, profile)
+        span.kind = Span.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else Span.SPAN_KIND_INTERNAL
+        span.start_time_unix_nano = obs.start_time
+        span.end_time_unix_nano = max(obs.end_time or obs.start_time, obs.start_time)
+        if obs.level == "ERROR":
+            span.status.code = Status.STATUS_CODE_ERROR
+            span.status.message = (obs.status_message or "error")[:4096]
+        else:
+            span.status.code = Status.STATUS_CODE_UNSET
+        _add_attributes(span.attributes, attributes)
+        yield span
 
 
-def _request(spans: Sequence[Any], resource_attributes: Mapping[str, Any], profile: str) -> ExportTraceServiceRequest:
+def _new_request(resource_attributes: Mapping[str, Any], profile: str) -> tuple[ExportTraceServiceRequest, Any]:
+    """An empty request with its resource and scope set, and the repeated field its spans go into."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
-    scope = InstrumentationScope(name=LANGFUSE_SCOPE if profile == "langfuse" else OTLP_SCOPE, version=__version__)
-    resource = Resource()
-    _add_attributes(resource.attributes, resource_attributes_for(resource_attributes))
-    return ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(scope=scope, spans=list(spans))])]
-    )
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    _add_attributes(resource_spans.resource.attributes, resource_attributes_for(resource_attributes))
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = LANGFUSE_SCOPE if profile == "langfuse" else OTLP_SCOPE
+    scope_spans.scope.version = __version__
+    return request, scope_spans.spans
 
 
 def encode_traces(
     traces: Sequence[Trace], resource_attributes: Mapping[str, Any] | None = None, *, profile: str = "langfuse"
 ) -> ExportTraceServiceRequest:
     """One request holding every span of ``traces`` (no size splitting: see ``encode_batches``)."""
-    spans = [span for trace in traces for span in encode_spans(trace, profile)]
-    return _request(spans, resource_attributes or {}, profile)
+    request, spans = _new_request(resource_attributes or {}, profile)
+    for trace in traces:
+        for _ in _add_spans(spans.add, trace, profile):
+            pass
+    return request
 
 
 def encode_batches(
@@ -442,17 +453,27 @@ def encode_batches(
     max_bytes: int = MAX_REQUEST_BYTES,
 ) -> list[ExportTraceServiceRequest]:
     """Requests of at most ~``max_bytes`` each (a single oversized span still gets its own request)."""
-    batches: list[list[Any]] = [[]]
+    request, spans = _new_request(resource_attributes or {}, profile)
+    requests = [request]
     size = 0
+
+    def new_span() -> Any:
+        return spans.add()  # always the current request's field, also after a split
+
     for trace in traces:
-        for span in encode_spans(trace, profile):
+        for span in _add_spans(new_span, trace, profile):
             span_size = span.ByteSize() + 8
-            if batches[-1] and size + span_size > max_bytes:
-                batches.append([])
+            if size and size + span_size > max_bytes:
+                # the span that does not fit moves to a new request (the only copy made)
+                moved = type(span)()
+                moved.CopyFrom(span)
+                del spans[-1]
+                request, spans = _new_request(resource_attributes or {}, profile)
+                requests.append(request)
+                spans.append(moved)
                 size = 0
-            batches[-1].append(span)
             size += span_size
-    return [_request(spans, resource_attributes or {}, profile) for spans in batches if spans]
+    return [r for r in requests if r.resource_spans[0].scope_spans[0].spans]
 
 
 # ---------------------------------------------------------------- HTTP
