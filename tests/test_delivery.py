@@ -265,3 +265,30 @@ def test_a_batch_specific_400_does_not_block_the_next_batches(tmp_path, store, r
     assert (report.delivered, report.failed) == (2, 2)
     assert "span too large" in store.delivery_counts()[f"otlp:{settings.otlp_endpoint}"]["last_error"]
     assert len(receiver.otlp_requests(ok_only=False)) == 2  # the failed batch is not re-claimed in the same call
+
+
+def test_traces_remembered_from_the_writer_export_exactly_like_traces_read_back(tmp_path, store):
+    """The in-memory copy (first destination) and the store's copy (second) give the same spans."""
+    with running_receiver() as first, running_receiver() as second:
+        settings = Settings(
+            store=tmp_path / "traces.db",
+            public_key=PK,
+            secret_key=SK,
+            base_url=first.url,
+            otlp_endpoint=second.url + "/v1/traces",
+        )
+        traces = [sample_trace(error=True), sample_trace()]
+        store.write_traces(traces, destinations=[d.name for d in destinations_for(settings)])
+        # the second destination speaks Langfuse's dialect too, so the two exports can be compared span by span
+        destinations = destinations_for(settings)
+        destinations[1].exporter.profile = destinations[0].exporter.profile
+        deliverer = Deliverer(store, destinations, settings)
+        try:
+            deliverer.remember(traces)
+            report = deliverer.deliver(time.monotonic() + settings.timeout)
+        finally:
+            deliverer.stop()
+        assert report.delivered == 4
+        assert deliverer._recent == {}  # each remembered trace is used once
+        key = lambda s: s.span_id  # noqa: E731
+        assert sorted(first.spans(), key=key) == sorted(second.spans(), key=key)

@@ -34,6 +34,7 @@ log = logging.getLogger("lftrace.delivery")
 
 BATCH_TRACES = 100  # traces per claim (the exporter further splits requests at ~4 MB)
 MIN_ATTEMPT_S = 0.05  # don't start an export with less time than this left
+RECENT_TRACES = 256  # just-written traces kept in memory for export, so delivery need not read them back
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_IN_CALL_S = 2.0
 BACKOFF_MAX_BETWEEN_CALLS_S = 60.0
@@ -151,6 +152,8 @@ class Deliverer:
         self._lock = threading.Lock()  # one delivery at a time in this process (flush waits for the background)
         self._not_before: dict[str, float] = {}  # destination -> monotonic time before which we don't retry
         self._failures: dict[str, int] = {}  # consecutive retryable failures per destination
+        self._recent: dict[str, Trace] = {}  # insertion-ordered; bounded by RECENT_TRACES
+        self._recent_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -214,11 +217,23 @@ class Deliverer:
             if not self._export_batch(dest, traces, report, deadline):
                 return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
 
+    def remember(self, traces: Sequence[Trace]) -> None:
+        """Traces just committed by this process's writer: exported from memory instead of read back."""
+        with self._recent_lock:
+            for trace in traces:
+                self._recent.pop(trace.id, None)
+                self._recent[trace.id] = trace  # the newest version of a rewritten trace
+            while len(self._recent) > RECENT_TRACES:
+                del self._recent[next(iter(self._recent))]
+
     def _load(self, ids: Sequence[str]) -> tuple[list[Trace], list[str]]:
-        """The claimed traces in one read; ids the store no longer has come back as missing."""
-        traces = self.store.get_traces(ids)
-        found = {t.id for t in traces}
-        return traces, [i for i in ids if i not in found]
+        """The claimed traces (recently written ones from memory, the rest in one read); gone ids as missing."""
+        with self._recent_lock:  # used once: a retry, or a second destination, reads the store's current version
+            cached = {i: self._recent.pop(i) for i in ids if i in self._recent}
+        rest = [i for i in ids if i not in cached]
+        found = {t.id: t for t in self.store.get_traces(rest)} if rest else {}
+        found.update(cached)
+        return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
 
     def _export_batch(self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float) -> bool:
         """Export one claimed batch, retrying transient failures within the deadline; True to go on.
