@@ -36,7 +36,9 @@ def test_argument_beats_environment_beats_dotenv():
 
 
 def test_dotenv_file_in_cwd_is_read_and_real_env_wins(tmp_path, monkeypatch):
-    (tmp_path / ".env").write_text(f'LANGFUSE_PUBLIC_KEY="{PK}"\nLANGFUSE_SECRET_KEY={SK}\nLANGFUSE_RELEASE=from-file\n')
+    (tmp_path / ".env").write_text(
+        f'LANGFUSE_PUBLIC_KEY="{PK}"\nLANGFUSE_SECRET_KEY={SK}\nLANGFUSE_RELEASE=from-file\n'
+    )
     monkeypatch.setenv("LANGFUSE_RELEASE", "from-env")
     s = Settings.resolve()
     assert s.public_key == PK and s.secret_key == SK
@@ -47,8 +49,13 @@ def test_dotenv_file_in_cwd_is_read_and_real_env_wins(tmp_path, monkeypatch):
 def test_base_url_preferred_over_host_and_host_argument_accepted():
     env = {config.BASE_URL: "https://eu.example.com", config.HOST: "https://old.example.com"}
     assert Settings.resolve(environ=env, dotenv={}).base_url == "https://eu.example.com"
-    assert Settings.resolve(environ={config.HOST: "https://old.example.com/"}, dotenv={}).base_url == "https://old.example.com"
-    assert Settings.resolve({"host": "http://localhost:3000"}, environ=env, dotenv={}).base_url == "http://localhost:3000"
+    assert (
+        Settings.resolve(environ={config.HOST: "https://old.example.com/"}, dotenv={}).base_url
+        == "https://old.example.com"
+    )
+    assert (
+        Settings.resolve({"host": "http://localhost:3000"}, environ=env, dotenv={}).base_url == "http://localhost:3000"
+    )
 
 
 @pytest.mark.parametrize(

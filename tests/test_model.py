@@ -22,8 +22,27 @@ def make_trace() -> Trace:
         usage_details={"input": 10, "output": 5, "total": 15},
         cost_details={"input": 0.001, "output": 0.002, "total": 0.003},
     )
-    tool = Observation("c" * 16, "f" * 32, "a" * 16, "TOOL", "search", T0 + 1_200_000_000, T0 + 1_500_000_000, level="ERROR", status_message="boom")
-    return Trace("f" * 32, "LangGraph", T0, input={"q": 1}, output="x", tags=["a"], observations=[root, gen, tool], end_time=T0 + 2_000_000_000)
+    tool = Observation(
+        "c" * 16,
+        "f" * 32,
+        "a" * 16,
+        "TOOL",
+        "search",
+        T0 + 1_200_000_000,
+        T0 + 1_500_000_000,
+        level="ERROR",
+        status_message="boom",
+    )
+    return Trace(
+        "f" * 32,
+        "LangGraph",
+        T0,
+        input={"q": 1},
+        output="x",
+        tags=["a"],
+        observations=[root, gen, tool],
+        end_time=T0 + 2_000_000_000,
+    )
 
 
 def test_iso_round_trip():
@@ -35,12 +54,47 @@ def test_iso_round_trip():
 
 def test_trace_to_dict_has_langfuse_shape():
     d = make_trace().to_dict()
-    for key in ("id", "timestamp", "name", "input", "output", "sessionId", "userId", "release", "version", "metadata", "tags", "environment", "latency", "totalCost", "observations", "htmlPath"):
+    for key in (
+        "id",
+        "timestamp",
+        "name",
+        "input",
+        "output",
+        "sessionId",
+        "userId",
+        "release",
+        "version",
+        "metadata",
+        "tags",
+        "environment",
+        "latency",
+        "totalCost",
+        "observations",
+        "htmlPath",
+    ):
         assert key in d
     assert d["latency"] == 2.0
     assert abs(d["totalCost"] - 0.003) < 1e-12
     gen = d["observations"][1]
-    for key in ("id", "traceId", "parentObservationId", "type", "name", "startTime", "endTime", "completionStartTime", "model", "modelParameters", "input", "output", "metadata", "level", "statusMessage", "usageDetails", "costDetails"):
+    for key in (
+        "id",
+        "traceId",
+        "parentObservationId",
+        "type",
+        "name",
+        "startTime",
+        "endTime",
+        "completionStartTime",
+        "model",
+        "modelParameters",
+        "input",
+        "output",
+        "metadata",
+        "level",
+        "statusMessage",
+        "usageDetails",
+        "costDetails",
+    ):
         assert key in gen
     assert gen["parentObservationId"] == "a" * 16
     assert gen["timeToFirstToken"] == 0.2

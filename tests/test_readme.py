@@ -20,7 +20,9 @@ def command_names() -> list[str]:
 
 def test_every_command_has_a_readme_section_with_an_example():
     names = command_names()
-    assert {"run", "show", "list", "push", "status", "doctor", "test", "export", "import", "diff", "stats"} <= set(names)
+    assert {"run", "show", "list", "push", "status", "doctor", "test", "export", "import", "diff", "stats"} <= set(
+        names
+    )
     for name in names:
         assert re.search(rf"^### .*`lftrace {name}`", README, re.MULTILINE), f"no README section for lftrace {name}"
         assert re.search(rf"^\$ lftrace {name}\b", README, re.MULTILINE), f"no example of lftrace {name} in README"
