@@ -42,6 +42,8 @@ demo: install
 
 # The whole suite. LFTRACE_SKIP_PHOENIX=1 skips the Phoenix integration test where it cannot be installed.
 test: install install-local $(if $(filter 1,$(LFTRACE_SKIP_PHOENIX)),,install-phoenix)
+	$(VENV)/bin/ruff check src tests bench sample_graphs
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 -q
 
 test-fast: install
