@@ -18,7 +18,6 @@ from rich.cells import cell_len, set_cell_size
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.style import Style
-from rich.table import Table
 from rich.text import Text
 
 from .errors import InputError, TraceNotFound
@@ -435,7 +434,14 @@ class TraceList:
 
     HEADERS = ("TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS")
 
-    def table(self, width: int) -> Table:
+    RIGHT = frozenset((3, 4, 5))  # DURATION, TOKENS, COST
+
+    def lines(self, width: int) -> list[Text]:
+        """Header and rows as text lines, columns two spaces apart, fitted to ``width``.
+
+        Laid out here rather than with ``rich.table`` (whose import and layout cost more than the rest
+        of ``lftrace list`` together): the widths are known, only NAME gives way.
+        """
         rows = self.rows
         widths = self._widths(rows)
         fixed = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
@@ -443,23 +449,29 @@ class TraceList:
             rows = [(row[0][5:16], *row[1:]) for row in rows]
             widths = self._widths(rows)
             fixed = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
-        name_width = max(min(widths[2], width - fixed), 4)
-        table = Table(box=None, header_style="bold", pad_edge=False, expand=False, padding=(0, 1))
-        for i, header in enumerate(self.HEADERS):
-            right = header in ("DURATION", "TOKENS", "COST")
-            size = name_width if i == 2 else widths[i]
-            table.add_column(
-                header, no_wrap=True, overflow="ellipsis", width=size, justify="right" if right else "left"
-            )
+        widths[2] = max(min(widths[2], width - fixed), 4)
+        out = [Text("  ".join(self._cell(h, i, widths[i]) for i, h in enumerate(self.HEADERS)), style="bold")]
         for row in rows:
-            table.add_row(*row[:-1], Text(row[-1], style=STATUS_STYLES.get(row[-1], "")))
-        return table
+            line = Text("  ".join(self._cell(cell, i, widths[i]) for i, cell in enumerate(row[:-1])) + "  ")
+            line.append(self._cell(row[-1], len(row) - 1, widths[-1]), style=STATUS_STYLES.get(row[-1], ""))
+            out.append(line)
+        return out
+
+    def _cell(self, text: str, column: int, width: int) -> str:
+        size = len(text) if text.isascii() else cell_len(text)
+        if size > width:
+            return set_cell_size(text, width - 1) + "…"
+        pad = " " * (width - size)
+        return pad + text if column in self.RIGHT else text + pad
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.lines(options.max_width):
+            line.no_wrap = True
+            line.overflow = "ellipsis"
+            yield line
 
     def _widths(self, rows: Sequence[tuple[str, ...]]) -> list[int]:
         return [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(self.HEADERS)]
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.table(options.max_width)
 
 
 def render_trace_list(summaries: Sequence[TraceSummary] | Iterable[TraceSummary]) -> TraceList:
