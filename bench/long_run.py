@@ -1,0 +1,293 @@
+"""Long agent runs: cost of tracing a LangGraph loop of N steps (not a test).
+
+The graph is ``sample_graphs/long_loop.py``: ``think -> critic -> think ...`` on ``MessagesState`` with the
+deterministic fake chat model, so every node's input holds the whole growing conversation. Each case runs in
+its own subprocess (clean peak RSS):
+
+* ``plain``      the graph with no callbacks
+* ``store``      lftrace, store only (no backend configured)
+* ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body)
+* ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
+
+Per case: wall time of run + flush (for ``otlp`` also until every span was delivered), peak RSS of the
+process, store size (the store file after the client shut down). Ratios are against ``plain`` measured in the
+same run. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT mid-run and times the exit.
+
+    .venv/bin/python bench/long_run.py                 # 1,000 and 2,000 steps, about a minute
+    .venv/bin/python bench/long_run.py --full          # 1,000 / 2,000 / 4,000 / 10,007 steps, the official handler too
+    .venv/bin/python bench/long_run.py --sizes 500,1000 --cases plain,store --ctrl-c
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SIZES = (1000, 2000)
+FULL_SIZES = (1000, 2000, 4000, 10007)
+CASES = ("plain", "store", "otlp", "langfuse")
+OFFICIAL_MAX_STEPS = 2000
+PK, SK = "pk-lf-bench-0000000000", "sk-lf-bench-0000000000"
+
+
+class Sink:
+    """A 200-OK HTTP server on 127.0.0.1 that reads every body (OTLP receiver and Langfuse stand-in)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _ok(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with sink.lock:
+                    sink.requests += 1
+                    sink.bytes += len(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_GET = do_PUT = _ok
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------------------------- one case (child)
+
+
+def _store_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
+    """Runs in the child process; returns the figures as a dict (printed as JSON)."""
+    store = workdir / "traces.db"
+    for name in [n for n in os.environ if n.startswith(("LANGFUSE_", "OTEL_", "LFTRACE_"))]:
+        del os.environ[name]
+    os.environ["LFTRACE_STORE"] = str(store)
+    os.environ["LANGFUSE_TIMEOUT"] = "600"  # flush waits for the whole export: we time it
+    if case == "otlp":
+        os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{url}/v1/traces"
+    if case == "langfuse":
+        os.environ.update(LANGFUSE_BASE_URL=url, LANGFUSE_PUBLIC_KEY=PK, LANGFUSE_SECRET_KEY=SK)
+
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    graph = build_graph()
+    callbacks: list[Any] = []
+    flush: Any = lambda: None  # noqa: E731
+    shutdown: Any = lambda: None  # noqa: E731
+    if case in ("store", "otlp"):
+        import lftrace
+        from lftrace.langchain import CallbackHandler
+
+        client = lftrace.get_client()
+        callbacks = [CallbackHandler()]
+        flush, shutdown = client.flush, client.shutdown
+    elif case == "langfuse":
+        from langfuse import Langfuse
+        from langfuse.langchain import CallbackHandler as OfficialHandler
+
+        official = Langfuse()
+        callbacks = [OfficialHandler()]
+        flush, shutdown = official.flush, official.shutdown
+    # warm-up: imports, lazy caches, the store file and its schema
+    graph.invoke(loop_input(4), run_config(4, callbacks))
+    flush()
+    before = _store_bytes(store)
+
+    start = time.perf_counter()
+    graph.invoke(loop_input(steps), run_config(steps, callbacks))
+    ran = time.perf_counter()
+    flush()
+    flushed = time.perf_counter()
+    shutdown()
+    out: dict[str, Any] = {
+        "run": ran - start,
+        "total": flushed - start,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "store_mb": (_store_bytes(store) - before) / 1e6 if case in ("store", "otlp") else None,
+    }
+    if case == "otlp":
+        report = client.last_delivery
+        out["pending"] = report.pending if report is not None else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the driver
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["LFTRACE_SAMPLE_MODEL"] = "fake"
+    return env
+
+
+def measure(case: str, steps: int, sink: Sink, timeout: float) -> dict[str, Any] | None:
+    with tempfile.TemporaryDirectory(prefix="lftrace-long-") as tmp:
+        before = (sink.requests, sink.bytes)
+        cmd = [sys.executable, __file__, "--child", case, "--steps", str(steps), "--workdir", tmp, "--url", sink.url]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            print(f"  {case} {steps}: timed out after {timeout:.0f} s", flush=True)
+            return None
+        if proc.returncode != 0:
+            print(f"  {case} {steps}: failed ({proc.returncode}): {proc.stderr.strip()[-800:]}", flush=True)
+            return None
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["sent_mb"] = (sink.bytes - before[1]) / 1e6
+        result["requests"] = sink.requests - before[0]
+        return result
+
+
+def ctrl_c(steps: int, after: float) -> dict[str, Any]:
+    """``lftrace run`` on the loop; SIGINT ``after`` seconds into the run; time to exit, exit code, what was kept."""
+    with tempfile.TemporaryDirectory(prefix="lftrace-ctrlc-") as tmp:
+        env = child_env()
+        for name in [n for n in env if n.startswith(("LANGFUSE_", "OTEL_"))]:
+            del env[name]
+        env["LFTRACE_STORE"] = str(Path(tmp) / "traces.db")
+        lftrace = str(Path(sys.executable).with_name("lftrace"))
+        payload = json.dumps({"messages": [{"role": "user", "content": "Plan a trip"}], "max_steps": steps})
+        cmd = [lftrace, "run", str(ROOT / "sample_graphs" / "long_loop.py") + ":graph", "--input", payload]
+        cmd += ["--config", json.dumps({"recursion_limit": steps + 10})]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
+        time.sleep(after)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        exit_s = time.perf_counter() - sent
+        listing = subprocess.run(
+            [lftrace, "list", "--json"], capture_output=True, text=True, env=env, cwd=tmp, timeout=60
+        ).stdout
+        try:
+            rows = json.loads(listing)
+        except json.JSONDecodeError:
+            rows = []
+        row = rows[0] if rows else {}
+        return {
+            "exit_s": exit_s,
+            "code": proc.returncode,
+            "status": row.get("status"),
+            "observations": row.get("observationCount"),
+            "store_mb": _store_bytes(Path(tmp) / "traces.db") / 1e6,
+            "output_lines": len(out.decode(errors="replace").splitlines()),
+            "stderr": err.decode(errors="replace").strip().splitlines()[-1:] if err else [],
+        }
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", help="comma-separated step counts (default 1000,2000; --full: 1000,2000,4000,10007)")
+    parser.add_argument("--full", action="store_true", help="every size, and the official handler up to 2,000 steps")
+    parser.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--official", action="store_true", help="include the official handler (slow: ~30 s at 1,000)")
+    parser.add_argument("--ctrl-c", action="store_true", help="also time Ctrl-C of `lftrace run` mid-run")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per case before giving up")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+        print(json.dumps(run_case(args.child, args.steps, Path(args.workdir), args.url)))
+        return
+
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(FULL_SIZES if args.full else DEFAULT_SIZES)
+    cases = args.cases.split(",") if args.cases else [c for c in CASES if c != "langfuse" or args.full or args.official]
+    if "plain" not in cases:
+        cases.insert(0, "plain")
+    sink = Sink()
+    print(f"LangGraph loop think -> critic (sample_graphs/long_loop.py), fake model; cases: {', '.join(cases)}")
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    for steps in sizes:
+        plain: dict[str, Any] | None = None
+        for case in cases:
+            if case == "langfuse" and steps > OFFICIAL_MAX_STEPS:
+                continue
+            result = measure(case, steps, sink, args.timeout)
+            if result is None:
+                continue
+            if case == "plain":
+                plain = result
+            rows.append((steps, case, result))
+            ratio = result["total"] / plain["total"] if plain else None
+            extra = f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if case == "otlp" else ""
+            if case == "otlp" and result.get("pending"):
+                extra += f", {result['pending']} traces still pending"
+            print(
+                f"  {steps:>6} steps  {case:<9} run {result['run']:7.2f} s  run+flush {result['total']:7.2f} s "
+                f"({fmt(ratio, '.2f')}x plain)  peak RSS {result['rss_mb']:7.0f} MB "
+                f"(+{result['rss_mb'] - (plain or result)['rss_mb']:.0f})  store {fmt(result['store_mb'], '.1f')} MB{extra}",
+                flush=True,
+            )
+
+    print("\n| steps | case | run+flush s | x plain | peak RSS MB | RSS - plain MB | store MB |")
+    print("|---|---|---|---|---|---|---|")
+    plains = {steps: r for steps, case, r in rows if case == "plain"}
+    for steps, case, r in rows:
+        base = plains.get(steps)
+        ratio = fmt(r["total"] / base["total"], ".2f") if base else "-"
+        delta = fmt(r["rss_mb"] - base["rss_mb"], ".0f") if base else "-"
+        print(
+            f"| {steps:,} | {case} | {r['total']:.2f} | {ratio} | {r['rss_mb']:.0f} | {delta} | {fmt(r['store_mb'], '.1f')} |"
+        )
+    stores = sorted((steps, r["store_mb"]) for steps, case, r in rows if case == "store" and r["store_mb"])
+    for (n1, s1), (n2, s2) in itertools.pairwise(stores):
+        print(f"store growth {n1:,} -> {n2:,} steps ({n2 / n1:.2f}x steps): {s2 / s1:.2f}x size")
+
+    if args.ctrl_c:
+        steps = max(FULL_SIZES)  # long enough to be still running when SIGINT comes
+        after = 3.0
+        result = ctrl_c(steps, after)
+        print(
+            f"\nCtrl-C of `lftrace run` ({steps:,} steps) after {after:.0f} s: exited in {result['exit_s']:.2f} s "
+            f"with {result['code']}, trace {result['status']} with {result['observations']} observations, "
+            f"store {result['store_mb']:.1f} MB, {result['output_lines']} lines printed {result['stderr']}"
+        )
+    sink.close()
+
+
+if __name__ == "__main__":
+    main()
