@@ -237,12 +237,12 @@ class Langfuse:
                     self._deliverer.start_background(self.settings.flush_interval)
         return self._deliverer
 
-    def _on_written(self, traces: list[Trace]) -> None:
+    def _on_written(self, traces: list[Trace], merged: list[str]) -> None:
         # Deliver in batches: wake the deliverer only once flush_at traces wait (else its interval timer, or
         # flush(), sends them). Waking per trace cost ~400 us of CPU per span in bench/overhead.py.
         if self._deliverer is not None:
-            self._deliverer.remember(traces)
-        self._written_since_wake += len(traces)
+            self._deliverer.remember(traces, forget=merged)
+        self._written_since_wake += len(traces) + len(merged)
         if self._deliverer is not None and self._written_since_wake >= self.settings.flush_at:
             self._written_since_wake = 0
             self._deliverer.wake()

@@ -18,7 +18,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -200,7 +200,10 @@ class Deliverer:
         while time.monotonic() + MIN_ATTEMPT_S < deadline:
             lease = max(60.0, (deadline - time.monotonic()) * 2)
             limit = BATCH_TRACES + len(seen)
-            claimed = self.store.claim_pending(dest.name, self.owner, limit, lease, include_failed=include_failed)
+            revisions = dict(
+                self.store.claim_revisions(dest.name, self.owner, limit, lease, include_failed=include_failed)
+            )
+            claimed = list(revisions)
             again = [i for i in claimed if i in seen]
             ids = [i for i in claimed if i not in seen][:BATCH_TRACES]
             unused = again + [i for i in claimed if i not in seen][BATCH_TRACES:]
@@ -209,7 +212,7 @@ class Deliverer:
             if not ids:
                 return
             seen.update(ids)
-            traces, missing = self._load(ids)
+            traces, missing = self._load(ids, revisions)
             if missing:
                 self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
             if not traces:
@@ -217,19 +220,30 @@ class Deliverer:
             if not self._export_batch(dest, traces, report, deadline):
                 return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
 
-    def remember(self, traces: Sequence[Trace]) -> None:
-        """Traces just committed by this process's writer: exported from memory instead of read back."""
+    def remember(self, traces: Sequence[Trace], forget: Sequence[str] = ()) -> None:
+        """Traces just committed as new by this process's writer: exported from memory instead of read back.
+
+        ``forget``: ids just merged into (the stored trace is no longer the copy in memory).
+        """
         with self._recent_lock:
             for trace in traces:
                 self._recent.pop(trace.id, None)
                 self._recent[trace.id] = trace  # the newest version of a rewritten trace
+            for trace_id in forget:
+                self._recent.pop(trace_id, None)
             while len(self._recent) > RECENT_TRACES:
                 del self._recent[next(iter(self._recent))]
 
-    def _load(self, ids: Sequence[str]) -> tuple[list[Trace], list[str]]:
-        """The claimed traces (recently written ones from memory, the rest in one read); gone ids as missing."""
+    def _load(self, ids: Sequence[str], revisions: Mapping[str, int] | None = None) -> tuple[list[Trace], list[str]]:
+        """The claimed traces (recently written ones from memory, the rest in one read); gone ids as missing.
+
+        The memory copy is used only at revision 0 (written once): another process may have merged a fragment into
+        a shared trace id since, and then only the store has the whole trace.
+        """
+        revisions = revisions or {}
         with self._recent_lock:  # used once: a retry, or a second destination, reads the store's current version
             cached = {i: self._recent.pop(i) for i in ids if i in self._recent}
+        cached = {i: t for i, t in cached.items() if revisions.get(i, 0) == 0}
         rest = [i for i in ids if i not in cached]
         found = {t.id: t for t in self.store.get_traces(rest)} if rest else {}
         found.update(cached)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import orjson
 
 from .errors import InputError, StoreError, TraceNotFound
-from .model import LEVELS, Observation, Trace, TraceSummary
+from .model import LEVEL_RANK, LEVELS, Observation, Trace, TraceSummary
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
 BUSY_TIMEOUT_S = 30.0
@@ -359,62 +359,53 @@ class TraceStore:
 
     # -- writing traces ------------------------------------------------------------------------------------------
 
-    def write_traces(self, traces: Sequence[Trace], destinations: Sequence[str] = ()) -> None:
-        """Upsert traces in one transaction; a trace id written again replaces the trace, its observations and tags.
+    def write_traces(self, traces: Sequence[Trace], destinations: Sequence[str] = (), merge: bool = False) -> set[str]:
+        """Write traces in one transaction and add a 'pending' delivery per destination.
 
-        Adds a 'pending' delivery per destination; an already delivered trace that is rewritten goes back to
-        'pending' so the update is delivered too.
+        ``merge=False``: a trace id written again replaces the trace, its observations and tags (``lftrace import``).
+        ``merge=True``: a trace id already stored (or repeated in the batch) is combined with what is there, in
+        write order, so several runs (threads, processes) sharing one trace id add up to one trace: observations
+        are upserted by id (others kept); trace fields: an incoming non-empty value wins, metadata keys are
+        merged, start = min, end = max, tags = union, level/status = worst of; totals are recomputed from every
+        stored observation.
+
+        An already delivered trace that changes goes back to 'pending' so the update is delivered too; a merge does
+        that for every destination the trace has rows for. Returns the ids written as new traces: only for those
+        is the caller's in-memory ``Trace`` exactly what is stored (delivery exports them from memory).
         """
         if not traces:
-            return
-        latest = {t.id: t for t in traces}  # the same id twice in one batch: the last one wins
-        trace_rows: list[tuple[Any, ...]] = []
-        obs_rows: list[tuple[Any, ...]] = []
-        tag_rows: list[tuple[str, str, int]] = []
-        for trace in latest.values():
-            trace_rows.append(_trace_row(trace))
-            obs_rows.extend(_observation_row(trace.id, seq, obs) for seq, obs in enumerate(trace.observations))
-            seen: set[str] = set()
-            for tag in trace.tags:
-                if isinstance(tag, str) and tag not in seen:
-                    seen.add(tag)
-                    tag_rows.append((trace.id, tag, len(seen)))
-        ids = [(tid,) for tid in latest]
+            return set()
         now = time.time_ns()
-        delivery_rows = [(tid, dest, now, now) for dest in dict.fromkeys(destinations) for tid in latest]
+        destinations = tuple(dict.fromkeys(destinations))
+        if not merge:
+            latest = {t.id: t for t in traces}  # the same id twice in one batch: the last one wins
 
-        def work(conn: sqlite3.Connection) -> None:
-            conn.executemany("DELETE FROM observations WHERE trace_id = ?", ids)
-            conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
-            conn.executemany(
-                "INSERT OR REPLACE INTO traces (id, name, timestamp_ns, end_ns, latency, level, status, session_id, "
-                "user_id, environment, release, total_tokens, total_cost, observation_count, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                trace_rows,
-            )
-            conn.executemany(
-                "INSERT INTO observations (trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, "
-                "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                # a duplicate observation id inside one trace: keep the later one rather than fail the batch
-                "ON CONFLICT (trace_id, id) DO UPDATE SET seq = excluded.seq, parent_id = excluded.parent_id, "
-                "type = excluded.type, name = excluded.name, start_ns = excluded.start_ns, end_ns = excluded.end_ns, "
-                "level = excluded.level, model = excluded.model, data = excluded.data",
-                obs_rows,
-            )
-            conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
-            if delivery_rows:
-                conn.executemany(
-                    "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (trace_id, destination) DO UPDATE SET "
-                    "revision = revision + 1, updated_ns = excluded.updated_ns, "
-                    "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
-                    "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
-                    "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END",
-                    delivery_rows,
-                )
+            def replace(conn: sqlite3.Connection) -> set[str]:
+                existing = _existing_ids(conn, list(latest))
+                _insert_traces(conn, list(latest.values()), destinations, now, replace=True)
+                return set(latest) - existing
+
+            with self._errors():
+                return self._write(replace)
+
+        def combine(conn: sqlite3.Connection) -> set[str]:
+            counts: dict[str, int] = {}
+            for trace in traces:
+                counts[trace.id] = counts.get(trace.id, 0) + 1
+            existing = _existing_ids(conn, list(counts))
+            # The common case stays batched: ids not stored yet and not repeated in this batch.
+            fresh = [t for t in traces if t.id not in existing and counts[t.id] == 1]
+            _insert_traces(conn, fresh, destinations, now, replace=False)
+            for trace in traces:
+                if trace.id in existing:
+                    _merge_trace(conn, trace, destinations, now)
+                elif counts[trace.id] > 1:  # the first of several fragments in this batch creates the trace
+                    _insert_traces(conn, [trace], destinations, now, replace=False)
+                    existing.add(trace.id)
+            return {t.id for t in fresh}
 
         with self._errors():
-            self._write(work)
+            return self._write(combine)
 
     # -- reading traces --------------------------------------------------------------------------------------
 
@@ -537,27 +528,37 @@ class TraceStore:
 
         A claimed row is invisible to other claimers until it is marked, released, or its lease expires.
         """
+        return [tid for tid, _ in self.claim_revisions(destination, owner, limit, lease_seconds, include_failed)]
+
+    def claim_revisions(
+        self,
+        destination: str,
+        owner: str,
+        limit: int,
+        lease_seconds: float = 60,
+        include_failed: bool = False,
+    ) -> list[tuple[str, int]]:
+        """``claim_pending`` with each row's revision: 0 means the trace was written once and never changed since."""
         if limit <= 0:
             return []
         statuses = ("pending", "failed") if include_failed else ("pending",)
 
-        def work(conn: sqlite3.Connection) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             now = time.time_ns()
             rows = conn.execute(
-                "SELECT d.trace_id FROM deliveries d JOIN traces t ON t.id = d.trace_id "
+                "SELECT d.trace_id, d.revision FROM deliveries d JOIN traces t ON t.id = d.trace_id "
                 f"WHERE d.destination = ? AND d.status IN ({_marks(len(statuses))}) AND d.next_attempt_ns <= ? "
                 "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ?) "
                 "ORDER BY t.timestamp_ns, d.trace_id LIMIT ?",
                 (destination, *statuses, now, now, limit),
             ).fetchall()
-            ids = [row[0] for row in rows]
             until = now + int(lease_seconds * 1e9)
             conn.executemany(
                 "UPDATE deliveries SET claimed_by = ?, claimed_until_ns = ?, claimed_revision = revision "
                 "WHERE trace_id = ? AND destination = ?",
-                [(owner, until, tid, destination) for tid in ids],
+                [(owner, until, tid, destination) for tid, _ in rows],
             )
-            return ids
+            return [(str(tid), int(rev)) for tid, rev in rows]
 
         with self._errors():
             return self._write(work)
@@ -779,6 +780,177 @@ def _observation_row(trace_id: str, seq: int, obs: Observation) -> tuple[Any, ..
         obs.model,
         dumps(data),
     )
+
+
+_TRACE_COLUMNS = (
+    "id, name, timestamp_ns, end_ns, latency, level, status, session_id, user_id, environment, release, "
+    "total_tokens, total_cost, observation_count, data"
+)
+_OBSERVATION_INSERT = (
+    "INSERT INTO observations (trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    # an observation id written again (a duplicate in one trace, or a merge): the incoming version wins
+    "ON CONFLICT (trace_id, id) DO UPDATE SET seq = excluded.seq, parent_id = excluded.parent_id, "
+    "type = excluded.type, name = excluded.name, start_ns = excluded.start_ns, end_ns = excluded.end_ns, "
+    "level = excluded.level, model = excluded.model, data = excluded.data"
+)
+_DELIVERY_UPSERT = (
+    "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (trace_id, destination) DO UPDATE SET "
+    "revision = revision + 1, updated_ns = excluded.updated_ns, "
+    "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
+    "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
+    "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END"
+)
+_STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}  # ok < error < interrupted
+
+
+def _existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        rows = conn.execute(f"SELECT id FROM traces WHERE id IN ({_marks(len(chunk))})", list(chunk)).fetchall()
+        found.update(row[0] for row in rows)
+    return found
+
+
+def _tag_rows(trace_id: str, tags: Iterable[Any]) -> list[tuple[str, str, int]]:
+    rows: list[tuple[str, str, int]] = []
+    seen: set[str] = set()
+    for tag in tags:
+        if isinstance(tag, str) and tag not in seen:
+            seen.add(tag)
+            rows.append((trace_id, tag, len(seen)))
+    return rows
+
+
+def _insert_traces(
+    conn: sqlite3.Connection, traces: Sequence[Trace], destinations: Sequence[str], now: int, *, replace: bool
+) -> None:
+    """Write whole traces (``replace``: dropping what was stored under their ids first)."""
+    if not traces:
+        return
+    trace_rows: list[tuple[Any, ...]] = []
+    obs_rows: list[tuple[Any, ...]] = []
+    tag_rows: list[tuple[str, str, int]] = []
+    for trace in traces:
+        trace_rows.append(_trace_row(trace))
+        obs_rows.extend(_observation_row(trace.id, seq, obs) for seq, obs in enumerate(trace.observations))
+        tag_rows.extend(_tag_rows(trace.id, trace.tags))
+    if replace:
+        ids = [(t.id,) for t in traces]
+        conn.executemany("DELETE FROM observations WHERE trace_id = ?", ids)
+        conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
+    conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(15)})", trace_rows)
+    conn.executemany(_OBSERVATION_INSERT, obs_rows)
+    conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
+    delivery_rows = [(t.id, dest, now, now) for dest in destinations for t in traces]
+    if delivery_rows:
+        conn.executemany(_DELIVERY_UPSERT, delivery_rows)
+
+
+def _merge_trace(conn: sqlite3.Connection, incoming: Trace, destinations: Sequence[str], now: int) -> None:
+    """Combine ``incoming`` with the stored trace of the same id (inside the caller's write transaction)."""
+    tid = incoming.id
+    row = conn.execute(
+        "SELECT name, timestamp_ns, end_ns, status, session_id, user_id, environment, release, data "
+        "FROM traces WHERE id = ?",
+        (tid,),
+    ).fetchone()
+    name, start_ns, end_ns, status, session_id, user_id, environment, release, blob = row
+    data = orjson.loads(blob)
+    tags = [r[0] for r in conn.execute("SELECT tag FROM trace_tags WHERE trace_id = ? ORDER BY position", (tid,))]
+
+    def pick(new: Any, old: Any) -> Any:
+        return new if new not in (None, "", [], {}) else old
+
+    ends = [e for e in (end_ns, incoming.end_time) if e is not None]
+    metadata = {**(data.get("metadata") or {}), **(incoming.metadata or {})} or None
+    merged_tags = list(dict.fromkeys([*tags, *(t for t in incoming.tags if isinstance(t, str))]))
+    new_env = incoming.environment if incoming.environment not in (None, "", "default") else None
+    merged_data = {
+        "input": pick(incoming.input, data.get("input")),
+        "output": pick(incoming.output, data.get("output")),
+        "metadata": metadata,
+        "tags": merged_tags,
+        "version": pick(incoming.version, data.get("version")),
+        "public": bool(incoming.public or data.get("public")),
+    }
+    next_seq = conn.execute("SELECT coalesce(max(seq), -1) + 1 FROM observations WHERE trace_id = ?", (tid,))
+    first_seq = next_seq.fetchone()[0]
+    conn.executemany(
+        _OBSERVATION_INSERT,
+        [_observation_row(tid, first_seq + i, obs) for i, obs in enumerate(incoming.observations)],
+    )
+    conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
+    conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", _tag_rows(tid, merged_tags))
+    count, level, tokens, cost = _observation_totals(conn, tid)
+    statuses = [status, incoming.status, "error" if level == "ERROR" else "ok"]
+    if metadata and metadata.get("interrupted"):
+        statuses.append("interrupted")
+    merged_status = max(statuses, key=lambda s: _STATUS_RANK.get(s, 1))
+    start = min(start_ns, incoming.timestamp) if incoming.timestamp else start_ns
+    end = max(ends) if ends else None
+    conn.execute(
+        "UPDATE traces SET name = ?, timestamp_ns = ?, end_ns = ?, latency = ?, level = ?, status = ?, "
+        "session_id = ?, user_id = ?, environment = ?, release = ?, total_tokens = ?, total_cost = ?, "
+        "observation_count = ?, data = ? WHERE id = ?",
+        (
+            pick(incoming.name, name),
+            start,
+            end,
+            None if end is None else (end - start) / 1e9,
+            level,
+            merged_status,
+            pick(incoming.session_id, session_id),
+            pick(incoming.user_id, user_id),
+            new_env or environment,
+            pick(incoming.release, release),
+            tokens,
+            cost,
+            count,
+            dumps(merged_data),
+            tid,
+        ),
+    )
+    # Every destination that has (or had) this trace gets the merged version: rows go back to pending.
+    conn.execute(
+        "UPDATE deliveries SET revision = revision + 1, updated_ns = ?, "
+        "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
+        "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
+        "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END "
+        "WHERE trace_id = ?",
+        (now, tid),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?)",
+        [(tid, dest, now, now) for dest in destinations],
+    )
+
+
+def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> tuple[int, str, int, float | None]:
+    """(count, worst level, total tokens, total cost) over every stored observation, as ``Trace`` computes them.
+
+    Aggregated in SQL so a merge into a long trace does not parse every observation in Python.
+    """
+    ranks = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in LEVEL_RANK.items())
+    count, rank, cost, costs, total, totals = conn.execute(
+        f"SELECT count(*), max(CASE level {ranks} ELSE 1 END), "
+        "sum(json_extract(data, '$.cost_details.total')), count(json_extract(data, '$.cost_details.total')), "
+        "sum(json_extract(data, '$.usage_details.total')), count(json_extract(data, '$.usage_details.total')) "
+        "FROM observations WHERE trace_id = ?",
+        (trace_id,),
+    ).fetchone()
+    if totals:
+        tokens = int(total)
+    else:  # no observation reports a total: the sum of every integer usage value (Trace.total_tokens)
+        row = conn.execute(
+            "SELECT sum(u.value) FROM observations o, json_each(o.data, '$.usage_details') u "
+            "WHERE o.trace_id = ? AND u.type = 'integer'",
+            (trace_id,),
+        ).fetchone()
+        tokens = int(row[0] or 0)
+    level = LEVELS[max(int(rank if rank is not None else 1), LEVEL_RANK["DEFAULT"])] if count else "DEFAULT"
+    return int(count), level, tokens, (float(cost) if costs else None)
 
 
 def _observation_from_row(row: Sequence[Any]) -> Observation:

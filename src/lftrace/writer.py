@@ -38,7 +38,7 @@ class TraceWriter:
         *,
         mask: Callable[..., Any] | None = None,
         batch_size: int = 512,
-        on_written: Callable[[list[Trace]], None] | None = None,
+        on_written: Callable[[list[Trace], list[str]], None] | None = None,
     ) -> None:
         self._open_store = open_store
         self._destinations = destinations
@@ -115,9 +115,11 @@ class TraceWriter:
                 prepared.append(self.prepare(trace))
             except Exception:  # one broken trace must not sink the batch
                 log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
+        fresh: set[str] = set()
         for attempt in range(3):
             try:
-                self._open_store().write_traces(prepared, destinations=self._destinations())
+                # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up
+                fresh = self._open_store().write_traces(prepared, destinations=self._destinations(), merge=True)
                 self.written += len(prepared)
                 break
             except Exception as exc:
@@ -130,7 +132,8 @@ class TraceWriter:
                 time.sleep(0.05 * (attempt + 1))
         if self._on_written is not None:
             try:
-                self._on_written(prepared)
+                merged = list(dict.fromkeys(t.id for t in prepared if t.id not in fresh))
+                self._on_written([t for t in prepared if t.id in fresh], merged)
             except Exception:
                 log.debug("lftrace: on_written hook failed", exc_info=True)
 

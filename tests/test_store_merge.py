@@ -1,0 +1,237 @@
+"""TraceStore.write_traces(merge=True): fragments of one trace id (runs, threads, processes) add up to one trace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers_otlp_receiver import running_receiver
+from helpers_store import BASE_NS, make_trace, new_id
+from lftrace.config import Settings
+from lftrace.delivery import Deliverer, destinations_for
+from lftrace.model import Observation, Trace
+from lftrace.store import TraceStore
+
+MS = 1_000_000
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with TraceStore(tmp_path / "store.db") as opened:
+        yield opened
+
+
+def fragment(trace_id: str, start: int, **kw) -> Trace:
+    """One top-level run of a shared trace: make_trace's four observations with fresh ids."""
+    return make_trace(trace_id, start=start, **kw)
+
+
+def test_merge_combines_observations_and_trace_fields(store: TraceStore) -> None:
+    tid = new_id()
+    first = fragment(tid, BASE_NS + 10 * MS, tags=["a", "b"], session_id="s1", answer="first")
+    second = fragment(tid, BASE_NS, tags=["b", "c"], user_id="u2", answer="second", error=True)
+    second.session_id = None
+    second.metadata = {"run": "second", "extra": 1}
+    second.name = ""
+    store.write_traces([first], merge=True)
+    store.write_traces([second], merge=True)
+
+    got = store.get_trace(tid)
+    assert {o.id for o in got.observations} == {o.id for o in first.observations + second.observations}
+    assert len(got.observations) == 8
+    assert got.timestamp == BASE_NS  # min start
+    assert got.end_time == BASE_NS + 60 * MS  # max end (first ends at +10 + 50 ms)
+    assert got.tags == ["a", "b", "c"]  # union, first seen first
+    assert got.session_id == "s1"  # the incoming value is empty: the stored one stays
+    assert got.user_id == "u2"  # the incoming non-empty value wins
+    assert got.name == "agent"  # an empty incoming name does not erase the stored one
+    assert got.output == {"answer": "second"}
+    assert got.metadata == {"run": "second", "unicode": "héllo ✓", "extra": 1}
+
+    (summary,) = store.list_traces()
+    assert summary.observation_count == 8
+    assert summary.total_tokens == 30  # 15 + 15, recomputed from the stored observations
+    assert summary.total_cost == pytest.approx(2 * 0.0000036)
+    assert summary.level == "ERROR"  # worst of
+    assert summary.status == "error"
+    assert summary.latency == pytest.approx(0.06)
+    assert summary.tags == ["a", "b", "c"]
+    # the summary columns agree with what the model computes from the merged trace
+    assert (summary.total_tokens, summary.total_cost, summary.level) == (got.total_tokens, got.total_cost, got.level)
+
+
+def test_merge_never_lowers_level_or_status(store: TraceStore) -> None:
+    tid = new_id()
+    store.write_traces([fragment(tid, BASE_NS, interrupted=True)], merge=True)
+    store.write_traces([fragment(tid, BASE_NS + MS, error=True)], merge=True)
+    store.write_traces([fragment(tid, BASE_NS + 2 * MS)], merge=True)
+    (summary,) = store.list_traces()
+    assert (summary.level, summary.status) == ("ERROR", "interrupted")
+
+
+def test_merge_upserts_an_observation_written_again(store: TraceStore) -> None:
+    partial = make_trace(finished=False)
+    partial.observations = partial.observations[:2]
+    for obs in partial.observations:
+        obs.end_time = None
+    store.write_traces([partial], merge=True)
+    assert store.list_traces()[0].status == "running"
+
+    final = make_trace(partial.id)
+    for old, new in zip(partial.observations, final.observations, strict=False):
+        new.id = old.id  # the same runs, now finished
+    store.write_traces([final], merge=True)
+
+    got = store.get_trace(partial.id)
+    assert len(got.observations) == 4
+    assert all(o.end_time is not None for o in got.observations)
+    assert got.to_dict() == final.to_dict()
+    assert store.list_traces()[0].status == "ok"
+
+
+def test_same_id_twice_in_one_batch_is_merged_not_dropped(store: TraceStore) -> None:
+    tid = new_id()
+    a, b = fragment(tid, BASE_NS), fragment(tid, BASE_NS + MS)
+    other = make_trace()
+    fresh = store.write_traces([a, other, b], destinations=("d",), merge=True)
+    assert fresh == {other.id}  # only the unshared trace is stored exactly as given
+    assert len(store.get_trace(tid).observations) == 8
+    assert {s.id: s.observation_count for s in store.list_traces(limit=None)} == {tid: 8, other.id: 4}
+    assert store.delivery_state(tid) == {"d": "pending"}
+
+
+def test_replace_is_still_the_default(store: TraceStore) -> None:
+    tid = new_id()
+    store.write_traces([fragment(tid, BASE_NS)])
+    assert store.write_traces([fragment(tid, BASE_NS)]) == set()  # replaced: not new
+    assert len(store.get_trace(tid).observations) == 4
+
+
+def test_merge_sends_every_destination_the_merged_trace_again(store: TraceStore) -> None:
+    tid = new_id()
+    store.write_traces([fragment(tid, BASE_NS)], destinations=("a", "b"), merge=True)
+    assert store.claim_revisions("a", "me", 10) == [(tid, 0)]
+    store.mark_delivered("a", [tid])
+    store.mark_delivered("b", [tid])
+    # a process configured for another destination only merges a fragment: a and b get the whole trace again
+    store.write_traces([fragment(tid, BASE_NS + MS)], destinations=("c",), merge=True)
+    assert store.delivery_state(tid) == {"a": "pending", "b": "pending", "c": "pending"}
+    assert store.claim_revisions("a", "me", 10) == [(tid, 1)]
+    assert store.claim_revisions("c", "me", 10) == [(tid, 0)]
+
+
+def test_merge_during_delivery_is_delivered_again(store: TraceStore) -> None:
+    tid = new_id()
+    store.write_traces([fragment(tid, BASE_NS)], destinations=("d",), merge=True)
+    assert store.claim_pending("d", "me", 10) == [tid]
+    store.write_traces([fragment(tid, BASE_NS + MS)], destinations=("d",), merge=True)
+    store.mark_delivered("d", [tid])  # the export in flight had only the first fragment
+    assert store.delivery_state(tid) == {"d": "pending"}
+
+
+def test_deliverer_exports_the_stored_merge_not_a_stale_memory_copy(tmp_path: Path, store: TraceStore) -> None:
+    """Another process merged a fragment after this one wrote (and remembered) the first: export has both."""
+    with running_receiver() as receiver:
+        settings = Settings(store=tmp_path / "store.db", otlp_endpoint=receiver.url + "/v1/traces", timeout=3.0)
+        names = [d.name for d in destinations_for(settings)]
+        tid = new_id()
+        first = fragment(tid, BASE_NS)
+        assert store.write_traces([first], destinations=names, merge=True) == {tid}
+        store.write_traces([fragment(tid, BASE_NS + MS)], destinations=names, merge=True)  # "the other process"
+        deliverer = Deliverer(store, destinations_for(settings), settings)
+        try:
+            deliverer.remember([first])
+            report = deliverer.deliver(time.monotonic() + settings.timeout)
+        finally:
+            deliverer.stop()
+        assert report.delivered == 1
+        assert len(receiver.spans()) == 8
+
+
+_WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    sys.path[:0] = [sys.argv[5], sys.argv[6]]
+    from helpers_store import make_trace
+    from lftrace.store import TraceStore
+
+    path, tid, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    barrier = Path(sys.argv[7])
+    (barrier / f"ready-{os.getpid()}").touch()
+    while not (barrier / "go").exists():
+        time.sleep(0.001)
+    with TraceStore(path) as store:
+        for i in range(count):
+            frag = make_trace(tid, start=1_760_000_000_000_000_000 + worker * 1000 + i, tags=[f"w{worker}"])
+            store.write_traces([frag], destinations=("d",), merge=True)
+    """
+)
+
+
+def test_two_processes_merging_one_trace_id_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    TraceStore(path).close()
+    tid = new_id()
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    tests_dir = str(Path(__file__).parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(path), tid, str(w), "25", str(SRC), tests_dir, str(barrier)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        for w in range(2)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(barrier.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    (barrier / "go").touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    with TraceStore(path, create=False) as store:
+        got = store.get_trace(tid)
+        (summary,) = store.list_traces()
+        assert store.count_traces() == 1
+    assert len(got.observations) == 2 * 25 * 4
+    assert summary.observation_count == 200
+    assert summary.total_tokens == 50 * 15
+    assert sorted(got.tags) == ["w0", "w1"]
+    assert got.timestamp == BASE_NS
+
+
+def test_merge_into_a_long_trace_stays_cheap(store: TraceStore) -> None:
+    tid = new_id()
+    big = make_trace(tid)
+    for i in range(2000):
+        big.observations.append(
+            Observation(
+                id=new_id(8),
+                trace_id=tid,
+                parent_id=big.observations[0].id,
+                type="GENERATION",
+                name=f"g{i}",
+                start_time=BASE_NS + i,
+                end_time=BASE_NS + i + 10,
+                usage_details={"input": 1, "output": 1, "total": 2},
+            )
+        )
+    store.write_traces([big], merge=True)
+    started = time.perf_counter()
+    for i in range(20):
+        store.write_traces([fragment(tid, BASE_NS + i)], merge=True)
+    per_merge = (time.perf_counter() - started) / 20
+    assert store.list_traces()[0].total_tokens == 15 + 4000 + 20 * 15
+    print(f"merge into 2,000 observations: {per_merge * 1e3:.2f} ms")
+    assert per_merge < 0.05, f"{per_merge * 1e3:.1f} ms per merge into a 2,000-observation trace"
