@@ -1,0 +1,365 @@
+"""The Langfuse public read API over the store, in the shapes of langfuse-openapi.yml.
+
+``Trace.to_dict()`` is the one source of the trace and observation shapes; this module only selects,
+filters, paginates and wraps (``{"data": [...], "meta": {page, limit, totalItems, totalPages}}``).
+Filtering happens over the store's summaries and traces in Python: fine for a local store, not a warehouse.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import LftraceError
+from ..model import Observation, Trace, iso_from_ns, ns_from_iso
+from ..store import TraceStore
+
+PROJECT_ID = "lftrace-local"
+PROJECT = {
+    "id": PROJECT_ID,
+    "name": "lftrace",
+    "organization": {"id": "lftrace", "name": "lftrace"},
+    "metadata": {},
+}
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+
+
+class QueryError(Exception):
+    pass
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message, "error": message}, status_code=status)
+
+
+def _int_param(request: Request, name: str, default: int, low: int = 1, high: int | None = None) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise QueryError(f"query parameter {name} must be an integer, not {raw[:40]!r}") from None
+    if value < low or (high is not None and value > high):
+        raise QueryError(f"query parameter {name} must be between {low} and {high or 'any'}")
+    return value
+
+
+def _time_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return ns_from_iso(raw)
+    except ValueError:
+        raise QueryError(f"query parameter {name} must be an ISO-8601 date-time, not {raw[:40]!r}") from None
+
+
+def _list_param(request: Request, name: str) -> list[str]:
+    values: list[str] = []
+    for raw in request.query_params.getlist(name):
+        values.extend(v for v in raw.split(",") if v)
+    return values
+
+
+def _meta(page: int, limit: int, total: int) -> dict[str, int]:
+    return {"page": page, "limit": limit, "totalItems": total, "totalPages": math.ceil(total / limit) if limit else 0}
+
+
+def trace_with_details(trace: Trace) -> dict[str, Any]:
+    """``TraceWithDetails`` (a list row): observation and score ids instead of the objects."""
+    data = trace.to_dict()
+    data["observations"] = [o["id"] for o in data.get("observations") or []]
+    data["scores"] = [s["id"] if isinstance(s, dict) else s for s in data.get("scores") or []]
+    data["projectId"] = PROJECT_ID
+    return data
+
+
+def observation_view(obs: Observation, trace: Trace) -> dict[str, Any]:
+    data = obs.to_dict()
+    data["projectId"] = PROJECT_ID
+    return data
+
+
+def observation_v2(obs: Observation, trace: Trace, roots: set[str]) -> dict[str, Any]:
+    """``ObservationV2``: every field group at once; io and metadata as raw strings, as Langfuse v4 answers."""
+    data = obs.to_dict()
+    for key in ("input", "output"):
+        value = data.get(key)
+        data[key] = None if value is None else (value if isinstance(value, str) else orjson.dumps(value).decode())
+    data.update(
+        {
+            "projectId": PROJECT_ID,
+            "isRootObservation": obs.id in roots,
+            "providedModelName": obs.model,
+            "totalCost": (obs.cost_details or {}).get("total"),
+            "userId": trace.user_id,
+            "sessionId": trace.session_id,
+            "traceName": trace.name,
+            "tags": list(trace.tags),
+            "release": trace.release,
+            "public": trace.public,
+        }
+    )
+    return data
+
+
+def _traces_matching(store: TraceStore, request: Request) -> list[str]:
+    """Ids of the traces matching the /traces filters, in the requested order."""
+    q = request.query_params
+    since = _time_param(request, "fromTimestamp")
+    until = _time_param(request, "toTimestamp")
+    tags = _list_param(request, "tags")
+    environments = set(_list_param(request, "environment"))
+    summaries = store.list_traces(
+        limit=None,
+        name=q.get("name") or None,
+        session_id=q.get("sessionId") or None,
+        user_id=q.get("userId") or None,
+        tag=tags[0] if tags else None,
+        since_ns=since,
+    )
+    rows = [s for s in summaries if (until is None or s.timestamp < until) and set(tags) <= set(s.tags)]
+    ids = [s.id for s in rows]
+    version, release = q.get("version"), q.get("release")
+    if environments or version or release:
+        kept = []
+        for trace in store.get_traces(ids):
+            if environments and trace.environment not in environments:
+                continue
+            if version and trace.version != version:
+                continue
+            if release and trace.release != release:
+                continue
+            kept.append(trace.id)
+        ids = kept
+    order = q.get("orderBy") or ""
+    if order:
+        field_name, _, direction = order.partition(".")
+        keys: dict[str, Callable[[Any], Any]] = {
+            "timestamp": lambda s: s.timestamp,
+            "id": lambda s: s.id,
+            "name": lambda s: s.name or "",
+            "userId": lambda s: s.user_id or "",
+            "sessionId": lambda s: s.session_id or "",
+        }
+        if field_name not in keys or direction not in ("asc", "desc"):
+            raise QueryError(f"orderBy {order[:40]!r}: use [timestamp|id|name|userId|sessionId].[asc|desc]")
+        by_id = {s.id: s for s in rows}
+        ids.sort(key=lambda i: keys[field_name](by_id[i]), reverse=direction == "desc")
+    return ids
+
+
+def _all_observations(store: TraceStore, trace_ids: Iterable[str] | None) -> Iterable[tuple[Observation, Trace]]:
+    if trace_ids is not None:
+        traces: Iterable[Trace] = store.get_traces(list(trace_ids))
+    else:
+        traces = store.iter_traces()
+    for trace in traces:
+        for obs in trace.observations:
+            yield obs, trace
+
+
+def _observations_matching(store: TraceStore, request: Request) -> list[tuple[Observation, Trace]]:
+    q = request.query_params
+    trace_id = q.get("traceId")
+    since = _time_param(request, "fromStartTime")
+    until = _time_param(request, "toStartTime")
+    wanted_type = (q.get("type") or "").upper() or None
+    level = (q.get("level") or "").upper() or None
+    environments = set(_list_param(request, "environment"))
+    trace_ids = [trace_id] if trace_id else None
+    if trace_ids is None and (q.get("userId") or q.get("sessionId")):
+        trace_ids = [
+            s.id
+            for s in store.list_traces(
+                limit=None, user_id=q.get("userId") or None, session_id=q.get("sessionId") or None
+            )
+        ]
+    is_root = q.get("isRootObservation")
+    out = []
+    for obs, trace in _all_observations(store, trace_ids):
+        if q.get("name") and obs.name != q.get("name"):
+            continue
+        if wanted_type and obs.type != wanted_type:
+            continue
+        if level and obs.level != level:
+            continue
+        if q.get("parentObservationId") and obs.parent_id != q.get("parentObservationId"):
+            continue
+        if q.get("version") and obs.version != q.get("version"):
+            continue
+        if environments and obs.environment not in environments:
+            continue
+        if since is not None and obs.start_time < since:
+            continue
+        if until is not None and obs.start_time >= until:
+            continue
+        if q.get("userId") and trace.user_id != q.get("userId"):
+            continue
+        if is_root in ("true", "false") and (obs.parent_id is None) != (is_root == "true"):
+            continue
+        out.append((obs, trace))
+    out.sort(key=lambda pair: pair[0].start_time, reverse=True)
+    return out
+
+
+def _decode_cursor(raw: str | None) -> int:
+    if not raw:
+        return 0
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)))
+        return max(int(data["offset"]), 0)
+    except (ValueError, KeyError, TypeError):
+        raise QueryError("query parameter cursor is not a cursor from this server") from None
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"offset": offset})).decode().rstrip("=")
+
+
+def _sessions(store: TraceStore, request: Request) -> list[dict[str, Any]]:
+    since = _time_param(request, "fromTimestamp")
+    until = _time_param(request, "toTimestamp")
+    first: dict[str, int] = {}
+    for summary in store.list_traces(limit=None, since_ns=since):
+        if summary.session_id and (until is None or summary.timestamp < until):
+            first[summary.session_id] = min(first.get(summary.session_id, summary.timestamp), summary.timestamp)
+    rows = [
+        {"id": sid, "createdAt": iso_from_ns(ts), "projectId": PROJECT_ID, "environment": "default"}
+        for sid, ts in first.items()
+    ]
+    rows.sort(key=lambda r: r["createdAt"] or "", reverse=True)
+    return rows
+
+
+def routes(store: TraceStore) -> list[Route]:
+    def endpoint(work: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            try:
+                result = await run_in_threadpool(work, request)
+            except QueryError as exc:
+                return _error(400, str(exc))
+            except LftraceError as exc:
+                return _error(500, str(exc))
+            if isinstance(result, Response):
+                return result
+            return _json(result)
+
+        return handle
+
+    def health(request: Request) -> Any:
+        return {"status": "OK", "version": __version__}
+
+    def projects(request: Request) -> Any:
+        return {"data": [PROJECT]}
+
+    def traces(request: Request) -> Any:
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        ids = _traces_matching(store, request)
+        chosen = ids[(page - 1) * limit : page * limit]
+        return {"data": [trace_with_details(t) for t in store.get_traces(chosen)], "meta": _meta(page, limit, len(ids))}
+
+    def trace(request: Request) -> Any:
+        trace_id = request.path_params["trace_id"]
+        found = store.get_traces([trace_id])
+        if not found:
+            return _error(404, f"trace {trace_id[:64]!r} not found")
+        data = found[0].to_dict()
+        data["projectId"] = PROJECT_ID
+        return data
+
+    def observations(request: Request) -> Any:
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        rows = _observations_matching(store, request)
+        chosen = rows[(page - 1) * limit : page * limit]
+        return {"data": [observation_view(o, t) for o, t in chosen], "meta": _meta(page, limit, len(rows))}
+
+    def observations_v2(request: Request) -> Any:
+        if (request.query_params.get("parseIoAsJson") or "").lower() == "true":
+            raise QueryError("parseIoAsJson=true is not supported: input/output are returned as raw strings")
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        offset = _decode_cursor(request.query_params.get("cursor"))
+        rows = _observations_matching(store, request)
+        chosen = rows[offset : offset + limit]
+        roots_by_trace: dict[str, set[str]] = {}
+        for _, t in chosen:
+            if t.id not in roots_by_trace:
+                known = {o.id for o in t.observations}
+                roots_by_trace[t.id] = {o.id for o in t.observations if o.parent_id is None or o.parent_id not in known}
+        data = [observation_v2(o, t, roots_by_trace[t.id]) for o, t in chosen]
+        more = offset + limit < len(rows)
+        return {"data": data, "meta": {"cursor": _encode_cursor(offset + limit) if more else None}}
+
+    def observation(request: Request) -> Any:
+        wanted = request.path_params["observation_id"]
+        for obs, trace in _all_observations(store, None):
+            if obs.id == wanted:
+                return observation_view(obs, trace)
+        return _error(404, f"observation {wanted[:64]!r} not found")
+
+    def sessions(request: Request) -> Any:
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        rows = _sessions(store, request)
+        return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
+
+    def session(request: Request) -> Any:
+        session_id = request.path_params["session_id"]
+        summaries = store.list_traces(limit=None, session_id=session_id)
+        if not summaries:
+            return _error(404, f"session {session_id[:64]!r} not found")
+        traces = store.get_traces([s.id for s in reversed(summaries)])
+        rows = []
+        for t in traces:
+            data = t.to_dict()
+            data.pop("observations", None)
+            data.pop("scores", None)
+            rows.append(data)
+        first = min(summaries, key=lambda s: s.timestamp)
+        return {
+            "id": session_id,
+            "createdAt": iso_from_ns(first.timestamp),
+            "projectId": PROJECT_ID,
+            "environment": traces[0].environment if traces else "default",
+            "traces": rows,
+        }
+
+    def scores(request: Request) -> Any:
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        return {"data": [], "meta": _meta(page, limit, 0)}
+
+    return [
+        Route("/api/public/health", endpoint(health), methods=["GET"]),
+        Route("/api/public/projects", endpoint(projects), methods=["GET"]),
+        Route("/api/public/traces", endpoint(traces), methods=["GET"]),
+        Route("/api/public/traces/{trace_id}", endpoint(trace), methods=["GET"]),
+        Route("/api/public/observations", endpoint(observations), methods=["GET"]),
+        Route("/api/public/v2/observations", endpoint(observations_v2), methods=["GET"]),
+        Route("/api/public/observations/{observation_id}", endpoint(observation), methods=["GET"]),
+        Route("/api/public/sessions", endpoint(sessions), methods=["GET"]),
+        Route("/api/public/sessions/{session_id}", endpoint(session), methods=["GET"]),
+        Route("/api/public/scores", endpoint(scores), methods=["GET"]),
+        Route("/api/public/v2/scores", endpoint(scores), methods=["GET"]),
+    ]

@@ -1,0 +1,297 @@
+"""The Starlette app of ``lftrace serve``: auth, body limits, ingestion and read routes over one TraceStore.
+
+Every ingestion request is parsed completely before anything is written, then written in one store
+transaction (``write_traces(..., merge=True)``): a malformed request (400), an oversized one (413) or a crash
+half-way leaves nothing half-written. Store calls are blocking, so they run on Starlette's thread pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import LftraceError
+from ..model import Trace
+from ..store import TraceStore
+from . import api, ingest_legacy, ingest_otlp, web
+from .ingest_otlp import BadRequest
+
+MAX_BODY_BYTES = 32 * 1024 * 1024  # one request as sent (Langfuse: requests under 16 MB; some headroom)
+MAX_INFLATED_BYTES = 128 * 1024 * 1024  # after gzip: a small gzip bomb must not eat the memory
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    store_path: Path
+    public_key: str | None = None
+    secret_key: str | None = None
+    destinations: Sequence[str] = ()  # outbox destinations for --forward
+    max_body_bytes: int = MAX_BODY_BYTES
+    loopback_only: bool = True  # no keys configured: accept any key pair, but only from loopback clients
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.public_key and self.secret_key)
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message, "error": message}, status_code=status)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+# ---------------------------------------------------------------- auth
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    public, sep, secret = decoded.partition(":")
+    return (public, secret) if sep else None
+
+
+class AuthMiddleware:
+    """Basic auth on /api/public (except health) and the web view.
+
+    With keys configured, the pair must match. Without keys any pair (or none) is accepted, from loopback
+    clients only: the server refuses to bind elsewhere without keys (see run.py), this is the second lock.
+    """
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/api/public/health", "/favicon.ico"):
+            await self.app(scope, receive, send)
+            return
+        settings = self.settings
+        problem: str | None = None
+        if settings.keys_configured:
+            headers = dict(scope.get("headers") or [])
+            credentials = _basic_credentials((headers.get(b"authorization") or b"").decode("latin-1"))
+            if credentials is None:
+                problem = "missing Basic auth: send Authorization: Basic base64(public_key:secret_key)"
+            else:
+                ok_public = hmac.compare_digest(credentials[0].encode(), (settings.public_key or "").encode())
+                ok_secret = hmac.compare_digest(credentials[1].encode(), (settings.secret_key or "").encode())
+                if not (ok_public and ok_secret):
+                    problem = "invalid public key or secret key for this lftrace server"
+        elif settings.loopback_only:
+            client = scope.get("client")
+            if not is_loopback(client[0] if client else None):
+                problem = "this lftrace server has no keys configured and only accepts loopback clients"
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        response = error_response(401, problem)
+        if not scope["path"].startswith("/api/") and not scope["path"].startswith("/v1/"):
+            response.headers["WWW-Authenticate"] = 'Basic realm="lftrace"'
+        await response(scope, receive, send)
+
+
+# ---------------------------------------------------------------- bodies
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, inflated if gzip/deflate; 413 past ``limit`` (checked while reading, not after)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise HttpError(413, f"request body of {int(length)} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = (request.headers.get("content-encoding") or "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        try:
+            body = inflater.decompress(body, MAX_INFLATED_BYTES)
+        except zlib.error as exc:
+            raise HttpError(400, f"malformed {encoding} body: {exc}") from None
+        if inflater.unconsumed_tail:
+            raise HttpError(413, f"request body inflates to over {MAX_INFLATED_BYTES} bytes")
+    elif encoding not in ("", "identity"):
+        raise HttpError(415, f"unsupported Content-Encoding {encoding!r}: send gzip or no encoding")
+    return body
+
+
+# ---------------------------------------------------------------- store writes
+
+
+def add_costs(traces: Sequence[Trace]) -> None:
+    """Cost of generations that came with usage and a model but no cost (Langfuse prices them server-side too)."""
+    from ..pricing import cost_for
+
+    for trace in traces:
+        for obs in trace.observations:
+            if obs.type == "GENERATION" and obs.usage_details and obs.model and not obs.cost_details:
+                obs.cost_details = cost_for(obs.model, obs.usage_details)
+
+
+class Ingestor:
+    """Writes parsed traces into the store: merged with what is there, one transaction per request."""
+
+    def __init__(self, store: TraceStore, destinations: Sequence[str]) -> None:
+        self.store = store
+        self.destinations = tuple(destinations)
+        # legacy batches are read-modify-write: one at a time, so two updates of one trace cannot race
+        self.legacy_lock = threading.Lock()
+
+    def write(self, traces: list[Trace]) -> None:
+        if not traces:
+            return
+        add_costs(traces)
+        try:
+            self.store.write_traces(traces, self.destinations, merge=True)  # type: ignore[call-arg]
+        except TypeError:  # TEMPORARY until the store's merge write (issue 13) is on main
+            with self.legacy_lock:
+                existing = {t.id: t for t in self.store.get_traces([t.id for t in traces])}
+                self.store.write_traces([_merge(existing.get(t.id), t) for t in traces], self.destinations)
+
+    def ingest_legacy(self, batch: Any) -> ingest_legacy.BatchResult:
+        with self.legacy_lock:
+            result = ingest_legacy.apply_batch(batch, self.store.get_traces)
+            add_costs(result.traces)
+            if result.traces:
+                # the traces are complete (read back and updated): a plain replace is the merge
+                self.store.write_traces(result.traces, self.destinations)
+        return result
+
+
+def _merge(old: Trace | None, new: Trace) -> Trace:
+    """TEMPORARY: the store merge contract, in memory (removed when write_traces(merge=True) lands)."""
+    if old is None:
+        return new
+    by_id = {o.id: o for o in old.observations}
+    for obs in new.observations:
+        by_id[obs.id] = obs
+    for name in ("name", "input", "output", "session_id", "user_id", "release", "version", "metadata"):
+        value = getattr(new, name)
+        if value not in (None, "", {}, []):
+            setattr(old, name, value)
+    if new.environment != "default":
+        old.environment = new.environment
+    old.public = old.public or new.public
+    old.tags = list(dict.fromkeys([*old.tags, *new.tags]))
+    old.timestamp = min(old.timestamp, new.timestamp)
+    ends = [e for e in (old.end_time, new.end_time) if e is not None]
+    old.end_time = max(ends) if ends else None
+    old.observations = sorted(by_id.values(), key=lambda o: o.start_time)
+    return old
+
+
+def _otlp_traces(body: bytes, content_type: str) -> list[Trace]:
+    if "json" in content_type:
+        request = ingest_otlp.parse_json(body)
+    elif "protobuf" in content_type or not content_type:
+        request = ingest_otlp.parse_protobuf(body)
+    else:
+        raise HttpError(
+            415, f"unsupported Content-Type {content_type!r}: send application/x-protobuf or application/json"
+        )
+    return ingest_otlp.request_to_traces(request)
+
+
+def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Starlette:
+    """The app over the store at ``settings.store_path`` (opened here unless given)."""
+    store = store if store is not None else TraceStore(settings.store_path)
+    ingestor = Ingestor(store, settings.destinations)
+
+    async def otlp_traces(request: Request) -> Response:
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+            def work() -> None:
+                ingestor.write(_otlp_traces(body, content_type))
+
+            await run_in_threadpool(work)
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        except BadRequest as exc:
+            return error_response(400, str(exc))
+        except LftraceError as exc:
+            return error_response(503, f"the trace store cannot take the spans: {exc}")
+        if "json" in (request.headers.get("content-type") or ""):
+            return json_response({})
+        return Response(b"", media_type="application/x-protobuf")  # an empty ExportTraceServiceResponse
+
+    async def ingestion(request: Request) -> Response:
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise HttpError(400, f"malformed JSON body: {exc}") from None
+            if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
+                raise HttpError(400, 'malformed ingestion body: expected {"batch": [events...]}')
+            result = await run_in_threadpool(ingestor.ingest_legacy, data["batch"])
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        except LftraceError as exc:
+            return error_response(503, f"the trace store cannot take the batch: {exc}")
+        return json_response(result.response(), status=207)
+
+    routes = [
+        Route("/api/public/otel/v1/traces", otlp_traces, methods=["POST"]),
+        Route("/v1/traces", otlp_traces, methods=["POST"]),
+        Route("/api/public/ingestion", ingestion, methods=["POST"]),
+        *api.routes(store),
+        *web.routes(store),
+    ]
+    app = Starlette(routes=routes)
+    app.state.store = store
+    app.state.settings = settings
+    app.add_middleware(AuthMiddleware, settings=settings)
+    return app
