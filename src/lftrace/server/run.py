@@ -166,12 +166,14 @@ def serve(
         timeout_graceful_shutdown=5,
         server_header=False,
     )
-    server = _Server(config)
-    print(
-        banner(url, store_path, public_key, [_masked_destination(n) for n in destination_names]), file=out, flush=True
-    )
-    if on_ready is not None:
-        on_ready(url)
+    text = banner(url, store_path, public_key, [_masked_destination(n) for n in destination_names])
+
+    def ready() -> None:  # once listening, with our signal handlers in place: Ctrl-C from here on is clean
+        print(text, file=out, flush=True)
+        if on_ready is not None:
+            on_ready(url)
+
+    server = _Server(config, ready)
     try:
         server.run(sockets=[sock])
     finally:
@@ -195,10 +197,15 @@ def _masked_destination(name: str) -> str:
 class _Server(uvicorn.Server):
     """uvicorn.Server that remembers the signal (for the exit code) instead of re-raising it after shutdown."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
         super().__init__(config)
         self.signal_received: int | None = None
-        self.signal_count = 0
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -213,7 +220,6 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.signal_count += 1
         if self.signal_received is None:
             self.signal_received = sig
         if self.should_exit and sig == signal.SIGINT:
