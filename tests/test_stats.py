@@ -55,3 +55,37 @@ def test_stats_of_nothing():
     report = compute_stats([])
     assert report.traces == 0
     assert report.to_dict() == {"traces": 0, "nodes": [], "tools": [], "models": []}
+
+
+def test_a_subgraph_used_as_a_node_is_counted_once_with_its_own_tokens():
+    """multi_agent.py runs the compiled graph `math_agent` as the node `math_agent`: two runs, one inside the other."""
+    from pathlib import Path
+
+    from lftrace.runner import execute
+
+    sample = Path(__file__).resolve().parents[1] / "sample_graphs" / "multi_agent.py"
+    traces = []
+    for _ in range(2):
+        result = execute(f"{sample}:graph", "What is 6 times 7?")
+        assert result.trace is not None
+        traces.append(result.trace)
+    report = compute_stats(traces)
+    math_agent = report.rows[("node", "math_agent")]
+    assert math_agent.count == 2  # once per trace, not 4
+    inner_tokens = 0
+    for trace in traces:
+        outer = next(
+            o for o in trace.observations if o.name == "math_agent" and o.parent_id == trace.observations[0].id
+        )
+        kids = trace.children()
+        todo = [outer]
+        while todo:
+            current = todo.pop()
+            if current.type == "GENERATION":
+                inner_tokens += current.usage_details["total"]
+            todo.extend(kids.get(current.id, []))
+    assert math_agent.tokens == inner_tokens  # the calls inside it, counted once
+    model = report.rows[("model", "fake-gpt-4o-mini")]
+    assert model.tokens == sum(t.total_tokens for t in traces)
+    agent = report.rows[("node", "agent")]
+    assert agent.count == 4  # two agent steps inside the subgraph, per trace

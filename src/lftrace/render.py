@@ -22,6 +22,7 @@ from rich.text import Text
 
 from .errors import InputError, TraceNotFound
 from .model import Observation, Trace, TraceSummary
+from .sanitize import clean, clean_line
 
 PREVIEW_CHARS = 200  # a one-line preview never needs more; the row is cut to the width anyway
 OUTPUT_LINES = 20  # final output lines shown without --full
@@ -71,17 +72,34 @@ def format_cost(cost: float | None) -> str:
     return f"${cost:.6f}" if cost < 0.01 else f"${cost:.4f}"
 
 
+def token_split(usage: dict[str, int] | None) -> tuple[int | None, int | None, int, int]:
+    """(input, output, cached, reasoning) where input and output INCLUDE their details.
+
+    Langfuse's usage keeps ``input`` apart from ``input_cache_read``/``input_audio``/... (and ``output``
+    apart from ``output_reasoning``/...), so ``input + output`` is less than ``total``; printed like that the
+    numbers don't add up. Shown whole, ``in + out = total``, with cached/reasoning said inside them.
+    """
+    if not usage:
+        return None, None, 0, 0
+    counts = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+    has_in = "input" in counts or any(k.startswith("input_") for k in counts)
+    has_out = "output" in counts or any(k.startswith("output_") for k in counts)
+    tokens_in = sum(v for k, v in counts.items() if k == "input" or k.startswith("input_")) if has_in else None
+    tokens_out = sum(v for k, v in counts.items() if k == "output" or k.startswith("output_")) if has_out else None
+    cached = sum(v for k, v in counts.items() if "cache_read" in k)
+    reasoning = sum(v for k, v in counts.items() if "reasoning" in k)
+    return tokens_in, tokens_out, cached, reasoning
+
+
 def format_tokens(usage: dict[str, int] | None) -> str:
-    """``12→7 tok`` plus cached/reasoning counts when the provider reported them."""
+    """``220→18 tok (cached 100)``: input and output include their cached/reasoning parts (in + out = total)."""
     if not usage:
         return ""
-    tokens_in, tokens_out = usage.get("input"), usage.get("output")
+    tokens_in, tokens_out, cached, reasoning = token_split(usage)
     if tokens_in is None and tokens_out is None:
         total = usage.get("total")
         return f"{total} tok" if total is not None else ""
     text = f"{tokens_in or 0}→{tokens_out or 0} tok"
-    cached = sum(v for k, v in usage.items() if "cache_read" in k and isinstance(v, int))
-    reasoning = sum(v for k, v in usage.items() if "reasoning" in k and isinstance(v, int))
     extras = [f"cached {cached}"] * bool(cached) + [f"reasoning {reasoning}"] * bool(reasoning)
     return text + (f" ({', '.join(extras)})" if extras else "")
 
@@ -157,20 +175,111 @@ def _compact(value: Any) -> str:
         return repr(value)
 
 
+def one_line(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` on one line (runs of whitespace become one space), sanitised, at most ``limit`` characters."""
+    text = " ".join(text.split()) if ("\n" in text or "\t" in text or "  " in text or "\r" in text) else text
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return clean_line(text)
+
+
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """One line, at most ``limit`` characters."""
-    text = _compact(readable(value))
-    text = " ".join(text.split()) if ("\n" in text or "\t" in text or "  " in text) else text
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """One line, at most ``limit`` characters, safe to print."""
+    return one_line(_compact(readable(value)), limit)
 
 
 def pretty(value: Any) -> str:
+    """A value in full for people: text as is, anything else as indented JSON (not sanitised: see ``clean``)."""
     if isinstance(value, str):
         return value
     try:
         return json.dumps(value, ensure_ascii=False, indent=2, default=str)
     except (TypeError, ValueError):
         return repr(value)
+
+
+# ---------------------------------------------------------------- LangGraph structure
+
+
+def node_name(obs: Observation) -> str | None:
+    """The LangGraph node this observation IS (not merely runs inside): its ``langgraph_node`` is its own name."""
+    node = (obs.metadata or {}).get("langgraph_node")
+    return node if isinstance(node, str) and node and node == obs.name else None
+
+
+def step_of(obs: Observation) -> int | None:
+    step = (obs.metadata or {}).get("langgraph_step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _seq_step(obs: Observation) -> int | None:
+    """N of LangChain's ``seq:step:N`` tag: the position of this run inside its parent's RunnableSequence."""
+    tags = (obs.metadata or {}).get("tags")
+    if isinstance(tags, list):
+        for tag in tags:
+            if isinstance(tag, str) and tag.startswith("seq:step:") and tag[9:].isdigit():
+                return int(tag[9:])
+    return None
+
+
+def _looks_like_route(value: Any) -> bool:
+    """What a routing function returns: a node name, END, several names, or Send packets."""
+    if isinstance(value, dict) and set(value) == {"output"}:
+        value = value["output"]
+    if isinstance(value, str):
+        return True
+    if isinstance(value, list) and value:
+        return all(isinstance(v, str) or (isinstance(v, dict) and "node" in v) for v in value)
+    return False
+
+
+def is_routing(obs: Observation, parent: Observation | None, has_children: bool) -> bool:
+    """A conditional edge's function (``tools_condition``, a ``route`` function): it decides, it does no work.
+
+    LangGraph runs it inside the node it leaves, after the node's function, as a later step of the node's
+    RunnableSequence (``seq:step:2`` or more; the node's own work is step 1). Without that tag: a leaf CHAIN
+    inside a node, named differently, that returned node names.
+    """
+    if has_children or obs.type not in ("CHAIN", "SPAN") or parent is None or node_name(parent) is None:
+        return False
+    if obs.name == parent.name or (obs.metadata or {}).get("langgraph_node") != parent.name:
+        return False
+    seq = _seq_step(obs)
+    if seq is not None:
+        return seq >= 2
+    return _looks_like_route(obs.output)
+
+
+def route_text(value: Any) -> str:
+    """``tools``, ``END``, ``a, b`` or ``Send generate_joke ×3``."""
+    if isinstance(value, dict) and set(value) == {"output"}:
+        value = value["output"]
+    items = value if isinstance(value, list) else [value]
+    names: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, dict) and "node" in item:
+            label = f"Send {item['node']}"
+        elif item == "__end__":
+            label = "END"
+        else:
+            label = item if isinstance(item, str) else _compact(item)
+        names[label] = names.get(label, 0) + 1
+    return ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in names.items()) or "—"
+
+
+def node_update(value: Any) -> Any:
+    """What a node added to the state: every new message (not only the last), other keys as they are."""
+    if not isinstance(value, dict):
+        return readable(value)
+    parts: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, list) and any(_is_message(m) for m in item):
+            texts = [_message_text(m) for m in item if _is_message(m) and not _is_tool_definition(m)]
+            parts.extend(t for t in texts if t)
+        elif _is_message(item):
+            parts.append(_message_text(item))
+        else:
+            parts.append(f"{key}: {_compact(item)}")
+    return " | ".join(parts) if parts else value
 
 
 # ---------------------------------------------------------------- the tree
@@ -181,13 +290,19 @@ class _Row:
     guide: str  # only single-cell box characters: its width is len(guide)
     parts: list[Part]
     fold: bool = False  # --full bodies wrap instead of being cut
+    drop: tuple[int, ...] = ()  # indexes of parts left out, in this order, before the row is cut
 
 
 @dataclass
 class TraceTree:
-    """A pre-laid-out tree: ``rows`` are drawn one per line (or folded when ``fold``)."""
+    """A pre-laid-out tree: ``rows`` are drawn one per line (or folded when ``fold``).
+
+    ``context`` (the trace's start time, target, session, ...) is drawn right after the first row, its items
+    packed into as few lines as the width allows.
+    """
 
     rows: list[_Row] = field(default_factory=list)
+    context: list[Part] = field(default_factory=list)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
@@ -199,8 +314,17 @@ class TraceTree:
                 styles[name] = console.get_style(name) if name else Style.null()
             return styles[name]
 
+        def emit(parts: list[Part]) -> Iterator[Segment]:
+            if plain:
+                yield Segment("".join(text for text, _ in parts) + "\n")
+                return
+            for text, style in parts:
+                if text:
+                    yield Segment(text, style_of(style))
+            yield Segment("\n")
+
         deepest = max(width * 2 // 3, 1)  # very deep trees keep the innermost guides, not the root's
-        for row in self.rows:
+        for index, row in enumerate(self.rows):
             guide = row.guide if len(row.guide) <= deepest else "…" + row.guide[-(deepest - 1) :]
             room = max(width - len(guide), 1)
             if row.fold:
@@ -209,23 +333,57 @@ class TraceTree:
                     for chunk in _fold("".join(t for t, _ in row.parts), room)
                 ]
             else:
-                lines = [[(guide, "dim"), *_cut(row.parts, room)]]
+                lines = [[(guide, "dim"), *_cut(_squeeze(row.parts, row.drop, room), room)]]
             for parts in lines:
-                if plain:
-                    yield Segment("".join(text for text, _ in parts) + "\n")
-                    continue
-                for text, style in parts:
-                    if text:
-                        yield Segment(text, style_of(style))
-                yield Segment("\n")
+                yield from emit(parts)
+            if index == 0 and self.context:
+                for line in _pack(self.context, width):
+                    yield from emit(line)
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
+def _width(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def _squeeze(parts: list[Part], drop: tuple[int, ...], room: int) -> list[Part]:
+    """Leave out the optional parts (in ``drop`` order) until the row fits; what must survive stays."""
+    total = sum(_width(text) for text, _ in parts)
+    if total <= room or not drop:
+        return parts
+    gone: set[int] = set()
+    for index in drop:
+        if total <= room:
+            break
+        if index < len(parts):
+            gone.add(index)
+            total -= _width(parts[index][0])
+    return [part for i, part in enumerate(parts) if i not in gone]
+
+
+def _pack(items: list[Part], width: int) -> Iterator[list[Part]]:
+    """Items joined by `` · ``, as many per line as fit; an item longer than a line is cut."""
+    line: list[Part] = []
+    used = 0
+    for text, style in items:
+        size = _width(text)
+        if line and used + 3 + size > width:
+            yield line
+            line, used = [], 0
+        if line:
+            line.append((" · ", "dim"))
+            used += 3
+        line.extend(_cut([(text, style)], max(width - used, 1)))
+        used += min(size, width)
+    if line:
+        yield line
+
+
 def _cut(parts: list[Part], room: int) -> list[Part]:
     """The parts that fit in ``room`` cells; when cut, the last visible cell is an ellipsis."""
-    sizes = [len(text) if text.isascii() else cell_len(text) for text, _ in parts]
+    sizes = [_width(text) for text, _ in parts]
     if sum(sizes) <= room:
         return parts
     budget, kept = room - 1, []
@@ -254,42 +412,104 @@ def _fold(text: str, room: int) -> Iterator[str]:
             line = line[len(piece) :]
 
 
-def observation_parts(obs: Observation) -> list[Part]:
-    """The one-line label of an observation: type, name, duration, level, model, tokens, cost, ttft."""
-    parts: list[Part] = [(obs.type, TYPE_STYLES.get(obs.type, "")), (" ", ""), (obs.name or "(unnamed)", "bold")]
+def observation_parts(obs: Observation, *, routing: bool = False) -> tuple[list[Part], tuple[int, ...]]:
+    """The one-line label of an observation and the order in which its optional parts give way.
+
+    type, name, step, duration, level, model, tokens, cost, ttft, id. At 80 columns the id and the cost
+    must survive: ttft, the step, the model and the token count are left out first (in that order);
+    the name is cut last.
+    """
+    name = clean_line(obs.name or "(unnamed)")
+    if routing:
+        parts: list[Part] = [
+            ("ROUTE", "dim"),
+            (" ", ""),
+            (name, "dim"),
+            (f" → {clean_line(route_text(obs.output))}", ""),
+        ]
+        parts.append((f"  {format_duration(obs.latency)}", "dim"))
+        parts.append((f"  {obs.id[:8]}", "dim"))
+        return parts, (4,)
+    parts = [(obs.type, TYPE_STYLES.get(obs.type, "")), (" ", ""), (name, "bold")]
+    optional: dict[str, int] = {}
+    step = step_of(obs)
+    if step is not None and node_name(obs) is not None:
+        optional["step"] = len(parts)
+        parts.append((f"  step {step}", "dim"))
     parts.append((f"  {format_duration(obs.latency)}", "cyan" if obs.end_time is not None else "yellow"))
     if obs.level != "DEFAULT":
         parts.append((f"  {obs.level}", LEVEL_STYLES.get(obs.level, "")))
     if obs.model:
-        parts.append((f"  {obs.model}", "magenta"))
+        optional["model"] = len(parts)
+        parts.append((f"  {clean_line(obs.model)}", "magenta"))
     tokens = format_tokens(obs.usage_details)
     if tokens:
-        parts.append((f"  {tokens}", ""))
+        optional["tokens"] = len(parts)
+        count, _, detail = tokens.partition(" (")
+        parts.append((f"  {count}", ""))
+        if detail:
+            optional["detail"] = len(parts)
+            parts.append((f" ({detail}", ""))
     cost = format_cost((obs.cost_details or {}).get("total"))
     if cost:
         parts.append((f"  {cost}", "green"))
     ttft = obs.time_to_first_token
     if ttft is not None and obs.type == "GENERATION":
+        optional["ttft"] = len(parts)
         parts.append((f"  ttft {format_duration(ttft)}", "dim"))
-    parts.append((f"  {obs.id[:8]}", "dim"))  # enough for `show --observation`
-    return parts
+    parts.append((f"  {obs.id[:8]}", "dim"))  # enough for `show TRACE OBSERVATION`
+    drop = tuple(optional[k] for k in ("ttft", "step", "detail", "model", "tokens") if k in optional)
+    return parts, drop
+
+
+def handled_errors(trace: Trace) -> int:
+    """Error observations in a trace that still finished ok (a failed tool call the agent worked around)."""
+    if trace.status != "ok":
+        return 0
+    return sum(1 for o in trace.observations if o.level == "ERROR")
+
+
+def format_trace_tokens(trace: Trace) -> str:
+    """``410 tokens: 370 in (100 cached), 40 out``: in and out include cached and reasoning tokens, so they add up."""
+    total = trace.total_tokens
+    if not total:
+        return ""
+    usage = trace.usage
+    tokens_in, tokens_out, cached, reasoning = token_split(usage)
+    if tokens_in is None and tokens_out is None:
+        return f"{total} tokens"
+    tokens_in_text = f"{tokens_in or 0} in" + (f" ({cached} cached)" if cached else "")
+    tokens_out_text = f"{tokens_out or 0} out" + (f" ({reasoning} reasoning)" if reasoning else "")
+    return f"{total} tokens: {tokens_in_text}, {tokens_out_text}"
+
+
+def status_text(trace: Trace) -> str:
+    status = trace.status
+    mark = STATUS_MARKS.get(status, status)
+    handled = handled_errors(trace)
+    if handled:
+        mark += f" · {handled} handled error{'s' * (handled != 1)}"
+    return mark
+
+
+def trace_drop(parts: list[Part]) -> tuple[int, ...]:
+    """On a narrow console the root line leaves out the observation count, then the token count."""
+    drop = [len(parts) - 1]
+    drop.extend(i for i, (text, _) in enumerate(parts) if text.startswith("  ") and " tokens" in text)
+    return tuple(drop)
 
 
 def trace_parts(trace: Trace) -> list[Part]:
     """The root line: name, status, total duration, tokens, cost, observation count (most important first)."""
-    usage = trace.usage
     status = trace.status
     parts: list[Part] = [
-        (trace.name or "(unnamed trace)", "bold"),
-        (f"  {STATUS_MARKS.get(status, status)}", STATUS_STYLES.get(status, "")),
+        (clean_line(trace.name or "(unnamed trace)"), "bold"),
+        (f"  {status_text(trace)}", STATUS_STYLES.get(status, "")),
         (f"  {format_duration(trace.latency)}", "cyan"),
     ]
-    total = trace.total_tokens
-    if total:
-        tokens = f"  {total} tokens"
-        if "input" in usage or "output" in usage:
-            tokens += f" ({usage.get('input', 0)} in, {usage.get('output', 0)} out)"
-        parts.append((tokens, ""))
+    tokens = format_trace_tokens(trace)
+    if tokens:
+        parts.append((f"  {tokens}", ""))
     cost = format_cost(trace.total_cost)
     if cost:
         parts.append((f"  {cost}", "green"))
@@ -298,20 +518,59 @@ def trace_parts(trace: Trace) -> list[Part]:
     return parts
 
 
-def _body_rows(obs: Observation, guide: str, full: bool) -> list[_Row]:
+def format_local_time(ns: int, *, zone: bool = True) -> str:
+    moment = datetime.fromtimestamp(ns / 1e9).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z" if zone else "%Y-%m-%d %H:%M:%S")
+
+
+def trace_target(trace: Trace) -> str | None:
+    target = (trace.metadata or {}).get("lftrace_target")
+    return target if isinstance(target, str) and target else None
+
+
+def trace_thread(trace: Trace) -> str | None:
+    thread = (trace.metadata or {}).get("thread_id")
+    return str(thread) if thread not in (None, "") else None
+
+
+def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
+    """What the trace is about, beyond its numbers: when, what ran, for whom, where it went."""
+    items: list[Part] = [(f"started {format_local_time(trace.timestamp)}", "dim")]
+    for label, value in (
+        ("target", trace_target(trace)),
+        ("session", trace.session_id),
+        ("user", trace.user_id),
+        ("thread", trace_thread(trace)),
+    ):
+        if value:
+            items.append((f"{label} {clean_line(str(value))}", "dim"))
+    if trace.tags:
+        items.append(("tags " + ", ".join(clean_line(str(t)) for t in trace.tags), "dim"))
+    if trace.environment and trace.environment != "default":
+        items.append((f"env {clean_line(trace.environment)}", "dim"))
+    if trace.release:
+        items.append((f"release {clean_line(trace.release)}", "dim"))
+    for where in delivered:
+        items.append((f"delivered {clean_line(where)}", "dim"))
+    return items
+
+
+def _body_rows(obs: Observation, guide: str, full: bool, *, node: bool = False) -> list[_Row]:
     rows: list[_Row] = []
     if obs.level == "ERROR" or (obs.status_message and obs.level == "WARNING"):
         message = obs.status_message or "error"
         style = LEVEL_STYLES.get(obs.level, "red")
         if full:
-            rows.append(_Row(guide, [(f"error: {message}", style)], fold=True))
+            rows.append(_Row(guide, [(f"error: {clean(message)}", style)], fold=True))
         else:
             rows.append(_Row(guide, [("error: ", style), (preview(message), style)]))
     for label, value in (("in", obs.input), ("out", obs.output)):
         if value is None:
             continue
         if full:
-            rows.append(_Row(guide, [(f"{label}: {pretty(value)}", "dim")], fold=True))
+            rows.append(_Row(guide, [(f"{label}: {clean(pretty(value))}", "dim")], fold=True))
+        elif label == "out" and node:
+            rows.append(_Row(guide, [(f"{label}: ", "dim"), (one_line(_compact(node_update(value))), "dim")]))
         else:
             rows.append(_Row(guide, [(f"{label}: ", "dim"), (preview(value), "dim")]))
     return rows
@@ -329,31 +588,67 @@ def _child_map(trace: Trace) -> tuple[list[Observation], dict[str | None, list[O
     return roots, kids
 
 
-def find_observation(trace: Trace, id_or_prefix: str) -> Observation:
-    """An observation by full id or unique prefix."""
-    wanted = id_or_prefix.lower()
-    matches = [o for o in trace.observations if o.id.startswith(wanted)]
+def find_observation(trace: Trace, reference: str) -> Observation:
+    """An observation by full id, unique id prefix, or node name (``agent``, ``agent#2`` = its 2nd run)."""
+    wanted = reference.strip().lower()
+    matches = [o for o in trace.observations if o.id.startswith(wanted)] if wanted else []
     exact = [o for o in matches if o.id == wanted]
     if exact:
         return exact[0]
-    if not matches:
-        raise TraceNotFound(
-            f"no observation '{id_or_prefix}' in trace {trace.id} (see the ids with `lftrace show {trace.id[:8]} --json`)"
-        )
     if len(matches) > 1:
         raise InputError(
-            f"observation prefix '{id_or_prefix}' is ambiguous in trace {trace.id[:8]} "
+            f"observation prefix '{clean_line(reference)}' is ambiguous in trace {trace.id[:8]} "
             f"({', '.join(o.id for o in matches[:5])}); give more characters"
         )
-    return matches[0]
+    if matches:
+        return matches[0]
+    return _by_name(trace, reference.strip())
 
 
-def build_tree(trace: Trace, *, full: bool = False, depth: int | None = None, focus: str | None = None) -> TraceTree:
+def _by_name(trace: Trace, reference: str) -> Observation:
+    name, _, number = reference.rpartition("#") if "#" in reference else (reference, "", "")
+    ordered = sorted(trace.observations, key=lambda o: o.start_time)
+    same = [o for o in ordered if o.name == name]
+    if not same:
+        raise TraceNotFound(
+            f"no observation '{clean_line(reference)}' in trace {trace.id} (give an id or prefix from "
+            f"`lftrace show {trace.id[:8]}`, or a name such as '{ordered[0].name if ordered else 'agent'}#1')"
+        )
+    if number:
+        if not number.isdigit() or not 1 <= int(number) <= len(same):
+            raise TraceNotFound(
+                f"no observation '{clean_line(reference)}' in trace {trace.id[:8]}: '{clean_line(name)}' ran "
+                f"{len(same)} time{'s' * (len(same) != 1)} (use #1 to #{len(same)})"
+            )
+        return same[int(number) - 1]
+    if len(same) > 1:
+        # a node counts its own runs, not the subgraph inside that bears the same name
+        nodes = [o for o in same if node_name(o) is not None] or same
+        if len(nodes) > 1:
+            raise InputError(
+                f"'{clean_line(name)}' ran {len(same)} times in trace {trace.id[:8]}: "
+                f"say which with {clean_line(name)}#1 to #{len(same)}"
+            )
+        return nodes[0]
+    return same[0]
+
+
+def build_tree(
+    trace: Trace,
+    *,
+    full: bool = False,
+    depth: int | None = None,
+    focus: str | None = None,
+    delivered: Sequence[str] = (),
+    context: bool = True,
+) -> TraceTree:
     """Lay the trace out as rows: the trace line, then every observation (or the ``focus`` subtree)."""
     roots, kids = _child_map(trace)
     if focus is not None:
         roots = [find_observation(trace, focus)]
-    tree = TraceTree([_Row("", trace_parts(trace))])
+    by_id = {o.id: o for o in trace.observations}
+    root = trace_parts(trace)
+    tree = TraceTree([_Row("", root, drop=trace_drop(root))], context_parts(trace, delivered) if context else [])
     rows = tree.rows
     # iterative depth-first walk: 5,000-deep chains must not hit the recursion limit
     stack: list[tuple[Observation, str, bool, int]] = [
@@ -361,11 +656,14 @@ def build_tree(trace: Trace, *, full: bool = False, depth: int | None = None, fo
     ]
     while stack:
         obs, prefix, last, level = stack.pop()
-        rows.append(_Row(prefix + (_LAST if last else _BRANCH), observation_parts(obs)))
-        inner = prefix + (_SPACE if last else _PIPE)
         children = kids.get(obs.id, [])
+        routing = is_routing(obs, by_id.get(obs.parent_id) if obs.parent_id else None, bool(children))
+        parts, drop = observation_parts(obs, routing=routing)
+        rows.append(_Row(prefix + (_LAST if last else _BRANCH), parts, drop=drop))
+        inner = prefix + (_SPACE if last else _PIPE)
         body_guide = inner + (_PIPE if children else _SPACE)
-        rows.extend(_body_rows(obs, body_guide, full))
+        if not routing or obs.level == "ERROR":
+            rows.extend(_body_rows(obs, body_guide, full, node=node_name(obs) is not None))
         if not children:
             continue
         if depth is not None and level >= depth:
@@ -395,9 +693,9 @@ def render_output(trace: Trace, *, full: bool = False) -> RenderableType:
         errors = [o for o in trace.observations if o.level == "ERROR"]
         if errors:
             first = min(errors, key=lambda o: o.start_time)
-            return Text.assemble(("Error: ", "bold red"), (first.status_message or "error", "red"))
+            return Text.assemble(("Error: ", "bold red"), (clean(first.status_message or "error"), "red"))
         return Text("Output: (none)", style="dim")
-    text = pretty(value) if full else pretty(readable(value))
+    text = clean(pretty(value) if full else pretty(readable(value)))
     lines = text.splitlines() or [""]
     body = Text("\n".join(lines if full else lines[:OUTPUT_LINES]))
     if not full and len(lines) > OUTPUT_LINES:
@@ -406,63 +704,96 @@ def render_output(trace: Trace, *, full: bool = False) -> RenderableType:
 
 
 def render_trace(
-    trace: Trace, full: bool = False, depth: int | None = None, focus: str | None = None, *, footer: bool = True
+    trace: Trace,
+    full: bool = False,
+    depth: int | None = None,
+    focus: str | None = None,
+    *,
+    footer: bool = True,
+    delivered: Sequence[str] = (),
 ) -> RenderableType:
-    """The tree, then (with ``footer``) the final output and the trace id."""
-    tree = build_tree(trace, full=full, depth=depth, focus=focus)
+    """The tree (after the trace line, its context), then (with ``footer``) the final output and the trace id."""
+    tree = build_tree(trace, full=full, depth=depth, focus=focus, delivered=delivered)
     if not footer:
         return tree
     parts: list[RenderableType] = [tree, Text("")]
     if focus is None:
         parts.append(render_output(trace, full=full))
-    parts.append(Text.assemble(("Trace ID: ", "bold"), (trace.id, "")))
+    parts.append(Text.assemble(("Trace ID: ", "bold"), (clean_line(trace.id), "")))
     return Group(*parts)
 
 
-# ---------------------------------------------------------------- listing
+# ---------------------------------------------------------------- tables (list, sessions)
 
 
 def format_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _iso_local(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
+
+
 @dataclass
-class TraceList:
-    """The ``list`` table, laid out for the console width: only NAME gives way (with an ellipsis)."""
+class Table:
+    """A table laid out for the console width, columns two spaces apart.
 
+    Laid out here rather than with ``rich.table`` (whose import and layout cost more than the rest of
+    ``lftrace list`` together): the widths are known. When the width is short, the ``optional`` columns
+    go first (in that order), then the ``flex`` column gives way with an ellipsis. ``tsv`` holds the same
+    rows for scripts (full ids, plain numbers), printed when stdout is not a terminal.
+    """
+
+    headers: tuple[str, ...]
     rows: list[tuple[str, ...]]
-
-    HEADERS = ("TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS")
-
-    RIGHT = frozenset((3, 4, 5))  # DURATION, TOKENS, COST
+    right: frozenset[int] = frozenset()
+    flex: int = 0
+    optional: tuple[int, ...] = ()
+    status_column: int | None = None
+    tsv_headers: tuple[str, ...] = ()
+    tsv_rows: list[tuple[str, ...]] = field(default_factory=list)
 
     def lines(self, width: int) -> list[Text]:
-        """Header and rows as text lines, columns two spaces apart, fitted to ``width``.
-
-        Laid out here rather than with ``rich.table`` (whose import and layout cost more than the rest
-        of ``lftrace list`` together): the widths are known, only NAME gives way.
-        """
-        rows = self.rows
+        keep = list(range(len(self.headers)))
+        rows = [tuple(clean_line(cell) for cell in row) for row in self.rows]
         widths = self._widths(rows)
-        fixed = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
-        if fixed + 8 > width:  # a narrow terminal: "11-26 19:58" instead of "2026-11-26 19:58:21"
-            rows = [(row[0][5:16], *row[1:]) for row in rows]
-            widths = self._widths(rows)
-            fixed = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
-        widths[2] = max(min(widths[2], width - fixed), 4)
-        out = [Text("  ".join(self._cell(h, i, widths[i]) for i, h in enumerate(self.HEADERS)), style="bold")]
+        for column in self.optional:  # the least useful columns go before the flexible one is squeezed
+            if self._fixed(widths, keep) + 8 <= width:
+                break
+            keep.remove(column)
+        fixed = self._fixed(widths, keep)
+        widths[self.flex] = max(min(widths[self.flex], width - fixed), 4)
+        out = [Text("  ".join(self._cell(self.headers[i], i, widths[i]) for i in keep), style="bold")]
         for row in rows:
-            line = Text("  ".join(self._cell(cell, i, widths[i]) for i, cell in enumerate(row[:-1])) + "  ")
-            line.append(self._cell(row[-1], len(row) - 1, widths[-1]), style=STATUS_STYLES.get(row[-1], ""))
+            line = Text()
+            for n, i in enumerate(keep):
+                if n:
+                    line.append("  ")
+                style = STATUS_STYLES.get(row[i].split(" ", 1)[0], "") if i == self.status_column else ""
+                line.append(self._cell(row[i], i, widths[i]), style=style)
             out.append(line)
         return out
 
+    def _fixed(self, widths: list[int], keep: list[int]) -> int:
+        return sum(widths[i] for i in keep if i != self.flex) + 2 * (len(keep) - 1)
+
     def _cell(self, text: str, column: int, width: int) -> str:
-        size = len(text) if text.isascii() else cell_len(text)
+        size = _width(text)
         if size > width:
             return set_cell_size(text, width - 1) + "…"
         pad = " " * (width - size)
-        return pad + text if column in self.RIGHT else text + pad
+        if column in self.right:
+            return pad + text
+        return text if column == len(self.headers) - 1 else text + pad
+
+    def _widths(self, rows: Sequence[tuple[str, ...]]) -> list[int]:
+        return [max([len(h), *(_width(row[i]) for row in rows)]) for i, h in enumerate(self.headers)]
+
+    def tsv(self) -> str:
+        """Tab-separated, a header first (``gh``'s and ``llm logs``' scripting format); cells on one line."""
+        headers = self.tsv_headers or self.headers
+        rows = self.tsv_rows or self.rows
+        return "".join("\t".join(clean_line(c) for c in row) + "\n" for row in [headers, *rows])
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         for line in self.lines(options.max_width):
@@ -470,23 +801,89 @@ class TraceList:
             line.overflow = "ellipsis"
             yield line
 
-    def _widths(self, rows: Sequence[tuple[str, ...]]) -> list[int]:
-        return [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(self.HEADERS)]
+
+@dataclass
+class TraceList(Table):
+    """The ``list`` table: only NAME gives way; on a narrow terminal the time is shortened first."""
+
+    def lines(self, width: int) -> list[Text]:
+        keep = [i for i in range(len(self.headers)) if i not in self.optional]
+        widths = self._widths(self.rows)
+        if self._fixed(widths, keep) + 8 > width:  # a narrow terminal: "11-26 19:58" instead of "2026-11-26 19:58:21"
+            short = [(row[0][5:16], *row[1:]) for row in self.rows]
+            return Table.lines(replace_rows(self, short), width)
+        return Table.lines(self, width)
+
+
+def replace_rows(table: Table, rows: list[tuple[str, ...]]) -> Table:
+    return Table(table.headers, rows, table.right, table.flex, table.optional, table.status_column)
+
+
+_LIST_HEADERS = ("TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS")
+_LIST_TSV_HEADERS = (
+    "time", "id", "name", "duration_s", "tokens", "cost_usd", "status", "session", "user", "tags", "observations",
+)  # fmt: skip
+
+
+def summary_status(summary: TraceSummary) -> str:
+    """``ok``, ``error``, ``interrupted``, ``running``; ``ok · 1 handled`` when an error was handled."""
+    handled = getattr(summary, "handled_errors", 0) or (1 if summary.status == "ok" and summary.level == "ERROR" else 0)
+    return f"ok · {handled} handled" if handled and summary.status == "ok" else summary.status
 
 
 def render_trace_list(summaries: Sequence[TraceSummary] | Iterable[TraceSummary]) -> TraceList:
-    """Newest first (as given): time, short id, name, duration, tokens, cost, status."""
-    return TraceList(
-        [
-            (
-                format_time(s.timestamp),
-                s.id[:8],
-                s.name or "(unnamed)",
-                format_duration(s.latency) if s.latency is not None else "—",
-                str(s.total_tokens) if s.total_tokens else "—",
-                format_cost(s.total_cost) or "—",
-                s.status,
-            )
-            for s in summaries
+    """Newest first (as given): time, short id, name, duration, tokens, cost, status; session, user and tags
+    when any trace has them (they give way first on a narrow terminal)."""
+    summaries = list(summaries)
+    headers = list(_LIST_HEADERS)
+    extra = [
+        (header, getter)
+        for header, getter in (
+            ("SESSION", lambda s: s.session_id or ""),
+            ("USER", lambda s: s.user_id or ""),
+            ("TAGS", lambda s: ",".join(s.tags)),
+        )
+        if any(getter(s) for s in summaries)
+    ]
+    rows = []
+    for s in summaries:
+        row = [
+            format_time(s.timestamp),
+            s.id[:8],
+            s.name or "(unnamed)",
+            format_duration(s.latency) if s.latency is not None else "—",
+            str(s.total_tokens) if s.total_tokens else "—",
+            format_cost(s.total_cost) or "—",
+            summary_status(s),
         ]
+        # the status stays last (it is what the eye looks for); extra columns go between cost and status
+        row[6:6] = [getter(s) or "—" for _, getter in extra]
+        rows.append(tuple(row))
+    headers[6:6] = [header for header, _ in extra]
+    tsv_rows: list[tuple[str, ...]] = [
+        (
+            _iso_local(s.timestamp),
+            s.id,
+            s.name or "",
+            "" if s.latency is None else f"{s.latency:.6f}",
+            str(s.total_tokens),
+            "" if s.total_cost is None else f"{s.total_cost:.8f}",
+            s.status,
+            s.session_id or "",
+            s.user_id or "",
+            ",".join(s.tags),
+            str(s.observation_count),
+        )
+        for s in summaries
+    ]
+    count = len(headers)
+    return TraceList(
+        tuple(headers),
+        rows,
+        right=frozenset((3, 4, 5)),
+        flex=2,
+        optional=tuple(range(count - 2, 5, -1)),  # TAGS, USER, SESSION: right to left
+        status_column=count - 1,
+        tsv_headers=_LIST_TSV_HEADERS,
+        tsv_rows=tsv_rows,
     )

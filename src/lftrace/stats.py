@@ -1,7 +1,8 @@
 """Aggregates over stored traces: per graph node, per tool and per model.
 
 A node execution is the observation LangGraph opens for the node (its ``langgraph_node`` metadata equals
-its own name); its tokens and cost are those of the generations inside it. A model row is one per
+its own name); its tokens and cost are those of the generations inside it. A subgraph used as a node shows up as
+two runs of the same name, one inside the other: it is counted once (the outer one). A model row is one per
 generation. Latency percentiles interpolate linearly between ranks (numpy's default).
 """
 
@@ -119,15 +120,24 @@ def _inside(obs: Observation, kids: dict[str | None, list[Observation]]) -> tupl
     return tokens, cost, priced
 
 
+def _nested_repeat(obs: Observation, by_id: dict[str, Observation]) -> bool:
+    """A run inside a run of the same name and kind: a subgraph used as a node (the node ``math_agent`` runs the
+    compiled graph ``math_agent``, and both carry ``langgraph_node == 'math_agent'``) or a tool wrapping itself.
+    Counted once, as the outer run, whose tokens and cost already include everything inside."""
+    parent = by_id.get(obs.parent_id) if obs.parent_id else None
+    return parent is not None and parent.name == obs.name and (parent.type == obs.type or _is_node(parent))
+
+
 def compute_stats(traces: Iterable[Trace]) -> StatsReport:
     report = StatsReport()
     for trace in traces:
         report.traces += 1
         kids = trace.children()
+        by_id = {o.id: o for o in trace.observations}
         for obs in trace.observations:
-            if _is_node(obs):
+            if _is_node(obs) and not _nested_repeat(obs, by_id):
                 report.row("node", obs.name).add(obs, *_inside(obs, kids))
-            if obs.type == "TOOL":
+            if obs.type == "TOOL" and not _nested_repeat(obs, by_id):
                 report.row("tool", obs.name).add(obs, *_inside(obs, kids))
             if obs.type == "GENERATION":
                 report.row("model", obs.model or "(unknown)").add(obs, *_own_usage(obs))
