@@ -41,7 +41,8 @@ def invoke(*args: str, input: str | None = None):
 
 
 def test_run_shows_the_tree_output_and_trace_id(app_file):
-    result = invoke("run", f"{app_file}:chain", "--input", "cats")
+    # 120 columns: at 80 the generation line leaves out the model and token count to keep its cost and id
+    result = runner.invoke(app, ["run", f"{app_file}:chain", "--input", "cats"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("RunnableSequence  ") and "19 tokens (12 in, 7 out)" in lines[0] and "✓ ok" in lines[0]

@@ -118,7 +118,7 @@ def test_full_mode_golden_shows_whole_inputs_and_outputs():
 def test_root_line_sums_duration_tokens_and_cost():
     first = render_text(render_trace(agent_trace()), width=120).splitlines()[0]
     # in and out include cached and reasoning tokens: 370 + 40 = 410
-    assert first.startswith("LangGraph  ✓ ok  1.52s  410 tokens: 370 in (100 cached), 40 out (10 reasoning)  $0.000058")
+    assert first.startswith("LangGraph  ✓ ok  1.52s  410 tokens (370 in, 40 out; cached 100, reasoning 10)  $0.000058")
     assert "6 observations" in first and "✓ ok" in first
 
 

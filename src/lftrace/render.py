@@ -470,7 +470,8 @@ def handled_errors(trace: Trace) -> int:
 
 
 def format_trace_tokens(trace: Trace) -> str:
-    """``410 tokens: 370 in (100 cached), 40 out``: in and out include cached and reasoning tokens, so they add up."""
+    """``410 tokens (370 in, 40 out; cached 100, reasoning 10)``: in and out include their cached and reasoning
+    tokens, so in + out = total."""
     total = trace.total_tokens
     if not total:
         return ""
@@ -478,9 +479,9 @@ def format_trace_tokens(trace: Trace) -> str:
     tokens_in, tokens_out, cached, reasoning = token_split(usage)
     if tokens_in is None and tokens_out is None:
         return f"{total} tokens"
-    tokens_in_text = f"{tokens_in or 0} in" + (f" ({cached} cached)" if cached else "")
-    tokens_out_text = f"{tokens_out or 0} out" + (f" ({reasoning} reasoning)" if reasoning else "")
-    return f"{total} tokens: {tokens_in_text}, {tokens_out_text}"
+    extras = [f"cached {cached}"] * bool(cached) + [f"reasoning {reasoning}"] * bool(reasoning)
+    detail = f"; {', '.join(extras)}" if extras else ""
+    return f"{total} tokens ({tokens_in or 0} in, {tokens_out or 0} out{detail})"
 
 
 def status_text(trace: Trace) -> str:
