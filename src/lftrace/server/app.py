@@ -192,12 +192,7 @@ class Ingestor:
         if not traces:
             return
         add_costs(traces)
-        try:
-            self.store.write_traces(traces, self.destinations, merge=True)  # type: ignore[call-arg]
-        except TypeError:  # TEMPORARY until the store's merge write (issue 13) is on main
-            with self.legacy_lock:
-                existing = {t.id: t for t in self.store.get_traces([t.id for t in traces])}
-                self.store.write_traces([_merge(existing.get(t.id), t) for t in traces], self.destinations)
+        self.store.write_traces(traces, self.destinations, merge=True)
 
     def ingest_legacy(self, batch: Any) -> ingest_legacy.BatchResult:
         with self.legacy_lock:
@@ -207,28 +202,6 @@ class Ingestor:
                 # the traces are complete (read back and updated): a plain replace is the merge
                 self.store.write_traces(result.traces, self.destinations)
         return result
-
-
-def _merge(old: Trace | None, new: Trace) -> Trace:
-    """TEMPORARY: the store merge contract, in memory (removed when write_traces(merge=True) lands)."""
-    if old is None:
-        return new
-    by_id = {o.id: o for o in old.observations}
-    for obs in new.observations:
-        by_id[obs.id] = obs
-    for name in ("name", "input", "output", "session_id", "user_id", "release", "version", "metadata"):
-        value = getattr(new, name)
-        if value not in (None, "", {}, []):
-            setattr(old, name, value)
-    if new.environment != "default":
-        old.environment = new.environment
-    old.public = old.public or new.public
-    old.tags = list(dict.fromkeys([*old.tags, *new.tags]))
-    old.timestamp = min(old.timestamp, new.timestamp)
-    ends = [e for e in (old.end_time, new.end_time) if e is not None]
-    old.end_time = max(ends) if ends else None
-    old.observations = sorted(by_id.values(), key=lambda o: o.start_time)
-    return old
 
 
 def _otlp_traces(body: bytes, content_type: str) -> list[Trace]:
