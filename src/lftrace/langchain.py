@@ -31,7 +31,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from .errors import LftraceError
 from .model import Observation, Trace
-from .usage import usage_from_generations
+from .usage import usage_from_result
 
 _log = logging.getLogger("lftrace")
 
@@ -539,7 +539,7 @@ class CallbackHandler(BaseCallbackHandler):
             generations = [g for batch in (response.generations or ()) for g in batch]
             outputs = [g.message if hasattr(g, "message") else g.text for g in generations]
             llm_output = response.llm_output
-            obs.usage_details = usage_from_generations(generations, llm_output)
+            obs.usage_details = usage_from_result(response.generations or (), llm_output)
             obs.model = _response_model(generations, llm_output) or obs.model
             self._close(run_id, outputs[0] if len(outputs) == 1 else outputs)
         except Exception:

@@ -13,6 +13,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from .usage import gross_counts
+
 _log = logging.getLogger("lftrace")
 _CACHE_LIMIT = 4096
 _cache: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, float] | None] = {}
@@ -21,24 +23,17 @@ _lock = threading.Lock()
 
 
 def _genai_usage_kwargs(usage: Mapping[str, int]) -> dict[str, int]:
-    """Langfuse usage (input/output exclude details) -> genai_prices Usage (input/output include them)."""
-    cache_read = usage.get("input_cache_read", 0)
-    cache_write = usage.get("input_cache_creation", 0)
-    input_audio = usage.get("input_audio", 0)
-    reasoning = usage.get("output_reasoning", 0)
-    output_audio = usage.get("output_audio", 0)
-    kwargs = {
-        "input_tokens": usage.get("input", 0) + cache_read + cache_write + input_audio,
-        "output_tokens": usage.get("output", 0) + reasoning + output_audio,
-    }
-    if cache_read:
-        kwargs["cache_read_tokens"] = cache_read
-    if cache_write:
-        kwargs["cache_write_tokens"] = cache_write
-    if input_audio:
-        kwargs["input_audio_tokens"] = input_audio
-    if output_audio:
-        kwargs["output_audio_tokens"] = output_audio
+    """Langfuse usage (input/output exclude details; provider keys kept) -> genai_prices Usage (totals include them)."""
+    counts = gross_counts(usage)
+    kwargs = {"input_tokens": counts["input"], "output_tokens": counts["output"]}
+    for source, target in (
+        ("cache_read", "cache_read_tokens"),
+        ("cache_write", "cache_write_tokens"),
+        ("input_audio", "input_audio_tokens"),
+        ("output_audio", "output_audio_tokens"),
+    ):
+        if counts[source]:
+            kwargs[target] = counts[source]
     return kwargs
 
 

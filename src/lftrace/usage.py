@@ -1,188 +1,284 @@
-"""Token usage from any provider shape -> Langfuse ``usage_details``.
+"""Token usage from any provider shape -> Langfuse ``usage_details``, with the official handler's keys and arithmetic.
 
-Langfuse's convention (LANGFUSE_WIRE.md): ``input`` and ``output`` exclude the detail counts
-reported beside them (``input_cache_read``, ``input_cache_creation``, ``input_audio``,
-``output_reasoning``, ``output_audio``, ...); ``total`` is the provider's total (or, when the
-provider reports none, the sum of everything). Stdlib only, duck-typed: no LangChain import.
+The official ``langfuse`` CallbackHandler decides what Langfuse shows for a LangChain run, so the same model must
+report the same numbers here (issue 13). Its rules, as observed (written here independently):
+
+- provider count keys are renamed to ``input``/``output``/``total`` (lists of counts, from streamed Bedrock, are
+  summed); every other integer key is kept under its own name (``cache_read_input_tokens``, ``thoughts_token_count``)
+  and non-integer values are dropped;
+- LangChain's ``input_token_details``/``output_token_details`` become ``input_<key>``/``output_<key>`` and are
+  subtracted from ``input``/``output`` - except priority-tier keys (``priority``, ``priority_*``), which are not
+  exclusive sub-counts;
+- OpenAI/LiteLLM ``prompt_tokens_details`` (a dict) become ``input_<key>`` and are subtracted from ``input``;
+  plain OpenAI usage (exactly the three counts, or those and both details dicts) is left to the Langfuse server,
+  which applies the same rule to both details dicts - we apply it here, so the numbers are the ones Langfuse shows;
+- Vertex modality lists: ``prompt_tokens_details`` -> ``input_modality_<m>``, ``candidates_tokens_details`` ->
+  ``output_modality_<m>``, ``cache_tokens_details`` -> ``cached_modality_<m>`` (subtracted from ``input`` and from
+  ``input_modality_<m>``);
+- Anthropic ``cache_creation`` tiers -> ``cache_creation_<tier>``, and their sum as ``cache_creation_input_tokens``
+  unless the provider sent that (and the sum is not zero).
+
+Beyond that, ``total`` is added when the provider gives none: input and output including their details
+(``gross_counts``), which is also what pricing uses. Stdlib only, duck-typed: no LangChain import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeGuard
 
-# LangChain's standard ``usage_metadata`` detail names -> Langfuse detail keys
-_LC_INPUT_DETAILS = {"cache_read": "input_cache_read", "cache_creation": "input_cache_creation", "audio": "input_audio"}
-_LC_OUTPUT_DETAILS = {"reasoning": "output_reasoning", "audio": "output_audio"}
-# OpenAI ``token_usage`` detail names
-_OPENAI_INPUT_DETAILS = {"cached_tokens": "input_cache_read", "audio_tokens": "input_audio"}
-_OPENAI_OUTPUT_DETAILS = {"reasoning_tokens": "output_reasoning", "audio_tokens": "output_audio"}
+# provider count -> Langfuse key, applied in this order (a later one overwrites an earlier one, as upstream)
+_RENAMES = (
+    ("input_tokens", "input"),  # LangChain usage_metadata, Anthropic, Bedrock Converse
+    ("output_tokens", "output"),
+    ("total_tokens", "total"),
+    ("prompt_tokens", "input"),  # OpenAI, LiteLLM, ChatBedrock
+    ("completion_tokens", "output"),
+    ("prompt_token_count", "input"),  # Vertex AI / Gemini
+    ("candidates_token_count", "output"),
+    ("total_token_count", "total"),
+    ("inputTokenCount", "input"),  # Bedrock invocation metrics
+    ("outputTokenCount", "output"),
+    ("totalTokenCount", "total"),
+    ("input_token_count", "input"),  # IBM watsonx
+    ("generated_token_count", "output"),
+)
+_OPENAI_COUNTS = frozenset(("prompt_tokens", "completion_tokens", "total_tokens"))
+_OPENAI_WITH_DETAILS = _OPENAI_COUNTS | {"prompt_tokens_details", "completion_tokens_details"}
 
 
-def _count(value: Any) -> int | None:
-    """An integer token count; Bedrock streams report lists of counts (summed)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list | tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> Any:
+    """A renamed count: Bedrock streams report a list of counts per chunk."""
+    if isinstance(value, list) and all(_is_int(v) for v in value):
         return sum(value)
-    return None
+    return value
 
 
-def _as_mapping(raw: Any) -> Mapping[str, Any] | None:
+def _as_dict(raw: Any) -> dict[str, Any] | None:
     if isinstance(raw, Mapping):
-        return raw
+        return dict(raw)
     if hasattr(raw, "model_dump"):
         try:
             dumped = raw.model_dump()
-            return dumped if isinstance(dumped, Mapping) else None
         except Exception:
             return None
+        return dict(dumped) if isinstance(dumped, Mapping) else None
     if hasattr(raw, "__dict__"):
-        return vars(raw)
+        return dict(vars(raw))
     return None
 
 
-def _finish(
-    base_in: int | None, base_out: int | None, total: int | None, details: dict[str, int]
-) -> dict[str, int] | None:
-    """Subtract details from input/output, drop zero details, add total."""
-    if base_in is None and base_out is None and total is None and not details:
-        return None
-    usage: dict[str, int] = {}
-    in_details = sum(v for k, v in details.items() if k.startswith("input_"))
-    out_details = sum(v for k, v in details.items() if k.startswith("output_"))
-    if base_in is not None:
-        usage["input"] = max(0, base_in - in_details)
-    if base_out is not None:
-        usage["output"] = max(0, base_out - out_details)
+def _subtract(usage: dict[str, Any], key: str, value: int) -> None:
+    if _is_int(usage.get(key)):
+        usage[key] = max(0, usage[key] - value)
+
+
+def _is_priority(key: str) -> bool:
+    return key == "priority" or key.startswith("priority_")
+
+
+def _details_into(usage: dict[str, Any], details: Any, prefix: str, base: str, *, skip_priority: bool) -> None:
+    """``{key: n}`` details -> ``<prefix>_<key>``, each subtracted from ``base``."""
+    if not isinstance(details, Mapping):
+        return
     for key, value in details.items():
-        if value:
-            usage[key] = value
-    if total is None:
-        total = sum(v for k, v in usage.items())
-    usage["total"] = total
+        if not _is_int(value):
+            continue
+        usage[f"{prefix}_{key}"] = value
+        if not (skip_priority and _is_priority(str(key))):
+            _subtract(usage, base, value)
+
+
+def _modalities(items: Any) -> Iterable[tuple[str, int]]:
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, Mapping) and "modality" in item and _is_int(item.get("token_count")):
+                yield str(item["modality"]), item["token_count"]
+
+
+def _plain_openai(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the Langfuse server makes of OpenAI usage the official handler passes through unchanged."""
+    keys = set(data)
+    if keys != _OPENAI_COUNTS and keys != _OPENAI_WITH_DETAILS:
+        return None
+    usage: dict[str, Any] = {
+        "input": data["prompt_tokens"],
+        "output": data["completion_tokens"],
+        "total": data["total_tokens"],
+    }
+    _details_into(usage, data.get("prompt_tokens_details"), "input", "input", skip_priority=False)
+    _details_into(usage, data.get("completion_tokens_details"), "output", "output", skip_priority=False)
     return usage
 
 
-def _details(source: Any, names: Mapping[str, str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if isinstance(source, Mapping):
-        for name, key in names.items():
-            value = _count(source.get(name))
-            if value:
-                out[key] = out.get(key, 0) + value
-    return out
+def parse_usage(raw: Any) -> dict[str, int] | None:
+    """One provider usage object -> the official handler's usage dict (no ``total`` added), or None."""
+    data = _as_dict(raw)
+    if not data:
+        return None
+    usage = _plain_openai(data)
+    if usage is None:
+        usage = data
+        for provider_key, key in _RENAMES:
+            if provider_key in usage:
+                usage[key] = _count(usage.pop(provider_key))
+        _details_into(usage, usage.pop("input_token_details", None), "input", "input", skip_priority=True)
+        _details_into(usage, usage.pop("output_token_details", None), "output", "output", skip_priority=True)
+        prompt_details = usage.get("prompt_tokens_details")
+        if isinstance(prompt_details, Mapping):
+            _details_into(usage, usage.pop("prompt_tokens_details"), "input", "input", skip_priority=False)
+        elif isinstance(prompt_details, list):
+            for modality, n in _modalities(usage.pop("prompt_tokens_details")):
+                usage[f"input_modality_{modality}"] = n
+                _subtract(usage, "input", n)
+        if isinstance(usage.get("candidates_tokens_details"), list):
+            for modality, n in _modalities(usage.pop("candidates_tokens_details")):
+                usage[f"output_modality_{modality}"] = n
+                _subtract(usage, "output", n)
+        if isinstance(usage.get("cache_tokens_details"), list):
+            for modality, n in _modalities(usage.pop("cache_tokens_details")):
+                usage[f"cached_modality_{modality}"] = n
+                _subtract(usage, "input", n)
+                _subtract(usage, f"input_modality_{modality}", n)
+        tiers = usage.get("cache_creation")
+        if isinstance(tiers, Mapping):
+            del usage["cache_creation"]
+            created = 0
+            for tier, n in tiers.items():
+                if _is_int(n):
+                    usage[f"cache_creation_{tier}"] = n
+                    created += n
+            if created > 0:
+                usage.setdefault("cache_creation_input_tokens", created)
+    counts = {str(k): v for k, v in usage.items() if _is_int(v)}
+    return counts or None
+
+
+def _gross(usage: Mapping[str, Any]) -> tuple[int, int]:
+    """(input, output) including every detail counted apart from them."""
+    get = usage.get
+
+    def n(key: str) -> int:
+        value = get(key)
+        return value if _is_int(value) else 0
+
+    base_in = n("input") + sum(
+        v
+        for k, v in usage.items()
+        if _is_int(v) and (k.startswith("cached_modality_") or (k.startswith("input_") and not _is_priority(k[6:])))
+    )
+    base_out = n("output") + sum(
+        v for k, v in usage.items() if _is_int(v) and k.startswith("output_") and not _is_priority(k[7:])
+    )
+    # Kept under their provider names, not subtracted: Anthropic's cache counts (its input excludes them) and
+    # Gemini's thoughts (its candidates exclude them). When the provider's total already covers them, they are in.
+    extra_in = n("cache_read_input_tokens") + n("cache_creation_input_tokens")
+    extra_out = n("thoughts_token_count")
+    total = get("total")
+    if (extra_in or extra_out) and not (_is_int(total) and total == base_in + base_out):
+        base_in += extra_in
+        base_out += extra_out
+    return base_in, base_out
+
+
+def gross_counts(usage: Mapping[str, Any]) -> dict[str, int]:
+    """Counts for pricing: ``input``/``output`` include their details; the priced details beside them."""
+    get = usage.get
+
+    def largest(*keys: str, prefix: str | None = None) -> int:
+        values = [v for k in keys if _is_int(v := get(k))]
+        if prefix is not None:
+            tier = sum(v for k, v in usage.items() if k.startswith(prefix) and _is_int(v))
+            values.append(tier)
+        return max(values, default=0)
+
+    gross_in, gross_out = _gross(usage)
+    return {
+        "input": gross_in,
+        "output": gross_out,
+        # one count may come under two names (LiteLLM: prompt_tokens_details.cached_tokens and
+        # cache_read_input_tokens): the largest, never the sum
+        "cache_read": largest(
+            "input_cache_read",
+            "input_cached_tokens",
+            "cache_read_input_tokens",
+            "cached_content_token_count",
+            prefix="cached_modality_",
+        ),
+        "cache_write": largest(
+            "input_cache_creation", "cache_creation_input_tokens", prefix="cache_creation_ephemeral_"
+        ),
+        "input_audio": largest("input_audio", "input_audio_tokens"),
+        "output_audio": largest("output_audio", "output_audio_tokens"),
+        "reasoning": largest("output_reasoning", "output_reasoning_tokens", "thoughts_token_count"),
+    }
+
+
+def with_total(usage: dict[str, int] | None) -> dict[str, int] | None:
+    """``usage`` with ``total`` (the provider's, else input + output with all their details)."""
+    if usage and "total" not in usage:
+        gross_in, gross_out = _gross(usage)
+        usage["total"] = gross_in + gross_out
+    return usage
 
 
 def normalise_usage(raw: Any) -> dict[str, int] | None:
     """Any known usage shape (a dict or an object with attributes) -> Langfuse usage_details, or None."""
-    data = _as_mapping(raw)
-    if not data:
-        return None
-    get = data.get
-
-    # LangChain standard usage_metadata: input_tokens includes cache/audio details; has total_tokens
-    if "input_tokens" in data and "total_tokens" in data:
-        details = _details(get("input_token_details"), _LC_INPUT_DETAILS)
-        details.update(_details(get("output_token_details"), _LC_OUTPUT_DETAILS))
-        return _finish(_count(get("input_tokens")), _count(get("output_tokens")), _count(get("total_tokens")), details)
-
-    # Anthropic raw usage: input_tokens EXCLUDES cache reads/creation, no total
-    if "input_tokens" in data or "cache_read_input_tokens" in data or "cache_creation_input_tokens" in data:
-        cache_read = _count(get("cache_read_input_tokens")) or 0
-        cache_creation = _count(get("cache_creation_input_tokens"))
-        tiers = get("cache_creation")  # extended caching: {"ephemeral_5m_input_tokens": n, ...}
-        if cache_creation is None and isinstance(tiers, Mapping):
-            cache_creation = sum((_count(v) or 0) for v in tiers.values())
-        cache_creation = cache_creation or 0
-        base_in = _count(get("input_tokens"))
-        details = {"input_cache_read": cache_read, "input_cache_creation": cache_creation}
-        gross_in = None if base_in is None else base_in + cache_read + cache_creation
-        return _finish(gross_in, _count(get("output_tokens")), None, details)
-
-    # OpenAI token_usage (also Azure, LiteLLM, ChatBedrock)
-    if "prompt_tokens" in data or "completion_tokens" in data:
-        details = _details(get("prompt_tokens_details"), _OPENAI_INPUT_DETAILS)
-        details.update(_details(get("completion_tokens_details"), _OPENAI_OUTPUT_DETAILS))
-        return _finish(
-            _count(get("prompt_tokens")), _count(get("completion_tokens")), _count(get("total_tokens")), details
-        )
-
-    # Bedrock invocation metrics (amazon-bedrock-invocationMetrics)
-    if "inputTokenCount" in data or "outputTokenCount" in data:
-        details = {
-            "input_cache_read": _count(get("cacheReadInputTokenCount")) or 0,
-            "input_cache_creation": _count(get("cacheWriteInputTokenCount")) or 0,
-        }
-        base_in = _count(get("inputTokenCount"))
-        gross_in = None if base_in is None else base_in + sum(details.values())  # Bedrock reports them apart
-        return _finish(gross_in, _count(get("outputTokenCount")), _count(get("totalTokenCount")), details)
-
-    # Vertex AI / Gemini: prompt includes cached content; candidates exclude thoughts
-    if "prompt_token_count" in data or "candidates_token_count" in data:
-        cached = _count(get("cached_content_token_count")) or 0
-        thoughts = _count(get("thoughts_token_count")) or 0
-        candidates = _count(get("candidates_token_count"))
-        gross_out = None if candidates is None else candidates + thoughts
-        details = {"input_cache_read": cached, "output_reasoning": thoughts}
-        return _finish(_count(get("prompt_token_count")), gross_out, _count(get("total_token_count")), details)
-
-    # Ollama
-    if "prompt_eval_count" in data or "eval_count" in data:
-        return _finish(_count(get("prompt_eval_count")), _count(get("eval_count")), None, {})
-
-    # IBM watsonx
-    if "input_token_count" in data or "generated_token_count" in data:
-        return _finish(_count(get("input_token_count")), _count(get("generated_token_count")), None, {})
-
-    # already Langfuse-shaped
-    if "input" in data or "output" in data:
-        counts = {k: c for k, v in data.items() if isinstance(k, str) and (c := _count(v)) is not None}
-        return counts or None
-    return None
+    usage = parse_usage(raw)
+    if usage is not None and not ({"input", "output", "total"} & set(usage)):
+        data = _as_dict(raw) or {}
+        if "prompt_eval_count" in data or "eval_count" in data:  # raw Ollama counts (not a shape upstream reads)
+            usage = {"input": _count(data.get("prompt_eval_count", 0)), "output": _count(data.get("eval_count", 0))}
+            usage = {k: v for k, v in usage.items() if _is_int(v)}
+        else:
+            return None  # no token count at all (e.g. only durations)
+    return with_total(usage)
 
 
-_RESPONSE_METADATA_KEYS = ("usage", "amazon-bedrock-invocationMetrics", "usage_metadata", "token_usage")
-_OLLAMA_KEYS = ("prompt_eval_count", "eval_count")
+def usage_from_result(batches: Sequence[Sequence[Any]], llm_output: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """Usage of one LLM run (``LLMResult.generations`` and ``llm_output``), chosen as the official handler does.
 
-
-def usage_from_generations(generations: Iterable[Any], llm_output: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """Usage of one LLM run from its generations (messages first) and ``llm_output``.
-
-    Precedence like the official SDK: the message's ``usage_metadata`` (LangChain's standard)
-    wins over provider-specific shapes in ``generation_info``/``response_metadata``/``llm_output``.
+    ``llm_output["token_usage"]`` (or ``["usage"]``) first; then, per batch, the first generation that has one of:
+    ``generation_info["usage_metadata"]``, ``response_metadata["usage"]`` (Anthropic, Bedrock-Anthropic),
+    ``response_metadata["amazon-bedrock-invocationMetrics"]``, the message's ``usage_metadata`` - the later found wins.
     """
-    fallback: Any = None
-    for gen in generations:
-        message = getattr(gen, "message", None)
-        usage_metadata = getattr(message, "usage_metadata", None)
-        if usage_metadata:
-            found = normalise_usage(usage_metadata)
-            if found:
-                return found
-        if fallback is None:
-            info = getattr(gen, "generation_info", None)
-            if isinstance(info, Mapping) and info.get("usage_metadata"):
-                fallback = info["usage_metadata"]
-            meta = getattr(message, "response_metadata", None)
-            if fallback is None and isinstance(meta, Mapping):
-                for key in _RESPONSE_METADATA_KEYS:
-                    if meta.get(key):
-                        fallback = meta[key]
-                        break
-                else:
-                    if any(k in meta for k in _OLLAMA_KEYS):
-                        fallback = meta
-    if fallback is not None:
-        found = normalise_usage(fallback)
-        if found:
-            return found
+    found: dict[str, int] | None = None
     if isinstance(llm_output, Mapping):
         for key in ("token_usage", "usage"):
             if llm_output.get(key):
-                return normalise_usage(llm_output[key])
-    return None
+                found = normalise_usage(llm_output[key])
+                break
+    ollama: Any = None
+    for batch in batches:
+        for gen in batch:
+            info = getattr(gen, "generation_info", None)
+            if isinstance(info, Mapping) and "usage_metadata" in info:
+                parsed = normalise_usage(info["usage_metadata"])
+                found = parsed
+                if parsed is not None:
+                    break
+            message = getattr(gen, "message", None)
+            meta = getattr(message, "response_metadata", None)
+            meta = meta if isinstance(meta, Mapping) else {}
+            chunk = (
+                meta.get("usage")
+                or meta.get("amazon-bedrock-invocationMetrics")
+                or getattr(message, "usage_metadata", None)
+            )
+            if chunk:
+                found = normalise_usage(chunk)
+                break
+            if ollama is None and ("prompt_eval_count" in meta or "eval_count" in meta):
+                ollama = meta
+    if found is None and ollama is not None:
+        found = normalise_usage(ollama)
+    return found
+
+
+def usage_from_generations(generations: Iterable[Any], llm_output: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """``usage_from_result`` for one batch of generations."""
+    return usage_from_result([list(generations)], llm_output)
