@@ -127,15 +127,26 @@ class Langfuse:
             log.warning("lftrace: could not queue trace %s", getattr(trace, "id", "?"), exc_info=True)
 
     # -- the SDK's public surface ------------------------------------------------------
-    def flush(self) -> None:
-        """Block until every finished trace is committed to the store, then deliver (bounded by timeout)."""
-        self._writer.flush()
+    def flush(self) -> bool:
+        """Block until every finished trace is committed to the store, then deliver (bounded by timeout).
+
+        Returns True when every trace is in the store. False when the store could not be written (disk full,
+        read-only, permissions): the traces stay in memory and are retried, ``write_error`` says why, and one
+        warning is logged. Delivery problems do not make it False: those traces are safe in the outbox.
+        """
+        written = self._writer.flush()
         deliverer = self._get_deliverer()
         if deliverer is not None:
             try:
                 self.last_delivery = deliverer.deliver(deadline=time.monotonic() + self.settings.timeout)
             except Exception as exc:  # the trace is on disk and stays queued: export must not break flush
                 log.warning("lftrace: delivery failed: %s (traces stay queued; run `lftrace push`)", exc)
+        return written
+
+    @property
+    def write_error(self) -> Exception | None:
+        """Why traces wait in memory instead of the store (None when the store takes writes)."""
+        return self._writer.write_error
 
     def shutdown(self) -> None:
         if self._closed:
@@ -202,6 +213,10 @@ class Langfuse:
             tag=tag,
             since_ns=parse_since(since),
         )
+
+    def check_store(self) -> None:
+        """Open the store for writing now: StoreError if it is corrupted, foreign or cannot be written."""
+        self._open_store().check_writable()
 
     @property
     def store(self) -> TraceStore:

@@ -14,7 +14,8 @@ class ExitStatus(IntEnum):
     ASSERTION_FAILED = 5  # a CI assertion or budget failed
     BACKEND = 6  # export backend unreachable / rejected (trace kept locally)
     STORE = 7  # store missing, corrupted or foreign
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): the partial trace is saved
+    TERMINATED = 143  # SIGTERM (CI runners, `timeout`): the partial trace is saved
 
 
 class LftraceError(Exception):
@@ -33,7 +34,11 @@ class ConfigError(LftraceError):
 
 
 class StoreError(LftraceError):
+    """The store cannot be opened, read or written. ``data_problem``: the data being written was refused (not
+    the store): writing other traces still works."""
+
     exit_code = ExitStatus.STORE
+    data_problem = False
 
 
 class TraceNotFound(LftraceError):
@@ -50,3 +55,7 @@ class InputError(LftraceError):
 
 class BackendError(LftraceError):
     exit_code = ExitStatus.BACKEND
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a target ran (``lftrace run``): handled like Ctrl-C (partial trace saved), exit 143."""

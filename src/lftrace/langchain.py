@@ -29,7 +29,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from .errors import LftraceError
+from .errors import LftraceError, Terminated
 from .model import Observation, Trace
 from .usage import usage_from_result
 
@@ -131,6 +131,8 @@ def _qualified_name(cls: type) -> str:
 
 def _interruption(error: BaseException) -> str | None:
     """The status message for Ctrl-C / task cancellation (not failures), else None."""
+    if isinstance(error, Terminated):
+        return "terminated (SIGTERM)"
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
     if isinstance(error, asyncio.CancelledError):

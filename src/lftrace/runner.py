@@ -8,17 +8,19 @@ flush the client -> read the trace back from the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import signal
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError, LftraceError, TraceNotFound
+from .errors import InputError, LftraceError, StoreError, Terminated, TraceNotFound
 from .model import Trace
 
 Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
@@ -42,6 +44,11 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.error is None and not self.interrupted
+
+    @property
+    def terminated(self) -> bool:
+        """Stopped by SIGTERM (exit 143) rather than Ctrl-C (exit 130)."""
+        return isinstance(self.error, Terminated)
 
 
 # ---------------------------------------------------------------- input
@@ -344,6 +351,28 @@ def invoke(
     return total[0]
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the target runs, SIGTERM (CI runners, ``timeout``) raises Terminated in the main thread, so the run
+    stops like Ctrl-C and its partial trace is saved. Elsewhere (another thread, no signals) nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except (ValueError, OSError):  # not allowed here (embedded interpreters)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def span_count(handler: Any) -> int:
     """Observations started so far (the handler's ``started_runs``; 0 for a handler without the counter)."""
     counter = getattr(handler, "started_runs", 0)
@@ -390,6 +419,8 @@ def execute(
     from .langchain import CallbackHandler
 
     client = get_client()  # invalid settings (a bad LANGFUSE_BASE_URL, ...) stop here, before the graph runs
+    if client.tracing_active:
+        client.check_store()  # a corrupted, foreign or unwritable store stops here too, not after the run
     handler = CallbackHandler(**dict(handler_extra or {}))
     run_config = build_config(
         handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=extra_config, callbacks=callbacks
@@ -400,15 +431,16 @@ def execute(
     error: BaseException | None = None
     interrupted = False
     try:
-        output = invoke(
-            runnable,
-            value,
-            run_config,
-            stream=stream,
-            use_async=use_async,
-            on_chunk=(lambda kind, chunk: notify("chunk", (kind, chunk))),
-        )
-    except KeyboardInterrupt as err:
+        with sigterm_as_interrupt():
+            output = invoke(
+                runnable,
+                value,
+                run_config,
+                stream=stream,
+                use_async=use_async,
+                on_chunk=(lambda kind, chunk: notify("chunk", (kind, chunk))),
+            )
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         interrupted, error = True, err
     except LftraceError:
         raise
@@ -418,9 +450,11 @@ def execute(
     notify("finishing", handler)
     if interrupted:
         # runs LangChain never closed end now; the handler marks the trace interrupted (not ERROR) itself
-        handler.finish_open_runs(INTERRUPTED)
+        handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else INTERRUPTED)
     result = RunResult(None, output, error, handler.last_trace_id, interrupted, elapsed, label)
-    client.flush()
+    if not client.flush() and client.write_error is not None:
+        # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
+        raise StoreError(f"the trace was not saved: {client.write_error}")
     result.trace = _read_back(client, handler, result)
     return result
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["clean", "clean_line"]
+__all__ = ["clean", "clean_line", "encodable"]
 
 
 def _escaped(code: int) -> str:
@@ -71,3 +71,17 @@ def clean(text: str, *, newlines: bool = True, tabs: bool = True) -> str:
 def clean_line(text: str) -> str:
     """``text`` for one line (a table cell, an id, a one-line message): also newlines and tabs escaped."""
     return clean(text, newlines=False, tabs=False)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return _escaped(ord(match.group()))
+
+
+def encodable(text: str) -> str:
+    """``text`` with lone surrogates (``"caf\\udce9"`` from ``surrogateescape``) written as ``\\udce9``: storable as
+    UTF-8. Nothing else changes; the store keeps data exact otherwise (control characters are escaped only when
+    printed)."""
+    return _SURROGATE.sub(_escape_surrogate, text)

@@ -2,8 +2,9 @@
 
 Runs on the writer thread, never on the user's. Duck-typed (no LangChain import): messages become
 ``{"role", "content", "tool_calls", ...}`` dicts, documents ``{"page_content", "metadata"}``,
-pydantic models and dataclasses their fields; cycles, deep nesting and huge strings/lists are cut
-with a visible marker. Never raises.
+pydantic models and dataclasses their fields; cycles and nesting deeper than ``MAX_DEPTH`` are replaced
+by a visible marker. Strings, lists and dicts are kept whole, however big: the store is the source of truth
+(the size limits belong to the export, ``exporters/otlp.py``). Never raises.
 """
 
 from __future__ import annotations
@@ -19,17 +20,9 @@ from pathlib import PurePath
 from typing import Any
 
 MAX_DEPTH = 40
-MAX_STRING = 1_000_000  # characters
-MAX_ITEMS = 10_000  # list items / dict entries
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
 _SCALARS = (str, int, float, bool, type(None))
 _SCALAR_TYPES = frozenset((int, float, bool, type(None)))
-
-
-def _truncate(text: str) -> str:
-    if len(text) <= MAX_STRING:
-        return text
-    return text[:MAX_STRING] + f"...[truncated {len(text) - MAX_STRING} chars]"
 
 
 def _role(kind: str, obj_role: Any) -> str:
@@ -91,11 +84,11 @@ class _Converter:
     def convert(self, obj: Any, depth: int = 0) -> Any:
         kind_type = type(obj)
         if kind_type is str:
-            return obj if len(obj) <= MAX_STRING else _truncate(obj)
+            return obj
         if kind_type in _SCALAR_TYPES:
             return obj
         if isinstance(obj, _SCALARS):  # subclasses of str/int/float
-            return _truncate(str(obj)) if isinstance(obj, str) else obj
+            return str(obj) if isinstance(obj, str) else obj
         if depth >= MAX_DEPTH:
             return f"<max depth: {kind_type.__name__}>"
         key = id(obj)
@@ -111,22 +104,13 @@ class _Converter:
             self.active.discard(key)
 
     def _items(self, items: Any, depth: int) -> list[Any]:
-        out = []
         convert = self.convert
-        for index, item in enumerate(items):
-            if index >= MAX_ITEMS:
-                out.append(f"...[truncated: more than {MAX_ITEMS} items]")
-                break
-            out.append(convert(item, depth))
-        return out
+        return [convert(item, depth) for item in items]
 
     def _mapping(self, data: Mapping[Any, Any], depth: int, skip_empty: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {}
         convert = self.convert
-        for index, (k, v) in enumerate(data.items()):
-            if index >= MAX_ITEMS:
-                out["..."] = f"[truncated: more than {MAX_ITEMS} entries]"
-                break
+        for k, v in data.items():
             if skip_empty and (v is None or v == "" or v == [] or v == {}):
                 continue
             out[k if type(k) is str else str(k)] = convert(v, depth)
@@ -180,7 +164,7 @@ class _Converter:
         return self._items(obj.messages, depth)
 
     def _string_prompt(self, obj: Any, depth: int) -> str:
-        return _truncate(obj.text)
+        return str(obj.text)
 
     def _iso(self, obj: Any, depth: int) -> str:
         return str(obj.isoformat())
@@ -221,7 +205,7 @@ class _Converter:
 
 def _safe_str(obj: Any) -> str:
     try:
-        return _truncate(str(obj))
+        return str(obj)
     except Exception:
         return f"<unrepresentable {type(obj).__name__}>"
 

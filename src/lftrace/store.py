@@ -9,6 +9,7 @@ stamped with ``PRAGMA application_id`` so another application's SQLite file is r
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ STATUSES = ("ok", "error", "interrupted")
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 _CHUNK = 500  # ids per IN (...) query, well below SQLite's variable limit
 _FIX = "move it away or set LFTRACE_STORE (or --store) to another path"
+VERIFY_MAX_BYTES = 32 * 1024 * 1024  # quick_check on open for writers up to here (~40 ms); header check above
 
 T = TypeVar("T")
 Migration = Callable[[sqlite3.Connection], None]
@@ -146,6 +148,13 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _is_unwritable(exc: sqlite3.Error) -> bool:
+    """Opening or preparing failed because the file, directory or file system cannot be written."""
+    code = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc).lower()
+    return code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in text or "unable to open" in text
+
+
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -163,8 +172,18 @@ def _marks(count: int) -> str:
 class TraceStore:
     """SQLite trace store + delivery outbox. Thread-safe (one connection guarded by a lock); use as a context manager."""
 
-    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+    def __init__(self, path: Path | str, *, create: bool = True, verify: bool | None = None) -> None:
+        """Open (``create``: create if missing) the store at ``path``.
+
+        ``verify`` (default: ``create``, i.e. for writers) runs SQLite's ``PRAGMA quick_check`` first on stores up
+        to ``VERIFY_MAX_BYTES`` (~1.3 ms per MB), so a corrupted file is reported before anything is written
+        into it; larger stores get the cheap header check only. A store that cannot be written (read-only file,
+        directory or file system) opened with ``create=False`` is opened read-only: reads work, writes raise a
+        StoreError that says why.
+        """
         self.path = Path(path).expanduser()
+        self.read_only = False
+        self._header = b""
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._check_file(create)
@@ -172,7 +191,14 @@ class TraceStore:
         self._conn = conn
         try:
             with self._errors():
-                self._prepare()
+                try:
+                    self._prepare()
+                except sqlite3.OperationalError as exc:
+                    if create or not _is_unwritable(exc):
+                        raise
+                    self._reopen_read_only()
+                if verify if verify is not None else create:
+                    self.verify()
         except BaseException:
             self.close()
             raise
@@ -188,31 +214,60 @@ class TraceStore:
                     f"no trace store at {self.path} yet: run `lftrace run ...` first, "
                     "or point LFTRACE_STORE/--store at an existing store"
                 )
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create the trace store directory {self.path.parent} ({exc.strerror}); "
-                    "set LFTRACE_STORE (or --store) to a writable path"
-                ) from None
+            self._create_private()
             return
         try:
             with self.path.open("rb") as fh:
-                header = fh.read(len(SQLITE_HEADER))
+                header = fh.read(100)
         except OSError as exc:
             raise StoreError(
                 f"cannot read the trace store {self.path} ({exc.strerror}); check its permissions"
             ) from None
-        if header and header != SQLITE_HEADER:
+        if header and header[: len(SQLITE_HEADER)] != SQLITE_HEADER:
             raise StoreError(f"{self.path} is not an lftrace trace store (file is not a database); {_FIX}")
+        self._header = header
 
-    def _connect(self, create: bool) -> sqlite3.Connection:
+    def _create_private(self) -> None:
+        """Directories lftrace creates are 0700 and the store file 0600, whatever the umask (traces hold prompts,
+        outputs and user data). SQLite gives its -wal and -shm files the mode of the database file."""
+        missing: list[Path] = []
+        parent = self.path.parent
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        try:
+            for directory in reversed(missing):
+                try:
+                    directory.mkdir(mode=0o700)
+                except FileExistsError:  # another process made it meanwhile
+                    continue
+                os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the trace store directory {self.path.parent} ({exc.strerror}); "
+                "set LFTRACE_STORE (or --store) to a writable path"
+            ) from None
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:  # another process created it meanwhile: theirs
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the trace store {self.path} ({exc.strerror}); "
+                "check the directory's permissions or set LFTRACE_STORE (or --store) to a writable path"
+            ) from None
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def _connect(self, create: bool, mode: str = "rw") -> sqlite3.Connection:
         try:
             if create:
                 conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             else:  # mode=rw: a read path never creates the file, even if it vanished since the check
                 conn = sqlite3.connect(
-                    self.path.resolve().as_uri() + "?mode=rw",
+                    self.path.resolve().as_uri() + f"?mode={mode}",
                     uri=True,
                     timeout=BUSY_TIMEOUT_S,
                     isolation_level=None,
@@ -220,10 +275,61 @@ class TraceStore:
                 )
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         except sqlite3.Error as exc:
+            if not create and mode == "rw" and _is_unwritable(exc):
+                return self._connect(False, "ro")
             raise StoreError(f"cannot open the trace store {self.path} ({exc}); {_FIX}") from None
         return conn
 
-    def _prepare(self) -> None:
+    def _reopen_read_only(self) -> None:
+        """The file, its directory or the file system is read-only: read it as it is."""
+        self.close()
+        wal = self.path.with_name(self.path.name + "-wal")
+        # Without write access SQLite cannot make the -shm file a WAL store needs; immutable=1 reads the database
+        # file alone, which holds every trace once the last writer closed (its WAL was checkpointed then).
+        mode = "ro&immutable=1" if not (wal.exists() and wal.stat().st_size) else "ro"
+        self._conn = self._connect(False, mode)
+        self.read_only = True
+        self._prepare(read_only=True)
+
+    def check_writable(self) -> None:
+        """Raise StoreError (why, and the fix) unless a write transaction can start: before running a graph."""
+        if self.read_only:
+            raise StoreError(
+                f"cannot write to the trace store {self.path}: it is read-only (the file, its directory or the file "
+                "system is not writable); set LFTRACE_STORE (or --store) to a writable path"
+            )
+        with self._errors():  # a real (tiny) write: only that proves the file takes writes
+            self._write(lambda c: c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('write_check', '')"))
+
+    def verify(self) -> None:
+        """Raise StoreError if the file is corrupted: ``PRAGMA quick_check`` up to VERIFY_MAX_BYTES, else the header."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return
+        if size > VERIFY_MAX_BYTES and self._header_consistent(size):
+            return
+        with self._errors():
+            rows = self._read(lambda c: c.execute("PRAGMA quick_check(3)").fetchall())
+        problems = [str(r[0]) for r in rows if r and r[0] != "ok"]
+        if problems:
+            raise StoreError(f"the trace store {self.path} is corrupted ({'; '.join(problems)[:300]}); {_FIX}")
+
+    def _header_consistent(self, size: int) -> bool:
+        """The database header's page size and page count agree with the file (a cheap check for big stores)."""
+        header = getattr(self, "_header", b"")
+        if len(header) < 100:
+            return False
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        valid_for = int.from_bytes(header[92:96], "big")
+        change_counter = int.from_bytes(header[24:28], "big")
+        if page_size < 512 or page_size & (page_size - 1) or valid_for != change_counter:
+            return False
+        return pages * page_size == size
+
+    def _prepare(self, read_only: bool = False) -> None:
         """Recognise the file (ours, fresh, foreign, newer), switch to WAL and apply missing migrations."""
         conn = self._connection()
 
@@ -247,6 +353,13 @@ class TraceStore:
                 f"the trace store {self.path} was created by a newer lftrace (schema {version}, this one knows "
                 f"{LATEST_VERSION}); upgrade lftrace or set LFTRACE_STORE to another path"
             )
+        if read_only:
+            if version < LATEST_VERSION:
+                raise StoreError(
+                    f"the trace store {self.path} is read-only and was made by an older lftrace (schema {version}, "
+                    f"this one needs {LATEST_VERSION}); open it once where it is writable, or copy it"
+                )
+            return
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash may lose the last commit, never corrupts
@@ -704,6 +817,8 @@ class _ErrorMapper:
             return
         text = str(exc)
         lowered = text.lower()
+        code = str(getattr(exc, "sqlite_errorname", "") or "")
+        data_problem = False
         if "file is not a database" in lowered:
             message = f"{self.path} is not an lftrace trace store (file is not a database); {_FIX}"
         elif "malformed" in lowered or "corrupt" in lowered:
@@ -713,11 +828,25 @@ class _ErrorMapper:
                 f"the trace store {self.path} stayed locked by another process for {RETRY_DEADLINE_S:.0f}s ({text}); "
                 "retry, or set LFTRACE_STORE to another path"
             )
-        elif "readonly" in lowered or "read-only" in lowered:
-            message = f"cannot write to the trace store {self.path} ({text}); check its permissions or {_FIX}"
+        elif code == "SQLITE_FULL" or "disk is full" in lowered:
+            message = (
+                f"cannot write to the trace store {self.path}: the disk is full ({text}); free some space or {_FIX}"
+            )
+        elif code.startswith("SQLITE_IOERR") or "disk i/o error" in lowered:
+            message = (
+                f"cannot write to the trace store {self.path}: disk I/O error (disk full, file size limit or a failing "
+                f"disk: {text}); free some space or {_FIX}"
+            )
+        elif code.startswith("SQLITE_READONLY") or "readonly" in lowered or "read-only" in lowered:
+            message = f"cannot write to the trace store {self.path}: it is read-only ({text}); check its permissions or {_FIX}"
+        elif code in ("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH") or "unable to open" in lowered:
+            message = f"cannot open the trace store {self.path} ({text}); check the permissions of the file and its directory or {_FIX}"
         else:
+            data_problem = isinstance(exc, sqlite3.IntegrityError | sqlite3.InterfaceError | sqlite3.DataError)
             message = f"trace store {self.path} failed: {text}; {_FIX}"
-        raise StoreError(message) from None
+        error = StoreError(message)
+        error.data_problem = data_problem
+        raise error from None
 
 
 # -- rows <-> model ------------------------------------------------------------------------------------------------

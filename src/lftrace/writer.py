@@ -9,6 +9,7 @@ that must not run on the user's thread).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -16,21 +17,47 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .errors import StoreError
 from .model import Observation, Trace
+from .sanitize import encodable
 
 log = logging.getLogger("lftrace")
 
 MASK_FAILED = "<fully masked due to failed mask function>"
 
 
-class _FlushMarker:
-    """Put on the queue by ``flush``: set once everything submitted before it is committed."""
+MAX_UNWRITTEN = 10_000  # traces kept in memory while the store cannot be written (then the oldest are dropped)
+RETRY_FIRST_S = 0.5  # first retry of an unwritable store; doubles up to RETRY_MAX_S
+RETRY_MAX_S = 30.0
+_INT64 = (-(2**63), 2**63 - 1)
 
-    def __init__(self) -> None:
+
+class _FlushMarker:
+    """Put on the queue by ``flush``: set once everything submitted before it is committed (or kept unwritten)."""
+
+    def __init__(self, dropped: int) -> None:
         self.done = threading.Event()
+        self.dropped_before = dropped
+        self.ok = True
+
+
+def _is_data_problem(exc: BaseException) -> bool:
+    """The traces were refused (a value SQLite cannot take), not the store: other traces can still be written."""
+    if isinstance(exc, StoreError):
+        return exc.data_problem
+    return isinstance(exc, UnicodeError | OverflowError | ValueError | TypeError | RecursionError)
 
 
 class TraceWriter:
+    """Prepares and commits traces on one background thread.
+
+    A store that cannot be written (disk full, read-only, permissions, file size limit) does not lose traces:
+    they stay in memory (at most ``MAX_UNWRITTEN``) and are retried every 0.5 s, backing off to 30 s, and with
+    every later write, for as long as the process lives; one warning says why. A trace the store refuses
+    (a value SQLite cannot take) is repaired (lone surrogates escaped, out-of-range integers clamped) and written
+    alone; it never blocks other traces.
+    """
+
     def __init__(
         self,
         open_store: Callable[[], Any],
@@ -48,22 +75,37 @@ class TraceWriter:
         self._queue: queue.SimpleQueue[Trace | _FlushMarker | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._pending_retry: list[Trace] = []
+        # prepared, refused by an unwritable store; oldest first. A list, not keyed by id: fragments of one trace
+        # (written while a run goes on, or arriving in several requests) are all kept and merged in order.
+        self._unwritten: list[Trace] = []
+        self._retry_delay = RETRY_FIRST_S
+        self._next_retry = 0.0
+        self.write_error: Exception | None = None  # why the last write failed (None once the store takes writes)
         self.written = 0
         self.failed_writes = 0
+        self.dropped = 0  # traces that could not be stored at all (logged one by one)
 
     # -- called from the user's threads -------------------------------------------------
     def submit(self, trace: Trace) -> None:
         self._ensure_thread()
         self._queue.put(trace)
 
+    @property
+    def unwritten(self) -> int:
+        """Traces held in memory because the store could not be written."""
+        return len(self._unwritten)
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Block until every trace submitted so far is committed (or failed loudly). True if drained."""
+        """Block until every trace submitted so far was tried. True only if all of them are in the store.
+
+        False: some are held in memory because the store cannot be written (``write_error`` says why; they are
+        retried), or a trace could not be stored at all, or ``timeout`` passed.
+        """
         if self._thread is None:
-            return True
-        marker = _FlushMarker()
+            return not self._unwritten
+        marker = _FlushMarker(self.dropped)
         self._queue.put(marker)
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and marker.ok
 
     def stop(self, timeout: float | None = 30.0) -> None:
         if self._thread is None:
@@ -71,6 +113,12 @@ class TraceWriter:
         self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
+        if self._unwritten:
+            log.error(
+                "lftrace: %d trace(s) could not be written to the store and are lost (%s)",
+                len(self._unwritten),
+                self.write_error,
+            )
 
     # -- the writer thread --------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -84,7 +132,14 @@ class TraceWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
+            try:
+                if self._unwritten:
+                    item = self._queue.get(timeout=max(self._next_retry - time.monotonic(), 0.01))
+                else:
+                    item = self._queue.get()
+            except queue.Empty:  # time to retry the unwritten traces
+                self._write([])
+                continue
             batch: list[Trace] = []
             markers: list[_FlushMarker] = []
             while True:
@@ -102,40 +157,113 @@ class TraceWriter:
                     break
             self._write(batch)
             for marker in markers:
+                marker.ok = not self._unwritten and self.dropped == marker.dropped_before
                 marker.done.set()
 
     def _write(self, batch: list[Trace]) -> None:
-        batch = self._pending_retry + batch
-        self._pending_retry = []
-        if not batch:
-            return
         prepared: list[Trace] = []
         for trace in batch:
             try:
                 prepared.append(self.prepare(trace))
             except Exception:  # one broken trace must not sink the batch
                 log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
+        if self._unwritten:
+            prepared = self._unwritten + prepared
+        if not prepared:
+            return
         fresh: set[str] = set()
-        for attempt in range(3):
-            try:
-                # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up
-                fresh = self._open_store().write_traces(prepared, destinations=self._destinations(), merge=True)
-                self.written += len(prepared)
-                break
-            except Exception as exc:
-                if attempt == 2:
-                    # Keep them for the next batch: a trace is never dropped because one write failed.
-                    self.failed_writes += 1
-                    self._pending_retry = prepared
-                    log.error("lftrace: could not write %d trace(s) to the store (%s); will retry", len(prepared), exc)
-                    return
-                time.sleep(0.05 * (attempt + 1))
-        if self._on_written is not None:
+        try:
+            fresh = self._commit(prepared)
+            self._unwritten = []
+        except Exception as exc:
+            if not _is_data_problem(exc):
+                self._keep_unwritten(prepared, exc)
+                return
+            prepared, fresh = self._commit_one_by_one(prepared)
+            if self._unwritten:
+                return
+        self._written_again()
+        if self._on_written is not None and prepared:
             try:
                 merged = list(dict.fromkeys(t.id for t in prepared if t.id not in fresh))
                 self._on_written([t for t in prepared if t.id in fresh], merged)
             except Exception:
                 log.debug("lftrace: on_written hook failed", exc_info=True)
+
+    def _commit(self, traces: list[Trace]) -> set[str]:
+        """Write (merge) the traces; the ids that were new to the store."""
+        for attempt in range(3):
+            try:
+                # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up
+                fresh: set[str] = self._open_store().write_traces(traces, destinations=self._destinations(), merge=True)
+                self.written += len(traces)
+                return fresh
+            except Exception as exc:
+                # a store problem that does not go away at once (disk full, read-only, bad data): no point waiting
+                if attempt == 2 or isinstance(exc, StoreError) or _is_data_problem(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _commit_one_by_one(self, traces: list[Trace]) -> tuple[list[Trace], set[str]]:
+        """After a batch was refused for its data: each trace alone, repaired if needed; the written ones."""
+        written: list[Trace] = []
+        fresh: set[str] = set()
+        for index, trace in enumerate(traces):
+            try:
+                try:
+                    fresh |= self._commit([trace])
+                except Exception as exc:
+                    if not _is_data_problem(exc):
+                        raise
+                    log.info("lftrace: trace %s has values the store refused (%s); storing them escaped", trace.id, exc)
+                    fresh |= self._commit([_repair(trace)])
+            except Exception as exc:
+                if not _is_data_problem(exc):  # the store itself failed meanwhile: keep the rest for the retry
+                    self._keep_unwritten(traces[index:], exc)
+                    return written, fresh
+                self.dropped += 1
+                log.error("lftrace: trace %s cannot be stored and was dropped: %s", trace.id, exc)
+                continue
+            written.append(trace)
+        self._unwritten = []
+        return written, fresh
+
+    def _keep_unwritten(self, traces: list[Trace], exc: Exception) -> None:
+        first = self.write_error is None
+        self._unwritten = list(traces)  # every trace tried, in order (those before were written)
+        if len(self._unwritten) > MAX_UNWRITTEN:
+            lost = self._unwritten[: len(self._unwritten) - MAX_UNWRITTEN]
+            del self._unwritten[: len(lost)]
+            self.dropped += len(lost)
+            log.error(
+                "lftrace: more than %d traces wait for the store; dropped the oldest %d (%s...)",
+                MAX_UNWRITTEN,
+                len(lost),
+                lost[0].id,
+            )
+        self.failed_writes += 1
+        self.write_error = exc
+        if first:  # one warning per outage, not one per retry
+            log.warning(
+                "lftrace: could not write %d trace(s) to the store: %s; keeping them in memory and retrying "
+                "(every %.1f-%.0f s, up to %d traces, while this process runs)",
+                len(self._unwritten),
+                exc,
+                RETRY_FIRST_S,
+                RETRY_MAX_S,
+                MAX_UNWRITTEN,
+            )
+        else:
+            log.debug("lftrace: store still not writable: %s", exc)
+        self._next_retry = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+
+    def _written_again(self) -> None:
+        if self.write_error is not None and not self._unwritten:
+            log.warning("lftrace: the store takes writes again; every waiting trace is written")
+        self.write_error = None
+        self._retry_delay = RETRY_FIRST_S
 
     def prepare(self, trace: Trace) -> Trace:
         """JSON-able values, masked; generations priced. Mutates and returns the trace."""
@@ -145,6 +273,13 @@ class TraceWriter:
         trace.input = self._masked(to_jsonable(trace.input))
         trace.output = self._masked(to_jsonable(trace.output))
         trace.metadata = self._masked(to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
+        if self._mask is not None:  # everything else that can hold user data
+            trace.name = self._masked_text(trace.name)
+            trace.session_id = self._masked_text(trace.session_id)
+            trace.user_id = self._masked_text(trace.user_id)
+            if trace.tags:
+                masked_tags = self._masked(list(trace.tags))
+                trace.tags = [str(t) for t in masked_tags] if isinstance(masked_tags, list) else [str(masked_tags)]
         for obs in trace.observations:
             self._prepare_observation(obs, to_jsonable, cost_for)
         ends = [o.end_time for o in trace.observations if o.end_time is not None]
@@ -160,12 +295,21 @@ class TraceWriter:
         if obs.metadata:
             obs.metadata = self._masked(to_jsonable(obs.metadata))
         if obs.model_parameters:
-            obs.model_parameters = to_jsonable(obs.model_parameters)
+            obs.model_parameters = self._masked(to_jsonable(obs.model_parameters))
+        if obs.status_message and self._mask is not None:  # exception texts quote user data
+            obs.status_message = self._masked_text(obs.status_message)
         if obs.type == "GENERATION" and obs.model and obs.usage_details and not obs.cost_details:
             try:
                 obs.cost_details = cost_for(obs.model, obs.usage_details)
             except Exception:
                 log.debug("lftrace: pricing failed for %s", obs.model, exc_info=True)
+
+    def _masked_text(self, value: str | None) -> str | None:
+        """A text field (name, session id, status message) through the mask; stays a string."""
+        if value is None or self._mask is None:
+            return value
+        masked = self._masked(value)
+        return masked if isinstance(masked, str) or masked is None else str(masked)
 
     def _masked(self, value: Any) -> Any:
         if self._mask is None or value is None:
@@ -175,3 +319,36 @@ class TraceWriter:
         except Exception:
             log.warning("lftrace: the mask function raised; the value was fully masked", exc_info=True)
             return MASK_FAILED
+
+
+def _repaired_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+    if isinstance(value, dict):
+        return {encodable(str(k)): _repaired_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_repaired_value(v) for v in value]
+    return encodable(str(value))
+
+
+def _repair_fields(obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        name, value = f.name, getattr(obj, f.name)
+        if name == "observations":
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+            setattr(obj, name, max(_INT64[0], min(value, _INT64[1])))  # a column: clamp, keep the type
+        else:
+            setattr(obj, name, _repaired_value(value))
+
+
+def _repair(trace: Trace) -> Trace:
+    """The trace with every value SQLite refuses made storable, in place (so export sends the same)."""
+    _repair_fields(trace)
+    for obs in trace.observations:
+        _repair_fields(obs)
+    return trace

@@ -1,0 +1,181 @@
+"""The background writer under bad data and an unwritable store: nothing poisoned, nothing silently lost."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.runnables import RunnableLambda
+
+from helpers_store import make_trace
+from lftrace import Langfuse, get_client
+from lftrace.langchain import CallbackHandler
+from lftrace.store import TraceStore
+from lftrace.writer import TraceWriter
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _traced(value, *, fail: bool = False, **metadata) -> str:
+    def body(x):
+        if fail:
+            raise ValueError(f"bad input {x}")
+        return f"echo {x}"
+
+    handler = CallbackHandler()
+    with contextlib.suppress(ValueError):
+        RunnableLambda(body).invoke(value, config={"callbacks": [handler], "metadata": metadata})
+    assert handler.last_trace_id
+    return handler.last_trace_id
+
+
+def test_lone_surrogate_is_stored_escaped_and_blocks_nothing(isolated_env):
+    bad = _traced("caf\udce9")
+    good = [_traced(f"case {i}") for i in range(4)]
+    assert get_client().flush() is True
+    with TraceStore(isolated_env, create=False) as store:
+        trace = store.get_trace(bad)
+        assert trace.input == "caf\\udce9"
+        assert trace.output == "echo caf\\udce9"
+        assert [store.get_trace(t).input for t in good] == [f"case {i}" for i in range(4)]
+    # and the writer keeps writing afterwards (no poisoned batch carried along)
+    later = _traced("after")
+    assert get_client().flush() is True
+    assert get_client().get_trace(later).input == "after"
+
+
+def test_one_unstorable_trace_in_a_batch_does_not_sink_the_others(tmp_path):
+    store = TraceStore(tmp_path / "s.db")
+    writer = TraceWriter(lambda: store, lambda: ())
+    traces = [make_trace(name=f"t{i}") for i in range(5)]
+    traces[2].name = "bad \udcff name"
+    traces[3].observations[0].input = {"k\udc80": ["v\ud800", 2**80]}
+    traces[4].observations[0].start_time = 2**70  # an integer column cannot hold it: clamped
+    for trace in traces:
+        writer.submit(trace)
+    assert writer.flush(10) is True
+    assert store.count_traces() == 5
+    assert store.get_trace(traces[2].id).name == "bad \\udcff name"
+    assert store.get_trace(traces[3].id).observations[0].input == {
+        "k\\udc80": ["v\\ud800", "1208925819614629174706176"]
+    }
+    writer.stop()
+    store.close()
+
+
+def test_values_over_a_million_characters_are_stored_whole(isolated_env):
+    big = "x" * 1_500_000
+    many = list(range(20_000))
+    trace_id = _traced({"text": big, "items": many})
+    get_client().flush()
+    trace = get_client().get_trace(trace_id)
+    assert trace.input == {"text": big, "items": many}
+
+
+def test_mask_covers_names_tags_sessions_status_messages_and_model_parameters(isolated_env):
+    def mask(data, **kwargs):
+        if isinstance(data, str):
+            return data.replace("alice@example.com", "[EMAIL]")
+        if isinstance(data, dict):
+            return {k: mask(data=v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [mask(data=v) for v in data]
+        return data
+
+    Langfuse(mask=mask)
+    email = "alice@example.com"
+    handler = CallbackHandler()
+    model = FakeListChatModel(responses=["hi"]).bind(stop=[email])
+    model.invoke("hello", config={"callbacks": [handler]})
+    failed = _traced(
+        email,
+        fail=True,
+        langfuse_trace_name=f"run for {email}",
+        langfuse_session_id=f"session-{email}",
+        langfuse_user_id=email,
+        langfuse_tags=[f"user:{email}"],
+    )
+    assert get_client().flush() is True
+    raw = b"".join(p.read_bytes() for p in isolated_env.parent.glob("traces.db*"))
+    assert email.encode() not in raw
+    trace = get_client().get_trace(failed)
+    assert trace.name == "run for [EMAIL]"
+    assert trace.session_id == "session-[EMAIL]" and trace.user_id == "[EMAIL]"
+    assert trace.tags == ["user:[EMAIL]"]
+    assert "bad input [EMAIL]" in (trace.observations[0].status_message or "")
+    generation = get_client().get_trace(handler.last_trace_id).observations[-1]
+    assert generation.model_parameters and "[EMAIL]" in str(generation.model_parameters)
+
+
+_FULL_DISK_SCRIPT = textwrap.dedent(
+    """
+    import logging, os, resource, sys, time
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    sys.path.insert(0, sys.argv[2])
+    from tests.helpers_store import make_trace
+    from lftrace import Langfuse
+    client = Langfuse(store=sys.argv[1])
+    client._submit(make_trace(name="small"))
+    assert client.flush() is True
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    used = max(os.path.getsize(p) for p in (sys.argv[1], sys.argv[1] + "-wal") if os.path.exists(p))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (used + 4096, hard))
+    big = make_trace(name="big", answer="y" * 300_000)
+    client._submit(big)
+    print("flush while full:", client.flush(), flush=True)
+    print("error:", client.write_error, flush=True)
+    for i in range(3):  # later traces wait behind the outage, one warning in all
+        client._submit(make_trace(name=f"later{i}"))
+        client.flush()
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+    time.sleep(1.2)  # the writer retries by itself
+    print("flush after:", client.flush(), flush=True)
+    print("count:", client.store.count_traces(), flush=True)
+    print("big stored:", len(client.get_trace(big.id).observations[0].output["messages"][0]["content"]), flush=True)
+    """
+)
+
+
+def test_unwritable_store_keeps_traces_in_memory_retries_and_flush_says_so(tmp_path):
+    """A real file size limit (RLIMIT_FSIZE) stands in for a full disk; then space comes back."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{root}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path / "t.db"), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "lost" not in proc.stderr
+    out = proc.stdout
+    assert "flush while full: False" in out
+    assert "error: cannot write to the trace store" in out
+    assert "flush after: True" in out
+    assert "count: 5" in out
+    assert "big stored: 300000" in out
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("WARNING") and "could not write" in line]
+    assert len(warnings) == 1, proc.stderr
+    assert "keeping them in memory and retrying" in warnings[0]
+
+
+def test_warning_is_logged_once_per_outage(tmp_path, caplog):
+    class Broken:
+        def write_traces(self, traces, destinations=()):
+            raise __import__("lftrace.errors", fromlist=["StoreError"]).StoreError("disk is full")
+
+    writer = TraceWriter(lambda: Broken(), lambda: ())
+    with caplog.at_level(logging.WARNING, logger="lftrace"):
+        for _ in range(3):
+            writer.submit(make_trace())
+            assert writer.flush(5) is False
+    assert writer.unwritten == 3
+    assert len([r for r in caplog.records if "could not write" in r.getMessage()]) == 1
+    writer.stop(1)
