@@ -168,7 +168,7 @@ def test_unwritable_store_keeps_traces_in_memory_retries_and_flush_says_so(tmp_p
 
 def test_warning_is_logged_once_per_outage(tmp_path, caplog):
     class Broken:
-        def write_traces(self, traces, destinations=()):
+        def write_traces(self, traces, destinations=(), merge=False):
             raise __import__("lftrace.errors", fromlist=["StoreError"]).StoreError("disk is full")
 
     writer = TraceWriter(lambda: Broken(), lambda: ())
