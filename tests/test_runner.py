@@ -205,3 +205,22 @@ def test_span_count_reads_the_handlers_counter_or_zero():
     assert span_count(seen[0]) == len(result.trace.observations) >= 8
     assert span_count(CallbackHandler()) == 0
     assert span_count(object()) == 0  # a handler without the counter
+
+
+def test_a_generic_root_name_becomes_the_targets_name_and_the_target_is_stored():
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[1] / "sample_graphs"
+    target = f"{samples}/chatbot.py:graph"  # an unnamed graph: its root run is called "LangGraph"
+    result = execute(target, "What is Langfuse?")
+    assert result.trace is not None
+    assert result.trace.name == "chatbot"
+    assert result.trace.observations[0].name == "LangGraph"  # the observation keeps LangChain's name
+    assert result.trace.metadata["lftrace_target"] == target
+    assert all("lftrace_target" not in (o.metadata or {}) for o in result.trace.observations)
+    named = execute(target, "hi", name="support-bot")  # --name wins
+    assert named.trace is not None and named.trace.name == "support-bot"
+    own = execute(f"{samples}/agent.py:graph", "What is 6 times 7?")  # a graph with its own name keeps it
+    assert own.trace is not None and own.trace.name == "agent"
+    chain = execute(f"{samples}/joke_chain.py:chain", '{"topic": "cats"}')  # RunnableSequence
+    assert chain.trace is not None and chain.trace.name == "joke_chain"

@@ -38,6 +38,7 @@ _log = logging.getLogger("lftrace")
 HIDDEN_TAG = "langsmith:hidden"
 TRACE_ATTRIBUTE_KEYS = ("langfuse_session_id", "langfuse_user_id", "langfuse_tags", "langfuse_trace_name")
 _STRIPPED_KEYS = frozenset((*TRACE_ATTRIBUTE_KEYS, "langfuse_prompt"))
+TARGET_KEY = "lftrace_target"  # `lftrace run`'s TARGET: kept in the trace's metadata, not in every observation's
 _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -118,7 +119,7 @@ def _run_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> 
 
 
 def _observation_metadata(metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) -> dict[str, Any] | None:
-    out = {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS} if metadata else {}
+    out = {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS and k != TARGET_KEY} if metadata else {}
     if tags:
         out["tags"] = list(tags)
     return out or None

@@ -290,3 +290,43 @@ class TraceSummary:
             "tags": list(self.tags),
             "status": self.status,
         }
+
+
+@dataclass(slots=True)
+class SessionSummary:
+    """One row of ``list_sessions``: a session (LangGraph thread) and the totals of its traces."""
+
+    id: str
+    traces: int
+    first: int  # ns: start of its first trace
+    last: int  # ns: end of its last trace
+    total_tokens: int = 0
+    total_cost: float | None = None
+    errors: int = 0
+    interrupted: int = 0
+    handled_errors: int = 0
+    user_ids: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``2 errors``, ``1 interrupted``, ``ok · 1 handled`` (the worst first)."""
+        parts = [f"{self.errors} error{'s' * (self.errors != 1)}"] * bool(self.errors)
+        parts += [f"{self.interrupted} interrupted"] * bool(self.interrupted)
+        if parts:
+            return ", ".join(parts)
+        return f"ok · {self.handled_errors} handled" if self.handled_errors else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.id,
+            "traces": self.traces,
+            "firstTimestamp": iso_from_ns(self.first),
+            "lastTimestamp": iso_from_ns(self.last),
+            "totalTokens": self.total_tokens,
+            "totalCost": self.total_cost,
+            "errors": self.errors,
+            "interrupted": self.interrupted,
+            "handledErrors": self.handled_errors,
+            "userIds": list(self.user_ids),
+            "status": self.status,
+        }

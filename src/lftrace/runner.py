@@ -373,6 +373,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+GENERIC_NAMES = frozenset(("LangGraph", "RunnableSequence", "RunnableParallel", "RunnableLambda", "CompiledStateGraph"))
+
+
+def name_for_target(runnable: Any, target: str) -> str | None:
+    """A trace name for a root whose own name says nothing (``LangGraph``, ``RunnableSequence``): the target's
+    file or module (``mapreduce`` from ``mapreduce.py:graph`` or ``apps.mapreduce:graph``). None when the root
+    has a name of its own (``StateGraph.compile(name="support")``), which the trace then keeps."""
+    try:
+        own = runnable.get_name() if hasattr(runnable, "get_name") else getattr(runnable, "name", None)
+    except Exception:
+        own = getattr(runnable, "name", None)
+    if own and str(own) not in GENERIC_NAMES:
+        return None
+    where = target.rsplit(":", 1)[0]
+    stem = where.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = stem[:-3] if stem.endswith(".py") else stem.rsplit(".", 1)[-1]
+    return stem or None
+
+
 def span_count(handler: Any) -> int:
     """Observations started so far (the handler's ``started_runs``; 0 for a handler without the counter)."""
     counter = getattr(handler, "started_runs", 0)
@@ -414,9 +433,11 @@ def execute(
     else:
         runnable = target
     value = shape_input(runnable, parse_input(raw), f"'{label}'")
+    if name is None and isinstance(target, str):
+        name = name_for_target(runnable, target)
 
     from .client import get_client
-    from .langchain import CallbackHandler
+    from .langchain import TARGET_KEY, CallbackHandler
 
     client = get_client()  # invalid settings (a bad LANGFUSE_BASE_URL, ...) stop here, before the graph runs
     if client.tracing_active:
@@ -425,6 +446,8 @@ def execute(
     run_config = build_config(
         handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=extra_config, callbacks=callbacks
     )
+    if isinstance(target, str):
+        run_config["metadata"].setdefault(TARGET_KEY, target)
     notify("running", handler)
     started = time.perf_counter()
     output: Any = None

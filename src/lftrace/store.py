@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +24,8 @@ from typing import Any, TypeVar
 import orjson
 
 from .errors import InputError, StoreError, TraceNotFound
-from .model import LEVEL_RANK, LEVELS, Observation, Trace, TraceSummary
+from .filters import TraceFilter, legacy_level
+from .model import LEVEL_RANK, LEVELS, Observation, SessionSummary, Trace, TraceSummary
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
 BUSY_TIMEOUT_S = 30.0
@@ -125,7 +127,72 @@ def m001_initial_schema(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+@migration(2)
+def m002_search_index(conn: sqlite3.Connection) -> None:
+    """Full-text search (FTS5) over each trace's input, output and error messages, and a model index.
+
+    ``trace_search_docs`` gives each trace a stable document id (a trace rewritten with INSERT OR REPLACE gets a
+    new rowid in ``traces``, its document keeps its own); ``trace_search`` holds one document per trace. Existing
+    traces are indexed here (backfill), new ones as they are written.
+    """
+    conn.execute("CREATE TABLE trace_search_docs (trace_id TEXT PRIMARY KEY)")
+    conn.execute("CREATE VIRTUAL TABLE trace_search USING fts5(body, tokenize = 'unicode61 remove_diacritics 2')")
+    conn.execute("CREATE INDEX observations_model ON observations (model, trace_id) WHERE model IS NOT NULL")
+    ids = [row[0] for row in conn.execute("SELECT id FROM traces")]
+    for chunk in _chunks(ids):
+        _index_search(conn, chunk)
+
+
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
+SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
+
+
+def _strings(value: Any, out: list[str], budget: list[int]) -> None:
+    """Every string leaf of a JSON value (keys left out), until the budget of characters is spent."""
+    stack = [value]
+    while stack and budget[0] > 0:
+        item = stack.pop()
+        if isinstance(item, str):
+            if item:
+                out.append(item[: budget[0]])
+                budget[0] -= len(item)
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            out.append(str(item))
+
+
+def _index_search(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> None:
+    """(Re)index these traces as they are stored now: trace input and output, error and warning messages."""
+    if not trace_ids:
+        return
+    marks = _marks(len(trace_ids))
+    bodies: dict[str, list[str]] = {}
+    budgets: dict[str, list[int]] = {}
+    for tid, blob in conn.execute(f"SELECT id, data FROM traces WHERE id IN ({marks})", list(trace_ids)):
+        data = orjson.loads(blob)
+        parts: list[str] = []
+        budget = [SEARCH_CHARS]
+        _strings([data.get("input"), data.get("output")], parts, budget)
+        bodies[tid], budgets[tid] = parts, budget
+    for tid, message in conn.execute(
+        "SELECT trace_id, json_extract(data, '$.status_message') FROM observations "
+        f"WHERE trace_id IN ({marks}) AND level IN ('ERROR', 'WARNING')",
+        list(trace_ids),
+    ):
+        if tid in bodies and isinstance(message, str):
+            _strings(message, bodies[tid], budgets[tid])
+    conn.executemany("INSERT OR IGNORE INTO trace_search_docs (trace_id) VALUES (?)", [(tid,) for tid in bodies])
+    rows = conn.execute(
+        f"SELECT rowid, trace_id FROM trace_search_docs WHERE trace_id IN ({marks})", list(trace_ids)
+    ).fetchall()
+    conn.executemany("DELETE FROM trace_search WHERE rowid = ?", [(rowid,) for rowid, _ in rows])
+    conn.executemany(
+        "INSERT INTO trace_search (rowid, body) VALUES (?, ?)",
+        [(rowid, "\n".join(bodies[tid])) for rowid, tid in rows if tid in bodies],
+    )
 
 
 def dumps(value: Any) -> str:
@@ -496,6 +563,8 @@ class TraceStore:
             def replace(conn: sqlite3.Connection) -> set[str]:
                 existing = _existing_ids(conn, list(latest))
                 _insert_traces(conn, list(latest.values()), destinations, now, replace=True)
+                for chunk in _chunks(list(latest)):
+                    _index_search(conn, chunk)
                 return set(latest) - existing
 
             with self._errors():
@@ -515,6 +584,8 @@ class TraceStore:
                 elif counts[trace.id] > 1:  # the first of several fragments in this batch creates the trace
                     _insert_traces(conn, [trace], destinations, now, replace=False)
                     existing.add(trace.id)
+            for chunk in _chunks(list(counts)):
+                _index_search(conn, chunk)
             return {t.id for t in fresh}
 
         with self._errors():
@@ -579,16 +650,19 @@ class TraceStore:
         tag: str | None = None,
         since_ns: int | None = None,
         status: str | None = None,
+        *,
+        where: TraceFilter | None = None,
     ) -> list[TraceSummary]:
         """Trace summaries, newest first; filters combine with AND. Observation blobs are never read.
 
+        ``where`` is the whole filter (``lftrace list``); the keyword filters are shorthands combined with it.
         ``level`` takes a level (DEBUG, DEFAULT, WARNING, ERROR) or a status (ok, error, interrupted), any case.
         ``limit=None`` lists everything.
         """
-        where, params = _filters(name, level, session_id, user_id, tag, since_ns, status)
+        clause, params = _combine(where, name, level, session_id, user_id, tag, since_ns, status).where()
         sql = (
             "SELECT id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
-            f"observation_count, session_id, user_id FROM traces t {where} ORDER BY timestamp_ns DESC, rowid DESC"
+            f"observation_count, session_id, user_id FROM traces t {clause} ORDER BY timestamp_ns DESC, rowid DESC"
         )
         if limit is not None:
             sql += " LIMIT ?"
@@ -602,15 +676,17 @@ class TraceStore:
         with self._errors():
             return self._read(work)
 
-    def iter_traces(self, name: str | None = None, since_ns: int | None = None) -> Iterator[Trace]:
+    def iter_traces(
+        self, name: str | None = None, since_ns: int | None = None, *, where: TraceFilter | None = None
+    ) -> Iterator[Trace]:
         """Every matching full trace, oldest first, loaded in pages (the lock is not held between pages)."""
-        where, params = _filters(name, None, None, None, None, since_ns, None)
+        clause, params = _combine(where, name, None, None, None, None, since_ns, None).where()
         with self._errors():
             ids = [
                 row[0]
                 for row in self._read(
                     lambda c: c.execute(
-                        f"SELECT id FROM traces t {where} ORDER BY timestamp_ns, rowid", params
+                        f"SELECT id FROM traces t {clause} ORDER BY timestamp_ns, rowid", params
                     ).fetchall()
                 )
             ]
@@ -622,6 +698,41 @@ class TraceStore:
             with self._errors():
                 traces = self._read(load)
             yield from traces
+
+    def list_sessions(self, limit: int | None = 50, *, where: TraceFilter | None = None) -> list[SessionSummary]:
+        """Sessions (threads) with their traces' totals, the most recently active first.
+
+        ``where`` chooses the traces that count (e.g. ``since``); traces without a session are left out.
+        """
+        clause, params = (where or TraceFilter()).where()
+        clause = f"{clause} AND t.session_id IS NOT NULL" if clause else "WHERE t.session_id IS NOT NULL"
+        sql = (
+            "SELECT t.session_id, count(*), min(t.timestamp_ns), max(coalesce(t.end_ns, t.timestamp_ns)), "
+            "sum(t.total_tokens), sum(t.total_cost), count(t.total_cost), "
+            "sum(t.status = 'error'), sum(t.status = 'interrupted'), sum(t.status = 'ok' AND t.level = 'ERROR'), "
+            "group_concat(DISTINCT t.user_id) "
+            f"FROM traces t {clause} GROUP BY t.session_id ORDER BY max(t.timestamp_ns) DESC, t.session_id"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(_clamp_int64(max(int(limit), 0)))
+        with self._errors():
+            rows = self._read(lambda c: c.execute(sql, params).fetchall())
+        return [
+            SessionSummary(
+                id=sid,
+                traces=n,
+                first=first,
+                last=last,
+                total_tokens=int(tokens or 0),
+                total_cost=float(cost) if costs else None,
+                errors=int(errors or 0),
+                interrupted=int(interrupted or 0),
+                handled_errors=int(handled or 0),
+                user_ids=sorted(users.split(",")) if users else [],
+            )
+            for sid, n, first, last, tokens, cost, costs, errors, interrupted, handled, users in rows
+        ]
 
     def count_traces(self) -> int:
         with self._errors():
@@ -1188,7 +1299,8 @@ def _load_traces(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Trace]:
     return [by_id[tid] for tid in ids if tid in by_id]
 
 
-def _filters(
+def _combine(
+    where: TraceFilter | None,
     name: str | None,
     level: str | None,
     session_id: str | None,
@@ -1196,44 +1308,18 @@ def _filters(
     tag: str | None,
     since_ns: int | None,
     status: str | None,
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if name is not None:
-        clauses.append("t.name = ?")
-        params.append(name)
-    if level is not None:
-        if level.upper() in LEVELS:
-            clauses.append("t.level = ?")
-            params.append(level.upper())
-        elif level.lower() in STATUSES:
-            clauses.append("t.status = ?")
-            params.append(level.lower())
-        else:
-            allowed = ", ".join((*LEVELS, *STATUSES))
-            raise InputError(f"unknown level '{level}': use one of {allowed}")
-    if status is not None:
-        if status.lower() == "running":
-            clauses.append("t.end_ns IS NULL AND t.status = 'ok'")
-        elif status.lower() in STATUSES:
-            clauses.append("t.status = ?")
-            params.append(status.lower())
-        else:
-            raise InputError(f"unknown status '{status}': use one of {', '.join((*STATUSES, 'running'))}")
-    if session_id is not None:
-        clauses.append("t.session_id = ?")
-        params.append(session_id)
-    if user_id is not None:
-        clauses.append("t.user_id = ?")
-        params.append(user_id)
+) -> TraceFilter:
+    """The keyword shorthands of ``list_traces``/``iter_traces`` folded into one ``TraceFilter``."""
+    base = where or TraceFilter()
+    only_level, level_status = legacy_level(level)
+    changes: dict[str, Any] = {}
+    for key, value in (("name", name), ("level", only_level), ("status", status or level_status),
+                       ("session_id", session_id), ("user_id", user_id), ("since_ns", since_ns)):  # fmt: skip
+        if value is not None:
+            changes[key] = value
     if tag is not None:
-        clauses.append("EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_id = t.id AND g.tag = ?)")
-        params.append(tag)
-    if since_ns is not None:
-        clauses.append("t.timestamp_ns >= ?")
-        params.append(_clamp_int64(since_ns))
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    return where, params
+        changes["tags"] = (*base.tags, tag)
+    return replace(base, **changes) if changes else base
 
 
 def _summary(row: Sequence[Any], tags: list[str]) -> TraceSummary:
