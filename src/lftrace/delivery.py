@@ -13,9 +13,8 @@ tries at once; only a server's explicit Retry-After is written to the store.
 from __future__ import annotations
 
 import logging
-import os
+import math
 import random
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ RECENT_TRACES = 256  # just-written traces kept in memory for export, so deliver
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_IN_CALL_S = 2.0
 BACKOFF_MAX_BETWEEN_CALLS_S = 60.0
+MAX_RETRY_AFTER_S = 300.0  # a server's Retry-After is honoured up to 5 minutes, never more
 MAX_ATTEMPTS_IN_CALL = 4  # per batch and call: a long `lftrace push` deadline must not hammer a dead server
 
 
@@ -95,6 +95,7 @@ class DestinationReport:
     failed: int = 0
     total_delivered: int = 0
     last_error: str | None = None
+    blocked: list[str] = field(default_factory=list)  # why waiting rows could not be sent by this call
 
 
 @dataclass
@@ -124,7 +125,9 @@ class DeliveryReport:
         """One line for the CLI: 'delivered 3 traces' or 'queued: 2 traces pending (reason)'."""
         if self.pending or self.failed:
             waiting = self.pending + self.failed
-            reason = f" ({self.last_error})" if self.last_error else ""
+            blocked = [why for d in self.destinations for why in d.blocked]
+            detail = "; ".join(([self.last_error] if self.last_error else []) + blocked)
+            reason = f" ({detail})" if detail else ""
             noun = "trace" if waiting == 1 else "traces"
             kind = "pending" if not self.failed else ("failed" if not self.pending else "pending or failed")
             return f"queued: {waiting} {noun} {kind}{reason}"
@@ -148,7 +151,9 @@ class Deliverer:
         self.store = store
         self.destinations = list(destinations)
         self.settings = settings
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        from .store import lease_owner
+
+        self.owner = lease_owner()  # host, pid and start time: a claim dies with this process
         self._lock = threading.Lock()  # one delivery at a time in this process (flush waits for the background)
         self._not_before: dict[str, float] = {}  # destination -> monotonic time before which we don't retry
         self._failures: dict[str, int] = {}  # consecutive retryable failures per destination
@@ -192,6 +197,11 @@ class Deliverer:
             d.failed = int(entry.get("failed", 0))
             d.total_delivered = int(entry.get("delivered", 0))
             d.last_error = d.last_error or entry.get("last_error")
+            if d.pending or d.failed:
+                try:
+                    d.blocked = self.store.undeliverable_reasons(d.name)
+                except LftraceError as exc:
+                    log.debug("lftrace: cannot read why deliveries wait: %s", exc)
 
     def _deliver_destination(
         self, dest: Destination, report: DestinationReport, deadline: float, include_failed: bool
@@ -259,7 +269,12 @@ class Deliverer:
         attempt = 0
         while True:
             remaining = deadline - time.monotonic()
-            result = dest.exporter.export(traces, timeout=max(min(self.settings.timeout, remaining), 0.05))
+            try:
+                result = dest.exporter.export(traces, timeout=max(min(self.settings.timeout, remaining), 0.05))
+            except Exception as exc:  # an exporter bug must not leave the batch claimed
+                from .exporters.otlp import ExportResult
+
+                result = ExportResult(ok=False, retryable=True, message=f"export failed: {exc!r}")
             if result.ok:
                 self.store.mark_delivered(dest.name, ids)
                 report.delivered += len(ids)
@@ -273,7 +288,8 @@ class Deliverer:
                 # a batch-specific 400 lets the next batches go; rejected keys or a wrong URL would fail them all
                 return result.status not in (None, 401, 403, 404)
             attempt += 1
-            wait = result.retry_after if result.retry_after is not None else _backoff(attempt, BACKOFF_MAX_IN_CALL_S)
+            retry_after = clamp_retry_after(result.retry_after)
+            wait = retry_after if retry_after is not None else _backoff(attempt, BACKOFF_MAX_IN_CALL_S)
             if attempt < MAX_ATTEMPTS_IN_CALL and time.monotonic() + wait + MIN_ATTEMPT_S < deadline:
                 time.sleep(wait)
                 continue
@@ -281,7 +297,7 @@ class Deliverer:
             failures = self._failures[dest.name] = self._failures.get(dest.name, 0) + 1
             between = max(wait, _backoff(failures, BACKOFF_MAX_BETWEEN_CALLS_S))
             self._not_before[dest.name] = time.monotonic() + between
-            next_ns = time.time_ns() + int(result.retry_after * 1e9) if result.retry_after else time.time_ns()
+            next_ns = time.time_ns() + int(retry_after * 1e9) if retry_after else time.time_ns()
             self.store.mark_retry(dest.name, ids, result.message, next_ns)
             log.info("lftrace: %s unavailable (%s); %d traces stay queued", dest.name, result.message, len(ids))
             return False
@@ -321,6 +337,20 @@ class Deliverer:
                 dest.exporter.close()
             except Exception:
                 log.debug("lftrace: closing %s failed", dest.name, exc_info=True)
+
+
+def clamp_retry_after(seconds: float | None) -> float | None:
+    """A server's Retry-After made safe: None when absent or not a finite number (``inf``, ``nan``), else within
+    0..MAX_RETRY_AFTER_S. A hostile or broken server must not crash delivery or pin a trace for years."""
+    if seconds is None:
+        return None
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(value):
+        return None if math.isnan(value) else MAX_RETRY_AFTER_S
+    return min(max(value, 0.0), MAX_RETRY_AFTER_S)
 
 
 def _backoff(attempt: int, cap: float) -> float:

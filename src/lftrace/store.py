@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -234,6 +235,47 @@ def _clamp_int64(value: int) -> int:
 
 def _marks(count: int) -> str:
     return ",".join("?" * count)
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time (Linux: /proc/PID/stat field 22), so a reused pid is not taken for the owner."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def lease_owner() -> str:
+    """``host:pid:start:random`` naming this process in the outbox's claims."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{os.urandom(4).hex()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when the owner is a process of this host that is gone (other hosts: trust the lease)."""
+    parts = owner.split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname():
+        return True
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        pass
+    start = parts[2] if len(parts) >= 4 else ""
+    return not start or _process_start(pid) in ("", start)
+
+
+def _owner_label(owner: str) -> str:
+    parts = owner.split(":")
+    return f"pid {parts[1]} on {parts[0]}" if len(parts) >= 2 else owner
 
 
 class TraceStore:
@@ -769,12 +811,20 @@ class TraceStore:
 
         def work(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             now = time.time_ns()
+            # A lease dies with its process: rows claimed by a process of this host that no longer runs (a
+            # killed `run` or `push`) are claimable at once, not after their lease runs out.
+            holders = conn.execute(
+                "SELECT DISTINCT claimed_by FROM deliveries WHERE destination = ? AND claimed_until_ns > ?",
+                (destination, now),
+            ).fetchall()
+            dead = [h for (h,) in holders if h and h != owner and not owner_alive(h)]
             rows = conn.execute(
                 "SELECT d.trace_id, d.revision FROM deliveries d JOIN traces t ON t.id = d.trace_id "
                 f"WHERE d.destination = ? AND d.status IN ({_marks(len(statuses))}) AND d.next_attempt_ns <= ? "
-                "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ?) "
+                "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ? "
+                f"OR d.claimed_by IN ({_marks(len(dead))})) "
                 "ORDER BY t.timestamp_ns, d.trace_id LIMIT ?",
-                (destination, *statuses, now, now, limit),
+                (destination, *statuses, now, now, *dead, limit),
             ).fetchall()
             until = now + int(lease_seconds * 1e9)
             conn.executemany(
@@ -786,6 +836,42 @@ class TraceStore:
 
         with self._errors():
             return self._write(work)
+
+    def undeliverable_reasons(self, destination: str) -> list[str]:
+        """Why rows for ``destination`` that are not delivered cannot be claimed now (for `push`'s message)."""
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            now = time.time_ns()
+            reasons: list[str] = []
+            leased = conn.execute(
+                "SELECT claimed_by, count(*), max(claimed_until_ns) FROM deliveries WHERE destination = ? "
+                "AND status <> 'delivered' AND claimed_until_ns > ? GROUP BY claimed_by",
+                (destination, now),
+            ).fetchall()
+            for holder, count, until in leased:
+                if holder and owner_alive(holder):
+                    left = max((until - now) / 1e9, 0)
+                    reasons.append(
+                        f"{count} being delivered by another process ({_owner_label(holder)}; its claim ends in "
+                        f"{left:.0f}s at the latest)"
+                    )
+            waiting = conn.execute(
+                "SELECT count(*), min(next_attempt_ns) FROM deliveries WHERE destination = ? AND status = 'pending' "
+                "AND next_attempt_ns > ?",
+                (destination, now),
+            ).fetchone()
+            if waiting and waiting[0]:
+                left = max((waiting[1] - now) / 1e9, 0)
+                reasons.append(f"{waiting[0]} waiting for the server's Retry-After (the first in {left:.0f}s)")
+            failed = conn.execute(
+                "SELECT count(*) FROM deliveries WHERE destination = ? AND status = 'failed'", (destination,)
+            ).fetchone()
+            if failed and failed[0]:
+                reasons.append(f"{failed[0]} rejected by the server earlier (retried by `lftrace push --retry-failed`)")
+            return reasons
+
+        with self._errors():
+            return self._read(work)
 
     def _update_deliveries(self, sql: str, destination: str, trace_ids: Iterable[str], *values: Any) -> None:
         ids = list(dict.fromkeys(trace_ids))
