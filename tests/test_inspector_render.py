@@ -202,3 +202,89 @@ def test_real_agent_tree_shows_routing_steps_and_every_tool_result():
     gen = find_observation(trace, "FakeChatModel#1")
     detail = render_text(render_observation(trace, gen), width=100)
     assert "user:" in detail and "→ multiply(" in detail and "Usage (tokens)" in detail
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def session_traces() -> list[Trace]:
+    turns = [("What is the weather in Paris?", "It is sunny in Paris, 21 degrees.", None),
+             ("And in Oslo?", None, "ToolException: no weather data for Oslo"),
+             ("Thanks! Tell me a joke about the weather, a long one please, with details", "Why did the cloud " * 8, None)]  # fmt: skip
+    traces = []
+    for i, (said, reply, error) in enumerate(turns):
+        tid = f"{i + 1:02d}" + "5e55" * 7 + "00"
+        root = obs(f"{i + 1:02d}00000000000000", None, "CHAIN", "chatbot", i * 60_000, i * 60_000 + 800 + 100 * i,
+                   level="ERROR" if error else "DEFAULT", status_message=error,
+                   usage_details={"input": 10 * (i + 1), "output": 5, "total": 10 * (i + 1) + 5})  # fmt: skip
+        root.trace_id = tid
+        history = [{"role": "user", "content": t[0]} for t in turns[: i + 1]]
+        traces.append(
+            Trace(
+                id=tid,
+                name="chatbot",
+                timestamp=root.start_time,
+                session_id="thread-7",
+                input={"messages": history},
+                output={"messages": [*history, {"role": "assistant", "content": reply}]} if reply else None,
+                observations=[root],
+                end_time=root.end_time,
+            )  # fmt: skip
+        )
+    return traces
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_session_conversation_golden(width):
+    from lftrace.conversation import render_conversation
+
+    text = render_text(render_conversation("thread-7", session_traces()), width=width)
+    check_golden(f"conversation_{width}.txt", normalise(text))
+    assert text.count("Turn ") == 3 and "user: And in Oslo?" in text
+    assert "error: ToolException: no weather data for Oslo" in text
+    assert all(t.id in text.replace("\n", "") or t.id[:20] in text for t in session_traces())
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_session_list_golden(width):
+    from lftrace.conversation import render_session_list
+    from lftrace.model import SessionSummary
+
+    sessions = [
+        SessionSummary("thread-7", 3, T0, T0 + 121_000 * MS, 110, 0.00042, errors=1, user_ids=["ada"]),
+        SessionSummary(
+            "a-rather-long-session-identifier-from-langgraph-0f3c",
+            12,
+            T0 - 3_600_000 * MS,
+            T0 - 60_000 * MS,
+            4810,
+            None,
+            handled_errors=2,
+            user_ids=["bob", "eve"],
+        ),  # fmt: skip
+    ]
+    text = render_text(render_session_list(sessions), width=width)
+    check_golden(f"sessions_{width}.txt", normalise(text))
+    assert all(len(line) <= width for line in text.splitlines())
+    tsv = render_session_list(sessions).tsv().splitlines()
+    assert tsv[0].split("\t")[:3] == ["session", "traces", "first"]
+    assert tsv[2].split("\t")[0] == "a-rather-long-session-identifier-from-langgraph-0f3c"
+
+
+def test_a_real_session_as_a_conversation():
+    from pathlib import Path
+
+    from lftrace.conversation import render_conversation
+    from lftrace.runner import execute
+
+    sample = Path(__file__).resolve().parents[1] / "sample_graphs" / "agent.py"
+    traces = []
+    for question in ("What is the weather in Paris?", "What is 6 times 7?"):
+        result = execute(f"{sample}:graph", question, session_id="chat-1")
+        assert result.trace is not None
+        traces.append(result.trace)
+    text = render_text(render_conversation("chat-1", traces), width=200)
+    assert "user: What is the weather in Paris?" in text and "user: What is 6 times 7?" in text
+    assert "assistant: Here is what I found: Paris: 18°C and sunny." in text
+    assert "assistant: Here is what I found: 42.0." in text
+    assert traces[0].id in text and traces[1].id in text

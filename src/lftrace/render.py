@@ -751,6 +751,7 @@ class Table:
     flex: int = 0
     optional: tuple[int, ...] = ()
     status_column: int | None = None
+    times: tuple[int, ...] = ()  # columns of local times, shortened on a narrow terminal
     tsv_headers: tuple[str, ...] = ()
     tsv_rows: list[tuple[str, ...]] = field(default_factory=list)
 
@@ -762,6 +763,10 @@ class Table:
             if self._fixed(widths, keep) + 8 <= width:
                 break
             keep.remove(column)
+        if self.times and self._fixed(widths, keep) + 8 > width:
+            # a narrow terminal: "11-26 19:58" instead of "2026-11-26 19:58:21"
+            rows = [tuple(c[5:16] if i in self.times and len(c) == 19 else c for i, c in enumerate(r)) for r in rows]
+            widths = self._widths(rows)
         fixed = self._fixed(widths, keep)
         widths[self.flex] = max(min(widths[self.flex], width - fixed), 4)
         out = [Text("  ".join(self._cell(self.headers[i], i, widths[i]) for i in keep), style="bold")]
@@ -803,21 +808,8 @@ class Table:
             yield line
 
 
-@dataclass
 class TraceList(Table):
-    """The ``list`` table: only NAME gives way; on a narrow terminal the time is shortened first."""
-
-    def lines(self, width: int) -> list[Text]:
-        keep = [i for i in range(len(self.headers)) if i not in self.optional]
-        widths = self._widths(self.rows)
-        if self._fixed(widths, keep) + 8 > width:  # a narrow terminal: "11-26 19:58" instead of "2026-11-26 19:58:21"
-            short = [(row[0][5:16], *row[1:]) for row in self.rows]
-            return Table.lines(replace_rows(self, short), width)
-        return Table.lines(self, width)
-
-
-def replace_rows(table: Table, rows: list[tuple[str, ...]]) -> Table:
-    return Table(table.headers, rows, table.right, table.flex, table.optional, table.status_column)
+    """The ``list`` table: NAME gives way; on a narrow terminal the extra columns go, then the time is shortened."""
 
 
 _LIST_HEADERS = ("TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS")
@@ -885,6 +877,7 @@ def render_trace_list(summaries: Sequence[TraceSummary] | Iterable[TraceSummary]
         flex=2,
         optional=tuple(range(count - 2, 5, -1)),  # TAGS, USER, SESSION: right to left
         status_column=count - 1,
+        times=(0,),
         tsv_headers=_LIST_TSV_HEADERS,
         tsv_rows=tsv_rows,
     )
