@@ -34,7 +34,7 @@ _SESSION_TSV_HEADERS = ("session", "traces", "first", "last", "tokens", "cost_us
 
 def render_session_list(sessions: Sequence[SessionSummary]) -> Table:
     """Most recently active first: last activity, session id, trace count, first activity, tokens, cost, status."""
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             format_time(s.last),
             s.id,
@@ -57,7 +57,7 @@ def render_session_list(sessions: Sequence[SessionSummary]) -> Table:
             "" if s.total_cost is None else f"{s.total_cost:.8f}",
             ",".join(s.user_ids),
             s.status,
-        )  # fmt: skip
+        )
         for s in sessions
     ]
     return Table(

@@ -398,6 +398,14 @@ class CallbackHandler(BaseCallbackHandler):
         self._close(run_id, None, has_output=False, interrupted=interrupted)
 
     # -- public helpers -------------------------------------------------------------------
+    def running_traces(self) -> list[Trace]:
+        """The traces of top-level runs still going (for a live view; read-only, never blocks the run).
+
+        Their observations hold what the handler captured so far: raw inputs/outputs (not yet serialised),
+        so a live view shows names, timing, levels and usage rather than values.
+        """
+        return [state.trace for state in list(self._traces.values()) if state.sampled and not state.submitted]
+
     def finish_open_runs(self, reason: str = "interrupted") -> None:
         """Close every still-open run (end now, WARNING, ``reason``) and submit the partial traces (Ctrl-C)."""
         for state in list(self._traces.values()):

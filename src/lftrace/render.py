@@ -642,8 +642,12 @@ def build_tree(
     focus: str | None = None,
     delivered: Sequence[str] = (),
     context: bool = True,
+    bodies: bool = True,
 ) -> TraceTree:
-    """Lay the trace out as rows: the trace line, then every observation (or the ``focus`` subtree)."""
+    """Lay the trace out as rows: the trace line, then every observation (or the ``focus`` subtree).
+
+    ``bodies=False`` leaves out the in/out/error lines (the live view: values are not serialised yet).
+    """
     roots, kids = _child_map(trace)
     if focus is not None:
         roots = [find_observation(trace, focus)]
@@ -663,7 +667,7 @@ def build_tree(
         rows.append(_Row(prefix + (_LAST if last else _BRANCH), parts, drop=drop))
         inner = prefix + (_SPACE if last else _PIPE)
         body_guide = inner + (_PIPE if children else _SPACE)
-        if not routing or obs.level == "ERROR":
+        if bodies and (not routing or obs.level == "ERROR"):
             rows.extend(_body_rows(obs, body_guide, full, node=node_name(obs) is not None))
         if not children:
             continue

@@ -741,6 +741,40 @@ class TraceStore:
                 traces = self._read(load)
             yield from traces
 
+    def latest_position(self) -> int:
+        """Where the store is now, for ``changes_since`` (the newest row's rowid; 0 for an empty store)."""
+        with self._errors():
+            return int(self._read(lambda c: c.execute("SELECT coalesce(max(rowid), 0) FROM traces").fetchone()[0]))
+
+    def changes_since(self, position: int, trace_ids: Sequence[str] = ()) -> tuple[list[TraceSummary], int]:
+        """Summaries of traces written after ``position`` (oldest first) and of ``trace_ids``; the new position.
+
+        A trace rewritten whole gets a new position (it shows up again); one merged in place does not, so a
+        caller waiting for a running trace to finish asks for it by id (``lftrace tail``).
+        """
+        columns = (
+            "id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
+            "observation_count, session_id, user_id"
+        )
+
+        def work(conn: sqlite3.Connection) -> tuple[list[TraceSummary], int]:
+            rows = conn.execute(
+                f"SELECT rowid, {columns} FROM traces WHERE rowid > ? ORDER BY rowid LIMIT 1000", (position,)
+            ).fetchall()
+            newest = max([position, *(row[0] for row in rows)])
+            found = [row[1:] for row in rows]
+            listed = {row[0] for row in found}
+            wanted = [tid for tid in dict.fromkeys(trace_ids) if tid not in listed]
+            for chunk in _chunks(wanted):
+                found += conn.execute(
+                    f"SELECT {columns} FROM traces WHERE id IN ({_marks(len(chunk))})", list(chunk)
+                ).fetchall()
+            tags = _load_tags(conn, [row[0] for row in found])
+            return [_summary(row, tags.get(row[0], [])) for row in found], newest
+
+        with self._errors():
+            return self._read(work)
+
     def list_sessions(self, limit: int | None = 50, *, where: TraceFilter | None = None) -> list[SessionSummary]:
         """Sessions (threads) with their traces' totals, the most recently active first.
 
