@@ -212,7 +212,7 @@ def session_traces() -> list[Trace]:
              ("And in Oslo?", None, "ToolException: no weather data for Oslo"),
              ("Thanks! Tell me a joke about the weather, a long one please, with details", "Why did the cloud " * 8, None)]  # fmt: skip
     traces = []
-    for i, (said, reply, error) in enumerate(turns):
+    for i, (_, reply, error) in enumerate(turns):
         tid = f"{i + 1:02d}" + "5e55" * 7 + "00"
         root = obs(f"{i + 1:02d}00000000000000", None, "CHAIN", "chatbot", i * 60_000, i * 60_000 + 800 + 100 * i,
                    level="ERROR" if error else "DEFAULT", status_message=error,
@@ -229,7 +229,7 @@ def session_traces() -> list[Trace]:
                 output={"messages": [*history, {"role": "assistant", "content": reply}]} if reply else None,
                 observations=[root],
                 end_time=root.end_time,
-            )  # fmt: skip
+            )
         )
     return traces
 
@@ -261,7 +261,7 @@ def test_session_list_golden(width):
             None,
             handled_errors=2,
             user_ids=["bob", "eve"],
-        ),  # fmt: skip
+        ),
     ]
     text = render_text(render_session_list(sessions), width=width)
     check_golden(f"sessions_{width}.txt", normalise(text))
