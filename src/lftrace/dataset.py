@@ -79,13 +79,12 @@ class CaseResult:
 
 def load_dataset(path: Path | str) -> list[Case]:
     """Every case of a JSONL file; InputError naming the file and line on the first bad line."""
+    from .validate import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"dataset {path} does not exist (pass a JSONL file with one case per line)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read dataset {path}: {exc}") from None
+    if not path.exists():
+        raise InputError(f"dataset {path} does not exist (pass a JSONL file with one case per line)")
+    text = read_text(path, "dataset")
     cases: list[Case] = []
     names: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -104,8 +103,10 @@ def load_dataset(path: Path | str) -> list[Case]:
 
 
 def parse_case(line: str, where: str, number: int = 0) -> Case:
+    from .validate import loads
+
     try:
-        data = json.loads(line)
+        data = loads(line, where)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):

@@ -179,7 +179,13 @@ class Trace:
 
     @property
     def total_cost(self) -> float | None:
-        costs = [o.cost_details["total"] for o in self.observations if o.cost_details and "total" in o.cost_details]
+        costs = [
+            cost
+            for o in self.observations
+            if isinstance(o.cost_details, dict)
+            and isinstance(cost := o.cost_details.get("total"), int | float)
+            and not isinstance(cost, bool)
+        ]  # a non-number from a hostile file is not a cost
         return sum(costs) if costs else None
 
     @property

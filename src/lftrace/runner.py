@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -18,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import InputError, LftraceError, StoreError, Terminated, TraceNotFound
@@ -55,26 +57,35 @@ class RunResult:
 
 
 def read_input(text: str | None, input_file: str | None, stdin: Any = None) -> str | None:
-    """The raw input: ``--input`` text, or the content of ``--input-file`` (``-`` = stdin)."""
+    """The raw input: ``--input`` text, or the content of ``--input-file`` (``-`` = stdin), which must be UTF-8."""
+    from .validate import decode_utf8, read_text
+
     if text is not None and input_file is not None:
         raise InputError("give either --input or --input-file, not both")
     if input_file is None:
         return text
     if input_file == "-":
-        return (stdin or sys.stdin).read()
-    try:
-        with open(input_file, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as err:
-        raise InputError(f"cannot read --input-file '{input_file}': {err.strerror or err}") from None
+        stream = stdin or sys.stdin
+        binary = getattr(stream, "buffer", None)
+        if binary is not None:
+            return decode_utf8(binary.read(), "stdin")
+        try:
+            return str(stream.read())
+        except UnicodeDecodeError:
+            raise InputError("stdin: not UTF-8 text; save the input as UTF-8") from None
+    if not os.path.exists(input_file):
+        raise InputError(f"cannot read --input-file '{input_file}': No such file or directory")
+    return read_text(Path(input_file), "input file")
 
 
 def parse_input(raw: str | None) -> Any:
     """JSON if it parses, otherwise the text itself (``None`` when no input was given)."""
     if raw is None:
         return None
+    from .validate import loads
+
     try:
-        return json.loads(raw)
+        return loads(raw, "the input")
     except json.JSONDecodeError as err:
         if _looks_like_json(raw):
             # Meant as JSON but broken: running the graph on the raw text would hide the typo.

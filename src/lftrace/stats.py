@@ -100,10 +100,17 @@ def _is_node(obs: Observation) -> bool:
     return (obs.metadata or {}).get("langgraph_node") == obs.name and bool(obs.name)
 
 
+def _count(value: Any) -> int:
+    """A usage count as stored; anything else (a string from a hostile import, a bool) counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _own_usage(obs: Observation) -> tuple[int, float | None, bool]:
-    usage = obs.usage_details or {}
-    tokens = int(usage["total"]) if "total" in usage else sum(v for v in usage.values() if isinstance(v, int))
-    cost = (obs.cost_details or {}).get("total")
+    usage = obs.usage_details if isinstance(obs.usage_details, dict) else {}
+    tokens = _count(usage["total"]) if "total" in usage else sum(_count(v) for v in usage.values())
+    cost = (obs.cost_details if isinstance(obs.cost_details, dict) else {}).get("total")
+    if not isinstance(cost, int | float) or isinstance(cost, bool) or not math.isfinite(cost):
+        cost = None
     return tokens, cost, cost is not None
 
 
@@ -111,8 +118,12 @@ def _inside(obs: Observation, kids: dict[str | None, list[Observation]]) -> tupl
     """Tokens, cost and whether every generation under ``obs`` (itself included) was priced."""
     tokens, cost, priced = 0, 0.0, True
     stack = [obs]
+    visited: set[int] = set()  # a parent cycle in stored data must not loop forever
     while stack:
         current = stack.pop()
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
         if current.type == "GENERATION":
             t, c, p = _own_usage(current)
             tokens, cost, priced = tokens + t, cost + (c or 0.0), priced and p

@@ -9,6 +9,7 @@ stamped with ``PRAGMA application_id`` so another application's SQLite file is r
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import socket
@@ -639,6 +640,11 @@ class TraceStore:
         """The trace with this id, or the only trace whose id starts with it."""
         wanted = id_or_prefix.strip()
         if not wanted:
+            # a blank id written by an older lftrace or another tool is still readable (`show last`)
+            with self._errors():
+                exact = self._read(lambda c: _load_traces(c, [id_or_prefix]))
+            if exact:
+                return exact[0]
             raise InputError("no trace id given: pass a trace id, a unique prefix of one, or `last`")
         with self._errors():
             trace_id = self._resolve_id(wanted)
@@ -1332,11 +1338,28 @@ def _observation_from_row(row: Sequence[Any]) -> Observation:
         metadata=data.get("metadata"),
         level=level,
         status_message=data.get("status_message"),
-        usage_details=data.get("usage_details"),
-        cost_details=data.get("cost_details"),
+        usage_details=_numbers(data.get("usage_details"), whole=True),
+        cost_details=_numbers(data.get("cost_details"), whole=False),
         environment=data.get("environment") or "default",
         version=data.get("version"),
     )
+
+
+def _numbers(value: Any, *, whole: bool) -> Any:
+    """Usage (whole numbers) or cost (finite numbers) as every reader expects them: entries of another type,
+    written by another tool or an older lftrace, are left out rather than crash ``show`` or ``stats``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return None
+    if all(type(v) is int or (not whole and type(v) is float and math.isfinite(v)) for v in value.values()):
+        return value  # the common case: nothing to drop
+    kinds = (int,) if whole else (int, float)
+    return {
+        k: v
+        for k, v in value.items()
+        if isinstance(v, kinds) and not isinstance(v, bool) and (whole or math.isfinite(v))
+    } or None
 
 
 def _parents_first(observations: list[Observation]) -> list[Observation]:
