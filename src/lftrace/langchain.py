@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from time import time_ns
 from typing import Any
@@ -41,6 +41,7 @@ _STRIPPED_KEYS = frozenset((*TRACE_ATTRIBUTE_KEYS, "langfuse_prompt"))
 TARGET_KEY = "lftrace_target"  # `lftrace run`'s TARGET: kept in the trace's metadata, not in every observation's
 _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
+MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the official handler's bound)
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -78,7 +79,16 @@ _NO_RUN = UUID(int=0)
 class _TraceState:
     """One top-level run: its trace and every run id registered under it."""
 
-    __slots__ = ("root_run_id", "run_ids", "sampled", "submitted", "trace")
+    __slots__ = (
+        "graph_interrupted",
+        "resume_key",
+        "root_parent_id",
+        "root_run_id",
+        "run_ids",
+        "sampled",
+        "submitted",
+        "trace",
+    )
 
     def __init__(self, trace: Trace, root_run_id: UUID, sampled: bool) -> None:
         self.trace = trace
@@ -86,6 +96,9 @@ class _TraceState:
         self.run_ids: list[UUID] = [root_run_id]
         self.sampled = sampled
         self.submitted = False
+        self.root_parent_id: str | None = None  # a resumed run: the root of the run it resumes
+        self.resume_key: str | None = None  # LangGraph thread_id of the top-level run
+        self.graph_interrupted = False  # a LangGraph interrupt() paused the run: a Command(resume=...) may follow
 
 
 # Runs still open when their trace was submitted (Ctrl-C, finish_open_runs) map to this entry, so their
@@ -118,11 +131,47 @@ def _run_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> 
     return default
 
 
-def _observation_metadata(metadata: Mapping[str, Any] | None, tags: Sequence[str] | None) -> dict[str, Any] | None:
+def _observation_metadata(
+    metadata: Mapping[str, Any] | None, tags: Sequence[str] | None, root: bool = False
+) -> dict[str, Any] | None:
     out = {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS and k != TARGET_KEY} if metadata else {}
     if tags:
         out["tags"] = list(tags)
+    if root:  # LangChain's own top-level run, marked as the official handler marks it
+        out["is_langchain_root"] = True
     return out or None
+
+
+def _is_internal_tag(tag: str) -> bool:
+    """LangChain's own bookkeeping tags (``seq:step:2``): not something the user tagged the trace with."""
+    return tag.startswith("seq:step:")
+
+
+def _prompt_reference(prompt: Any) -> tuple[str, int | None] | None:
+    """(name, version) of a Langfuse prompt client (duck-typed) or a ``{"name", "version"}`` dict; None for others.
+
+    A fallback prompt (the SDK's default when the prompt could not be fetched) links nothing, as upstream.
+    """
+    if isinstance(prompt, Mapping):
+        name, version, fallback = prompt.get("name"), prompt.get("version"), prompt.get("is_fallback")
+    else:
+        name = getattr(prompt, "name", None)
+        version = getattr(prompt, "version", None)
+        fallback = getattr(prompt, "is_fallback", False)
+    if not isinstance(name, str) or not name or fallback is True:
+        return None
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    return name, version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _is_resume(inputs: Any) -> bool:
+    """A LangGraph ``Command(resume=...)`` (by name: no langgraph import)."""
+    return type(inputs).__name__ == "Command" and getattr(inputs, "resume", None) is not None
+
+
+def _is_graph_interrupt(error: BaseException) -> bool:
+    return any(cls.__name__ in ("GraphInterrupt", "NodeInterrupt") for cls in type(error).__mro__)
 
 
 def _qualified_name(cls: type) -> str:
@@ -157,6 +206,37 @@ def _model_name(
             for key in ("model", "model_name", "model_id", "deployment_name"):
                 if source.get(key):
                     return str(source[key])
+    return _model_from_repr(serialized)
+
+
+# Models that do not serialise (ChatHuggingFace, ChatOllama, ...) are passed as {"type": "not_implemented",
+# "repr": "ChatHuggingFace(..., model_id='HuggingFaceH4/zephyr-7b-beta', ...)"}: the official handler reads the
+# model from that repr, by class, with these fields. Other classes: the usual field names, in this order.
+_REPR_MODEL_FIELDS = {
+    "ChatHuggingFace": "model_id",
+    "HuggingFaceHub": "model",
+    "ChatTongyi": "model_name",
+    "ChatAnyscale": "model_name",
+    "Xinference": "model_uid",
+    "ChatOCIGenAI": "model_id",
+    "DeepInfra": "model_id",
+}
+_REPR_DEFAULT_FIELDS = ("model", "model_name", "model_id")
+
+
+def _model_from_repr(serialized: Mapping[str, Any] | None) -> str | None:
+    if not serialized:
+        return None
+    text = serialized.get("repr")
+    ids = serialized.get("id")
+    if not isinstance(text, str) or not text:
+        return None
+    cls = str(ids[-1]) if isinstance(ids, list) and ids else ""
+    fields = (_REPR_MODEL_FIELDS[cls],) if cls in _REPR_MODEL_FIELDS else _REPR_DEFAULT_FIELDS
+    for name in fields:
+        found = re.search(rf"\b{name}='(.*?)'", text)
+        if found and found.group(1):
+            return found.group(1)
     return None
 
 
@@ -214,6 +294,8 @@ class CallbackHandler(BaseCallbackHandler):
         self._runs: dict[UUID, tuple[Observation | None, _TraceState]] = {}
         self._traces: dict[UUID, _TraceState] = {}
         self._lock = threading.Lock()
+        self._prompts: dict[UUID, tuple[str, int | None]] = {}  # chain run -> prompt its next generation uses
+        self._resumable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # thread_id -> (trace id, root obs id)
         self._warned: set[str] = set()
         self.last_trace_id: str | None = None
         # observations started so far (for a progress display; a plain int += under the GIL)
@@ -256,14 +338,15 @@ class CallbackHandler(BaseCallbackHandler):
         client = self._client
         if client is None or not client.tracing_active:
             return None
-        trace_id = self._trace_id or _id_pool.trace_id()
         meta = metadata or {}
+        resumed = self._take_resumable(inputs, meta) if self._resumable and self._trace_id is None else None
+        trace_id = self._trace_id or (resumed[0] if resumed else _id_pool.trace_id())
         session_id = meta.get("langfuse_session_id")
         user_id = meta.get("langfuse_user_id")
         trace_name = meta.get("langfuse_trace_name")
         trace_tags: list[str] = []
         for tag in [*(meta.get("langfuse_tags") or ()), *(tags or ())]:
-            if str(tag) not in trace_tags:
+            if str(tag) not in trace_tags and not _is_internal_tag(str(tag)):
                 trace_tags.append(str(tag))
         trace_metadata = {k: v for k, v in meta.items() if k not in _STRIPPED_KEYS}
         if self._parent_span_id:
@@ -282,6 +365,11 @@ class CallbackHandler(BaseCallbackHandler):
             environment=self._environment,
         )
         state = _TraceState(trace, run_id, bool(client.should_sample(trace_id)))
+        thread_id = meta.get("thread_id")
+        if thread_id is not None and self._trace_id is None:
+            state.resume_key = str(thread_id)
+        if resumed is not None:
+            state.root_parent_id = resumed[1]
         self._traces[run_id] = state
         if state.sampled:
             self.last_trace_id = trace_id
@@ -303,7 +391,7 @@ class CallbackHandler(BaseCallbackHandler):
             state = self._new_trace(run_id, now, name, inputs, tags, metadata)
             if state is None:
                 return None
-            parent_id = None
+            parent_id = state.root_parent_id
         else:
             parent_obs, state = parent
             if state.submitted:  # a late child of a trace already submitted (interrupted): record nothing
@@ -322,7 +410,7 @@ class CallbackHandler(BaseCallbackHandler):
             name=name,
             start_time=now,
             input=inputs,
-            metadata=_observation_metadata(metadata, tags),
+            metadata=_observation_metadata(metadata, tags, parent_run_id is None),
             level="DEBUG" if tags and HIDDEN_TAG in tags else "DEFAULT",
             environment=self._environment,
             version=self._version,
@@ -336,6 +424,8 @@ class CallbackHandler(BaseCallbackHandler):
         self, run_id: UUID, output: Any, *, has_output: bool = True, interrupted: str | None = None
     ) -> Observation | None:
         entry = self._runs.pop(run_id, None)
+        if self._prompts:
+            self._prompts.pop(run_id, None)
         if entry is None:
             return None
         obs, state = entry
@@ -374,6 +464,8 @@ class CallbackHandler(BaseCallbackHandler):
         if self._update_trace and root is not None:
             trace.input = root.input
             trace.output = root.output
+        if state.graph_interrupted and state.resume_key is not None and root is not None:
+            self._remember_resumable(state.resume_key, trace.id, root.id)
         self._client._submit(trace)
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
@@ -387,6 +479,8 @@ class CallbackHandler(BaseCallbackHandler):
                 obs.status_message = interrupted
             elif _is_control_flow(error):  # a LangGraph interrupt is control flow, not a failure
                 obs.status_message = message
+                if entry is not None and _is_graph_interrupt(error):
+                    entry[1].graph_interrupted = True
             else:
                 obs.level = "ERROR"
                 obs.status_message = message
@@ -396,6 +490,42 @@ class CallbackHandler(BaseCallbackHandler):
                     "error.traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
                 }
         self._close(run_id, None, has_output=False, interrupted=interrupted)
+
+    # -- LangGraph resume and prompt links ------------------------------------------------
+    def _remember_resumable(self, thread_id: str, trace_id: str, root_id: str) -> None:
+        """A run paused by interrupt(): a later Command(resume=...) on this thread continues its trace."""
+        with self._lock:
+            self._resumable[thread_id] = (trace_id, root_id)
+            self._resumable.move_to_end(thread_id)
+            while len(self._resumable) > MAX_RESUMABLE:
+                self._resumable.popitem(last=False)
+
+    def _take_resumable(self, inputs: Any, metadata: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(trace id, root observation id) of the paused run this top-level run resumes, used once.
+
+        Like the official handler: only an explicit ``Command(resume=...)`` on the same ``thread_id`` resumes;
+        its root becomes a child of the paused run's root, in the same trace. (The official handler 5.0.4 only
+        records the paused run when its root raises GraphInterrupt; current LangGraph returns from ``invoke``
+        with ``__interrupt__`` instead, so here any interrupt() inside the run counts.)
+        """
+        thread_id = metadata.get("thread_id")
+        if thread_id is None or not _is_resume(inputs):
+            return None
+        with self._lock:
+            return self._resumable.pop(str(thread_id), None)
+
+    def _register_prompt(self, run_id: UUID, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None) -> None:
+        """``metadata={"langfuse_prompt": prompt}`` on a chain (a prompt template) links the next generation
+        under the same parent (or below it) to the prompt, as the official handler does."""
+        if parent_run_id is None:
+            return
+        prompt = metadata.get("langfuse_prompt") if metadata else None
+        if prompt is not None:
+            reference = _prompt_reference(prompt)
+            if reference is not None:
+                self._prompts[parent_run_id] = reference
+        elif self._prompts and parent_run_id in self._prompts:
+            self._prompts[run_id] = self._prompts[parent_run_id]
 
     # -- public helpers -------------------------------------------------------------------
     def running_traces(self) -> list[Trace]:
@@ -434,6 +564,8 @@ class CallbackHandler(BaseCallbackHandler):
                 isinstance(ids, list) and any("agent" in str(part).lower() for part in ids)
             )
             self._open(run_id, parent_run_id, "AGENT" if is_agent else "CHAIN", name, _snapshot(inputs), tags, metadata)
+            if parent_run_id is not None and (self._prompts or (metadata and "langfuse_prompt" in metadata)):
+                self._register_prompt(run_id, parent_run_id, metadata)
         except Exception:
             self._internal_error("on_chain_start")
 
@@ -525,6 +657,10 @@ class CallbackHandler(BaseCallbackHandler):
         name = _run_name(serialized, kwargs.get("name"), "llm")
         obs = self._open(run_id, parent_run_id, "GENERATION", name, inputs, tags, metadata)
         if obs is not None:
+            if self._prompts and parent_run_id is not None:
+                prompt = self._prompts.pop(parent_run_id, None)
+                if prompt is not None:
+                    obs.prompt_name, obs.prompt_version = prompt
             obs.model = _model_name(serialized, metadata, params)
             obs.model_parameters = {
                 k: v for k, v in params.items() if k not in _PARAMETER_NOISE and v is not None

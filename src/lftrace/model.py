@@ -69,6 +69,8 @@ class Observation:
     cost_details: dict[str, float] | None = None
     environment: str = "default"
     version: str | None = None
+    prompt_name: str | None = None  # the Langfuse prompt this generation was made from (langfuse_prompt)
+    prompt_version: int | None = None
 
     @property
     def latency(self) -> float | None:
@@ -84,7 +86,11 @@ class Observation:
         return (self.completion_start_time - self.start_time) / 1e9
 
     def to_dict(self) -> dict[str, Any]:
+        """Langfuse's ``ObservationsView`` (the v1 read API), every required field present."""
+        usage = self.usage_details or {}
         cost = self.cost_details or {}
+        usage_in, usage_out, usage_total = _reduce(usage)
+        cost_in, cost_out, cost_total = _reduce(cost) if cost else (None, None, None)
         return {
             "id": self.id,
             "traceId": self.trace_id,
@@ -95,6 +101,7 @@ class Observation:
             "endTime": iso_from_ns(self.end_time),
             "completionStartTime": iso_from_ns(self.completion_start_time),
             "model": self.model,
+            "modelId": None,  # a Langfuse model definition id: Langfuse prices, lftrace has none
             "modelParameters": self.model_parameters,
             "input": self.input,
             "output": self.output,
@@ -103,9 +110,27 @@ class Observation:
             "statusMessage": self.status_message,
             "version": self.version,
             "environment": self.environment,
-            "usageDetails": self.usage_details or {},
+            "promptId": None,
+            "promptName": self.prompt_name,
+            "promptVersion": self.prompt_version,
+            "usageDetails": usage,
             "costDetails": cost,
-            "calculatedTotalCost": cost.get("total"),
+            # the deprecated summary object, reduced as Langfuse does: input = every input* key, output likewise
+            "usage": {
+                "input": usage_in,
+                "output": usage_out,
+                "total": usage_total,
+                "unit": "TOKENS" if usage else None,
+                "inputCost": cost_in,
+                "outputCost": cost_out,
+                "totalCost": cost_total,
+            },
+            "inputPrice": None,  # per-unit prices of a Langfuse model definition (see modelId)
+            "outputPrice": None,
+            "totalPrice": None,
+            "calculatedInputCost": cost_in,
+            "calculatedOutputCost": cost_out,
+            "calculatedTotalCost": cost_total,
             "latency": self.latency,
             "timeToFirstToken": self.time_to_first_token,
         }
@@ -132,7 +157,19 @@ class Observation:
             cost_details=data.get("costDetails") or None,
             environment=data.get("environment") or "default",
             version=data.get("version"),
+            prompt_name=data.get("promptName"),
+            prompt_version=data.get("promptVersion"),
         )
+
+
+def _reduce(details: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(input, output, total) of usage or cost details: every ``input*``/``output*`` key summed; total as given."""
+    inputs = sum(v for k, v in details.items() if k.startswith("input") and isinstance(v, int | float))
+    outputs = sum(v for k, v in details.items() if k.startswith("output") and isinstance(v, int | float))
+    total = details.get("total")
+    if not isinstance(total, int | float):
+        total = inputs + outputs
+    return inputs, outputs, total
 
 
 @dataclass(slots=True)

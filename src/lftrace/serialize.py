@@ -67,6 +67,8 @@ def _classify(obj: Any) -> str:
         return "pydantic"
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return "dataclass"
+    if type(obj).__name__ == "Send" and hasattr(obj, "node") and hasattr(obj, "arg"):
+        return "send"
     if callable(getattr(obj, "tolist", None)):
         return "tolist"
     return "other"
@@ -180,6 +182,9 @@ class _Converter:
 
     def _dataclass(self, obj: Any, depth: int) -> dict[str, Any]:
         return self._mapping({f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}, depth)
+
+    def _send(self, obj: Any, depth: int) -> dict[str, Any]:  # LangGraph Send (slots, no __dict__)
+        return {"node": self.convert(obj.node, depth), "arg": self.convert(obj.arg, depth)}
 
     def _tolist(self, obj: Any, depth: int) -> Any:  # numpy arrays and scalars
         try:

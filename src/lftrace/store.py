@@ -1128,6 +1128,8 @@ _OBS_DATA_FIELDS = (
     "cost_details",
     "environment",
     "version",
+    "prompt_name",
+    "prompt_version",
 )
 
 
@@ -1342,6 +1344,8 @@ def _observation_from_row(row: Sequence[Any]) -> Observation:
         cost_details=_numbers(data.get("cost_details"), whole=False),
         environment=data.get("environment") or "default",
         version=data.get("version"),
+        prompt_name=data.get("prompt_name"),
+        prompt_version=data.get("prompt_version"),
     )
 
 
