@@ -185,10 +185,25 @@ def test_version_and_help_with_an_example_on_every_command():
     from lftrace import __version__
 
     assert invoke("--version").stdout.strip() == f"lftrace {__version__}"
-    for args in ([], ["run"], ["show"], ["list"]):
+    for args in ([], *([c.name] for c in app.registered_commands)):
         result = invoke(*args, "--help")
         assert result.exit_code == 0, args
-        assert "Example" in result.stdout and "lftrace " in result.stdout, args
+        assert "Example" in result.stdout and f"lftrace {' '.join(args)}".strip() in result.stdout, args
+
+
+def test_every_command_names_stored_traces_the_same_way(app_file):
+    """`show last~1` finds the trace `export last~1` finds (one resolver for id, prefix, last, last~N)."""
+    first = json.loads(invoke("run", f"{app_file}:chain", "-i", "cats", "--json").stdout)["id"]
+    second = json.loads(invoke("run", f"{app_file}:chain", "-i", "dogs", "--json").stdout)["id"]
+    for ref, expected in (("last~1", first), ("last", second), ("last~0", second), (first[:8], first)):
+        shown = invoke("show", ref, "--json")
+        exported = invoke("export", ref)
+        assert shown.exit_code == exported.exit_code == 0, (ref, shown.stderr, exported.stderr)
+        assert json.loads(shown.stdout)["id"] == json.loads(exported.stdout)["id"] == expected, ref
+    for ref, code in (("last~2", 4), ("last~x", 2)):
+        shown, exported = invoke("show", ref), invoke("export", ref)
+        assert shown.exit_code == exported.exit_code == code, ref
+        assert shown.stderr == exported.stderr and shown.stderr.startswith("error: "), ref
 
 
 def test_importing_the_cli_imports_no_langchain_or_heavy_module():

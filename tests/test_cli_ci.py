@@ -17,7 +17,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from lftrace.cli_ci import CASE_METADATA_KEY, TEST_TAG_PREFIX, register
+from lftrace.cli import app
+from lftrace.cli.ci import CASE_METADATA_KEY, TEST_TAG_PREFIX
 from lftrace.errors import ExitStatus
 from lftrace.model import Trace
 from lftrace.store import TraceStore
@@ -120,17 +121,6 @@ def write_cases(path: Path, cases: list[dict]) -> Path:
 
 
 def make_app() -> typer.Typer:
-    """The real lftrace app once cli.py exists; else a bare app with only the CI commands."""
-    try:
-        from lftrace.cli import app
-    except ImportError:
-        app = typer.Typer()
-
-        @app.callback()
-        def main() -> None:
-            """lftrace (CI commands only)."""
-
-        register(app)
     return app
 
 
@@ -345,7 +335,7 @@ def test_baseline_that_passes_and_one_that_fails(agent_target, tmp_path):
     assert invoke("export", "--tag", base["tag"], "-o", tmp_path / "baseline.jsonl").exit_code == 0
 
     code, same = run_json("test", agent_target, cases, "--baseline", tmp_path / "baseline.jsonl")
-    assert code == 0, same
+    assert code == 0, json.dumps(same)
     assert {c["baselineTraceId"] for c in same["cases"]} == {c["traceId"] for c in base["cases"]}
 
     code, drift = run_json("test", agent_target, cases, "--baseline", base["runId"], env={"REPLY_STYLE": "verbose"})
@@ -478,3 +468,31 @@ def test_unloadable_target_fails_before_any_case(dataset, tmp_path):
     assert exit_code(result) == ExitStatus.LOAD_FAILED
     assert "missing.py" in error_text(result)
     assert not Path(os.environ["LFTRACE_STORE"]).exists() or store().list_traces() == []
+
+
+def test_test_records_every_case_even_when_sampling_and_tracing_are_off(agent_target, tmp_path, monkeypatch):
+    """`lftrace test` hands sampling-off settings to the runner; `run` keeps honouring LANGFUSE_SAMPLE_RATE."""
+    monkeypatch.setenv("LANGFUSE_SAMPLE_RATE", "0")
+    monkeypatch.setenv("LANGFUSE_TRACING_ENABLED", "false")
+    cases = write_cases(tmp_path / "two.jsonl", [{"name": "a", "input": "Paris"}, {"name": "b", "input": "hello"}])
+    code, report = run_json("test", agent_target, cases)
+    assert code == 0, report
+    ids = [c["traceId"] for c in report["cases"]]
+    assert all(ids) and len(set(ids)) == 2
+    with store() as s:
+        assert {s.get_trace(i).id for i in ids} == set(ids)
+    assert os.environ["LANGFUSE_SAMPLE_RATE"] == "0"  # nothing global was changed for it
+    ran = invoke("run", agent_target, "-i", "Paris")
+    assert ran.exit_code == 0 and "no trace" in ran.stderr
+    with store() as s:
+        assert s.count_traces() == 2
+
+
+def test_store_option_reaches_the_run_without_touching_the_environment(agent_target, tmp_path):
+    other = tmp_path / "elsewhere" / "other.db"
+    before = os.environ["LFTRACE_STORE"]
+    code, report = run_json("--store", other, "test", agent_target, write_cases(tmp_path / "one.jsonl", CASES[:1]))
+    assert code == 0, report
+    assert os.environ["LFTRACE_STORE"] == before and not Path(before).exists()
+    with store(other) as s:
+        assert s.get_trace(report["cases"][0]["traceId"]).metadata[CASE_METADATA_KEY] == "paris"

@@ -11,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from helpers_otlp_receiver import Reply, closed_port, running_receiver, sample_trace
-from lftrace.cli_export import describe_destination_result, fetch_remote_trace, register
+from lftrace.cli import app
+from lftrace.cli.backend import describe_destination_result, fetch_remote_trace
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, destinations_for
 from lftrace.errors import ConfigError, TraceNotFound
@@ -22,8 +23,6 @@ SK = "sk-lf-topsecret99887766"
 
 
 def make_app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
     return app
 
 
@@ -249,13 +248,12 @@ def test_every_command_has_help_with_an_example():
     for command in ("push", "status", "doctor"):
         result = CliRunner().invoke(make_app(), [command, "--help"])
         assert result.exit_code == 0
-        assert "Example: lftrace" in result.output or "Example:" in result.output, command
+        assert "Example" in result.output and "lftrace " + command in result.output, command
 
 
 def test_push_in_a_real_subprocess(isolated_env, langfuse_env):
     ids = write_traces(isolated_env, n=2, destinations=[f"langfuse:{langfuse_env.url}"])
-    code = "import typer; from lftrace.cli_export import register; app = typer.Typer(); register(app); app()"
-    run = subprocess.run([sys.executable, "-c", code, "push"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "lftrace", "push"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "delivered 2" in run.stdout
     assert SK not in run.stdout + run.stderr

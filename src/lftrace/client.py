@@ -31,6 +31,8 @@ log = logging.getLogger("lftrace")
 
 _clients: dict[str | None, Langfuse] = {}
 _default: Langfuse | None = None
+_made_for_runs: list[Langfuse] = []  # clients client_for() had to make (not the default one)
+_client_for_lock = threading.Lock()  # `lftrace test` cases start on several threads: make one client, not four
 _registry_lock = threading.Lock()
 
 
@@ -287,12 +289,52 @@ def get_client(*, public_key: str | None = None) -> Langfuse:
     return Langfuse(public_key=public_key)
 
 
+# what a command decides for its runs; every other setting comes from the environment as usual
+_RUN_FIELDS = ("store", "sample_rate", "tracing_enabled")
+
+
+def client_for(settings: Settings) -> Langfuse:
+    """The client that traces a run started by a command (``lftrace run``, ``lftrace test``), given its settings.
+
+    The default client when it already agrees on the store, sampling and tracing switch (so a client the user's
+    code configured, with keys or a mask, keeps doing its job); otherwise one made for these settings, once,
+    and reused by later calls. It is handed to the runner explicitly: nothing global is changed for it.
+    """
+    wanted = tuple(getattr(settings, name) for name in _RUN_FIELDS)
+
+    def fits(client: Langfuse | None) -> bool:
+        return (
+            client is not None
+            and not client._closed
+            and tuple(getattr(client.settings, n) for n in _RUN_FIELDS) == wanted
+        )
+
+    with _client_for_lock:
+        with _registry_lock:
+            candidates = [_default, *_made_for_runs]
+        for client in candidates:
+            if fits(client):
+                assert client is not None
+                return client
+        return _make_for_run(settings)
+
+
+def _make_for_run(settings: Settings) -> Langfuse:
+    # with no default client yet this one becomes the default, so get_client() in the user's code finds it too
+    client = Langfuse(**{name: getattr(settings, name) for name in _RUN_FIELDS})
+    with _registry_lock:
+        _made_for_runs.append(client)
+    return client
+
+
 def reset_clients() -> None:
     """Shut down and forget every client (tests, and the CLI between commands)."""
     global _default
     with _registry_lock:
-        clients = list({id(c): c for c in [*_clients.values(), *([_default] if _default else [])]}.values())
+        every = [*_clients.values(), *([_default] if _default else []), *_made_for_runs]
+        clients = list({id(c): c for c in every}.values())
         _clients.clear()
+        _made_for_runs.clear()
         _default = None
     for client in clients:
         try:

@@ -75,6 +75,23 @@ def default_store_path() -> Path:
     return base / "lftrace" / "traces.db"
 
 
+def resolve_store(
+    argument: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv: Mapping[str, str] | None = None,
+) -> Path:
+    """The store path alone, as ``Settings.resolve`` picks it: argument > LFTRACE_STORE > ``.env`` > default.
+
+    ``lftrace list``/``show`` need only this: a bad unrelated setting (say LANGFUSE_SAMPLE_RATE=abc) must not
+    stop them.
+    """
+    if argument is not None and argument != "":
+        return Path(argument).expanduser()
+    env = os.environ if environ is None else environ
+    value = env.get(STORE) or (read_dotenv() if dotenv is None else dotenv).get(STORE)
+    return Path(value).expanduser() if value else default_store_path()
+
+
 def mask_secret(value: str | None) -> str:
     """``sk-lf-1234abcd...`` -> ``sk-lf-...abcd``: enough to tell keys apart, never enough to use one."""
     if not value:
@@ -205,9 +222,7 @@ class Settings:
             got = pick(name, env_name)
             if got:
                 values[name] = _number(got, float, low=0.0, exclusive_low=True)
-        got = pick("store", STORE)
-        if got:
-            values["store"] = Path(got[0]).expanduser()
+        values["store"] = resolve_store(args.get("store"), env, {})
         got = pick("otlp_endpoint", OTLP_TRACES_ENDPOINT)
         if got:
             values["otlp_endpoint"] = _check_url(str(got[0]), got[1])

@@ -274,17 +274,19 @@ class CallbackHandler(BaseCallbackHandler):
         public_key: str | None = None,
         trace_context: Mapping[str, Any] | None = None,
         update_trace: bool = True,
+        client: Any = None,
         **ignored: Any,
     ) -> None:
         if ignored:
             _log.debug("lftrace: CallbackHandler ignores arguments %s", sorted(ignored))
-        self._client: Any = None
-        try:
-            from .client import get_client
+        self._client: Any = client  # given by the runner (`lftrace run`/`test`); else the registry's client
+        if client is None:
+            try:
+                from .client import get_client
 
-            self._client = get_client(public_key=public_key)
-        except LftraceError as exc:
-            _log.warning("lftrace: tracing disabled: %s", exc)
+                self._client = get_client(public_key=public_key)
+            except LftraceError as exc:
+                _log.warning("lftrace: tracing disabled: %s", exc)
         settings = getattr(self._client, "settings", None)
         self._environment: str = getattr(settings, "environment", "default") or "default"
         self._release: str | None = getattr(settings, "release", None)

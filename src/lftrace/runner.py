@@ -20,10 +20,13 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, LftraceError, StoreError, Terminated, TraceNotFound
 from .model import Trace
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
 
@@ -425,12 +428,15 @@ def execute(
     callbacks: Sequence[Any] = (),
     progress: Progress | None = None,
     stdin: Any = None,
+    settings: Settings | None = None,
 ) -> RunResult:
     """Load (unless given a Runnable), shape the input, run with the handler, flush, and read the trace back.
 
     ``handler_extra``: keyword arguments for ``CallbackHandler`` (e.g. ``trace_context``); ``callbacks``: more
     LangChain callbacks to attach. Raises LftraceError for load/input problems; the target's own exception is
     returned in ``RunResult.error`` (its trace is saved); Ctrl-C returns ``interrupted=True`` with the partial trace.
+    ``settings``: what the command decided (store, sampling); the run is traced by ``client_for(settings)``
+    instead of the registry's default client.
     """
     notify = progress or (lambda event, payload: None)
     label = target if isinstance(target, str) else type(target).__name__
@@ -447,13 +453,14 @@ def execute(
     if name is None and isinstance(target, str):
         name = name_for_target(runnable, target)
 
-    from .client import get_client
+    from .client import client_for, get_client
     from .langchain import TARGET_KEY, CallbackHandler
 
-    client = get_client()  # invalid settings (a bad LANGFUSE_BASE_URL, ...) stop here, before the graph runs
+    # invalid settings (a bad LANGFUSE_BASE_URL, ...) stop here, before the graph runs
+    client = get_client() if settings is None else client_for(settings)
     if client.tracing_active:
         client.check_store()  # a corrupted, foreign or unwritable store stops here too, not after the run
-    handler = CallbackHandler(**dict(handler_extra or {}))
+    handler = CallbackHandler(**{"client": client, **dict(handler_extra or {})})
     run_config = build_config(
         handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=extra_config, callbacks=callbacks
     )

@@ -1,8 +1,8 @@
-"""CI commands: ``test``, ``export``, ``import``, ``diff``, ``stats``; and the assertion options of ``run``.
+"""CI commands: ``test``, ``export``, ``import``, ``diff``, ``stats``; and the assertion checks of ``run``.
 
-``cli.py`` calls ``register(app)``. The ``run`` command takes the assertion options declared here
-(``ExpectOutputOption`` ...), turns them into ``Expectations`` with ``expectations_from_options`` and calls
-``evaluate_run_assertions`` after the run; a failure exits with 5 (``ExitStatus.ASSERTION_FAILED``).
+The ``run`` command (run.py) takes the assertion options of options.py, turns them into ``Expectations`` with
+``expectations_from_options`` and calls ``enforce_run_assertions`` after the run; a failure exits with 5
+(``ExitStatus.ASSERTION_FAILED``).
 
 Like ``show`` and ``list``, every command here except ``test`` starts without importing LangChain.
 """
@@ -20,85 +20,33 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .errors import ExitStatus, InputError, LftraceError, TraceNotFound
-from .model import Trace
+from ..errors import ExitStatus, InputError, LftraceError, TraceNotFound
+from ..model import Trace
+from .app import app, console, err_console, open_store, print_json, resolve_settings, resolve_trace_ref, store_path
+from .options import (
+    BaselineOption,
+    ExpectNodeOption,
+    ExpectOutputOption,
+    ExpectToolOption,
+    MaxCostOption,
+    MaxLatencyOption,
+    MaxLlmCallsOption,
+    MaxTokensOption,
+    NoErrorsOption,
+    ToleranceOption,
+)
 
 if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `list`/`show` start without them
     from rich.console import Console
 
-    from .assertions import AssertionFailure, Expectations
-    from .dataset import Case, CaseResult
-    from .store import TraceStore
+    from ..assertions import AssertionFailure, Expectations
+    from ..config import Settings
+    from ..dataset import Case, CaseResult
+    from ..store import TraceStore
 
 TEST_TAG_PREFIX = "lftrace-test:"
 CASE_METADATA_KEY = "lftrace_case"
 RUN_METADATA_KEY = "lftrace_test_run"
-PANEL = "Assertions (exit 5 when one fails)"
-
-# -- the assertion options, shared by `run` and `test` -----------------------------------------
-ExpectOutputOption = Annotated[
-    str | None,
-    typer.Option("--expect-output", metavar="REGEX", help="The reply must match this regex.", rich_help_panel=PANEL),
-]
-ExpectNodeOption = Annotated[
-    list[str] | None,
-    typer.Option("--expect-node", metavar="NAME", help="This graph node must run (repeatable).", rich_help_panel=PANEL),
-]
-ExpectToolOption = Annotated[
-    list[str] | None,
-    typer.Option("--expect-tool", metavar="NAME", help="This tool must be called (repeatable).", rich_help_panel=PANEL),
-]
-MaxLatencyOption = Annotated[
-    float | None,
-    typer.Option(
-        "--max-latency", metavar="SECONDS", min=0, help="Fail when the run takes longer.", rich_help_panel=PANEL
-    ),
-]
-MaxTokensOption = Annotated[
-    int | None,
-    typer.Option(
-        "--max-tokens", metavar="N", min=0, help="Fail above this many tokens in total.", rich_help_panel=PANEL
-    ),
-]
-MaxCostOption = Annotated[
-    float | None,
-    typer.Option(
-        "--max-cost",
-        metavar="USD",
-        min=0,
-        help="Fail above this cost; fails too when a model's price is unknown.",
-        rich_help_panel=PANEL,
-    ),
-]
-MaxLlmCallsOption = Annotated[
-    int | None,
-    typer.Option("--max-llm-calls", metavar="N", min=0, help="Fail above this many LLM calls.", rich_help_panel=PANEL),
-]
-NoErrorsOption = Annotated[
-    bool,
-    typer.Option(
-        "--no-errors", help="Fail on any ERROR observation, even one the graph recovered from.", rich_help_panel=PANEL
-    ),
-]
-BaselineOption = Annotated[
-    str | None,
-    typer.Option(
-        "--baseline",
-        metavar="FILE|ID",
-        help="Compare with a baseline trace (file or stored id; for `test`: a file or test run id).",
-        rich_help_panel=PANEL,
-    ),
-]
-ToleranceOption = Annotated[
-    float,
-    typer.Option(
-        "--tolerance",
-        metavar="F",
-        min=0,
-        help="Allowed baseline drift of tokens, latency, cost.",
-        rich_help_panel=PANEL,
-    ),
-]
 
 
 def expectations_from_options(
@@ -111,7 +59,7 @@ def expectations_from_options(
     max_llm_calls: int | None = None,
     no_errors: bool = False,
 ) -> Expectations:
-    from .assertions import Expectations
+    from ..assertions import Expectations
 
     return Expectations(
         output_regex=expect_output,
@@ -139,15 +87,15 @@ def evaluate_run_assertions(
     ``output`` is the value the target returned (or None to use ``trace.output``). The caller exits with
     ``ExitStatus.ASSERTION_FAILED`` when the returned list is not empty.
     """
-    from .assertions import check, output_text
-    from .diff import compare_with_baseline
+    from ..assertions import check, output_text
+    from ..diff import compare_with_baseline
 
     text = None if output is None else output_text(output)
     failures = check(trace, text, expectations)
     if baseline is not None:
         failures += compare_with_baseline(trace, baseline, tolerance)
     if failures:
-        console = console or _console(stderr=True)
+        console = console or err_console()
         console.print(f"[bold red]{len(failures)} assertion(s) failed[/] for trace {trace.id}:", highlight=False)
         for failure in failures:
             console.print(_failure_line(failure), highlight=False, markup=False)
@@ -180,27 +128,7 @@ def _failure_line(failure: AssertionFailure) -> str:
     )
 
 
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def _console(stderr: bool = False) -> Console:
-    """cli.py's consoles: bound to this invocation's streams, plain under NO_COLOR."""
-    from . import cli
-
-    return cli.err_console() if stderr else cli.console()
-
-
-def _store_path() -> Path:
-    from .cli import store_path
-
-    return store_path()
-
-
-def _open_store(create: bool = False) -> TraceStore:
-    """The store of ``--store`` / LFTRACE_STORE; read-only use never creates the file (exit 7 when missing)."""
-    from .cli import open_store
-
-    return open_store(read_only=not create)
+# -- trace files and references ---------------------------------------------------------------
 
 
 def read_traces_file(path: Path) -> list[Trace]:
@@ -247,26 +175,15 @@ def _trace_from(where: str, data: Any) -> Trace:
 
 
 def resolve_trace(ref: str, store: TraceStore | None = None) -> Trace:
-    """A trace from a file, or from the store by id, prefix, ``last`` or ``last~N`` (N runs before the last)."""
+    """A trace from a file, or from the store by id, prefix, ``last`` or ``last~N`` (app.resolve_trace_ref)."""
     path = Path(ref)
     if path.is_file():
         traces = read_traces_file(path)
         if len(traces) != 1:
             raise InputError(f"{ref} holds {len(traces)} traces; pass a file with one trace or a trace id")
         return traces[0]
-    store = store or _open_store()
-    if ref == "last" or ref.startswith("last~"):
-        back = 0
-        if ref != "last":
-            try:
-                back = int(ref[5:])
-            except ValueError:
-                raise InputError(f"'{ref}' is not last~N (e.g. last~1 for the run before the last)") from None
-        summaries = store.list_traces(limit=back + 1)
-        if len(summaries) <= back:
-            raise TraceNotFound(f"no trace '{ref}': the store holds {len(summaries)} trace(s)")
-        return store.get_trace(summaries[back].id)
-    return store.get_trace(ref)
+    store = store or open_store()
+    return store.get_trace(resolve_trace_ref(ref, store))
 
 
 def load_baseline(ref: str) -> Trace:
@@ -280,7 +197,7 @@ def load_baselines(ref: str) -> dict[str, Trace]:
     if path.is_file():
         traces = read_traces_file(path)
     else:
-        store = _open_store()
+        store = open_store()
         run_id = ref.removeprefix(TEST_TAG_PREFIX)
         summaries = store.list_traces(limit=1_000_000, tag=TEST_TAG_PREFIX + run_id)
         if not summaries:
@@ -307,10 +224,6 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
 # -- lftrace test -------------------------------------------------------------------------------
 
 
@@ -324,15 +237,13 @@ class _CaseRunner:
         defaults: Expectations,
         baselines: dict[str, Trace] | None,
         tolerance: float,
+        settings: Settings,
     ) -> None:
-        from .client import Langfuse, get_client, reset_clients
-        from .loader import load_target
+        from ..client import client_for
+        from ..loader import load_target
 
-        settings = get_client().settings
-        if settings.sample_rate < 1.0 or not settings.tracing_enabled:
-            # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
-            reset_clients()
-            Langfuse(sample_rate=1.0, tracing_enabled=True)
+        self.settings = settings
+        client_for(settings)  # invalid settings stop here, before the target is imported
         self.runnable = load_target(target)  # once: LoadError (exit 3) before any case runs
         self.run_id = run_id
         self.defaults = defaults
@@ -340,9 +251,9 @@ class _CaseRunner:
         self.tolerance = tolerance
 
     def __call__(self, case: Case) -> CaseResult:
-        from .assertions import check, output_text
-        from .dataset import CaseResult
-        from .runner import execute
+        from ..assertions import check, output_text
+        from ..dataset import CaseResult
+        from ..runner import execute
 
         metadata = {CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
         run = execute(
@@ -350,6 +261,7 @@ class _CaseRunner:
             json.dumps(case.input),  # the case's JSON value, parsed back by the runner, shaped like `run --input`
             tags=[TEST_TAG_PREFIX + self.run_id],
             config={"metadata": metadata},
+            settings=self.settings,
         )
         error = None if run.error is None else f"{type(run.error).__name__}: {run.error}"
         trace = run.trace
@@ -369,7 +281,7 @@ class _CaseRunner:
             result.failures = check(trace, result.output, case.expect.merged_over(self.defaults))
             baseline = (self.baselines or {}).get(case.name)
             if baseline is not None:
-                from .diff import compare_with_baseline
+                from ..diff import compare_with_baseline
 
                 result.baseline_id = baseline.id
                 result.failures += compare_with_baseline(trace, baseline, self.tolerance)
@@ -444,6 +356,7 @@ def _print_case_failures(results: Sequence[CaseResult], console: Console) -> Non
                 console.print(_failure_line(failure), markup=False)
 
 
+@app.command("test")
 def test_cases_command(
     target: Annotated[str, typer.Argument(help="The graph or chain: module:attr or path/to/file.py:attr.")],
     dataset: Annotated[Path, typer.Argument(help="JSONL file, one case a line: {name, input, expect}.")],
@@ -469,8 +382,13 @@ def test_cases_command(
 
     Each case's trace is stored with the tag lftrace-test:<run id> and the case name in its metadata.
     Assertion options given here apply to every case (a case's own "expect" wins).
+
+    [bold]Example[/bold]
+
+      lftrace test app.py:graph cases.jsonl --junit report.xml
+      lftrace test app.py:graph cases.jsonl --shard 1/4 --max-latency 10 --baseline baseline.jsonl
     """
-    from .dataset import load_dataset, parse_shard, run_cases, select_shard
+    from ..dataset import load_dataset, parse_shard, run_cases, select_shard
 
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
@@ -481,12 +399,14 @@ def test_cases_command(
     )
     baselines = load_baselines(baseline) if baseline else None
     run_id = os.urandom(6).hex()
-    err = _console(stderr=True)
-    out = _console()
+    err = err_console()
+    out = console()
     suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
     started = time.perf_counter()
     if cases:
-        runner = _CaseRunner(target, run_id, defaults, baselines, tolerance)
+        # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
+        settings = resolve_settings(sample_rate=1.0, tracing_enabled=True)
+        runner = _CaseRunner(target, run_id, defaults, baselines, tolerance, settings)
         on_done, progress = _progress_reporter(len(cases), err)
         started = time.perf_counter()  # the cases' time, without importing the target
         with progress:
@@ -495,13 +415,13 @@ def test_cases_command(
         results = []
     duration = time.perf_counter() - started
     if junit is not None:
-        from .junit import write_junit
+        from ..junit import write_junit
 
         write_junit(junit, results, suite=suite, duration=duration)
     passed = sum(r.passed for r in results)
     failed = [r for r in results if r.status in ("fail", "error")]
     if as_json:
-        _print_json(
+        print_json(
             {
                 "runId": run_id,
                 "tag": TEST_TAG_PREFIX + run_id,
@@ -534,15 +454,25 @@ def test_cases_command(
 # -- export / import ------------------------------------------------------------------------------
 
 
+@app.command("export")
 def export_command(
     ids: Annotated[list[str] | None, typer.Argument(help="Trace ids, prefixes, `last` or `last~N`.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Export every trace with this tag (JSONL).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Write traces as JSON (Langfuse's trace shape): one trace as a JSON object, several as JSONL."""
+    """Write traces as JSON (Langfuse's trace shape): one trace as a JSON object, several as JSONL.
+
+    Each ID is a full id, a unique prefix, 'last' or 'last~N' (the N-th run before the last); --tag exports every trace with that tag, oldest first.
+
+    [bold]Example[/bold]
+
+      lftrace export last > trace.json
+      lftrace export last~1 last -o two.jsonl
+      lftrace export --tag lftrace-test:<run id> -o baseline.jsonl
+    """
     if not ids and not tag:
         raise InputError("pass a trace id (or `last`), or --tag TAG (e.g. --tag lftrace-test:<run id>)")
-    store = _open_store()
+    store = open_store()
     traces = [resolve_trace(ref, store) for ref in ids or ()]
     if tag:
         summaries = store.list_traces(limit=1_000_000, tag=tag)
@@ -558,24 +488,33 @@ def export_command(
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
-    _console(stderr=True).print(f"wrote {len(traces)} trace(s) to {output}")
+    err_console().print(f"wrote {len(traces)} trace(s) to {output}")
 
 
+@app.command("import")
 def import_command(
     files: Annotated[list[Path], typer.Argument(help="Files from `lftrace export`: a trace, a JSON list, or JSONL.")],
 ) -> None:
-    """Load traces from files into the local store (a trace already stored is replaced)."""
+    """Load traces from files into the local store (a trace already stored is replaced).
+
+    A file holds one trace, a JSON list of traces or JSONL (what lftrace export writes); a bad file imports nothing.
+
+    [bold]Example[/bold]
+
+      lftrace import baseline.jsonl
+    """
     traces: list[Trace] = []
     for path in files:  # read everything first: a bad file imports nothing
         traces += read_traces_file(path)
-    with _open_store(create=True) as store:
+    with open_store(read_only=False) as store:
         store.write_traces(traces)
-    _console(stderr=True).print(f"imported {len(traces)} trace(s) from {len(files)} file(s) into {_store_path()}")
+    err_console().print(f"imported {len(traces)} trace(s) from {len(files)} file(s) into {store_path()}")
 
 
 # -- diff -------------------------------------------------------------------------------------------
 
 
+@app.command("diff")
 def diff_command(
     a: Annotated[str, typer.Argument(help="Trace A: id, prefix, `last`, `last~N` or a JSON file.")],
     b: Annotated[str, typer.Argument(help="Trace B: id, prefix, `last`, `last~N` or a JSON file.")],
@@ -585,23 +524,31 @@ def diff_command(
     ] = False,
     show_same: Annotated[bool, typer.Option("--all", help="List unchanged observations too.")] = False,
 ) -> None:
-    """Compare two traces: added, removed and changed observations, deltas of latency, tokens and cost."""
-    from .diff import diff_lines, diff_traces
+    """Compare two traces: added, removed and changed observations, deltas of latency, tokens and cost.
+
+    A and B are stored traces (id, prefix, 'last', 'last~N') or JSON files from lftrace export; observations are matched by path (name and position among siblings of the same name).
+
+    [bold]Example[/bold]
+
+      lftrace diff last~1 last
+      lftrace diff baseline.json last --fail-on-change
+    """
+    from ..diff import diff_lines, diff_traces
 
     store: TraceStore | None = None
     if not (Path(a).is_file() and Path(b).is_file()):
-        store = _open_store()
+        store = open_store()
     diff = diff_traces(resolve_trace(a, store), resolve_trace(b, store))
     if as_json:
-        _print_json(diff.to_dict())
+        print_json(diff.to_dict())
     else:
         from rich.text import Text
 
-        console = _console()
+        out = console()
         styles = {"+": "green", "-": "red", "~": "yellow", "@": "cyan"}
         for line in diff_lines(diff, show_same=show_same):
             style = "bold" if line.startswith(("A ", "total:", "---", "+++")) else styles.get(line[:1], "")
-            console.print(Text(line, style=style), soft_wrap=True)
+            out.print(Text(line, style=style), soft_wrap=True)
     if fail_on_change and diff.changed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
@@ -609,34 +556,43 @@ def diff_command(
 # -- stats ------------------------------------------------------------------------------------------
 
 
+@app.command("stats")
 def stats_command(
     name: Annotated[str | None, typer.Option("--name", help="Only traces with this name.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Only recent traces: 30m, 1h, 2d, 1w or a date.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Only traces with this tag.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
-    """Per node, tool and model across stored traces: count, error rate, p50/p95 latency, tokens, cost."""
-    from .client import parse_since
-    from .stats import compute_stats
+    """Per node, tool and model across stored traces: count, error rate, p50/p95 latency, tokens, cost.
+
+    Filters combine with AND; --since takes 30m, 1h, 2d, 1w or an ISO date.
+
+    [bold]Example[/bold]
+
+      lftrace stats --since 1d
+      lftrace stats --tag nightly --json
+    """
+    from ..client import parse_since
+    from ..stats import compute_stats
 
     since_ns = parse_since(since)
-    if not _store_path().exists():
+    if not store_path().exists():
         traces: Iterable[Trace] = []
     else:
-        traces = _open_store().iter_traces(name=name, since_ns=since_ns)
+        traces = open_store().iter_traces(name=name, since_ns=since_ns)
     if tag:
         traces = (t for t in traces if tag in t.tags)
     report = compute_stats(traces)
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return
-    console = _console()
+    out = console()
     if not report.traces:
-        console.print("no traces match (run `lftrace run ...` or `lftrace test ...` first)")
+        out.print("no traces match (run `lftrace run ...` or `lftrace test ...` first)")
         return
     from rich.table import Table
 
-    console.print(f"{report.traces} trace(s)")
+    out.print(f"{report.traces} trace(s)")
     for kind, title in (("node", "node"), ("tool", "tool"), ("model", "model")):
         rows = report.by_kind(kind)
         if not rows:
@@ -658,38 +614,9 @@ def stats_command(
                 str(row.tokens),
                 cost,
             )
-        console.print()
-        console.print(table)
+        out.print()
+        out.print(table)
     if any(r.unpriced for r in report.rows.values()):
-        console.print(
+        out.print(
             "\n[dim]? no known price for the model; * some calls had no known price: the cost is a lower bound[/]"
         )
-
-
-def register(app: typer.Typer) -> None:
-    """Add the CI commands to the main app (called by cli.py)."""
-    app.command("test")(test_cases_command)
-    app.command("export")(export_command)
-    app.command("import")(import_command)
-    app.command("diff")(diff_command)
-    app.command("stats")(stats_command)
-
-
-__all__ = [
-    "BaselineOption",
-    "ExpectNodeOption",
-    "ExpectOutputOption",
-    "ExpectToolOption",
-    "LftraceError",
-    "MaxCostOption",
-    "MaxLatencyOption",
-    "MaxLlmCallsOption",
-    "MaxTokensOption",
-    "NoErrorsOption",
-    "ToleranceOption",
-    "enforce_run_assertions",
-    "evaluate_run_assertions",
-    "expectations_from_options",
-    "load_baseline",
-    "register",
-]

@@ -1,8 +1,8 @@
-"""Export commands: ``push``, ``status``, ``doctor``; and what ``run``/``show --remote`` need.
+"""Backend commands: ``push``, ``status``, ``doctor``; and what ``run``/``show --remote`` need from a backend.
 
-``cli.py`` calls ``register(app)``. For ``run`` it can call ``describe_destination_result(settings, store,
-trace_id, report)`` to print where the trace went (the Langfuse URL, or "queued: N traces pending
-(reason)"); for ``show --remote ID`` it calls ``fetch_remote_trace(settings, trace_id)``.
+``run`` calls ``describe_destination_result(settings, store, trace_id, report)`` to print where the trace went
+(the Langfuse URL, or "queued: N traces pending (reason)"); ``show --remote ID`` calls
+``fetch_remote_trace(settings, trace_id)``.
 
 httpx, protobuf and the exporters are imported inside the commands, so ``lftrace --help`` stays fast.
 """
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from functools import wraps
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .config import Settings, mask_secret
-from .errors import BackendError, ConfigError, ExitStatus, LftraceError
+from ..config import Settings, mask_secret
+from ..errors import BackendError, ConfigError, ExitStatus, LftraceError
+from .app import app, open_store, resolve_settings
+from .options import JsonOption
 
 if TYPE_CHECKING:
-    from .delivery import DeliveryReport
-    from .model import Trace
-    from .store import TraceStore
+    from ..delivery import DeliveryReport
+    from ..model import Trace
+    from ..store import TraceStore
 
 PUSH_DEADLINE_S = 120.0  # `push` is explicit: give a big backlog time, retries stay bounded per batch
 NO_BACKEND = (
@@ -31,37 +31,11 @@ NO_BACKEND = (
     "or OTEL_EXPORTER_OTLP_ENDPOINT"
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """Print an LftraceError as one line on stderr and exit with its code (no traceback)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LftraceError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(int(exc.exit_code)) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _settings() -> Settings:
-    return Settings.resolve()
-
-
-def _open_store(settings: Settings) -> TraceStore:
-    from .store import TraceStore
-
-    return TraceStore(settings.store, create=False)
-
 
 # ---------------------------------------------------------------- push
 
 
-@_user_errors
+@app.command("push")
 def push_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")] = False,
     all_traces: Annotated[
@@ -73,15 +47,18 @@ def push_command(
 
     A second push sends nothing. Exit 6 when a backend is unreachable or rejects the traces (they stay queued).
 
-    Example: lftrace push --all
-    """
-    from .delivery import Deliverer, destinations_for
+    [bold]Example[/bold]
 
-    settings = _settings()
+      lftrace push --dry-run
+      lftrace push --all
+    """
+    from ..delivery import Deliverer, destinations_for
+
+    settings = resolve_settings()
     destinations = destinations_for(settings)
     if not destinations:
         raise ConfigError(NO_BACKEND)
-    store = _open_store(settings)
+    store = open_store()
     try:
         if all_traces:
             for dest in destinations:
@@ -112,21 +89,24 @@ def push_command(
 # ---------------------------------------------------------------- status
 
 
-@_user_errors
-def status_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-) -> None:
+@app.command("status")
+def status_command(as_json: JsonOption = False) -> None:
     """Show delivered / pending / failed trace counts per destination, with the last error.
 
-    Example: lftrace status --json
-    """
-    from .delivery import destination_names
+    The counts come from the local store's outbox: nothing is sent (lftrace push sends).
 
-    settings = _settings()
+    [bold]Example[/bold]
+
+      lftrace status
+      lftrace status --json
+    """
+    from ..delivery import destination_names
+
+    settings = resolve_settings()
     configured = destination_names(settings)
     counts: dict[str, dict[str, Any]] = {}
     if settings.store.exists():
-        store = _open_store(settings)
+        store = open_store()
         try:
             counts = store.delivery_counts()
         finally:
@@ -159,15 +139,17 @@ def status_command(
 # ---------------------------------------------------------------- doctor
 
 
-@_user_errors
+@app.command("doctor")
 def doctor_command() -> None:
     """Check the configuration: Langfuse host and keys, the OTLP endpoint, the local store.
 
     Says exactly what is wrong; exit 6 when a configured backend is unreachable or rejects the keys.
 
-    Example: LANGFUSE_BASE_URL=http://localhost:3000 lftrace doctor
+    [bold]Example[/bold]
+
+      LANGFUSE_BASE_URL=http://localhost:3000 lftrace doctor
     """
-    settings = _settings()
+    settings = resolve_settings()
     typer.echo("Configuration (secrets masked):")
     for key, value in settings.masked().items():
         typer.echo(f"  {key}: {value}")
@@ -189,7 +171,7 @@ def _bad(text: str) -> str:
 
 
 def _check_langfuse(settings: Settings) -> list[str]:
-    from .exporters import langfuse_api
+    from ..exporters import langfuse_api
 
     host = settings.base_url
     if not settings.public_key and not settings.secret_key:
@@ -216,7 +198,7 @@ def _check_otlp(settings: Settings) -> list[str]:
     if not settings.otlp_endpoint:
         typer.echo("off   OTLP export (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on)")
         return []
-    from .exporters.otlp import OtlpExporter
+    from ..exporters.otlp import OtlpExporter
 
     exporter = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout)
     try:
@@ -236,7 +218,7 @@ def _check_store(settings: Settings) -> None:
         typer.echo(f"info  store {path} does not exist yet (created by the first `lftrace run`)")
         return
     try:
-        store = _open_store(settings)
+        store = open_store()
     except LftraceError as exc:
         typer.echo(f"FAIL  {exc}")
         return
@@ -262,7 +244,7 @@ def _cache_project_id(settings: Settings, project_id: str) -> None:
     if not settings.store.exists():
         return
     try:
-        store = _open_store(settings)
+        store = open_store()
         try:
             store.set_meta(_project_meta_key(settings), project_id)
         finally:
@@ -280,7 +262,7 @@ def langfuse_trace_url(settings: Settings, trace_id: str, store: TraceStore | No
     key = _project_meta_key(settings)
     pid = store.get_meta(key) if store is not None else None
     if pid is None and settings.public_key and settings.secret_key:
-        from .exporters import langfuse_api
+        from ..exporters import langfuse_api
 
         try:
             pid = langfuse_api.project_id(host, settings.public_key, settings.secret_key, timeout=settings.timeout)
@@ -302,7 +284,7 @@ def describe_destination_result(
     ``report`` is the client's ``last_delivery`` (for the reason of a failure); without it the store's
     last error is used. No destination configured -> no lines (the trace is local only).
     """
-    from .delivery import destination_names
+    from ..delivery import destination_names
 
     names = destination_names(settings)
     if not names:
@@ -332,25 +314,10 @@ def describe_destination_result(
 
 def fetch_remote_trace(settings: Settings, trace_id: str) -> Trace:
     """The trace as Langfuse stored it (for ``lftrace show --remote ID``)."""
-    from .exporters import langfuse_api
+    from ..exporters import langfuse_api
 
     if not (settings.public_key and settings.secret_key):
         raise ConfigError("--remote needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL)")
     return langfuse_api.fetch_trace(
         settings.base_url, settings.public_key, settings.secret_key, trace_id, timeout=settings.timeout
     )
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``push``, ``status`` and ``doctor`` to the main app (called by cli.py)."""
-    app.command("push")(push_command)
-    app.command("status")(status_command)
-    app.command("doctor")(doctor_command)
-
-
-__all__: Sequence[str] = [
-    "describe_destination_result",
-    "fetch_remote_trace",
-    "langfuse_trace_url",
-    "register",
-]

@@ -1,0 +1,267 @@
+"""``lftrace run``: run a graph or chain with tracing on, its live output and the lines that say how it went.
+
+LangChain/LangGraph are imported inside the command (through the runner), never at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from ..errors import ExitStatus, LftraceError
+from .app import app, console, enable_debug, err_console, print_json, print_trace, resolve_settings, state
+from .ci import enforce_run_assertions, expectations_from_options, load_baseline
+from .options import (
+    BaselineOption,
+    ExpectNodeOption,
+    ExpectOutputOption,
+    ExpectToolOption,
+    MaxCostOption,
+    MaxLatencyOption,
+    MaxLlmCallsOption,
+    MaxTokensOption,
+    NoErrorsOption,
+    ToleranceOption,
+)
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..runner import RunResult
+
+
+class _Spinner:
+    """A live status line on stderr: phase, elapsed time and observations so far."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.phase = "loading"
+        self.handler: Any = None
+        self.started = time.monotonic()
+        self._status: Any = None
+
+    def __rich__(self) -> Text:
+        from ..runner import span_count
+
+        elapsed = time.monotonic() - self.started
+        text = Text.assemble((f"{self.phase} ", "bold"), (self.target, "cyan"), f"  {elapsed:.1f}s")
+        count = span_count(self.handler) if self.handler is not None else None
+        if count is not None:
+            text.append(f"  {count} span{'s' * (count != 1)}", style="dim")
+        return text
+
+    def event(self, event: str, payload: Any) -> None:
+        if event in ("running", "finishing"):
+            self.handler = payload
+            self.phase = "running" if event == "running" else "saving trace"
+
+    def __enter__(self) -> _Spinner:
+        self._status = err_console().status(self, spinner="dots")
+        self._status.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._status.stop()
+
+
+def _chunk_text(chunk: Any) -> str | None:
+    """The text of a streamed chain chunk (a message chunk's content or a string); None for structured chunks."""
+    if isinstance(chunk, str):
+        return chunk
+    content = getattr(chunk, "content", None)
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return None
+
+
+class _LivePrinter:
+    """--stream: graph updates as one line per node, chain tokens as they arrive."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.mid_line = False
+
+    def __call__(self, kind: str, chunk: Any) -> None:
+        from ..render import preview
+        from ..serialize import to_jsonable
+
+        if kind == "chunk":
+            text = _chunk_text(chunk)
+            if text is not None:
+                self.out.file.write(text)
+                self.out.file.flush()
+                self.mid_line = not text.endswith("\n") if text else self.mid_line
+                return
+            self.end_line()
+            self.out.print(Text(preview(to_jsonable(chunk))), crop=True, overflow="ellipsis", no_wrap=True)
+            return
+        self.end_line()
+        updates = chunk if isinstance(chunk, dict) else {"update": chunk}
+        for node, update in updates.items():
+            line = Text.assemble(("▸ ", "dim"), (str(node), "bold cyan"), ": ", preview(to_jsonable(update)))
+            self.out.print(line, crop=True, overflow="ellipsis", no_wrap=True)
+
+    def end_line(self) -> None:
+        if self.mid_line:
+            self.out.file.write("\n")
+            self.mid_line = False
+
+
+@app.command("run")
+def run_command(
+    target: Annotated[str, typer.Argument(help="module:attr or path/to/file.py:attr", show_default=False)],
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="Input: JSON if it parses, otherwise text.")
+    ] = None,
+    input_file: Annotated[
+        str | None, typer.Option("--input-file", help="Read the input from a file ('-' for stdin).")
+    ] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Show output live (graph updates, chain tokens).")] = False,
+    use_async: Annotated[bool, typer.Option("--async", help="Run with ainvoke/astream.")] = False,
+    config: Annotated[
+        str | None, typer.Option("--config", help="RunnableConfig JSON merged into the run's config.")
+    ] = None,
+    session_id: Annotated[str | None, typer.Option("--session-id", help="Langfuse session id of the trace.")] = None,
+    user_id: Annotated[str | None, typer.Option("--user-id", help="Langfuse user id of the trace.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Trace tag (repeatable).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Trace name (default: the root run's name).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print only the trace JSON.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Show inputs and outputs of every observation in full.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the target's traceback when it raises.")] = False,
+    expect_output: ExpectOutputOption = None,
+    expect_node: ExpectNodeOption = None,
+    expect_tool: ExpectToolOption = None,
+    max_latency: MaxLatencyOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
+    max_llm_calls: MaxLlmCallsOption = None,
+    no_errors: NoErrorsOption = False,
+    baseline: BaselineOption = None,
+    tolerance: ToleranceOption = 0.25,
+) -> None:
+    """Run a LangGraph graph or LangChain runnable with tracing on, then show its trace tree.
+
+    TARGET is [bold]module:attr[/bold] (importable from the current directory) or [bold]path/to/file.py:attr[/bold]; the attribute is a compiled graph, any Runnable, or a zero-argument factory returning one.
+
+    Input is JSON if it parses, otherwise text: text goes in as a user message for graphs with a 'messages' channel, as the one required field of a chain, or as is.
+
+    When LANGFUSE_* keys (or OTEL_EXPORTER_OTLP_ENDPOINT) are set, the trace is exported before the command ends and its last line says where it went: the Langfuse URL of the trace, or 'queued: N traces pending (reason)' when the backend could not be reached. A queued trace is kept in the store and does not change the exit code (the run itself succeeded): send it later with [bold]lftrace push[/bold].
+
+    Exit codes: 0 ok (also when export is queued), 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion failed, 130 Ctrl-C (partial trace saved).
+
+    [bold]Example[/bold]
+
+      lftrace run app.py:graph --input "What is Langfuse?"
+      lftrace run chains.jokes:chain --input '{"topic": "cats"}' --stream
+      echo 'hello' | lftrace run app.py:graph --input-file - --json > trace.json
+    """
+    if debug:
+        enable_debug()
+    expectations = expectations_from_options(
+        expect_output, expect_node, expect_tool, max_latency, max_tokens, max_cost, max_llm_calls, no_errors
+    )
+    baseline_trace = load_baseline(baseline) if baseline else None  # before the run: `last` is the previous one
+    settings = resolve_settings()
+    out = console()
+    live = stream and not json_out
+    show_spinner = not json_out and not stream and sys.stdout.isatty() and sys.stderr.isatty()
+    spinner = _Spinner(target) if show_spinner else None
+    printer = _LivePrinter(out) if live else None
+
+    def progress(event: str, payload: Any) -> None:
+        if spinner is not None:
+            spinner.event(event, payload)
+        if printer is not None and event == "chunk":
+            printer(*payload)
+
+    from ..runner import execute  # LangChain is imported here, never at `lftrace list`/`show` start
+
+    with spinner if spinner is not None else contextlib.nullcontext():
+        result = execute(
+            target,
+            input,
+            input_file=input_file,
+            stream=stream,
+            use_async=use_async,
+            config=config,
+            session_id=session_id,
+            user_id=user_id,
+            tags=tag or [],
+            name=name,
+            progress=progress,
+            settings=settings,
+        )
+    if printer is not None:
+        printer.end_line()
+        out.print()
+    report_run(result, json_out=json_out, full=full, settings=settings)
+    enforce_run_assertions(result.trace, result.output, expectations, baseline=baseline_trace, tolerance=tolerance)
+
+
+def report_run(
+    result: RunResult, *, json_out: bool = False, full: bool = False, settings: Settings | None = None
+) -> None:
+    """Print what a run produced and raise the matching LftraceError (exit 1 / 130) when it did not succeed."""
+    for note in result.notes:
+        err_console().print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+    if json_out:
+        print_json(result.trace.to_dict() if result.trace is not None else None)
+    elif result.trace is not None:
+        print_trace(result.trace, full=full)
+    else:
+        _print_raw_output(result.output)
+    _print_destination(result, settings or resolve_settings(), json_out=json_out)
+    if result.interrupted:
+        saved = f"partial trace saved: {result.trace.id}" if result.trace is not None else "no trace saved"
+        raise LftraceError(f"interrupted (Ctrl-C); {saved}", exit_code=ExitStatus.INTERRUPTED)
+    if result.error is not None:
+        if state.debug:
+            traceback.print_exception(result.error, file=sys.stderr)
+        detail = str(result.error).splitlines()[0] if str(result.error) else ""
+        where = f" (trace {result.trace.id} saved)" if result.trace is not None else ""
+        raise LftraceError(
+            f"{result.target} raised {type(result.error).__name__}{': ' + detail if detail else ''}{where}",
+            exit_code=ExitStatus.TARGET_FAILED,
+        )
+
+
+def _print_destination(result: RunResult, settings: Settings, *, json_out: bool) -> None:
+    """Where the trace went (the run has flushed): Langfuse URL, 'sent to ...', or 'queued: ...'; stderr for --json.
+
+    A trace that could not be delivered stays queued in the store and does not change the exit code.
+    """
+    if result.trace is None:
+        return
+    from ..client import client_for  # already imported by the run
+
+    client = client_for(settings)  # the one that traced the run: its settings and last delivery report
+    settings = client.settings
+    if not (settings.langfuse_enabled or settings.otlp_endpoint):
+        return  # local only: nothing to say, and nothing more to import
+    from .backend import describe_destination_result
+
+    try:
+        lines = describe_destination_result(settings, client.store, result.trace.id, client.last_delivery)
+    except LftraceError as err:
+        lines = [f"export state unknown: {err}"]
+    out = err_console() if json_out else console()
+    for line in lines:
+        out.print(Text(line, style="yellow" if line.startswith(("queued", "export")) else ""), soft_wrap=True)
+
+
+def _print_raw_output(output: Any) -> None:
+    if output is None:
+        return
+    from ..render import pretty, readable
+    from ..serialize import to_jsonable
+
+    console().print(Text("Output:", style="bold"))
+    console().print(Text(pretty(readable(to_jsonable(output)))))
