@@ -128,6 +128,16 @@ class Langfuse:
         except Exception:
             log.warning("lftrace: could not queue trace %s", getattr(trace, "id", "?"), exc_info=True)
 
+    def _submit_fragment(self, trace: Trace) -> None:
+        """Finished observations of a still running trace: stored (merged into the trace) but not exported yet.
+
+        The trace row stays open (no end) until ``_submit`` hands over the rest; only then is it queued for export.
+        """
+        try:
+            self._writer.submit_fragment(trace)
+        except Exception:
+            log.warning("lftrace: could not queue part of trace %s", getattr(trace, "id", "?"), exc_info=True)
+
     # -- the SDK's public surface ------------------------------------------------------
     def flush(self) -> bool:
         """Block until every finished trace is committed to the store, then deliver (bounded by timeout).

@@ -16,6 +16,7 @@ appear when a retriever/tool wraps them; this handler never invents them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from .errors import LftraceError, Terminated
 from .model import Observation, Trace
+from .sharing import Frozen, freeze
 from .usage import usage_from_result
 
 _log = logging.getLogger("lftrace")
@@ -42,6 +44,7 @@ TARGET_KEY = "lftrace_target"  # `lftrace run`'s TARGET: kept in the trace's met
 _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the official handler's bound)
+FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the writer together (bounded memory)
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -77,14 +80,22 @@ _NO_RUN = UUID(int=0)
 
 
 class _TraceState:
-    """One top-level run: its trace and every run id registered under it."""
+    """One top-level run: its trace, the run ids still open under it, its finished observations not yet handed off.
+
+    Finished observations go to the writer every ``FRAGMENT_SIZE`` (``client._submit_fragment``), so a run of
+    any length keeps only its open observations, one fragment and a window of recent ones (``running_traces``)
+    in memory. ``trace.observations`` stays empty until the trace is submitted.
+    """
 
     __slots__ = (
+        "done",
+        "fragments",
         "graph_interrupted",
+        "open_runs",
+        "recent",
         "resume_key",
         "root_parent_id",
         "root_run_id",
-        "run_ids",
         "sampled",
         "submitted",
         "trace",
@@ -93,12 +104,15 @@ class _TraceState:
     def __init__(self, trace: Trace, root_run_id: UUID, sampled: bool) -> None:
         self.trace = trace
         self.root_run_id = root_run_id
-        self.run_ids: list[UUID] = [root_run_id]
+        self.open_runs: set[UUID] = {root_run_id}
         self.sampled = sampled
         self.submitted = False
         self.root_parent_id: str | None = None  # a resumed run: the root of the run it resumes
         self.resume_key: str | None = None  # LangGraph thread_id of the top-level run
         self.graph_interrupted = False  # a LangGraph interrupt() paused the run: a Command(resume=...) may follow
+        self.done: deque[Observation] = deque()  # append/popleft are atomic: threads of one run share it
+        self.fragments = 0
+        self.recent: deque[Observation] = deque(maxlen=FRAGMENT_SIZE)  # newest finished ones, for a live view
 
 
 # Runs still open when their trace was submitted (Ctrl-C, finish_open_runs) map to this entry, so their
@@ -109,14 +123,24 @@ _SUBMITTED.submitted = True
 _SUBMITTED_ENTRY: tuple[Observation | None, _TraceState] = (None, _SUBMITTED)
 
 
-def _snapshot(value: Any) -> Any:
-    """A shallow copy that survives LangGraph mutating its state after the callback (two levels for dicts)."""
-    kind = type(value)
-    if kind is dict:
-        return {k: (list(v) if type(v) is list else v) for k, v in value.items()}
-    if kind is list:
-        return list(value)
-    return value
+# Inputs/outputs are captured without copying lists (sharing.freeze: a reference and its length, O(1)): a node's
+# input holds the whole growing conversation, and copying it at every step made long runs quadratic.
+_snapshot = freeze
+
+
+def _drain(done: deque[Observation]) -> list[Observation]:
+    """Everything in ``done`` now (popleft is atomic: an observation appended meanwhile waits for the next drain)."""
+    out: list[Observation] = []
+    try:
+        for _ in range(len(done)):
+            out.append(done.popleft())
+    except IndexError:
+        pass
+    return out
+
+
+def _start_time(obs: Observation) -> int:
+    return obs.start_time
 
 
 def _run_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> str:
@@ -400,7 +424,7 @@ class CallbackHandler(BaseCallbackHandler):
                 self._runs[run_id] = _SUBMITTED_ENTRY
                 return None
             parent_id = parent_obs.id if parent_obs is not None else None
-            state.run_ids.append(run_id)
+            state.open_runs.add(run_id)
         if not state.sampled:
             self._runs[run_id] = (None, state)
             return None
@@ -417,7 +441,6 @@ class CallbackHandler(BaseCallbackHandler):
             environment=self._environment,
             version=self._version,
         )
-        state.trace.observations.append(obs)
         self._runs[run_id] = (obs, state)
         self.started_runs += 1
         return obs
@@ -431,13 +454,41 @@ class CallbackHandler(BaseCallbackHandler):
         if entry is None:
             return None
         obs, state = entry
+        state.open_runs.discard(run_id)
         if obs is not None:
             obs.end_time = time_ns()
             if has_output:
                 obs.output = output
         if run_id == state.root_run_id:
             self._finish_trace(state, obs, interrupted=interrupted)
+        elif obs is not None and not state.submitted:
+            state.done.append(obs)
+            state.recent.append(obs)
+            if len(state.done) >= FRAGMENT_SIZE:
+                self._submit_fragment(state)
         return obs
+
+    def _submit_fragment(self, state: _TraceState) -> None:
+        """Hand the finished observations of a still running trace to the writer (stored with merge, no export)."""
+        batch = _drain(state.done)
+        if not batch:
+            return
+        state.fragments += 1
+        trace = state.trace
+        fragment = Trace(
+            id=trace.id,
+            name=trace.name,
+            timestamp=trace.timestamp,
+            session_id=trace.session_id,
+            user_id=trace.user_id,
+            release=trace.release,
+            version=trace.version,
+            metadata=trace.metadata if state.fragments == 1 else None,
+            tags=trace.tags,
+            environment=trace.environment,
+            observations=batch,
+        )
+        self._client._submit_fragment(fragment)
 
     def _finish_trace(self, state: _TraceState, root: Observation | None, *, interrupted: str | None = None) -> None:
         """Submit the trace once; ``interrupted``: still-open runs end now as WARNING with that message."""
@@ -447,14 +498,27 @@ class CallbackHandler(BaseCallbackHandler):
             state.submitted = True
         self._traces.pop(state.root_run_id, None)
         runs = self._runs
-        for run_id in state.run_ids:
-            if run_id in runs:  # still open: its late end (or late children) must not start a new trace
+        still_open: list[Observation] = []
+        for run_id in list(state.open_runs):
+            entry = runs.get(run_id)
+            if entry is not None:  # still open: its late end (or late children) must not start a new trace
+                if entry[0] is not None and entry[0] is not root:
+                    still_open.append(entry[0])
                 runs[run_id] = _SUBMITTED_ENTRY
+        state.open_runs.clear()
         if not state.sampled:
             return
         trace = state.trace
+        observations = _drain(state.done)
+        observations.extend(still_open)
+        if root is not None:
+            observations.append(root)
+        observations.sort(key=_start_time)  # parents start before their children
+        trace.observations = observations
         now = time_ns()
-        for obs in trace.observations:
+        if root is not None and root.end_time is None:
+            still_open.append(root)
+        for obs in still_open:
             if obs.end_time is None:
                 obs.end_time = now
                 if interrupted is not None:
@@ -536,7 +600,16 @@ class CallbackHandler(BaseCallbackHandler):
         Their observations hold what the handler captured so far: raw inputs/outputs (not yet serialised),
         so a live view shows names, timing, levels and usage rather than values.
         """
-        return [state.trace for state in list(self._traces.values()) if state.sampled and not state.submitted]
+        out: list[Trace] = []
+        for state in list(self._traces.values()):
+            if not state.sampled or state.submitted:
+                continue
+            # finished ones go to the store as the run goes on: show the newest of them and the open ones
+            runs = self._runs
+            open_now = [entry[0] for rid in list(state.open_runs) if (entry := runs.get(rid)) and entry[0] is not None]
+            observations = sorted({id(o): o for o in [*state.recent, *open_now]}.values(), key=_start_time)
+            out.append(dataclasses.replace(state.trace, observations=observations))
+        return out
 
     def finish_open_runs(self, reason: str = "interrupted") -> None:
         """Close every still-open run (end now, WARNING, ``reason``) and submit the partial traces (Ctrl-C)."""
@@ -618,7 +691,8 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            inputs: list[Any] = [m for batch in messages for m in batch]
+            # one batch (the usual case): keep LangChain's own list by reference instead of copying it
+            inputs: Any = Frozen(messages[0]) if len(messages) == 1 else [m for batch in messages for m in batch]
             self._start_generation(serialized, inputs, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception:
             self._internal_error("on_chat_model_start")
@@ -653,7 +727,9 @@ class CallbackHandler(BaseCallbackHandler):
         params = kwargs.get("invocation_params") or {}
         tools = params.get("tools")
         if tools and isinstance(tools, list):
-            if not isinstance(inputs, list):
+            if isinstance(inputs, Frozen):
+                inputs = inputs.value()
+            elif not isinstance(inputs, list):
                 inputs = [inputs]
             inputs.extend({"role": "tool", "content": _tool_definition(t)} for t in tools)
         name = _run_name(serialized, kwargs.get("name"), "llm")

@@ -28,6 +28,7 @@ import orjson
 from .errors import InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
 from .model import LEVEL_RANK, LEVELS, Observation, SessionSummary, Trace, TraceSummary
+from .sharing import Packer, materialize, references, unpack
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
 BUSY_TIMEOUT_S = 30.0
@@ -145,6 +146,16 @@ def m002_search_index(conn: sqlite3.Connection) -> None:
         _index_search(conn, chunk)
 
 
+@migration(3)
+def m003_shared_lists(conn: sqlite3.Connection) -> None:
+    # Content-addressed list nodes (sharing.py): a list that extends an earlier one is stored as the hash of
+    # that one (prev) and its new items (data, JSON); rows refer to it as {"\u0000lf": hash}. A long agent run
+    # stores each message once instead of once per step.
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, prev TEXT, data TEXT NOT NULL) WITHOUT ROWID"
+    )
+
+
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
 
@@ -173,11 +184,12 @@ def _index_search(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> None:
     marks = _marks(len(trace_ids))
     bodies: dict[str, list[str]] = {}
     budgets: dict[str, list[int]] = {}
-    for tid, blob in conn.execute(f"SELECT id, data FROM traces WHERE id IN ({marks})", list(trace_ids)):
+    for tid, blob in conn.execute(f"SELECT id, data FROM traces WHERE id IN ({marks})", list(trace_ids)).fetchall():
         data = orjson.loads(blob)
         parts: list[str] = []
         budget = [SEARCH_CHARS]
-        _strings([data.get("input"), data.get("output")], parts, budget)
+        values = _unpacked(conn, [data.get("input"), data.get("output")])
+        _strings(values, parts, budget)
         bodies[tid], budgets[tid] = parts, budget
     for tid, message in conn.execute(
         "SELECT trace_id, json_extract(data, '$.status_message') FROM observations "
@@ -296,6 +308,7 @@ class TraceStore:
         self._header = b""
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._packer = Packer(dumps)  # guarded by _lock (writes only)
         self._check_file(create)
         conn = self._connect(create)
         self._conn = conn
@@ -598,6 +611,29 @@ class TraceStore:
         """
         if not traces:
             return set()
+        with self._lock:  # the packer remembers what this store holds: one writer at a time
+            self._packer.begin()
+            try:
+                fresh = self._write_traces(traces, destinations, merge)
+            except BaseException:
+                self._packer.rollback()
+                raise
+            self._packer.commit()
+            return fresh
+
+    def _write_traces(self, traces: Sequence[Trace], destinations: Sequence[str], merge: bool) -> set[str]:
+        blobs: dict[str, tuple[str | None, str]] = {}  # list nodes made by this write (kept across retries)
+
+        def pack(value: Any) -> Any:
+            return self._packer.pack(value, blobs)
+
+        def save_blobs(conn: sqlite3.Connection) -> None:
+            if blobs:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO blobs (hash, prev, data) VALUES (?, ?, ?)",
+                    [(h, prev, data) for h, (prev, data) in blobs.items()],
+                )
+
         now = time.time_ns()
         destinations = tuple(dict.fromkeys(destinations))
         if not merge:
@@ -605,7 +641,8 @@ class TraceStore:
 
             def replace(conn: sqlite3.Connection) -> set[str]:
                 existing = _existing_ids(conn, list(latest))
-                _insert_traces(conn, list(latest.values()), destinations, now, replace=True)
+                _insert_traces(conn, list(latest.values()), destinations, now, replace=True, pack=pack)
+                save_blobs(conn)  # before indexing: the index reads the lists back
                 for chunk in _chunks(list(latest)):
                     _index_search(conn, chunk)
                 return set(latest) - existing
@@ -620,13 +657,14 @@ class TraceStore:
             existing = _existing_ids(conn, list(counts))
             # The common case stays batched: ids not stored yet and not repeated in this batch.
             fresh = [t for t in traces if t.id not in existing and counts[t.id] == 1]
-            _insert_traces(conn, fresh, destinations, now, replace=False)
+            _insert_traces(conn, fresh, destinations, now, replace=False, pack=pack)
             for trace in traces:
                 if trace.id in existing:
-                    _merge_trace(conn, trace, destinations, now)
+                    _merge_trace(conn, trace, destinations, now, pack=pack)
                 elif counts[trace.id] > 1:  # the first of several fragments in this batch creates the trace
-                    _insert_traces(conn, [trace], destinations, now, replace=False)
+                    _insert_traces(conn, [trace], destinations, now, replace=False, pack=pack)
                     existing.add(trace.id)
+            save_blobs(conn)  # before indexing: the index reads the lists back
             for chunk in _chunks(list(counts)):
                 _index_search(conn, chunk)
             return {t.id for t in fresh}
@@ -1089,10 +1127,14 @@ class _ErrorMapper:
 # -- rows <-> model ------------------------------------------------------------------------------------------------
 
 
-def _trace_row(trace: Trace) -> tuple[Any, ...]:
+def _same(value: Any) -> Any:
+    return value
+
+
+def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
     data = {
-        "input": trace.input,
-        "output": trace.output,
+        "input": pack(trace.input),
+        "output": pack(trace.output),
         "metadata": trace.metadata,
         "tags": list(trace.tags),
         "version": trace.version,
@@ -1133,8 +1175,12 @@ _OBS_DATA_FIELDS = (
 )
 
 
-def _observation_row(trace_id: str, seq: int, obs: Observation) -> tuple[Any, ...]:
+def _observation_row(trace_id: str, seq: int, obs: Observation, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
     data = {key: value for key in _OBS_DATA_FIELDS if (value := getattr(obs, key)) is not None}
+    if obs.input is not None:
+        data["input"] = pack(obs.input)
+    if obs.output is not None:
+        data["output"] = pack(obs.output)
     return (
         trace_id,
         obs.id,
@@ -1192,7 +1238,13 @@ def _tag_rows(trace_id: str, tags: Iterable[Any]) -> list[tuple[str, str, int]]:
 
 
 def _insert_traces(
-    conn: sqlite3.Connection, traces: Sequence[Trace], destinations: Sequence[str], now: int, *, replace: bool
+    conn: sqlite3.Connection,
+    traces: Sequence[Trace],
+    destinations: Sequence[str],
+    now: int,
+    *,
+    replace: bool,
+    pack: Callable[[Any], Any] = _same,
 ) -> None:
     """Write whole traces (``replace``: dropping what was stored under their ids first)."""
     if not traces:
@@ -1201,8 +1253,8 @@ def _insert_traces(
     obs_rows: list[tuple[Any, ...]] = []
     tag_rows: list[tuple[str, str, int]] = []
     for trace in traces:
-        trace_rows.append(_trace_row(trace))
-        obs_rows.extend(_observation_row(trace.id, seq, obs) for seq, obs in enumerate(trace.observations))
+        trace_rows.append(_trace_row(trace, pack))
+        obs_rows.extend(_observation_row(trace.id, seq, obs, pack) for seq, obs in enumerate(trace.observations))
         tag_rows.extend(_tag_rows(trace.id, trace.tags))
     if replace:
         ids = [(t.id,) for t in traces]
@@ -1216,7 +1268,13 @@ def _insert_traces(
         conn.executemany(_DELIVERY_UPSERT, delivery_rows)
 
 
-def _merge_trace(conn: sqlite3.Connection, incoming: Trace, destinations: Sequence[str], now: int) -> None:
+def _merge_trace(
+    conn: sqlite3.Connection,
+    incoming: Trace,
+    destinations: Sequence[str],
+    now: int,
+    pack: Callable[[Any], Any] = _same,
+) -> None:
     """Combine ``incoming`` with the stored trace of the same id (inside the caller's write transaction)."""
     tid = incoming.id
     row = conn.execute(
@@ -1236,8 +1294,8 @@ def _merge_trace(conn: sqlite3.Connection, incoming: Trace, destinations: Sequen
     merged_tags = list(dict.fromkeys([*tags, *(t for t in incoming.tags if isinstance(t, str))]))
     new_env = incoming.environment if incoming.environment not in (None, "", "default") else None
     merged_data = {
-        "input": pick(incoming.input, data.get("input")),
-        "output": pick(incoming.output, data.get("output")),
+        "input": pick(pack(incoming.input), data.get("input")),
+        "output": pick(pack(incoming.output), data.get("output")),
         "metadata": metadata,
         "tags": merged_tags,
         "version": pick(incoming.version, data.get("version")),
@@ -1247,7 +1305,7 @@ def _merge_trace(conn: sqlite3.Connection, incoming: Trace, destinations: Sequen
     first_seq = next_seq.fetchone()[0]
     conn.executemany(
         _OBSERVATION_INSERT,
-        [_observation_row(tid, first_seq + i, obs) for i, obs in enumerate(incoming.observations)],
+        [_observation_row(tid, first_seq + i, obs, pack) for i, obs in enumerate(incoming.observations)],
     )
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", _tag_rows(tid, merged_tags))
@@ -1443,7 +1501,55 @@ def _load_traces(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Trace]:
         for tid, observations in grouped.items():
             if tid in by_id:
                 by_id[tid].observations = _parents_first(observations)
+    _unpack_shared(conn, list(by_id.values()))
     return [by_id[tid] for tid in ids if tid in by_id]
+
+
+_CHAIN_SQL = (
+    "WITH RECURSIVE chain(hash) AS (SELECT value FROM json_each(?) "
+    "UNION SELECT b.prev FROM blobs b JOIN chain c ON b.hash = c.hash WHERE b.prev IS NOT NULL) "
+    "SELECT b.hash, b.prev, b.data FROM blobs b JOIN chain c ON b.hash = c.hash"
+)
+
+
+def _shared_lists(conn: sqlite3.Connection, wanted: set[str]) -> dict[str, list[Any]]:
+    nodes: dict[str, tuple[str | None, str]] = {}
+    heads = sorted(wanted)
+    for start in range(0, len(heads), _CHUNK):
+        for node, prev, data in conn.execute(_CHAIN_SQL, (orjson.dumps(heads[start : start + _CHUNK]).decode(),)):
+            nodes[node] = (prev, data)
+    return materialize(nodes, heads)
+
+
+def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
+    """Stored values with their list node references replaced by the full lists."""
+    wanted: set[str] = set()
+    for value in values:
+        references(value, wanted)
+    if not wanted:
+        return values
+    lists = _shared_lists(conn, wanted)
+    return [unpack(value, lists) for value in values]
+
+
+def _unpack_shared(conn: sqlite3.Connection, traces: Sequence[Trace]) -> None:
+    """Replace list node references in inputs/outputs by the full lists (each distinct list built once)."""
+    wanted: set[str] = set()
+    for trace in traces:
+        references(trace.input, wanted)
+        references(trace.output, wanted)
+        for obs in trace.observations:
+            references(obs.input, wanted)
+            references(obs.output, wanted)
+    if not wanted:
+        return
+    lists = _shared_lists(conn, wanted)
+    for trace in traces:
+        trace.input = unpack(trace.input, lists)
+        trace.output = unpack(trace.output, lists)
+        for obs in trace.observations:
+            obs.input = unpack(obs.input, lists)
+            obs.output = unpack(obs.output, lists)
 
 
 def _combine(

@@ -20,6 +20,7 @@ from typing import Any
 from .errors import StoreError
 from .model import Observation, Trace
 from .sanitize import encodable
+from .sharing import Converter
 
 log = logging.getLogger("lftrace")
 
@@ -39,6 +40,15 @@ class _FlushMarker:
         self.done = threading.Event()
         self.dropped_before = dropped
         self.ok = True
+
+
+class _Fragment:
+    """Finished observations of a trace still running: merged into the stored trace, not queued for export."""
+
+    __slots__ = ("trace",)
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
 
 
 def _is_data_problem(exc: BaseException) -> bool:
@@ -72,7 +82,11 @@ class TraceWriter:
         self._mask = mask
         self._batch_size = max(1, batch_size)
         self._on_written = on_written
-        self._queue: queue.SimpleQueue[Trace | _FlushMarker | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Trace | _Fragment | _FlushMarker | None] = queue.SimpleQueue()
+        self._converter = Converter()  # only used on the writer thread
+        # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
+        # written or dropped): stored without queuing them for export
+        self._parts: set[int] = set()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         # prepared, refused by an unwritable store; oldest first. A list, not keyed by id: fragments of one trace
@@ -89,6 +103,11 @@ class TraceWriter:
     def submit(self, trace: Trace) -> None:
         self._ensure_thread()
         self._queue.put(trace)
+
+    def submit_fragment(self, trace: Trace) -> None:
+        """Part of a trace still running (``client._submit_fragment``): merged into the store, exported at the end."""
+        self._ensure_thread()
+        self._queue.put(_Fragment(trace))
 
     @property
     def unwritten(self) -> int:
@@ -140,7 +159,7 @@ class TraceWriter:
             except queue.Empty:  # time to retry the unwritten traces
                 self._write([])
                 continue
-            batch: list[Trace] = []
+            batch: list[Trace | _Fragment] = []
             markers: list[_FlushMarker] = []
             while True:
                 if item is None:
@@ -160,11 +179,16 @@ class TraceWriter:
                 marker.ok = not self._unwritten and self.dropped == marker.dropped_before
                 marker.done.set()
 
-    def _write(self, batch: list[Trace]) -> None:
+    def _write(self, batch: list[Trace | _Fragment]) -> None:
         prepared: list[Trace] = []
-        for trace in batch:
+        for item in batch:
+            trace = item.trace if isinstance(item, _Fragment) else item
             try:
-                prepared.append(self.prepare(trace))
+                if isinstance(item, _Fragment):
+                    prepared.append(self.prepare(trace, complete=False))
+                    self._parts.add(id(trace))
+                else:
+                    prepared.append(self.prepare(trace))
             except Exception:  # one broken trace must not sink the batch
                 log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
         if self._unwritten:
@@ -183,20 +207,34 @@ class TraceWriter:
             if self._unwritten:
                 return
         self._written_again()
-        if self._on_written is not None and prepared:
+        whole = [t for t in prepared if id(t) not in self._parts]
+        self._parts.clear()  # every part of this batch is written (or dropped) by now
+        if self._on_written is not None and whole:
             try:
-                merged = list(dict.fromkeys(t.id for t in prepared if t.id not in fresh))
-                self._on_written([t for t in prepared if t.id in fresh], merged)
+                merged = list(dict.fromkeys(t.id for t in whole if t.id not in fresh))
+                self._on_written([t for t in whole if t.id in fresh], merged)
             except Exception:
                 log.debug("lftrace: on_written hook failed", exc_info=True)
 
     def _commit(self, traces: list[Trace]) -> set[str]:
-        """Write (merge) the traces; the ids that were new to the store."""
+        """Write (merge) the traces; the ids that were new to the store.
+
+        Parts of running traces first, without export: a trace is queued for export once, whole, when it ends.
+        """
+        parts = [t for t in traces if id(t) in self._parts]
+        whole = [t for t in traces if id(t) not in self._parts] if parts else traces
         for attempt in range(3):
             try:
-                # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up
-                fresh: set[str] = self._open_store().write_traces(traces, destinations=self._destinations(), merge=True)
-                self.written += len(traces)
+                store = self._open_store()
+                if parts:
+                    store.write_traces(parts, destinations=(), merge=True)
+                    parts = []
+                # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up, and
+                # so do the parts of a long run written while it went on
+                fresh: set[str] = (
+                    store.write_traces(whole, destinations=self._destinations(), merge=True) if whole else set()
+                )
+                self.written += len(whole)
                 return fresh
             except Exception as exc:
                 # a store problem that does not go away at once (disk full, read-only, bad data): no point waiting
@@ -265,13 +303,16 @@ class TraceWriter:
         self.write_error = None
         self._retry_delay = RETRY_FIRST_S
 
-    def prepare(self, trace: Trace) -> Trace:
-        """JSON-able values, masked; generations priced. Mutates and returns the trace."""
+    def prepare(self, trace: Trace, *, complete: bool = True) -> Trace:
+        """JSON-able values, masked; generations priced. Mutates and returns the trace.
+
+        ``complete=False``: a part of a running trace, whose end is not known yet.
+        """
         from .pricing import cost_for
         from .serialize import to_jsonable
 
-        trace.input = self._masked(to_jsonable(trace.input))
-        trace.output = self._masked(to_jsonable(trace.output))
+        trace.input = self._masked(self._convert(trace.input, to_jsonable))
+        trace.output = self._masked(self._convert(trace.output, to_jsonable))
         trace.metadata = self._masked(to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
         if self._mask is not None:  # everything else that can hold user data
             trace.name = self._masked_text(trace.name)
@@ -283,15 +324,19 @@ class TraceWriter:
         for obs in trace.observations:
             self._prepare_observation(obs, to_jsonable, cost_for)
         ends = [o.end_time for o in trace.observations if o.end_time is not None]
-        if ends and (trace.end_time is None or max(ends) > trace.end_time):
+        if complete and ends and (trace.end_time is None or max(ends) > trace.end_time):
             trace.end_time = max(ends)
         return trace
+
+    def _convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
+        # Lists that extend a list converted just before (a growing conversation) only convert their new items.
+        return self._converter.convert(value, to_jsonable)
 
     def _prepare_observation(
         self, obs: Observation, to_jsonable: Callable[[Any], Any], cost_for: Callable[..., Any]
     ) -> None:
-        obs.input = self._masked(to_jsonable(obs.input))
-        obs.output = self._masked(to_jsonable(obs.output))
+        obs.input = self._masked(self._convert(obs.input, to_jsonable))
+        obs.output = self._masked(self._convert(obs.output, to_jsonable))
         if obs.metadata:
             obs.metadata = self._masked(to_jsonable(obs.metadata))
         if obs.model_parameters:

@@ -1,0 +1,238 @@
+"""Structural sharing of growing lists, so a long agent run costs linear time, memory and store size.
+
+In a LangGraph agent every node's input holds the whole conversation so far: step k sees k messages, so
+copying, converting or storing every input in full costs the square of the run's length. Three places share
+what is unchanged instead:
+
+* the handler (user's thread) captures a list as ``Frozen(list)``: a reference and its length, O(1);
+* the writer (``Converter``) turns a captured list that extends a recently converted one into
+  ``earlier result + converted new items``: only new items are converted, the rest is one C-level copy;
+* the store (``Packer``) writes a list that extends a recently stored one as a content-addressed *list node*:
+  ``blobs(hash, prev, data)`` = the hash of the list it extends and the new items only. Rows hold
+  ``{"\\u0000lf": hash}`` in place of the list; ``materialize`` rebuilds full lists on read.
+
+Prefixes are found by ``==`` on list slices (C speed, identity first; LangGraph's messages are immutable in
+practice), among the last few lists seen. Stdlib + orjson only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+MIN_SHARED = 8  # shorter lists are cheaper inline
+RECENT = 8  # lists remembered as possible prefixes
+REF = "\u0000lf"  # the key of a reference to a list node (a NUL never starts a real key)
+ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF
+
+
+class Frozen:
+    """A list captured on the user's thread without copying it: the list and its length at capture time.
+
+    LangGraph builds a new list for every state update; a node that appends to its input list in place only
+    adds items past ``size``, so ``items[:size]`` is still what the run saw.
+    """
+
+    __slots__ = ("items", "size")
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.size = len(items)
+
+    def value(self) -> list[Any]:
+        return self.items[: self.size]
+
+    def __repr__(self) -> str:
+        return f"Frozen({self.size} items)"
+
+
+def freeze(value: Any) -> Any:
+    """What the handler keeps of an input/output: lists (also as dict values) by reference, O(number of keys)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: (Frozen(v) if type(v) is list else v) for k, v in value.items()}
+    if kind is list:
+        return Frozen(value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """``freeze`` undone: plain lists again (a shallow copy of each captured list)."""
+    if type(value) is Frozen:
+        return value.value()
+    if type(value) is dict:
+        return {k: (v.value() if type(v) is Frozen else v) for k, v in value.items()}
+    return value
+
+
+class _Prefixes:
+    """The last few lists seen and what was made of each; finds the longest one a new list starts with."""
+
+    def __init__(self, size: int = RECENT) -> None:
+        self.entries: deque[tuple[list[Any], Any]] = deque(maxlen=size)
+
+    def find(self, seq: list[Any]) -> tuple[int, Any]:
+        """(length of the longest remembered prefix of ``seq``, what was made of it); (0, None) when none."""
+        n = len(seq)
+        best, made = 0, None
+        for items, result in self.entries:
+            m = len(items)
+            if m <= best or m > n or m == 0:
+                continue
+            try:
+                # the last item first (cheap and decisive), then the whole prefix in C
+                if seq[m - 1] is not items[m - 1] and seq[m - 1] != items[m - 1]:
+                    continue
+                if seq[:m] != items:
+                    continue
+            except Exception:  # an item whose == raises (numpy arrays): no sharing with this one
+                continue
+            best, made = m, result
+        return best, made
+
+    def add(self, seq: list[Any], result: Any) -> None:
+        self.entries.appendleft((seq, result))
+
+
+class Converter:
+    """Captured values -> JSON-able values (writer thread), converting only what a list adds to a recent one."""
+
+    def __init__(self) -> None:
+        self._prefixes = _Prefixes()
+
+    def convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
+        kind = type(value)
+        if kind is Frozen or kind is list:
+            return self._list(value.value() if kind is Frozen else value, to_jsonable)
+        if kind is dict and any(type(v) is Frozen or type(v) is list for v in value.values()):
+            out = {}
+            for key, item in value.items():
+                item_kind = type(item)
+                if item_kind is Frozen or item_kind is list:
+                    converted = self._list(item.value() if item_kind is Frozen else item, to_jsonable)
+                else:
+                    converted = to_jsonable(item)
+                out[key if type(key) is str else str(key)] = converted
+            return out
+        return to_jsonable(value)
+
+    def _list(self, seq: list[Any], to_jsonable: Callable[[Any], Any]) -> Any:
+        if len(seq) < MIN_SHARED:
+            return to_jsonable(seq)
+        m, made = self._prefixes.find(seq)
+        out = (made if m else []) + [to_jsonable(item) for item in seq[m:]]
+        self._prefixes.add(seq, out)
+        return out
+
+
+def _hash(prev: str | None, data: bytes) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update((prev or "").encode())
+    digest.update(b"\n")
+    digest.update(data)
+    return digest.hexdigest()
+
+
+class Packer:
+    """JSON-able values -> stored form (store side): lists that extend a recently stored list become list nodes.
+
+    ``pack`` adds new nodes to ``blobs`` ({hash: (prev hash, JSON of the new items)}). The store calls
+    ``begin`` before a write and ``commit``/``rollback`` after it, so a node is only ever referenced as a
+    prefix once it is really in the store.
+    """
+
+    def __init__(self, dumps: Callable[[Any], str]) -> None:
+        self._dumps = dumps
+        self._prefixes = _Prefixes()
+        self._saved: list[tuple[list[Any], Any]] | None = None
+
+    def begin(self) -> None:
+        self._saved = list(self._prefixes.entries)
+
+    def commit(self) -> None:
+        self._saved = None
+
+    def rollback(self) -> None:
+        if self._saved is not None:
+            self._prefixes.entries.clear()
+            self._prefixes.entries.extend(self._saved)
+            self._saved = None
+
+    def pack(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
+        """The value with its long lists (top level, or values of a top-level dict) replaced by node references."""
+        kind = type(value)
+        if kind is list:
+            return self._list(value, blobs)
+        if kind is dict:
+            if REF in value or ESCAPED in value:
+                return {ESCAPED: value}
+            if any(type(v) is list and len(v) >= MIN_SHARED for v in value.values()):
+                return {k: (self._list(v, blobs) if type(v) is list else v) for k, v in value.items()}
+        return value
+
+    def _list(self, seq: list[Any], blobs: dict[str, tuple[str | None, str]]) -> Any:
+        if len(seq) < MIN_SHARED:
+            return seq
+        m, prev = self._prefixes.find(seq)
+        if m and m == len(seq):
+            node = prev
+        else:
+            data = self._dumps(seq[m:] if m else seq)
+            node = _hash(prev if m else None, data.encode())
+            blobs[node] = (prev if m else None, data)
+        self._prefixes.add(seq, node)
+        return {REF: node}
+
+
+def references(value: Any, out: set[str]) -> None:
+    """Add the list nodes a stored value refers to (where ``Packer.pack`` puts them) to ``out``."""
+    if type(value) is dict:
+        ref = value.get(REF)
+        if type(ref) is str and len(value) == 1:
+            out.add(ref)
+            return
+        for item in value.values():
+            if type(item) is dict and len(item) == 1 and type(item.get(REF)) is str:
+                out.add(item[REF])
+
+
+def materialize(nodes: Mapping[str, tuple[str | None, bytes | str]], wanted: Iterable[str]) -> dict[str, list[Any]]:
+    """Full lists for node hashes, from ``nodes`` ({hash: (prev, JSON of its items)}, every node of each chain).
+
+    A list shared by several observations is built once (and shared: do not mutate what you read).
+    """
+    built: dict[str, list[Any]] = {}
+    for head in wanted:
+        chain: list[str] = []
+        current: str | None = head
+        while current is not None and current not in built:
+            row = nodes.get(current)
+            if row is None:  # a node missing from the store: say so instead of failing the whole read
+                built[current] = [f"<missing shared list {current}>"]
+                break
+            chain.append(current)
+            current = row[0]
+        base = built.get(current, []) if current is not None else []
+        for node in reversed(chain):
+            base = base + orjson.loads(nodes[node][1])
+            built[node] = base
+    return built
+
+
+def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
+    """A stored value with its list node references replaced by the full lists."""
+    if type(value) is not dict:
+        return value
+    if len(value) == 1:
+        ref = value.get(REF)
+        if type(ref) is str:
+            return lists.get(ref, [f"<missing shared list {ref}>"])
+        if ESCAPED in value:
+            return value[ESCAPED]
+    if any(type(v) is dict and len(v) == 1 and REF in v for v in value.values()):
+        return {k: unpack(v, lists) if type(v) is dict else v for k, v in value.items()}
+    return value

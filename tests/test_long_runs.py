@@ -1,0 +1,179 @@
+"""Long agent runs: linear store growth, full inputs on read, parts stored while the run goes on, crash safety.
+
+Real LangGraph loops (sample_graphs/long_loop.py: think -> critic on MessagesState, fake model) with the real
+handler, writer and SQLite store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lftrace import client as client_module
+from lftrace.langchain import FRAGMENT_SIZE, CallbackHandler
+from lftrace.store import TraceStore
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sample_graphs.long_loop import build_graph, loop_input, run_config  # noqa: E402
+
+
+def traced_loop(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the loop for ``steps`` steps into ``store``; the trace id (client shut down, so the file is complete)."""
+    monkeypatch.setenv("LFTRACE_STORE", str(store))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    build_graph().invoke(loop_input(steps), run_config(steps, [handler]))
+    client_module.get_client().shutdown()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def stored_bytes(store: Path) -> int:
+    """What the trace takes in the store: the JSON of rows and list nodes (not SQLite's page slack)."""
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM observations").fetchone()[0]
+        nodes = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM blobs").fetchone()[0]
+        traces = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM traces").fetchone()[0]
+    return int(rows + nodes + traces)
+
+
+def test_store_grows_linearly_with_the_steps(tmp_path, monkeypatch):
+    small = traced_loop(150, tmp_path / "small.db", monkeypatch)
+    large = traced_loop(300, tmp_path / "large.db", monkeypatch)
+    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
+    # before sharing, every node's input held the whole conversation: 2x the steps was ~4x the bytes
+    assert 1.8 < ratio < 2.2, ratio
+    with sqlite3.connect(tmp_path / "large.db") as conn:
+        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
+        node_count = conn.execute("SELECT count(*) FROM blobs").fetchone()[0]
+    assert longest_row < 2000  # no row holds the conversation
+    assert node_count > 250  # one list node per growth of the conversation
+    assert small != large
+
+
+def test_every_observation_reads_back_its_full_input_and_output(tmp_path, monkeypatch):
+    steps = 60
+    trace_id = traced_loop(steps, tmp_path / "t.db", monkeypatch)
+    with TraceStore(tmp_path / "t.db", create=False) as store:
+        trace = store.get_trace(trace_id)
+    conversation = trace.output["messages"]
+    assert len(conversation) == steps + 1
+    assert conversation[0] == {"role": "user", "content": "Plan a three-day trip to Lisbon."}
+    assert trace.input == {"messages": [conversation[0]], "max_steps": steps}
+    nodes = [o for o in trace.observations if o.name in ("think", "critic")]
+    generations = [o for o in trace.observations if o.type == "GENERATION"]
+    assert len(nodes) == steps and len(generations) == steps // 2
+    for index, node in enumerate(sorted(nodes, key=lambda o: o.start_time)):
+        # step k sees the k messages before it, in full, and adds one
+        assert node.input == {"messages": conversation[: index + 1], "max_steps": steps}
+        assert node.output == {"messages": [conversation[index + 1]]}
+    for gen in generations:
+        assert gen.input == conversation[: len(gen.input)]
+        assert gen.output == conversation[len(gen.input)]
+        assert gen.usage_details and gen.usage_details["input"] > 0
+    # the same full values through the JSON a user reads (`show --json` prints Trace.to_dict())
+    data = json.loads(json.dumps(trace.to_dict()))
+    last = max((o for o in data["observations"] if o["name"] == "think"), key=lambda o: o["startTime"])
+    assert last["input"]["messages"] == conversation[: steps - 1]
+
+
+def test_a_running_trace_is_stored_in_parts_and_completed_at_the_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    client = client_module.get_client()
+    handler = CallbackHandler()
+    seen: list[tuple[int, float | None]] = []  # (observations stored, latency) while the run goes on
+    steps = 400
+    for index, _ in enumerate(build_graph().stream(loop_input(steps), run_config(steps, [handler]))):
+        if index % 100 == 99:
+            client._writer.flush()
+            rows = client.store.list_traces(limit=1)
+            if rows:
+                seen.append((rows[0].observation_count, rows[0].latency))
+    client.flush()
+    assert seen and seen[-1][0] >= FRAGMENT_SIZE
+    assert all(latency is None for _, latency in seen)  # no end yet: shown as running
+    assert [count for count, _ in seen] == sorted(count for count, _ in seen)
+    final = client.get_trace(handler.last_trace_id)
+    summary = client.store.list_traces(limit=1)[0]
+    assert summary.status == "ok" and summary.latency is not None
+    assert summary.observation_count == len(final.observations) == 1 + steps * 2 + steps // 2
+    assert len({o.id for o in final.observations}) == len(final.observations)
+
+
+def test_memory_held_by_the_handler_stays_bounded(tmp_path, monkeypatch):
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    sizes: list[int] = []
+
+    steps = 300
+    for index, _ in enumerate(build_graph().stream(loop_input(steps), run_config(steps, [handler]))):
+        if index % 50 == 49:
+            state = next(iter(handler._traces.values()))
+            sizes.append(len(state.done) + len(state.open_runs) + len(state.trace.observations))
+    assert sizes and max(sizes) <= FRAGMENT_SIZE + 10
+
+
+CRASHING_RUN = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+    from lftrace.langchain import CallbackHandler
+
+    steps = 1_000_000
+    build_graph().invoke(loop_input(steps), run_config(steps, [CallbackHandler()]))
+    """
+)
+
+
+def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp_path):
+    store = tmp_path / "t.db"
+    script = tmp_path / "run.py"
+    script.write_text(CRASHING_RUN.format(repo=str(REPO)))
+    env = {**os.environ, "LFTRACE_STORE": str(store)}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        count = 0
+        while time.monotonic() < deadline and count < 3 * FRAGMENT_SIZE:
+            time.sleep(0.1)
+            if store.exists():
+                try:
+                    with sqlite3.connect(store, timeout=5) as conn:
+                        count = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
+                except sqlite3.Error:
+                    count = 0
+        assert proc.poll() is None, "the run ended by itself"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert count >= 3 * FRAGMENT_SIZE
+    lftrace = str(Path(sys.executable).with_name("lftrace"))
+    listing = subprocess.run([lftrace, "list", "--json"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    (row,) = json.loads(listing.stdout)
+    assert row["status"] == "running" and row["latency"] is None  # incomplete: it never ended
+    assert row["observationCount"] >= 3 * FRAGMENT_SIZE
+    shown = subprocess.run(
+        [lftrace, "show", row["id"], "--json"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    thinks = [o for o in data["observations"] if o["name"] == "think"]
+    assert len(thinks) > 100
+    latest = max(thinks, key=lambda o: o["startTime"])
+    assert len(latest["input"]["messages"]) > 200  # full inputs, rebuilt from the shared lists
+    assert latest["input"]["messages"][0]["content"] == "Plan a three-day trip to Lisbon."
