@@ -100,6 +100,9 @@ def test_otlp_endpoint_and_headers():
     assert s.otlp_endpoint == "http://127.0.0.1:4318/v1/traces"
     assert s.otlp_headers == {"authorization": "Bearer abc", "x-team": "ml"}
     env[config.OTLP_TRACES_ENDPOINT] = "http://collector:4318/custom"
+    with pytest.raises(ConfigError, match="plain http to another machine"):  # the auth header would travel in clear
+        Settings.resolve(environ=env, dotenv={})
+    env[config.ALLOW_INSECURE_HTTP] = "true"
     assert Settings.resolve(environ=env, dotenv={}).otlp_endpoint == "http://collector:4318/custom"
     with pytest.raises(ConfigError, match="key=value"):
         parse_headers("novalue")

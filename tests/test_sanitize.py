@@ -53,5 +53,5 @@ def test_fast_on_long_values() -> None:
         clean(plain)
         clean(dirty)
     per_call = (time.perf_counter() - start) / 20
-    assert per_call < 0.02, per_call  # measured ~1-5 ms per MB
+    assert per_call < 0.1, per_call  # measured ~3-5 ms per MB; generous for a loaded CI machine
     assert clean(dirty).endswith("\\x1b[2J")

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings, mask_secret
+from .config import Settings, mask_secret, redact_url
 from .errors import InputError, TraceNotFound
 from .model import Trace, TraceSummary
 from .writer import TraceWriter
@@ -83,6 +83,10 @@ class Langfuse:
         )
         if sdk_only:
             log.debug("lftrace: ignoring Langfuse SDK arguments %s", sorted(sdk_only))
+        for notice in self.settings.notices:  # a .env decided where traces (and keys) go: say so, on stderr
+            log.warning(notice)
+        if self.settings.dotenv is not None:
+            log.debug("lftrace: read settings from %s", self.settings.dotenv)
         if self.settings.debug:
             logging.getLogger("lftrace").setLevel(logging.DEBUG)
         self.mask = mask
@@ -105,7 +109,8 @@ class Langfuse:
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"Langfuse(public_key={mask_secret(s.public_key)!r}, base_url={s.base_url!r}, store={str(s.store)!r})"
+        base_url = redact_url(s.base_url)
+        return f"Langfuse(public_key={mask_secret(s.public_key)!r}, base_url={base_url!r}, store={str(s.store)!r})"
 
     # -- what the callback handler uses ------------------------------------------------
     @property

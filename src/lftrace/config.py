@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse, urlunparse
 
 from .errors import ConfigError
 
@@ -32,6 +32,8 @@ TIMEOUT = "LANGFUSE_TIMEOUT"
 DEBUG = "LANGFUSE_DEBUG"
 # lftrace's own
 STORE = "LFTRACE_STORE"
+DOTENV = "LFTRACE_DOTENV"  # 0/false: never read .env (read from the real environment only)
+ALLOW_INSECURE_HTTP = "LFTRACE_ALLOW_INSECURE_HTTP"  # true: send keys over plain http to a non-local host
 # OpenTelemetry exporter names (the OTel SDKs read the same ones)
 OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -52,6 +54,8 @@ ALL_ENV_VARS = (
     TIMEOUT,
     DEBUG,
     STORE,
+    DOTENV,
+    ALLOW_INSECURE_HTTP,
     OTLP_ENDPOINT,
     OTLP_TRACES_ENDPOINT,
     OTLP_HEADERS,
@@ -104,14 +108,89 @@ def mask_secret(value: str | None) -> str:
     return f"{prefix}...{tail}" if tail else f"{prefix}***"
 
 
+# Variables that only the real environment may set: a .env in the current directory (maybe from a cloned repo)
+# must not be able to turn its own loading off/on or allow plain-http key sending.
+_ENVIRONMENT_ONLY = (DOTENV, ALLOW_INSECURE_HTTP)
+# env var name -> the .env file it was copied from into os.environ (by load_dotenv_into_environ, for the CLI)
+_FROM_DOTENV: dict[str, Path] = {}
+
+
+def dotenv_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """False when LFTRACE_DOTENV is 0/false/no/off in the real environment."""
+    value = (os.environ if environ is None else environ).get(DOTENV)
+    return value is None or value.strip().lower() not in _FALSE - {""}
+
+
+def dotenv_path() -> Path | None:
+    """The ``.env`` lftrace reads (the current directory's), None when there is none or loading is off."""
+    path = Path.cwd() / ".env"
+    return path if dotenv_enabled() and path.is_file() else None
+
+
 def read_dotenv(path: Path | None = None) -> dict[str, str]:
-    """Values of ``.env`` in the current directory (never overriding the real environment)."""
-    path = path or Path.cwd() / ".env"
+    """Values of ``.env`` in the current directory (never overriding the real environment); {} when turned off."""
+    if path is None:
+        path = dotenv_path()
+        if path is None:
+            return {}
     if not path.is_file():
         return {}
     from dotenv import dotenv_values  # small, but only needed when a .env exists
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None and k not in _ENVIRONMENT_ONLY}
+
+
+def load_dotenv_into_environ() -> Path | None:
+    """For the CLI: copy ``.env`` values into ``os.environ`` where unset, remembering which came from it (so
+    settings can say so). Returns the file read, None when there is none or LFTRACE_DOTENV=0."""
+    path = dotenv_path()
+    if path is None:
+        return None
+    for key, value in read_dotenv(path).items():
+        if key not in os.environ:
+            os.environ[key] = value
+            _FROM_DOTENV[key] = path
+    return path
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print or store: a password in it and secret-looking query values shown as ``***``."""
+    try:
+        parsed = urlparse(url)
+    except ValueError:
+        return url
+    netloc = parsed.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"***@{hostport}"
+    query = parsed.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+            query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
+    if netloc == parsed.netloc and query == parsed.query:
+        return url
+    return urlunparse(parsed._replace(netloc=netloc, query=query))
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|session|credential", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def redact_urls(text: str) -> str:
+    """Every URL inside ``text`` (an error message, a server's answer) through ``redact_url``."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost") or host == "::1":
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
 
 
 def parse_headers(text: str | None) -> dict[str, str]:
@@ -145,6 +224,10 @@ class Settings:
     store: Path = field(default_factory=default_store_path)
     otlp_endpoint: str | None = None  # full URL of an OTLP/HTTP traces endpoint
     otlp_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # where the values came from: the .env read (None: none, or LFTRACE_DOTENV=0), and what to tell the user
+    dotenv: Path | None = field(default=None, compare=False)
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    notices: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def langfuse_enabled(self) -> bool:
@@ -157,6 +240,9 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        shown = shown.replace(repr(self.base_url), repr(redact_url(self.base_url)))
+        if self.otlp_endpoint:
+            shown = shown.replace(repr(self.otlp_endpoint), repr(redact_url(self.otlp_endpoint)))
         return (
             f"Settings(public_key={mask_secret(self.public_key)!r}, secret_key={mask_secret(self.secret_key)!r}, "
             f"{shown}, otlp_headers={ {k: '***' for k in self.otlp_headers} })"
@@ -169,6 +255,11 @@ class Settings:
         out["secret_key"] = mask_secret(self.secret_key)
         out["otlp_headers"] = {k: "***" for k in self.otlp_headers}
         out["store"] = str(self.store)
+        out["base_url"] = redact_url(self.base_url)
+        out["otlp_endpoint"] = redact_url(self.otlp_endpoint) if self.otlp_endpoint else None
+        out["dotenv"] = str(self.dotenv) if self.dotenv else None
+        out.pop("sources", None)
+        out.pop("notices", None)
         return out
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -183,15 +274,27 @@ class Settings:
     ) -> Settings:
         """Argument > environment > .env > default; invalid values raise ConfigError naming the setting."""
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
-        env = dict(read_dotenv() if dotenv is None else dotenv)
-        env.update(os.environ if environ is None else environ)
+        real = os.environ if environ is None else environ
+        dotenv_file = dotenv_path() if dotenv is None else None
+        from_file = read_dotenv(dotenv_file) if dotenv_file is not None else dict(dotenv or {})
+        env = dict(from_file)
+        env.update(real)
+        sources: dict[str, str] = {}  # setting -> "argument" | "environment" | ".env (path)"
+
+        def origin(env_name: str) -> str:
+            if env_name in real and env_name not in _FROM_DOTENV:
+                return "environment"
+            path = _FROM_DOTENV.get(env_name) or dotenv_file
+            return f".env ({path})" if path else ".env"
 
         def pick(name: str, *env_names: str) -> tuple[Any, str] | None:
             if name in args:
+                sources[name] = "argument"
                 return args[name], name
             for env_name in env_names:
                 value = env.get(env_name)
                 if value not in (None, ""):
+                    sources[name] = origin(env_name)
                     return value, env_name
             return None
 
@@ -234,7 +337,66 @@ class Settings:
             headers = parse_headers(env.get(OTLP_HEADERS))
             headers.update(parse_headers(env.get(OTLP_TRACES_HEADERS)))
             values["otlp_headers"] = headers
-        return cls(**values)
+            for env_name in (OTLP_TRACES_HEADERS, OTLP_HEADERS):
+                if env.get(env_name):
+                    sources["otlp_headers"] = origin(env_name)
+        used_dotenv = any(src.startswith(".env") for src in sources.values())
+        values["dotenv"] = _dotenv_named(sources) or (dotenv_file if used_dotenv else None)
+        values["sources"] = sources
+        settings = cls(**values)
+        allow_http = _boolean((real.get(ALLOW_INSECURE_HTTP, "false"), ALLOW_INSECURE_HTTP))
+        _check_key_transport(settings, allow_http)
+        return replace(settings, notices=_trust_notices(settings))
+
+
+def _dotenv_named(sources: Mapping[str, str]) -> Path | None:
+    """The .env file named in ``sources`` (the CLI loads it into the environment first), if any."""
+    for src in sources.values():
+        if src.startswith(".env (") and src.endswith(")"):
+            return Path(src[len(".env (") : -1])
+    return None
+
+
+def _check_key_transport(settings: Settings, allow_http: bool) -> None:
+    """Refuse to send keys in the clear over the network: plain http is fine to this machine only."""
+    if allow_http:
+        return
+    checks = []
+    if settings.langfuse_enabled:
+        checks.append((settings.base_url, settings.sources.get("base_url", BASE_URL), "the Langfuse keys"))
+    if settings.otlp_endpoint and settings.otlp_headers:
+        checks.append((settings.otlp_endpoint, settings.sources.get("otlp_endpoint", OTLP_ENDPOINT), "its headers"))
+    for url, source, what in checks:
+        if urlparse(url).scheme == "http" and not is_loopback(url):
+            raise ConfigError(
+                f"{redact_url(url)} (from {source}) is plain http to another machine: {what} would cross the "
+                f"network unencrypted; use https, or set {ALLOW_INSECURE_HTTP}=true in the environment if this "
+                "network is trusted"
+            )
+
+
+def _trust_notices(settings: Settings) -> tuple[str, ...]:
+    """What the user must hear about where traces and keys go when a .env decides it."""
+    notices = []
+    src = settings.sources
+    exporting = [
+        ("base_url", settings.base_url, ("public_key", "secret_key"), "LANGFUSE_BASE_URL", settings.langfuse_enabled),
+        ("otlp_endpoint", settings.otlp_endpoint, ("otlp_headers",), "the OTLP endpoint", bool(settings.otlp_endpoint)),
+    ]
+    for key, url, secret_keys, label, enabled in exporting:
+        where = src.get(key, "")
+        if not enabled or not url or not where.startswith(".env"):
+            continue
+        secrets_from = sorted({src[k] for k in secret_keys if k in src and not src[k].startswith(".env")})
+        if secrets_from:
+            notices.append(
+                f"lftrace: {label} {redact_url(url)} comes from {where} but the keys from the "
+                f"{' and '.join(secrets_from)}: traces and keys go to that host (set it in the environment, or "
+                f"{DOTENV}=0 to ignore .env)"
+            )
+        else:
+            notices.append(f"lftrace: traces go to {redact_url(url)} ({label} from {where})")
+    return tuple(notices)
 
 
 def _check_url(value: str, source: str) -> str:

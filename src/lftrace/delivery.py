@@ -12,6 +12,7 @@ tries at once; only a server's explicit Retry-After is written to the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .config import redact_urls
 from .errors import LftraceError
 
 if TYPE_CHECKING:
@@ -69,12 +71,21 @@ def destinations_for(settings: Settings) -> list[Destination]:
         out.append(Destination(langfuse_destination_name(settings.base_url), exporter))
     if settings.otlp_endpoint:
         otlp = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout, resource)
-        out.append(Destination(f"otlp:{settings.otlp_endpoint}", otlp))
+        out.append(Destination(otlp_destination_name(settings.otlp_endpoint), otlp))
     return out
 
 
 def langfuse_destination_name(base_url: str) -> str:
-    return f"langfuse:{base_url.rstrip('/')}"
+    """The outbox key (stored, printed): a password or key inside the URL never appears in it."""
+    from .config import redact_url
+
+    return f"langfuse:{redact_url(base_url.rstrip('/'))}"
+
+
+def otlp_destination_name(endpoint: str) -> str:
+    from .config import redact_url
+
+    return f"otlp:{redact_url(endpoint)}"
 
 
 def destination_names(settings: Settings) -> list[str]:
@@ -83,7 +94,7 @@ def destination_names(settings: Settings) -> list[str]:
     if settings.langfuse_enabled:
         names.append(langfuse_destination_name(settings.base_url))
     if settings.otlp_endpoint:
-        names.append(f"otlp:{settings.otlp_endpoint}")
+        names.append(otlp_destination_name(settings.otlp_endpoint))
     return names
 
 
@@ -275,6 +286,8 @@ class Deliverer:
                 from .exporters.otlp import ExportResult
 
                 result = ExportResult(ok=False, retryable=True, message=f"export failed: {exc!r}")
+            if result.message:  # a credential inside a URL or echoed by the server is never stored or printed
+                result = dataclasses.replace(result, message=redact_urls(result.message))
             if result.ok:
                 self.store.mark_delivered(dest.name, ids)
                 report.delivered += len(ids)
