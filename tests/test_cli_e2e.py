@@ -124,9 +124,9 @@ def test_ctrl_c_saves_the_partial_trace_marked_interrupted_and_exits_130(tmp_pat
             proc.kill()
     assert proc.returncode == 130, err
     assert err.startswith("error: interrupted (Ctrl-C); partial trace saved: ") and "Traceback" not in err
-    assert "⚠ interrupted" in out
+    assert "⚠ cancelled" in out
     data = json.loads(lftrace("show", "last", "--json").stdout)
-    assert data["metadata"]["interrupted"] is True
+    assert data["metadata"]["cancelled"] is True
     assert {o["name"] for o in data["observations"]} >= {"fast", "slow"}
     assert all(o["endTime"] for o in data["observations"])
 

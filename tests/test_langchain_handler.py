@@ -519,7 +519,7 @@ def test_finish_open_runs_submits_partial_traces():
     worker.join(10)
 
     trace = stored(handler)
-    assert trace.metadata["interrupted"] is True and trace.status == "interrupted"
+    assert trace.metadata["cancelled"] is True and trace.status == "cancelled"
     open_ones = [o for o in trace.observations if o.level == "WARNING"]
     assert {o.name for o in open_ones} == {"LangGraph", "slow"}
     assert all(o.status_message == "interrupted by Ctrl-C" and o.end_time for o in open_ones)
@@ -569,8 +569,8 @@ def test_keyboard_interrupt_in_a_node_is_an_interruption_not_an_error():
     assert levels["fast"] == ("DEFAULT", None)
     assert levels["ctrl_c"] == levels["LangGraph"] == ("WARNING", "interrupted (KeyboardInterrupt)")
     assert all("error.type" not in (o.metadata or {}) for o in trace.observations)
-    assert trace.metadata["interrupted"] is True
-    assert (trace.status, trace.level) == ("interrupted", "WARNING")
+    assert trace.metadata["cancelled"] is True
+    assert (trace.status, trace.level) == ("cancelled", "WARNING")
     assert all(o.end_time for o in trace.observations)
 
     # the CLI then calls finish_open_runs: nothing is left open, nothing is submitted twice
@@ -606,7 +606,7 @@ def test_cancelled_task_is_marked_cancelled():
     trace = stored(handler)
     levels = {o.name: (o.level, o.status_message) for o in trace.observations}
     assert levels["waits"] == levels["LangGraph"] == ("WARNING", "cancelled")
-    assert trace.metadata["interrupted"] is True and trace.status == "interrupted"
+    assert trace.metadata["cancelled"] is True and trace.status == "cancelled"
     assert all(o.end_time for o in trace.observations)
 
 
@@ -627,7 +627,7 @@ def test_cancelled_child_under_a_surviving_root_does_not_interrupt_the_trace():
     trace = stored(handler)
     levels = {o.name: (o.level, o.status_message) for o in trace.observations}
     assert levels == {"parent": ("DEFAULT", None), "slow": ("WARNING", "cancelled")}
-    assert trace.status == "ok" and "interrupted" not in (trace.metadata or {})
+    assert trace.status == "ok" and "cancelled" not in (trace.metadata or {})
 
 
 def test_runs_after_finish_open_runs_start_no_orphan_trace():
@@ -651,7 +651,7 @@ def test_runs_after_finish_open_runs_start_no_orphan_trace():
     (summary,) = get_client().list_traces()  # "after" ran later, under the submitted trace: no new trace
     trace = get_client().get_trace(summary.id)
     assert {o.name for o in trace.observations} == {"LangGraph", "slow"}
-    assert trace.status == "interrupted"
+    assert trace.status == "cancelled"
     assert handler._runs == {} and handler._traces == {}  # late ends cleaned up their markers
 
 

@@ -103,11 +103,20 @@ def test_trace_to_dict_has_langfuse_shape():
 def test_derived_trace_figures():
     t = make_trace()
     assert t.level == "ERROR"
-    assert t.status == "error"
+    assert (t.status, t.handled_errors) == ("ok", 1)  # the tool failed, the run finished: a handled error
+    t.observations[0].level = "ERROR"
+    assert (t.status, t.handled_errors) == ("error", 0)  # the run itself raised
     assert t.total_tokens == 15
     assert t.usage == {"input": 10, "output": 5, "total": 15}
-    t.metadata = {"interrupted": True}
-    assert t.status == "interrupted"
+    t.metadata = {"interrupts": "not ours"}
+    assert t.interrupts == []
+    t.metadata = {"langgraph_interrupts": [{"id": "i1", "value": {"ask": "ok?"}, "node": "review"}]}
+    t.observations[0].level = "DEFAULT"
+    assert (t.status, t.handled_errors, t.interrupts[0]["node"]) == ("interrupted", 1, "review")
+    t.metadata = {"interrupted": True}  # Ctrl-C, as stored before 'cancelled' existed
+    assert t.status == "cancelled"
+    t.metadata = {"cancelled": True}
+    assert (t.status, t.handled_errors) == ("cancelled", 0)
 
 
 def test_from_dict_round_trip():

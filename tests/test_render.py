@@ -181,12 +181,12 @@ def test_orphans_are_shown_not_dropped():
 def test_open_observations_and_interrupted_traces():
     trace = agent_trace()
     trace.observations[-1].end_time = None
-    trace.metadata = {"interrupted": True}
+    trace.metadata = {"cancelled": True}
     trace.output = None
     text = render_text(render_trace(trace))
-    assert "⚠ interrupted" in text.splitlines()[0]
+    assert "⚠ cancelled" in text.splitlines()[0]
     assert "ChatOpenAI  open" in text
-    assert "Interrupted: this is the partial trace" in text
+    assert "Cancelled: this is the partial trace" in text
 
 
 def test_formatters():

@@ -48,6 +48,6 @@ def test_sigterm_during_a_run_saves_the_partial_trace(tmp_path: Path) -> None:
     assert "terminated: True" in out, out
     with TraceStore(store, create=False) as opened:
         trace = opened.get_trace(out.split("trace: ")[1].split()[0])
-    assert trace.status == "interrupted"
+    assert trace.status == "cancelled"
     assert trace.input == "hello"
     assert any(o.status_message == "terminated (SIGTERM)" for o in trace.observations)

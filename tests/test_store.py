@@ -15,7 +15,7 @@ import pytest
 
 from helpers_store import BASE_NS, make_trace, new_id
 from lftrace.errors import ExitStatus, InputError, StoreError, TraceNotFound
-from lftrace.model import Observation
+from lftrace.model import Observation, Trace
 from lftrace.store import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, TraceStore
 
 HELPER = Path(__file__).with_name("helpers_store.py")
@@ -97,13 +97,20 @@ def test_same_id_twice_in_one_batch_last_wins(store: TraceStore) -> None:
     assert len(store.get_trace(first.id).observations) == 4
 
 
+def raised(trace: Trace) -> Trace:
+    """The run itself raised: its top-level observation ends in ERROR too (make_trace errs in a node only)."""
+    trace.roots()[0].level = "ERROR"
+    return trace
+
+
 def test_summary_columns(store: TraceStore) -> None:
-    trace = make_trace(error=True, session_id="s", user_id="u", tags=["a"])
+    trace = raised(make_trace(error=True, session_id="s", user_id="u", tags=["a"]))
     store.write_traces([trace])
     (summary,) = store.list_traces()
     assert summary.id == trace.id
     assert summary.level == "ERROR"
     assert summary.status == "error"
+    assert summary.handled_errors == 0
     assert summary.total_tokens == 15
     assert summary.total_cost == pytest.approx(0.0000036)
     assert summary.observation_count == 4
@@ -164,7 +171,7 @@ def test_last_trace_id(store: TraceStore) -> None:
 def test_list_filters_combine_and_order_newest_first(store: TraceStore) -> None:
     traces = [
         make_trace(name="qa", start=BASE_NS + 0 * SEC, session_id="s1", user_id="alice", tags=["smoke"]),
-        make_trace(name="qa", start=BASE_NS + 1 * SEC, session_id="s1", user_id="bob", error=True),
+        raised(make_trace(name="qa", start=BASE_NS + 1 * SEC, session_id="s1", user_id="bob", error=True)),
         make_trace(name="rag", start=BASE_NS + 2 * SEC, session_id="s2", user_id="alice", tags=["smoke", "rag"]),
         make_trace(name="qa", start=BASE_NS + 3 * SEC, interrupted=True, user_id="alice"),
         make_trace(name="rag", start=BASE_NS + 4 * SEC, tags=["rag"]),
@@ -180,8 +187,9 @@ def test_list_filters_combine_and_order_newest_first(store: TraceStore) -> None:
     assert ids(limit=None) == [t4, t3, t2, t1, t0]
     assert ids(name="qa") == [t3, t1, t0]
     assert ids(level="ERROR") == [t1]
-    assert ids(level="error") == [t1]  # a status: interrupted traces are not 'error'
-    assert ids(level="interrupted") == [t3]
+    assert ids(level="error") == [t1]  # a status: cancelled traces are not 'error'
+    assert ids(level="cancelled") == [t3]  # Ctrl-C (metadata written before 'cancelled' existed)
+    assert ids(level="interrupted") == []
     assert ids(level="ok") == [t4, t2, t0]
     assert ids(level="WARNING") == [t4, t3, t2, t0]
     assert ids(session_id="s1") == [t1, t0]
@@ -193,7 +201,7 @@ def test_list_filters_combine_and_order_newest_first(store: TraceStore) -> None:
     assert ids(name="nope") == []
     assert ids(since_ns=10**30) == []  # year 2999 and beyond: beyond SQLite's 64-bit integers
     assert ids(limit=10**30) == [t4, t3, t2, t1, t0]
-    assert store.list_traces()[1].status == "interrupted"
+    assert store.list_traces()[1].status == "cancelled"
     with pytest.raises(InputError, match="unknown level 'loud'"):
         store.list_traces(level="loud")
 

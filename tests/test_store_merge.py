@@ -37,6 +37,7 @@ def test_merge_combines_observations_and_trace_fields(store: TraceStore) -> None
     tid = new_id()
     first = fragment(tid, BASE_NS + 10 * MS, tags=["a", "b"], session_id="s1", answer="first")
     second = fragment(tid, BASE_NS, tags=["b", "c"], user_id="u2", answer="second", error=True)
+    second.roots()[0].level = "ERROR"  # this run raised (make_trace errs in a node only)
     second.session_id = None
     second.metadata = {"run": "second", "extra": 1}
     second.name = ""
@@ -69,11 +70,25 @@ def test_merge_combines_observations_and_trace_fields(store: TraceStore) -> None
 
 def test_merge_never_lowers_level_or_status(store: TraceStore) -> None:
     tid = new_id()
-    store.write_traces([fragment(tid, BASE_NS, interrupted=True)], merge=True)
+    store.write_traces([fragment(tid, BASE_NS, interrupted=True)], merge=True)  # Ctrl-C: cancelled
     store.write_traces([fragment(tid, BASE_NS + MS, error=True)], merge=True)
     store.write_traces([fragment(tid, BASE_NS + 2 * MS)], merge=True)
     (summary,) = store.list_traces()
-    assert (summary.level, summary.status) == ("ERROR", "interrupted")
+    assert (summary.level, summary.status, summary.handled_errors) == ("ERROR", "cancelled", 0)
+
+
+def test_merge_keeps_handled_errors_and_a_raised_run(store: TraceStore) -> None:
+    tid = new_id()
+    store.write_traces([fragment(tid, BASE_NS, error=True)], merge=True)  # a node failed, the run finished
+    store.write_traces([fragment(tid, BASE_NS + MS, error=True)], merge=True)
+    (summary,) = store.list_traces()
+    assert (summary.level, summary.status, summary.handled_errors) == ("ERROR", "ok", 2)
+    assert (store.get_trace(tid).status, store.get_trace(tid).handled_errors) == ("ok", 2)
+    raised = fragment(tid, BASE_NS + 2 * MS, error=True)
+    raised.roots()[0].level = "ERROR"
+    store.write_traces([raised], merge=True)
+    (summary,) = store.list_traces()
+    assert (summary.status, summary.handled_errors) == ("error", 0)
 
 
 def test_merge_upserts_an_observation_written_again(store: TraceStore) -> None:

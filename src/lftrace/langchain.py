@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from .errors import LftraceError, Terminated
-from .model import Observation, Trace
+from .model import CANCELLED_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sharing import Frozen, freeze
 from .usage import usage_from_result
 
@@ -219,6 +220,38 @@ def _is_control_flow(error: BaseException) -> bool:
     return any(cls.__name__ in _CONTROL_FLOW for cls in type(error).__mro__)
 
 
+def _note_interrupts(error: BaseException, obs: Observation, state: _TraceState) -> bool:
+    """A GraphInterrupt: mark the node that paused (the first to see each interrupt) with its value as JSON.
+
+    The interrupt bubbles up through every enclosing subgraph and node; only the innermost observation gets
+    the marker, and the trace lists each interrupt once (``INTERRUPTS_KEY``). Returns whether ``error``
+    carried interrupts (a ParentCommand or a bare GraphBubbleUp carries none).
+    """
+    pending = error.args[0] if error.args and isinstance(error.args[0], (tuple, list)) else ()
+    items = [(getattr(i, "id", None), getattr(i, "value", None)) for i in pending if hasattr(i, "value")]
+    if not items:
+        return False
+    trace = state.trace
+    if trace.metadata is None:
+        trace.metadata = {}
+    known = trace.metadata.setdefault(INTERRUPTS_KEY, [])
+    seen = {i.get("id") for i in known}
+    for interrupt_id, value in items:
+        if interrupt_id in seen:
+            continue
+        known.append({"id": interrupt_id, "value": value, "node": obs.name})
+        obs.status_message = "interrupt: " + _compact_json(value)
+        obs.metadata = {**(obs.metadata or {}), "interrupt": {"id": interrupt_id, "value": value}}
+    return True
+
+
+def _compact_json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
 def _model_name(
     serialized: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None, params: Mapping[str, Any]
 ) -> str | None:
@@ -377,6 +410,8 @@ class CallbackHandler(BaseCallbackHandler):
         trace_metadata = {k: v for k, v in meta.items() if k not in _STRIPPED_KEYS}
         if self._parent_span_id:
             trace_metadata["parent_span_id"] = self._parent_span_id
+        if resumed is not None:  # merged into the paused trace: the pause it answers is no longer pending
+            trace_metadata[INTERRUPTS_KEY] = []
         trace = Trace(
             id=trace_id,
             name=str(trace_name) if trace_name else name,
@@ -525,7 +560,7 @@ class CallbackHandler(BaseCallbackHandler):
                     obs.level = "ERROR" if obs.level == "ERROR" else "WARNING"
                     obs.status_message = obs.status_message or interrupted
         if interrupted is not None:
-            trace.metadata = {**(trace.metadata or {}), "interrupted": True}
+            trace.metadata = {**(trace.metadata or {}), CANCELLED_KEY: True}
         trace.end_time = root.end_time if root is not None and root.end_time is not None else now
         if self._update_trace and root is not None:
             trace.input = root.input
@@ -536,17 +571,18 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         entry = self._runs.get(run_id)
-        obs = entry[0] if entry is not None else None
+        obs, state = entry if entry is not None else (None, None)
         interrupted = _interruption(error)
-        if obs is not None:
+        if obs is not None and state is not None:
             message = str(error) or type(error).__name__
             if interrupted is not None:  # Ctrl-C / cancellation: the run was stopped, it did not fail
                 obs.level = "WARNING"
                 obs.status_message = interrupted
             elif _is_control_flow(error):  # a LangGraph interrupt is control flow, not a failure
-                obs.status_message = message
-                if entry is not None and _is_graph_interrupt(error):
-                    entry[1].graph_interrupted = True
+                if not _note_interrupts(error, obs, state):
+                    obs.status_message = message
+                if _is_graph_interrupt(error):
+                    state.graph_interrupted = True
             else:
                 obs.level = "ERROR"
                 obs.status_message = message

@@ -1,6 +1,7 @@
 """``package.module:attr`` / ``path/to/file.py:attr`` -> a LangChain Runnable, with errors that say how to fix them.
 
-The attribute may be a compiled LangGraph graph, any Runnable, or a zero-argument factory returning one.
+The attribute may be a compiled LangGraph graph, any Runnable, or a factory returning one (taking no argument,
+or only `config`, as in `langgraph.json`).
 Every failure is one ``LoadError`` line naming the target (exit 3); a malformed TARGET is a usage error (exit 2).
 """
 
@@ -11,6 +12,7 @@ import importlib.util
 import inspect
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -48,8 +50,20 @@ def parse_target(text: str) -> TargetSpec:
     return TargetSpec(text=text, module=module, attr=attr)
 
 
-def load_target(text: str) -> Any:
-    """Import the module, find the attribute, call it if it is a factory; return the Runnable."""
+def load_target(text: str, config: Mapping[str, Any] | None = None) -> Any:
+    """Import the module, find the attribute, call it if it is a factory; return the Runnable.
+
+    A factory may take one argument named ``config`` (the ``langgraph.json`` convention): it gets the run's
+    RunnableConfig (``--config`` and the run options, without lftrace's callbacks).
+    """
+    return target_factory(text)(config)
+
+
+def target_factory(text: str) -> Callable[[Mapping[str, Any] | None], Any]:
+    """Import once; the returned function gives the Runnable for a config (calling a config factory each time).
+
+    ``lftrace test`` uses it so a factory that takes ``config`` sees each case's config.
+    """
     spec = parse_target(text)
     module = _import_file(spec) if spec.is_file else _import_module(spec)
     value: Any = module
@@ -58,7 +72,11 @@ def load_target(text: str) -> Any:
             where = spec.module if i == 0 else ".".join(spec.attr.split(".")[:i])
             raise LoadError(f"'{where}' has no attribute '{part}'{_candidates_hint(module, i == 0)}")
         value = getattr(value, part)
-    return _as_runnable(value, spec)
+    if not is_runnable(value) and callable(value) and _takes_config(value):
+        factory = value
+        return lambda config: _call_factory(factory, spec, dict(config or {}))
+    made = _as_runnable(value, spec)
+    return lambda config: made
 
 
 def _import_module(spec: TargetSpec) -> ModuleType:
@@ -152,6 +170,11 @@ def _required_params(func: Any) -> list[str] | None:
     ]
 
 
+def _takes_config(func: Any) -> bool:
+    """``def make_graph(config: RunnableConfig)``: exactly one required parameter, named ``config``."""
+    return _required_params(func) == ["config"]
+
+
 def _as_runnable(value: Any, spec: TargetSpec) -> Any:
     if is_runnable(value):
         return value
@@ -165,29 +188,34 @@ def _as_runnable(value: Any, spec: TargetSpec) -> Any:
         if required:
             raise LoadError(
                 f"'{spec.text}' is a function that needs arguments ({', '.join(required)}): "
-                "point at a Runnable or a zero-argument factory"
+                "point at a Runnable, a zero-argument factory, or a factory taking only `config`"
             )
-        try:
-            made = value()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as err:
-            detail = str(err).splitlines()[0] if str(err) else ""
-            raise LoadError(
-                f"calling factory '{spec.text}' raised {type(err).__name__}{': ' + detail if detail else ''}"
-            ) from err
-        if is_runnable(made):
-            return made
-        if _looks_uncompiled(made):
-            raise LoadError(
-                f"factory '{spec.text}' returned an uncompiled {type(made).__name__} (return builder.compile())"
-            )
-        raise LoadError(
-            f"factory '{spec.text}' returned {type(made).__name__}, not a Runnable (return a chain or a compiled graph)"
-        )
+        return _call_factory(value, spec, None)
     raise LoadError(
         f"'{spec.text}' is a {type(value).__name__}, not a Runnable "
         "(point at a chain, a compiled graph, or a zero-argument factory returning one)"
+    )
+
+
+def _call_factory(value: Any, spec: TargetSpec, config: dict[str, Any] | None) -> Any:
+    """Call a factory (with ``config`` when it takes one) and check that it made a Runnable."""
+    try:
+        made = value() if config is None else value(config)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
+        detail = str(err).splitlines()[0] if str(err) else ""
+        raise LoadError(
+            f"calling factory '{spec.text}' raised {type(err).__name__}{': ' + detail if detail else ''}"
+        ) from err
+    if is_runnable(made):
+        return made
+    if _looks_uncompiled(made):
+        raise LoadError(
+            f"factory '{spec.text}' returned an uncompiled {type(made).__name__} (return builder.compile())"
+        )
+    raise LoadError(
+        f"factory '{spec.text}' returned {type(made).__name__}, not a Runnable (return a chain or a compiled graph)"
     )
 
 
@@ -203,7 +231,11 @@ def runnable_candidates(module: ModuleType) -> list[str]:
             continue
         if is_runnable(value) or _looks_uncompiled(value):
             runnables.append(name)
-        elif inspect.isfunction(value) and value.__module__ == module.__name__ and _required_params(value) == []:
+        elif (
+            inspect.isfunction(value)
+            and value.__module__ == module.__name__
+            and _required_params(value) in ([], ["config"])
+        ):
             factories.append(f"{name}()")
     return runnables + factories
 

@@ -26,6 +26,12 @@ OBSERVATION_TYPES = (
 )
 LEVELS = ("DEBUG", "DEFAULT", "WARNING", "ERROR")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+# What happened to a run, worst first. cancelled: stopped by Ctrl-C/SIGTERM (partial trace); error: the run
+# raised; interrupted: paused at a LangGraph interrupt(), waiting to be resumed; ok: finished (maybe with
+# handled errors). ``running`` is a store-only status: a partial trace written while the run goes on.
+STATUSES = ("ok", "error", "interrupted", "cancelled")
+CANCELLED_KEY = "cancelled"  # trace metadata set by the handler when the run was stopped
+INTERRUPTS_KEY = "langgraph_interrupts"  # trace metadata: the interrupts a LangGraph run paused at
 
 
 def iso_from_ns(ns: int | None) -> str | None:
@@ -208,11 +214,33 @@ class Trace:
         return best
 
     @property
+    def interrupts(self) -> list[dict[str, Any]]:
+        """The LangGraph interrupts the run paused at (``{"id", "value", "node"}``), empty when it did not pause."""
+        found = (self.metadata or {}).get(INTERRUPTS_KEY)
+        return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+
+    @property
     def status(self) -> str:
-        """ok | error | interrupted: interruption (Ctrl-C) wins over errors."""
-        if (self.metadata or {}).get("interrupted"):
-            return "interrupted"
-        return "error" if self.level == "ERROR" else "ok"
+        """cancelled | error | interrupted | ok (see STATUSES).
+
+        ``error`` means the run itself raised: a top-level observation ended in ERROR. An ERROR observation
+        inside a run that still finished is a handled error (``handled_errors``), and the status stays ok.
+        """
+        meta = self.metadata or {}
+        if meta.get(CANCELLED_KEY) or meta.get("interrupted") is True:  # "interrupted": stores before 0.2
+            return "cancelled"
+        if self.level == "ERROR":
+            roots = self.roots()
+            if not roots or any(o.level == "ERROR" for o in roots):
+                return "error"
+        return "interrupted" if self.interrupts else "ok"
+
+    @property
+    def handled_errors(self) -> int:
+        """ERROR observations of a run that did not raise (0 for an error or cancelled trace)."""
+        if self.status in ("error", "cancelled"):
+            return 0
+        return sum(1 for o in self.observations if o.level == "ERROR")
 
     @property
     def total_cost(self) -> float | None:
@@ -316,7 +344,8 @@ class TraceSummary:
     session_id: str | None = None
     user_id: str | None = None
     tags: list[str] = field(default_factory=list)
-    status: str = "ok"  # ok | error | interrupted | running
+    status: str = "ok"  # one of STATUSES, or running
+    handled_errors: int = 0  # ERROR observations inside a run that finished
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -332,6 +361,7 @@ class TraceSummary:
             "userId": self.user_id,
             "tags": list(self.tags),
             "status": self.status,
+            "handledErrors": self.handled_errors,
         }
 
 

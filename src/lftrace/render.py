@@ -37,8 +37,15 @@ TYPE_STYLES = {
     "EVENT": "dim",
 }
 LEVEL_STYLES = {"ERROR": "bold red", "WARNING": "yellow", "DEBUG": "dim"}
-STATUS_STYLES = {"ok": "green", "error": "bold red", "interrupted": "yellow", "running": "cyan"}
-STATUS_MARKS = {"ok": "✓ ok", "error": "✗ error", "interrupted": "⚠ interrupted", "running": "… running"}
+STATUS_STYLES = {"ok": "green", "error": "bold red", "interrupted": "yellow", "cancelled": "yellow", "running": "cyan"}
+STATUS_MARKS = {
+    "ok": "✓ ok",
+    "error": "✗ error",
+    "interrupted": "⏸ interrupted",
+    "cancelled": "⚠ cancelled",
+    "running": "… running",
+}
+
 
 _BRANCH, _LAST, _PIPE, _SPACE = "├── ", "└── ", "│   ", "    "
 _GUIDE_WIDTH = 4
@@ -463,10 +470,8 @@ def observation_parts(obs: Observation, *, routing: bool = False) -> tuple[list[
 
 
 def handled_errors(trace: Trace) -> int:
-    """Error observations in a trace that still finished ok (a failed tool call the agent worked around)."""
-    if trace.status != "ok":
-        return 0
-    return sum(1 for o in trace.observations if o.level == "ERROR")
+    """Error observations in a run that still finished (a failed tool call the agent worked around)."""
+    return trace.handled_errors
 
 
 def format_trace_tokens(trace: Trace) -> str:
@@ -558,7 +563,11 @@ def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
 
 def _body_rows(obs: Observation, guide: str, full: bool, *, node: bool = False) -> list[_Row]:
     rows: list[_Row] = []
-    if obs.level == "ERROR" or (obs.status_message and obs.level == "WARNING"):
+    interrupt = (obs.metadata or {}).get("interrupt")
+    if isinstance(interrupt, dict) and obs.level != "ERROR":  # the node that paused: the interrupt's value
+        text = pretty(interrupt.get("value")) if full else preview(interrupt.get("value"))
+        rows.append(_Row(guide, [("⏸ interrupt: ", "bold yellow"), (text, "yellow")], fold=full))
+    elif obs.level == "ERROR" or (obs.status_message and obs.level == "WARNING"):
         message = obs.status_message or "error"
         style = LEVEL_STYLES.get(obs.level, "red")
         if full:
@@ -692,8 +701,15 @@ def _count_descendants(obs_id: str, kids: dict[str | None, list[Observation]]) -
 def render_output(trace: Trace, *, full: bool = False) -> RenderableType:
     """The final output: the answer's text when it is a message, JSON otherwise; errors when it failed."""
     value = trace.output
-    if value is None and trace.status == "interrupted":
-        return Text("Interrupted: this is the partial trace up to Ctrl-C", style="yellow")
+    status = trace.status
+    if status == "interrupted":  # the state before the pause is not an answer: show what the graph waits for
+        paused: list[RenderableType] = [Text("Paused, waiting for input:", style="bold yellow")]
+        for item in trace.interrupts:
+            shown = pretty(item.get("value")) if full else preview(item.get("value"))
+            paused.append(Text.assemble((f"  {item.get('node') or '?'}", "bold"), ": ", (shown, "yellow")))
+        return Group(*paused)
+    if value is None and status == "cancelled":
+        return Text("Cancelled: this is the partial trace up to Ctrl-C", style="yellow")
     if value is None:
         errors = [o for o in trace.observations if o.level == "ERROR"]
         if errors:
@@ -823,9 +839,9 @@ _LIST_TSV_HEADERS = (
 
 
 def summary_status(summary: TraceSummary) -> str:
-    """``ok``, ``error``, ``interrupted``, ``running``; ``ok · 1 handled`` when an error was handled."""
-    handled = getattr(summary, "handled_errors", 0) or (1 if summary.status == "ok" and summary.level == "ERROR" else 0)
-    return f"ok · {handled} handled" if handled and summary.status == "ok" else summary.status
+    """``ok``, ``error``, ``interrupted``, ``cancelled``, ``running``; ``ok · 1 handled`` when an error was handled."""
+    handled = summary.handled_errors
+    return f"{summary.status} · {handled} handled" if handled else summary.status
 
 
 def render_trace_list(summaries: Sequence[TraceSummary] | Iterable[TraceSummary]) -> TraceList:

@@ -30,25 +30,42 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
 
-INTERRUPTED = "interrupted"
+CANCELLED = "cancelled (Ctrl-C)"
+_UNSET: Any = object()
 
 
 @dataclass
 class RunResult:
-    """What a run produced. ``error`` is the exception the target raised (None when it succeeded)."""
+    """What a run produced. ``error`` is the exception the target raised (None when it succeeded).
+
+    ``cancelled``: stopped by Ctrl-C (``error`` is the KeyboardInterrupt). ``interrupts``: the
+    ``PendingInterrupt``s a LangGraph run paused at (a pause is not an error); resume them on ``thread_id``.
+    """
 
     trace: Trace | None
     output: Any
     error: BaseException | None = None
     trace_id: str | None = None
-    interrupted: bool = False
+    cancelled: bool = False
     elapsed: float = 0.0
     target: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. why no trace was recorded
+    thread_id: str | None = None
+    new_thread: bool = False  # the thread id was made up for this run (print it)
+    interrupts: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.interrupted
+        return self.error is None and not self.cancelled
+
+    @property
+    def interrupted(self) -> bool:
+        """Ctrl-C (the CLI's name until it reads ``cancelled``)."""
+        return self.cancelled
+
+    @property
+    def paused(self) -> bool:
+        return self.error is None and bool(self.interrupts)
 
     @property
     def terminated(self) -> bool:
@@ -162,15 +179,18 @@ def _graph_state_schema(runnable: Any) -> dict[str, Any]:
     state = getattr(getattr(runnable, "builder", None), "input_schema", None)
     if state is None:
         return {}
-    try:
-        import typing
+    import typing
 
+    try:
         hints = typing.get_type_hints(state)
     except Exception:
         hints = dict(getattr(state, "__annotations__", {}) or {})
     if not hints:
         return {}
-    props = {name: ({"type": _JSON_TYPES[kind]} if kind in _JSON_TYPES else {}) for name, kind in hints.items()}
+    props = {}
+    for name, kind in hints.items():
+        base = typing.get_origin(kind) or kind
+        props[name] = {"type": _JSON_TYPES[base]} if base in _JSON_TYPES else {}
     required = sorted(getattr(state, "__required_keys__", ()) or ())
     return {"type": "object", "properties": props, "required": required}
 
@@ -210,63 +230,151 @@ def describe_fields(schema: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _string_fields(props: Mapping[str, Any], required: Sequence[str]) -> list[str]:
+    """The fields plain text can fill: required text fields when there are any, else all text fields."""
+    text = [name for name, prop in props.items() if "string" in _type_name(prop).split("|")]
+    wanted = [name for name in text if name in required]
+    return wanted or text
+
+
+def json_example(schema: Mapping[str, Any], text: str = "...", *, graph: bool = False) -> str:
+    """A JSON input built from the fields: ``{"topic": "<text>"}`` (a graph fills the channels left out)."""
+    props, required = _properties(schema)
+    example: dict[str, Any] = {}
+    placeholders = {"array": [], "object": {}, "integer": 0, "number": 0, "boolean": False}
+    for name, prop in props.items():
+        kinds = _type_name(prop).split("|")
+        if "string" in kinds and text not in example.values():
+            example[name] = text
+        elif not graph and name in required:
+            example[name] = next((placeholders[k] for k in kinds if k in placeholders), "...")
+    if not example and props:
+        name, prop = next(iter(props.items()))
+        example[name] = next((placeholders[k] for k in _type_name(prop).split("|") if k in placeholders), text)
+    return json.dumps(example or {"input": text}, ensure_ascii=False)
+
+
 def shape_input(runnable: Any, value: Any, target: str = "the target") -> Any:
-    """Text becomes what the target expects; JSON is checked against the input schema (InputError if it can't fit)."""
+    """The run's input from the user's value, refusing only what the target would refuse itself.
+
+    A JSON object goes as it is (LangGraph fills the channels it leaves out). Text becomes a human message
+    for a graph with a ``messages`` channel, or fills the single text field; other JSON values (numbers, lists,
+    strings) go to targets whose input is not an object. What cannot fit is an InputError with a JSON example.
+    """
     schema = input_schema(runnable)
     props, required = _properties(schema)
     graph = is_graph(runnable)
+    messages = graph and _has_messages_channel(runnable, schema)
     if value is None:
-        if (graph and _has_messages_channel(runnable, schema)) or required:
+        if messages or required:
             raise InputError(
-                f"{target} needs input: give --input TEXT or JSON, or --input-file PATH (expected fields: {describe_fields(schema)})"
+                f"{target} needs input: give --input TEXT or JSON, or --input-file PATH, "
+                f"e.g. --input '{json_example(schema, graph=graph)}' (fields: {describe_fields(schema)})"
             )
         return {} if schema.get("type") == "object" or props else None
+    takes_object = schema.get("type") == "object" or bool(props)
     if isinstance(value, str):
-        if graph and _has_messages_channel(runnable, schema):
+        if messages:
             return {"messages": [{"role": "user", "content": value}]}
-        if len(required) == 1:
-            return {required[0]: value}
-        if not required and len(props) == 1:  # LangGraph states mark no field required
-            return {next(iter(props)): value}
-        if required or (graph and props):
-            raise InputError(
-                f"{target} takes several fields, so plain text cannot fill them: give JSON "
-                f"(expected fields: {describe_fields(schema)})"
-            )
+        if not takes_object:
+            return value
+        fields = _string_fields(props, required)
+        if len(fields) == 1 and (len(props) == 1 or graph or set(required) <= set(fields)):
+            return {fields[0]: value}
+        several = f"several text fields ({', '.join(fields)})" if len(fields) > 1 else "no single text field"
+        raise InputError(
+            f"{target} takes {several}, so plain text cannot fill its input: give JSON, "
+            f"e.g. --input '{json_example(schema, value, graph=graph)}' (fields: {describe_fields(schema)})"
+        )
+    if isinstance(value, dict) or not takes_object:
+        if not graph:
+            _check_fits(value, schema, target)
         return value
-    _check_fits(value, schema, target)
-    return value
+    if messages and isinstance(value, list):  # a list of messages for a chat graph
+        return {"messages": value}
+    raise InputError(
+        f"input for {target} must be a JSON object, not {type(value).__name__}: "
+        f"e.g. --input '{json_example(schema, graph=graph)}' (fields: {describe_fields(schema)})"
+    )
 
 
 def _check_fits(value: Any, schema: Mapping[str, Any], target: str) -> None:
+    """A chain's input is checked before running: it would refuse a missing variable or a forbidden extra."""
     props, required = _properties(schema)
-    if schema.get("type") != "object" and not props:
+    if not isinstance(value, dict) or (schema.get("type") != "object" and not props):
         return
     expected = f"expected fields: {describe_fields(schema)}"
-    if not isinstance(value, dict):
-        raise InputError(f"input for {target} must be a JSON object, not {type(value).__name__} ({expected})")
     missing = [name for name in required if name not in value]
     if missing:
         raise InputError(f"input for {target} is missing {', '.join(repr(m) for m in missing)} ({expected})")
     unknown = [k for k in value if k not in props]
-    if props and unknown and (len(unknown) == len(value) or schema.get("additionalProperties") is False):
+    if props and unknown and schema.get("additionalProperties") is False:
         raise InputError(f"input for {target} has unknown field(s) {', '.join(repr(k) for k in unknown)} ({expected})")
 
 
 def parse_config(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``--config``: a JSON object, or ``@path`` to a JSON file holding one."""
     if text is None:
         return {}
     if isinstance(text, Mapping):
         return dict(text)
+    where = "--config"
+    if text.startswith("@"):
+        where = f"--config file '{text[1:]}'"
+        try:
+            with open(text[1:], encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise InputError(f"cannot read {where}: {err.strerror or err}") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(
-            f"--config is not valid JSON ({err.msg} at position {err.pos}); e.g. '{{\"recursion_limit\": 50}}'"
+            f"{where} is not valid JSON ({err.msg} at position {err.pos}); e.g. '{{\"recursion_limit\": 50}}'"
         ) from None
     if not isinstance(value, dict):
-        raise InputError('--config must be a JSON object, e.g. \'{"configurable": {"thread_id": "1"}}\'')
+        raise InputError(f'{where} must be a JSON object, e.g. \'{{"configurable": {{"thread_id": "1"}}}}\'')
     return value
+
+
+def parse_metadata(items: Sequence[str]) -> dict[str, str]:
+    """``--metadata key=value`` (repeatable) -> a dict."""
+    metadata: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--metadata '{item}' is not KEY=VALUE (e.g. --metadata team=search)")
+        metadata[key.strip()] = value
+    return metadata
+
+
+def user_config(
+    extra: Mapping[str, Any] | None = None,
+    *,
+    thread_id: str | None = None,
+    recursion_limit: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The RunnableConfig the user asked for (``--config`` with the options on top), before tracing is added.
+
+    Factories that take a ``config`` receive this (the ``langgraph.json`` convention).
+    """
+    config = dict(extra or {})
+    if thread_id is not None:
+        config["configurable"] = {**(config.get("configurable") or {}), "thread_id": thread_id}
+    if recursion_limit is not None:
+        if recursion_limit < 1:
+            raise InputError(f"--recursion-limit must be at least 1 (got {recursion_limit})")
+        config["recursion_limit"] = recursion_limit
+    if metadata:
+        config["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    return config
+
+
+def config_thread_id(config: Mapping[str, Any]) -> str | None:
+    configurable = config.get("configurable")
+    value = configurable.get("thread_id") if isinstance(configurable, Mapping) else None
+    return None if value is None else str(value)
 
 
 def build_config(
@@ -279,20 +387,28 @@ def build_config(
     extra: Mapping[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """``{"callbacks": [handler], "metadata": {langfuse_*}}`` merged with the user's ``--config``."""
+    """``{"callbacks": [handler], "metadata": {langfuse_*}}`` merged with the user's ``--config``.
+
+    A LangGraph ``thread_id`` becomes the trace's session id unless one is set (``--session-id`` or
+    ``langfuse_session_id`` in the metadata), so all turns of a thread group together.
+    """
+    config = dict(extra or {})
+    user_metadata = dict(config.get("metadata") or {})
     metadata: dict[str, Any] = {}
+    thread_id = config_thread_id(config)
     if session_id:
         metadata["langfuse_session_id"] = session_id
+    elif thread_id is not None and "langfuse_session_id" not in user_metadata:
+        metadata["langfuse_session_id"] = thread_id
     if user_id:
         metadata["langfuse_user_id"] = user_id
     if tags:
         metadata["langfuse_tags"] = list(tags)
     if name:
         metadata["langfuse_trace_name"] = name
-    config = dict(extra or {})
     user_callbacks = config.pop("callbacks", None) or []
     config["callbacks"] = [handler, *callbacks, *(user_callbacks if isinstance(user_callbacks, list) else [])]
-    config["metadata"] = {**(config.get("metadata") or {}), **metadata}
+    config["metadata"] = {**user_metadata, **metadata}
     return config
 
 
@@ -311,6 +427,44 @@ def _accumulate(total: Any, chunk: Any) -> Any:
         return chunk
 
 
+def _run_sync(runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None]) -> Any:
+    if not stream:
+        return runnable.invoke(value, config)
+    if is_graph(runnable):
+        state: Any = None  # "values" rides along so the final state is the output, exactly as invoke returns it
+        for mode, chunk in runnable.stream(value, config, stream_mode=["updates", "values"]):
+            if mode == "values":
+                state = chunk
+            else:
+                emit("update", chunk)
+        return state
+    total: Any = None
+    for chunk in runnable.stream(value, config):
+        emit("chunk", chunk)
+        total = _accumulate(total, chunk)
+    return total
+
+
+async def _run_async(
+    runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None]
+) -> Any:
+    if not stream:
+        return await runnable.ainvoke(value, config)
+    if is_graph(runnable):
+        state: Any = None
+        async for mode, chunk in runnable.astream(value, config, stream_mode=["updates", "values"]):
+            if mode == "values":
+                state = chunk
+            else:
+                emit("update", chunk)
+        return state
+    total: Any = None
+    async for chunk in runnable.astream(value, config):
+        emit("chunk", chunk)
+        total = _accumulate(total, chunk)
+    return total
+
+
 def invoke(
     runnable: Any,
     value: Any,
@@ -321,48 +475,75 @@ def invoke(
     on_chunk: Callable[[str, Any], None] | None = None,
 ) -> Any:
     """Run once; with ``stream`` report graph updates (``"update"``) or chain chunks (``"chunk"``) as they come."""
-    graph = is_graph(runnable)
     emit = on_chunk or (lambda kind, chunk: None)
-    if not stream:
-        return asyncio.run(runnable.ainvoke(value, config)) if use_async else runnable.invoke(value, config)
-    if graph:
-        # "values" rides along so the final state is the output, exactly as invoke would return it
-        def take(item: Any, state: list[Any]) -> None:
-            mode, chunk = item
-            if mode == "values":
-                state[0] = chunk
-            else:
-                emit("update", chunk)
-
-        state: list[Any] = [None]
-        if use_async:
-
-            async def consume() -> None:
-                async for item in runnable.astream(value, config, stream_mode=["updates", "values"]):
-                    take(item, state)
-
-            asyncio.run(consume())
-        else:
-            for item in runnable.stream(value, config, stream_mode=["updates", "values"]):
-                take(item, state)
-        return state[0]
-    total: list[Any] = [None]
-
-    def add(chunk: Any) -> None:
-        emit("chunk", chunk)
-        total[0] = _accumulate(total[0], chunk)
-
     if use_async:
+        return asyncio.run(_run_async(runnable, value, config, stream, emit))
+    return _run_sync(runnable, value, config, stream, emit)
 
-        async def consume_chain() -> None:
-            async for chunk in runnable.astream(value, config):
-                add(chunk)
 
-        asyncio.run(consume_chain())
-    else:
-        for chunk in runnable.stream(value, config):
-            add(chunk)
-    return total[0]
+@dataclass
+class _Thread:
+    """How a graph run uses its thread: the id, whether lftrace supplies the saver, what to resume."""
+
+    thread_id: str | None = None
+    attach: bool = False  # run on a copy with lftrace's SQLite saver
+    checkpointed: bool = False  # the run saves checkpoints (its own saver or ours)
+    new: bool = False  # the thread id was made up for this run
+    resume: Sequence[str] | None = None
+    checkpoints: Path | None = None
+
+
+def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | None, store: Path) -> _Thread:
+    from . import threads
+
+    thread_id = config_thread_id(config)
+    if not is_graph(runnable):
+        if resume:
+            raise InputError("--resume continues a LangGraph graph paused at interrupt(); this target is not a graph")
+        return _Thread(thread_id)
+    if resume and thread_id is None:
+        raise InputError("--resume needs the thread to resume: give --thread-id (printed when the run paused)")
+    plan = _Thread(thread_id, resume=resume, checkpoints=threads.checkpoint_path(store))
+    plan.attach = threads.needs_checkpointer(runnable, thread_id)
+    plan.checkpointed = plan.attach or threads.has_checkpointer(runnable)
+    if plan.checkpointed and thread_id is None:
+        plan.thread_id, plan.new = threads.new_thread_id(), True
+        config["configurable"] = {**(config.get("configurable") or {}), "thread_id": plan.thread_id}
+    return plan
+
+
+def _drive_sync(
+    runnable: Any, value: Any, config: dict[str, Any], plan: _Thread, stream: bool, emit: Callable[[str, Any], None]
+) -> tuple[Any, list[Any]]:
+    from . import threads
+
+    saver = threads.sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
+    with saver if saver is not None else contextlib.nullcontext() as checkpointer:
+        graph = threads.with_checkpointer(runnable, checkpointer) if checkpointer is not None else runnable
+        if plan.resume:
+            assert plan.thread_id is not None
+            value = threads.resume_command(plan.resume, threads.pending_interrupts(graph, plan.thread_id))
+        output = _run_sync(graph, value, config, stream, emit)
+        if plan.checkpointed and plan.thread_id is not None:
+            return output, threads.pending_interrupts(graph, plan.thread_id)
+        return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
+
+
+async def _drive_async(
+    runnable: Any, value: Any, config: dict[str, Any], plan: _Thread, stream: bool, emit: Callable[[str, Any], None]
+) -> tuple[Any, list[Any]]:
+    from . import threads
+
+    saver = threads.async_sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
+    async with saver if saver is not None else contextlib.nullcontext() as checkpointer:
+        graph = threads.with_checkpointer(runnable, checkpointer) if checkpointer is not None else runnable
+        if plan.resume:
+            assert plan.thread_id is not None
+            value = threads.resume_command(plan.resume, await threads.apending_interrupts(graph, plan.thread_id))
+        output = await _run_async(graph, value, config, stream, emit)
+        if plan.checkpointed and plan.thread_id is not None:
+            return output, await threads.apending_interrupts(graph, plan.thread_id)
+        return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
 
 
 @contextlib.contextmanager
@@ -418,86 +599,120 @@ def execute(
     *,
     input_file: str | None = None,
     stream: bool = False,
-    use_async: bool = False,
+    use_async: bool | None = None,
     config: str | Mapping[str, Any] | None = None,
+    thread_id: str | None = None,
+    recursion_limit: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    resume: Sequence[str] | None = None,
     session_id: str | None = None,
     user_id: str | None = None,
     tags: Sequence[str] = (),
     name: str | None = None,
+    label: str | None = None,
     handler_extra: Mapping[str, Any] | None = None,
     callbacks: Sequence[Any] = (),
     progress: Progress | None = None,
     stdin: Any = None,
     settings: Settings | None = None,
+    value: Any = _UNSET,
 ) -> RunResult:
     """Load (unless given a Runnable), shape the input, run with the handler, flush, and read the trace back.
 
+    ``use_async``: None picks ``ainvoke`` when a node is async-only, True/False force it. ``thread_id``,
+    ``recursion_limit`` and ``metadata`` go on top of ``config`` (JSON, ``@file`` or a dict); a graph that keeps
+    checkpoints gets lftrace's persistent saver when it has none or an in-memory one, and a fresh thread id
+    when none is given. ``resume``: ``--resume`` values, sent as ``Command(resume=...)`` to the paused thread.
+    ``value``: an already parsed input (``lftrace test`` cases), instead of ``input``/``input_file`` text.
     ``handler_extra``: keyword arguments for ``CallbackHandler`` (e.g. ``trace_context``); ``callbacks``: more
     LangChain callbacks to attach. Raises LftraceError for load/input problems; the target's own exception is
-    returned in ``RunResult.error`` (its trace is saved); Ctrl-C returns ``interrupted=True`` with the partial trace.
+    returned in ``RunResult.error`` (its trace is saved); Ctrl-C returns ``cancelled=True`` with the partial trace;
+    a run paused at ``interrupt()`` returns its ``interrupts`` (not an error).
     ``settings``: what the command decided (store, sampling); the run is traced by ``client_for(settings)``
     instead of the registry's default client.
     """
     notify = progress or (lambda event, payload: None)
-    label = target if isinstance(target, str) else type(target).__name__
-    raw = read_input(input, input_file, stdin)  # bad input is reported before the (slow) import
-    extra_config = parse_config(config)
+    label = label or (target if isinstance(target, str) else type(target).__name__)
+    raw = read_input(input, input_file, stdin) if value is _UNSET else None  # reported before the (slow) import
+    if resume and (raw is not None or value is not _UNSET):
+        raise InputError("give either an input or --resume, not both (--resume answers a paused run)")
+    asked = user_config(parse_config(config), thread_id=thread_id, recursion_limit=recursion_limit, metadata=metadata)
     notify("loading", label)
     if isinstance(target, str):
         from .loader import load_target
 
-        runnable = load_target(target)
+        runnable = load_target(target, config=asked)
     else:
         runnable = target
-    value = shape_input(runnable, parse_input(raw), f"'{label}'")
+    if not resume:
+        given = parse_input(raw) if value is _UNSET else value
+        if given is None and config_thread_id(asked) is not None and is_graph(runnable):
+            run_input: Any = None  # continue the thread from its last checkpoint
+        else:
+            run_input = shape_input(runnable, given, f"'{label}'")
+    else:
+        run_input = None
     if name is None and isinstance(target, str):
         name = name_for_target(runnable, target)
 
     from .client import client_for, get_client
     from .langchain import TARGET_KEY, CallbackHandler
+    from .threads import is_async_only
 
     # invalid settings (a bad LANGFUSE_BASE_URL, ...) stop here, before the graph runs
     client = get_client() if settings is None else client_for(settings)
     if client.tracing_active:
         client.check_store()  # a corrupted, foreign or unwritable store stops here too, not after the run
+    plan = _plan_thread(runnable, asked, resume, client.settings.store)
+    run_async = is_async_only(runnable) if use_async is None else use_async
     handler = CallbackHandler(**{"client": client, **dict(handler_extra or {})})
     run_config = build_config(
-        handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=extra_config, callbacks=callbacks
+        handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=asked, callbacks=callbacks
     )
     if isinstance(target, str):
         run_config["metadata"].setdefault(TARGET_KEY, target)
     notify("running", handler)
     started = time.perf_counter()
     output: Any = None
+    pending: list[Any] = []
     error: BaseException | None = None
-    interrupted = False
+    cancelled = False
+    emit = lambda kind, chunk: notify("chunk", (kind, chunk))  # noqa: E731
     try:
         with sigterm_as_interrupt():
-            output = invoke(
-                runnable,
-                value,
-                run_config,
-                stream=stream,
-                use_async=use_async,
-                on_chunk=(lambda kind, chunk: notify("chunk", (kind, chunk))),
-            )
+            if run_async:
+                output, pending = asyncio.run(_drive_async(runnable, run_input, run_config, plan, stream, emit))
+            else:
+                output, pending = _drive_sync(runnable, run_input, run_config, plan, stream, emit)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
-        interrupted, error = True, err
+        cancelled, error = True, err
     except LftraceError:
         raise
     except Exception as err:  # the user's graph raised: its trace is saved with the error
         error = err
     elapsed = time.perf_counter() - started
     notify("finishing", handler)
-    if interrupted:
-        # runs LangChain never closed end now; the handler marks the trace interrupted (not ERROR) itself
-        handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else INTERRUPTED)
-    result = RunResult(None, output, error, handler.last_trace_id, interrupted, elapsed, label)
+    if cancelled:
+        # runs LangChain never closed end now; the handler marks the trace cancelled (not ERROR) itself
+        handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else CANCELLED)
+    result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, label)
+    result.thread_id, result.new_thread = plan.thread_id, plan.new
     if not client.flush() and client.write_error is not None:
         # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
         raise StoreError(f"the trace was not saved: {client.write_error}")
     result.trace = _read_back(client, handler, result)
+    result.interrupts = _with_nodes(pending, result.trace)
     return result
+
+
+def _with_nodes(pending: list[Any], trace: Trace | None) -> list[Any]:
+    """Name the node of each pending interrupt from the trace when the checkpoint did not say."""
+    if not pending or trace is None:
+        return pending
+    from .threads import PendingInterrupt
+
+    nodes = {i.get("id"): i.get("node") for i in trace.interrupts}
+    return [p if p.node else PendingInterrupt(p.id, p.value, nodes.get(p.id)) for p in pending]
 
 
 def _read_back(client: Any, handler: Any, result: RunResult) -> Trace | None:

@@ -34,7 +34,6 @@ APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
 BUSY_TIMEOUT_S = 30.0
 RETRY_DEADLINE_S = 60.0  # total time spent retrying a busy/locked store before giving up
 SQLITE_HEADER = b"SQLite format 3\x00"
-STATUSES = ("ok", "error", "interrupted")
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 _CHUNK = 500  # ids per IN (...) query, well below SQLite's variable limit
 _FIX = "move it away or set LFTRACE_STORE (or --store) to another path"
@@ -153,6 +152,23 @@ def m003_shared_lists(conn: sqlite3.Connection) -> None:
     # stores each message once instead of once per step.
     conn.execute(
         "CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, prev TEXT, data TEXT NOT NULL) WITHOUT ROWID"
+    )
+
+
+@migration(4)
+def m004_interrupted_cancelled_handled_errors(conn: sqlite3.Connection) -> None:
+    """Statuses of issue 9: Ctrl-C is 'cancelled' (it was 'interrupted', now a LangGraph pause); an error
+    inside a run that finished is a handled error (status ok) counted in ``handled_errors``."""
+    conn.execute("ALTER TABLE traces ADD COLUMN handled_errors INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE traces SET status = 'cancelled' WHERE status = 'interrupted'")
+    conn.execute(
+        "UPDATE traces SET status = 'ok' WHERE status = 'error' AND EXISTS "
+        "(SELECT 1 FROM observations o WHERE o.trace_id = traces.id AND o.parent_id IS NULL) AND NOT EXISTS "
+        "(SELECT 1 FROM observations o WHERE o.trace_id = traces.id AND o.parent_id IS NULL AND o.level = 'ERROR')"
+    )
+    conn.execute(
+        "UPDATE traces SET handled_errors = (SELECT count(*) FROM observations o "
+        "WHERE o.trace_id = traces.id AND o.level = 'ERROR') WHERE level = 'ERROR' AND status = 'ok'"
     )
 
 
@@ -742,13 +758,14 @@ class TraceStore:
         """Trace summaries, newest first; filters combine with AND. Observation blobs are never read.
 
         ``where`` is the whole filter (``lftrace list``); the keyword filters are shorthands combined with it.
-        ``level`` takes a level (DEBUG, DEFAULT, WARNING, ERROR) or a status (ok, error, interrupted), any case.
+        ``level`` takes a level (DEBUG, DEFAULT, WARNING, ERROR) or a status (ok, error, interrupted, cancelled).
         ``limit=None`` lists everything.
         """
         clause, params = _combine(where, name, level, session_id, user_id, tag, since_ns, status).where()
         sql = (
             "SELECT id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
-            f"observation_count, session_id, user_id FROM traces t {clause} ORDER BY timestamp_ns DESC, rowid DESC"
+            f"observation_count, session_id, user_id, handled_errors FROM traces t {clause} "
+            "ORDER BY timestamp_ns DESC, rowid DESC"
         )
         if limit is not None:
             sql += " LIMIT ?"
@@ -798,7 +815,7 @@ class TraceStore:
         """
         columns = (
             "id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
-            "observation_count, session_id, user_id"
+            "observation_count, session_id, user_id, handled_errors"
         )
 
         def work(conn: sqlite3.Connection) -> tuple[list[TraceSummary], int]:
@@ -1156,6 +1173,7 @@ def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, .
         trace.total_cost,
         len(trace.observations),
         dumps(data),
+        trace.handled_errors,
     )
 
 
@@ -1198,7 +1216,7 @@ def _observation_row(trace_id: str, seq: int, obs: Observation, pack: Callable[[
 
 _TRACE_COLUMNS = (
     "id, name, timestamp_ns, end_ns, latency, level, status, session_id, user_id, environment, release, "
-    "total_tokens, total_cost, observation_count, data"
+    "total_tokens, total_cost, observation_count, data, handled_errors"
 )
 _OBSERVATION_INSERT = (
     "INSERT INTO observations (trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data) "
@@ -1216,7 +1234,6 @@ _DELIVERY_UPSERT = (
     "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
     "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END"
 )
-_STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}  # ok < error < interrupted
 
 
 def _existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
@@ -1260,7 +1277,7 @@ def _insert_traces(
         ids = [(t.id,) for t in traces]
         conn.executemany("DELETE FROM observations WHERE trace_id = ?", ids)
         conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
-    conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(15)})", trace_rows)
+    conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(16)})", trace_rows)
     conn.executemany(_OBSERVATION_INSERT, obs_rows)
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
     delivery_rows = [(t.id, dest, now, now) for dest in destinations for t in traces]
@@ -1282,7 +1299,7 @@ def _merge_trace(
         "FROM traces WHERE id = ?",
         (tid,),
     ).fetchone()
-    name, start_ns, end_ns, status, session_id, user_id, environment, release, blob = row
+    name, start_ns, end_ns, _status, session_id, user_id, environment, release, blob = row
     data = orjson.loads(blob)
     tags = [r[0] for r in conn.execute("SELECT tag FROM trace_tags WHERE trace_id = ? ORDER BY position", (tid,))]
 
@@ -1310,16 +1327,13 @@ def _merge_trace(
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", _tag_rows(tid, merged_tags))
     count, level, tokens, cost = _observation_totals(conn, tid)
-    statuses = [status, incoming.status, "error" if level == "ERROR" else "ok"]
-    if metadata and metadata.get("interrupted"):
-        statuses.append("interrupted")
-    merged_status = max(statuses, key=lambda s: _STATUS_RANK.get(s, 1))
+    merged_status, handled = _merged_status(conn, tid, level, metadata)
     start = min(start_ns, incoming.timestamp) if incoming.timestamp else start_ns
     end = max(ends) if ends else None
     conn.execute(
         "UPDATE traces SET name = ?, timestamp_ns = ?, end_ns = ?, latency = ?, level = ?, status = ?, "
         "session_id = ?, user_id = ?, environment = ?, release = ?, total_tokens = ?, total_cost = ?, "
-        "observation_count = ?, data = ? WHERE id = ?",
+        "observation_count = ?, data = ?, handled_errors = ? WHERE id = ?",
         (
             pick(incoming.name, name),
             start,
@@ -1335,6 +1349,7 @@ def _merge_trace(
             cost,
             count,
             dumps(merged_data),
+            handled,
             tid,
         ),
     )
@@ -1351,6 +1366,24 @@ def _merge_trace(
         "INSERT OR IGNORE INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?)",
         [(tid, dest, now, now) for dest in destinations],
     )
+
+
+def _merged_status(conn: sqlite3.Connection, trace_id: str, level: str, metadata: Any) -> tuple[str, int]:
+    """(status, handled errors) of a merged trace, by ``Trace.status``'s rules, counted in SQL."""
+    probe = Trace(id=trace_id, name=None, timestamp=0, metadata=metadata if isinstance(metadata, dict) else None)
+    if probe.status == "cancelled":
+        return "cancelled", 0
+    if level == "ERROR":
+        roots, failed_roots, errors = conn.execute(
+            "SELECT count(*) FILTER (WHERE parent_id IS NULL), "
+            "count(*) FILTER (WHERE parent_id IS NULL AND level = 'ERROR'), count(*) FILTER (WHERE level = 'ERROR') "
+            "FROM observations WHERE trace_id = ?",
+            (trace_id,),
+        ).fetchone()
+        if failed_roots or not roots:
+            return "error", 0
+        return probe.status, int(errors)
+    return probe.status, 0
 
 
 def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> tuple[int, str, int, float | None]:
@@ -1576,7 +1609,7 @@ def _combine(
 
 
 def _summary(row: Sequence[Any], tags: list[str]) -> TraceSummary:
-    (tid, name, ts, end_ns, latency, level, status, tokens, cost, count, session_id, user_id) = row
+    (tid, name, ts, end_ns, latency, level, status, tokens, cost, count, session_id, user_id, handled) = row
     if end_ns is None and status == "ok":
         status = "running"  # a partial trace written while the run was still going
     return TraceSummary(
@@ -1592,4 +1625,5 @@ def _summary(row: Sequence[Any], tags: list[str]) -> TraceSummary:
         user_id=user_id,
         tags=tags,
         status=status,
+        handled_errors=handled or 0,
     )

@@ -1,0 +1,216 @@
+"""LangGraph threads for ``lftrace run``/``test``: checkpoints that outlive the process, interrupts, resume, async.
+
+A ``thread_id`` must mean the same thing in two ``lftrace run`` calls, so a graph compiled without a checkpointer
+or with an in-memory one (``InMemorySaver``, as the how-to guides write them) runs on a copy of itself with
+``langgraph-checkpoint-sqlite``'s saver in a file beside the trace store, the way LangGraph's own server
+attaches its checkpointer. A graph's own persistent checkpointer (SQLite, Postgres, ...) is used as it is.
+
+Imported only by runner.py, inside a run: langgraph is imported here lazily, never by ``show``/``list``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+BUSY_TIMEOUT_S = 30.0  # parallel `lftrace test` cases write one checkpoint file
+
+
+@dataclass(frozen=True)
+class PendingInterrupt:
+    """One ``interrupt()`` a paused graph waits on: its id (for ``--resume ID=VALUE``), value and node."""
+
+    id: str | None
+    value: Any
+    node: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "value": self.value, "node": self.node}
+
+
+def checkpoint_path(store: Path) -> Path:
+    """The checkpoint file beside the trace store: ``lftrace.db`` -> ``lftrace-checkpoints.db``."""
+    return store.with_name(f"{store.stem}-checkpoints.db")
+
+
+def new_thread_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _is_in_memory(checkpointer: Any) -> bool:
+    try:
+        from langgraph.checkpoint.memory import InMemorySaver
+    except ImportError:  # pragma: no cover - langgraph is a dependency
+        return False
+    return isinstance(checkpointer, InMemorySaver)
+
+
+def needs_checkpointer(graph: Any, thread_id: str | None) -> bool:
+    """Attach lftrace's saver: the graph keeps state in memory only, or has none and a thread was asked for."""
+    own = getattr(graph, "checkpointer", None)
+    if _is_in_memory(own):
+        return True
+    return thread_id is not None and own in (None, False)
+
+
+def has_checkpointer(graph: Any) -> bool:
+    own = getattr(graph, "checkpointer", None)
+    return own not in (None, False, True)
+
+
+def _private_file(path: Path) -> None:
+    """Create the checkpoint file 0600 (it holds the graph's state: messages, tool results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def sqlite_checkpointer(path: Path) -> Iterator[Any]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    _private_file(path)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def async_sqlite_checkpointer(path: Path) -> AsyncIterator[Any]:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    _private_file(path)
+    async with aiosqlite.connect(str(path), timeout=BUSY_TIMEOUT_S) as conn:
+        yield AsyncSqliteSaver(conn)
+
+
+def with_checkpointer(graph: Any, checkpointer: Any) -> Any:
+    """A copy of the compiled graph that saves to ``checkpointer`` (the user's object is left as it was)."""
+    return graph.copy(update={"checkpointer": checkpointer})
+
+
+def thread_config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def _interrupts_of(snapshot: Any) -> list[PendingInterrupt]:
+    found: list[PendingInterrupt] = []
+    seen: set[Any] = set()
+    for task in getattr(snapshot, "tasks", ()) or ():
+        for item in getattr(task, "interrupts", ()) or ():
+            key = getattr(item, "id", None) or id(item)
+            if key not in seen:
+                seen.add(key)
+                found.append(PendingInterrupt(getattr(item, "id", None), getattr(item, "value", None), task.name))
+    for item in getattr(snapshot, "interrupts", ()) or ():
+        key = getattr(item, "id", None) or id(item)
+        if key not in seen:
+            seen.add(key)
+            found.append(PendingInterrupt(getattr(item, "id", None), getattr(item, "value", None)))
+    return found
+
+
+def pending_interrupts(graph: Any, thread_id: str) -> list[PendingInterrupt]:
+    """The interrupts the thread's latest checkpoint waits on (with the node that raised each one)."""
+    return _interrupts_of(graph.get_state(thread_config(thread_id)))
+
+
+async def apending_interrupts(graph: Any, thread_id: str) -> list[PendingInterrupt]:
+    return _interrupts_of(await graph.aget_state(thread_config(thread_id)))
+
+
+def interrupts_in_output(output: Any) -> list[PendingInterrupt]:
+    """``invoke`` of a graph without checkpointer returns its interrupts under ``__interrupt__``."""
+    items = output.get("__interrupt__") if isinstance(output, Mapping) else None
+    if not isinstance(items, (list, tuple)):
+        return []
+    return [PendingInterrupt(getattr(i, "id", None), getattr(i, "value", None)) for i in items]
+
+
+def parse_value(text: str) -> Any:
+    """A resume value: JSON when it parses, otherwise the text itself (a string)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def resume_command(values: Sequence[str], pending: Sequence[PendingInterrupt]) -> Any:
+    """``Command(resume=...)`` for the ``--resume`` values given.
+
+    One pending interrupt takes one value. Several pending interrupts take ``ID=VALUE`` items (ID: the
+    interrupt id or a unique prefix of it), one for each interrupt to answer.
+    """
+    from langgraph.types import Command
+
+    if not pending:
+        raise InputError("the thread has no pending interrupt, so there is nothing to resume (run it with --input)")
+    by_id: dict[str, Any] = {}
+    plain: list[str] = []
+    for text in values:
+        interrupt_id, sep, rest = text.partition("=")
+        matches = [p.id for p in pending if p.id and sep and len(interrupt_id) >= 4 and p.id.startswith(interrupt_id)]
+        if len(matches) == 1:
+            by_id[matches[0]] = parse_value(rest)
+        else:
+            plain.append(text)
+    if by_id and not plain:
+        return Command(resume=by_id)
+    if len(pending) == 1 and len(plain) == 1 and not by_id:
+        return Command(resume=parse_value(plain[0]))
+    if len(pending) == 1:
+        raise InputError("the thread waits on one interrupt: give one --resume VALUE")
+    ids = ", ".join(str(p.id) for p in pending)
+    raise InputError(
+        f"the thread waits on {len(pending)} interrupts ({ids}): answer each with --resume ID=VALUE "
+        f"(ID may be a prefix of the interrupt id)"
+    )
+
+
+def resume_hint(target: str, thread_id: str | None, pending: Sequence[PendingInterrupt]) -> str:
+    """The exact command that resumes a paused run, with the interrupt's value as a placeholder answer."""
+    args = ["lftrace", "run", target]
+    if thread_id is not None:
+        args += ["--thread-id", thread_id]
+    if len(pending) == 1:
+        args += ["--resume", "VALUE"]
+    else:
+        for item in pending:
+            args += ["--resume", f"{item.id}=VALUE"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+# -- async-only graphs ----------------------------------------------------------------------------------------
+
+
+def is_async_only(runnable: Any, _depth: int = 0) -> bool:
+    """True when a node can only run under ``ainvoke`` (an ``async def`` node: no sync function to call).
+
+    Checked before running, over the graph's nodes and their subgraphs, so ``lftrace run`` picks ``ainvoke``
+    by itself instead of failing with LangGraph's "No synchronous function provided".
+    """
+    if _depth > 20 or runnable is None:
+        return False
+    nodes = getattr(runnable, "nodes", None)
+    if isinstance(nodes, Mapping) and hasattr(runnable, "stream_mode"):  # a compiled graph
+        return any(is_async_only(getattr(node, "bound", node), _depth + 1) for node in nodes.values())
+    if getattr(runnable, "afunc", None) is not None and getattr(runnable, "func", None) is None:
+        return True  # RunnableCallable(None, afunc) / RunnableLambda(async def ...)
+    steps = getattr(runnable, "steps", None)
+    if isinstance(steps, (list, tuple)):
+        return any(is_async_only(step, _depth + 1) for step in steps)
+    bound = getattr(runnable, "bound", None)
+    return bound is not None and bound is not runnable and is_async_only(bound, _depth + 1)
