@@ -27,6 +27,10 @@ except ImportError:  # loaded by file path from outside the repo root
     from sample_graphs._models import get_chat_model
 
 
+class Input(TypedDict):
+    topic: str
+
+
 class State(TypedDict):
     topic: str
     draft: str
@@ -50,7 +54,7 @@ def human_review(state: State) -> Command[Literal["write_draft", "__end__"]]:
     return Command(goto="write_draft", update={"feedback": str(answer)})
 
 
-builder = StateGraph(State)
+builder = StateGraph(State, input_schema=Input)
 builder.add_node("write_draft", write_draft)
 builder.add_node("human_review", human_review)
 builder.add_edge(START, "write_draft")

@@ -46,7 +46,7 @@ def agent(state: MessagesState):
 
 builder = StateGraph(MessagesState)
 builder.add_node("agent", agent)
-builder.add_node("tools", ToolNode([get_weather]))
+builder.add_node("tools", ToolNode([get_weather], handle_tool_errors=True))
 builder.add_edge(START, "agent")
 builder.add_conditional_edges("agent", tools_condition)
 builder.add_edge("tools", "agent")
