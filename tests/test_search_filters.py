@@ -138,7 +138,7 @@ def test_the_migration_backfills_the_search_index_of_an_existing_store(tmp_path,
     conn = sqlite3.connect(old)
     conn.executescript(
         "DROP TABLE trace_search; DROP TABLE trace_search_docs; DROP INDEX observations_model; "
-        "DELETE FROM _migrations WHERE version >= 2; PRAGMA user_version = 1;"
+        "DELETE FROM _migrations WHERE version = 2; PRAGMA user_version = 1;"
     )
     conn.close()
     with TraceStore(old) as store:

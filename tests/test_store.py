@@ -552,3 +552,22 @@ def test_observation_without_parent_in_trace_is_kept(store: TraceStore) -> None:
     )
     store.write_traces([trace])
     assert [o.name for o in store.get_trace(trace.id).observations][:2] == ["agent", "orphan"]
+
+
+def test_migration_3_converts_stored_statuses(tmp_path: Path) -> None:
+    """Stores written before issue 9: Ctrl-C was 'interrupted' and any ERROR observation made the trace 'error'."""
+    path = tmp_path / "old.db"
+    handled, raised_trace, ctrl_c = make_trace(error=True), raised(make_trace(error=True)), make_trace()
+    with TraceStore(path) as opened:
+        opened.write_traces([handled, raised_trace, ctrl_c])
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        f"UPDATE traces SET status = 'error' WHERE id = '{handled.id}'; "
+        f"UPDATE traces SET status = 'interrupted' WHERE id = '{ctrl_c.id}'; "
+        "ALTER TABLE traces DROP COLUMN handled_errors; DELETE FROM _migrations WHERE version = 3; "
+        "PRAGMA user_version = 2;"
+    )
+    conn.close()
+    with TraceStore(path) as opened:
+        got = {s.id: (s.status, s.handled_errors) for s in opened.list_traces()}
+    assert got == {handled.id: ("ok", 1), raised_trace.id: ("error", 0), ctrl_c.id: ("cancelled", 0)}
