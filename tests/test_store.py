@@ -554,7 +554,7 @@ def test_observation_without_parent_in_trace_is_kept(store: TraceStore) -> None:
     assert [o.name for o in store.get_trace(trace.id).observations][:2] == ["agent", "orphan"]
 
 
-def test_migration_3_converts_stored_statuses(tmp_path: Path) -> None:
+def test_migration_4_converts_stored_statuses(tmp_path: Path) -> None:
     """Stores written before issue 9: Ctrl-C was 'interrupted' and any ERROR observation made the trace 'error'."""
     path = tmp_path / "old.db"
     handled, raised_trace, ctrl_c = make_trace(error=True), raised(make_trace(error=True)), make_trace()
@@ -564,8 +564,8 @@ def test_migration_3_converts_stored_statuses(tmp_path: Path) -> None:
     conn.executescript(
         f"UPDATE traces SET status = 'error' WHERE id = '{handled.id}'; "
         f"UPDATE traces SET status = 'interrupted' WHERE id = '{ctrl_c.id}'; "
-        "ALTER TABLE traces DROP COLUMN handled_errors; DELETE FROM _migrations WHERE version = 3; "
-        "PRAGMA user_version = 2;"
+        "ALTER TABLE traces DROP COLUMN handled_errors; DELETE FROM _migrations WHERE version = 4; "
+        "PRAGMA user_version = 3;"
     )
     conn.close()
     with TraceStore(path) as opened:
