@@ -652,11 +652,15 @@ def build_tree(
     delivered: Sequence[str] = (),
     context: bool = True,
     bodies: bool = True,
+    expand: bool = False,
 ) -> TraceTree:
     """Lay the trace out as rows: the trace line, then every observation (or the ``focus`` subtree).
 
     ``bodies=False`` leaves out the in/out/error lines (the live view: values are not serialised yet).
+    Repeated sequences of siblings are folded (fold.py) unless ``expand``.
     """
+    from .fold import Fold, fold_siblings
+
     roots, kids = _child_map(trace)
     if focus is not None:
         roots = [find_observation(trace, focus)]
@@ -664,12 +668,21 @@ def build_tree(
     root = trace_parts(trace)
     tree = TraceTree([_Row("", root, drop=trace_drop(root))], context_parts(trace, delivered) if context else [])
     rows = tree.rows
+
     # iterative depth-first walk: 5,000-deep chains must not hit the recursion limit
-    stack: list[tuple[Observation, str, bool, int]] = [
-        (obs, "", i == len(roots) - 1, 1) for i, obs in reversed(list(enumerate(roots)))
+    def shown(siblings: list[Observation]) -> list[Observation | Fold]:
+        return list(siblings) if expand else fold_siblings(siblings, kids)
+
+    items = shown(roots)
+    stack: list[tuple[Observation | Fold, str, bool, int]] = [
+        (obs, "", i == len(items) - 1, 1) for i, obs in reversed(list(enumerate(items)))
     ]
     while stack:
         obs, prefix, last, level = stack.pop()
+        if isinstance(obs, Fold):
+            label = [(obs.label(), "bold"), (f"  {obs.totals()}", "dim")]
+            rows.append(_Row(prefix + (_LAST if last else _BRANCH), label))
+            continue
         children = kids.get(obs.id, [])
         routing = is_routing(obs, by_id.get(obs.parent_id) if obs.parent_id else None, bool(children))
         parts, drop = observation_parts(obs, routing=routing)
@@ -684,8 +697,9 @@ def build_tree(
             hidden = _count_descendants(obs.id, kids)
             rows.append(_Row(inner + _LAST, [(f"… {hidden} more (use --depth {level + 1} or more)", "dim")]))
             continue
-        for i in range(len(children) - 1, -1, -1):
-            stack.append((children[i], inner, i == len(children) - 1, level + 1))
+        items = shown(children)
+        for i in range(len(items) - 1, -1, -1):
+            stack.append((items[i], inner, i == len(items) - 1, level + 1))
     return tree
 
 
@@ -732,9 +746,10 @@ def render_trace(
     *,
     footer: bool = True,
     delivered: Sequence[str] = (),
+    expand: bool = False,
 ) -> RenderableType:
     """The tree (after the trace line, its context), then (with ``footer``) the final output and the trace id."""
-    tree = build_tree(trace, full=full, depth=depth, focus=focus, delivered=delivered)
+    tree = build_tree(trace, full=full, depth=depth, focus=focus, delivered=delivered, expand=expand)
     if not footer:
         return tree
     parts: list[RenderableType] = [tree, Text("")]

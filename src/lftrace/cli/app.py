@@ -145,11 +145,13 @@ def print_trace(
     *,
     footer: bool = True,
     out: Console | None = None,
+    expand: bool = False,
 ) -> None:
     from ..render import render_trace
 
     # rows are already cut to the width, so rich's own cropping pass (slow on 5,000 rows) is skipped
-    (out or console()).print(render_trace(trace, full=full, depth=depth, focus=focus, footer=footer), crop=False)
+    renderable = render_trace(trace, full=full, depth=depth, focus=focus, footer=footer, expand=expand)
+    (out or console()).print(renderable, crop=False)
 
 
 # ---------------------------------------------------------------- settings, store, traces

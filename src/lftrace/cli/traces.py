@@ -27,6 +27,13 @@ def show_command(
     remote: Annotated[
         bool, typer.Option("--remote", help="Read the trace from Langfuse instead of the local store.")
     ] = False,
+    expand: Annotated[
+        bool, typer.Option("--expand", help="Show every observation (repeated node sequences are folded by default).")
+    ] = False,
+    steps: Annotated[
+        str | None,
+        typer.Option("--steps", metavar="A..B", help="Only LangGraph steps A to B (also A.., ..B or one step N)."),
+    ] = None,
 ) -> None:
     """Show one stored trace as a tree: every observation with type, name, duration and level; generations with model, tokens, cost and time to first token; errors in red.
 
@@ -39,19 +46,27 @@ def show_command(
       lftrace show last~1
       lftrace show last --observation 9c1e --full
       lftrace show last --json | jq '.observations | length'
+      lftrace show last --steps 100..120
+
+    Long runs are folded: a repeated sequence of nodes shows its first and last round and one line such as `× 1,248  think -> critic` with the totals of the rounds in between; a level longer than a screen is cut in the middle. --expand shows everything; --steps A..B shows LangGraph steps A to B in full.
 
     With --remote the trace is read from Langfuse (LANGFUSE_* keys) instead of the local store: what the server stored, rendered the same way. TRACE_ID must then be a full id, or 'last' for the newest local trace's id. Exit 2 without keys, 4 when Langfuse has no such trace, 6 when it cannot be reached.
 
       lftrace show --remote last
     """
     trace = load_remote_trace(trace_id) if remote else load_trace(trace_id)
+    if steps is not None:
+        from ..fold import parse_steps, select_steps
+
+        trace = select_steps(trace, *parse_steps(steps))
+        expand = True  # a range asked for is shown in full
     if json_out:
         data = trace.to_dict()
         if observation is not None:
             data["observations"] = [o.to_dict() for o in _subtree(trace, observation)]
         print_json(data)
         return
-    print_trace(trace, full=full, depth=depth, focus=observation)
+    print_trace(trace, full=full, depth=depth, focus=observation, expand=expand)
 
 
 def load_remote_trace(trace_id: str) -> Trace:
