@@ -109,7 +109,7 @@ graph = builder.compile()
 """
 
 
-def test_ctrl_c_saves_the_partial_trace_marked_interrupted_and_exits_130(tmp_path):
+def test_ctrl_c_saves_the_partial_trace_marked_cancelled_and_exits_130(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_GRAPH, encoding="utf-8")
     proc = subprocess.Popen(
         [LFTRACE, "run", "slow.py:graph", "-i", "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -123,7 +123,7 @@ def test_ctrl_c_saves_the_partial_trace_marked_interrupted_and_exits_130(tmp_pat
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert err.startswith("error: interrupted (Ctrl-C); partial trace saved: ") and "Traceback" not in err
+    assert err.startswith("error: cancelled (Ctrl-C); partial trace saved: ") and "Traceback" not in err
     assert "⚠ cancelled" in out
     data = json.loads(lftrace("show", "last", "--json").stdout)
     assert data["metadata"]["cancelled"] is True

@@ -34,6 +34,8 @@ _EXPECT_KEYS = {
     "max_cost": "max_cost",
     "max_llm_calls": "max_llm_calls",
     "no_errors": "no_errors",
+    "interrupt": "interrupt",
+    "complete": "complete",
 }
 
 
@@ -63,8 +65,15 @@ class Expectations:
     max_cost: float | None = None  # USD
     max_llm_calls: int | None = None
     no_errors: bool = False
+    interrupt: bool | str | None = None  # the run pauses at interrupt() (a regex: with a value matching it)
+    complete: bool | None = None  # True: the run must finish, not pause (`run --expect-complete`)
 
     def __post_init__(self) -> None:
+        if isinstance(self.interrupt, str):
+            try:
+                re.compile(self.interrupt)
+            except re.error as exc:
+                raise InputError(f"interrupt regex {self.interrupt!r} is invalid: {exc}") from None
         if self.output_regex is not None:
             try:
                 re.compile(self.output_regex)
@@ -92,6 +101,8 @@ class Expectations:
             max_cost=self.max_cost if self.max_cost is not None else defaults.max_cost,
             max_llm_calls=self.max_llm_calls if self.max_llm_calls is not None else defaults.max_llm_calls,
             no_errors=self.no_errors or defaults.no_errors,
+            interrupt=self.interrupt if self.interrupt is not None else defaults.interrupt,
+            complete=self.complete if self.complete is not None else defaults.complete,
         )
 
     @classmethod
@@ -128,6 +139,10 @@ class Expectations:
                 out[name] = getattr(self, name)
         if self.no_errors:
             out["no_errors"] = True
+        if self.interrupt is not None:
+            out["interrupt"] = self.interrupt
+        if self.complete is not None:
+            out["complete"] = self.complete
         return out
 
 
@@ -145,9 +160,13 @@ def _coerce(target: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of names")
         return tuple(value)
-    if target == "no_errors":
+    if target in ("no_errors", "complete"):
         if not isinstance(value, bool):
             raise bad("true or false")
+        return value
+    if target == "interrupt":
+        if not isinstance(value, bool | str):
+            raise bad("true, false or a regular expression on the interrupt's value")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad("a number")
@@ -267,6 +286,7 @@ def check(trace: Trace, output: str | None, expectations: Expectations) -> list[
                 )
             )
     failures.extend(_budgets(trace, e))
+    failures.extend(_pause(trace, e))
     if e.no_errors:
         errors = error_observations(trace)
         if errors:
@@ -305,6 +325,36 @@ def _budgets(trace: Trace, e: Expectations) -> Iterable[AssertionFailure]:
             )
         elif cost > e.max_cost:
             yield AssertionFailure("max cost", f"<= ${e.max_cost:g}", f"${cost:.6f}", "the run cost too much")
+
+
+def interrupt_texts(trace: Trace) -> list[str]:
+    """Each pending interrupt's value as text (strings as they are, other values as JSON)."""
+    texts = []
+    for item in trace.interrupts:
+        value = item.get("value")
+        texts.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+    return texts
+
+
+def _pause(trace: Trace, e: Expectations) -> Iterable[AssertionFailure]:
+    paused = trace.status == "interrupted"
+    texts = interrupt_texts(trace)
+    where = ", ".join(str(i.get("node") or "?") for i in trace.interrupts)
+    if e.complete and paused:
+        yield AssertionFailure(
+            "complete", "finished", f"paused at {where}", f"the run paused at an interrupt: {_short('; '.join(texts))}"
+        )
+    if e.interrupt is False and paused:
+        yield AssertionFailure("interrupt", "no pause", f"paused at {where}", "the run paused at an interrupt")
+    elif e.interrupt is True and not paused:
+        yield AssertionFailure("interrupt", "a pause", trace.status, "the run did not pause at an interrupt")
+    elif isinstance(e.interrupt, str):
+        if not paused:
+            yield AssertionFailure("interrupt", f"/{e.interrupt}/", trace.status, "the run did not pause")
+        elif not any(re.search(e.interrupt, text) for text in texts):
+            yield AssertionFailure(
+                "interrupt", f"/{e.interrupt}/", _short("; ".join(texts)), "no interrupt value matches the regex"
+            )
 
 
 def _names(names: list[str]) -> str:

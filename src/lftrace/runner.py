@@ -53,6 +53,7 @@ class RunResult:
     thread_id: str | None = None
     new_thread: bool = False  # the thread id was made up for this run (print it)
     interrupts: list[Any] = field(default_factory=list)
+    runnable: Any = None  # what ran (a factory's product), so a resume in the same process reuses it
 
     @property
     def ok(self) -> bool:
@@ -696,7 +697,7 @@ def execute(
         # runs LangChain never closed end now; the handler marks the trace cancelled (not ERROR) itself
         handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else CANCELLED)
     result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, label)
-    result.thread_id, result.new_thread = plan.thread_id, plan.new
+    result.thread_id, result.new_thread, result.runnable = plan.thread_id, plan.new, runnable
     if not client.flush() and client.write_error is not None:
         # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
         raise StoreError(f"the trace was not saved: {client.write_error}")

@@ -77,3 +77,46 @@ ToleranceOption = Annotated[
         rich_help_panel=PANEL,
     ),
 ]
+
+# -- the run options, shared by `run` and `test` ------------------------------------------------
+RUN_PANEL = "Config and threads"
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        metavar="JSON|@FILE",
+        help="RunnableConfig merged into the run's config (JSON, or @path to a JSON file).",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+RecursionLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--recursion-limit", metavar="N", min=1, help="LangGraph's step limit for the run.", rich_help_panel=RUN_PANEL
+    ),
+]
+SessionIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--session-id", help="Langfuse session id (default: the LangGraph thread id).", rich_help_panel=RUN_PANEL
+    ),
+]
+UserIdOption = Annotated[
+    str | None, typer.Option("--user-id", help="Langfuse user id of the trace.", rich_help_panel=RUN_PANEL)
+]
+TagOption = Annotated[
+    list[str] | None, typer.Option("--tag", help="Trace tag (repeatable).", rich_help_panel=RUN_PANEL)
+]
+MetadataOption = Annotated[
+    list[str] | None,
+    typer.Option("--metadata", metavar="KEY=VALUE", help="Run metadata (repeatable).", rich_help_panel=RUN_PANEL),
+]
+AsyncOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--async/--sync",
+        help="Force ainvoke/astream or invoke/stream (default: async when a node is async-only).",
+        show_default=False,
+        rich_help_panel=RUN_PANEL,
+    ),
+]

@@ -6,6 +6,7 @@ LangChain/LangGraph are imported inside the command (through the runner), never 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 import traceback
@@ -15,11 +16,15 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import ExitStatus, LftraceError
+from ..errors import ExitStatus, InputError, LftraceError
 from .app import app, console, enable_debug, err_console, print_json, print_trace, resolve_settings, state
 from .ci import enforce_run_assertions, expectations_from_options, load_baseline
 from .options import (
+    PANEL,
+    RUN_PANEL,
+    AsyncOption,
     BaselineOption,
+    ConfigOption,
     ExpectNodeOption,
     ExpectOutputOption,
     ExpectToolOption,
@@ -27,8 +32,13 @@ from .options import (
     MaxLatencyOption,
     MaxLlmCallsOption,
     MaxTokensOption,
+    MetadataOption,
     NoErrorsOption,
+    RecursionLimitOption,
+    SessionIdOption,
+    TagOption,
     ToleranceOption,
+    UserIdOption,
 )
 
 if TYPE_CHECKING:
@@ -125,13 +135,38 @@ def run_command(
         str | None, typer.Option("--input-file", help="Read the input from a file ('-' for stdin).")
     ] = None,
     stream: Annotated[bool, typer.Option("--stream", help="Show output live (graph updates, chain tokens).")] = False,
-    use_async: Annotated[bool, typer.Option("--async", help="Run with ainvoke/astream.")] = False,
-    config: Annotated[
-        str | None, typer.Option("--config", help="RunnableConfig JSON merged into the run's config.")
+    use_async: AsyncOption = None,
+    config: ConfigOption = None,
+    thread_id: Annotated[
+        str | None,
+        typer.Option(
+            "--thread-id",
+            help="LangGraph thread: its checkpoints are kept between runs (default: a new one when the graph keeps state).",
+            rich_help_panel=RUN_PANEL,
+        ),
     ] = None,
-    session_id: Annotated[str | None, typer.Option("--session-id", help="Langfuse session id of the trace.")] = None,
-    user_id: Annotated[str | None, typer.Option("--user-id", help="Langfuse user id of the trace.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Trace tag (repeatable).")] = None,
+    resume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resume",
+            metavar="VALUE|ID=VALUE",
+            help="Answer the thread's pending interrupt (JSON, or text); ID=VALUE for one of several (repeatable).",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            help="When the graph pauses at interrupt(), ask for the answer on the terminal and go on.",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = False,
+    recursion_limit: RecursionLimitOption = None,
+    session_id: SessionIdOption = None,
+    user_id: UserIdOption = None,
+    tag: TagOption = None,
+    metadata: MetadataOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Trace name (default: the root run's name).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the trace JSON.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Show inputs and outputs of every observation in full.")] = False,
@@ -146,28 +181,44 @@ def run_command(
     no_errors: NoErrorsOption = False,
     baseline: BaselineOption = None,
     tolerance: ToleranceOption = 0.25,
+    expect_complete: Annotated[
+        bool,
+        typer.Option(
+            "--expect-complete", help="Fail (exit 5) when the run pauses at an interrupt.", rich_help_panel=PANEL
+        ),
+    ] = False,
 ) -> None:
     """Run a LangGraph graph or LangChain runnable with tracing on, then show its trace tree.
 
     TARGET is [bold]module:attr[/bold] (importable from the current directory) or [bold]path/to/file.py:attr[/bold]; the attribute is a compiled graph, any Runnable, or a zero-argument factory returning one.
 
-    Input is JSON if it parses, otherwise text: text goes in as a user message for graphs with a 'messages' channel, as the one required field of a chain, or as is.
+    Input is JSON if it parses, otherwise text: a JSON object goes in as it is; text goes in as a user message for graphs with a 'messages' channel, or as the one text field of the input.
+
+    A graph that pauses at interrupt() ends with status interrupted (exit 0): the pending interrupts and the command that resumes them are printed. The thread's checkpoints are kept in a file beside the trace store, so --thread-id T --resume VALUE continues it in a later process; --interactive asks on the terminal instead.
 
     When LANGFUSE_* keys (or OTEL_EXPORTER_OTLP_ENDPOINT) are set, the trace is exported before the command ends and its last line says where it went: the Langfuse URL of the trace, or 'queued: N traces pending (reason)' when the backend could not be reached. A queued trace is kept in the store and does not change the exit code (the run itself succeeded): send it later with [bold]lftrace push[/bold].
 
-    Exit codes: 0 ok (also when export is queued), 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion failed, 130 Ctrl-C (partial trace saved).
+    Exit codes: 0 ok (also when export is queued, and when the run paused at an interrupt), 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion failed (or --expect-complete and the run paused), 130 Ctrl-C (partial trace saved).
 
     [bold]Example[/bold]
 
       lftrace run app.py:graph --input "What is Langfuse?"
       lftrace run chains.jokes:chain --input '{"topic": "cats"}' --stream
       echo 'hello' | lftrace run app.py:graph --input-file - --json > trace.json
+      lftrace run review.py:graph --thread-id 7f3a --resume '"yes"'
     """
     if debug:
         enable_debug()
     expectations = expectations_from_options(
         expect_output, expect_node, expect_tool, max_latency, max_tokens, max_cost, max_llm_calls, no_errors
     )
+    if expect_complete:
+        expectations = dataclasses.replace(expectations, complete=True)
+    if interactive and not sys.stdin.isatty():
+        raise InputError("--interactive needs a terminal on stdin; answer a paused run with --resume VALUE instead")
+    from ..runner import parse_metadata
+
+    run_metadata = parse_metadata(metadata or [])
     baseline_trace = load_baseline(baseline) if baseline else None  # before the run: `last` is the previous one
     settings = resolve_settings()
     out = console()
@@ -184,26 +235,73 @@ def run_command(
 
     from ..runner import execute  # LangChain is imported here, never at `lftrace list`/`show` start
 
+    common: dict[str, Any] = {
+        "stream": stream,
+        "use_async": use_async,
+        "config": config,
+        "recursion_limit": recursion_limit,
+        "metadata": run_metadata,
+        "session_id": session_id,
+        "user_id": user_id,
+        "tags": tag or [],
+        "name": name,
+        "progress": progress,
+        "settings": settings,
+    }
     with spinner if spinner is not None else contextlib.nullcontext():
-        result = execute(
-            target,
-            input,
-            input_file=input_file,
-            stream=stream,
-            use_async=use_async,
-            config=config,
-            session_id=session_id,
-            user_id=user_id,
-            tags=tag or [],
-            name=name,
-            progress=progress,
-            settings=settings,
-        )
-    if printer is not None:
-        printer.end_line()
-        out.print()
-    report_run(result, json_out=json_out, full=full, settings=settings)
+        result = execute(target, input, input_file=input_file, thread_id=thread_id, resume=resume, **common)
+    while True:
+        if printer is not None:
+            printer.end_line()
+            out.print()
+        report_run(result, json_out=json_out, full=full, settings=settings)
+        if not result.paused:
+            break
+        print_pause(result, target, json_out=json_out)
+        answers = ask_resume(result.interrupts) if interactive else None
+        if answers is None:
+            break
+        result = execute(result.runnable, label=target, thread_id=result.thread_id, resume=answers, **common)
     enforce_run_assertions(result.trace, result.output, expectations, baseline=baseline_trace, tolerance=tolerance)
+
+
+def print_pause(result: RunResult, target: str, *, json_out: bool = False) -> None:
+    """A paused run: each pending interrupt with its value, then the exact command that resumes the thread."""
+    from ..render import preview
+    from ..sanitize import clean_line
+    from ..serialize import to_jsonable
+    from ..threads import resume_hint
+
+    out = err_console() if json_out else console()
+    shown = result.trace is not None and not json_out  # the tree's footer already shows what the graph waits for
+    for item in [] if shown and len(result.interrupts) == 1 else result.interrupts:
+        where = clean_line(item.node or "the graph")
+        line = Text.assemble(("⏸ ", "bold yellow"), (where, "bold"), " waits for input: ")
+        line.append(preview(to_jsonable(item.value)), style="yellow")
+        if len(result.interrupts) > 1:
+            line.append(f"  (id {item.id})", style="dim")
+        out.print(line, soft_wrap=True)
+    if result.thread_id is None:
+        out.print(
+            Text("the graph keeps no checkpoints: run it with --thread-id ID to be able to resume", style="yellow"),
+            soft_wrap=True,
+        )
+        return
+    hint = resume_hint(target, result.thread_id, result.interrupts)
+    out.print(Text.assemble(("resume: ", "bold"), clean_line(hint)), soft_wrap=True)
+
+
+def ask_resume(pending: list[Any]) -> list[str] | None:
+    """Ask on the terminal for each pending interrupt's answer (JSON, or text); None on end of input (Ctrl-D)."""
+    answers: list[str] = []
+    for item in pending:
+        label = f"answer for {item.node or 'the graph'}" + (f" ({item.id[:8]})" if len(pending) > 1 and item.id else "")
+        try:
+            text = input(f"{label}> ")
+        except EOFError:
+            return None
+        answers.append(f"{item.id}={text}" if len(pending) > 1 and item.id else text)
+    return answers
 
 
 def report_run(
@@ -219,9 +317,16 @@ def report_run(
     else:
         _print_raw_output(result.output)
     _print_destination(result, settings or resolve_settings(), json_out=json_out)
-    if result.interrupted:
+    if result.new_thread and result.thread_id is not None:
+        (err_console() if json_out else console()).print(
+            Text.assemble(("thread: ", "bold"), result.thread_id, ("  (new; continue it with --thread-id)", "dim")),
+            soft_wrap=True,
+        )
+    if result.cancelled:
         saved = f"partial trace saved: {result.trace.id}" if result.trace is not None else "no trace saved"
-        raise LftraceError(f"interrupted (Ctrl-C); {saved}", exit_code=ExitStatus.INTERRUPTED)
+        if result.terminated:
+            raise LftraceError(f"terminated (SIGTERM); {saved}", exit_code=ExitStatus.TERMINATED)
+        raise LftraceError(f"cancelled (Ctrl-C); {saved}", exit_code=ExitStatus.INTERRUPTED)
     if result.error is not None:
         if state.debug:
             traceback.print_exception(result.error, file=sys.stderr)

@@ -1,0 +1,155 @@
+"""`lftrace run` on the graphs of tests/graphs: run options, interrupts resumed by a second process and through a
+pseudo-terminal, async-only graphs, config factories, handled errors, recursion limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lftrace.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+GRAPHS = Path(__file__).resolve().parent / "graphs"
+REVIEW = f"{REPO / 'sample_graphs' / 'human_review.py'}:graph"
+LFTRACE = str(Path(sys.executable).parent / "lftrace")
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), env={"COLUMNS": "160"})
+
+
+def target(name: str, attr: str = "graph") -> str:
+    return f"{GRAPHS / name}.py:{attr}"
+
+
+def lftrace(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LFTRACE, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_interrupt_then_resume_in_a_second_process_on_the_same_thread():
+    # the graph compiles with an InMemorySaver: lftrace keeps its checkpoints in a file beside the store
+    first = lftrace("run", REVIEW, "--input", "release notes", "--json")
+    assert first.returncode == 0, first.stderr
+    paused = json.loads(first.stdout)
+    thread = paused["sessionId"]
+    assert paused["metadata"]["langgraph_interrupts"][0]["node"] == "human_review"
+    assert "human_review waits for input: " in first.stderr
+    assert f"resume: lftrace run {REVIEW} --thread-id {thread} --resume VALUE" in first.stderr
+    assert f"thread: {thread}  (new; continue it with --thread-id)" in first.stderr
+
+    second = lftrace("run", REVIEW, "--thread-id", thread, "--resume", '"yes"', "--expect-complete")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[0].startswith("human_review  ✓ ok")
+    listed = lftrace("list", "--json")
+    statuses = [(t["status"], t["sessionId"]) for t in json.loads(listed.stdout)]
+    assert statuses == [("ok", thread), ("interrupted", thread)]
+
+
+def test_a_paused_run_exits_0_unless_it_is_expected_to_complete():
+    result = invoke("run", REVIEW, "--input", "notes")
+    assert result.exit_code == 0, result.stderr
+    assert "⏸ interrupted" in result.stdout.splitlines()[0]
+    assert "⏸ interrupt: " in result.stdout and "Paused, waiting for input:" in result.stdout
+    result = invoke("run", REVIEW, "--input", "notes", "--expect-complete")
+    assert result.exit_code == 5
+    assert "✗ complete: the run paused at an interrupt" in result.stdout + result.stderr
+
+
+def test_resume_errors_are_usage_errors():
+    result = invoke("run", REVIEW, "--resume", "yes")
+    assert result.exit_code == 2 and "--resume needs the thread to resume: give --thread-id" in result.stderr
+    result = invoke("run", REVIEW, "--thread-id", "nothing-here", "--resume", "yes")
+    assert result.exit_code == 2 and "no pending interrupt" in result.stderr
+    result = invoke("run", REVIEW, "--input", "x", "--interactive")  # CliRunner's stdin is not a terminal
+    assert result.exit_code == 2 and "--interactive needs a terminal" in result.stderr
+
+
+def test_interactive_asks_on_the_terminal_and_goes_on_in_the_same_process():
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: lftrace with the pseudo-terminal as stdin/stdout/stderr
+        os.execv(LFTRACE, [LFTRACE, "run", REVIEW, "--input", "release notes", "--interactive"])
+    output = b""
+    answers = [b"make it shorter\n", b"yes\n"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        if output.count(b"answer for human_review> ") > 2 - len(answers):
+            os.write(fd, answers.pop(0))
+    _, status = os.waitpid(pid, 0)
+    text = output.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert text.count("answer for human_review> ") == 2
+    assert text.count("⏸ interrupted") == 2 and "✓ ok" in text  # paused, revised and paused again, published
+    traces = json.loads(lftrace("list", "--json").stdout)
+    assert [t["status"] for t in traces] == ["ok", "interrupted", "interrupted"]
+    assert len({t["sessionId"] for t in traces}) == 1  # one thread, three turns
+
+
+def test_run_options_config_file_factory_and_metadata(tmp_path):
+    (tmp_path / "config.json").write_text('{"configurable": {"style": "bold"}}', encoding="utf-8")
+    result = invoke(
+        "run",
+        target("factory", "make_graph"),
+        "--input",
+        '{"question": "hi"}',
+        "--config",
+        "@config.json",
+        "--metadata",
+        "team=search",
+        "--thread-id",
+        "t-42",
+        "--user-id",
+        "ada",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["output"]["answer"] == "[bold] hi"
+    assert (trace["sessionId"], trace["userId"], trace["metadata"]["team"]) == ("t-42", "ada", "search")
+
+
+def test_typeddict_input_and_the_json_example_for_text():
+    result = invoke("run", target("mapreduce"), "--input", '{"topic": "animals"}')
+    assert result.exit_code == 0, result.stderr
+    result = invoke("run", target("mapreduce"), "--input", "animals")
+    assert result.exit_code == 2
+    assert """give JSON, e.g. --input '{"topic": "animals"}'""" in result.stderr
+
+
+def test_async_only_graph_runs_without_a_flag_and_sync_forces_sync():
+    result = invoke("run", target("async_only"), "--input", '{"question": "why"}')
+    assert result.exit_code == 0, result.stderr
+    assert "async answer to why" in result.stdout
+    forced = invoke("run", target("async_only"), "--input", '{"question": "why"}', "--sync")
+    assert forced.exit_code == 1 and "raised TypeError: No synchronous function" in forced.stderr
+
+
+def test_handled_tool_error_is_ok_with_a_count_and_exit_0():
+    result = invoke("run", target("tool_error"), "--input", "weather in Paris?")
+    assert result.exit_code == 0, result.stderr
+    assert "✓ ok · 1 handled error" in result.stdout.splitlines()[0]
+
+
+def test_recursion_limit_is_exit_1_with_the_trace_saved():
+    result = invoke("run", target("loop"), "--input", '{"count": 0}', "--recursion-limit", "10")
+    assert result.exit_code == 1
+    assert "raised GraphRecursionError" in result.stderr and "saved)" in result.stderr
+    assert "✗ error" in result.stdout.splitlines()[1]  # after the graph's own "LOOP STARTED"
