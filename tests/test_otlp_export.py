@@ -18,13 +18,8 @@ from helpers_otlp_receiver import (
     running_receiver,
     sample_trace,
 )
-from lftrace.exporters.otlp import (
-    MAX_REQUEST_BYTES,
-    LangfuseExporter,
-    OtlpExporter,
-    encode_batches,
-    encode_traces,
-)
+from lftrace.exporters.encode import MAX_REQUEST_BYTES, encode_batches, encode_traces
+from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter
 
 PK = "pk-lf-1234567890abcd"
 SK = "sk-lf-topsecret99887766"

@@ -114,7 +114,7 @@ def test_sample_agent_trace_arrives_in_phoenix(phoenix, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", phoenix)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-project-name={PROJECT}")
     from lftrace import get_client
-    from lftrace.exporters.otlp import span_name
+    from lftrace.exporters.attributes import span_name
     from lftrace.langchain import CallbackHandler
 
     graph = load_sample_agent()

@@ -20,7 +20,8 @@ from google.protobuf.json_format import MessageToDict
 from tests.helpers_openai_server import openai_server
 from tests.serve_process import ServeProcess
 
-from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter, encode_traces
+from lftrace.exporters.encode import encode_traces
+from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter
 from lftrace.model import Observation, Trace
 from lftrace.store import TraceStore
 

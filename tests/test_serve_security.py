@@ -12,7 +12,7 @@ import httpx
 import pytest
 from tests.serve_process import LFTRACE, ServeProcess, basic_auth
 
-from lftrace.exporters.otlp import encode_traces
+from lftrace.exporters.encode import encode_traces
 from lftrace.model import Observation, Trace
 from lftrace.store import TraceStore
 

@@ -4,7 +4,7 @@ Runs on the writer thread, never on the user's. Duck-typed (no LangChain import)
 ``{"role", "content", "tool_calls", ...}`` dicts, documents ``{"page_content", "metadata"}``,
 pydantic models and dataclasses their fields; cycles and nesting deeper than ``MAX_DEPTH`` are replaced
 by a visible marker. Strings, lists and dicts are kept whole, however big: the store is the source of truth
-(the size limits belong to the export, ``exporters/otlp.py``). Never raises.
+(the size limits belong to the export, ``exporters/encode.py``). Never raises.
 """
 
 from __future__ import annotations

@@ -1,0 +1,228 @@
+"""Trace -> OTLP ``ExportTraceServiceRequest`` (protobuf): spans, size limits, batching.
+
+One observation is one span; its attributes come from attributes.py (the profile picks the vocabularies).
+Size limits: any single attribute value is cut to ``MAX_VALUE_BYTES`` (with a marker saying how big it was;
+the local store keeps the full copy), a span's attributes to about ``MAX_SPAN_BYTES``, and
+``encode_batches`` splits requests to stay under ``MAX_REQUEST_BYTES`` (Langfuse: spans under 9.5 MB,
+requests under 16 MB).
+
+``opentelemetry.proto`` is imported lazily: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from ..model import Observation, Trace
+from .attributes import PROFILES, observation_attributes
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+MAX_VALUE_BYTES = 1_000_000  # one attribute value
+MAX_SPAN_BYTES = 4_000_000  # all attribute values of one span (Langfuse drops spans over ~9.5 MB)
+MAX_REQUEST_BYTES = 4_000_000  # one request, before gzip (Langfuse: keep well under 16 MB)
+TRUNCATION_MARKER = "...[truncated by lftrace: {size} bytes; the full value is in the local trace store]"
+
+
+def truncate(text: str, limit: int = MAX_VALUE_BYTES) -> str:
+    """``text`` if it fits in ``limit`` UTF-8 bytes, else a JSON string holding its head and a marker."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    head = raw[: max(limit - 200, 0)].decode("utf-8", "ignore")
+    # a JSON string, so a truncated JSON document still parses on the other side
+    return json.dumps(head + TRUNCATION_MARKER.format(size=len(raw)), ensure_ascii=False)
+
+
+def resource_attributes_for(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "service.name": "lftrace",
+        "telemetry.sdk.name": "lftrace",
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.version": __version__,
+    }
+    attributes.update(extra or {})
+    return attributes
+
+
+def limit_attribute_sizes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Cut oversized string values so one span stays well under Langfuse's 9.5 MB."""
+    if sum(len(v) for v in attributes.values() if isinstance(v, str)) * 4 <= MAX_VALUE_BYTES // 4:
+        return attributes  # the common case: even at 4 UTF-8 bytes a character nothing comes near a limit
+    for key, value in attributes.items():
+        if isinstance(value, str) and len(value) > MAX_VALUE_BYTES // 4:
+            attributes[key] = truncate(value, MAX_VALUE_BYTES)
+    sizes = {k: len(v.encode()) for k, v in attributes.items() if isinstance(v, str)}
+    if sum(sizes.values()) > MAX_SPAN_BYTES:
+        # many large values: share the budget among the big ones
+        big = [k for k, size in sizes.items() if size > 1000]
+        share = max((MAX_SPAN_BYTES - 1000 * len(sizes)) // max(len(big), 1), 1000)
+        for key in big:
+            attributes[key] = truncate(attributes[key], share)
+    return attributes
+
+
+def _set_value(target: Any, value: Any) -> None:
+    """Fill an AnyValue in place (no intermediate messages: this is the hot loop of encoding)."""
+    if isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            target.int_value = value
+        else:
+            target.string_value = str(value)
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, list | tuple):
+        values = target.array_value.values
+        for item in value:
+            _set_value(values.add(), item)
+    else:
+        target.string_value = str(value)
+
+
+def _add_attributes(repeated: Any, attributes: Mapping[str, Any]) -> None:
+    for key, value in attributes.items():
+        if value is not None:
+            kv = repeated.add()
+            kv.key = key
+            _set_value(kv.value, value)
+
+
+def _synthetic_root(trace: Trace) -> Observation:
+    """A trace without observations still gets one span, so the trace exists in the backend."""
+    return Observation(
+        id=trace.id[:16],
+        trace_id=trace.id,
+        parent_id=None,
+        type="SPAN",
+        name=trace.name or "trace",
+        start_time=trace.timestamp,
+        end_time=trace.end_time or trace.timestamp,
+        environment=trace.environment,
+    )
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def foreign_parent_span_id(trace: Trace) -> str | None:
+    """The caller's span the trace hangs under (``CallbackHandler(trace_context={"parent_span_id": ...})``).
+
+    Kept in ``trace.metadata["parent_span_id"]``; only a valid OTel span id (16 hex chars, not all zeros)
+    counts - anything else is ignored rather than breaking the whole batch (Langfuse rejects bad ids with 400).
+    """
+    value = (trace.metadata or {}).get("parent_span_id")
+    if not isinstance(value, str) or len(value) != 16:
+        return None
+    value = value.lower()
+    if not _HEX.issuperset(value) or value == "0" * 16:
+        return None
+    return value
+
+
+def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
+    """The OTLP spans of one trace."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    holder = ScopeSpans()
+    for _ in _add_spans(holder.spans.add, trace, profile):
+        pass
+    return list(holder.spans)
+
+
+def _add_spans(new_span: Callable[[], Any], trace: Trace, profile: str) -> Iterator[Any]:
+    """Fill the spans of ``trace`` in place, each in a message from ``new_span()`` (a repeated field's add: no
+    copies); yields each one once filled."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    name_of = PROFILES[profile].span_name
+    known = {o.id for o in trace.observations}
+    foreign_parent = foreign_parent_span_id(trace)
+    trace_id = bytes.fromhex(trace.id)
+    for obs in trace.observations or [_synthetic_root(trace)]:
+        is_root = obs.parent_id is None or obs.parent_id not in known
+        attributes = observation_attributes(obs, trace, is_root=is_root, profile=profile)
+        parent_id = obs.parent_id
+        if parent_id is None and foreign_parent is not None:
+            # under the caller's span; Langfuse treats a span with a parent as the trace root only with this flag
+            parent_id = foreign_parent
+            attributes["langfuse.internal.as_root"] = "true"
+        attributes = limit_attribute_sizes(attributes)
+        span = new_span()
+        span.trace_id = trace_id
+        span.span_id = bytes.fromhex(obs.id)
+        if parent_id:
+            span.parent_span_id = bytes.fromhex(parent_id)
+        span.name = name_of(obs)
+        span.kind = Span.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else Span.SPAN_KIND_INTERNAL
+        span.start_time_unix_nano = obs.start_time
+        span.end_time_unix_nano = max(obs.end_time or obs.start_time, obs.start_time)
+        if obs.level == "ERROR":
+            span.status.code = Status.STATUS_CODE_ERROR
+            span.status.message = (obs.status_message or "error")[:4096]
+        else:
+            span.status.code = Status.STATUS_CODE_UNSET
+        _add_attributes(span.attributes, attributes)
+        yield span
+
+
+def _new_request(resource_attributes: Mapping[str, Any], profile: str) -> tuple[ExportTraceServiceRequest, Any]:
+    """An empty request with its resource and scope set, and the repeated field its spans go into."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    _add_attributes(resource_spans.resource.attributes, resource_attributes_for(resource_attributes))
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = PROFILES[profile].scope
+    scope_spans.scope.version = __version__
+    return request, scope_spans.spans
+
+
+def encode_traces(
+    traces: Sequence[Trace], resource_attributes: Mapping[str, Any] | None = None, *, profile: str = "langfuse"
+) -> ExportTraceServiceRequest:
+    """One request holding every span of ``traces`` (no size splitting: see ``encode_batches``)."""
+    request, spans = _new_request(resource_attributes or {}, profile)
+    for trace in traces:
+        for _ in _add_spans(spans.add, trace, profile):
+            pass
+    return request
+
+
+def encode_batches(
+    traces: Sequence[Trace],
+    resource_attributes: Mapping[str, Any] | None = None,
+    *,
+    profile: str = "langfuse",
+    max_bytes: int = MAX_REQUEST_BYTES,
+) -> list[ExportTraceServiceRequest]:
+    """Requests of at most ~``max_bytes`` each (a single oversized span still gets its own request)."""
+    request, spans = _new_request(resource_attributes or {}, profile)
+    requests = [request]
+    size = 0
+
+    def new_span() -> Any:
+        return spans.add()  # always the current request's field, also after a split
+
+    for trace in traces:
+        for span in _add_spans(new_span, trace, profile):
+            span_size = span.ByteSize() + 8
+            if size and size + span_size > max_bytes:
+                # the span that does not fit moves to a new request (the only copy made)
+                moved = type(span)()
+                moved.CopyFrom(span)
+                del spans[-1]
+                request, spans = _new_request(resource_attributes or {}, profile)
+                requests.append(request)
+                spans.append(moved)
+                size = 0
+            size += span_size
+    return [r for r in requests if r.resource_spans[0].scope_spans[0].spans]
