@@ -10,11 +10,57 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-__all__ = ["Langfuse", "Observation", "Trace", "__version__", "get_client"]
+_SDK_NAMES = (
+    "observe",
+    "propagate_attributes",
+    "LangfuseSpan",
+    "LangfuseGeneration",
+    "LangfuseAgent",
+    "LangfuseTool",
+    "LangfuseChain",
+    "LangfuseRetriever",
+    "LangfuseEvaluator",
+    "LangfuseEmbedding",
+    "LangfuseGuardrail",
+    "LangfuseEvent",
+)
+__all__ = [
+    "Langfuse",
+    "LangfuseAgent",
+    "LangfuseChain",
+    "LangfuseEmbedding",
+    "LangfuseEvaluator",
+    "LangfuseEvent",
+    "LangfuseGeneration",
+    "LangfuseGuardrail",
+    "LangfuseRetriever",
+    "LangfuseSpan",
+    "LangfuseTool",
+    "Observation",
+    "Trace",
+    "__version__",
+    "get_client",
+    "observe",
+    "propagate_attributes",
+]
 
 if TYPE_CHECKING:
     from .client import Langfuse, get_client
     from .model import Observation, Trace
+    from .sdk import (
+        LangfuseAgent,
+        LangfuseChain,
+        LangfuseEmbedding,
+        LangfuseEvaluator,
+        LangfuseEvent,
+        LangfuseGeneration,
+        LangfuseGuardrail,
+        LangfuseRetriever,
+        LangfuseSpan,
+        LangfuseTool,
+        observe,
+        propagate_attributes,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -22,6 +68,10 @@ def __getattr__(name: str) -> Any:
         from . import client
 
         return getattr(client, name)
+    if name in _SDK_NAMES:
+        from . import client, sdk  # the client first: @observe finds it through sdk.client_factory
+
+        return getattr(sdk, name)
     if name in ("Trace", "Observation"):
         from . import model
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import sdk as _sdk
 from .config import Settings, mask_secret, redact_url
 from .errors import InputError, TraceNotFound
 from .model import Trace, TraceSummary
@@ -36,7 +37,7 @@ _client_for_lock = threading.Lock()  # `lftrace test` cases start on several thr
 _registry_lock = threading.Lock()
 
 
-class Langfuse:
+class Langfuse(_sdk.TracingApi):
     """The client. Arguments win over ``LANGFUSE_*`` environment variables, which win over ``.env``."""
 
     def __init__(
@@ -340,6 +341,9 @@ def _make_for_run(settings: Settings) -> Langfuse:
     with _registry_lock:
         _made_for_runs.append(client)
     return client
+
+
+_sdk.client_factory = get_client  # @observe finds the client without importing this module
 
 
 def reset_clients() -> None:

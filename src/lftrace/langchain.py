@@ -34,6 +34,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from .errors import LftraceError, Terminated
 from .model import CANCELLED_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sharing import Frozen, freeze
+from .sdk import current_observation, prompt_reference, propagated_attributes
 from .usage import usage_from_result
 
 _log = logging.getLogger("lftrace")
@@ -94,6 +95,7 @@ class _TraceState:
         "graph_interrupted",
         "open_runs",
         "recent",
+        "nested",
         "resume_key",
         "root_parent_id",
         "root_run_id",
@@ -114,6 +116,7 @@ class _TraceState:
         self.done: deque[Observation] = deque()  # append/popleft are atomic: threads of one run share it
         self.fragments = 0
         self.recent: deque[Observation] = deque(maxlen=FRAGMENT_SIZE)  # newest finished ones, for a live view
+        self.nested = False  # inside an SDK span: the span sets the trace's name, input and output
 
 
 # Runs still open when their trace was submitted (Ctrl-C, finish_open_runs) map to this entry, so their
@@ -170,24 +173,6 @@ def _observation_metadata(
 def _is_internal_tag(tag: str) -> bool:
     """LangChain's own bookkeeping tags (``seq:step:2``): not something the user tagged the trace with."""
     return tag.startswith("seq:step:")
-
-
-def _prompt_reference(prompt: Any) -> tuple[str, int | None] | None:
-    """(name, version) of a Langfuse prompt client (duck-typed) or a ``{"name", "version"}`` dict; None for others.
-
-    A fallback prompt (the SDK's default when the prompt could not be fetched) links nothing, as upstream.
-    """
-    if isinstance(prompt, Mapping):
-        name, version, fallback = prompt.get("name"), prompt.get("version"), prompt.get("is_fallback")
-    else:
-        name = getattr(prompt, "name", None)
-        version = getattr(prompt, "version", None)
-        fallback = getattr(prompt, "is_fallback", False)
-    if not isinstance(name, str) or not name or fallback is True:
-        return None
-    if isinstance(version, str) and version.isdigit():
-        version = int(version)
-    return name, version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def _is_resume(inputs: Any) -> bool:
@@ -398,11 +383,25 @@ class CallbackHandler(BaseCallbackHandler):
         if client is None or not client.tracing_active:
             return None
         meta = metadata or {}
-        resumed = self._take_resumable(inputs, meta) if self._resumable and self._trace_id is None else None
+        # Inside an SDK span (@observe, start_as_current_span): this run nests under it, in its trace; the span
+        # owns the trace's name, input and output.
+        span = current_observation() if self._trace_id is None else None
+        resumed = None
+        if span is not None:
+            resumed = (span.trace_id, span.id)
+        elif self._resumable and self._trace_id is None:
+            resumed = self._take_resumable(inputs, meta)
         trace_id = self._trace_id or (resumed[0] if resumed else _id_pool.trace_id())
         session_id = meta.get("langfuse_session_id")
         user_id = meta.get("langfuse_user_id")
         trace_name = meta.get("langfuse_trace_name")
+        propagated = propagated_attributes()
+        if propagated:  # propagate_attributes(...) around this run
+            session_id = session_id if session_id is not None else propagated.get("session_id")
+            user_id = user_id if user_id is not None else propagated.get("user_id")
+            trace_name = trace_name or propagated.get("name")
+            meta = {**(propagated.get("metadata") or {}), **meta}
+            tags = [*(propagated.get("tags") or ()), *(tags or ())]
         trace_tags: list[str] = []
         for tag in [*(meta.get("langfuse_tags") or ()), *(tags or ())]:
             if str(tag) not in trace_tags and not _is_internal_tag(str(tag)):
@@ -414,9 +413,9 @@ class CallbackHandler(BaseCallbackHandler):
             trace_metadata[INTERRUPTS_KEY] = []
         trace = Trace(
             id=trace_id,
-            name=str(trace_name) if trace_name else name,
+            name=str(trace_name) if trace_name else (None if span is not None else name),
             timestamp=now,
-            input=inputs if self._update_trace else None,
+            input=inputs if self._update_trace and span is None else None,
             session_id=str(session_id) if session_id is not None else None,
             user_id=str(user_id) if user_id is not None else None,
             release=self._release,
@@ -431,6 +430,7 @@ class CallbackHandler(BaseCallbackHandler):
             state.resume_key = str(thread_id)
         if resumed is not None:
             state.root_parent_id = resumed[1]
+        state.nested = span is not None
         self._traces[run_id] = state
         if state.sampled:
             self.last_trace_id = trace_id
@@ -562,7 +562,7 @@ class CallbackHandler(BaseCallbackHandler):
         if interrupted is not None:
             trace.metadata = {**(trace.metadata or {}), CANCELLED_KEY: True}
         trace.end_time = root.end_time if root is not None and root.end_time is not None else now
-        if self._update_trace and root is not None:
+        if self._update_trace and root is not None and not state.nested:
             trace.input = root.input
             trace.output = root.output
         if state.graph_interrupted and state.resume_key is not None and root is not None:
@@ -623,7 +623,7 @@ class CallbackHandler(BaseCallbackHandler):
             return
         prompt = metadata.get("langfuse_prompt") if metadata else None
         if prompt is not None:
-            reference = _prompt_reference(prompt)
+            reference = prompt_reference(prompt)
             if reference is not None:
                 self._prompts[parent_run_id] = reference
         elif self._prompts and parent_run_id in self._prompts:

@@ -197,6 +197,7 @@ class Trace:
     public: bool = False
     observations: list[Observation] = field(default_factory=list)
     end_time: int | None = None  # ns: end of the last observation
+    scores: list[Score] = field(default_factory=list)
 
     @property
     def latency(self) -> float | None:
@@ -299,7 +300,7 @@ class Trace:
             "latency": self.latency,
             "totalCost": self.total_cost,
             "observations": [o.to_dict() for o in self.observations],
-            "scores": [],
+            "scores": [score.to_dict() for score in self.scores],
         }
 
     @classmethod
@@ -326,6 +327,124 @@ class Trace:
             public=bool(data.get("public", False)),
             observations=observations,
             end_time=end_time,
+            scores=[Score.from_dict(s) for s in data.get("scores") or [] if isinstance(s, dict) and s.get("name")],
+        )
+
+
+SCORE_DATA_TYPES = ("NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT")
+
+
+@dataclass(slots=True)
+class Score:
+    """An evaluation of a trace or one of its observations (``create_score``, ``span.score``).
+
+    ``value`` is numeric (NUMERIC, BOOLEAN as 1/0, CATEGORICAL's mapped number), ``string_value`` the text
+    (CATEGORICAL, TEXT, BOOLEAN as "True"/"False").
+    """
+
+    id: str
+    trace_id: str
+    name: str
+    timestamp: int  # ns
+    value: float | None = None
+    string_value: str | None = None
+    data_type: str = "NUMERIC"
+    observation_id: str | None = None
+    session_id: str | None = None
+    comment: str | None = None
+    metadata: Any = None
+    config_id: str | None = None
+    environment: str = "default"
+    source: str = "API"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        id: str,
+        trace_id: str,
+        name: str,
+        value: float | str | bool,
+        data_type: str | None,
+        timestamp: int,
+        **kw: Any,
+    ) -> Score:
+        """Value and data type as Langfuse reads them: a str is CATEGORICAL (or TEXT), a bool BOOLEAN, else NUMERIC."""
+        kind = (data_type or "").upper() or None
+        if isinstance(value, bool):
+            kind = kind or "BOOLEAN"
+            number: float | None = 1.0 if value else 0.0
+            text: str | None = "True" if value else "False"
+        elif isinstance(value, str):
+            kind = kind or "CATEGORICAL"
+            number, text = (0.0 if kind != "TEXT" else None), value
+        else:
+            kind = kind or "NUMERIC"
+            number, text = float(value), None
+            if kind == "BOOLEAN":
+                text = "True" if number else "False"
+        return cls(
+            id=id,
+            trace_id=trace_id,
+            name=name,
+            timestamp=timestamp,
+            value=number,
+            string_value=text,
+            data_type=kind,
+            **kw,
+        )
+
+    def display_value(self) -> str:
+        if self.data_type in ("CATEGORICAL", "TEXT", "BOOLEAN") and self.string_value is not None:
+            return self.string_value
+        if self.value is None:
+            return ""
+        return f"{self.value:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Langfuse's ``ScoreV1`` (the scores of ``TraceWithFullDetails``)."""
+        stamp = iso_from_ns(self.timestamp)
+        out: dict[str, Any] = {
+            "id": self.id,
+            "traceId": self.trace_id,
+            "observationId": self.observation_id,
+            "name": self.name,
+            "source": self.source,
+            "dataType": self.data_type,
+            "timestamp": stamp,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "authorUserId": None,
+            "comment": self.comment,
+            "metadata": self.metadata,
+            "configId": self.config_id,
+            "queueId": None,
+            "environment": self.environment,
+        }
+        if self.data_type != "TEXT":
+            out["value"] = self.value if self.value is not None else 0.0
+        if self.data_type != "NUMERIC":
+            out["stringValue"] = self.string_value or ""
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Score:
+        value = data.get("value")
+        return cls(
+            id=str(data.get("id") or ""),
+            trace_id=str(data.get("traceId") or ""),
+            name=str(data["name"]),
+            timestamp=ns_from_iso(data.get("timestamp")) or 0,
+            value=float(value) if isinstance(value, int | float) else None,
+            string_value=data.get("stringValue"),
+            data_type=str(data.get("dataType") or "NUMERIC"),
+            observation_id=data.get("observationId"),
+            session_id=data.get("sessionId"),
+            comment=data.get("comment"),
+            metadata=data.get("metadata"),
+            config_id=data.get("configId"),
+            environment=data.get("environment") or "default",
+            source=data.get("source") or "API",
         )
 
 

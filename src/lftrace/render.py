@@ -23,6 +23,7 @@ from rich.text import Text
 from .errors import InputError, TraceNotFound
 from .model import Observation, Trace, TraceSummary
 from .sanitize import clean, clean_line
+from .usage import gross_counts
 
 PREVIEW_CHARS = 200  # a one-line preview never needs more; the row is cut to the width anyway
 OUTPUT_LINES = 20  # final output lines shown without --full
@@ -89,12 +90,13 @@ def token_split(usage: dict[str, int] | None) -> tuple[int | None, int | None, i
     if not usage:
         return None, None, 0, 0
     counts = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
-    has_in = "input" in counts or any(k.startswith("input_") for k in counts)
-    has_out = "output" in counts or any(k.startswith("output_") for k in counts)
-    tokens_in = sum(v for k, v in counts.items() if k == "input" or k.startswith("input_")) if has_in else None
-    tokens_out = sum(v for k, v in counts.items() if k == "output" or k.startswith("output_")) if has_out else None
-    cached = sum(v for k, v in counts.items() if "cache_read" in k)
-    reasoning = sum(v for k, v in counts.items() if "reasoning" in k)
+    has_in = any(k == "input" or k.startswith(("input_", "cache_", "cached_")) for k in counts)
+    has_out = any(k == "output" or k.startswith("output_") or k == "thoughts_token_count" for k in counts)
+    # usage.gross_counts knows every provider's keys (Anthropic's cache counts beside input, priority tiers, ...)
+    gross = gross_counts(counts)
+    tokens_in = gross["input"] if has_in else None
+    tokens_out = gross["output"] if has_out else None
+    cached, reasoning = gross["cache_read"], gross["reasoning"]
     return tokens_in, tokens_out, cached, reasoning
 
 
@@ -556,6 +558,9 @@ def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
         items.append((f"env {clean_line(trace.environment)}", "dim"))
     if trace.release:
         items.append((f"release {clean_line(trace.release)}", "dim"))
+    if trace.scores:
+        shown = ", ".join(f"{clean_line(sc.name)} {clean_line(sc.display_value())}" for sc in trace.scores)
+        items.append((f"scores {shown}", "dim"))
     for where in delivered:
         items.append((f"delivered {clean_line(where)}", "dim"))
     return items

@@ -27,7 +27,7 @@ import orjson
 
 from .errors import InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
-from .model import LEVEL_RANK, LEVELS, Observation, SessionSummary, Trace, TraceSummary
+from .model import LEVEL_RANK, LEVELS, Observation, Score, SessionSummary, Trace, TraceSummary
 from .sharing import Packer, materialize, references, unpack
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
@@ -170,6 +170,22 @@ def m004_interrupted_cancelled_handled_errors(conn: sqlite3.Connection) -> None:
         "UPDATE traces SET handled_errors = (SELECT count(*) FROM observations o "
         "WHERE o.trace_id = traces.id AND o.level = 'ERROR') WHERE level = 'ERROR' AND status = 'ok'"
     )
+
+
+@migration(5)
+def m005_scores(conn: sqlite3.Connection) -> None:
+    """Scores (``create_score``, ``span.score``): numbered by id, several per trace or observation."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS scores (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL,
+            observation_id TEXT,
+            name TEXT NOT NULL,
+            timestamp_ns INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS scores_trace ON scores (trace_id, timestamp_ns)")
 
 
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
@@ -1277,6 +1293,8 @@ def _insert_traces(
         ids = [(t.id,) for t in traces]
         conn.executemany("DELETE FROM observations WHERE trace_id = ?", ids)
         conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
+        conn.executemany("DELETE FROM scores WHERE trace_id = ?", ids)
+    _write_scores(conn, [score for t in traces for score in t.scores])
     conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(16)})", trace_rows)
     conn.executemany(_OBSERVATION_INSERT, obs_rows)
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
@@ -1324,11 +1342,13 @@ def _merge_trace(
         _OBSERVATION_INSERT,
         [_observation_row(tid, first_seq + i, obs, pack) for i, obs in enumerate(incoming.observations)],
     )
+    _write_scores(conn, incoming.scores)
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", _tag_rows(tid, merged_tags))
     count, level, tokens, cost = _observation_totals(conn, tid)
     merged_status, handled = _merged_status(conn, tid, level, metadata)
-    start = min(start_ns, incoming.timestamp) if incoming.timestamp else start_ns
+    starts = [t for t in (start_ns, incoming.timestamp) if t]  # 0: a fragment that has no start (scores only)
+    start = min(starts) if starts else 0
     end = max(ends) if ends else None
     conn.execute(
         "UPDATE traces SET name = ?, timestamp_ns = ?, end_ns = ?, latency = ?, level = ?, status = ?, "
@@ -1384,6 +1404,67 @@ def _merged_status(conn: sqlite3.Connection, trace_id: str, level: str, metadata
             return "error", 0
         return probe.status, int(errors)
     return probe.status, 0
+
+
+_SCORE_FIELDS = (
+    "value",
+    "string_value",
+    "data_type",
+    "session_id",
+    "comment",
+    "metadata",
+    "config_id",
+    "environment",
+    "source",
+)
+
+
+def _write_scores(conn: sqlite3.Connection, scores: Sequence[Score]) -> None:
+    """Upsert by score id: the same score written again (a retry, an update) replaces the stored one."""
+    if not scores:
+        return
+    rows = [
+        (
+            sc.id,
+            sc.trace_id,
+            sc.observation_id,
+            sc.name,
+            sc.timestamp,
+            dumps({key: getattr(sc, key) for key in _SCORE_FIELDS}),
+        )
+        for sc in scores
+    ]
+    conn.executemany(
+        "INSERT OR REPLACE INTO scores (id, trace_id, observation_id, name, timestamp_ns, data) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _load_scores(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[Score]]:
+    out: dict[str, list[Score]] = {}
+    try:
+        rows = conn.execute(
+            "SELECT id, trace_id, observation_id, name, timestamp_ns, data FROM scores "
+            f"WHERE trace_id IN ({_marks(len(ids))}) ORDER BY timestamp_ns, id",
+            list(ids),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:  # a store opened read-only before migration 3: no scores yet
+        if "no such table" not in str(exc):
+            raise
+        return out
+    for sid, tid, obs_id, name, ts, blob in rows:
+        data = orjson.loads(blob)
+        out.setdefault(tid, []).append(
+            Score(
+                id=sid,
+                trace_id=tid,
+                observation_id=obs_id,
+                name=name,
+                timestamp=ts,
+                **{key: data[key] for key in _SCORE_FIELDS if key in data},
+            )
+        )
+    return out
 
 
 def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> tuple[int, str, int, float | None]:
@@ -1534,6 +1615,9 @@ def _load_traces(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Trace]:
         for tid, observations in grouped.items():
             if tid in by_id:
                 by_id[tid].observations = _parents_first(observations)
+        for tid, scores in _load_scores(conn, chunk).items():
+            if tid in by_id:
+                by_id[tid].scores = scores
     _unpack_shared(conn, list(by_id.values()))
     return [by_id[tid] for tid in ids if tid in by_id]
 

@@ -1,0 +1,250 @@
+"""The SDK surface around the handler (issue 13, item 7), written the way the Langfuse docs write it.
+
+Each test reads like code from the Langfuse docs with ``from langfuse import ...`` changed to ``from lftrace import
+...``; the traces are read back from the real store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from helpers_fake_models import ToolCallingFakeModel, build_agent
+from lftrace import get_client, observe, propagate_attributes
+from lftrace.langchain import CallbackHandler
+from lftrace.model import Trace
+
+LFTRACE = str(Path(sys.executable).with_name("lftrace"))
+
+
+def last_trace() -> Trace:
+    langfuse = get_client()
+    langfuse.flush()
+    return langfuse.get_trace("last")
+
+
+def by_name(trace: Trace) -> dict[str, object]:
+    return {o.name: o for o in trace.observations}
+
+
+def test_observe_nests_calls_and_captures_io():
+    @observe()
+    def retrieve(query: str) -> list[str]:
+        return [f"doc about {query}"]
+
+    @observe(name="llm-call", as_type="generation")
+    def generate(query: str, docs: list[str]) -> str:
+        get_client().update_current_generation(model="gpt-4o-mini", usage_details={"input": 10, "output": 5})
+        return "Paris is sunny"
+
+    @observe
+    def main(query: str) -> str:
+        docs = retrieve(query)
+        return generate(query, docs=docs)
+
+    assert main("Paris") == "Paris is sunny"
+    trace = last_trace()
+    obs = by_name(trace)
+    root, retrieve_obs, gen = obs["main"], obs["retrieve"], obs["llm-call"]
+    assert root.parent_id is None and retrieve_obs.parent_id == root.id and gen.parent_id == root.id
+    assert root.input == {"args": ["Paris"], "kwargs": {}} and root.output == "Paris is sunny"
+    assert gen.type == "GENERATION" and gen.model == "gpt-4o-mini"
+    assert gen.usage_details == {"input": 10, "output": 5, "total": 15}
+    assert gen.input == {"args": ["Paris"], "kwargs": {"docs": ["doc about Paris"]}}
+    # the root span is the trace's name, input and output, as in Langfuse
+    assert (trace.name, trace.input, trace.output) == ("main", root.input, "Paris is sunny")
+
+
+def test_observe_async_generators_and_errors():
+    @observe()
+    async def fetch(n: int) -> int:
+        await asyncio.sleep(0)
+        return n * 2
+
+    @observe()
+    def tokens(n: int):
+        for i in range(n):
+            yield f"t{i} "
+
+    @observe()
+    async def atokens(n: int):
+        for i in range(n):
+            yield i
+
+    @observe()
+    def broken() -> None:
+        raise ValueError("no such city")
+
+    @observe()
+    async def main() -> str:
+        doubled = await asyncio.gather(fetch(1), fetch(2))
+        text = "".join(tokens(3))
+        numbers = [i async for i in atokens(2)]
+        with contextlib.suppress(ValueError):
+            broken()
+        return f"{doubled} {text}{numbers}"
+
+    assert asyncio.run(main()) == "[2, 4] t0 t1 t2 [0, 1]"
+    trace = last_trace()
+    root = next(o for o in trace.observations if o.name == "main")
+    children = [o for o in trace.observations if o.parent_id == root.id]
+    assert sorted(o.name for o in children) == ["atokens", "broken", "fetch", "fetch", "tokens"]
+    outputs = {o.name: o.output for o in children}
+    assert outputs["tokens"] == "t0 t1 t2 " and outputs["atokens"] == [0, 1]
+    failed = next(o for o in children if o.name == "broken")
+    assert (failed.level, failed.status_message) == ("ERROR", "no such city")
+    assert trace.level == "ERROR"
+
+
+def test_context_managers_update_and_trace_attributes():
+    langfuse = get_client()
+    with langfuse.start_as_current_span(name="process-request", input={"q": "hi"}) as span:
+        span.update_trace(user_id="user-1", session_id="session-1", tags=["docs"], metadata={"plan": "pro"})
+        trace_id = langfuse.get_current_trace_id()
+        assert langfuse.get_current_observation_id() == span.id
+        with langfuse.start_as_current_generation(name="llm-response", model="gpt-4o") as generation:
+            generation.update(
+                output="Generated response",
+                usage_details={"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            )
+            assert langfuse.get_current_observation_id() == generation.id
+        with langfuse.start_as_current_observation(as_type="tool", name="lookup") as tool:
+            tool.update(output={"ok": True})
+        langfuse.update_current_trace(name="renamed", output={"a": 1})
+        span.update(output="Processing complete")
+    assert langfuse.get_current_trace_id() is None
+    trace = last_trace()
+    assert trace.id == trace_id
+    assert (trace.name, trace.user_id, trace.session_id, trace.tags) == ("renamed", "user-1", "session-1", ["docs"])
+    assert trace.metadata == {"plan": "pro"}
+    obs = by_name(trace)
+    assert obs["llm-response"].usage_details == {"input": 7, "output": 3, "total": 10}
+    assert obs["lookup"].type == "TOOL"
+    assert obs["process-request"].output == "Processing complete"
+
+
+def test_exception_inside_a_span_marks_it_error_and_propagates():
+    langfuse = get_client()
+    with pytest.raises(KeyError), langfuse.start_as_current_span(name="risky"):
+        raise KeyError("missing")
+    (obs,) = last_trace().observations
+    assert obs.level == "ERROR" and "missing" in (obs.status_message or "")
+
+
+def test_create_trace_id_is_deterministic_for_a_seed_and_joins_spans():
+    langfuse = get_client()
+    seeded = langfuse.create_trace_id(seed="external-123")
+    assert seeded == hashlib.sha256(b"external-123").digest()[:16].hex()
+    assert langfuse.create_trace_id() != langfuse.create_trace_id()
+    with langfuse.start_as_current_span(name="first", trace_context={"trace_id": seeded}):
+        pass
+    with langfuse.start_as_current_span(name="second", trace_context={"trace_id": seeded}):
+        pass
+    langfuse.flush()
+    trace = langfuse.get_trace(seeded)
+    assert sorted(o.name for o in trace.observations) == ["first", "second"]
+
+
+def test_langchain_runs_inside_spans_nest_under_them():
+    langfuse = get_client()
+
+    @observe()
+    def answer(city: str) -> str:
+        handler = CallbackHandler()
+        result = build_agent().invoke({"messages": [HumanMessage(city)]}, config={"callbacks": [handler]})
+        return result["messages"][-1].content
+
+    with langfuse.start_as_current_span(name="request") as span:
+        with propagate_attributes(user_id="u-7", session_id="s-7", tags=["web"]):
+            answer("Oslo")
+        span.update(output="done")
+    trace = last_trace()
+    obs = by_name(trace)
+    graph_root = next(o for o in trace.observations if o.name == "LangGraph")
+    assert graph_root.parent_id == obs["answer"].id and obs["answer"].parent_id == obs["request"].id
+    assert len(trace.roots()) == 1
+    # the span owns the trace's name and io; the LangChain run adds its attributes
+    assert (trace.name, trace.output, trace.user_id, trace.session_id) == ("request", "done", "u-7", "s-7")
+    assert "web" in trace.tags
+    assert trace.total_tokens == 2 * 19
+
+
+def test_scores_are_stored_exported_shape_and_shown(isolated_env):
+    langfuse = get_client()
+    with langfuse.start_as_current_span(name="qa") as span:
+        span.score(name="relevance", value=0.8, comment="close")
+        span.score_trace(name="correct", value=True)
+        langfuse.score_current_trace(name="tone", value="friendly")
+        trace_id = span.trace_id
+    langfuse.create_score(name="user-feedback", value=1, trace_id=trace_id, data_type="NUMERIC")
+    langfuse.flush()
+    trace = langfuse.get_trace(trace_id)
+    scores = {s.name: s for s in trace.scores}
+    assert set(scores) == {"relevance", "correct", "tone", "user-feedback"}
+    assert (scores["relevance"].value, scores["relevance"].observation_id) == (0.8, trace.observations[0].id)
+    assert (scores["correct"].data_type, scores["correct"].value, scores["correct"].string_value) == (
+        "BOOLEAN",
+        1.0,
+        "True",
+    )
+    assert (scores["tone"].data_type, scores["tone"].string_value) == ("CATEGORICAL", "friendly")
+    assert scores["user-feedback"].observation_id is None
+    assert {s["name"] for s in trace.to_dict()["scores"]} == set(scores)
+    shown = subprocess.run([LFTRACE, "show", trace_id], capture_output=True, text=True, timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "relevance 0.8" in shown.stdout and "tone friendly" in shown.stdout
+
+
+def test_code_written_for_the_official_sdk_runs_with_only_the_import_changed(tmp_path):
+    """The docs' quickstart, verbatim except the import line."""
+    docs_code = """
+from langfuse import get_client, observe
+
+langfuse = get_client()
+
+@observe()
+def story(topic):
+    with langfuse.start_as_current_observation(as_type="generation", name="llm", model="gpt-4o") as gen:
+        gen.update(output="Once upon a time", usage_details={"input": 3, "output": 4})
+    langfuse.update_current_trace(user_id="reader", tags=["stories"])
+    langfuse.score_current_trace(name="fun", value=0.7)
+    return "Once upon a time"
+
+story("dragons")
+langfuse.flush()
+"""
+    script = tmp_path / "app.py"
+    script.write_text(docs_code.replace("from langfuse import", "from lftrace import"))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=dict(os.environ), check=False
+    )
+    assert done.returncode == 0, done.stderr
+    trace = get_client().get_trace("last")
+    assert [(o.type, o.name) for o in trace.observations] == [("SPAN", "story"), ("GENERATION", "llm")]
+    assert (trace.user_id, trace.tags, [s.name for s in trace.scores]) == ("reader", ["stories"], ["fun"])
+
+
+def test_tracing_disabled_records_nothing_and_never_breaks(monkeypatch):
+    from lftrace import Langfuse
+    from lftrace.client import reset_clients
+
+    reset_clients()
+    Langfuse(tracing_enabled=False)
+
+    @observe()
+    def work() -> int:
+        return 1
+
+    assert work() == 1
+    with get_client().start_as_current_span(name="x") as span:
+        span.update(output=1)
+    ToolCallingFakeModel().invoke("hi", config={"callbacks": [CallbackHandler()]})
+    assert get_client().list_traces() == []
