@@ -33,8 +33,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from .errors import LftraceError, Terminated
 from .model import CANCELLED_KEY, INTERRUPTS_KEY, Observation, Trace
-from .sharing import Frozen, freeze
 from .sdk import current_observation, prompt_reference, propagated_attributes
+from .sharing import Frozen, freeze
 from .usage import usage_from_result
 
 _log = logging.getLogger("lftrace")
@@ -93,9 +93,9 @@ class _TraceState:
         "done",
         "fragments",
         "graph_interrupted",
+        "nested",
         "open_runs",
         "recent",
-        "nested",
         "resume_key",
         "root_parent_id",
         "root_run_id",
