@@ -84,8 +84,7 @@ class Langfuse(_sdk.TracingApi):
         )
         if sdk_only:
             log.debug("lftrace: ignoring Langfuse SDK arguments %s", sorted(sdk_only))
-        for notice in self.settings.notices:  # a .env decided where traces (and keys) go: say so, on stderr
-            log.warning(notice)
+        self.settings.announce()  # a .env decided where traces (and keys) go: say so, on stderr
         if self.settings.dotenv is not None:
             log.debug("lftrace: read settings from %s", self.settings.dotenv)
         if self.settings.debug:
@@ -105,6 +104,8 @@ class Langfuse(_sdk.TracingApi):
             on_written=self._on_written,
         )
         self.last_delivery: Any = None  # the DeliveryReport of the last flush, for the CLI
+        self._store_checked = False
+        self._delivered_through = 0  # the writer's count of written traces when delivery last started
         _register(self)
         atexit.register(self._at_exit)
 
@@ -145,21 +146,31 @@ class Langfuse(_sdk.TracingApi):
             log.warning("lftrace: could not queue part of trace %s", getattr(trace, "id", "?"), exc_info=True)
 
     # -- the SDK's public surface ------------------------------------------------------
-    def flush(self) -> bool:
+    def flush(self, *, deliver: bool = True) -> bool:
         """Block until every finished trace is committed to the store, then deliver (bounded by timeout).
 
         Returns True when every trace is in the store. False when the store could not be written (disk full,
         read-only, permissions): the traces stay in memory and are retried, ``write_error`` says why, and one
         warning is logged. Delivery problems do not make it False: those traces are safe in the outbox.
+        ``deliver=False`` only writes (``lftrace test`` delivers once, after its cases).
+
+        Delivery is bounded by one deadline, ``timeout`` seconds from the start of the delivery, whatever the
+        backend does (slow, hung, trickling its answer); what is not sent by then stays queued.
         """
         written = self._writer.flush()
-        deliverer = self._get_deliverer()
-        if deliverer is not None:
-            try:
-                self.last_delivery = deliverer.deliver(deadline=time.monotonic() + self.settings.timeout)
-            except Exception as exc:  # the trace is on disk and stays queued: export must not break flush
-                log.warning("lftrace: delivery failed: %s (traces stay queued; run `lftrace push`)", exc)
+        if deliver:
+            self._deliver()
         return written
+
+    def _deliver(self) -> None:
+        deliverer = self._get_deliverer()
+        if deliverer is None:
+            return
+        self._delivered_through = self._writer.written
+        try:
+            self.last_delivery = deliverer.deliver(deadline=time.monotonic() + self.settings.timeout)
+        except Exception as exc:  # the trace is on disk and stays queued: export must not break flush
+            log.warning("lftrace: delivery failed: %s (traces stay queued; run `lftrace push`)", exc)
 
     @property
     def write_error(self) -> Exception | None:
@@ -169,7 +180,10 @@ class Langfuse(_sdk.TracingApi):
     def shutdown(self) -> None:
         if self._closed:
             return
-        self.flush()
+        self._writer.flush()
+        if self._writer.written != self._delivered_through:
+            # only what was written since the last delivery: `lftrace run` delivers once, not again at exit
+            self._deliver()
         self._closed = True
         self._writer.stop()
         if self._deliverer is not None:
@@ -234,7 +248,9 @@ class Langfuse(_sdk.TracingApi):
 
     def check_store(self) -> None:
         """Open the store for writing now: StoreError if it is corrupted, foreign or cannot be written."""
-        self._open_store().check_writable()
+        if not self._store_checked:
+            self._open_store().check_writable()
+            self._store_checked = True
 
     @property
     def store(self) -> TraceStore:

@@ -113,6 +113,7 @@ def mask_secret(value: str | None) -> str:
 _ENVIRONMENT_ONLY = (DOTENV, ALLOW_INSECURE_HTTP)
 # env var name -> the .env file it was copied from into os.environ (by load_dotenv_into_environ, for the CLI)
 _FROM_DOTENV: dict[str, Path] = {}
+_ANNOUNCED: set[str] = set()
 
 
 def dotenv_enabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -261,6 +262,15 @@ class Settings:
         out.pop("sources", None)
         out.pop("notices", None)
         return out
+
+    def announce(self) -> None:
+        """Say the notices (a .env deciding where traces go) on stderr, each once per process."""
+        import logging
+
+        for notice in self.notices:
+            if notice not in _ANNOUNCED:
+                _ANNOUNCED.add(notice)
+                logging.getLogger("lftrace").warning(notice)
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -617,6 +617,7 @@ def execute(
     stdin: Any = None,
     settings: Settings | None = None,
     value: Any = _UNSET,
+    deliver: bool = True,
 ) -> RunResult:
     """Load (unless given a Runnable), shape the input, run with the handler, flush, and read the trace back.
 
@@ -625,6 +626,8 @@ def execute(
     checkpoints gets lftrace's persistent saver when it has none or an in-memory one, and a fresh thread id
     when none is given. ``resume``: ``--resume`` values, sent as ``Command(resume=...)`` to the paused thread.
     ``value``: an already parsed input (``lftrace test`` cases), instead of ``input``/``input_file`` text.
+    ``deliver=False``: write the trace but leave delivery to the caller (``lftrace test`` delivers once, after
+    its cases, so a slow backend never sits on the cases' path).
     ``handler_extra``: keyword arguments for ``CallbackHandler`` (e.g. ``trace_context``); ``callbacks``: more
     LangChain callbacks to attach. Raises LftraceError for load/input problems; the target's own exception is
     returned in ``RunResult.error`` (its trace is saved); Ctrl-C returns ``cancelled=True`` with the partial trace;
@@ -698,7 +701,7 @@ def execute(
         handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else CANCELLED)
     result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, label)
     result.thread_id, result.new_thread, result.runnable = plan.thread_id, plan.new, runnable
-    if not client.flush() and client.write_error is not None:
+    if not client.flush(deliver=deliver) and client.write_error is not None:
         # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
         raise StoreError(f"the trace was not saved: {client.write_error}")
     result.trace = _read_back(client, handler, result)

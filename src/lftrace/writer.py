@@ -255,7 +255,7 @@ class TraceWriter:
                     if not _is_data_problem(exc):
                         raise
                     log.info("lftrace: trace %s has values the store refused (%s); storing them escaped", trace.id, exc)
-                    fresh |= self._commit([_repair(trace)])
+                    fresh |= self._commit([repair_trace(trace)])
             except Exception as exc:
                 if not _is_data_problem(exc):  # the store itself failed meanwhile: keep the rest for the retry
                     self._keep_unwritten(traces[index:], exc)
@@ -391,7 +391,7 @@ def _repair_fields(obj: Any) -> None:
             setattr(obj, name, _repaired_value(value))
 
 
-def _repair(trace: Trace) -> Trace:
+def repair_trace(trace: Trace) -> Trace:
     """The trace with every value SQLite refuses made storable, in place (so export sends the same)."""
     _repair_fields(trace)
     for obs in trace.observations:

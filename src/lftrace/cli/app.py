@@ -49,6 +49,7 @@ class _State:
     store: Path | None = None
     stdout: Console | None = None
     stderr: Console | None = None
+    dotenv: Path | None = None  # the .env read at start, if any
 
 
 state = _State()
@@ -87,7 +88,10 @@ class LftraceGroup(TyperGroup):
 
 
 def print_error(line: str) -> None:
-    err_console().print(Text(line, style="red"), soft_wrap=True)
+    """One error line on stderr; what came from data (ids, exception texts, server answers) shown escaped."""
+    from ..sanitize import clean_line
+
+    err_console().print(Text(clean_line(line), style="red"), soft_wrap=True)
 
 
 app = typer.Typer(
@@ -161,7 +165,9 @@ def resolve_settings(**overrides: Any) -> Settings:
     """Every setting for this invocation: ``--store`` and ``overrides`` > environment > ``.env`` > default."""
     from ..config import Settings
 
-    return Settings.resolve({"store": state.store, **overrides})
+    settings = Settings.resolve({"store": state.store, **overrides})
+    settings.announce()
+    return settings
 
 
 def store_path() -> Path:
@@ -251,18 +257,21 @@ def enable_debug() -> None:
     state.debug = True
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     logging.getLogger("lftrace").setLevel(logging.DEBUG)
+    from ..config import dotenv_path
+
+    dotenv = state.dotenv or dotenv_path()
+    logging.getLogger("lftrace").debug("settings from %s", dotenv if dotenv else "the environment (no .env read)")
 
 
 # ---------------------------------------------------------------- entry point
 
 
 def _load_dotenv() -> None:
-    """``.env`` in the current directory; real environment variables win."""
-    path = Path.cwd() / ".env"
-    if path.is_file():
-        from dotenv import load_dotenv
+    """``.env`` in the current directory (real environment variables win; LFTRACE_DOTENV=0 skips it), loaded so
+    that settings still know which values came from it."""
+    from ..config import load_dotenv_into_environ
 
-        load_dotenv(path, override=False)
+    state.dotenv = load_dotenv_into_environ()
 
 
 _GLOBAL_FLAGS = ("--debug", "--version")

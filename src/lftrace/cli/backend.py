@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..config import Settings, mask_secret
+from ..config import Settings, mask_secret, redact_url, redact_urls
 from ..errors import BackendError, ConfigError, ExitStatus, LftraceError
+from ..sanitize import clean_line
 from .app import app, open_store, resolve_settings
 from .options import JsonOption
 
@@ -30,6 +31,12 @@ NO_BACKEND = (
     "no export backend configured: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL), "
     "or OTEL_EXPORTER_OTLP_ENDPOINT"
 )
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """A line that holds data (destination names, server answers, paths): control sequences shown escaped,
+    credentials inside URLs masked."""
+    typer.echo(redact_urls(clean_line(text)), err=err)
 
 
 # ---------------------------------------------------------------- push
@@ -64,13 +71,13 @@ def push_command(
             for dest in destinations:
                 added = store.enqueue(dest.name)
                 if added:
-                    typer.echo(f"{dest.name}: queued {added} older trace{'s' if added != 1 else ''}")
+                    _echo(f"{dest.name}: queued {added} older trace{'s' if added != 1 else ''}")
         if dry_run:
             counts = store.delivery_counts()
             for dest in destinations:
                 entry = counts.get(dest.name, {})
                 waiting = int(entry.get("pending", 0)) + int(entry.get("failed", 0))
-                typer.echo(f"{dest.name}: would send {waiting} trace{'s' if waiting != 1 else ''} (dry run)")
+                _echo(f"{dest.name}: would send {waiting} trace{'s' if waiting != 1 else ''} (dry run)")
             return
         deliverer = Deliverer(store, destinations, settings)
         try:
@@ -79,7 +86,7 @@ def push_command(
             deliverer.stop()
         for d in report.destinations:
             line = f"{d.name}: delivered {d.delivered}, pending {d.pending}, failed {d.failed}"
-            typer.echo(line + (f" ({d.last_error})" if (d.pending or d.failed) and d.last_error else ""))
+            _echo(line + (f" ({d.last_error})" if (d.pending or d.failed) and d.last_error else ""))
         if report.pending or report.failed:
             raise BackendError(report.summary())
     finally:
@@ -115,7 +122,7 @@ def status_command(as_json: JsonOption = False) -> None:
     for name, entry in counts.items():
         rows[name] = {**rows.get(name, {}), **entry}
     if as_json:
-        typer.echo(
+        typer.echo(  # JSON stays exact (json.dumps escapes control characters itself)
             json.dumps(
                 {
                     "destinations": [
@@ -127,13 +134,13 @@ def status_command(as_json: JsonOption = False) -> None:
         )
         return
     if not rows:
-        typer.echo("no export destination configured and nothing queued (traces stay local)")
+        _echo("no export destination configured and nothing queued (traces stay local)")
         return
     for name, row in rows.items():
         note = "" if name in configured else " (not configured now)"
-        typer.echo(f"{name}{note}: delivered {row['delivered']}, pending {row['pending']}, failed {row['failed']}")
+        _echo(f"{name}{note}: delivered {row['delivered']}, pending {row['pending']}, failed {row['failed']}")
         if row.get("last_error") and (row["pending"] or row["failed"]):
-            typer.echo(f"  last error: {row['last_error']}")
+            _echo(f"  last error: {row['last_error']}")
 
 
 # ---------------------------------------------------------------- doctor
@@ -150,23 +157,32 @@ def doctor_command() -> None:
       LANGFUSE_BASE_URL=http://localhost:3000 lftrace doctor
     """
     settings = resolve_settings()
-    typer.echo("Configuration (secrets masked):")
+    _echo("Configuration (secrets masked):")
     for key, value in settings.masked().items():
-        typer.echo(f"  {key}: {value}")
+        _echo(f"  {key}: {value}")
     problems = [*_check_langfuse(settings), *_check_otlp(settings)]
     _check_store(settings)
     if problems:
-        typer.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
+        _echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
         raise typer.Exit(int(ExitStatus.BACKEND))
-    typer.echo("all checks passed")
+    _echo("all checks passed")
+
+
+def _sources_line(settings: Settings) -> str:
+    """Which .env was read and what it set (doctor): the file a user must check when traces go elsewhere."""
+    from_dotenv = sorted(name for name, src in settings.sources.items() if src.startswith(".env"))
+    if settings.dotenv is None:
+        return "arguments and the environment (no .env read)"
+    what = f" (it set: {', '.join(from_dotenv)})" if from_dotenv else " (it set nothing the environment had not)"
+    return f"the environment and {settings.dotenv}{what}"
 
 
 def _ok(text: str) -> None:
-    typer.echo(f"ok    {text}")
+    _echo(f"ok    {text}")
 
 
 def _bad(text: str) -> str:
-    typer.echo(f"FAIL  {text}")
+    _echo(f"FAIL  {text}")
     return text
 
 
@@ -175,7 +191,7 @@ def _check_langfuse(settings: Settings) -> list[str]:
 
     host = settings.base_url
     if not settings.public_key and not settings.secret_key:
-        typer.echo("off   Langfuse export (set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY to turn it on)")
+        _echo("off   Langfuse export (set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY to turn it on)")
         return []
     if not (settings.public_key and settings.secret_key):
         missing = "LANGFUSE_SECRET_KEY" if settings.public_key else "LANGFUSE_PUBLIC_KEY"
@@ -196,7 +212,7 @@ def _check_langfuse(settings: Settings) -> list[str]:
 
 def _check_otlp(settings: Settings) -> list[str]:
     if not settings.otlp_endpoint:
-        typer.echo("off   OTLP export (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on)")
+        _echo("off   OTLP export (set OTEL_EXPORTER_OTLP_ENDPOINT to turn it on)")
         return []
     from ..exporters.otlp import OtlpExporter
 
@@ -215,20 +231,18 @@ def _check_otlp(settings: Settings) -> list[str]:
 def _check_store(settings: Settings) -> None:
     path = settings.store
     if not path.exists():
-        typer.echo(f"info  store {path} does not exist yet (created by the first `lftrace run`)")
+        _echo(f"info  store {path} does not exist yet (created by the first `lftrace run`)")
         return
     try:
         store = open_store()
     except LftraceError as exc:
-        typer.echo(f"FAIL  {exc}")
+        _echo(f"FAIL  {exc}")
         return
     try:
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
         _ok(f"store {path}: {store.count_traces()} traces, {size / 1e6:.1f} MB")
         for name, entry in store.delivery_counts().items():
-            typer.echo(
-                f"      {name}: delivered {entry['delivered']}, pending {entry['pending']}, failed {entry['failed']}"
-            )
+            _echo(f"      {name}: delivered {entry['delivered']}, pending {entry['pending']}, failed {entry['failed']}")
     finally:
         store.close()
 
@@ -259,6 +273,7 @@ def langfuse_trace_url(settings: Settings, trace_id: str, store: TraceStore | No
     Without a project id (server unreachable) ``{host}/trace/{traceId}``, which Langfuse redirects.
     """
     host = settings.base_url.rstrip("/")
+    shown = redact_url(host)  # printed: a password inside the URL never is
     key = _project_meta_key(settings)
     pid = store.get_meta(key) if store is not None else None
     if pid is None and settings.public_key and settings.secret_key:
@@ -270,7 +285,7 @@ def langfuse_trace_url(settings: Settings, trace_id: str, store: TraceStore | No
             pid = None
         if pid and store is not None:
             store.set_meta(key, pid)
-    return f"{host}/project/{pid}/traces/{trace_id}" if pid else f"{host}/trace/{trace_id}"
+    return f"{shown}/project/{pid}/traces/{trace_id}" if pid else f"{shown}/trace/{trace_id}"
 
 
 def describe_destination_result(

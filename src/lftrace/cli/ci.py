@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 
-from ..errors import ExitStatus, InputError, LftraceError, TraceNotFound
+from ..errors import ExitStatus, InputError, LftraceError, StoreError, TraceNotFound
 from ..model import Trace
+from ..sanitize import clean_line
 from .app import app, console, err_console, open_store, print_json, resolve_settings, resolve_trace_ref, store_path
 from .options import (
     BaselineOption,
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `l
     from ..assertions import AssertionFailure, Expectations
     from ..config import Settings
     from ..dataset import Case, CaseResult
+    from ..runner import RunResult
     from ..store import TraceStore
 
 TEST_TAG_PREFIX = "lftrace-test:"
@@ -96,7 +100,10 @@ def evaluate_run_assertions(
         failures += compare_with_baseline(trace, baseline, tolerance)
     if failures:
         console = console or err_console()
-        console.print(f"[bold red]{len(failures)} assertion(s) failed[/] for trace {trace.id}:", highlight=False)
+        console.print(
+            Text.assemble((f"{len(failures)} assertion(s) failed", "bold red"), f" for trace {clean_line(trace.id)}:"),
+            highlight=False,
+        )
         for failure in failures:
             console.print(_failure_line(failure), highlight=False, markup=False)
     return failures
@@ -123,8 +130,10 @@ def enforce_run_assertions(
 
 
 def _failure_line(failure: AssertionFailure) -> str:
+    """Three lines; each part comes from data (outputs, node names) and is shown escaped."""
     return (
-        f"  ✗ {failure.name}: {failure.message}\n      expected: {failure.expected}\n      actual:   {failure.actual}"
+        f"  ✗ {clean_line(str(failure.name))}: {clean_line(str(failure.message))}\n"
+        f"      expected: {clean_line(str(failure.expected))}\n      actual:   {clean_line(str(failure.actual))}"
     )
 
 
@@ -132,46 +141,10 @@ def _failure_line(failure: AssertionFailure) -> str:
 
 
 def read_traces_file(path: Path) -> list[Trace]:
-    """Traces in a file: one trace JSON object, a JSON list of them, or JSONL (one per line)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist (pass a file written by `lftrace export`)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
-    try:
-        whole = json.loads(text)
-        items: list[tuple[str, Any]] = (
-            [(f"{path}[{i}]", item) for i, item in enumerate(whole)]
-            if isinstance(whole, list)
-            else [(str(path), whole)]
-        )
-    except json.JSONDecodeError:
-        items = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"{path}:{number}: not valid JSON ({exc.msg}); expected a trace, a list of traces or JSONL"
-                ) from None
-    traces = [_trace_from(where, item) for where, item in items]
-    if not traces:
-        raise InputError(f"{path} holds no traces")
-    return traces
+    """Validated traces from a file (``validate.read_traces_file``): hostile files are exit 2 naming the problem."""
+    from ..validate import read_traces_file as read_validated
 
-
-def _trace_from(where: str, data: Any) -> Trace:
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-        raise InputError(
-            f'{where}: not a trace (expected an object with "id" and "observations", from `lftrace export`)'
-        )
-    try:
-        return Trace.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{where}: not a valid trace ({type(exc).__name__}: {exc})") from None
+    return read_validated(path)
 
 
 def resolve_trace(ref: str, store: TraceStore | None = None) -> Trace:
@@ -249,20 +222,34 @@ class _CaseRunner:
         self.defaults = defaults
         self.baselines = baselines
         self.tolerance = tolerance
+        self.store_error: StoreError | None = None
 
     def __call__(self, case: Case) -> CaseResult:
-        from ..assertions import check, output_text
         from ..dataset import CaseResult
         from ..runner import execute
 
         metadata = {CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
-        run = execute(
+        try:
+            run = self._execute(execute, case, metadata)
+        except StoreError as exc:  # the store cannot take traces: the whole test stops with exit 7, the cause said
+            self.store_error = exc
+            return CaseResult(case, error=f"trace not saved: {exc}")
+        return self._check(case, run)
+
+    def _execute(self, execute: Any, case: Case, metadata: dict[str, Any]) -> RunResult:
+        return execute(
             self.runnable,
             json.dumps(case.input),  # the case's JSON value, parsed back by the runner, shaped like `run --input`
             tags=[TEST_TAG_PREFIX + self.run_id],
             config={"metadata": metadata},
             settings=self.settings,
+            deliver=False,  # one delivery after every case, bounded by LANGFUSE_TIMEOUT: never per case
         )
+
+    def _check(self, case: Case, run: RunResult) -> CaseResult:
+        from ..assertions import check, output_text
+        from ..dataset import CaseResult
+
         error = None if run.error is None else f"{type(run.error).__name__}: {run.error}"
         trace = run.trace
         if trace is None:
@@ -299,7 +286,8 @@ def _progress_reporter(total: int, console: Console) -> tuple[Any, Any]:
         def log_line(result: CaseResult) -> None:
             with lock:
                 console.print(
-                    f"{marks[result.status]} {result.case.name} ({result.status}, {_seconds(result.latency)})"
+                    f"{marks[result.status]} {escape(clean_line(result.case.name))} "
+                    f"({result.status}, {_seconds(result.latency)})"
                 )
 
         return log_line, nullcontext()
@@ -336,22 +324,25 @@ def _summary_table(results: Sequence[CaseResult]) -> Any:
     styles = {"pass": "green", "fail": "red", "error": "red", "skipped": "dim"}
     for r in results:
         table.add_row(
-            r.case.name,
+            Text(clean_line(r.case.name)),  # a Text: a case name is never read as markup
             f"[{styles[r.status]}]{r.status.upper()}[/]",
             _seconds(r.latency),
             str(r.tokens),
             _money(r.cost),
-            r.trace_id or "-",
+            Text(clean_line(r.trace_id or "-")),
         )
     return table
 
 
 def _print_case_failures(results: Sequence[CaseResult], console: Console) -> None:
     for r in results:
+        name, trace_id = clean_line(r.case.name), clean_line(r.trace_id or "-")
         if r.status == "error":
-            console.print(f"\n[red]! {r.case.name}[/] raised: {r.error} (trace {r.trace_id or '-'})", markup=True)
+            console.print(
+                Text.assemble("\n", (f"! {name}", "red"), f" raised: {clean_line(str(r.error))} (trace {trace_id})")
+            )
         elif r.status == "fail":
-            console.print(f"\n[red]✗ {r.case.name}[/] (trace {r.trace_id})")
+            console.print(Text.assemble("\n", (f"✗ {name}", "red"), f" (trace {trace_id})"))
             for failure in r.failures:
                 console.print(_failure_line(failure), markup=False)
 
@@ -411,6 +402,9 @@ def test_cases_command(
         started = time.perf_counter()  # the cases' time, without importing the target
         with progress:
             results = run_cases(cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done)
+        if runner.store_error is not None:
+            raise runner.store_error
+        _deliver_once(settings, err)
     else:
         results = []
     duration = time.perf_counter() - started
@@ -451,6 +445,21 @@ def test_cases_command(
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
 
+def _deliver_once(settings: Settings, err: Any) -> None:
+    """The cases' traces go to the backends in one delivery bounded by LANGFUSE_TIMEOUT (not one per case)."""
+    from ..client import client_for
+
+    client = client_for(settings)
+    client.flush()
+    report = client.last_delivery
+    if report is not None and (report.pending or report.failed):
+        from rich.text import Text
+
+        from ..sanitize import clean_line
+
+        err.print(Text(clean_line(f"export {report.summary()}"), style="yellow"), soft_wrap=True)
+
+
 # -- export / import ------------------------------------------------------------------------------
 
 
@@ -486,9 +495,26 @@ def export_command(
     if output is None:
         sys.stdout.write(text)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    err_console().print(f"wrote {len(traces)} trace(s) to {output}")
+    _write_private(output, text)
+    err_console().print(Text(clean_line(f"wrote {len(traces)} trace(s) to {output}")))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Traces hold prompts and user data: the file is 0600 (and directories made for it 0700), whatever the
+    umask; an existing file is tightened too."""
+    missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            fd = -1
+            handle.write(text)
+    finally:
+        if fd != -1:
+            os.close(fd)
 
 
 @app.command("import")
@@ -507,8 +533,15 @@ def import_command(
     for path in files:  # read everything first: a bad file imports nothing
         traces += read_traces_file(path)
     with open_store(read_only=False) as store:
-        store.write_traces(traces)
-    err_console().print(f"imported {len(traces)} trace(s) from {len(files)} file(s) into {store_path()}")
+        try:
+            store.write_traces(traces)
+        except (UnicodeError, OverflowError):  # values SQLite refuses (lone surrogates): stored escaped
+            from ..writer import repair_trace
+
+            store.write_traces([repair_trace(t) for t in traces])
+    err_console().print(
+        Text(clean_line(f"imported {len(traces)} trace(s) from {len(files)} file(s) into {store_path()}"))
+    )
 
 
 # -- diff -------------------------------------------------------------------------------------------
@@ -548,7 +581,7 @@ def diff_command(
         styles = {"+": "green", "-": "red", "~": "yellow", "@": "cyan"}
         for line in diff_lines(diff, show_same=show_same):
             style = "bold" if line.startswith(("A ", "total:", "---", "+++")) else styles.get(line[:1], "")
-            out.print(Text(line, style=style), soft_wrap=True)
+            out.print(Text(clean_line(line), style=style), soft_wrap=True)
     if fail_on_change and diff.changed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
@@ -606,7 +639,7 @@ def stats_command(
                 "?" if row.unpriced == row.count and not row.cost else _money(row.cost) + ("*" if row.unpriced else "")
             )
             table.add_row(
-                row.key,
+                Text(clean_line(row.key)),
                 str(row.count),
                 f"{row.errors} ({row.error_rate:.0%})",
                 _seconds(row.p50),

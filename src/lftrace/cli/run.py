@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import ExitStatus, InputError, LftraceError
+from ..sanitize import clean, clean_line
 from .app import app, console, enable_debug, err_console, print_json, print_trace, resolve_settings, state
 from .ci import enforce_run_assertions, expectations_from_options, load_baseline
 from .options import (
@@ -106,17 +107,20 @@ class _LivePrinter:
         if kind == "chunk":
             text = _chunk_text(chunk)
             if text is not None:
+                text = clean(text)  # tokens come from a model: no escape sequence reaches the terminal
                 self.out.file.write(text)
                 self.out.file.flush()
                 self.mid_line = not text.endswith("\n") if text else self.mid_line
                 return
             self.end_line()
-            self.out.print(Text(preview(to_jsonable(chunk))), crop=True, overflow="ellipsis", no_wrap=True)
+            self.out.print(Text(clean_line(preview(to_jsonable(chunk)))), crop=True, overflow="ellipsis", no_wrap=True)
             return
         self.end_line()
         updates = chunk if isinstance(chunk, dict) else {"update": chunk}
         for node, update in updates.items():
-            line = Text.assemble(("▸ ", "dim"), (str(node), "bold cyan"), ": ", preview(to_jsonable(update)))
+            line = Text.assemble(
+                ("▸ ", "dim"), (clean_line(str(node)), "bold cyan"), ": ", clean_line(preview(to_jsonable(update)))
+            )
             self.out.print(line, crop=True, overflow="ellipsis", no_wrap=True)
 
     def end_line(self) -> None:
@@ -198,7 +202,7 @@ def run_command(
 
     When LANGFUSE_* keys (or OTEL_EXPORTER_OTLP_ENDPOINT) are set, the trace is exported before the command ends and its last line says where it went: the Langfuse URL of the trace, or 'queued: N traces pending (reason)' when the backend could not be reached. A queued trace is kept in the store and does not change the exit code (the run itself succeeded): send it later with [bold]lftrace push[/bold].
 
-    Exit codes: 0 ok (also when export is queued, and when the run paused at an interrupt), 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion failed (or --expect-complete and the run paused), 130 Ctrl-C (partial trace saved).
+    Exit codes: 0 ok (also when export is queued, and when the run paused at an interrupt), 1 the target raised (trace saved), 2 bad input, 3 target not loadable, 5 an assertion failed (or --expect-complete and the run paused), 7 the trace could not be saved (store problem), 130 Ctrl-C / 143 SIGTERM (partial trace saved).
 
     [bold]Example[/bold]
 
@@ -309,7 +313,7 @@ def report_run(
 ) -> None:
     """Print what a run produced and raise the matching LftraceError (exit 1 / 130) when it did not succeed."""
     for note in result.notes:
-        err_console().print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
+        err_console().print(Text(clean_line(f"note: {note}"), style="yellow"), soft_wrap=True)
     if json_out:
         print_json(result.trace.to_dict() if result.trace is not None else None)
     elif result.trace is not None:
@@ -359,7 +363,8 @@ def _print_destination(result: RunResult, settings: Settings, *, json_out: bool)
         lines = [f"export state unknown: {err}"]
     out = err_console() if json_out else console()
     for line in lines:
-        out.print(Text(line, style="yellow" if line.startswith(("queued", "export")) else ""), soft_wrap=True)
+        style = "yellow" if line.startswith(("queued", "export")) else ""
+        out.print(Text(clean_line(line), style=style), soft_wrap=True)  # backend error bodies are data
 
 
 def _print_raw_output(output: Any) -> None:
@@ -369,4 +374,4 @@ def _print_raw_output(output: Any) -> None:
     from ..serialize import to_jsonable
 
     console().print(Text("Output:", style="bold"))
-    console().print(Text(pretty(readable(to_jsonable(output)))))
+    console().print(Text(clean(pretty(readable(to_jsonable(output))))))
