@@ -157,6 +157,7 @@ def doctor_command() -> None:
       LANGFUSE_BASE_URL=http://localhost:3000 lftrace doctor
     """
     settings = resolve_settings()
+    _echo(f"Settings from: {_sources_line(settings)}")
     _echo("Configuration (secrets masked):")
     for key, value in settings.masked().items():
         _echo(f"  {key}: {value}")
