@@ -69,6 +69,10 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def _length(entry: tuple[list[Any], Any]) -> int:
+    return len(entry[0])
+
+
 class _Prefixes:
     """The last few lists seen and what was made of each; finds the longest one a new list starts with."""
 
@@ -78,21 +82,22 @@ class _Prefixes:
     def find(self, seq: list[Any]) -> tuple[int, Any]:
         """(length of the longest remembered prefix of ``seq``, what was made of it); (0, None) when none."""
         n = len(seq)
-        best, made = 0, None
-        for items, result in self.entries:
+        # longest first: the first match is the answer, and older (shorter) ones of the same lineage are not
+        # compared again (each comparison is O(length), in C)
+        for items, result in sorted(self.entries, key=_length, reverse=True):
             m = len(items)
-            if m <= best or m > n or m == 0:
+            if m > n or m == 0:
                 continue
             try:
-                # the last item first (cheap and decisive), then the whole prefix in C
+                # the last item first (cheap and decisive), then the whole prefix
                 if seq[m - 1] is not items[m - 1] and seq[m - 1] != items[m - 1]:
                     continue
                 if seq[:m] != items:
                     continue
             except Exception:  # an item whose == raises (numpy arrays): no sharing with this one
                 continue
-            best, made = m, result
-        return best, made
+            return m, result
+        return 0, None
 
     def add(self, seq: list[Any], result: Any) -> None:
         self.entries.appendleft((seq, result))
