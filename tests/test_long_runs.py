@@ -177,3 +177,32 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     latest = max(thinks, key=lambda o: o["startTime"])
     assert len(latest["input"]["messages"]) > 200  # full inputs, rebuilt from the shared lists
     assert latest["input"]["messages"][0]["content"] == "Plan a three-day trip to Lisbon."
+
+
+def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch):
+    from helpers_otlp_receiver import attributes, running_receiver
+    from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
+
+    steps = 500  # 1,251 observations: more than PAGED_OVER, so streamed from the store in pages
+    with running_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")
+        client_module.reset_clients()
+        handler = CallbackHandler()
+        build_graph().invoke(loop_input(steps), run_config(steps, [handler]))
+        client = client_module.get_client()
+        client.flush()
+        stored = client.get_trace(handler.last_trace_id)
+        assert len(stored.observations) > PAGED_OVER
+        spans = receiver.spans()
+        assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
+        assert len(spans) == len(stored.observations)  # each span once
+        requests = [r for r in receiver.requests if r.request is not None]
+        assert len(requests) >= len(stored.observations) // PAGE_OBSERVATIONS
+        roots = [s for s in spans if not s.parent_span_id]
+        assert len(roots) == 1 and "langfuse.trace.name" in attributes(roots[0].attributes)
+        assert not any("langfuse.trace.name" in attributes(s.attributes) for s in spans if s.parent_span_id)
+        last_think = max((s for s in spans if s.name == "think"), key=lambda s: s.start_time_unix_nano)
+        sent = attributes(last_think.attributes)
+        sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
+        assert len(sent_input["messages"]) == steps - 1  # the full conversation, rebuilt from the shared lists
+        assert client.store.delivery_counts()[f"otlp:{receiver.url}/v1/traces"]["delivered"] == 1

@@ -35,6 +35,8 @@ log = logging.getLogger("lftrace.delivery")
 
 BATCH_TRACES = 100  # traces per claim (the exporter further splits requests at ~4 MB)
 MIN_ATTEMPT_S = 0.05  # don't start an export with less time than this left
+PAGED_OVER = 1000  # traces with more observations are exported page by page, streamed from the store
+PAGE_OBSERVATIONS = 200  # observations per page (each request is further split at ~4 MB)
 RECENT_TRACES = 256  # just-written traces kept in memory for export, so delivery need not read them back
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_IN_CALL_S = 2.0
@@ -233,6 +235,14 @@ class Deliverer:
             if not ids:
                 return
             seen.update(ids)
+            counts = self.store.observation_counts(ids)
+            long_ids = [i for i in ids if counts.get(i, 0) > PAGED_OVER]
+            for trace_id in long_ids:
+                if not self._export_pages(dest, trace_id, report, deadline):
+                    return
+            ids = [i for i in ids if counts.get(i, 0) <= PAGED_OVER]
+            if not ids:
+                continue
             traces, missing = self._load(ids, revisions)
             if missing:
                 self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
@@ -240,6 +250,24 @@ class Deliverer:
                 continue
             if not self._export_batch(dest, traces, report, deadline):
                 return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
+
+    def _export_pages(self, dest: Destination, trace_id: str, report: DestinationReport, deadline: float) -> bool:
+        """A long trace, streamed from the store a page at a time (bounded memory); delivered after its last page.
+
+        The spans of a trace may arrive in several requests (OTLP spans are independent); a page that fails
+        leaves the trace to be sent again whole later (Langfuse upserts spans by id). True to go on.
+        """
+        sent = False
+        for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS):
+            if not self._export_batch(dest, [page], report, deadline, page=True):
+                return False
+            sent = True
+        if not sent:
+            self.store.mark_failed(dest.name, [trace_id], "trace could not be read from the local store")
+            return True
+        self.store.mark_delivered(dest.name, [trace_id])
+        report.delivered += 1
+        return True
 
     def remember(self, traces: Sequence[Trace], forget: Sequence[str] = ()) -> None:
         """Traces just committed as new by this process's writer: exported from memory instead of read back.
@@ -270,11 +298,15 @@ class Deliverer:
         found.update(cached)
         return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
 
-    def _export_batch(self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float) -> bool:
+    def _export_batch(
+        self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float, *, page: bool = False
+    ) -> bool:
         """Export one claimed batch, retrying transient failures within the deadline; True to go on.
 
         Delivered -> True. Rejected (marked failed): 401/403/404 -> False (the next batches would fail too),
         another 4xx -> True (only this batch is bad). Still failing at the deadline (back to pending) -> False.
+        ``page``: one page of a long trace: sent is not yet delivered (the caller marks it after the last page),
+        and True means sent.
         """
         ids = [t.id for t in traces]
         attempt = 0
@@ -289,8 +321,9 @@ class Deliverer:
             if result.message:  # a credential inside a URL or echoed by the server is never stored or printed
                 result = dataclasses.replace(result, message=redact_urls(result.message))
             if result.ok:
-                self.store.mark_delivered(dest.name, ids)
-                report.delivered += len(ids)
+                if not page:
+                    self.store.mark_delivered(dest.name, ids)
+                    report.delivered += len(ids)
                 self._failures.pop(dest.name, None)
                 self._not_before.pop(dest.name, None)
                 return True
@@ -299,7 +332,7 @@ class Deliverer:
                 self.store.mark_failed(dest.name, ids, result.message)
                 log.warning("lftrace: %s rejected %d traces: %s", dest.name, len(ids), result.message)
                 # a batch-specific 400 lets the next batches go; rejected keys or a wrong URL would fail them all
-                return result.status not in (None, 401, 403, 404)
+                return not page and result.status not in (None, 401, 403, 404)
             attempt += 1
             retry_after = clamp_retry_after(result.retry_after)
             wait = retry_after if retry_after is not None else _backoff(attempt, BACKOFF_MAX_IN_CALL_S)

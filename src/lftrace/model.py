@@ -449,6 +449,17 @@ class Score:
 
 
 @dataclass(slots=True)
+class TracePage(Trace):
+    """Some observations of a long trace, exported page by page (delivery streams it from the store).
+
+    ``ids``: every observation id of the whole trace, so an observation whose parent is in another page is not
+    taken for a root.
+    """
+
+    ids: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
 class TraceSummary:
     """One row of ``list_traces``: what a listing needs without the observations."""
 

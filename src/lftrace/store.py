@@ -8,6 +8,7 @@ stamped with ``PRAGMA application_id`` so another application's SQLite file is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import orjson
 
 from .errors import InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
-from .model import LEVEL_RANK, LEVELS, Observation, Score, SessionSummary, Trace, TraceSummary
+from .model import LEVEL_RANK, LEVELS, Observation, Score, SessionSummary, Trace, TracePage, TraceSummary
 from .sharing import Packer, materialize, references, unpack
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
@@ -186,6 +187,12 @@ def m005_scores(conn: sqlite3.Connection) -> None:
         )"""
     )
     conn.execute("CREATE INDEX IF NOT EXISTS scores_trace ON scores (trace_id, timestamp_ns)")
+
+
+@migration(6)
+def m006_observation_order(conn: sqlite3.Connection) -> None:
+    # a long trace is read in pages (export, trace_pages): each page is an index range, not a sort of the trace
+    conn.execute("CREATE INDEX IF NOT EXISTS observations_order ON observations (trace_id, start_ns, seq)")
 
 
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
@@ -722,6 +729,58 @@ class TraceStore:
         if not traces:  # deleted between resolving and loading
             raise TraceNotFound(f"no trace '{wanted}' in {self.path} (see `lftrace list`)")
         return traces[0]
+
+    def observation_counts(self, trace_ids: Sequence[str]) -> dict[str, int]:
+        """{trace id: observations stored} for exact ids (unknown ids left out)."""
+        ids = list(dict.fromkeys(trace_ids))
+
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for chunk in _chunks(ids):
+                sql = f"SELECT id, observation_count FROM traces WHERE id IN ({_marks(len(chunk))})"
+                counts.update((str(tid), int(n or 0)) for tid, n in conn.execute(sql, list(chunk)))
+            return counts
+
+        with self._errors():
+            return self._read(work)
+
+    def trace_pages(self, trace_id: str, size: int = 200) -> Iterator[TracePage]:
+        """A long trace in pages of ``size`` observations (start order), each read on its own: bounded memory.
+
+        Every page carries the trace's fields and the ids of all its observations; the first page is read in
+        full before the next one is (the lock is not held between pages). Nothing for an unknown id.
+        """
+        with self._errors():
+            headers = self._read(lambda c: _load_traces(c, [trace_id], with_observations=False))
+            if not headers:
+                return
+            ids = frozenset(
+                self._read(
+                    lambda c: [r[0] for r in c.execute("SELECT id FROM observations WHERE trace_id = ?", (trace_id,))]
+                )
+            )
+        header = headers[0]
+        fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}
+        after: tuple[int, int] = (-(2**63), -1)  # keyset position: (start_ns, seq) of the last row read
+        while True:
+
+            def page(
+                conn: sqlite3.Connection, after: tuple[int, int] = after
+            ) -> tuple[list[Observation], tuple[int, int]]:
+                rows = conn.execute(
+                    "SELECT trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data "
+                    "FROM observations WHERE trace_id = ? AND (start_ns, seq) > (?, ?) ORDER BY start_ns, seq LIMIT ?",
+                    (trace_id, after[0], after[1], size),
+                ).fetchall()
+                observations = [_observation_from_row(row) for row in rows]
+                _unpack_shared(conn, [Trace(id=trace_id, name=None, timestamp=0, observations=observations)])
+                return observations, ((rows[-1][6], rows[-1][2]) if rows else after)
+
+            with self._errors():
+                observations, after = self._read(page)
+            if not observations:
+                return
+            yield TracePage(**fields, observations=observations, ids=ids)
 
     def get_traces(self, trace_ids: Sequence[str]) -> list[Trace]:
         """Full traces for exact ids in one read (for delivery batches); unknown ids are skipped, order is kept."""
@@ -1576,8 +1635,8 @@ def _load_tags(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[s
     return tags
 
 
-def _load_traces(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Trace]:
-    """Full traces for ``ids`` in the given order (missing ids are skipped)."""
+def _load_traces(conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool = True) -> list[Trace]:
+    """Full traces for ``ids`` in the given order (missing ids are skipped); ``with_observations=False``: without."""
     by_id: dict[str, Trace] = {}
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
@@ -1604,6 +1663,8 @@ def _load_traces(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Trace]:
                 public=bool(data.get("public", False)),
                 end_time=end_ns,
             )
+        if not with_observations:
+            continue
         obs_rows = conn.execute(
             "SELECT trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data "
             f"FROM observations WHERE trace_id IN ({marks}) ORDER BY trace_id, start_ns, seq",

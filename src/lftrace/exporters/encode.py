@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from ..model import Observation, Trace
+from ..model import Observation, Trace, TracePage
 from .attributes import PROFILES, observation_attributes
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def _add_spans(new_span: Callable[[], Any], trace: Trace, profile: str) -> Itera
     from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
     name_of = PROFILES[profile].span_name
-    known = {o.id for o in trace.observations}
+    known = trace.ids if isinstance(trace, TracePage) else {o.id for o in trace.observations}
     foreign_parent = foreign_parent_span_id(trace)
     trace_id = bytes.fromhex(trace.id)
     for obs in trace.observations or [_synthetic_root(trace)]:
