@@ -198,6 +198,8 @@ class Receiver:
             return Reply(
                 401, json.dumps({"message": "Invalid credentials. Confirm that you've configured the correct host."})
             )
+        if path == "/api/public/ingestion" and method == "POST":  # scores (score-create events), as Langfuse: 207
+            return Reply(207, json.dumps({"successes": [], "errors": []}))
         if path == "/api/public/projects":
             return self.projects_reply or Reply(
                 200,

@@ -69,7 +69,9 @@ def test_langfuse_attributes_ids_and_parentage():
     assert g["langfuse.observation.model.name"] == "gpt-4o-mini-2024-07-18"
     assert json.loads(g["langfuse.observation.model.parameters"]) == {"temperature": 0.2, "max_tokens": 256}
     assert json.loads(g["langfuse.observation.usage_details"])["input_cache_read"] == 100
-    assert json.loads(g["langfuse.observation.cost_details"])["total"] == 0.0003
+    assert (
+        "langfuse.observation.cost_details" not in g
+    )  # Langfuse prices usage itself (LFTRACE_EXPORT_COST=1 sends ours)
     assert g["langfuse.observation.completion_start_time"] == "2025-10-09T08:53:20.015000Z"
     assert g["langfuse.observation.metadata.ls_provider"] == "openai"
     # GenAI conventions: totals include cache reads / reasoning

@@ -10,8 +10,27 @@ from lftrace.pricing import cost_for
 
 def test_known_model_is_priced_from_langfuse_usage():
     cost = cost_for("gpt-4o-mini", {"input": 800, "input_cache_read": 200, "output": 500, "total": 1500})
-    # gpt-4o-mini: $0.15/MTok input, $0.075/MTok cached input, $0.60/MTok output
-    assert cost == pytest.approx({"input": 800 * 0.15e-6 + 200 * 0.075e-6, "output": 500 * 0.6e-6, "total": 0.000435})
+    # gpt-4o-mini: $0.15/MTok input, $0.075/MTok cached input, $0.60/MTok output; cached input is its own line
+    assert cost == pytest.approx(
+        {"input": 800 * 0.15e-6, "input_cache_read": 200 * 0.075e-6, "output": 500 * 0.6e-6, "total": 0.000435}
+    )
+
+
+def test_line_items_add_up_to_the_total():
+    cost = cost_for("o3-mini", {"input": 1000, "output": 100, "output_reasoning_tokens": 400, "total": 1500})
+    assert cost is not None
+    # o3-mini: $1.10/MTok input, $4.40/MTok output; reasoning is billed as output, shown apart
+    assert cost["output_reasoning"] == pytest.approx(400 * 4.4e-6)
+    assert cost["output"] == pytest.approx(100 * 4.4e-6)
+    assert sum(v for k, v in cost.items() if k != "total") == pytest.approx(cost["total"])
+    claude = cost_for(
+        "claude-3-5-sonnet-20241022",
+        {"input": 20, "output": 30, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 500},
+    )
+    assert claude is not None
+    assert claude["input_cache_read"] == pytest.approx(1000 * 0.3e-6)
+    assert claude["input_cache_creation"] == pytest.approx(500 * 3.75e-6)
+    assert claude["input"] == pytest.approx(20 * 3e-6)
 
 
 def test_anthropic_cache_write_is_priced():
@@ -20,7 +39,7 @@ def test_anthropic_cache_write_is_priced():
         "claude-3-5-sonnet-20241022", {"input": 0, "input_cache_creation": 1000, "output": 0, "total": 1000}
     )
     assert plain and cached
-    assert cached["input"] == pytest.approx(plain["input"] * 1.25)  # $3.75 vs $3 per MTok
+    assert cached["input"] + cached["input_cache_creation"] == pytest.approx(plain["input"] * 1.25)  # $3.75 vs $3
 
 
 def test_unknown_model_gives_none():

@@ -20,6 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from tests.helpers_openai_server import openai_server
 from tests.serve_process import ServeProcess
 
+from lftrace.exporters.attributes import with_cost
 from lftrace.exporters.encode import encode_traces
 from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter
 from lftrace.model import Observation, Trace
@@ -205,6 +206,8 @@ def test_our_exports_round_trip(server, exporter_kind):
         exporter: OtlpExporter = LangfuseExporter(server.url, "pk-lf-a", "sk-lf-b")
     else:
         exporter = OtlpExporter(server.url + "/v1/traces")
+    # an exact copy needs the local cost sent too (LFTRACE_EXPORT_COST=1); by default the server prices usage itself
+    exporter.profile = with_cost(exporter.profile, True)
     result = exporter.export([original])
     exporter.close()
     assert result.ok, result.message

@@ -194,7 +194,9 @@ def test_litellm_claude_cost_prices_input_and_output():
     # $3/MTok input, $0.30 cached read, $3.75 cache write, $15/MTok output: input = 52 fresh + reads + writes
     assert cost == pytest.approx(
         {
-            "input": 52 * 3e-6 + 1024 * 0.3e-6 + 1024 * 3.75e-6,
+            "input": 52 * 3e-6,
+            "input_cache_read": 1024 * 0.3e-6,
+            "input_cache_creation": 1024 * 3.75e-6,
             "output": 300 * 15e-6,
             "total": 52 * 3e-6 + 1024 * 0.3e-6 + 1024 * 3.75e-6 + 300 * 15e-6,
         },
@@ -206,7 +208,7 @@ def test_anthropic_raw_cost_counts_cache_reads_once():
     usage = normalise_usage({"input_tokens": 20, "output_tokens": 30, "cache_read_input_tokens": 1000})
     cost = cost_for("claude-3-5-sonnet-20241022", usage)
     assert cost is not None
-    assert cost["input"] == pytest.approx(20 * 3e-6 + 1000 * 0.3e-6)
+    assert (cost["input"], cost["input_cache_read"]) == pytest.approx((20 * 3e-6, 1000 * 0.3e-6))
 
 
 def test_bedrock_streamed_lists_are_summed():

@@ -34,6 +34,7 @@ DEBUG = "LANGFUSE_DEBUG"
 STORE = "LFTRACE_STORE"
 DOTENV = "LFTRACE_DOTENV"  # 0/false: never read .env (read from the real environment only)
 ALLOW_INSECURE_HTTP = "LFTRACE_ALLOW_INSECURE_HTTP"  # true: send keys over plain http to a non-local host
+EXPORT_COST = "LFTRACE_EXPORT_COST"  # true: export lftrace's own cost (default: usage only, Langfuse prices)
 # OpenTelemetry exporter names (the OTel SDKs read the same ones)
 OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -56,6 +57,7 @@ ALL_ENV_VARS = (
     STORE,
     DOTENV,
     ALLOW_INSECURE_HTTP,
+    EXPORT_COST,
     OTLP_ENDPOINT,
     OTLP_TRACES_ENDPOINT,
     OTLP_HEADERS,
@@ -225,6 +227,9 @@ class Settings:
     store: Path = field(default_factory=default_store_path)
     otlp_endpoint: str | None = None  # full URL of an OTLP/HTTP traces endpoint
     otlp_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    export_cost: bool = (
+        False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
+    )
     # where the values came from: the .env read (None: none, or LFTRACE_DOTENV=0), and what to tell the user
     dotenv: Path | None = field(default=None, compare=False)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -324,7 +329,7 @@ class Settings:
         got = pick("sample_rate", SAMPLE_RATE)
         if got:
             values["sample_rate"] = _number(got, float, low=0.0, high=1.0)
-        for name, env_name in (("tracing_enabled", TRACING_ENABLED), ("debug", DEBUG)):
+        for name, env_name in (("tracing_enabled", TRACING_ENABLED), ("debug", DEBUG), ("export_cost", EXPORT_COST)):
             got = pick(name, env_name)
             if got:
                 values[name] = _boolean(got)

@@ -59,6 +59,7 @@ class Destination:
 
 def destinations_for(settings: Settings) -> list[Destination]:
     """Langfuse when both keys are set, the OTLP endpoint when set; both can be on."""
+    from .exporters.attributes import with_cost
     from .exporters.otlp import LangfuseExporter, OtlpExporter
 
     resource = {"deployment.environment.name": settings.environment}
@@ -70,9 +71,11 @@ def destinations_for(settings: Settings) -> list[Destination]:
         exporter = LangfuseExporter(
             settings.base_url, settings.public_key, settings.secret_key, settings.timeout, resource
         )
+        exporter.profile = with_cost(exporter.profile, settings.export_cost)
         out.append(Destination(langfuse_destination_name(settings.base_url), exporter))
     if settings.otlp_endpoint:
         otlp = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout, resource)
+        otlp.profile = with_cost(otlp.profile, settings.export_cost)
         out.append(Destination(otlp_destination_name(settings.otlp_endpoint), otlp))
     return out
 

@@ -40,18 +40,46 @@ def _genai_usage_kwargs(usage: Mapping[str, int]) -> dict[str, int]:
 def _calculate(model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
     from genai_prices import Usage, calc_price  # lazy: ~0.4 s import
 
+    kwargs = _genai_usage_kwargs(usage)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            price = calc_price(Usage(**_genai_usage_kwargs(usage)), model)
+            price = calc_price(Usage(**kwargs), model)
         except LookupError:
             _unknown_models.add(model)
             return None
-    return {
-        "input": float(price.input_price),
-        "output": float(price.output_price),
-        "total": float(price.total_price),
-    }
+        input_price, output_price = float(price.input_price), float(price.output_price)
+        cost = {"input": input_price, "output": output_price}
+        # Line items, priced by the same model price (cheap: no lookup): cached input, cache writes and reasoning
+        # come out of input/output so that the parts add up to the total, as Langfuse's cost details do.
+        model_price = price.model_price
+        counts = gross_counts(usage)
+        for key, part_usage, side in (
+            (
+                "input_cache_read",
+                {"input_tokens": counts["cache_read"], "cache_read_tokens": counts["cache_read"]},
+                "input",
+            ),
+            (
+                "input_cache_creation",
+                {"input_tokens": counts["cache_write"], "cache_write_tokens": counts["cache_write"]},
+                "input",
+            ),
+            ("output_reasoning", {"output_tokens": counts["reasoning"]}, "output"),
+        ):
+            tokens = max(part_usage.values())
+            if not tokens:
+                continue
+            try:
+                prices = model_price.calc_price(Usage(**part_usage))
+                part = float(prices["input_price"] if side == "input" else prices["output_price"])
+            except Exception:  # a tiered or odd price: no line item rather than a wrong one
+                continue
+            part = min(part, cost[side])
+            cost[key] = part
+            cost[side] -= part
+    cost["total"] = float(price.total_price)
+    return cost
 
 
 def cost_for(model: str | None, usage_details: Mapping[str, Any] | None) -> dict[str, float] | None:

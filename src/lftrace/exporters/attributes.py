@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import Observation, Trace, iso_from_ns
+from ..usage import gross_counts
 
 LANGFUSE_SCOPE = "langfuse-sdk-lftrace"
 OTLP_SCOPE = "lftrace"
@@ -99,19 +100,22 @@ def _number(value: Any) -> bool:
 
 
 def _token_counts(usage: Mapping[str, Any]) -> tuple[dict[str, int], int, int, int]:
-    """Langfuse usage (input/output exclude their details) -> (counts, input total, output total, total)."""
+    """Langfuse usage (input/output exclude their details) -> (gross counts, input total, output total, total).
+
+    ``usage.gross_counts`` reads every provider's keys (Anthropic's cache counts kept beside input, OpenAI's
+    ``input_cached_tokens``, priority tiers that are not extra tokens, ...).
+    """
     counts = {k: int(v) for k, v in usage.items() if _number(v)}
-    input_total = sum(v for k, v in counts.items() if k == "input" or k.startswith("input_"))
-    output_total = sum(v for k, v in counts.items() if k == "output" or k.startswith("output_"))
-    return counts, input_total, output_total, counts.get("total", input_total + output_total)
+    gross = gross_counts(counts)
+    return gross, gross["input"], gross["output"], counts.get("total", gross["input"] + gross["output"])
 
 
 def _cache_read(counts: Mapping[str, int]) -> int | None:
-    return counts.get("input_cache_read", counts.get("input_cached_tokens"))
+    return counts["cache_read"] or None
 
 
 def _reasoning(counts: Mapping[str, int]) -> int | None:
-    return counts.get("output_reasoning", counts.get("output_reasoning_tokens"))
+    return counts["reasoning"] or None
 
 
 def _request_model(obs: Observation) -> str | None:
@@ -173,10 +177,19 @@ def langfuse_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> No
         a["langfuse.observation.model.parameters"] = dumps(obs.model_parameters)
     if obs.usage_details:
         a["langfuse.observation.usage_details"] = dumps(obs.usage_details)
-    if obs.cost_details:
-        a["langfuse.observation.cost_details"] = dumps(obs.cost_details)
     if obs.completion_start_time is not None:
         a["langfuse.observation.completion_start_time"] = iso_from_ns(obs.completion_start_time)
+    if obs.prompt_name:  # the generation's Langfuse prompt (langfuse_prompt), as the official SDK sends it
+        a["langfuse.observation.prompt.name"] = obs.prompt_name
+        if obs.prompt_version is not None:
+            a["langfuse.observation.prompt.version"] = obs.prompt_version
+
+
+def langfuse_cost_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> None:
+    """The local cost estimate (only with LFTRACE_EXPORT_COST: Langfuse prices usage itself, with the project's
+    own model prices, unless a cost is sent - the official handler sends none)."""
+    if obs.cost_details:
+        a["langfuse.observation.cost_details"] = dumps(obs.cost_details)
 
 
 def langfuse_io_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> None:
@@ -217,8 +230,8 @@ def genai_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> None:
         a["gen_ai.usage.output_tokens"] = output_total
         if (cache_read := _cache_read(counts)) is not None:
             a["gen_ai.usage.cache_read.input_tokens"] = cache_read
-        if "input_cache_creation" in counts:
-            a["gen_ai.usage.cache_creation.input_tokens"] = counts["input_cache_creation"]
+        if counts["cache_write"]:
+            a["gen_ai.usage.cache_creation.input_tokens"] = counts["cache_write"]
         if (reasoning := _reasoning(counts)) is not None:
             a["gen_ai.usage.reasoning.output_tokens"] = reasoning
     if obs.type == "TOOL":
@@ -244,8 +257,8 @@ def openinference_attributes(a: dict[str, Any], obs: Observation, trace: Trace) 
         a["llm.token_count.total"] = total
         if (cache_read := _cache_read(counts)) is not None:
             a["llm.token_count.prompt_details.cache_read"] = cache_read
-        if "input_cache_creation" in counts:
-            a["llm.token_count.prompt_details.cache_write"] = counts["input_cache_creation"]
+        if counts["cache_write"]:
+            a["llm.token_count.prompt_details.cache_write"] = counts["cache_write"]
         if (reasoning := _reasoning(counts)) is not None:
             a["llm.token_count.completion_details.reasoning"] = reasoning
     if obs.type == "TOOL":
@@ -324,6 +337,19 @@ PROFILES: dict[str, Profile] = {
         ),
     ),
 }
+
+
+# the same profiles with the local cost exported too ("langfuse+cost", "otlp+cost")
+PROFILES.update(
+    {
+        f"{name}+cost": Profile(p.scope, p.span_name, (*p.vocabularies, langfuse_cost_attributes))
+        for name, p in list(PROFILES.items())
+    }
+)
+
+
+def with_cost(profile: str, export_cost: bool) -> str:
+    return f"{profile}+cost" if export_cost and f"{profile}+cost" in PROFILES else profile
 
 
 def span_name(obs: Observation, profile: str) -> str:

@@ -124,10 +124,17 @@ class OtlpExporter:
                 return result
         return result
 
-    def send(self, body: bytes, *, timeout: float | None = None) -> ExportResult:
+    def send(
+        self,
+        body: bytes,
+        *,
+        timeout: float | None = None,
+        url: str | None = None,
+        content_type: str = "application/x-protobuf",
+    ) -> ExportResult:
         headers = {
             **self.headers,
-            "Content-Type": "application/x-protobuf",
+            "Content-Type": content_type,
             "Content-Encoding": "gzip",
             "User-Agent": f"lftrace/{__version__}",
         }
@@ -135,7 +142,7 @@ class OtlpExporter:
             import httpx
 
             response = self._http().post(
-                self.endpoint,
+                url or self.endpoint,
                 content=gzip.compress(body, compresslevel=3),  # 1-3: half the CPU of 5, ~1.4x the bytes
                 headers=headers,
                 timeout=timeout if timeout is not None else self.timeout,
@@ -202,8 +209,50 @@ class LangfuseExporter(OtlpExporter):
         self.public_key = public_key
         self._secrets += [secret_key, token]
 
+    def export(self, traces: Sequence[Trace], *, timeout: float | None = None) -> ExportResult:
+        """The spans over OTLP, then the traces' scores to the ingestion API as ``score-create`` events.
+
+        The official SDK sends scores the same way (OTLP has no scores); score ids are stable, so sending a
+        trace's scores again (a merged trace is delivered again) updates them rather than adding copies.
+        """
+        result = super().export(traces, timeout=timeout)
+        scores = [score for trace in traces for score in trace.scores]
+        if not result.ok or not scores:
+            return result
+        return self.send(
+            json.dumps({"batch": [score_event(score) for score in scores]}).encode(),
+            timeout=timeout,
+            url=f"{self.base_url}/api/public/ingestion",
+            content_type="application/json",
+        )
+
     def _auth_hint(self) -> str:
         return (
             f" (Langfuse rejected the keys for {self.base_url}: check LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY, "
             f"{mask_secret(self.public_key)})"
         )
+
+
+def score_event(score: Any) -> dict[str, Any]:
+    """One ``score-create`` event of the Langfuse ingestion API (the legacy batch endpoint the SDK still uses)."""
+    from ..model import iso_from_ns
+
+    body: dict[str, Any] = {
+        "id": score.id,
+        "traceId": score.trace_id,
+        "observationId": score.observation_id,
+        "sessionId": score.session_id,
+        "name": score.name,
+        "value": score.string_value if score.data_type in ("CATEGORICAL", "TEXT") else score.value,
+        "dataType": score.data_type,
+        "comment": score.comment,
+        "metadata": score.metadata,
+        "configId": score.config_id,
+        "environment": score.environment,
+    }
+    return {
+        "id": f"{score.id}-create",
+        "type": "score-create",
+        "timestamp": iso_from_ns(score.timestamp),
+        "body": {k: v for k, v in body.items() if v is not None},
+    }
