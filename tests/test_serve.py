@@ -219,7 +219,7 @@ def test_our_exports_round_trip(server, exporter_kind):
 def test_otlp_json_encoding_and_spans_split_out_of_order(server):
     trace_id = "3c" * 16
     original = _sample_trace(trace_id, 1_700_000_100_000_000_000)
-    payload = MessageToDict(encode_traces([original]))
+    payload = MessageToDict(encode_traces([original], profile=with_cost("langfuse", True)))  # a copy: cost too
     spans = payload["resourceSpans"][0]["scopeSpans"][0]["spans"]
     for span in spans:  # OTLP/JSON carries ids as hex, not protobuf's base64
         for key in ("traceId", "spanId", "parentSpanId"):
