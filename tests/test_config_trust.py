@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,24 @@ def test_settings_never_print_url_credentials(monkeypatch) -> None:
     monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", PK)
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", SK)
     assert all("hunter2" not in n for n in destination_names(Settings.resolve()))
+
+
+def test_header_values_echoed_by_a_server_are_masked(tmp_path: Path) -> None:
+    from helpers_otlp_receiver import Reply, running_receiver, sample_trace
+    from lftrace.delivery import Deliverer, destinations_for
+    from lftrace.store import TraceStore
+
+    vendor_key = "hny_0123456789abcdef"
+    with running_receiver() as receiver:
+        url = receiver.url.replace("http://", "http://user:hunter2@") + "/v1/traces"
+        settings = Settings(store=tmp_path / "t.db", otlp_endpoint=url, otlp_headers={"x-team-key": vendor_key})
+        receiver.script(Reply(401, f'{{"message": "unknown team key {vendor_key} for user:hunter2"}}'))
+        with TraceStore(settings.store) as store:
+            store.write_traces([sample_trace()], destinations=[d.name for d in destinations_for(settings)])
+            deliverer = Deliverer(store, destinations_for(settings), settings)
+            report = deliverer.deliver(time.monotonic() + 2)
+            deliverer.stop()
+            stored = json.dumps(store.delivery_counts())
+    shown = json.dumps(report.to_dict()) + stored
+    assert "unknown team key ***" in shown
+    assert vendor_key not in shown and "hunter2" not in shown

@@ -252,7 +252,7 @@ def _check_store(settings: Settings) -> None:
 
 
 def _project_meta_key(settings: Settings) -> str:
-    return f"langfuse.project_id:{settings.base_url}:{settings.public_key}"
+    return f"langfuse.project_id:{redact_url(settings.base_url)}:{settings.public_key}"  # stored: no password
 
 
 def _cache_project_id(settings: Settings, project_id: str) -> None:

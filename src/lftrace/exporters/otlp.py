@@ -9,6 +9,10 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import math
+import socket
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,19 +43,20 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date); None when absent or not a finite time.
+    Delivery clamps it to a sane maximum (``delivery.clamp_retry_after``)."""
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
-    except ValueError:
+        seconds = float(value)
+    except (ValueError, OverflowError):
         from email.utils import parsedate_to_datetime
 
         try:
-            import time
-
-            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-        except (TypeError, ValueError):
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _body_summary(text: str) -> str:
@@ -93,7 +98,14 @@ class OtlpExporter:
         self.timeout = timeout
         self.resource_attributes = dict(resource_attributes or {})
         self._client: Any = None
-        self._secrets = [v for k, v in self.headers.items() if k.lower() in _SECRET_HEADERS and v]
+        # every value a server might echo back: auth-like headers, and any other header value long enough to be
+        # a key (a vendor's API-key header); lftrace's own short values (versions) stay readable
+        self._secrets = [v for k, v in self.headers.items() if v and (k.lower() in _SECRET_HEADERS or len(v) >= 8)]
+        from urllib.parse import urlparse
+
+        password = urlparse(endpoint).password  # https://user:pass@host: the password is a secret too
+        if password:
+            self._secrets.append(password)
 
     def _http(self) -> Any:
         if self._client is None:
@@ -118,8 +130,9 @@ class OtlpExporter:
         except Exception as exc:  # a bug or a corrupt trace: don't retry forever
             return ExportResult(ok=False, retryable=False, message=f"could not encode traces: {exc!r}")
         result = ExportResult(ok=True)
-        for request in requests:
-            result = self.send(request.SerializeToString(), timeout=timeout)
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        for request in requests:  # one deadline for the whole export, however many requests it takes
+            result = self.send(request.SerializeToString(), timeout=max(deadline - time.monotonic(), 0.05))
             if not result.ok:
                 return result
         return result
@@ -132,6 +145,45 @@ class OtlpExporter:
         url: str | None = None,
         content_type: str = "application/x-protobuf",
     ) -> ExportResult:
+        """POST one request and wait at most ``timeout`` seconds in all, whatever the server does.
+
+        httpx's timeouts bound each network operation: a server that trickles its answer a byte at a time
+        never trips them. So the request runs on a worker thread; at the deadline the connection is shut
+        down (which ends the worker's read at once) and the result is a retryable timeout.
+        """
+        limit = timeout if timeout is not None else self.timeout
+        box: list[ExportResult] = []
+        worker = threading.Thread(
+            target=lambda: box.append(self._post(body, limit, url, content_type)), name="lftrace-export", daemon=True
+        )
+        worker.start()
+        worker.join(limit)
+        if box:
+            return box[0]
+        self._abandon()
+        worker.join(0.5)  # the shut-down socket ends the read; don't wait longer than that
+        return ExportResult(
+            ok=False,
+            retryable=True,
+            message=f"timed out after {limit:.1f}s (the server at {self.endpoint} did not finish answering)",
+        )
+
+    def _abandon(self) -> None:
+        """Shut down the connections of a request past its deadline, and start a new client next time."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        pool = getattr(getattr(client, "_transport", None), "_pool", None)
+        for connection in list(getattr(pool, "connections", None) or []):
+            stream = getattr(getattr(connection, "_connection", None), "_network_stream", None)
+            try:
+                sock = stream.get_extra_info("socket") if stream is not None else None
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):
+                continue
+
+    def _post(self, body: bytes, timeout: float, url: str | None, content_type: str) -> ExportResult:
         headers = {
             **self.headers,
             "Content-Type": content_type,
@@ -145,7 +197,7 @@ class OtlpExporter:
                 url or self.endpoint,
                 content=gzip.compress(body, compresslevel=3),  # 1-3: half the CPU of 5, ~1.4x the bytes
                 headers=headers,
-                timeout=timeout if timeout is not None else self.timeout,
+                timeout=timeout,
             )
         except Exception as exc:
             reason = type(exc).__name__

@@ -1,0 +1,119 @@
+"""LANGFUSE_TIMEOUT bounds delivery end to end: a server that trickles its answer a byte at a time included."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from helpers_otlp_receiver import sample_trace
+from lftrace.config import Settings
+from lftrace.delivery import Deliverer, destinations_for
+from lftrace.store import TraceStore
+
+LFTRACE = str(Path(sys.executable).parent / "lftrace")
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@contextlib.contextmanager
+def trickling_server(byte_every: float = 0.2) -> Iterator[tuple[str, list[int]]]:
+    """A real HTTP server on 127.0.0.1 that reads the request, then answers one byte every ``byte_every`` s."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    requests: list[int] = []
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            requests.append(len(body))
+            try:
+                for byte in ANSWER:
+                    if stop.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(byte_every)
+            except OSError:
+                return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+
+
+def test_a_trickling_backend_cannot_hold_a_flush_past_the_timeout(tmp_path: Path) -> None:
+    with trickling_server() as (url, requests):
+        settings = Settings(store=tmp_path / "t.db", otlp_endpoint=url + "/v1/traces", timeout=1.0)
+        with TraceStore(settings.store) as store:
+            store.write_traces([sample_trace()], destinations=[d.name for d in destinations_for(settings)])
+            deliverer = Deliverer(store, destinations_for(settings), settings)
+            started = time.monotonic()
+            report = deliverer.deliver(time.monotonic() + settings.timeout)
+            took = time.monotonic() - started
+            deliverer.stop(timeout=1)
+        assert took < 2.0, took  # the whole answer takes ~17 s at this pace
+        assert requests and report.pending == 1
+        assert "timed out after" in (report.last_error or "")
+
+
+def test_lftrace_run_against_a_trickling_backend_is_bounded(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        textwrap.dedent(
+            """
+            from langchain_core.runnables import RunnableLambda
+            chain = RunnableLambda(lambda x: "echo " + x)
+            """
+        )
+    )
+    with trickling_server() as (url, requests):
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url + "/v1/traces", "LANGFUSE_TIMEOUT": "1"}
+        started = time.monotonic()
+        ran = subprocess.run(
+            [LFTRACE, "run", "app.py:chain", "--input", "hi"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=60,
+        )
+        took = time.monotonic() - started
+    assert ran.returncode == 0, ran.stderr
+    assert "queued: 1 trace pending" in ran.stdout and "timed out after 1.0s" in ran.stdout
+    assert len(requests) == 1  # one delivery per run
+    assert took < 8, took  # start-up and LangChain import, plus one second of delivery (was 73 s)
