@@ -26,7 +26,9 @@ from .errors import InputError, LftraceError, StoreError, Terminated, TraceNotFo
 from .model import Trace
 
 if TYPE_CHECKING:
+    from .client import Langfuse
     from .config import Settings
+    from .langchain import CallbackHandler
 
 Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
 
@@ -719,7 +721,7 @@ def _with_nodes(pending: list[Any], trace: Trace | None) -> list[Any]:
     return [p if p.node else PendingInterrupt(p.id, p.value, nodes.get(p.id)) for p in pending]
 
 
-def _read_back(client: Any, handler: Any, result: RunResult) -> Trace | None:
+def _read_back(client: Langfuse, handler: CallbackHandler, result: RunResult) -> Trace | None:
     if not client.tracing_active:
         result.notes.append("tracing is disabled (LANGFUSE_TRACING_ENABLED=false): no trace recorded")
         return None
