@@ -1,0 +1,268 @@
+"""Side by side with the official handler (issue 13): the same LangChain/LangGraph runs go through the official
+``langfuse`` CallbackHandler (exporting over OTLP to a real receiver on 127.0.0.1) and through ours (the store), both
+handlers attached to the very same run, and the trees, types, levels, models, usage and trace attributes agree.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.messages import HumanMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
+
+from helpers_fake_models import ToolCallingFakeModel, build_agent
+from helpers_otlp_receiver import attributes, running_receiver
+from lftrace import get_client
+from lftrace.langchain import CallbackHandler
+from lftrace.model import Trace
+
+PK = "pk-lf-sidebyside0001"
+SK = "sk-lf-sidebyside0001"
+
+
+@pytest.fixture(scope="module")
+def official() -> Iterator[tuple[Any, Any]]:
+    """The official client exporting to a local receiver (one per module: it starts exporter threads)."""
+    from langfuse import Langfuse as OfficialLangfuse
+
+    with running_receiver() as receiver:
+        client = OfficialLangfuse(public_key=PK, secret_key=SK, base_url=receiver.url, flush_at=1)
+        yield client, receiver
+        client.shutdown()
+
+
+def run_both(
+    official: tuple[Any, Any], work: Callable[[list[Any]], None], **handler_kwargs: Any
+) -> tuple[list[dict], Trace]:
+    """Run ``work(callbacks)`` once with both handlers; (official spans as dicts, our stored trace)."""
+    from langfuse.langchain import CallbackHandler as OfficialHandler
+
+    client, receiver = official
+    before = len(receiver.spans())
+    theirs = OfficialHandler(public_key=PK, **handler_kwargs)
+    ours = CallbackHandler(**handler_kwargs)
+    work([theirs, ours])
+    client.flush()
+    spans = receiver.spans()[before:]
+    assert spans, "the official handler exported nothing"
+    assert ours.last_trace_id is not None
+    return [_span_dict(s) for s in spans], get_client().get_trace(ours.last_trace_id)
+
+
+def _span_dict(span: Any) -> dict:
+    a = attributes(span.attributes)
+    return {
+        "id": span.span_id.hex(),
+        "parent": span.parent_span_id.hex() or None,
+        "start": span.start_time_unix_nano,
+        "name": span.name,
+        "type": str(a.get("langfuse.observation.type", "span")).upper(),
+        "level": a.get("langfuse.observation.level", "DEFAULT"),
+        "model": a.get("langfuse.observation.model.name"),
+        "usage": json.loads(a["langfuse.observation.usage_details"])
+        if "langfuse.observation.usage_details" in a
+        else None,
+        "prompt": (a.get("langfuse.observation.prompt.name"), a.get("langfuse.observation.prompt.version")),
+        "attrs": a,
+    }
+
+
+def their_tree(spans: list[dict]) -> list[tuple[str, str, int, str]]:
+    ids = {s["id"] for s in spans}
+    kids: dict[str | None, list[dict]] = {}
+    for s in sorted(spans, key=lambda s: s["start"]):
+        kids.setdefault(s["parent"] if s["parent"] in ids else None, []).append(s)
+    out: list[tuple[str, str, int, str]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for s in kids.get(parent, []):
+            out.append((s["type"], s["name"], depth, s["level"]))
+            walk(s["id"], depth + 1)
+
+    walk(None, 0)
+    return out
+
+
+def our_tree(trace: Trace) -> list[tuple[str, str, int, str]]:
+    kids = trace.children()
+    ids = {o.id for o in trace.observations}
+    roots = [o for o in trace.observations if o.parent_id is None or o.parent_id not in ids]
+    out: list[tuple[str, str, int, str]] = []
+
+    def walk(nodes: list[Any], depth: int) -> None:
+        for o in sorted(nodes, key=lambda o: o.start_time):
+            out.append((o.type, o.name, depth, o.level))
+            walk(kids.get(o.id, []), depth + 1)
+
+    walk(roots, 0)
+    return out
+
+
+def generations(spans: list[dict], trace: Trace) -> tuple[list[tuple], list[tuple]]:
+    theirs = sorted(
+        (s["name"], s["model"], _without_added_total(s["usage"], s["usage"]), s["prompt"])
+        for s in spans
+        if s["type"] == "GENERATION"
+    )
+    ours = []
+    for o in trace.observations:
+        if o.type == "GENERATION":
+            official = next((s["usage"] for s in spans if s["type"] == "GENERATION"), None)
+            ours.append(
+                (o.name, o.model, _without_added_total(o.usage_details, official), (o.prompt_name, o.prompt_version))
+            )
+    return theirs, sorted(ours)
+
+
+def _without_added_total(usage: dict | None, official: dict | None) -> dict | None:
+    """We add ``total`` when the provider gives none; the official handler leaves Langfuse to add it."""
+    if usage is None:
+        return None
+    if official is not None and "total" not in official:
+        return {k: v for k, v in usage.items() if k != "total"}
+    return usage
+
+
+def assert_same(spans: list[dict], trace: Trace) -> None:
+    assert our_tree(trace) == their_tree(spans)
+    theirs, ours = generations(spans, trace)
+    assert ours == theirs
+
+
+# -- scenarios ------------------------------------------------------------------------------------------------
+
+
+def test_lcel_chain_with_a_linked_prompt(official):
+    from langfuse.api import Prompt_Text
+    from langfuse.model import TextPromptClient
+
+    prompt = TextPromptClient(
+        Prompt_Text(
+            name="weather", version=2, prompt="Weather in {{city}}?", config={}, labels=[], tags=[], type="text"
+        )
+    )
+    template = ChatPromptTemplate.from_template(prompt.get_langchain_prompt()).with_config(
+        metadata={"langfuse_prompt": prompt}
+    )
+    chain = template | ToolCallingFakeModel()
+    spans, trace = run_both(
+        official,
+        lambda cb: chain.invoke(
+            {"city": "Riga"},
+            config={
+                "callbacks": cb,
+                "metadata": {"langfuse_user_id": "u-1", "langfuse_session_id": "s-1"},
+                "tags": ["t1"],
+            },
+        ),
+    )
+    assert_same(spans, trace)
+    root = next(s for s in spans if s["parent"] is None)["attrs"]
+    assert (trace.user_id, trace.session_id) == (root["user.id"], root["session.id"])
+    assert trace.tags == list(root["langfuse.trace.tags"])
+    assert next(o for o in trace.observations if o.parent_id is None).metadata["is_langchain_root"] is True
+    assert root["langfuse.observation.metadata.is_langchain_root"] == "true"
+
+
+def test_react_agent_with_a_failing_tool(official):
+    agent = build_agent(tool_error="weather service down")
+
+    def work(cb: list[Any]) -> None:
+        with pytest.raises(ValueError):
+            agent.invoke({"messages": [HumanMessage("Oslo")]}, config={"callbacks": cb})
+
+    spans, trace = run_both(official, work)
+    assert_same(spans, trace)
+    assert any(level == "ERROR" for *_, level in our_tree(trace))
+
+
+def test_raising_node_is_error_in_both(official):
+    def boom(state: dict) -> dict:
+        raise ValueError("node failed")
+
+    graph = StateGraph(dict)
+    graph.add_node("boom", boom)
+    graph.add_edge(START, "boom")
+    graph.add_edge("boom", END)
+    app = graph.compile()
+
+    def work(cb: list[Any]) -> None:
+        with pytest.raises(ValueError):
+            app.invoke({"x": 1}, config={"callbacks": cb})
+
+    spans, trace = run_both(official, work)
+    assert_same(spans, trace)
+    assert trace.level == "ERROR"
+
+
+class FanState(TypedDict):
+    items: list[str]
+    results: Annotated[list[str], operator.add]
+
+
+def test_send_fan_out_and_parallel_branches(official):
+    model = ToolCallingFakeModel(tool_name=None)
+
+    def fan(state: FanState) -> list[Send]:
+        return [Send("worker", {"items": [i], "results": []}) for i in state["items"]]
+
+    def worker(state: FanState) -> dict:
+        reply = model.invoke(state["items"][0])
+        return {"results": [reply.content]}
+
+    graph = StateGraph(FanState)
+    graph.add_node("worker", worker)
+    graph.add_conditional_edges(START, fan, ["worker"])
+    graph.add_edge("worker", END)
+    app = graph.compile()
+    spans, trace = run_both(
+        official, lambda cb: app.invoke({"items": ["a", "b"], "results": []}, config={"callbacks": cb})
+    )
+    assert sorted(our_tree(trace)) == sorted(their_tree(spans))  # the two branches may start in either order
+    theirs, ours = generations(spans, trace)
+    assert ours == theirs
+
+
+class Docs(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [Document(page_content=f"about {query}")]
+
+
+def test_retriever(official):
+    spans, trace = run_both(official, lambda cb: Docs().invoke("cats", config={"callbacks": cb}))
+    assert_same(spans, trace)
+
+
+def test_batch_under_one_trace_context(official):
+    trace_id = uuid.uuid4().hex
+    model = ToolCallingFakeModel()
+    spans, trace = run_both(
+        official,
+        lambda cb: model.batch(["Riga", "Oslo"], config={"callbacks": cb}),
+        trace_context={"trace_id": trace_id},
+    )
+    assert {bytes.fromhex(s["id"]) and s["attrs"].get("langfuse.observation.type") for s in spans} == {"generation"}
+    assert trace.id == trace_id and len(trace.observations) == len(spans) == 2
+    theirs, ours = generations(spans, trace)
+    assert ours == theirs
+
+
+def test_streamed_chat_model_usage_and_model(official):
+    model = ToolCallingFakeModel()
+
+    def work(cb: list[Any]) -> None:
+        for _ in model.stream("Lima", config={"callbacks": cb}):
+            pass
+
+    spans, trace = run_both(official, work)
+    assert_same(spans, trace)
