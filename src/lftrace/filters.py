@@ -93,7 +93,9 @@ class TraceFilter:
             clauses.append("t.level = ?")
             params.append(self.level.upper())
         if self.model is not None:
-            clauses.append("t.id IN (SELECT o.trace_id FROM observations o WHERE o.model = ?)")
+            # checked per trace, newest first, through the (model, trace_id) index: a listing of a model that is
+            # used stops after LIMIT traces (IN (...) would first collect every trace id that used it)
+            clauses.append("EXISTS (SELECT 1 FROM observations o WHERE o.model = ? AND o.trace_id = t.id)")
             params.append(self.model)
         for tag in self.tags:
             clauses.append("EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_id = t.id AND g.tag = ?)")
