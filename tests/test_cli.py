@@ -153,10 +153,10 @@ def test_list_table_json_and_filters(app_file):
     assert json.loads(invoke("list", "--json").stdout) == []
     invoke("run", f"{app_file}:chain", "-i", "cats", "--tag", "nightly", "--user-id", "ann")
     invoke("run", f"{app_file}:failing", "-i", "x")
-    table = invoke("list").stdout.splitlines()
-    assert table[0].split() == ["TIME", "ID", "NAME", "DURATION", "TOKENS", "COST", "STATUS"]
-    assert "cli_app" in table[1] and table[1].rstrip().endswith("error")  # newest first
-    assert table[2].rstrip().endswith("ok") and len(table) == 3
+    table = [line.split("\t") for line in invoke("list").stdout.splitlines()]  # not a terminal: TSV
+    assert table[0][:7] == ["time", "id", "name", "duration_s", "tokens", "cost_usd", "status"]
+    assert table[1][2] == "cli_app" and table[1][6] == "error" and len(table[1][1]) == 32  # newest first
+    assert table[2][6] == "ok" and table[2][8] == "ann" and table[2][9] == "nightly" and len(table) == 3
     rows = json.loads(invoke("list", "--json").stdout)
     assert [r["status"] for r in rows] == ["error", "ok"]
     assert [r["status"] for r in json.loads(invoke("list", "--json", "--level", "error").stdout)] == ["error"]
@@ -272,8 +272,10 @@ def test_show_remote_renders_what_langfuse_stored_v2_then_v1(app_file, langfuse)
     assert remote.exit_code == 0, remote.stderr
     assert any(r.path == "/api/public/v2/observations" for r in langfuse.requests)
 
-    def tree(text: str) -> list[str]:  # the context line says what each side knows (the target is local metadata)
-        return [line.split("  ")[0] for line in text.splitlines() if not line.startswith("started ")]
+    def tree(text: str) -> list[str]:  # the context lines say what each side knows (target, delivery: local)
+        lines = text.splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith(("└── ", "├── ")))
+        return [line.split("  ")[0] for line in lines[:1] + lines[first:]]
 
     assert tree(remote.stdout) == tree(local.stdout)  # same renderer, same tree
     assert "GENERATION" in remote.stdout and f"Trace ID: {trace_id}" in remote.stdout

@@ -136,7 +136,9 @@ def _nested_repeat(obs: Observation, by_id: dict[str, Observation]) -> bool:
     compiled graph ``math_agent``, and both carry ``langgraph_node == 'math_agent'``) or a tool wrapping itself.
     Counted once, as the outer run, whose tokens and cost already include everything inside."""
     parent = by_id.get(obs.parent_id) if obs.parent_id else None
-    return parent is not None and parent.name == obs.name and (parent.type == obs.type or _is_node(parent))
+    if parent is None or parent.name != obs.name:
+        return False
+    return (_is_node(parent) and _is_node(obs)) or parent.type == obs.type == "TOOL"
 
 
 def compute_stats(traces: Iterable[Trace]) -> StatsReport:

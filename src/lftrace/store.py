@@ -1174,6 +1174,17 @@ class TraceStore:
             row = self._read(lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
         return None if row is None else row[0]
 
+    def get_meta_prefixed(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, value) of every meta entry whose key starts with ``prefix``."""
+        bounds = (prefix, prefix + "\U0010ffff")
+        with self._errors():
+            rows = self._read(
+                lambda c: c.execute(
+                    "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key", bounds
+                ).fetchall()
+            )
+        return [(str(k), str(v)) for k, v in rows]
+
     def set_meta(self, key: str, value: str) -> None:
         with self._errors():
             self._write(

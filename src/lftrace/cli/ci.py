@@ -31,12 +31,26 @@ from .options import (
     ExpectNodeOption,
     ExpectOutputOption,
     ExpectToolOption,
+    LevelFilter,
     MaxCostOption,
     MaxLatencyOption,
     MaxLlmCallsOption,
     MaxTokensOption,
+    MinCostFilter,
+    MinLatencyFilter,
+    MinTokensFilter,
+    ModelFilter,
+    NameFilter,
     NoErrorsOption,
+    SearchFilter,
+    SessionFilter,
+    SinceFilter,
+    StatusFilter,
+    TagFilter,
     ToleranceOption,
+    UntilFilter,
+    UserFilter,
+    trace_filter,
 )
 
 if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `list`/`show` start without them
@@ -195,6 +209,13 @@ def _money(cost: float | None) -> str:
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}s"
+
+
+def _latency(value: float | None) -> str:
+    """Sub-millisecond latencies as such (``0.4ms``), not ``0.00s``."""
+    from ..render import format_duration
+
+    return "-" if value is None else format_duration(value)
 
 
 # -- lftrace test -------------------------------------------------------------------------------
@@ -466,29 +487,46 @@ def _deliver_once(settings: Settings, err: Any) -> None:
 @app.command("export")
 def export_command(
     ids: Annotated[list[str] | None, typer.Argument(help="Trace ids, prefixes, `last` or `last~N`.")] = None,
-    tag: Annotated[str | None, typer.Option("--tag", help="Export every trace with this tag (JSONL).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
+    name: NameFilter = None,
+    status: StatusFilter = None,
+    level: LevelFilter = None,
+    model: ModelFilter = None,
+    tag: TagFilter = None,
+    user: UserFilter = None,
+    session: SessionFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    min_latency: MinLatencyFilter = None,
+    min_tokens: MinTokensFilter = None,
+    min_cost: MinCostFilter = None,
+    search: SearchFilter = None,
 ) -> None:
     """Write traces as JSON (Langfuse's trace shape): one trace as a JSON object, several as JSONL.
 
-    Each ID is a full id, a unique prefix, 'last' or 'last~N' (the N-th run before the last); --tag exports every trace with that tag, oldest first.
+    Each ID is a full id, a unique prefix, 'last' or 'last~N' (the N-th run before the last). Filters (the same as `lftrace list`: --tag, --since, --status, --search, ...) export every matching trace, oldest first, as JSONL.
 
     [bold]Example[/bold]
 
       lftrace export last > trace.json
       lftrace export last~1 last -o two.jsonl
       lftrace export --tag lftrace-test:<run id> -o baseline.jsonl
+      lftrace export --since 1d --status error -o failures.jsonl
     """
-    if not ids and not tag:
-        raise InputError("pass a trace id (or `last`), or --tag TAG (e.g. --tag lftrace-test:<run id>)")
+    where = trace_filter(
+        name=name, status=status, level=level, model=model, tags=tag, user=user, session=session, since=since,
+        until=until, min_latency=min_latency, min_tokens=min_tokens, min_cost=min_cost, search=search,
+    )  # fmt: skip
+    if not ids and not where.active:
+        raise InputError("pass a trace id (or `last`), or filters such as --tag TAG (e.g. --tag lftrace-test:<run id>)")
     store = open_store()
     traces = [resolve_trace(ref, store) for ref in ids or ()]
-    if tag:
-        summaries = store.list_traces(limit=1_000_000, tag=tag)
-        if not summaries:
-            raise TraceNotFound(f"no stored trace has the tag '{tag}' (see `lftrace list --tag ...`)")
-        traces += [store.get_trace(s.id) for s in reversed(summaries)]  # oldest first
-    if len(traces) == 1 and not tag:
+    if where.active:
+        found = list(store.iter_traces(where=where))  # oldest first
+        if not found:
+            raise TraceNotFound("no stored trace matches these filters (see `lftrace list` with the same filters)")
+        traces += found
+    if len(traces) == 1 and not where.active:
         text = json.dumps(traces[0].to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
     else:
         text = "".join(json.dumps(t.to_dict(), ensure_ascii=False, default=str) + "\n" for t in traces)
@@ -591,30 +629,41 @@ def diff_command(
 
 @app.command("stats")
 def stats_command(
-    name: Annotated[str | None, typer.Option("--name", help="Only traces with this name.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only recent traces: 30m, 1h, 2d, 1w or a date.")] = None,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only traces with this tag.")] = None,
+    name: NameFilter = None,
+    status: StatusFilter = None,
+    level: LevelFilter = None,
+    model: ModelFilter = None,
+    tag: TagFilter = None,
+    user: UserFilter = None,
+    session: SessionFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    min_latency: MinLatencyFilter = None,
+    min_tokens: MinTokensFilter = None,
+    min_cost: MinCostFilter = None,
+    search: SearchFilter = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
 ) -> None:
     """Per node, tool and model across stored traces: count, error rate, p50/p95 latency, tokens, cost.
 
-    Filters combine with AND; --since takes 30m, 1h, 2d, 1w or an ISO date.
+    Each observation is counted once (a subgraph used as a node is one node run); a node's tokens and cost are those of the LLM calls inside it. Filters are those of `lftrace list` and combine with AND; --since takes 30m, 1h, 2d, 1w or an ISO date.
 
     [bold]Example[/bold]
 
       lftrace stats --since 1d
       lftrace stats --tag nightly --json
+      lftrace stats --status error --model gpt-4o-mini
     """
-    from ..client import parse_since
     from ..stats import compute_stats
 
-    since_ns = parse_since(since)
+    where = trace_filter(
+        name=name, status=status, level=level, model=model, tags=tag, user=user, session=session, since=since,
+        until=until, min_latency=min_latency, min_tokens=min_tokens, min_cost=min_cost, search=search,
+    )  # fmt: skip
     if not store_path().exists():
         traces: Iterable[Trace] = []
     else:
-        traces = open_store().iter_traces(name=name, since_ns=since_ns)
-    if tag:
-        traces = (t for t in traces if tag in t.tags)
+        traces = open_store().iter_traces(where=where)
     report = compute_stats(traces)
     if as_json:
         print_json(report.to_dict())
@@ -642,8 +691,8 @@ def stats_command(
                 Text(clean_line(row.key)),
                 str(row.count),
                 f"{row.errors} ({row.error_rate:.0%})",
-                _seconds(row.p50),
-                _seconds(row.p95),
+                _latency(row.p50),
+                _latency(row.p95),
                 str(row.tokens),
                 cost,
             )

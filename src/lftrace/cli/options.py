@@ -5,9 +5,14 @@ The assertion options are shared by ``run`` and ``test``; they are grouped under
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..filters import TraceFilter
 
 PANEL = "Assertions (exit 5 when one fails)"
 
@@ -120,3 +125,118 @@ AsyncOption = Annotated[
         rich_help_panel=RUN_PANEL,
     ),
 ]
+
+# -- the trace filters, shared by `list`, `sessions`, `stats` and `export` ---------------------------
+FILTERS = "Filters (combine with AND)"
+
+NameFilter = Annotated[str | None, typer.Option("--name", help="Only traces with this name.", rich_help_panel=FILTERS)]
+StatusFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--status",
+        metavar="STATUS",
+        help="ok, error, interrupted, cancelled, running, or handled (finished ok after an error it handled).",
+        rich_help_panel=FILTERS,
+    ),
+]
+LevelFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--level",
+        help="The trace's worst level (DEBUG, DEFAULT, WARNING, ERROR) or a status (as --status).",
+        rich_help_panel=FILTERS,
+    ),
+]
+ModelFilter = Annotated[
+    str | None, typer.Option("--model", help="Only traces with a generation of this model.", rich_help_panel=FILTERS)
+]
+TagFilter = Annotated[
+    list[str] | None,
+    typer.Option("--tag", help="Only traces with this tag (repeatable: all of them).", rich_help_panel=FILTERS),
+]
+UserFilter = Annotated[str | None, typer.Option("--user", help="Only traces of this user id.", rich_help_panel=FILTERS)]
+SessionFilter = Annotated[
+    str | None, typer.Option("--session", help="Only traces of this session id.", rich_help_panel=FILTERS)
+]
+SinceFilter = Annotated[
+    str | None,
+    typer.Option("--since", help="Started after this: 30s, 15m, 1h, 2d, 1w ago, or a date.", rich_help_panel=FILTERS),
+]
+UntilFilter = Annotated[
+    str | None,
+    typer.Option("--until", help="Started before this: 30s, 15m, 1h, 2d, 1w ago, or a date.", rich_help_panel=FILTERS),
+]
+MinLatencyFilter = Annotated[
+    float | None,
+    typer.Option("--min-latency", metavar="SECONDS", min=0, help="Took at least this long.", rich_help_panel=FILTERS),
+]
+MinTokensFilter = Annotated[
+    int | None,
+    typer.Option("--min-tokens", metavar="N", min=0, help="Used at least N tokens.", rich_help_panel=FILTERS),
+]
+MinCostFilter = Annotated[
+    float | None,
+    typer.Option("--min-cost", metavar="USD", min=0, help="Cost at least this much.", rich_help_panel=FILTERS),
+]
+SearchFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--search",
+        "-s",
+        metavar="TEXT",
+        help="Words in the input, output or error messages (each word, or the start of one).",
+        rich_help_panel=FILTERS,
+    ),
+]
+
+
+def trace_filter(
+    *,
+    name: str | None = None,
+    status: str | None = None,
+    level: str | None = None,
+    model: str | None = None,
+    tags: list[str] | None = None,
+    user: str | None = None,
+    session: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    min_latency: float | None = None,
+    min_tokens: int | None = None,
+    min_cost: float | None = None,
+    search: str | None = None,
+) -> TraceFilter:
+    """The filter options of a command -> one ``TraceFilter`` (bad values: InputError, exit 2)."""
+    from ..filters import TraceFilter, legacy_level
+
+    only_level, level_status = legacy_level(level)
+    if status is not None and level_status is not None and status.lower() != level_status:
+        raise InputError(f"--status {status} and --level {level} ask for two statuses: give one")
+    return TraceFilter(
+        name=name,
+        status=(status or level_status),
+        level=only_level,
+        model=model,
+        tags=tuple(tags or ()),
+        user_id=user,
+        session_id=session,
+        since_ns=_time(since, "--since"),
+        until_ns=_time(until, "--until"),
+        min_latency=min_latency,
+        min_tokens=min_tokens,
+        min_cost=min_cost,
+        search=search,
+    )
+
+
+def _time(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    from ..client import parse_since  # the one parser of relative times; only imported when filtering by time
+
+    try:
+        return parse_since(value)
+    except InputError:
+        raise InputError(
+            f"{option} '{value}' is not a duration or date (use e.g. 30m, 1h, 2d, 1w or 2026-11-26)"
+        ) from None

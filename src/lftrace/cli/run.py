@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-import time
 import traceback
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -47,38 +46,30 @@ if TYPE_CHECKING:
     from ..runner import RunResult
 
 
-class _Spinner:
-    """A live status line on stderr: phase, elapsed time and observations so far."""
+class _LiveTree:
+    """On a terminal: the trace tree growing while the graph runs (rich Live, redrawn 4x a second), replaced
+    by the finished tree when the run ends. Before the graph starts (loading) it is a status line."""
 
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.phase = "loading"
-        self.handler: Any = None
-        self.started = time.monotonic()
-        self._status: Any = None
+    def __init__(self, target: str, out: Console) -> None:
+        from ..live import LiveTree
 
-    def __rich__(self) -> Text:
-        from ..runner import span_count
-
-        elapsed = time.monotonic() - self.started
-        text = Text.assemble((f"{self.phase} ", "bold"), (self.target, "cyan"), f"  {elapsed:.1f}s")
-        count = span_count(self.handler) if self.handler is not None else None
-        if count is not None:
-            text.append(f"  {count} span{'s' * (count != 1)}", style="dim")
-        return text
+        self.view = LiveTree(None, target)
+        self.out = out
+        self._live: Any = None
 
     def event(self, event: str, payload: Any) -> None:
-        if event in ("running", "finishing"):
-            self.handler = payload
-            self.phase = "running" if event == "running" else "saving trace"
+        if event == "running":
+            self.view.handler = payload
 
-    def __enter__(self) -> _Spinner:
-        self._status = err_console().status(self, spinner="dots")
-        self._status.start()
+    def __enter__(self) -> _LiveTree:
+        from rich.live import Live
+
+        self._live = Live(self.view, console=self.out, refresh_per_second=4, transient=True)
+        self._live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._status.stop()
+        self._live.stop()
 
 
 def _chunk_text(chunk: Any) -> str | None:
@@ -227,8 +218,8 @@ def run_command(
     settings = resolve_settings()
     out = console()
     live = stream and not json_out
-    show_spinner = not json_out and not stream and sys.stdout.isatty() and sys.stderr.isatty()
-    spinner = _Spinner(target) if show_spinner else None
+    on_terminal = not json_out and not stream and sys.stdout.isatty() and sys.stderr.isatty()
+    spinner = _LiveTree(target, out) if on_terminal else None  # the tree grows on screen while the graph runs
     printer = _LivePrinter(out) if live else None
 
     def progress(event: str, payload: Any) -> None:

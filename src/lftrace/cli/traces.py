@@ -1,4 +1,4 @@
-"""Commands that read stored traces: ``show``, ``list`` (and the inspector commands to come).
+"""Commands that read stored traces: ``show``, ``list``, ``sessions``, ``tail``.
 
 They start without LangChain, the client or httpx (tests/test_cli.py proves it): the store and the renderer
 are all they need; ``show --remote`` imports the Langfuse API client inside the command.
@@ -6,23 +6,60 @@ are all they need; ``show --remote`` imports the Langfuse API client inside the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import InputError, TraceNotFound
-from ..model import LEVELS, Trace
+from ..errors import ExitStatus, TraceNotFound
+from ..model import Trace
+from ..sanitize import clean_line
 from .app import app, console, load_trace, open_store, print_json, print_trace, resolve_settings, store_path
+from .options import (
+    LevelFilter,
+    MinCostFilter,
+    MinLatencyFilter,
+    MinTokensFilter,
+    ModelFilter,
+    NameFilter,
+    SearchFilter,
+    SessionFilter,
+    SinceFilter,
+    StatusFilter,
+    TagFilter,
+    UntilFilter,
+    UserFilter,
+    trace_filter,
+)
+
+if TYPE_CHECKING:
+    from ..render import Table
+    from ..store import TraceStore
 
 
 @app.command("show")
 def show_command(
     trace_id: Annotated[str, typer.Argument(help="Trace id, unique prefix, 'last' or 'last~N'.")] = "last",
+    observation_ref: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[OBSERVATION]",
+            help="Show this observation in full: an id, a unique prefix, or a node name ('agent', 'agent#2').",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the trace JSON (Langfuse's trace shape).")] = False,
     full: Annotated[bool, typer.Option("--full", help="Show inputs and outputs in full.")] = False,
     depth: Annotated[int | None, typer.Option("--depth", min=1, help="Show observations down to this depth.")] = None,
     observation: Annotated[
         str | None, typer.Option("--observation", help="Focus on one observation's subtree (id or prefix).")
+    ] = None,
+    timeline: Annotated[
+        bool, typer.Option("--timeline", "-t", help="A waterfall: every observation on a time axis, bars to scale.")
+    ] = False,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Show a whole session (thread) as a conversation, turn by turn.")
     ] = None,
     remote: Annotated[
         bool, typer.Option("--remote", help="Read the trace from Langfuse instead of the local store.")
@@ -35,15 +72,17 @@ def show_command(
         typer.Option("--steps", metavar="A..B", help="Only LangGraph steps A to B (also A.., ..B or one step N)."),
     ] = None,
 ) -> None:
-    """Show one stored trace as a tree: every observation with type, name, duration and level; generations with model, tokens, cost and time to first token; errors in red.
+    """Show one stored trace: its context (start time, target, session, user, tags, where it was delivered) and its tree, every observation with type, name, LangGraph step, duration and level; generations with model, tokens, cost and time to first token; routing functions as ROUTE; errors in red.
 
-    TRACE_ID is a full id, a unique prefix, 'last' (the default) or 'last~N' (the N-th run before the last).
+    TRACE_ID is a full id, a unique prefix, 'last' (the default) or 'last~N' (the N-th run before the last). A second argument shows one observation in full (input and output whole, messages as a transcript, metadata, model parameters, usage and cost broken down, error type and traceback): its id, a prefix, or a node name with #N for its N-th run. --timeline draws a waterfall instead of the tree; --session shows every trace of a session as a conversation.
 
     [bold]Example[/bold]
 
       lftrace show
       lftrace show 3f2a1b --depth 2
-      lftrace show last~1
+      lftrace show last --timeline
+      lftrace show last agent#2
+      lftrace show last --session thread-7
       lftrace show last --observation 9c1e --full
       lftrace show last --json | jq '.observations | length'
       lftrace show last --steps 100..120
@@ -54,7 +93,31 @@ def show_command(
 
       lftrace show --remote last
     """
-    trace = load_remote_trace(trace_id) if remote else load_trace(trace_id)
+    if session is not None:
+        _show_session(session, json_out=json_out)
+        return
+    delivered: list[str] = []
+    if remote:
+        trace = load_remote_trace(trace_id)
+    else:
+        store = open_store(read_only=True)
+        try:
+            trace = load_trace(trace_id, store)
+            if not json_out:
+                delivered = _delivered(store, trace.id)
+        finally:
+            store.close()
+    if observation_ref is not None:
+        from ..render import find_observation
+
+        chosen = find_observation(trace, observation_ref)
+        if json_out:
+            print_json(chosen.to_dict())
+            return
+        from ..detail import render_observation
+
+        console().print(render_observation(trace, chosen))
+        return
     if steps is not None:
         from ..fold import parse_steps, select_steps
 
@@ -66,7 +129,55 @@ def show_command(
             data["observations"] = [o.to_dict() for o in _subtree(trace, observation)]
         print_json(data)
         return
-    print_trace(trace, full=full, depth=depth, focus=observation, expand=expand)
+    if timeline:
+        from ..timeline import build_timeline
+
+        console().print(build_timeline(trace, depth=depth, delivered=delivered), crop=False)
+        return
+    from ..render import render_trace
+
+    # rows are already cut to the width, so rich's own cropping pass (slow on 5,000 rows) is skipped
+    console().print(
+        render_trace(trace, full=full, depth=depth, focus=observation, delivered=delivered, expand=expand),
+        crop=False,
+    )
+
+
+def _delivered(store: TraceStore, trace_id: str) -> list[str]:
+    """Where a trace was delivered: its Langfuse URL (project id cached by an earlier export), or the endpoint."""
+    places = []
+    for destination, status in store.delivery_state(trace_id).items():
+        if status != "delivered":
+            continue
+        kind, _, where = destination.partition(":")
+        if kind == "langfuse":
+            host = where.rstrip("/")
+            project = next(
+                (value for key, value in store.get_meta_prefixed(f"langfuse.project_id:{where}:") if value),
+                None,
+            )
+            places.append(f"{host}/project/{project}/traces/{trace_id}" if project else f"{host}/trace/{trace_id}")
+        else:
+            places.append(f"{kind} {where}")
+    return places
+
+
+def _show_session(session: str, *, json_out: bool) -> None:
+    from ..filters import TraceFilter
+
+    store = open_store(read_only=True)
+    try:
+        traces = list(store.iter_traces(where=TraceFilter(session_id=session)))
+    finally:
+        store.close()
+    if not traces:
+        raise TraceNotFound(f"no traces of session '{clean_line(session)}' in {store_path()} (see `lftrace sessions`)")
+    if json_out:
+        print_json([t.to_dict() for t in traces])
+        return
+    from ..conversation import render_conversation
+
+    console().print(render_conversation(session, traces))
 
 
 def load_remote_trace(trace_id: str) -> Trace:
@@ -103,62 +214,160 @@ def _subtree(trace: Trace, observation: str) -> list[Any]:
     return found
 
 
+def print_table(table: Table) -> None:
+    """A table on a terminal; tab-separated values with a header when stdout is not one (for scripts)."""
+    if sys.stdout.isatty():
+        console().print(table)
+    else:
+        sys.stdout.write(table.tsv())
+        sys.stdout.flush()
+
+
 @app.command("list")
 def list_command(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many traces.")] = 20,
-    name: Annotated[str | None, typer.Option("--name", help="Only traces with this name.")] = None,
-    level: Annotated[
-        str | None, typer.Option("--level", help="Only traces whose worst level is this (e.g. ERROR).")
-    ] = None,
-    session: Annotated[str | None, typer.Option("--session", help="Only traces of this session id.")] = None,
-    user: Annotated[str | None, typer.Option("--user", help="Only traces of this user id.")] = None,
-    tag: Annotated[str | None, typer.Option("--tag", help="Only traces with this tag.")] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Only traces newer than this (30s/15m/1h/2d/1w or a date).")
-    ] = None,
+    name: NameFilter = None,
+    status: StatusFilter = None,
+    level: LevelFilter = None,
+    model: ModelFilter = None,
+    tag: TagFilter = None,
+    user: UserFilter = None,
+    session: SessionFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    min_latency: MinLatencyFilter = None,
+    min_tokens: MinTokensFilter = None,
+    min_cost: MinCostFilter = None,
+    search: SearchFilter = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summaries as JSON.")] = False,
 ) -> None:
-    """List stored traces, newest first: time, short id, name, duration, tokens, cost, status.
+    """List stored traces, newest first: time, short id, name, duration, tokens, cost, status (and session, user and tags when there are any).
 
-    Filters combine with AND. --since takes 30s, 15m, 1h, 2d, 1w or an ISO date.
+    Filters combine with AND. --search looks for words in the inputs, outputs and error messages (full-text). --since/--until take 30s, 15m, 1h, 2d, 1w (ago) or an ISO date. When stdout is not a terminal the table is printed as tab-separated values with a header (full ids, plain numbers).
 
     [bold]Example[/bold]
 
       lftrace list
-      lftrace list --since 1h --level ERROR
+      lftrace list --search "weather oslo"
+      lftrace list --since 1h --status error
+      lftrace list --model gpt-4o-mini --min-cost 0.01
       lftrace list --tag nightly --limit 5 --json
     """
-    if level is not None:
-        level = level.upper()
-        if level not in LEVELS:
-            raise InputError(f"--level '{level}' is not a level (use one of {', '.join(LEVELS)})")
-    since_ns = None
-    if since is not None:
-        from ..client import parse_since  # the client (and its writer thread module) only when filtering by time
-
-        since_ns = parse_since(since)
+    where = trace_filter(
+        name=name, status=status, level=level, model=model, tags=tag, user=user, session=session, since=since,
+        until=until, min_latency=min_latency, min_tokens=min_tokens, min_cost=min_cost, search=search,
+    )  # fmt: skip
     path = store_path()
     summaries = []
     if path.exists():
         store = open_store(read_only=True)
         try:
-            summaries = store.list_traces(
-                limit=limit, name=name, level=level, session_id=session, user_id=user, tag=tag, since_ns=since_ns
-            )
+            summaries = store.list_traces(limit=limit, where=where)
         finally:
             store.close()
     if json_out:
         print_json([s.to_dict() for s in summaries])
         return
     if not summaries:
-        filtered = any(v is not None for v in (name, level, session, user, tag, since))
         message = (
             "No traces match these filters."
-            if filtered and path.exists()
+            if where.active and path.exists()
             else f'No traces yet in {path}. Record one with: lftrace run app.py:graph --input "hello"'
         )
         console().print(message, soft_wrap=True)
         return
     from ..render import render_trace_list
 
-    console().print(render_trace_list(summaries))
+    print_table(render_trace_list(summaries))
+
+
+@app.command("sessions")
+def sessions_command(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many sessions.")] = 20,
+    user: UserFilter = None,
+    since: SinceFilter = None,
+    until: UntilFilter = None,
+    tag: TagFilter = None,
+    search: SearchFilter = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the sessions as JSON.")] = False,
+) -> None:
+    """List sessions (LangGraph threads), the most recently active first: traces, first and last time, tokens, cost, status.
+
+    A session groups the traces run with the same session id (--session-id, langfuse_session_id, or a LangGraph thread id). Filters choose which traces count. Show one as a conversation with [bold]lftrace show --session ID[/bold].
+
+    [bold]Example[/bold]
+
+      lftrace sessions
+      lftrace sessions --since 1d --user ada
+      lftrace sessions --json
+    """
+    where = trace_filter(user=user, since=since, until=until, tags=tag, search=search)
+    path = store_path()
+    sessions = []
+    if path.exists():
+        store = open_store(read_only=True)
+        try:
+            sessions = store.list_sessions(limit=limit, where=where)
+        finally:
+            store.close()
+    if json_out:
+        print_json([s.to_dict() for s in sessions])
+        return
+    if not sessions:
+        console().print(
+            "No sessions match these filters."
+            if where.active
+            else "No sessions yet: run with --session-id ID (or a LangGraph thread id) to group traces into one.",
+            soft_wrap=True,
+        )
+        return
+    from ..conversation import render_session_list
+
+    print_table(render_session_list(sessions))
+
+
+@app.command("tail")
+def tail_command(
+    tree: Annotated[bool, typer.Option("--tree", help="Print each trace's tree, not one line.")] = False,
+    count: Annotated[
+        int | None, typer.Option("--count", "-c", min=1, help="Stop after this many traces (default: never).")
+    ] = None,
+    interval: Annotated[float, typer.Option("--interval", min=0.05, help="Seconds between looks at the store.")] = 0.5,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON summary per line (JSONL).")] = False,
+) -> None:
+    """Follow the store: print each trace other processes write into it, one line each as it finishes (Ctrl-C stops).
+
+    Only traces written after tail starts are shown; a trace written while its run is still going is printed once it has finished. --tree prints each trace's tree instead of one line.
+
+    [bold]Example[/bold]
+
+      lftrace tail
+      lftrace tail --tree
+      lftrace tail --json | jq .name
+    """
+    import time
+
+    from ..live import follow, tail_line
+
+    path = store_path()
+    while not path.exists():  # nothing written yet: wait for the first trace
+        time.sleep(interval)
+    store = open_store(read_only=True)
+    shown = 0
+    try:
+        for summary in follow(store.changes_since, store.latest_position(), interval=interval):
+            if json_out:
+                sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            elif tree:
+                print_trace(store.get_trace(summary.id), footer=False)
+                console().print()
+            else:
+                console().print(tail_line(summary), soft_wrap=False, overflow="ellipsis", no_wrap=True)
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+    finally:
+        store.close()
