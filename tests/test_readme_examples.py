@@ -120,11 +120,14 @@ def _strip_comment(text: str) -> str:
 
 _NORMALISE = [
     (re.compile(r"\b[0-9a-f]{32}\b"), "<id>"),
+    (re.compile(r"\b[0-9a-f]{16}\b"), "<oid>"),
     (re.compile(r"\b[0-9a-f]{12}\b"), "<run>"),
     (re.compile(r"\b[0-9a-f]{8}\b"), "<sid>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(Z| [A-Z][A-Za-z0-9+-]*\b)?"), "<time>"),
     (re.compile(r"[+-]?\d+m\d+\.\ds|[+-]?\d+(\.\d+)?(ms|s)\b"), "<dur>"),
     (re.compile(r"/tmp/\S+"), "<path>"),
+    (re.compile(r"([━─═]){2,}"), r"\1"),  # rules as wide as their column, which depends on the durations
+    (re.compile(r"[█░▒][ █░▒]*"), "<bar>"),  # a timeline's bars depend on the timing
     (re.compile(r"[ \t]+"), " "),
 ]
 

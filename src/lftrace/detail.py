@@ -36,8 +36,11 @@ from .sanitize import clean, clean_line
 # metadata LangGraph/LangChain add to every run: shown in the header line instead (node, step) or noise here
 _NOISY_METADATA = frozenset(
     ("langgraph_node", "langgraph_step", "langgraph_triggers", "langgraph_path", "langgraph_checkpoint_ns",
-     "checkpoint_ns", "error.type", "error.traceback", "ls_integration")
+     "checkpoint_ns", "error.type", "error.traceback", "ls_integration", "lc_versions")
 )  # fmt: skip
+
+
+_STEP_TAGS = ("seq:step:", "graph:step:")
 
 
 def _section(title: str) -> Rule:
@@ -207,6 +210,9 @@ def render_observation(trace: Trace, obs: Observation) -> RenderableType:
         if value is not None:
             parts += [Text(""), _section(label), render_value(value)]
     metadata = {k: v for k, v in (obs.metadata or {}).items() if k not in _NOISY_METADATA}
+    tags = [t for t in metadata.get("tags") or [] if not (isinstance(t, str) and t.startswith(_STEP_TAGS))]
+    if "tags" in metadata:  # LangChain's own position tags (seq:step:1, graph:step:2) say nothing here
+        metadata = {k: v for k, v in metadata.items() if k != "tags"} | ({"tags": tags} if tags else {})
     if metadata:
         parts += [Text(""), _section("Metadata"), Text(_indent(clean(pretty(metadata))))]
     return Group(*parts)
