@@ -139,6 +139,5 @@ def legacy_level(level: str | None) -> tuple[str | None, str | None]:
     if level.lower() in STATUS_CHOICES:
         return None, level.lower()
     raise InputError(
-        f"--level '{level.upper()}' is not a level (use one of {', '.join(LEVELS)}) or a status "
-        f"({', '.join(STATUS_CHOICES)})"
+        f"unknown level '{level}': use a level ({', '.join(LEVELS)}) or a status ({', '.join(STATUS_CHOICES)})"
     )

@@ -209,7 +209,13 @@ def trace_filter(
     """The filter options of a command -> one ``TraceFilter`` (bad values: InputError, exit 2)."""
     from ..filters import TraceFilter, legacy_level
 
-    only_level, level_status = legacy_level(level)
+    try:
+        only_level, level_status = legacy_level(level)
+    except InputError:
+        raise InputError(
+            f"--level '{(level or '').upper()}' is not a level (use one of DEBUG, DEFAULT, WARNING, ERROR) "
+            "or a status (see --status)"
+        ) from None
     if status is not None and level_status is not None and status.lower() != level_status:
         raise InputError(f"--status {status} and --level {level} ask for two statuses: give one")
     return TraceFilter(
