@@ -156,8 +156,54 @@ def _value(v: Any) -> Any:
     return None
 
 
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value"))
+
+
 def attributes_of(repeated: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in repeated}
+    out: dict[str, Any] = {}
+    for kv in repeated:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        out[kv.key] = getattr(v, kind) if kind in _SCALARS else _value(v)
+    return out
+
+
+_OBS_META_DOT = "langfuse.observation.metadata."
+_TRACE_META_DOT = "langfuse.trace.metadata."
+
+
+def split_attributes(repeated: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """One pass over a span's attributes: (plain attributes, observation metadata, trace metadata).
+
+    Metadata values are JSON-decoded (the SDKs JSON-encode each one; plain text stays text).
+    """
+    plain: dict[str, Any] = {}
+    obs_meta: dict[str, Any] | None = None
+    trace_meta: dict[str, Any] | None = None
+    for kv in repeated:
+        v = kv.value
+        kind = v.WhichOneof("value")
+        value = getattr(v, kind) if kind in _SCALARS else _value(v)
+        key = kv.key
+        if key.startswith("langfuse.") and ".metadata" in key:
+            if key.startswith(_OBS_META_DOT):
+                obs_meta = obs_meta if obs_meta is not None else {}
+                obs_meta[key[len(_OBS_META_DOT) :]] = _json(value)
+                continue
+            if key.startswith(_TRACE_META_DOT):
+                trace_meta = trace_meta if trace_meta is not None else {}
+                trace_meta[key[len(_TRACE_META_DOT) :]] = _json(value)
+                continue
+            if key in (_OBS_META, _TRACE_META):  # non-dict metadata sent whole
+                whole = _json(value)
+                part = whole if isinstance(whole, dict) else {"metadata": whole}
+                if key == _OBS_META:
+                    obs_meta = {**part, **(obs_meta or {})}
+                else:
+                    trace_meta = {**part, **(trace_meta or {})}
+                continue
+        plain[key] = value
+    return plain, obs_meta, trace_meta
 
 
 def _json(value: Any) -> Any:
@@ -276,22 +322,6 @@ def _model_parameters(a: dict[str, Any]) -> dict[str, Any] | None:
     return params or None
 
 
-def _prefixed(a: dict[str, Any], prefix: str) -> dict[str, Any] | None:
-    """``prefix.key`` attributes -> {key: value}; the bare ``prefix`` (non-dict metadata) as well."""
-    out: dict[str, Any] = {}
-    dotted = prefix + "."
-    for key, value in a.items():
-        if key.startswith(dotted):
-            out[key[len(dotted) :]] = _json(value)
-        elif key == prefix:
-            whole = _json(value)
-            if isinstance(whole, dict):
-                out.update(whole)
-            else:
-                out["metadata"] = whole
-    return out or None
-
-
 _CONSUMED_PREFIXES = ("langfuse.", "gen_ai.", "llm.", "openinference.", "input.", "output.", "lftrace.")
 
 
@@ -305,7 +335,14 @@ def _foreign_metadata(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def span_to_observation(
-    span: Any, a: dict[str, Any], trace_id: str, span_id: str, *, keep_foreign: bool, environment: str
+    span: Any,
+    a: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    trace_id: str,
+    span_id: str,
+    *,
+    keep_foreign: bool,
+    environment: str,
 ) -> Observation:
     parent = span.parent_span_id.hex() if span.parent_span_id else None
     if parent == _ZERO_SPAN or str(a.get("langfuse.internal.as_root", "")).lower() == "true":
@@ -330,7 +367,6 @@ def span_to_observation(
         output_value = _json(a["gen_ai.output.messages"])
     else:
         output_value = _json(a.get("gen_ai.completion"))
-    metadata = _prefixed(a, _OBS_META)
     if keep_foreign:
         extra = _foreign_metadata(a)
         if "metadata" in a and isinstance(_json(a["metadata"]), dict):  # OpenInference's metadata attribute
@@ -376,7 +412,9 @@ def span_to_observation(
     )
 
 
-def _apply_trace_attributes(trace: Trace, a: dict[str, Any], obs: Observation, is_root: bool) -> None:
+def _apply_trace_attributes(
+    trace: Trace, a: dict[str, Any], metadata: dict[str, Any] | None, obs: Observation, is_root: bool
+) -> None:
     """Trace-level attributes may ride on any span (the SDKs propagate them); the root span is authoritative."""
     name = a.get("langfuse.trace.name")
     if isinstance(name, str) and name and (is_root or not trace.name):
@@ -402,7 +440,6 @@ def _apply_trace_attributes(trace: Trace, a: dict[str, Any], obs: Observation, i
         for tag in tags:
             if isinstance(tag, str) and tag not in trace.tags:
                 trace.tags.append(tag)
-    metadata = _prefixed(a, _TRACE_META)
     if metadata:
         trace.metadata = {**(trace.metadata or {}), **metadata}
     if str(a.get("langfuse.trace.public", "")).lower() == "true":
@@ -439,9 +476,9 @@ def request_to_traces(request: Any) -> list[Trace]:
                     raise BadRequest(f"span {span.name[:80]!r} has an invalid span id: expected 8 bytes, not all zero")
                 if span.parent_span_id and len(span.parent_span_id) != 8:
                     raise BadRequest(f"span {span.name[:80]!r} has an invalid parent span id: expected 8 bytes")
-                a = attributes_of(span.attributes)
+                a, obs_meta, trace_meta = split_attributes(span.attributes)
                 obs = span_to_observation(
-                    span, a, trace_id, span_id, keep_foreign=keep_foreign, environment=environment
+                    span, a, obs_meta, trace_id, span_id, keep_foreign=keep_foreign, environment=environment
                 )
                 trace = traces.get(trace_id)
                 if trace is None:
@@ -450,5 +487,5 @@ def request_to_traces(request: Any) -> list[Trace]:
                 trace.timestamp = min(trace.timestamp, obs.start_time)
                 if obs.end_time is not None and (trace.end_time is None or obs.end_time > trace.end_time):
                     trace.end_time = obs.end_time
-                _apply_trace_attributes(trace, a, obs, obs.parent_id is None)
+                _apply_trace_attributes(trace, a, trace_meta, obs, obs.parent_id is None)
     return list(traces.values())

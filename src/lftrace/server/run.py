@@ -181,7 +181,8 @@ def serve(
             deliverer.stop()
         store.close()
         sock.close()
-    print("lftrace serve: stopped", file=out, flush=True)
+    with contextlib.suppress(OSError):  # stdout may be gone (a closed pipe): stopping cleanly matters more
+        print("lftrace serve: stopped", file=out, flush=True)
     if server.signal_received == signal.SIGINT:
         return int(ExitStatus.INTERRUPTED)
     if server.signal_received == signal.SIGTERM:
