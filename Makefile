@@ -7,7 +7,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 PHOENIX_VENV := .venv-phoenix
 PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
 
-.PHONY: install install-local install-phoenix demo test test-fast lint typecheck bench clean
+.PHONY: install install-local install-phoenix install-chromium demo test test-fast lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -41,7 +41,11 @@ demo: install
 	$(VENV)/bin/lftrace show last
 
 # The whole suite. LFTRACE_SKIP_PHOENIX=1 skips the Phoenix integration test where it cannot be installed.
-test: install install-local $(if $(filter 1,$(LFTRACE_SKIP_PHOENIX)),,install-phoenix)
+# Debian's chromium: the web view test of `lftrace serve` drives it headless (tests/test_serve_web.py)
+install-chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install install-local install-chromium $(if $(filter 1,$(LFTRACE_SKIP_PHOENIX)),,install-phoenix)
 	$(VENV)/bin/ruff check src tests bench sample_graphs
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 -q
@@ -61,6 +65,7 @@ bench: install
 	$(PY) bench/cli.py
 	$(PY) bench/export.py
 	$(PY) bench/ci.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) $(PHOENIX_VENV) .lftrace .pytest_cache build src/*.egg-info

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from lftrace.exporters.otlp import encode_traces  # noqa: E402
+from lftrace.exporters.encode import encode_traces  # noqa: E402
 from lftrace.model import Observation, Trace  # noqa: E402
 
 PHOENIX = ROOT / ".venv-phoenix" / "bin" / "phoenix"
@@ -201,7 +201,7 @@ class Lftrace(Server):
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
         env = {k: v for k, v in env.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lftrace.server", "--port", "0", "--store", str(self.store)],
+            [sys.executable, "-m", "lftrace", "serve", "--port", "0", "--store", str(self.store)],
             env=env,
             stdout=subprocess.PIPE,
         )

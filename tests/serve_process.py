@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-LFTRACE = [sys.executable, "-m", "lftrace.server"]
+LFTRACE = [sys.executable, "-m", "lftrace", "serve"]
 
 
 def basic_auth(public_key: str, secret_key: str) -> dict[str, str]:

@@ -183,11 +183,17 @@ def test_legacy_batch_per_event_results(keyed):
             "body": {"id": "gen-2", "traceId": "legacy-t1"},
         },
         {"id": "e7", "type": "span-update", "timestamp": "2024-05-01T10:00:01Z", "body": {"id": "never-created"}},
+        {
+            "id": "e9",
+            "type": "score-create",
+            "timestamp": "2024-05-01T10:00:03Z",
+            "body": {"id": "sc-1", "traceId": "legacy-t1", "name": "helpful", "value": 0.9, "comment": "good"},
+        },
     ]
     response = httpx.post(keyed.url + "/api/public/ingestion", json={"batch": batch}, headers=auth)
     assert response.status_code == 207
     result = response.json()
-    assert [s["id"] for s in result["successes"]] == ["e1", "e2", "e3", "e4", "e5"]
+    assert [s["id"] for s in result["successes"]] == ["e1", "e2", "e3", "e4", "e5", "e9"]
     assert {e["id"]: e["status"] for e in result["errors"]} == {"e6": 400, "e7": 400}
     with TraceStore(keyed.store, create=False) as store:
         trace = store.get_trace("legacy-t1")
@@ -209,6 +215,11 @@ def test_legacy_batch_per_event_results(keyed):
     with TraceStore(keyed.store, create=False) as store:
         again = store.get_trace("legacy-t1")
     assert again.output == "done" and again.name == "chat" and len(again.observations) == 2
+    assert [(sc.name, sc.value, sc.comment) for sc in again.scores] == [("helpful", 0.9, "good")]
+    listed = httpx.get(keyed.url + "/api/public/v2/scores", params={"traceId": "legacy-t1"}, headers=auth).json()
+    assert [(row["id"], row["value"]) for row in listed["data"]] == [("sc-1", 0.9)] and listed["meta"][
+        "totalItems"
+    ] == 1
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -5,11 +5,24 @@ Importing the package registers every command: app.py holds the app, each comman
 
 from __future__ import annotations
 
-from . import backend, ci, run, traces
+from . import backend, ci, run, serve, traces
 from .app import app, app_for, main
 
 # the order of `lftrace --help`; commands not named here follow in the order they were registered
-_HELP_ORDER = ("run", "show", "list", "push", "status", "doctor", "test", "export", "import", "diff", "stats")
+_HELP_ORDER = (
+    "run",
+    "show",
+    "list",
+    "push",
+    "status",
+    "doctor",
+    "test",
+    "export",
+    "import",
+    "diff",
+    "stats",
+    "serve",
+)
 app.registered_commands.sort(key=lambda c: _HELP_ORDER.index(c.name) if c.name in _HELP_ORDER else len(_HELP_ORDER))
 
-__all__ = ["app", "app_for", "backend", "ci", "main", "run", "traces"]
+__all__ = ["app", "app_for", "backend", "ci", "main", "run", "serve", "traces"]

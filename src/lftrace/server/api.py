@@ -348,7 +348,27 @@ def routes(store: TraceStore) -> list[Route]:
     def scores(request: Request) -> Any:
         page = _int_param(request, "page", 1)
         limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
-        return {"data": [], "meta": _meta(page, limit, 0)}
+        q = request.query_params
+        trace_id = q.get("traceId")
+        traces = store.get_traces([trace_id]) if trace_id else store.iter_traces()
+        rows = []
+        for t in traces:
+            if q.get("userId") and t.user_id != q.get("userId"):
+                continue
+            if q.get("sessionId") and t.session_id != q.get("sessionId"):
+                continue
+            for score in t.scores:
+                if q.get("name") and score.name != q.get("name"):
+                    continue
+                if q.get("observationId") and score.observation_id != q.get("observationId"):
+                    continue
+                if q.get("dataType") and score.data_type != q.get("dataType"):
+                    continue
+                data = score.to_dict()
+                data["trace"] = {"userId": t.user_id, "tags": list(t.tags), "environment": t.environment}
+                rows.append(data)
+        rows.sort(key=lambda r: r.get("timestamp") or "", reverse=True)
+        return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
 
     return [
         Route("/api/public/health", endpoint(health), methods=["GET"]),

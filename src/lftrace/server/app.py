@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,12 +187,15 @@ class Ingestor:
         self.destinations = tuple(destinations)
         # legacy batches are read-modify-write: one at a time, so two updates of one trace cannot race
         self.legacy_lock = threading.Lock()
+        self.after_write: Callable[[], None] | None = None  # --forward: wake the outbox delivery
 
     def write(self, traces: list[Trace]) -> None:
         if not traces:
             return
         add_costs(traces)
         self.store.write_traces(traces, self.destinations, merge=True)
+        if self.after_write is not None:
+            self.after_write()
 
     def ingest_legacy(self, batch: Any) -> ingest_legacy.BatchResult:
         with self.legacy_lock:
@@ -201,6 +204,8 @@ class Ingestor:
             if result.traces:
                 # the traces are complete (read back and updated): a plain replace is the merge
                 self.store.write_traces(result.traces, self.destinations)
+        if result.traces and self.after_write is not None:
+            self.after_write()
         return result
 
 
@@ -265,6 +270,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
     ]
     app = Starlette(routes=routes)
     app.state.store = store
+    app.state.ingestor = ingestor
     app.state.settings = settings
     app.add_middleware(AuthMiddleware, settings=settings)
     return app

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import LEVELS, OBSERVATION_TYPES, Observation, Trace, ns_from_iso
+from ..model import LEVELS, OBSERVATION_TYPES, Observation, Score, Trace, ns_from_iso
 from ..usage import normalise_usage
 
 _OBSERVATION_EVENTS = {
@@ -40,7 +40,6 @@ class EventError(Exception):
 @dataclass
 class BatchResult:
     traces: list[Trace] = field(default_factory=list)
-    scores: list[dict[str, Any]] = field(default_factory=list)
     successes: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -234,6 +233,34 @@ class _Batch:
         if cost:
             obs.cost_details = cost
 
+    def score_event(self, body: dict[str, Any], event_id: str, event_time: int) -> None:
+        trace_id = body.get("traceId")
+        name = body.get("name")
+        value = body.get("value")
+        if not isinstance(trace_id, str) or not trace_id:
+            raise EventError("score-create needs body.traceId (session and dataset-run scores are not kept)")
+        if not isinstance(name, str) or not name or not isinstance(value, int | float | str | bool):
+            raise EventError("score-create needs body.name and a number, boolean or string body.value")
+        data_type = body.get("dataType")
+        try:
+            score = Score.create(
+                id=str(body.get("id") or event_id),
+                trace_id=trace_id,
+                name=name,
+                value=value,
+                data_type=data_type if isinstance(data_type, str) else None,
+                timestamp=_time(body.get("timestamp"), "body.timestamp") or event_time,
+                observation_id=body.get("observationId") if isinstance(body.get("observationId"), str) else None,
+                comment=body.get("comment") if isinstance(body.get("comment"), str) else None,
+                metadata=body.get("metadata"),
+                config_id=body.get("configId") if isinstance(body.get("configId"), str) else None,
+                environment=body.get("environment") if isinstance(body.get("environment"), str) else "default",
+            )
+        except (TypeError, ValueError) as exc:
+            raise EventError(f"invalid score: {exc}") from None
+        trace = self._trace(trace_id, score.timestamp)
+        trace.scores = [s for s in trace.scores if s.id != score.id] + [score]
+
     def finish(self) -> list[Trace]:
         for trace in self.touched.values():
             trace.observations.sort(key=lambda o: o.start_time)
@@ -244,14 +271,8 @@ class _Batch:
         return list(self.touched.values())
 
 
-def apply_batch(
-    batch: Any, read_traces: Callable[[list[str]], Iterable[Trace]], *, store_scores: bool = False
-) -> BatchResult:
-    """Apply a batch to the traces it touches (``read_traces(ids)`` reads them from the store).
-
-    Scores go to ``result.scores`` when the store can keep them (``store_scores``); otherwise each score event
-    is answered 501, so the SDK reports it rather than the server pretending to keep it.
-    """
+def apply_batch(batch: Any, read_traces: Callable[[list[str]], Iterable[Trace]]) -> BatchResult:
+    """Apply a batch to the traces it touches (``read_traces(ids)`` reads them from the store)."""
     result = BatchResult()
     events = batch if isinstance(batch, list) else []
     state = _Batch({t.id: t for t in read_traces(trace_ids_of(events))})
@@ -272,13 +293,7 @@ def apply_batch(
                 obs_kind, create = _OBSERVATION_EVENTS[kind]
                 state.observation_event(obs_kind, create, body, event_time)
             elif kind == "score-create":
-                if not isinstance(body.get("name"), str) or body.get("value") is None:
-                    raise EventError("score-create needs body.name and body.value")
-                if not store_scores:
-                    message = "scores are not stored by this lftrace version"
-                    result.errors.append({"id": event_id, "status": 501, "message": message, "error": message})
-                    continue
-                result.scores.append({**body, "timestamp": event.get("timestamp")})
+                state.score_event(body, event_id, event_time)
             elif kind == "sdk-log":
                 pass
             else:

@@ -75,10 +75,10 @@ def bind(host: str, port: int) -> socket.socket:
 def banner(url: str, store: Path, public_key: str | None, forward: list[str]) -> str:
     if public_key:
         keys = f"  LANGFUSE_PUBLIC_KEY={public_key}\n  LANGFUSE_SECRET_KEY=<the secret key given to lftrace serve>\n"
-        auth = "Basic auth with the keys above"
+        auth = "Basic auth: only the keys below"
     else:
         keys = "  LANGFUSE_PUBLIC_KEY=pk-lf-local\n  LANGFUSE_SECRET_KEY=sk-lf-local\n"
-        auth = "any key pair is accepted (loopback only)"
+        auth = "no keys configured: any key pair accepted, loopback clients only"
     lines = (
         f"lftrace serve: listening on {url} ({auth})\n"
         f"store: {store}\n"
@@ -87,7 +87,7 @@ def banner(url: str, store: Path, public_key: str | None, forward: list[str]) ->
         f"  LANGFUSE_HOST={url}\n"
         f"  LANGFUSE_BASE_URL={url}\n"
         f"{keys}"
-        f"  OTEL_EXPORTER_OTLP_ENDPOINT={url}/api/public/otel   (or {url}, which serves /v1/traces)\n"
+        f"  OTEL_EXPORTER_OTLP_ENDPOINT={url}\n"
         f"Web view: {url}/\n"
         "Press Ctrl-C to stop."
     )
@@ -157,7 +157,7 @@ def serve(
     )
     if deliverer is not None:
         deliverer.start_background(min(settings.flush_interval, 1.0))
-        app.state.on_ingest = deliverer.wake
+        app.state.ingestor.after_write = deliverer.wake
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -1,0 +1,119 @@
+"""The web view of `lftrace serve`, in a real headless Chromium (Debian's package): the list with filters, a
+trace's tree, timeline and observation panel filled by the page's own JavaScript, and hostile data escaped."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from tests.serve_process import ServeProcess
+
+from lftrace.exporters.otlp import LangfuseExporter
+from lftrace.model import Observation, Trace
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HOSTILE = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
+
+
+def dump_dom(url: str) -> str:
+    if not shutil.which(CHROMIUM):
+        pytest.fail("chromium is not installed (make test installs Debian's chromium package)")
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _trace() -> Trace:
+    trace_id = "77" * 16
+    start = 1_700_000_000_000_000_000
+    root = Observation("7" * 15 + "1", trace_id, None, "AGENT", "planner", start, start + 900_000_000)
+    root.input = {"question": "weather in Paris?"}
+    gen = Observation("7" * 15 + "2", trace_id, root.id, "GENERATION", "ChatOpenAI", start + 100_000_000)
+    gen.end_time = start + 600_000_000
+    gen.model = "gpt-4o-mini"
+    gen.input = [{"role": "user", "content": "weather in Paris? </script><b>bold</b>"}]
+    gen.output = {"role": "assistant", "content": "Sunny in Paris"}
+    gen.usage_details = {"input": 12, "output": 4, "total": 16}
+    tool = Observation("7" * 15 + "3", trace_id, root.id, "TOOL", HOSTILE, start + 650_000_000, start + 800_000_000)
+    tool.level = "ERROR"
+    tool.status_message = "timeout"
+    return Trace(
+        trace_id,
+        "weather-agent",
+        start,
+        session_id="s-web",
+        tags=["web"],
+        observations=[root, gen, tool],
+        end_time=start + 900_000_000,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServeProcess(tmp_path_factory.mktemp("web") / "traces.db") as proc:
+        exporter = LangfuseExporter(proc.url, "pk", "sk")
+        assert exporter.export([_trace()]).ok
+        other = _trace()
+        other.id = "88" * 16
+        other.name = "other-trace"
+        for obs in other.observations:
+            obs.trace_id = other.id
+        assert exporter.export([other]).ok
+        exporter.close()
+        yield proc
+
+
+def test_traces_list_and_filters(server):
+    dom = dump_dom(server.url + "/")
+    assert 'id="traces"' in dom and "weather-agent" in dom and "other-trace" in dom
+    filtered = dump_dom(server.url + "/?name=weather-agent&session=s-web")
+    assert "weather-agent" in filtered and "other-trace" not in filtered
+    assert f'href="/trace/{"77" * 16}"' in filtered
+    none = dump_dom(server.url + "/?session=nobody")
+    assert "No traces match" in none
+
+
+def test_trace_page_tree_timeline_and_panel(server):
+    gen_id = "7" * 15 + "2"
+    dom = dump_dom(f"{server.url}/trace/{'77' * 16}#obs={gen_id}")
+    assert 'class="tree"' in dom and 'class="timeline"' in dom
+    # the tree nests the generation under the agent
+    planner = dom.index(">planner")
+    assert dom.index(">ChatOpenAI", planner) > planner
+    # the panel was filled by the page's script for the observation named in the URL
+    assert f'data-shown="{gen_id}"' in dom
+    panel = dom[dom.index('id="panel"') :]
+    assert "GENERATION ChatOpenAI" in panel and "Sunny in Paris" in panel and "model: gpt-4o-mini" in panel
+    assert '"total": 16' in panel
+    # hostile names and inputs are text, never markup or script
+    assert "pwned" not in dom.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "<img src=x" not in dom and "&lt;img src=x onerror=alert(1)&gt;" in dom
+    assert "<b>bold</b>" not in dom
+
+
+def test_trace_page_default_selection_and_404(server):
+    dom = dump_dom(f"{server.url}/trace/{'77' * 16}")
+    assert f'data-shown="{"7" * 15 + "1"}"' in dom  # the first observation is shown when none is named
+    missing = dump_dom(f"{server.url}/trace/{'99' * 16}")
+    assert "No trace" in missing
