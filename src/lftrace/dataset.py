@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,18 @@ from typing import Any
 from .assertions import AssertionFailure, Expectations
 from .errors import InputError
 
-_CASE_KEYS = {"name", "input", "expect", "metadata"}
+_CASE_KEYS = {"name", "input", "turns", "expect", "metadata", "config", "thread_id"}
+_TURN_KEYS = {"input", "resume", "expect"}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One step of a multi-turn case: an input, or a resume value for the interrupt the thread waits on."""
+
+    input: Any = None
+    resume: Any = None
+    is_resume: bool = False
+    expect: Expectations = field(default_factory=Expectations)
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,18 @@ class Case:
     expect: Expectations = field(default_factory=Expectations)
     metadata: dict[str, Any] = field(default_factory=dict)
     line: int = 0
+    config: dict[str, Any] = field(default_factory=dict)  # merged into the run's RunnableConfig
+    thread_id: str | None = None  # default for several turns: a fresh thread per test run
+    turns: tuple[Turn, ...] = ()  # empty: one turn, ``input`` checked against ``expect``
+
+    def steps(self) -> tuple[Turn, ...]:
+        """The turns to run: ``turns``, or the one turn of a plain case; the case's ``expect`` joins the last."""
+        if not self.turns:
+            return (Turn(input=self.input, expect=self.expect),)
+        if self.expect.is_empty:
+            return self.turns
+        last = self.turns[-1]
+        return (*self.turns[:-1], Turn(last.input, last.resume, last.is_resume, last.expect.merged_over(self.expect)))
 
 
 @dataclass
@@ -48,6 +71,9 @@ class CaseResult:
     output: str = ""
     baseline_id: str | None = None
     skipped: bool = False  # not run because of --fail-fast
+    turns: int = 1  # turns run (a multi-turn case stops at the first failing turn)
+    failed_turn: int | None = None  # 1-based, for a multi-turn case that failed
+    trace_ids: list[str] = field(default_factory=list)  # one trace per turn
 
     @property
     def passed(self) -> bool:
@@ -74,6 +100,9 @@ class CaseResult:
             "error": self.error,
             "baselineTraceId": self.baseline_id,
             "failures": [f.to_dict() for f in self.failures],
+            "turns": self.turns,
+            "failedTurn": self.failed_turn,
+            "traceIds": list(self.trace_ids),
         }
 
 
@@ -113,16 +142,51 @@ def parse_case(line: str, where: str, number: int = 0) -> Case:
         raise InputError(f'{where}: expected an object like {{"name": "...", "input": "...", "expect": {{...}}}}')
     unknown = sorted(set(data) - _CASE_KEYS)
     if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (a case has name, input, expect, metadata)")
-    if "input" not in data:
-        raise InputError(f'{where}: missing "input" (the value passed to the graph)')
+        raise InputError(
+            f"{where}: unknown key(s) {', '.join(unknown)} "
+            "(a case has name, input or turns, expect, metadata, config, thread_id)"
+        )
+    if ("input" in data) == ("turns" in data):
+        raise InputError(
+            f'{where}: give "input" (the value passed to the graph) or "turns" '
+            '(e.g. [{"input": "..."}, {"resume": "yes", "expect": {...}}]), not both'
+            if "input" in data
+            else f'{where}: missing "input" (the value passed to the graph) or "turns"'
+        )
     name = data.get("name", f"line-{number}")
     if not isinstance(name, str) or not name.strip():
         raise InputError(f'{where}: "name" must be a non-empty string')
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InputError(f'{where}: "metadata" must be an object')
-    return Case(name, data["input"], Expectations.from_dict(data.get("expect"), where=where), metadata, number)
+    config = data.get("config", {})
+    if not isinstance(config, dict):
+        raise InputError(f'{where}: "config" must be an object (a RunnableConfig, e.g. {{"recursion_limit": 50}})')
+    thread_id = data.get("thread_id")
+    if thread_id is not None and (not isinstance(thread_id, str | int) or isinstance(thread_id, bool)):
+        raise InputError(f'{where}: "thread_id" must be a string')
+    turns = _parse_turns(data.get("turns"), where) if "turns" in data else ()
+    expect = Expectations.from_dict(data.get("expect"), where=where)
+    thread = None if thread_id is None else str(thread_id)
+    return Case(name, data.get("input"), expect, metadata, number, config, thread, turns)
+
+
+def _parse_turns(value: Any, where: str) -> tuple[Turn, ...]:
+    if not isinstance(value, list) or not value:
+        raise InputError(f'{where}: "turns" must be a non-empty list like [{{"input": "..."}}, {{"resume": "yes"}}]')
+    turns = []
+    for index, item in enumerate(value, start=1):
+        here = f"{where}: turn {index}"
+        if not isinstance(item, dict):
+            raise InputError(f'{here}: expected an object like {{"input": "..."}} or {{"resume": "yes"}}')
+        unknown = sorted(set(item) - _TURN_KEYS)
+        if unknown:
+            raise InputError(f"{here}: unknown key(s) {', '.join(unknown)} (a turn has input or resume, and expect)")
+        if ("input" in item) == ("resume" in item):
+            raise InputError(f'{here}: give either "input" or "resume"')
+        expect = Expectations.from_dict(item.get("expect"), where=here)
+        turns.append(Turn(item.get("input"), item.get("resume"), "resume" in item, expect))
+    return tuple(turns)
 
 
 # -- sharding -------------------------------------------------------------------------------
@@ -204,3 +268,44 @@ def run_cases(
                     on_done(results[index])
             top_up()
     return [results[i] for i in range(len(cases))]
+
+
+def run_cases_async(
+    cases: Sequence[Case],
+    run_one: Callable[[Case], Awaitable[CaseResult]],
+    *,
+    concurrency: int = 1,
+    fail_fast: bool = False,
+    on_done: Callable[[CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    """``run_cases`` on one event loop: at most ``concurrency`` cases at once (``lftrace test --async``)."""
+    import asyncio
+
+    if concurrency < 1:
+        raise InputError("--concurrency must be at least 1")
+
+    async def main() -> list[CaseResult]:
+        limit = asyncio.Semaphore(concurrency)
+        failed = asyncio.Event()
+
+        async def guarded(case: Case) -> CaseResult:
+            async with limit:
+                if failed.is_set():
+                    result = CaseResult(case, skipped=True)
+                else:
+                    started = time.perf_counter()
+                    try:
+                        result = await run_one(case)
+                    except Exception as exc:  # a bug in a runner must not take the other cases down
+                        result = CaseResult(
+                            case, error=f"{type(exc).__name__}: {exc}", latency=time.perf_counter() - started
+                        )
+                    if fail_fast and not result.passed:
+                        failed.set()
+            if on_done is not None:
+                on_done(result)
+            return result
+
+        return list(await asyncio.gather(*(guarded(case) for case in cases)))
+
+    return asyncio.run(main())

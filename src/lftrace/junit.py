@@ -60,6 +60,11 @@ def _testcase(parent: ET.Element, result: CaseResult, suite: str) -> None:
     if result.trace_id:
         props = ET.SubElement(case, "properties")
         ET.SubElement(props, "property", {"name": "trace_id", "value": result.trace_id})
+        if result.turns > 1 or result.failed_turn is not None:
+            ET.SubElement(props, "property", {"name": "turns", "value": str(result.turns)})
+            ET.SubElement(props, "property", {"name": "trace_ids", "value": " ".join(result.trace_ids)})
+        if result.failed_turn is not None:
+            ET.SubElement(props, "property", {"name": "failed_turn", "value": str(result.failed_turn)})
     if result.status == "skipped":
         ET.SubElement(case, "skipped", {"message": "not run: --fail-fast stopped the run after a failure"})
     elif result.status == "error":
@@ -68,12 +73,13 @@ def _testcase(parent: ET.Element, result: CaseResult, suite: str) -> None:
         )
         error.text = _clean(f"{result.error}\ntrace: {trace}")
     elif result.status == "fail":
+        at = f"turn {result.failed_turn} failed: " if result.failed_turn is not None else ""
         names = ", ".join(f.name for f in result.failures)
         failure = ET.SubElement(
             case,
             "failure",
             {
-                "message": f"{len(result.failures)} assertion(s) failed: {names} (trace {trace})",
+                "message": f"{at}{len(result.failures)} assertion(s) failed: {names} (trace {trace})",
                 "type": "AssertionFailed",
             },
         )

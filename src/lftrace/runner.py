@@ -637,6 +637,116 @@ def execute(
     ``settings``: what the command decided (store, sampling); the run is traced by ``client_for(settings)``
     instead of the registry's default client.
     """
+    run = _prepare(
+        target,
+        input,
+        input_file=input_file,
+        stream=stream,
+        use_async=use_async,
+        config=config,
+        thread_id=thread_id,
+        recursion_limit=recursion_limit,
+        metadata=metadata,
+        resume=resume,
+        session_id=session_id,
+        user_id=user_id,
+        tags=tags,
+        name=name,
+        label=label,
+        handler_extra=handler_extra,
+        callbacks=callbacks,
+        progress=progress,
+        stdin=stdin,
+        settings=settings,
+        value=value,
+        deliver=deliver,
+    )
+    started = time.perf_counter()
+    output: Any = None
+    pending: list[Any] = []
+    error: BaseException | None = None
+    try:
+        with sigterm_as_interrupt():
+            if run.use_async:
+                output, pending = asyncio.run(
+                    _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+                )
+            else:
+                output, pending = _drive_sync(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
+        error = err
+    except LftraceError:
+        raise
+    except Exception as err:  # the user's graph raised: its trace is saved with the error
+        error = err
+    return _finish(run, output, pending, error, time.perf_counter() - started)
+
+
+async def aexecute(target: Any, input: str | None = None, **options: Any) -> RunResult:
+    """``execute`` on the running event loop (``lftrace test --async``: many cases on one loop).
+
+    The target should be a loaded Runnable (importing is blocking); flushing the trace runs in a worker thread.
+    """
+    run = _prepare(target, input, **options)
+    started = time.perf_counter()
+    output: Any = None
+    pending: list[Any] = []
+    error: BaseException | None = None
+    try:
+        output, pending = await _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+    except LftraceError:
+        raise
+    except Exception as err:
+        error = err
+    except asyncio.CancelledError:  # the whole test run was stopped: keep the partial trace, stay cancelled
+        _finish(run, None, [], asyncio.CancelledError(), time.perf_counter() - started)
+        raise
+    return await asyncio.to_thread(_finish, run, output, pending, error, time.perf_counter() - started)
+
+
+@dataclass
+class _Run:
+    """A run ready to go: the runnable, its shaped input and config, the handler and the client that traces it."""
+
+    runnable: Any
+    value: Any
+    config: dict[str, Any]
+    plan: _Thread
+    use_async: bool
+    stream: bool
+    handler: Any
+    client: Any
+    label: str
+    notify: Progress
+    emit: Callable[[str, Any], None]
+    deliver: bool = True
+
+
+def _prepare(
+    target: str | Any,
+    input: str | None = None,
+    *,
+    input_file: str | None = None,
+    stream: bool = False,
+    use_async: bool | None = None,
+    config: str | Mapping[str, Any] | None = None,
+    thread_id: str | None = None,
+    recursion_limit: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    resume: Sequence[str] | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    tags: Sequence[str] = (),
+    name: str | None = None,
+    label: str | None = None,
+    handler_extra: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
+    progress: Progress | None = None,
+    stdin: Any = None,
+    settings: Settings | None = None,
+    value: Any = _UNSET,
+    deliver: bool = True,
+) -> _Run:
     notify = progress or (lambda event, payload: None)
     label = label or (target if isinstance(target, str) else type(target).__name__)
     raw = read_input(input, input_file, stdin) if value is _UNSET else None  # reported before the (slow) import
@@ -678,32 +788,24 @@ def execute(
     if isinstance(target, str):
         run_config["metadata"].setdefault(TARGET_KEY, target)
     notify("running", handler)
-    started = time.perf_counter()
-    output: Any = None
-    pending: list[Any] = []
-    error: BaseException | None = None
-    cancelled = False
-    emit = lambda kind, chunk: notify("chunk", (kind, chunk))  # noqa: E731
-    try:
-        with sigterm_as_interrupt():
-            if run_async:
-                output, pending = asyncio.run(_drive_async(runnable, run_input, run_config, plan, stream, emit))
-            else:
-                output, pending = _drive_sync(runnable, run_input, run_config, plan, stream, emit)
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
-        cancelled, error = True, err
-    except LftraceError:
-        raise
-    except Exception as err:  # the user's graph raised: its trace is saved with the error
-        error = err
-    elapsed = time.perf_counter() - started
-    notify("finishing", handler)
+
+    def emit(kind: str, chunk: Any) -> None:
+        notify("chunk", (kind, chunk))
+
+    return _Run(runnable, run_input, run_config, plan, run_async, stream, handler, client, label, notify, emit, deliver)
+
+
+def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | None, elapsed: float) -> RunResult:
+    """Close what the run left open (Ctrl-C), flush the trace to the store and read it back."""
+    handler, client = run.handler, run.client
+    cancelled = isinstance(error, (KeyboardInterrupt, asyncio.CancelledError))
+    run.notify("finishing", handler)
     if cancelled:
         # runs LangChain never closed end now; the handler marks the trace cancelled (not ERROR) itself
         handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else CANCELLED)
-    result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, label)
-    result.thread_id, result.new_thread, result.runnable = plan.thread_id, plan.new, runnable
-    if not client.flush(deliver=deliver) and client.write_error is not None:
+    result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, run.label)
+    result.thread_id, result.new_thread, result.runnable = run.plan.thread_id, run.plan.new, run.runnable
+    if not client.flush(deliver=run.deliver) and client.write_error is not None:
         # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
         raise StoreError(f"the trace was not saved: {client.write_error}")
     result.trace = _read_back(client, handler, result)

@@ -22,12 +22,15 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from ..errors import ExitStatus, InputError, LftraceError, StoreError, TraceNotFound
+from ..cases import CASE_METADATA_KEY, TEST_TAG_PREFIX
+from ..errors import ExitStatus, InputError, LftraceError, TraceNotFound
 from ..model import Trace
 from ..sanitize import clean_line
 from .app import app, console, err_console, open_store, print_json, resolve_settings, resolve_trace_ref, store_path
 from .options import (
+    RUN_PANEL,
     BaselineOption,
+    ConfigOption,
     ExpectNodeOption,
     ExpectOutputOption,
     ExpectToolOption,
@@ -36,20 +39,25 @@ from .options import (
     MaxLatencyOption,
     MaxLlmCallsOption,
     MaxTokensOption,
+    MetadataOption,
     MinCostFilter,
     MinLatencyFilter,
     MinTokensFilter,
     ModelFilter,
     NameFilter,
     NoErrorsOption,
+    RecursionLimitOption,
     SearchFilter,
     SessionFilter,
+    SessionIdOption,
     SinceFilter,
     StatusFilter,
     TagFilter,
+    TagOption,
     ToleranceOption,
     UntilFilter,
     UserFilter,
+    UserIdOption,
     trace_filter,
 )
 
@@ -58,13 +66,8 @@ if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `l
 
     from ..assertions import AssertionFailure, Expectations
     from ..config import Settings
-    from ..dataset import Case, CaseResult
-    from ..runner import RunResult
+    from ..dataset import CaseResult
     from ..store import TraceStore
-
-TEST_TAG_PREFIX = "lftrace-test:"
-CASE_METADATA_KEY = "lftrace_case"
-RUN_METADATA_KEY = "lftrace_test_run"
 
 
 def expectations_from_options(
@@ -221,81 +224,6 @@ def _latency(value: float | None) -> str:
 # -- lftrace test -------------------------------------------------------------------------------
 
 
-class _CaseRunner:
-    """Runs one dataset case through ``runner.execute`` (its own handler and trace), then checks the trace."""
-
-    def __init__(
-        self,
-        target: str,
-        run_id: str,
-        defaults: Expectations,
-        baselines: dict[str, Trace] | None,
-        tolerance: float,
-        settings: Settings,
-    ) -> None:
-        from ..client import client_for
-        from ..loader import load_target
-
-        self.settings = settings
-        client_for(settings)  # invalid settings stop here, before the target is imported
-        self.runnable = load_target(target)  # once: LoadError (exit 3) before any case runs
-        self.run_id = run_id
-        self.defaults = defaults
-        self.baselines = baselines
-        self.tolerance = tolerance
-        self.store_error: StoreError | None = None
-
-    def __call__(self, case: Case) -> CaseResult:
-        from ..dataset import CaseResult
-        from ..runner import execute
-
-        metadata = {CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
-        try:
-            run = self._execute(execute, case, metadata)
-        except StoreError as exc:  # the store cannot take traces: the whole test stops with exit 7, the cause said
-            self.store_error = exc
-            return CaseResult(case, error=f"trace not saved: {exc}")
-        return self._check(case, run)
-
-    def _execute(self, execute: Any, case: Case, metadata: dict[str, Any]) -> RunResult:
-        return execute(
-            self.runnable,
-            json.dumps(case.input),  # the case's JSON value, parsed back by the runner, shaped like `run --input`
-            tags=[TEST_TAG_PREFIX + self.run_id],
-            config={"metadata": metadata},
-            settings=self.settings,
-            deliver=False,  # one delivery after every case, bounded by LANGFUSE_TIMEOUT: never per case
-        )
-
-    def _check(self, case: Case, run: RunResult) -> CaseResult:
-        from ..assertions import check, output_text
-        from ..dataset import CaseResult
-
-        error = None if run.error is None else f"{type(run.error).__name__}: {run.error}"
-        trace = run.trace
-        if trace is None:
-            reason = "; ".join(run.notes) or "no trace was recorded for this case"
-            return CaseResult(case, error=error or reason, latency=run.elapsed)
-        result = CaseResult(
-            case,
-            error=error,
-            trace_id=trace.id,
-            latency=trace.latency if trace.latency is not None else run.elapsed,
-            tokens=trace.total_tokens,
-            cost=trace.total_cost,
-            output=output_text(run.output) if error is None else "",
-        )
-        if error is None:
-            result.failures = check(trace, result.output, case.expect.merged_over(self.defaults))
-            baseline = (self.baselines or {}).get(case.name)
-            if baseline is not None:
-                from ..diff import compare_with_baseline
-
-                result.baseline_id = baseline.id
-                result.failures += compare_with_baseline(trace, baseline, self.tolerance)
-        return result
-
-
 def _progress_reporter(total: int, console: Console) -> tuple[Any, Any]:
     """(on_done callback, context manager): a rich progress bar on a terminal, one line per case otherwise."""
     from contextlib import nullcontext
@@ -372,7 +300,9 @@ def _print_case_failures(results: Sequence[CaseResult], console: Console) -> Non
 def test_cases_command(
     target: Annotated[str, typer.Argument(help="The graph or chain: module:attr or path/to/file.py:attr.")],
     dataset: Annotated[Path, typer.Argument(help="JSONL file, one case a line: {name, input, expect}.")],
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Cases run at once (threads).")] = 4,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Cases run at once (threads, or tasks with --async).")
+    ] = 4,
     shard: Annotated[
         str | None, typer.Option("--shard", metavar="K/N", help="Run the K-th of N stable slices of the cases.")
     ] = None,
@@ -389,18 +319,41 @@ def test_cases_command(
     max_cost: MaxCostOption = None,
     max_llm_calls: MaxLlmCallsOption = None,
     no_errors: NoErrorsOption = False,
+    use_async: Annotated[
+        bool | None,
+        typer.Option(
+            "--async/--sync",
+            help="--async: run the cases on one event loop (ainvoke), --concurrency at a time; --sync: invoke on "
+            "threads (default: threads, each case async when a node is async-only).",
+            show_default=False,
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    recursion_limit: RecursionLimitOption = None,
+    session_id: SessionIdOption = None,
+    user_id: UserIdOption = None,
+    tag: TagOption = None,
+    metadata: MetadataOption = None,
 ) -> None:
     """Run every case of a JSONL dataset and check its expectations; exit 5 when any case fails.
 
     Each case's trace is stored with the tag lftrace-test:<run id> and the case name in its metadata.
     Assertion options given here apply to every case (a case's own "expect" wins).
 
+    A case may carry "config" (merged into the RunnableConfig) and "thread_id", or "turns" run in order on one
+    thread, e.g. [{"input": "draft it"}, {"resume": "yes", "expect": {"complete": true}}]: each turn is its own
+    trace under the thread's session, "expect": {"interrupt": true} (or a regex on the interrupt's value) checks a
+    pause. JUnit names the turn that failed.
+
     [bold]Example[/bold]
 
       lftrace test app.py:graph cases.jsonl --junit report.xml
       lftrace test app.py:graph cases.jsonl --shard 1/4 --max-latency 10 --baseline baseline.jsonl
     """
-    from ..dataset import load_dataset, parse_shard, run_cases, select_shard
+    from ..cases import CaseRunner, RunOptions
+    from ..dataset import load_dataset, parse_shard, run_cases, run_cases_async, select_shard
+    from ..runner import parse_config, parse_metadata
 
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
@@ -418,11 +371,30 @@ def test_cases_command(
     if cases:
         # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
         settings = resolve_settings(sample_rate=1.0, tracing_enabled=True)
-        runner = _CaseRunner(target, run_id, defaults, baselines, tolerance, settings)
+        options = RunOptions(
+            config=parse_config(config),
+            recursion_limit=recursion_limit,
+            metadata=parse_metadata(metadata or []),
+            session_id=session_id,
+            user_id=user_id,
+            tags=tag or [],
+            use_async=use_async,
+        )
+        from ..client import client_for
+
+        client_for(settings)  # invalid settings stop here, before the target is imported
+        runner = CaseRunner(
+            target, run_id, defaults, baselines=baselines, tolerance=tolerance, settings=settings, options=options
+        )
         on_done, progress = _progress_reporter(len(cases), err)
         started = time.perf_counter()  # the cases' time, without importing the target
         with progress:
-            results = run_cases(cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done)
+            if use_async:
+                results = run_cases_async(
+                    cases, runner.arun, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done
+                )
+            else:
+                results = run_cases(cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done)
         if runner.store_error is not None:
             raise runner.store_error
         _deliver_once(settings, err)
