@@ -115,3 +115,16 @@ def test_read_only_store_can_still_be_read_and_writes_say_why(media: Path) -> No
         with pytest.raises(StoreError) as err:
             TraceStore(path)  # a writer
         assert str(path) in str(err.value)
+
+
+def test_doctor_checks_the_whole_store(tmp_path: Path) -> None:
+    import sys
+
+    path = tmp_path / "traces.db"
+    data = _store_with_traces(path)
+    path.write_bytes(data[:8192] + os.urandom(20_000) + data[28_192:])
+    lftrace = str(Path(sys.executable).parent / "lftrace")
+    doctor = subprocess.run(
+        [lftrace, "doctor"], capture_output=True, text=True, env={**os.environ, "LFTRACE_STORE": str(path)}
+    )
+    assert f"FAIL  the trace store {path} is corrupted" in doctor.stdout, doctor.stdout

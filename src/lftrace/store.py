@@ -463,13 +463,14 @@ class TraceStore:
         with self._errors():  # a real (tiny) write: only that proves the file takes writes
             self._write(lambda c: c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('write_check', '')"))
 
-    def verify(self) -> None:
-        """Raise StoreError if the file is corrupted: ``PRAGMA quick_check`` up to VERIFY_MAX_BYTES, else the header."""
+    def verify(self, *, full: bool = False) -> None:
+        """Raise StoreError if the file is corrupted: ``PRAGMA quick_check`` up to VERIFY_MAX_BYTES (any size with
+        ``full``, for ``lftrace doctor``), else the header."""
         try:
             size = self.path.stat().st_size
         except OSError:
             return
-        if size > VERIFY_MAX_BYTES and self._header_consistent(size):
+        if not full and size > VERIFY_MAX_BYTES and self._header_consistent(size):
             return
         with self._errors():
             rows = self._read(lambda c: c.execute("PRAGMA quick_check(3)").fetchall())
@@ -526,6 +527,8 @@ class TraceStore:
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash may lose the last commit, never corrupts
         if version < LATEST_VERSION:
+            if table_count:
+                self.verify()  # a migration writes: never into a damaged file (a reader's open included)
             self._migrate()
 
     def _migrate(self) -> None:

@@ -240,6 +240,11 @@ def _check_store(settings: Settings) -> None:
         _echo(f"FAIL  {exc}")
         return
     try:
+        try:
+            store.verify(full=True)  # PRAGMA quick_check over the whole file, whatever its size
+        except LftraceError as exc:
+            _echo(f"FAIL  {exc}")
+            return
         size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
         _ok(f"store {path}: {store.count_traces()} traces, {size / 1e6:.1f} MB")
         for name, entry in store.delivery_counts().items():
