@@ -101,7 +101,7 @@ def test_lftrace_run_against_a_trickling_backend_is_bounded(tmp_path: Path) -> N
             """
         )
     )
-    with trickling_server() as (url, requests):
+    with trickling_server(byte_every=0.5) as (url, requests):  # the whole answer takes ~33 s
         env = {**os.environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url + "/v1/traces", "LANGFUSE_TIMEOUT": "1"}
         started = time.monotonic()
         ran = subprocess.run(
@@ -116,4 +116,4 @@ def test_lftrace_run_against_a_trickling_backend_is_bounded(tmp_path: Path) -> N
     assert ran.returncode == 0, ran.stderr
     assert "queued: 1 trace pending" in ran.stdout and "timed out after 1.0s" in ran.stdout
     assert len(requests) == 1  # one delivery per run
-    assert took < 8, took  # start-up and LangChain import, plus one second of delivery (was 73 s)
+    assert took < 15, took  # start-up and LangChain import (slow on a loaded machine), plus one second of delivery
