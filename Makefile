@@ -7,7 +7,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 PHOENIX_VENV := .venv-phoenix
 PHOENIX_STAMP := $(PHOENIX_VENV)/.installed
 
-.PHONY: install install-local install-phoenix install-chromium demo test test-fast lint typecheck bench clean
+.PHONY: install install-local install-phoenix install-chromium install-node demo test test-fast lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -45,7 +45,18 @@ demo: install
 install-chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: install install-local install-chromium $(if $(filter 1,$(LFTRACE_SKIP_PHOENIX)),,install-phoenix)
+# The official Langfuse JS SDKs for the serve tests (tests/js: pinned by package-lock.json), into .node-test/
+NODE_STAMP := .node-test/.installed
+install-node: $(NODE_STAMP)
+
+$(NODE_STAMP): tests/js/v5/package-lock.json tests/js/legacy/package-lock.json
+	for sdk in v5 legacy; do \
+		mkdir -p .node-test/$$sdk && cp tests/js/$$sdk/package.json tests/js/$$sdk/package-lock.json .node-test/$$sdk/ && \
+		(cd .node-test/$$sdk && npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+	done
+	touch $(NODE_STAMP)
+
+test: install install-local install-chromium install-node $(if $(filter 1,$(LFTRACE_SKIP_PHOENIX)),,install-phoenix)
 	$(VENV)/bin/ruff check src tests bench sample_graphs
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -n 2 -q
@@ -68,4 +79,4 @@ bench: install
 	$(PY) bench/serve.py
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) .lftrace .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) $(PHOENIX_VENV) .node-test .lftrace .pytest_cache build src/*.egg-info
