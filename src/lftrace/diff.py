@@ -179,8 +179,8 @@ def normalise(value: Any) -> Any:
     return value
 
 
-def _as_lines(value: Any) -> list[str]:
-    value = normalise(value)
+def _as_lines(value: Any, *, normalised: bool = False) -> list[str]:
+    value = value if normalised else normalise(value)
     if value is None:
         return []
     if isinstance(value, str):
@@ -190,7 +190,12 @@ def _as_lines(value: Any) -> list[str]:
 
 def text_diff(a: Any, b: Any, label_a: str, label_b: str, context: int = 2) -> list[str]:
     """Unified diff lines of two outputs (empty when they are the same after ``normalise``)."""
-    la, lb = _as_lines(a), _as_lines(b)
+    if a is b:
+        return []
+    na, nb = normalise(a), normalise(b)
+    if na == nb:  # compared as values first: JSON text of a long agent run's state is costly to make
+        return []
+    la, lb = _as_lines(na, normalised=True), _as_lines(nb, normalised=True)
     if la == lb:
         return []
     return list(difflib.unified_diff(la, lb, label_a, label_b, n=context, lineterm=""))

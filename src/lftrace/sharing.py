@@ -208,23 +208,36 @@ def references(value: Any, out: set[str]) -> None:
 def materialize(nodes: Mapping[str, tuple[str | None, bytes | str]], wanted: Iterable[str]) -> dict[str, list[Any]]:
     """Full lists for node hashes, from ``nodes`` ({hash: (prev, JSON of its items)}, every node of each chain).
 
-    A list shared by several observations is built once (and shared: do not mutate what you read).
+    Each wanted list is built once (and shared: do not mutate what you read); the nodes in between cost only
+    their own items.
     """
+    wanted_set = set(wanted)
     built: dict[str, list[Any]] = {}
-    for head in wanted:
+    items: dict[str, list[Any]] = {}  # parsed once per node, even when several chains pass through it
+    for head in wanted_set:  # a long chain built first also builds the wanted lists along it
+        if head in built:
+            continue
         chain: list[str] = []
         current: str | None = head
+        missing = False
         while current is not None and current not in built:
             row = nodes.get(current)
             if row is None:  # a node missing from the store: say so instead of failing the whole read
-                built[current] = [f"<missing shared list {current}>"]
+                missing = True
                 break
             chain.append(current)
             current = row[0]
-        base = built.get(current, []) if current is not None else []
+        result = list(built[current]) if current is not None and current in built else []
+        if missing:
+            result.append(f"<missing shared list {current}>")
         for node in reversed(chain):
-            base = base + orjson.loads(nodes[node][1])
-            built[node] = base
+            part = items.get(node)
+            if part is None:
+                part = items[node] = orjson.loads(nodes[node][1])
+            result.extend(part)
+            if node in wanted_set and node != head:
+                built[node] = list(result)
+        built[head] = result
     return built
 
 

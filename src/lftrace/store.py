@@ -716,19 +716,20 @@ class TraceStore:
 
     # -- reading traces --------------------------------------------------------------------------------------
 
-    def get_trace(self, id_or_prefix: str) -> Trace:
-        """The trace with this id, or the only trace whose id starts with it."""
+    def get_trace(self, id_or_prefix: str, *, inputs: bool = True) -> Trace:
+        """The trace with this id, or the only trace whose id starts with it (``inputs=False``: without the
+        observations' inputs, which are most of a long agent run)."""
         wanted = id_or_prefix.strip()
         if not wanted:
             # a blank id written by an older lftrace or another tool is still readable (`show last`)
             with self._errors():
-                exact = self._read(lambda c: _load_traces(c, [id_or_prefix]))
+                exact = self._read(lambda c: _load_traces(c, [id_or_prefix], inputs=inputs))
             if exact:
                 return exact[0]
             raise InputError("no trace id given: pass a trace id, a unique prefix of one, or `last`")
         with self._errors():
             trace_id = self._resolve_id(wanted)
-            traces = self._read(lambda c: _load_traces(c, [trace_id]))
+            traces = self._read(lambda c: _load_traces(c, [trace_id], inputs=inputs))
         if not traces:  # deleted between resolving and loading
             raise TraceNotFound(f"no trace '{wanted}' in {self.path} (see `lftrace list`)")
         return traces[0]
@@ -858,9 +859,17 @@ class TraceStore:
             return self._read(work)
 
     def iter_traces(
-        self, name: str | None = None, since_ns: int | None = None, *, where: TraceFilter | None = None
+        self,
+        name: str | None = None,
+        since_ns: int | None = None,
+        *,
+        where: TraceFilter | None = None,
+        inputs: bool = True,
     ) -> Iterator[Trace]:
-        """Every matching full trace, oldest first, loaded in pages (the lock is not held between pages)."""
+        """Every matching full trace, oldest first, loaded in pages (the lock is not held between pages).
+
+        ``inputs=False``: observations without their inputs (stats: a long agent run's inputs are most of it).
+        """
         clause, params = _combine(where, name, None, None, None, None, since_ns, None).where()
         with self._errors():
             ids = [
@@ -874,7 +883,7 @@ class TraceStore:
         for page in _chunks(ids, 200):
 
             def load(conn: sqlite3.Connection, page: Sequence[str] = page) -> list[Trace]:
-                return _load_traces(conn, page)
+                return _load_traces(conn, page, inputs=inputs)
 
             with self._errors():
                 traces = self._read(load)
@@ -1665,8 +1674,11 @@ def _load_tags(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[s
     return tags
 
 
-def _load_traces(conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool = True) -> list[Trace]:
-    """Full traces for ``ids`` in the given order (missing ids are skipped); ``with_observations=False``: without."""
+def _load_traces(
+    conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool = True, inputs: bool = True
+) -> list[Trace]:
+    """Full traces for ``ids`` in the given order (missing ids are skipped); ``with_observations=False``: without
+    them; ``inputs=False``: without the observations' inputs (None)."""
     by_id: dict[str, Trace] = {}
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
@@ -1709,7 +1721,7 @@ def _load_traces(conn: sqlite3.Connection, ids: Sequence[str], *, with_observati
         for tid, scores in _load_scores(conn, chunk).items():
             if tid in by_id:
                 by_id[tid].scores = scores
-    _unpack_shared(conn, list(by_id.values()))
+    _unpack_shared(conn, list(by_id.values()), inputs=inputs)
     return [by_id[tid] for tid in ids if tid in by_id]
 
 
@@ -1721,12 +1733,9 @@ _CHAIN_SQL = (
 
 
 def _shared_lists(conn: sqlite3.Connection, wanted: set[str]) -> dict[str, list[Any]]:
-    nodes: dict[str, tuple[str | None, str]] = {}
-    heads = sorted(wanted)
-    for start in range(0, len(heads), _CHUNK):
-        for node, prev, data in conn.execute(_CHAIN_SQL, (orjson.dumps(heads[start : start + _CHUNK]).decode(),)):
-            nodes[node] = (prev, data)
-    return materialize(nodes, heads)
+    # one recursive query for every chain (a JSON array parameter has no variable limit; chains share nodes)
+    rows = conn.execute(_CHAIN_SQL, (orjson.dumps(sorted(wanted)).decode(),)).fetchall()
+    return materialize({node: (prev, data) for node, prev, data in rows}, wanted)
 
 
 def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
@@ -1740,14 +1749,20 @@ def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
     return [unpack(value, lists) for value in values]
 
 
-def _unpack_shared(conn: sqlite3.Connection, traces: Sequence[Trace]) -> None:
-    """Replace list node references in inputs/outputs by the full lists (each distinct list built once)."""
+def _unpack_shared(conn: sqlite3.Connection, traces: Sequence[Trace], *, inputs: bool = True) -> None:
+    """Replace list node references in inputs/outputs by the full lists (each distinct list built once).
+
+    ``inputs=False``: observations' inputs are left out (None): what stats and diff read of a long trace.
+    """
     wanted: set[str] = set()
     for trace in traces:
         references(trace.input, wanted)
         references(trace.output, wanted)
         for obs in trace.observations:
-            references(obs.input, wanted)
+            if inputs:
+                references(obs.input, wanted)
+            else:
+                obs.input = None
             references(obs.output, wanted)
     if not wanted:
         return

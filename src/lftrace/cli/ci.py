@@ -164,8 +164,11 @@ def read_traces_file(path: Path) -> list[Trace]:
     return read_validated(path)
 
 
-def resolve_trace(ref: str, store: TraceStore | None = None) -> Trace:
-    """A trace from a file, or from the store by id, prefix, ``last`` or ``last~N`` (app.resolve_trace_ref)."""
+def resolve_trace(ref: str, store: TraceStore | None = None, *, inputs: bool = True) -> Trace:
+    """A trace from a file, or from the store by id, prefix, ``last`` or ``last~N`` (app.resolve_trace_ref).
+
+    ``inputs=False``: from the store, without the observations' inputs (diff reads outputs only).
+    """
     path = Path(ref)
     if path.is_file():
         traces = read_traces_file(path)
@@ -173,7 +176,7 @@ def resolve_trace(ref: str, store: TraceStore | None = None) -> Trace:
             raise InputError(f"{ref} holds {len(traces)} traces; pass a file with one trace or a trace id")
         return traces[0]
     store = store or open_store()
-    return store.get_trace(resolve_trace_ref(ref, store))
+    return store.get_trace(resolve_trace_ref(ref, store), inputs=inputs)
 
 
 def load_baseline(ref: str) -> Trace:
@@ -581,7 +584,8 @@ def diff_command(
     store: TraceStore | None = None
     if not (Path(a).is_file() and Path(b).is_file()):
         store = open_store()
-    diff = diff_traces(resolve_trace(a, store), resolve_trace(b, store))
+    # outputs only: a long agent run's inputs (the whole conversation at every step) are most of its bytes
+    diff = diff_traces(resolve_trace(a, store, inputs=False), resolve_trace(b, store, inputs=False))
     if as_json:
         print_json(diff.to_dict())
     else:
@@ -635,7 +639,7 @@ def stats_command(
     if not store_path().exists():
         traces: Iterable[Trace] = []
     else:
-        traces = open_store().iter_traces(where=where)
+        traces = open_store().iter_traces(where=where, inputs=False)  # stats reads no inputs
     report = compute_stats(traces)
     if as_json:
         print_json(report.to_dict())
