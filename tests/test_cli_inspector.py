@@ -219,9 +219,11 @@ def test_run_without_a_terminal_prints_plain_output():
 
 
 def test_tail_follows_traces_written_by_other_processes(tmp_path):
+    assert lftrace("run", f"{SAMPLES}/chatbot.py:graph", "-i", "before").returncode == 0  # not shown: older
     proc, master = spawn_in_pty([LFTRACE, "tail", "--interval", "0.1"], tmp_path)
     try:
-        time.sleep(1.5)  # tail starts (and opens the store) before the runs
+        started = read_pty(master, time.monotonic() + 30, stop="Ctrl-C stops")  # listening from now on
+        assert "following " in started, started
         for question in ("What is the weather in Paris?", "What is 6 times 7?"):
             done = lftrace("run", f"{SAMPLES}/agent.py:graph", "-i", question, "--session-id", "s-tail")
             assert done.returncode == 0, done.stderr
@@ -238,12 +240,14 @@ def test_tail_follows_traces_written_by_other_processes(tmp_path):
 
 
 def test_tail_tree_and_count_stop_by_themselves(tmp_path):
+    assert lftrace("run", f"{SAMPLES}/chatbot.py:graph", "-i", "before").returncode == 0
     proc, master = spawn_in_pty([LFTRACE, "tail", "--tree", "--count", "1", "--interval", "0.1"], tmp_path)
     try:
-        time.sleep(1.5)
+        assert "Ctrl-C stops" in read_pty(master, time.monotonic() + 30, stop="Ctrl-C stops")
         assert lftrace("run", f"{SAMPLES}/chatbot.py:graph", "-i", "hi").returncode == 0
         text = read_pty(master, time.monotonic() + 20, stop="GENERATION")
         proc.wait(15)
     finally:
         os.close(master)
     assert proc.returncode == 0 and "chatbot" in text and "└── CHAIN LangGraph" in text
+    assert "before" not in text  # written before tail started

@@ -15,7 +15,17 @@ import typer
 from ..errors import ExitStatus, TraceNotFound
 from ..model import Trace
 from ..sanitize import clean_line
-from .app import app, console, load_trace, open_store, print_json, print_trace, resolve_settings, store_path
+from .app import (
+    app,
+    console,
+    err_console,
+    load_trace,
+    open_store,
+    print_json,
+    print_trace,
+    resolve_settings,
+    store_path,
+)
 from .options import (
     LevelFilter,
     MinCostFilter,
@@ -355,7 +365,10 @@ def tail_command(
     store = open_store(read_only=True)
     shown = 0
     try:
-        for summary in follow(store.changes_since, store.latest_position(), interval=interval):
+        start = store.latest_position()
+        if sys.stderr.isatty():  # says it is listening (and from when): traces written from now on are shown
+            err_console().print(f"following {clean_line(str(path))} (Ctrl-C stops)", style="dim", soft_wrap=True)
+        for summary in follow(store.changes_since, start, interval=interval):
             if json_out:
                 sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
