@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from lftrace.model import Observation, Trace, iso_from_ns, ns_from_iso
 
 T0 = 1_764_000_000_000_000_000  # 2025-11-24T16:00:00Z
@@ -123,3 +126,25 @@ def test_from_dict_round_trip():
     t = make_trace()
     again = Trace.from_dict(t.to_dict())
     assert again.to_dict() == t.to_dict()
+
+
+def test_round_trip_through_json_keeps_every_field():
+    """Every dataclass field is set and compared: a field added to the model but not to to_dict fails here."""
+    from support.traces import every_field_trace, unset_fields
+
+    trace = every_field_trace()
+    assert unset_fields(trace) == [] and unset_fields(trace.observations[0]) == []
+    again = Trace.from_dict(json.loads(json.dumps(trace.to_dict())))
+    assert dataclasses.asdict(again) == dataclasses.asdict(trace)
+
+
+def test_tokens_add_up_in_one_place():
+    from lftrace.model import token_total
+
+    assert token_total({"input": 3, "output": 4, "total": 9}) == 9  # a reported total wins
+    assert token_total({"input": 3, "output": 4}) == 7
+    assert token_total({"input": "3", "output": True, "total_cost": 2}) == 2  # not whole numbers: 0
+    assert token_total(None) == token_total(["x"]) == 0
+    obs = Observation(id="a" * 16, trace_id="b" * 32, parent_id=None, type="GENERATION", name="g", start_time=0)
+    obs.usage_details = {"input": 2, "output": 1}
+    assert obs.total_tokens == Trace(id="b" * 32, name=None, timestamp=0, observations=[obs]).total_tokens == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -571,3 +572,13 @@ def test_migration_4_converts_stored_statuses(tmp_path: Path) -> None:
     with TraceStore(path) as opened:
         got = {s.id: (s.status, s.handled_errors) for s in opened.list_traces()}
     assert got == {handled.id: ("ok", 1), raised_trace.id: ("error", 0), ctrl_c.id: ("cancelled", 0)}
+
+
+def test_round_trip_through_the_store_keeps_every_field(store: TraceStore) -> None:
+    """Every dataclass field is set and compared: a field the store's rows would drop fails here."""
+    from support.traces import every_field_trace, unset_fields
+
+    trace = every_field_trace()
+    assert unset_fields(trace) == [] and unset_fields(trace.observations[0]) == []
+    store.write_traces([trace])
+    assert dataclasses.asdict(store.get_trace(trace.id)) == dataclasses.asdict(trace)

@@ -126,12 +126,12 @@ def diff_traces(a: Trace, b: Trace, *, context: int = 2) -> TraceDiff:
         oa, ob = pa.get(path), pb.get(path)
         if oa is None and ob is not None:
             changes.append(
-                ObservationChange(path, "added", ob.type, ob.latency, _tokens(ob), _cost(ob), notes=["only in B"])
+                ObservationChange(path, "added", ob.type, ob.latency, ob.total_tokens, _cost(ob), notes=["only in B"])
             )
         elif ob is None and oa is not None:
             changes.append(
                 ObservationChange(
-                    path, "removed", oa.type, _neg(oa.latency), -_tokens(oa), _neg(_cost(oa)), notes=["only in A"]
+                    path, "removed", oa.type, _neg(oa.latency), -oa.total_tokens, _neg(_cost(oa)), notes=["only in A"]
                 )
             )
         elif oa is not None and ob is not None:
@@ -163,7 +163,7 @@ def _compare(path: str, oa: Observation, ob: Observation, context: int) -> Obser
         status,
         ob.type,
         _sub(ob.latency, oa.latency),
-        _tokens(ob) - _tokens(oa),
+        ob.total_tokens - oa.total_tokens,
         _sub(_cost(ob), _cost(oa)),
         output_diff,
         notes,
@@ -199,13 +199,6 @@ def text_diff(a: Any, b: Any, label_a: str, label_b: str, context: int = 2) -> l
     if la == lb:
         return []
     return list(difflib.unified_diff(la, lb, label_a, label_b, n=context, lineterm=""))
-
-
-def _tokens(obs: Observation) -> int:
-    usage = obs.usage_details or {}
-    if "total" in usage:
-        return int(usage["total"])
-    return sum(int(v) for v in usage.values() if isinstance(v, int))
 
 
 def _cost(obs: Observation) -> float | None:

@@ -8,7 +8,7 @@ strings in the shape of Langfuse's ``GET /api/public/traces/{id}``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,51 @@ CANCELLED_KEY = "cancelled"  # trace metadata set by the handler when the run wa
 INTERRUPTS_KEY = "langgraph_interrupts"  # trace metadata: the interrupts a LangGraph run paused at
 
 
+# -- the fields, declared once --------------------------------------------------------------------------------
+# Each dataclass field says how its JSON (Langfuse's shape) names it, in its metadata: ``from_dict`` reads every
+# field through that declaration and the store derives its rows from ``fields()``, so a field added to a
+# dataclass is carried everywhere; ``to_dict`` (written out, to keep Langfuse's key order) is checked by the
+# round-trip tests, which set every field.
+
+
+def wire(json: str | None = None, *, time: bool = False, empty: Any = MISSING) -> dict[str, Any]:
+    """The metadata of a field that is part of the JSON: its name there (default: the name in camelCase),
+    ``time=True`` for ns <-> ISO strings, ``empty``: the value a missing, null or empty JSON value reads as
+    (for fields that must hold something, like ``level``)."""
+    return {"json": json, "time": time, "empty": empty}
+
+
+def json_name(f: Field[Any]) -> str:
+    head, *rest = f.name.split("_")
+    return f.metadata.get("json") or head + "".join(part.title() for part in rest)
+
+
+def values_from_dict(cls: type, data: dict[str, Any], *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Constructor arguments of ``cls`` from its JSON ``data``: every declared field not in ``skip``.
+
+    A required field without an ``empty`` value must be present (KeyError otherwise, as ``data["id"]`` would);
+    a missing optional one keeps the dataclass default.
+    """
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in skip or "json" not in f.metadata:
+            continue
+        key, empty = json_name(f), f.metadata.get("empty", MISSING)
+        required = f.default is MISSING and f.default_factory is MISSING
+        if required and empty is MISSING:
+            value = data[key]
+        elif key not in data and empty is MISSING:
+            continue
+        else:
+            value = data.get(key)
+        if f.metadata.get("time"):
+            value = ns_from_iso(value)
+        if empty is not MISSING and (value is None or value == "" or value == {} or value == []):
+            value = list(empty) if isinstance(empty, list) else empty  # a fresh list, never a shared one
+        values[f.name] = value
+    return values
+
+
 def iso_from_ns(ns: int | None) -> str | None:
     """ISO-8601 UTC with microseconds and a trailing Z (Langfuse's format)."""
     if ns is None:
@@ -56,27 +101,28 @@ def ns_from_iso(text: str | None) -> int | None:
 class Observation:
     """One node of a trace: a span, generation, tool call, ..."""
 
-    id: str  # 16 lowercase hex chars (an OpenTelemetry span id)
-    trace_id: str  # 32 lowercase hex chars
-    parent_id: str | None
-    type: str  # one of OBSERVATION_TYPES
-    name: str
-    start_time: int  # ns since epoch
-    end_time: int | None = None
-    completion_start_time: int | None = None
-    model: str | None = None
-    model_parameters: dict[str, Any] | None = None
-    input: Any = None
-    output: Any = None
-    metadata: dict[str, Any] | None = None
-    level: str = "DEFAULT"
-    status_message: str | None = None
-    usage_details: dict[str, int] | None = None
-    cost_details: dict[str, float] | None = None
-    environment: str = "default"
-    version: str | None = None
-    prompt_name: str | None = None  # the Langfuse prompt this generation was made from (langfuse_prompt)
-    prompt_version: int | None = None
+    id: str = field(metadata=wire())  # 16 lowercase hex chars (an OpenTelemetry span id)
+    trace_id: str = field(metadata=wire())  # 32 lowercase hex chars
+    parent_id: str | None = field(metadata=wire("parentObservationId", empty=None))
+    type: str = field(metadata=wire(empty="SPAN"))  # one of OBSERVATION_TYPES
+    name: str = field(metadata=wire(empty=""))
+    start_time: int = field(metadata=wire(time=True, empty=0))  # ns since epoch
+    end_time: int | None = field(default=None, metadata=wire(time=True))
+    completion_start_time: int | None = field(default=None, metadata=wire(time=True))
+    model: str | None = field(default=None, metadata=wire())
+    model_parameters: dict[str, Any] | None = field(default=None, metadata=wire())
+    input: Any = field(default=None, metadata=wire())
+    output: Any = field(default=None, metadata=wire())
+    metadata: dict[str, Any] | None = field(default=None, metadata=wire())
+    level: str = field(default="DEFAULT", metadata=wire(empty="DEFAULT"))
+    status_message: str | None = field(default=None, metadata=wire())
+    usage_details: dict[str, int] | None = field(default=None, metadata=wire(empty=None))
+    cost_details: dict[str, float] | None = field(default=None, metadata=wire(empty=None))
+    environment: str = field(default="default", metadata=wire(empty="default"))
+    version: str | None = field(default=None, metadata=wire())
+    # the Langfuse prompt this generation was made from (langfuse_prompt)
+    prompt_name: str | None = field(default=None, metadata=wire())
+    prompt_version: int | None = field(default=None, metadata=wire())
 
     @property
     def latency(self) -> float | None:
@@ -84,6 +130,10 @@ class Observation:
         if self.end_time is None:
             return None
         return (self.end_time - self.start_time) / 1e9
+
+    @property
+    def total_tokens(self) -> int:
+        return token_total(self.usage_details)
 
     @property
     def time_to_first_token(self) -> float | None:
@@ -143,29 +193,22 @@ class Observation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Observation:
-        return cls(
-            id=data["id"],
-            trace_id=data["traceId"],
-            parent_id=data.get("parentObservationId"),
-            type=data.get("type") or "SPAN",
-            name=data.get("name") or "",
-            start_time=ns_from_iso(data.get("startTime")) or 0,
-            end_time=ns_from_iso(data.get("endTime")),
-            completion_start_time=ns_from_iso(data.get("completionStartTime")),
-            model=data.get("model"),
-            model_parameters=data.get("modelParameters"),
-            input=data.get("input"),
-            output=data.get("output"),
-            metadata=data.get("metadata"),
-            level=data.get("level") or "DEFAULT",
-            status_message=data.get("statusMessage"),
-            usage_details=data.get("usageDetails") or None,
-            cost_details=data.get("costDetails") or None,
-            environment=data.get("environment") or "default",
-            version=data.get("version"),
-            prompt_name=data.get("promptName"),
-            prompt_version=data.get("promptVersion"),
-        )
+        return cls(**values_from_dict(cls, data))
+
+
+def _count(value: Any) -> int:
+    """A usage count as stored; anything else (a string from a hostile import, a bool) counts 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def token_total(usage: Any) -> int:
+    """The tokens of usage details: its ``total``, else the sum of its counts. The one place tokens add up
+    (observations, traces, diff, stats); the store's SQL totals follow the same rule."""
+    if not isinstance(usage, dict):
+        return 0
+    if "total" in usage:
+        return _count(usage["total"])
+    return sum(_count(v) for v in usage.values())
 
 
 def _reduce(details: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -182,19 +225,20 @@ def _reduce(details: dict[str, Any]) -> tuple[Any, Any, Any]:
 class Trace:
     """A whole trace: trace attributes plus its observations (parents first)."""
 
-    id: str
-    name: str | None
-    timestamp: int  # ns since epoch: start of the root observation
-    input: Any = None
-    output: Any = None
-    session_id: str | None = None
-    user_id: str | None = None
-    release: str | None = None
-    version: str | None = None
-    metadata: dict[str, Any] | None = None
-    tags: list[str] = field(default_factory=list)
-    environment: str = "default"
-    public: bool = False
+    id: str = field(metadata=wire())
+    name: str | None = field(metadata=wire(empty=None))
+    timestamp: int = field(metadata=wire(time=True, empty=0))  # ns since epoch: start of the root observation
+    input: Any = field(default=None, metadata=wire())
+    output: Any = field(default=None, metadata=wire())
+    session_id: str | None = field(default=None, metadata=wire())
+    user_id: str | None = field(default=None, metadata=wire())
+    release: str | None = field(default=None, metadata=wire())
+    version: str | None = field(default=None, metadata=wire())
+    metadata: dict[str, Any] | None = field(default=None, metadata=wire())
+    tags: list[str] = field(default_factory=list, metadata=wire(empty=[]))
+    environment: str = field(default="default", metadata=wire(empty="default"))
+    public: bool = field(default=False, metadata=wire(empty=False))
+    # read by from_dict itself: children, and the end (the JSON has a latency, not an end time)
     observations: list[Observation] = field(default_factory=list)
     end_time: int | None = None  # ns: end of the last observation
     scores: list[Score] = field(default_factory=list)
@@ -260,16 +304,13 @@ class Trace:
         totals: dict[str, int] = {}
         for obs in self.observations:
             for key, value in (obs.usage_details or {}).items():
-                if isinstance(value, int):
+                if isinstance(value, int) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
         return totals
 
     @property
     def total_tokens(self) -> int:
-        usage = self.usage
-        if "total" in usage:
-            return usage["total"]
-        return sum(v for k, v in usage.items() if k != "total")
+        return token_total(self.usage)
 
     def roots(self) -> list[Observation]:
         return [o for o in self.observations if o.parent_id is None]
@@ -311,20 +352,11 @@ class Trace:
         end_time = max(ends) if ends else None
         if end_time is None and data.get("latency") is not None:
             end_time = timestamp + int(float(data["latency"]) * 1e9)
+        values = values_from_dict(cls, data, skip=("timestamp",))
+        values["public"] = bool(values.get("public"))
         return cls(
-            id=data["id"],
-            name=data.get("name"),
+            **values,
             timestamp=timestamp,
-            input=data.get("input"),
-            output=data.get("output"),
-            session_id=data.get("sessionId"),
-            user_id=data.get("userId"),
-            release=data.get("release"),
-            version=data.get("version"),
-            metadata=data.get("metadata"),
-            tags=list(data.get("tags") or []),
-            environment=data.get("environment") or "default",
-            public=bool(data.get("public", False)),
             observations=observations,
             end_time=end_time,
             scores=[Score.from_dict(s) for s in data.get("scores") or [] if isinstance(s, dict) and s.get("name")],

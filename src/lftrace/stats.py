@@ -100,14 +100,8 @@ def _is_node(obs: Observation) -> bool:
     return (obs.metadata or {}).get("langgraph_node") == obs.name and bool(obs.name)
 
 
-def _count(value: Any) -> int:
-    """A usage count as stored; anything else (a string from a hostile import, a bool) counts 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _own_usage(obs: Observation) -> tuple[int, float | None, bool]:
-    usage = obs.usage_details if isinstance(obs.usage_details, dict) else {}
-    tokens = _count(usage["total"]) if "total" in usage else sum(_count(v) for v in usage.values())
+    tokens = obs.total_tokens
     cost = (obs.cost_details if isinstance(obs.cost_details, dict) else {}).get("total")
     if not isinstance(cost, int | float) or isinstance(cost, bool) or not math.isfinite(cost):
         cost = None

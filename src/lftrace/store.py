@@ -1263,14 +1263,8 @@ def _same(value: Any) -> Any:
 
 
 def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
-    data = {
-        "input": pack(trace.input),
-        "output": pack(trace.output),
-        "metadata": trace.metadata,
-        "tags": list(trace.tags),
-        "version": trace.version,
-        "public": trace.public,
-    }
+    data = {key: getattr(trace, key) for key in _TRACE_DATA_FIELDS}
+    data["input"], data["output"], data["tags"] = pack(trace.input), pack(trace.output), list(trace.tags)
     return (
         trace.id,
         trace.name,
@@ -1291,19 +1285,14 @@ def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, .
     )
 
 
-_OBS_DATA_FIELDS = (
-    "completion_start_time",
-    "model_parameters",
-    "input",
-    "output",
-    "metadata",
-    "status_message",
-    "usage_details",
-    "cost_details",
-    "environment",
-    "version",
-    "prompt_name",
-    "prompt_version",
+# Observation fields with a column of their own; every other field of the dataclass goes into the JSON ``data``
+# column, so a field added to model.Observation is stored and read back without a change here.
+_OBS_COLUMN_FIELDS = ("id", "trace_id", "parent_id", "type", "name", "start_time", "end_time", "level", "model")
+_OBS_DATA_FIELDS = tuple(f.name for f in dataclasses.fields(Observation) if f.name not in _OBS_COLUMN_FIELDS)
+# The same for traces (observations and scores have tables of their own; the rest are columns)
+_TRACE_COLUMN_FIELDS = ("id", "name", "timestamp", "end_time", "session_id", "user_id", "environment", "release")
+_TRACE_DATA_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Trace) if f.name not in (*_TRACE_COLUMN_FIELDS, "observations", "scores")
 )
 
 
@@ -1594,6 +1583,10 @@ def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> tuple[int, s
 def _observation_from_row(row: Sequence[Any]) -> Observation:
     trace_id, obs_id, _seq, parent_id, type_, name, start_ns, end_ns, level, model, blob = row
     data = orjson.loads(blob)
+    values = {key: data[key] for key in _OBS_DATA_FIELDS if key in data}
+    values["usage_details"] = _numbers(data.get("usage_details"), whole=True)
+    values["cost_details"] = _numbers(data.get("cost_details"), whole=False)
+    values["environment"] = data.get("environment") or "default"
     return Observation(
         id=obs_id,
         trace_id=trace_id,
@@ -1602,20 +1595,9 @@ def _observation_from_row(row: Sequence[Any]) -> Observation:
         name=name or "",
         start_time=start_ns,
         end_time=end_ns,
-        completion_start_time=data.get("completion_start_time"),
         model=model,
-        model_parameters=data.get("model_parameters"),
-        input=data.get("input"),
-        output=data.get("output"),
-        metadata=data.get("metadata"),
         level=level,
-        status_message=data.get("status_message"),
-        usage_details=_numbers(data.get("usage_details"), whole=True),
-        cost_details=_numbers(data.get("cost_details"), whole=False),
-        environment=data.get("environment") or "default",
-        version=data.get("version"),
-        prompt_name=data.get("prompt_name"),
-        prompt_version=data.get("prompt_version"),
+        **values,
     )
 
 
@@ -1689,21 +1671,19 @@ def _load_traces(
         ).fetchall()
         for tid, name, ts, end_ns, session_id, user_id, environment, release, blob in rows:
             data = orjson.loads(blob)
+            values = {key: data[key] for key in _TRACE_DATA_FIELDS if key in data}
+            values["tags"] = list(data.get("tags") or [])
+            values["public"] = bool(data.get("public", False))
             by_id[tid] = Trace(
                 id=tid,
                 name=name,
                 timestamp=ts,
-                input=data.get("input"),
-                output=data.get("output"),
                 session_id=session_id,
                 user_id=user_id,
                 release=release,
-                version=data.get("version"),
-                metadata=data.get("metadata"),
-                tags=list(data.get("tags") or []),
                 environment=environment or "default",
-                public=bool(data.get("public", False)),
                 end_time=end_ns,
+                **values,
             )
         if not with_observations:
             continue
