@@ -40,6 +40,9 @@ DEFAULT_SIZES = (1000, 2000)
 FULL_SIZES = (1000, 2000, 4000, 10007)
 CASES = ("plain", "store", "otlp", "langfuse")
 OFFICIAL_MAX_STEPS = 2000
+# Exporting sends every observation's full input: for an append-only conversation that is the square of the
+# run's length in bytes (capped at 1 MB per value), so the OTLP case stops here unless --otlp-max says otherwise.
+OTLP_MAX_STEPS = 4000
 PK, SK = "pk-lf-bench-0000000000", "sk-lf-bench-0000000000"
 
 
@@ -125,15 +128,17 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
     flush()
     before = _store_bytes(store)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     graph.invoke(loop_input(steps), run_config(steps, callbacks))
     ran = time.perf_counter()
     flush()
     flushed = time.perf_counter()
+    cpu = time.process_time() - cpu  # every thread of the process: the user's and lftrace's
     shutdown()
     out: dict[str, Any] = {
         "run": ran - start,
         "total": flushed - start,
+        "cpu": cpu,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "store_mb": (_store_bytes(store) - before) / 1e6 if case in ("store", "otlp") else None,
     }
@@ -223,6 +228,7 @@ def main() -> None:
     parser.add_argument("--official", action="store_true", help="include the official handler (slow: ~30 s at 1,000)")
     parser.add_argument("--ctrl-c", action="store_true", help="also time Ctrl-C of `lftrace run` mid-run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case before giving up")
+    parser.add_argument("--otlp-max", type=int, default=OTLP_MAX_STEPS, help="largest size for the OTLP case")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -244,7 +250,7 @@ def main() -> None:
     for steps in sizes:
         plain: dict[str, Any] | None = None
         for case in cases:
-            if case == "langfuse" and steps > OFFICIAL_MAX_STEPS:
+            if (case == "langfuse" and steps > OFFICIAL_MAX_STEPS) or (case == "otlp" and steps > args.otlp_max):
                 continue
             result = measure(case, steps, sink, args.timeout)
             if result is None:
@@ -253,25 +259,28 @@ def main() -> None:
                 plain = result
             rows.append((steps, case, result))
             ratio = result["total"] / plain["total"] if plain else None
+            cpu_ratio = result["cpu"] / plain["cpu"] if plain else None
             extra = f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if case == "otlp" else ""
             if case == "otlp" and result.get("pending"):
                 extra += f", {result['pending']} traces still pending"
             print(
                 f"  {steps:>6} steps  {case:<9} run {result['run']:7.2f} s  run+flush {result['total']:7.2f} s "
-                f"({fmt(ratio, '.2f')}x plain)  peak RSS {result['rss_mb']:7.0f} MB "
+                f"({fmt(ratio, '.2f')}x plain; CPU {fmt(cpu_ratio, '.2f')}x)  peak RSS {result['rss_mb']:7.0f} MB "
                 f"(+{result['rss_mb'] - (plain or result)['rss_mb']:.0f})  store {fmt(result['store_mb'], '.1f')} MB{extra}",
                 flush=True,
             )
 
-    print("\n| steps | case | run+flush s | x plain | peak RSS MB | RSS - plain MB | store MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| steps | case | run+flush s | x plain | CPU x plain | peak RSS MB | RSS - plain MB | store MB |")
+    print("|---|---|---|---|---|---|---|---|")
     plains = {steps: r for steps, case, r in rows if case == "plain"}
     for steps, case, r in rows:
         base = plains.get(steps)
         ratio = fmt(r["total"] / base["total"], ".2f") if base else "-"
+        cpu_ratio = fmt(r["cpu"] / base["cpu"], ".2f") if base else "-"
         delta = fmt(r["rss_mb"] - base["rss_mb"], ".0f") if base else "-"
         print(
-            f"| {steps:,} | {case} | {r['total']:.2f} | {ratio} | {r['rss_mb']:.0f} | {delta} | {fmt(r['store_mb'], '.1f')} |"
+            f"| {steps:,} | {case} | {r['total']:.2f} | {ratio} | {cpu_ratio} | {r['rss_mb']:.0f} | {delta} "
+            f"| {fmt(r['store_mb'], '.1f')} |"
         )
     stores = sorted((steps, r["store_mb"]) for steps, case, r in rows if case == "store" and r["store_mb"])
     for (n1, s1), (n2, s2) in itertools.pairwise(stores):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lftrace import client as client_module
-from lftrace.langchain import FRAGMENT_SIZE, CallbackHandler
+from lftrace.langchain import FRAGMENT_MAX, FRAGMENT_SIZE, CallbackHandler
 from lftrace.store import TraceStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,12 +118,14 @@ def test_memory_held_by_the_handler_stays_bounded(tmp_path, monkeypatch):
     handler = CallbackHandler()
     sizes: list[int] = []
 
-    steps = 300
+    steps = 1000  # 2,501 observations
     for index, _ in enumerate(build_graph().stream(loop_input(steps), run_config(steps, [handler]))):
         if index % 50 == 49:
             state = next(iter(handler._traces.values()))
             sizes.append(len(state.done) + len(state.open_runs) + len(state.trace.observations))
-    assert sizes and max(sizes) <= FRAGMENT_SIZE + 10
+    # parts of 200, 400, 800, 1,600 observations went to the writer: never more than one part is held
+    assert sizes and max(sizes) <= FRAGMENT_MAX + 10
+    assert max(sizes) < 2501 // 2
 
 
 CRASHING_RUN = textwrap.dedent(
@@ -206,3 +208,34 @@ def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch
         sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
         assert len(sent_input["messages"]) == steps - 1  # the full conversation, rebuilt from the shared lists
         assert client.store.delivery_counts()[f"otlp:{receiver.url}/v1/traces"]["delivered"] == 1
+
+
+def test_ctrl_c_stops_a_long_run_at_once_and_keeps_its_steps(tmp_path):
+    store = tmp_path / "t.db"
+    env = {**os.environ, "LFTRACE_STORE": str(store)}
+    lftrace = str(Path(sys.executable).with_name("lftrace"))
+    payload = json.dumps({"messages": [{"role": "user", "content": "Plan a trip"}], "max_steps": 1_000_000})
+    cmd = [lftrace, "run", str(REPO / "sample_graphs" / "long_loop.py") + ":graph", "--input", payload]
+    proc = subprocess.Popen([*cmd, "--recursion-limit", "1000010"], env=env, cwd=tmp_path, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        count = 0
+        while time.monotonic() < deadline and count < 2 * FRAGMENT_SIZE:
+            time.sleep(0.1)
+            try:
+                with sqlite3.connect(store, timeout=5) as conn:
+                    count = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
+            except sqlite3.Error:
+                count = 0
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert took < 10  # ~0.3 s measured (bench/long_run.py --ctrl-c); generous for a loaded CI machine
+    listing = subprocess.run([lftrace, "list", "--json"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    (row,) = json.loads(listing.stdout)
+    assert row["status"] in ("cancelled", "interrupted") and row["observationCount"] >= 2 * FRAGMENT_SIZE

@@ -67,6 +67,9 @@ _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the official handler's bound)
 FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the writer together (bounded memory)
+# ... doubling per fragment up to this: each part is merged into the stored trace (totals recounted over the whole
+# trace), so fewer, larger parts keep a 10,000-step run from recounting 25,000 observations 125 times
+FRAGMENT_MAX = 1600
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -535,7 +538,7 @@ class CallbackHandler(BaseCallbackHandler):
         elif obs is not None and not state.submitted:
             state.done.append(obs)
             state.recent.append(obs)
-            if len(state.done) >= FRAGMENT_SIZE:
+            if len(state.done) >= min(FRAGMENT_SIZE << state.fragments, FRAGMENT_MAX):
                 self._submit_fragment(state)
         return obs
 
