@@ -117,3 +117,20 @@ def test_lftrace_run_against_a_trickling_backend_is_bounded(tmp_path: Path) -> N
     assert "queued: 1 trace pending" in ran.stdout and "timed out after 1.0s" in ran.stdout
     assert len(requests) == 1  # one delivery per run
     assert took < 15, took  # start-up and LangChain import (slow on a loaded machine), plus one second of delivery
+
+
+def test_doctor_against_a_trickling_langfuse_is_bounded(tmp_path: Path) -> None:
+    with trickling_server(byte_every=0.5) as (url, _requests):
+        env = {
+            **os.environ,
+            "LANGFUSE_BASE_URL": url,
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-1234567890abcd",
+            "LANGFUSE_SECRET_KEY": "sk-lf-topsecret99887766",
+            "LANGFUSE_TIMEOUT": "1",
+        }
+        started = time.monotonic()
+        doctor = subprocess.run([LFTRACE, "doctor"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+        took = time.monotonic() - started
+    assert doctor.returncode == 6, doctor.stdout
+    assert f"FAIL  Langfuse at {url} did not answer within 1s" in doctor.stdout
+    assert took < 10, took  # the answer alone would take ~33 s

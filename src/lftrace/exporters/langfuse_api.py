@@ -10,7 +10,7 @@ import json
 from typing import Any
 from urllib.parse import urlparse
 
-from ..config import mask_secret
+from ..config import mask_secret, redact_url
 from ..errors import BackendError, TraceNotFound
 from ..model import Observation, Trace, ns_from_iso
 
@@ -38,10 +38,19 @@ def _get(
     """GET and decode JSON; returns (status, data) for 2xx and 404, raises BackendError otherwise."""
     import httpx
 
+    from .otlp import call_with_deadline, shutdown_connections
+
     host = _check_base_url(base_url)
     url = host + path
+    host = redact_url(host)  # in messages: a password inside the URL is never shown
+    client = httpx.Client(timeout=timeout, follow_redirects=True)
     try:
-        response = httpx.get(url, auth=auth, params=params, timeout=timeout, follow_redirects=True)
+        # one deadline for the whole call: httpx's timeouts bound each read, not a server trickling its answer
+        done, response = call_with_deadline(
+            lambda: client.get(url, auth=auth, params=params), timeout, lambda: shutdown_connections(client)
+        )
+        if not done:
+            raise httpx.ReadTimeout("deadline")
     except httpx.TimeoutException:
         raise BackendError(f"Langfuse at {host} did not answer within {timeout:g}s (is the server up?)") from None
     except httpx.ConnectError:
@@ -52,6 +61,8 @@ def _get(
         raise BackendError(
             f"request to Langfuse at {host} failed: {type(exc).__name__} (check LANGFUSE_BASE_URL)"
         ) from None
+    finally:
+        client.close()
     status = response.status_code
     if status in (401, 403):
         public_key = mask_secret(auth[0]) if auth else "(no key)"
@@ -63,7 +74,7 @@ def _get(
     except ValueError:
         kind = "an HTML page" if response.text.lstrip().startswith("<") else "a non-JSON answer"
         raise BackendError(
-            f"{url} answered {status} with {kind}: is {host} a Langfuse server? (check LANGFUSE_BASE_URL)"
+            f"{redact_url(url)} answered {status} with {kind}: is {host} a Langfuse server? (check LANGFUSE_BASE_URL)"
         ) from None
     if status == 404 or 200 <= status < 300:
         return status, data

@@ -81,6 +81,46 @@ def _body_summary(text: str) -> str:
     return text.splitlines()[0][:300]
 
 
+def shutdown_connections(client: Any) -> None:
+    """Shut down the sockets of an httpx client's pool: a read blocked on them ends at once (closing alone may not
+    wake it). Best effort: reaches into httpcore's pool, and does nothing if its shape changed."""
+    if client is None:
+        return
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    for connection in list(getattr(pool, "connections", None) or []):
+        stream = getattr(getattr(connection, "_connection", None), "_network_stream", None)
+        try:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            continue
+
+
+def call_with_deadline(work: Any, seconds: float, on_late: Any) -> tuple[bool, Any]:
+    """Run ``work()`` on a daemon thread for at most ``seconds``: (True, its result or exception) when it ended,
+    else ``on_late()`` is called (to shut its connections) and (False, None)."""
+    box: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            box.append((True, work()))
+        except BaseException as exc:  # handed to the caller
+            box.append((False, exc))
+
+    worker = threading.Thread(target=run, name="lftrace-http", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not box:  # past the deadline: whatever the worker ends with now (an error from the shut socket) is moot
+        on_late()
+        worker.join(0.5)
+        return False, None
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return True, value
+
+
 class OtlpExporter:
     """POST protobuf (gzip) to an OTLP/HTTP traces endpoint. ``export`` never raises."""
 
@@ -171,17 +211,7 @@ class OtlpExporter:
     def _abandon(self) -> None:
         """Shut down the connections of a request past its deadline, and start a new client next time."""
         client, self._client = self._client, None
-        if client is None:
-            return
-        pool = getattr(getattr(client, "_transport", None), "_pool", None)
-        for connection in list(getattr(pool, "connections", None) or []):
-            stream = getattr(getattr(connection, "_connection", None), "_network_stream", None)
-            try:
-                sock = stream.get_extra_info("socket") if stream is not None else None
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, AttributeError):
-                continue
+        shutdown_connections(client)
 
     def _post(self, body: bytes, timeout: float, url: str | None, content_type: str) -> ExportResult:
         headers = {
