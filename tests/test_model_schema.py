@@ -119,3 +119,31 @@ def test_a_wrong_shape_is_caught():
     with pytest.raises(AssertionError) as failed:
         validate(data, "TraceWithFullDetails")
     assert "promptName" in str(failed.value) and "LOUD" in str(failed.value)
+
+
+def test_scores_are_score_v1():
+    from lftrace.model import Score
+
+    trace = make_trace()
+    trace.scores = [
+        Score.create(
+            id="s1", trace_id=trace.id, name="relevance", value=0.5, data_type=None, timestamp=trace.timestamp
+        ),
+        Score.create(id="s2", trace_id=trace.id, name="ok", value=True, data_type=None, timestamp=trace.timestamp),
+        Score.create(id="s3", trace_id=trace.id, name="tone", value="kind", data_type=None, timestamp=trace.timestamp),
+        Score.create(
+            id="s4", trace_id=trace.id, name="note", value="long text", data_type="TEXT", timestamp=trace.timestamp
+        ),
+    ]
+    data = trace.to_dict()
+    validate(data, "TraceWithFullDetails")
+    assert [(s["dataType"], s.get("value"), s.get("stringValue")) for s in data["scores"]] == [
+        ("NUMERIC", 0.5, None),
+        ("BOOLEAN", 1.0, "True"),
+        ("CATEGORICAL", 0.0, "kind"),
+        ("TEXT", None, "long text"),
+    ]
+    again = Trace.from_dict(data)
+    assert [(s.name, s.data_type, s.value, s.string_value) for s in again.scores] == [
+        (s.name, s.data_type, s.value, s.string_value) for s in trace.scores
+    ]
