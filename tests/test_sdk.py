@@ -248,3 +248,28 @@ def test_tracing_disabled_records_nothing_and_never_breaks(monkeypatch):
         span.update(output=1)
     ToolCallingFakeModel().invoke("hi", config={"callbacks": [CallbackHandler()]})
     assert get_client().list_traces() == []
+
+
+def test_observe_inside_a_langchain_tool_nests_under_the_tool_run():
+    from langchain_core.tools import tool
+
+    @observe(name="lookup-db")
+    def lookup(city: str) -> str:
+        get_client().update_current_span(metadata={"rows": 1})
+        return f"sunny in {city}"
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Return the weather for a city."""
+        return lookup(city)
+
+    handler = CallbackHandler()
+    get_weather.invoke({"city": "Kyiv"}, config={"callbacks": [handler]})
+    trace = last_trace()
+    obs = by_name(trace)
+    assert trace.id == handler.last_trace_id and len(trace.roots()) == 1
+    assert obs["lookup-db"].parent_id == obs["get_weather"].id
+    assert obs["lookup-db"].output == "sunny in Kyiv" and obs["lookup-db"].metadata == {"rows": 1}
+    assert trace.name == "get_weather"  # the LangChain run stays the trace's root
+    # after the run, code is outside it again
+    assert get_client().get_current_trace_id() is None

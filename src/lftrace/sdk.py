@@ -33,7 +33,9 @@ log = logging.getLogger("lftrace")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _TYPES = {t.lower(): t for t in OBSERVATION_TYPES}
-_current: contextvars.ContextVar[LangfuseObservation | None] = contextvars.ContextVar(
+# The innermost span around the running code: an SDK span, or the Observation of a LangChain run (set by the
+# callback handler, wrapped on demand by _current_span so the handler allocates nothing per run).
+_current: contextvars.ContextVar[LangfuseObservation | Observation | None] = contextvars.ContextVar(
     "lftrace_current_observation", default=None
 )
 _propagated: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -60,9 +62,17 @@ def _ns(value: datetime | int | None) -> int | None:
     return int(value)
 
 
+def _current_span() -> LangfuseObservation | None:
+    value = _current.get()
+    if type(value) is Observation:
+        # a LangChain run; one that already ended (its reset happened in another context) is no parent
+        return _RunSpan(value) if value.end_time is None else None
+    return value  # type: ignore[return-value]
+
+
 def current_observation() -> LangfuseObservation | None:
-    """The span/generation of the innermost ``start_as_current_*`` or ``@observe`` around this code."""
-    return _current.get()
+    """The span/generation of the innermost ``start_as_current_*`` or ``@observe`` (or LangChain run) around this code."""
+    return _current_span()
 
 
 def propagated_attributes() -> dict[str, Any] | None:
@@ -372,6 +382,44 @@ class LangfuseObservation:
         return self.start_as_current_observation(name=name, as_type="generation", **fields)
 
 
+class _RunSpan(LangfuseObservation):
+    """A LangChain run seen from SDK code running inside it (a tool or node with ``@observe``): spans started here
+    nest under the run's observation, in its trace; the run itself is recorded and ended by the handler."""
+
+    def __init__(self, run: Observation) -> None:  # no super().__init__: it would open a new observation
+        client = client_factory(public_key=None) if client_factory is not None else None
+        self._fragment = _Fragment(client, run.trace_id, remote_parent=True)
+        self._observation = run
+        self._ended = True  # end() is the handler's
+
+    @property
+    def is_trace_root(self) -> bool:
+        return False
+
+    def update_trace(self, **values: Any) -> LangfuseObservation:
+        """Trace attributes from inside a LangChain run: written at once as a fragment of the run's trace."""
+        trace = Trace(id=self.trace_id, name=None, timestamp=0, environment=_environment(self._fragment.client))
+        _update_trace(trace, **values)
+        _submit(self._fragment.client, trace)
+        return self
+
+    def score(self, *, name: str, value: float | str | bool, **kwargs: Any) -> None:
+        kwargs.pop("trace_id", None)
+        _add_score(
+            None,
+            name=name,
+            value=value,
+            trace_id=self.trace_id,
+            observation_id=self.id,
+            client=self._fragment.client,
+            **kwargs,
+        )
+
+    def score_trace(self, *, name: str, value: float | str | bool, **kwargs: Any) -> None:
+        kwargs.pop("trace_id", None)
+        _add_score(None, name=name, value=value, trace_id=self.trace_id, client=self._fragment.client, **kwargs)
+
+
 # The SDK's class names, for ``isinstance`` checks and type hints in user code.
 LangfuseSpan = LangfuseGeneration = LangfuseAgent = LangfuseTool = LangfuseChain = LangfuseObservation
 LangfuseRetriever = LangfuseEvaluator = LangfuseEmbedding = LangfuseGuardrail = LangfuseEvent = LangfuseObservation
@@ -453,7 +501,7 @@ def _start(
     client: Any, *, name: str, as_type: str, trace_context: Mapping[str, Any] | None, **fields: Any
 ) -> LangfuseObservation:
     """A new observation: under the current one, or under ``trace_context``, or as the root of a new trace."""
-    parent = _current.get()
+    parent = _current_span()
     context = dict(trace_context or {})
     if parent is not None and not context:
         return parent.start_observation(name=name, as_type=as_type, **fields)
@@ -539,30 +587,30 @@ class TracingApi:
 
     def update_current_trace(self, **values: Any) -> None:
         """Trace attributes of the trace around this code (name, user_id, session_id, tags, metadata, input, ...)."""
-        current = _current.get()
+        current = _current_span()
         if current is None:
             log.debug("lftrace: update_current_trace outside a span: nothing to update")
             return
         current.update_trace(**values)
 
     def update_current_span(self, **values: Any) -> None:
-        current = _current.get()
+        current = _current_span()
         if current is not None:
             current.update(**values)
 
     update_current_generation = update_current_span
 
     def set_current_trace_as_public(self) -> None:
-        current = _current.get()
+        current = _current_span()
         if current is not None:
             current.set_trace_as_public()
 
     def get_current_trace_id(self) -> str | None:
-        current = _current.get()
+        current = _current_span()
         return current.trace_id if current is not None else None
 
     def get_current_observation_id(self) -> str | None:
-        current = _current.get()
+        current = _current_span()
         return current.id if current is not None else None
 
     @staticmethod
@@ -579,8 +627,9 @@ class TracingApi:
         **fields: Any,
     ) -> None:
         """A score for a trace (or one of its observations): stored, shown by ``show``, exported to Langfuse."""
-        current = _current.get()
-        fragment = current._fragment if current is not None and current.trace_id == trace_id else None
+        current = _current_span()
+        joins = current is not None and current.trace_id == trace_id and not isinstance(current, _RunSpan)
+        fragment = current._fragment if joins and current is not None else None
         if trace_id is None:
             log.warning("lftrace: create_score(%r) needs trace_id (or use score_current_trace)", name)
             return
@@ -589,14 +638,14 @@ class TracingApi:
         )
 
     def score_current_trace(self, *, name: str, value: float | str | bool, **fields: Any) -> None:
-        current = _current.get()
+        current = _current_span()
         if current is None:
             log.warning("lftrace: score_current_trace(%r) outside a span: no trace to score", name)
             return
         current.score_trace(name=name, value=value, **fields)
 
     def score_current_span(self, *, name: str, value: float | str | bool, **fields: Any) -> None:
-        current = _current.get()
+        current = _current_span()
         if current is None:
             log.warning("lftrace: score_current_span(%r) outside a span: nothing to score", name)
             return
@@ -624,7 +673,7 @@ def propagate_attributes(
         "name": trace_name,
     }
     values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    current = _current.get()
+    current = _current_span()
     if current is not None:
         current.update_trace(**values)
     merged = {**(_propagated.get() or {}), **values}
