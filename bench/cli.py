@@ -65,7 +65,7 @@ def fill_big_store(path: Path, traces: int) -> float:
         batch: list[Trace] = []
         for i in range(traces):
             tid, start = f"{i:032x}", t0 + i * 1000 * ms
-            city = CITIES[i % len(CITIES)] + (str(i) if i % 1000 == 0 else "")  # "oslo4000": a rare word
+            city = CITIES[i % len(CITIES)] + (str(i) if i % 1000 == 0 else "")  # "paris4000": a rare word
             question = {"messages": [{"role": "user", "content": f"What is the weather in {city}?"}]}
             answer = {"messages": [{"role": "assistant", "content": f"It is sunny in {city}, {i % 30} degrees."}]}
             ids = [f"{i:012x}{k:04x}" for k in range(5)]
@@ -157,7 +157,7 @@ def main() -> None:
         fill_s = fill_big_store(big, args.big)
         big_env = {**env, "LFTRACE_STORE": str(big)}
         big_list = wall([str(LFTRACE), "list"], big_env, args.runs)
-        big_search = wall([str(LFTRACE), "list", "--search", "oslo4000"], big_env, args.runs)
+        big_search = wall([str(LFTRACE), "list", "--search", "paris4000"], big_env, args.runs)
         big_search_common = wall([str(LFTRACE), "list", "--search", "sunny paris"], big_env, args.runs)
         big_sessions = wall([str(LFTRACE), "sessions"], big_env, args.runs)
         big_mb = big.stat().st_size / 1e6
@@ -172,7 +172,7 @@ def main() -> None:
     print(f"store of {args.big:,} traces written directly: {fill_s:.1f} s, {big_mb:.0f} MB")
     for label, value in (
         ("lftrace list (100k)", big_list),
-        ("lftrace list --search oslo4000", big_search),
+        ("lftrace list --search paris4000", big_search),
         ("lftrace list --search 'sunny paris'", big_search_common),
         ("lftrace sessions (20k sessions)", big_sessions),
     ):
