@@ -313,3 +313,21 @@ def test_a_dotenv_redirecting_traces_is_said_on_stderr_and_under_debug(app_dir: 
     refused = subprocess.run([LFTRACE, "status"], capture_output=True, text=True, cwd=app_dir, env=env)
     assert refused.returncode == 2 and "plain http to another machine" in refused.stderr
     assert "sk-lf-topsecret99887766" not in refused.stderr
+
+
+def test_lone_surrogates_in_a_file_never_crash_output_and_are_stored_escaped(app_dir: Path) -> None:
+    from helpers_otlp_receiver import sample_trace
+
+    data = sample_trace().to_dict()
+    data["output"] = "caf\udce9"
+    path = app_dir / "t.json"
+    path.write_text(json.dumps(data))  # ensure_ascii: the file holds the escape \\udce9, valid UTF-8
+    diffed = subprocess.run(
+        [LFTRACE, "diff", str(path), str(path), "--json"], capture_output=True, text=True, cwd=app_dir
+    )
+    assert diffed.returncode == 0, diffed.stderr
+    json.loads(diffed.stdout)
+    imported = subprocess.run([LFTRACE, "import", str(path)], capture_output=True, text=True, cwd=app_dir)
+    assert imported.returncode == 0, imported.stderr
+    shown = subprocess.run([LFTRACE, "show", data["id"], "--json"], capture_output=True, text=True, cwd=app_dir)
+    assert json.loads(shown.stdout)["output"] == "caf\\udce9"

@@ -137,7 +137,11 @@ def err_console() -> Console:
 
 def print_json(value: Any) -> None:
     """JSON on stdout, untouched by rich (no wrapping, no colour): safe to pipe into jq."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n"
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # a lone surrogate (from a hostile file) or a non-UTF-8 stdout: \uXXXX escapes
+        sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=True, default=str) + "\n")
     sys.stdout.flush()
 
 
