@@ -7,20 +7,20 @@ half-way leaves nothing half-written. Store calls are blocking, so they run on S
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import ipaddress
-import threading
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,6 +32,7 @@ from ..store import TraceStore
 from . import api, ingest_legacy, ingest_otlp, web
 from .ingest_otlp import BadRequest
 
+T = TypeVar("T")
 MAX_BODY_BYTES = 32 * 1024 * 1024  # one request as sent (Langfuse: requests under 16 MB; some headroom)
 MAX_INFLATED_BYTES = 128 * 1024 * 1024  # after gzip: a small gzip bomb must not eat the memory
 
@@ -185,8 +186,10 @@ class Ingestor:
     def __init__(self, store: TraceStore, destinations: Sequence[str]) -> None:
         self.store = store
         self.destinations = tuple(destinations)
-        # legacy batches are read-modify-write: one at a time, so two updates of one trace cannot race
-        self.legacy_lock = threading.Lock()
+        # One ingestion thread, first come first served: under load a request waits for the ones before it
+        # instead of sharing the GIL and the store lock with all of them (which makes every request slow), and
+        # a legacy batch's read-modify-write never races another.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lftrace-ingest")
         self.after_write: Callable[[], None] | None = None  # --forward: wake the outbox delivery
 
     def write(self, traces: list[Trace]) -> None:
@@ -197,13 +200,15 @@ class Ingestor:
         if self.after_write is not None:
             self.after_write()
 
+    async def run(self, work: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self._executor.submit(work))
+
     def ingest_legacy(self, batch: Any) -> ingest_legacy.BatchResult:
-        with self.legacy_lock:
-            result = ingest_legacy.apply_batch(batch, self.store.get_traces)
-            add_costs(result.traces)
-            if result.traces:
-                # the traces are complete (read back and updated): a plain replace is the merge
-                self.store.write_traces(result.traces, self.destinations)
+        result = ingest_legacy.apply_batch(batch, self.store.get_traces)
+        add_costs(result.traces)
+        if result.traces:
+            # the traces are complete (read back and updated): a plain replace is the merge
+            self.store.write_traces(result.traces, self.destinations)
         if result.traces and self.after_write is not None:
             self.after_write()
         return result
@@ -234,7 +239,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
             def work() -> None:
                 ingestor.write(_otlp_traces(body, content_type))
 
-            await run_in_threadpool(work)
+            await ingestor.run(work)
         except HttpError as exc:
             return error_response(exc.status, exc.message)
         except BadRequest as exc:
@@ -254,7 +259,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
                 raise HttpError(400, f"malformed JSON body: {exc}") from None
             if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
                 raise HttpError(400, 'malformed ingestion body: expected {"batch": [events...]}')
-            result = await run_in_threadpool(ingestor.ingest_legacy, data["batch"])
+            result = await ingestor.run(lambda: ingestor.ingest_legacy(data["batch"]))
         except HttpError as exc:
             return error_response(exc.status, exc.message)
         except LftraceError as exc:
