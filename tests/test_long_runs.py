@@ -123,7 +123,7 @@ def test_memory_held_by_the_handler_stays_bounded(tmp_path, monkeypatch):
         if index % 50 == 49:
             state = next(iter(handler._traces.values()))
             sizes.append(len(state.done) + len(state.open_runs) + len(state.trace.observations))
-    # parts of 200, 400, 800, 1,600 observations went to the writer: never more than one part is held
+    # parts of 200, 400, 800, 800 observations went to the writer: never more than one part is held
     assert sizes and max(sizes) <= FRAGMENT_MAX + 10
     assert max(sizes) < 2501 // 2
 

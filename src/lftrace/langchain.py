@@ -70,7 +70,7 @@ MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the off
 FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the writer together (bounded memory)
 # ... doubling per fragment up to this: each part is merged into the stored trace (totals recounted over the whole
 # trace), so fewer, larger parts keep a 10,000-step run from recounting 25,000 observations 125 times
-FRAGMENT_MAX = 1600
+FRAGMENT_MAX = 800
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 

@@ -129,6 +129,8 @@ class Converter:
         if len(seq) < MIN_SHARED:
             return to_jsonable(seq)
         m, made = self._prefixes.find(seq)
+        if m and m == len(seq):
+            return made  # the same list again (a model's input is its node's): shared, not copied
         out = (made if m else []) + [to_jsonable(item) for item in seq[m:]]
         self._prefixes.add(seq, out)
         return out

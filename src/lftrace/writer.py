@@ -168,7 +168,9 @@ class TraceWriter:
                     markers.append(item)
                 else:
                     batch.append(item)
-                if len(batch) >= self._batch_size:
+                # a part of a long run is converted and written on its own: converting several at once would hold
+                # each one's lists (the conversation so far, per observation) in memory together
+                if len(batch) >= self._batch_size or isinstance(item, _Fragment):
                     break
                 try:
                     item = self._queue.get_nowait()
