@@ -342,6 +342,9 @@ class Trace:
             "totalCost": self.total_cost,
             "observations": [o.to_dict() for o in self.observations],
             "scores": [score.to_dict() for score in self.scores],
+            # lftrace's own (not in Langfuse's shape; derived, so from_dict ignores them)
+            "status": self.status,
+            "handledErrors": self.handled_errors,
         }
 
     @classmethod
