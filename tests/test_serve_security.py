@@ -267,3 +267,21 @@ def test_sigkill_mid_ingestion_leaves_whole_requests(tmp_path):
     with ServeProcess(store_path) as again:
         response = httpx.post(again.url + "/v1/traces", content=bodies[-1], headers=PROTOBUF)
         assert response.status_code == 200
+
+
+def test_spans_of_one_trace_across_a_restart_add_up(tmp_path):
+    store_path = tmp_path / "t.db"
+    [trace] = _traces(900, 1)
+    root, *children = trace.observations
+    late = Trace(id=trace.id, name="load", timestamp=trace.timestamp, observations=children, end_time=trace.end_time)
+    early = Trace(id=trace.id, name="load", timestamp=trace.timestamp, observations=[root], end_time=trace.end_time)
+    for part in (late, early):  # children first, then (after a restart) the root
+        with ServeProcess(store_path) as proc:
+            response = httpx.post(
+                proc.url + "/v1/traces", content=encode_traces([part]).SerializeToString(), headers=PROTOBUF
+            )
+            assert response.status_code == 200
+    with TraceStore(store_path, create=False) as store:
+        stored = store.get_trace(trace.id)
+    assert [o.id for o in stored.observations] == [o.id for o in trace.observations]
+    assert stored.observations[1].parent_id == root.id and stored.name == "load"
