@@ -239,3 +239,23 @@ def test_ctrl_c_stops_a_long_run_at_once_and_keeps_its_steps(tmp_path):
     listing = subprocess.run([lftrace, "list", "--json"], env=env, capture_output=True, text=True, cwd=tmp_path)
     (row,) = json.loads(listing.stdout)
     assert row["status"] in ("cancelled", "interrupted") and row["observationCount"] >= 2 * FRAGMENT_SIZE
+
+
+def test_stats_and_diff_read_long_traces_without_their_inputs(tmp_path, monkeypatch):
+    trace_id = traced_loop(40, tmp_path / "t.db", monkeypatch)
+    with TraceStore(tmp_path / "t.db", create=False) as store:
+        light = store.get_trace(trace_id, inputs=False)
+        full = store.get_trace(trace_id)
+        (streamed,) = list(store.iter_traces(inputs=False))
+    assert all(o.input is None for o in light.observations + streamed.observations)
+    assert [o.output for o in light.observations] == [o.output for o in full.observations]
+    assert light.output == full.output and len(light.output["messages"]) == 41
+    runner_env = {"LFTRACE_STORE": str(tmp_path / "t.db")}
+    from typer.testing import CliRunner
+
+    from lftrace.cli import app
+
+    stats = CliRunner().invoke(app, ["stats", "--json"], env=runner_env)
+    assert stats.exit_code == 0 and json.loads(stats.output)["traces"] == 1
+    diff = CliRunner().invoke(app, ["diff", trace_id, trace_id], env=runner_env)
+    assert diff.exit_code == 0, diff.output
