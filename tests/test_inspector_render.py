@@ -142,6 +142,8 @@ def test_observation_selected_by_id_prefix_or_node_name_and_number():
         find_observation(trace, "generate_joke#4")
     with pytest.raises(TraceNotFound, match="no observation 'nope'"):
         find_observation(trace, "nope")
+    trace.observations[-1].name = "f00"  # a name that is also an id prefix: the name wins
+    assert find_observation(trace, "f00").id == "f008000000000000"
 
 
 def test_tree_routing_steps_and_node_previews():

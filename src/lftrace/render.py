@@ -342,7 +342,8 @@ class TraceTree:
                     for chunk in _fold("".join(t for t, _ in row.parts), room)
                 ]
             else:
-                lines = [[(guide, "dim"), *_cut(_squeeze(row.parts, row.drop, room), room)]]
+                parts = _squeeze(row.parts, row.drop, room) if row.drop else row.parts
+                lines = [[(guide, "dim"), *_cut(parts, room)]]
             for parts in lines:
                 yield from emit(parts)
             if index == 0 and self.context:
@@ -359,8 +360,8 @@ def _width(text: str) -> int:
 
 def _squeeze(parts: list[Part], drop: tuple[int, ...], room: int) -> list[Part]:
     """Leave out the optional parts (in ``drop`` order) until the row fits; what must survive stays."""
-    total = sum(_width(text) for text, _ in parts)
-    if total <= room or not drop:
+    total = sum(len(text) if text.isascii() else cell_len(text) for text, _ in parts)
+    if total <= room:
         return parts
     gone: set[int] = set()
     for index in drop:
@@ -610,6 +611,8 @@ def find_observation(trace: Trace, reference: str) -> Observation:
     exact = [o for o in matches if o.id == wanted]
     if exact:
         return exact[0]
+    if any(o.name == reference.strip() for o in trace.observations):
+        return _by_name(trace, reference.strip())  # a node called `add` or `a` is meant, not ids starting so
     if len(matches) > 1:
         raise InputError(
             f"observation prefix '{clean_line(reference)}' is ambiguous in trace {trace.id[:8]} "
