@@ -318,6 +318,7 @@ def report_run(
             soft_wrap=True,
         )
     if result.cancelled:
+        state.exit_now = True
         saved = f"partial trace saved: {result.trace.id}" if result.trace is not None else "no trace saved"
         if result.terminated:
             raise LftraceError(f"terminated (SIGTERM); {saved}", exit_code=ExitStatus.TERMINATED)
