@@ -89,11 +89,14 @@ def token_split(usage: dict[str, int] | None) -> tuple[int | None, int | None, i
     """
     if not usage:
         return None, None, 0, 0
-    counts = {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
-    has_in = any(k == "input" or k.startswith(("input_", "cache_", "cached_")) for k in counts)
-    has_out = any(k == "output" or k.startswith("output_") or k == "thoughts_token_count" for k in counts)
+    has_in = has_out = False
+    for key in usage:
+        if key == "input" or key.startswith(("input_", "cache_", "cached_")):
+            has_in = True
+        elif key == "output" or key.startswith("output_") or key == "thoughts_token_count":
+            has_out = True
     # usage.gross_counts knows every provider's keys (Anthropic's cache counts beside input, priority tiers, ...)
-    gross = gross_counts(counts)
+    gross = gross_counts(usage)
     tokens_in = gross["input"] if has_in else None
     tokens_out = gross["output"] if has_out else None
     cached, reasoning = gross["cache_read"], gross["reasoning"]

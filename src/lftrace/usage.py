@@ -158,64 +158,78 @@ def parse_usage(raw: Any) -> dict[str, int] | None:
     return counts or None
 
 
-def _gross(usage: Mapping[str, Any]) -> tuple[int, int]:
-    """(input, output) including every detail counted apart from them."""
-    get = usage.get
+def gross_counts(usage: Mapping[str, Any]) -> dict[str, int]:
+    """Counts for pricing and display: ``input``/``output`` including their details; the priced details beside.
 
-    def n(key: str) -> int:
-        value = get(key)
-        return value if _is_int(value) else 0
-
-    base_in = n("input") + sum(
-        v
-        for k, v in usage.items()
-        if _is_int(v) and (k.startswith("cached_modality_") or (k.startswith("input_") and not _is_priority(k[6:])))
-    )
-    base_out = n("output") + sum(
-        v for k, v in usage.items() if _is_int(v) and k.startswith("output_") and not _is_priority(k[7:])
-    )
-    # Kept under their provider names, not subtracted: Anthropic's cache counts (its input excludes them) and
-    # Gemini's thoughts (its candidates exclude them). When the provider's total already covers them, they are in.
-    extra_in = n("cache_read_input_tokens") + n("cache_creation_input_tokens")
-    extra_out = n("thoughts_token_count")
-    total = get("total")
-    if (extra_in or extra_out) and not (_is_int(total) and total == base_in + base_out):
+    One pass over the keys (this runs for every generation that ``show`` renders or the exporter encodes).
+    ``input_*``/``output_*`` details (but priority tiers, which are labels rather than extra tokens) and Vertex's
+    ``cached_modality_*`` were subtracted from input/output and are added back. Anthropic's cache counts and
+    Gemini's thoughts are kept under their provider names without being subtracted (the provider's input and
+    candidates exclude them): they are added unless the provider's total shows they are already in. One count may
+    come under two names (LiteLLM: ``input_cached_tokens`` and ``cache_read_input_tokens``): the largest, never
+    the sum, is the cached count.
+    """
+    base_in = base_out = extra_in = extra_out = 0
+    cache_read = cache_write = tiers = cached_modality = input_audio = output_audio = reasoning = 0
+    total: int | None = None
+    for key, value in usage.items():
+        if type(value) is not int:
+            continue
+        if key == "input":
+            base_in += value
+        elif key == "output":
+            base_out += value
+        elif key == "total":
+            total = value
+        elif key.startswith("input_"):
+            if not _is_priority(key[6:]):
+                base_in += value
+            if key in ("input_cache_read", "input_cached_tokens"):
+                cache_read = max(cache_read, value)
+            elif key == "input_cache_creation":
+                cache_write = max(cache_write, value)
+            elif key in ("input_audio", "input_audio_tokens"):
+                input_audio = max(input_audio, value)
+        elif key.startswith("output_"):
+            if not _is_priority(key[7:]):
+                base_out += value
+            if key in ("output_reasoning", "output_reasoning_tokens"):
+                reasoning = max(reasoning, value)
+            elif key in ("output_audio", "output_audio_tokens"):
+                output_audio = max(output_audio, value)
+        elif key.startswith("cached_modality_"):
+            base_in += value
+            cached_modality += value
+        elif key == "cache_read_input_tokens":
+            extra_in += value
+            cache_read = max(cache_read, value)
+        elif key == "cache_creation_input_tokens":
+            extra_in += value
+            cache_write = max(cache_write, value)
+        elif key.startswith("cache_creation_ephemeral_"):
+            tiers += value
+        elif key == "cached_content_token_count":
+            cache_read = max(cache_read, value)
+        elif key == "thoughts_token_count":
+            extra_out += value
+            reasoning = max(reasoning, value)
+    if (extra_in or extra_out) and not (total is not None and total == base_in + base_out):
         base_in += extra_in
         base_out += extra_out
-    return base_in, base_out
-
-
-def gross_counts(usage: Mapping[str, Any]) -> dict[str, int]:
-    """Counts for pricing: ``input``/``output`` include their details; the priced details beside them."""
-    get = usage.get
-
-    def largest(*keys: str, prefix: str | None = None) -> int:
-        values = [v for k in keys if _is_int(v := get(k))]
-        if prefix is not None:
-            tier = sum(v for k, v in usage.items() if k.startswith(prefix) and _is_int(v))
-            values.append(tier)
-        return max(values, default=0)
-
-    gross_in, gross_out = _gross(usage)
     return {
-        "input": gross_in,
-        "output": gross_out,
-        # one count may come under two names (LiteLLM: prompt_tokens_details.cached_tokens and
-        # cache_read_input_tokens): the largest, never the sum
-        "cache_read": largest(
-            "input_cache_read",
-            "input_cached_tokens",
-            "cache_read_input_tokens",
-            "cached_content_token_count",
-            prefix="cached_modality_",
-        ),
-        "cache_write": largest(
-            "input_cache_creation", "cache_creation_input_tokens", prefix="cache_creation_ephemeral_"
-        ),
-        "input_audio": largest("input_audio", "input_audio_tokens"),
-        "output_audio": largest("output_audio", "output_audio_tokens"),
-        "reasoning": largest("output_reasoning", "output_reasoning_tokens", "thoughts_token_count"),
+        "input": base_in,
+        "output": base_out,
+        "cache_read": max(cache_read, cached_modality),
+        "cache_write": max(cache_write, tiers),
+        "input_audio": input_audio,
+        "output_audio": output_audio,
+        "reasoning": reasoning,
     }
+
+
+def _gross(usage: Mapping[str, Any]) -> tuple[int, int]:
+    counts = gross_counts(usage)
+    return counts["input"], counts["output"]
 
 
 def with_total(usage: dict[str, int] | None) -> dict[str, int] | None:
