@@ -65,8 +65,8 @@ class Sink:
 
 
 def fill_store(path: Path, n: int, destination: str):
-    from helpers_otlp_receiver import sample_trace
     from lftrace.store import TraceStore
+    from support.traces import sample_trace
 
     store = TraceStore(path)
     base = time.time_ns()
@@ -99,7 +99,7 @@ def sdk_export(n_traces: int, sink: Sink) -> tuple[float, float]:
     """The official SDK: seconds to create the same spans, and seconds for the final flush."""
     from langfuse import Langfuse
 
-    from helpers_otlp_receiver import sample_trace
+    from support.traces import sample_trace
 
     client = Langfuse(public_key=PK, secret_key=SK, base_url=sink.url, flush_at=512, flush_interval=5)
     traces = [sample_trace() for _ in range(n_traces)]

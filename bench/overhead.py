@@ -80,8 +80,8 @@ def main() -> None:
     from langfuse.langchain import CallbackHandler as OfficialHandler
 
     import lftrace
-    from helpers_fake_models import build_agent
     from lftrace.langchain import CallbackHandler
+    from support.fake_models import build_agent
 
     class NoopHandler(BaseCallbackHandler):
         run_inline = True

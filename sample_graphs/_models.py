@@ -3,7 +3,7 @@
 ``get_chat_model()`` returns, in this order of precedence:
 
 * ``LFTRACE_SAMPLE_MODEL=local``: ``ChatOpenAI`` against SmolLM2-135M-Instruct served by llama.cpp on
-  127.0.0.1 (``lftrace.local_llm``; started on first use, stopped at exit). Fully offline, needs
+  127.0.0.1 (``sample_graphs/local_llm.py``; started on first use, stopped at exit). Fully offline, needs
   ``make install-local``. The tiny model does not call tools, so ``scripted_decisions()`` is True and the
   agent samples route by script and use the model for their answers.
 * ``LFTRACE_SAMPLE_MODEL=fake``: the offline fake below, even when an OpenAI key is set.
@@ -84,7 +84,7 @@ def local_chat_model(*, max_tokens: int = LOCAL_MAX_TOKENS) -> BaseChatModel:
     """``ChatOpenAI`` against the process-wide local llama.cpp server (started here on first use)."""
     from langchain_openai import ChatOpenAI
 
-    from lftrace.local_llm import shared_server
+    from sample_graphs.local_llm import shared_server
 
     server = shared_server()
     # temperature 0: greedy decoding, so the same question gets the same answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -23,3 +24,41 @@ def isolated_env(tmp_path, monkeypatch):
     from lftrace import client as client_module
 
     client_module.reset_clients()
+
+
+@pytest.fixture
+def receiver():
+    """A real OTLP/HTTP receiver and small fake Langfuse on 127.0.0.1 that records and decodes what it gets."""
+    from support.otlp_receiver import running_receiver
+
+    with running_receiver() as rec:
+        yield rec
+
+
+@pytest.fixture
+def store(isolated_env):
+    """The test's own trace store (the file LFTRACE_STORE points at), open."""
+    from lftrace.store import TraceStore
+
+    with TraceStore(isolated_env) as opened:
+        yield opened
+
+
+@pytest.fixture
+def cli():
+    """Run ``lftrace`` in-process: ``cli("show", "last", "--json")`` -> click Result (stdout, stderr, exit_code).
+
+    Each call ends with its clients shut down, as a new process would start without them.
+    """
+    from typer.testing import CliRunner
+
+    from lftrace.cli import app
+    from lftrace.client import reset_clients
+
+    def invoke(*args: object, input: str | None = None, env: dict[str, str] | None = None) -> Any:
+        try:
+            return CliRunner().invoke(app, [str(a) for a in args], input=input, env=env)
+        finally:
+            reset_clients()
+
+    return invoke

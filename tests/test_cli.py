@@ -17,7 +17,7 @@ runner = CliRunner()
 TARGET = """
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
-from helpers_fake_models import ToolCallingFakeModel, build_agent
+from support.fake_models import ToolCallingFakeModel, build_agent
 
 chain = ChatPromptTemplate.from_template("Tell me a joke about {topic}") | ToolCallingFakeModel(tool_name=None)
 graph = build_agent()
@@ -191,17 +191,17 @@ def test_version_and_help_with_an_example_on_every_command():
         assert "Example" in result.stdout and f"lftrace {' '.join(args)}".strip() in result.stdout, args
 
 
-def test_every_command_names_stored_traces_the_same_way(app_file):
+def test_every_command_names_stored_traces_the_same_way(app_file, cli):
     """`show last~1` finds the trace `export last~1` finds (one resolver for id, prefix, last, last~N)."""
-    first = json.loads(invoke("run", f"{app_file}:chain", "-i", "cats", "--json").stdout)["id"]
-    second = json.loads(invoke("run", f"{app_file}:chain", "-i", "dogs", "--json").stdout)["id"]
+    first = json.loads(cli("run", f"{app_file}:chain", "-i", "cats", "--json").stdout)["id"]
+    second = json.loads(cli("run", f"{app_file}:chain", "-i", "dogs", "--json").stdout)["id"]
     for ref, expected in (("last~1", first), ("last", second), ("last~0", second), (first[:8], first)):
-        shown = invoke("show", ref, "--json")
-        exported = invoke("export", ref)
+        shown = cli("show", ref, "--json")
+        exported = cli("export", ref)
         assert shown.exit_code == exported.exit_code == 0, (ref, shown.stderr, exported.stderr)
         assert json.loads(shown.stdout)["id"] == json.loads(exported.stdout)["id"] == expected, ref
     for ref, code in (("last~2", 4), ("last~x", 2)):
-        shown, exported = invoke("show", ref), invoke("export", ref)
+        shown, exported = cli("show", ref), cli("export", ref)
         assert shown.exit_code == exported.exit_code == code, ref
         assert shown.stderr == exported.stderr and shown.stderr.startswith("error: "), ref
 
@@ -251,7 +251,7 @@ PK, SK = "pk-lf-remote-1234567890", "sk-lf-remote-secret-0987654321"
 
 @pytest.fixture
 def langfuse(monkeypatch):
-    from helpers_otlp_receiver import running_receiver
+    from support.otlp_receiver import running_receiver
 
     with running_receiver() as receiver:
         receiver.expect_basic(PK, SK)
@@ -300,7 +300,7 @@ def test_show_remote_errors_exit_2_without_keys_4_unknown_id_6_server_down(monke
         no_keys.stderr == "error: --remote needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL)\n"
     )
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", SK)
-    from helpers_otlp_receiver import closed_port
+    from support.otlp_receiver import closed_port
 
     monkeypatch.setenv("LANGFUSE_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     down = invoke("show", "--remote", "0" * 32)

@@ -157,7 +157,7 @@ def langfuse_env(base_url: str) -> dict[str, str]:
 
 
 def test_run_prints_the_langfuse_url_and_the_server_got_the_spans():
-    from helpers_otlp_receiver import running_receiver
+    from support.otlp_receiver import running_receiver
 
     chatbot = f"{REPO / 'sample_graphs' / 'chatbot.py'}:graph"
     with running_receiver() as receiver:
@@ -176,7 +176,7 @@ def test_run_prints_the_langfuse_url_and_the_server_got_the_spans():
 
 
 def test_backend_down_queues_the_trace_exit_0_then_push_delivers_it():
-    from helpers_otlp_receiver import closed_port, running_receiver
+    from support.otlp_receiver import closed_port, running_receiver
 
     port = closed_port()
     env = langfuse_env(f"http://127.0.0.1:{port}")

@@ -10,13 +10,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from helpers_otlp_receiver import Reply, closed_port, running_receiver, sample_trace
 from lftrace.cli import app
 from lftrace.cli.backend import describe_destination_result, fetch_remote_trace
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, destinations_for
 from lftrace.errors import ConfigError, TraceNotFound
 from lftrace.store import TraceStore
+from support.otlp_receiver import Reply, closed_port, running_receiver
+from support.traces import sample_trace
 
 PK = "pk-lf-1234567890abcd"
 SK = "sk-lf-topsecret99887766"

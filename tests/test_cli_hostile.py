@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_otlp_receiver import Reply, running_receiver
+from support.otlp_receiver import Reply, running_receiver
 
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 EVIL = "\x1b[2J\x1b[H\x1b]0;pwned\x07\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\ \u202etxt.exe\x07"

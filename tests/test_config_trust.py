@@ -122,9 +122,10 @@ def test_settings_never_print_url_credentials(monkeypatch) -> None:
 
 
 def test_header_values_echoed_by_a_server_are_masked(tmp_path: Path) -> None:
-    from helpers_otlp_receiver import Reply, running_receiver, sample_trace
     from lftrace.delivery import Deliverer, destinations_for
     from lftrace.store import TraceStore
+    from support.otlp_receiver import Reply, running_receiver
+    from support.traces import sample_trace
 
     vendor_key = "hny_0123456789abcdef"
     with running_receiver() as receiver:

@@ -8,27 +8,14 @@ import sys
 import textwrap
 import time
 
-import pytest
-
-from helpers_otlp_receiver import Reply, closed_port, running_receiver, sample_trace
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, DeliveryReport, destinations_for
 from lftrace.store import TraceStore
+from support.otlp_receiver import Reply, closed_port, running_receiver
+from support.traces import sample_trace
 
 PK = "pk-lf-1234567890abcd"
 SK = "sk-lf-topsecret99887766"
-
-
-@pytest.fixture
-def receiver():
-    with running_receiver() as rec:
-        yield rec
-
-
-@pytest.fixture
-def store(tmp_path):
-    with TraceStore(tmp_path / "traces.db") as s:
-        yield s
 
 
 def otlp_settings(tmp_path, endpoint: str, **kw) -> Settings:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from helpers_otlp_receiver import sample_trace
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, destinations_for
 from lftrace.store import TraceStore
+from support.traces import sample_trace
 
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"

@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers_openai_server import openai_server
-
 from lftrace.store import TraceStore
+from support.openai_server import openai_server
 
 EXAMPLES = Path(__file__).parent / "docs_examples"
 

@@ -11,21 +11,15 @@ import json
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
 
-from helpers_fake_models import ToolCallingFakeModel
-from helpers_otlp_receiver import attributes, running_receiver
 from lftrace import Langfuse
 from lftrace.client import reset_clients
 from lftrace.config import EXPORT_COST, Settings
 from lftrace.langchain import CallbackHandler
+from support.fake_models import ToolCallingFakeModel
+from support.otlp_receiver import attributes
 
 PK = "pk-lf-1234567890abcd"
 SK = "sk-lf-topsecret99887766"
-
-
-@pytest.fixture
-def receiver():
-    with running_receiver() as rec:
-        yield rec
 
 
 def generation_span(receiver) -> dict:

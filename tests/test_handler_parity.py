@@ -17,10 +17,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command, Send, interrupt
 
-from helpers_fake_models import ToolCallingFakeModel, build_agent
 from lftrace import get_client
 from lftrace.langchain import CallbackHandler
 from lftrace.model import Trace
+from support.fake_models import ToolCallingFakeModel, build_agent
 
 
 def stored(handler: CallbackHandler) -> Trace:

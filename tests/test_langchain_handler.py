@@ -22,10 +22,10 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from helpers_fake_models import ToolCallingFakeModel, build_agent
 from lftrace import Langfuse, get_client
 from lftrace.langchain import CallbackHandler
 from lftrace.model import Observation, Trace
+from support.fake_models import ToolCallingFakeModel, build_agent
 
 AGENT_TREE = [
     ("CHAIN", "LangGraph", 0),

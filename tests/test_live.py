@@ -15,7 +15,7 @@ from rich.console import Console
 from lftrace.live import LiveTree, follow, tail_line
 from lftrace.store import TraceStore
 
-HELPERS = Path(__file__).resolve().parent / "helpers_store.py"
+HELPERS = Path(__file__).resolve().parent / "support" / "store_worker.py"
 
 
 def render(renderable, width: int = 100, height: int = 40) -> str:
@@ -112,8 +112,8 @@ def test_follow_yields_traces_other_processes_write_once_finished(tmp_path):
 
 
 def test_follow_holds_a_running_trace_back_until_it_finishes(tmp_path):
-    sys.path.insert(0, str(HELPERS.parent))
-    from helpers_store import make_trace
+    sys.path.insert(0, str(HELPERS.parents[1]))
+    from support.traces import make_trace
 
     store_path = tmp_path / "t.db"
     running = make_trace(finished=False)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage
+from sample_graphs import local_llm
 
-from lftrace import local_llm
 from lftrace.model import Observation, Trace
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,9 @@ def models(monkeypatch, local_server):
     """``sample_graphs._models`` with the repo root importable and LFTRACE_SAMPLE_MODEL=local."""
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.setenv("LFTRACE_SAMPLE_MODEL", "local")
-    for module in [m for m in sys.modules if m == "sample_graphs" or m.startswith("sample_graphs.")]:
+    # fresh sample modules, but the one process-wide server (sample_graphs.local_llm) stays
+    fresh = [m for m in sys.modules if m == "sample_graphs" or m.startswith("sample_graphs.")]
+    for module in [m for m in fresh if m != "sample_graphs.local_llm"]:
         monkeypatch.delitem(sys.modules, module)
     import sample_graphs._models as models
 

@@ -182,8 +182,8 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
 
 
 def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch):
-    from helpers_otlp_receiver import attributes, running_receiver
     from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
+    from support.otlp_receiver import attributes, running_receiver
 
     steps = 500  # 1,251 observations: more than PAGED_OVER, so streamed from the store in pages
     with running_receiver() as receiver:

@@ -17,11 +17,11 @@ import yaml
 from jsonschema import Draft202012Validator
 from langchain_core.messages import HumanMessage
 
-from helpers_fake_models import build_agent
-from helpers_store import make_trace
 from lftrace import get_client
 from lftrace.langchain import CallbackHandler
 from lftrace.model import Trace
+from support.fake_models import build_agent
+from support.traces import make_trace
 
 SPEC_CANDIDATES = (
     os.environ.get("LFTRACE_OPENAPI_SPEC", ""),

@@ -11,24 +11,13 @@ import sys
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from helpers_otlp_receiver import (
-    Reply,
-    attributes,
-    closed_port,
-    running_receiver,
-    sample_trace,
-)
 from lftrace.exporters.encode import MAX_REQUEST_BYTES, encode_batches, encode_traces
 from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter
+from support.otlp_receiver import Reply, attributes, closed_port
+from support.traces import sample_trace
 
 PK = "pk-lf-1234567890abcd"
 SK = "sk-lf-topsecret99887766"
-
-
-@pytest.fixture
-def receiver():
-    with running_receiver() as rec:
-        yield rec
 
 
 def spans_by_name(request) -> dict:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers_otlp_receiver import Reply, running_receiver, sample_trace
 from lftrace.config import Settings
 from lftrace.delivery import MAX_RETRY_AFTER_S, Deliverer, clamp_retry_after, destinations_for
 from lftrace.store import TraceStore, lease_owner, owner_alive
+from support.otlp_receiver import Reply, running_receiver
+from support.traces import sample_trace
 
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -8,9 +8,9 @@ import pytest
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
-from helpers_fake_models import ToolCallingFakeModel, build_agent
 from lftrace.errors import InputError
 from lftrace.runner import build_config, execute, parse_config, parse_input, read_input, shape_input
+from support.fake_models import ToolCallingFakeModel, build_agent
 
 
 def joke_chain():

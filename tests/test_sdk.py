@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import HumanMessage
 
-from helpers_fake_models import ToolCallingFakeModel, build_agent
 from lftrace import get_client, observe, propagate_attributes
 from lftrace.langchain import CallbackHandler
 from lftrace.model import Trace
+from support.fake_models import ToolCallingFakeModel, build_agent
 
 LFTRACE = str(Path(sys.executable).with_name("lftrace"))
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
-from tests.helpers_openai_server import openai_server
 from tests.serve_process import ServeProcess
 
 from lftrace.exporters.attributes import with_cost
@@ -25,6 +24,7 @@ from lftrace.exporters.encode import encode_traces
 from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter
 from lftrace.model import Observation, Trace
 from lftrace.store import TraceStore
+from support.openai_server import openai_server
 
 EXAMPLES = Path(__file__).parent / "docs_examples"
 LFTRACE = [sys.executable, "-m", "lftrace"]

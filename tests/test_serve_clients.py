@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.helpers_openai_server import openai_server
 from tests.serve_process import ServeProcess
 
 from lftrace.store import TraceStore
+from support.openai_server import openai_server
 
 LF = Path(sys.executable).parent / "lf"  # langfuse-cli's command (dev dependency)
 

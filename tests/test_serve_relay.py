@@ -8,12 +8,12 @@ import subprocess
 import time
 
 import httpx
-from tests.helpers_otlp_receiver import Receiver
 from tests.serve_process import LFTRACE, ServeProcess
 
 from lftrace.exporters.encode import encode_traces
 from lftrace.model import Observation, Trace
 from lftrace.store import TraceStore
+from support.otlp_receiver import Receiver
 
 
 def _free_port() -> int:

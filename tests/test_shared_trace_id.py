@@ -16,10 +16,10 @@ from pathlib import Path
 
 from langchain_core.messages import HumanMessage
 
-from helpers_fake_models import ToolCallingFakeModel, build_agent
-from helpers_otlp_receiver import running_receiver
 from lftrace import Langfuse, get_client
 from lftrace.langchain import CallbackHandler
+from support.fake_models import ToolCallingFakeModel, build_agent
+from support.otlp_receiver import running_receiver
 
 LFTRACE = str(Path(sys.executable).with_name("lftrace"))
 
@@ -86,7 +86,7 @@ _PROCESS = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[2])
-    from helpers_fake_models import ToolCallingFakeModel
+    from support.fake_models import ToolCallingFakeModel
     from lftrace import get_client
     from lftrace.langchain import CallbackHandler
 

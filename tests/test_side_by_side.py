@@ -20,11 +20,11 @@ from langchain_core.retrievers import BaseRetriever
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from helpers_fake_models import ToolCallingFakeModel, build_agent
-from helpers_otlp_receiver import attributes, running_receiver
 from lftrace import get_client
 from lftrace.langchain import CallbackHandler
 from lftrace.model import Trace
+from support.fake_models import ToolCallingFakeModel, build_agent
+from support.otlp_receiver import attributes, running_receiver
 
 PK = "pk-lf-sidebyside0001"
 SK = "sk-lf-sidebyside0001"

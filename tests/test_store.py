@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers_store import BASE_NS, make_trace, new_id
 from lftrace.errors import ExitStatus, InputError, StoreError, TraceNotFound
 from lftrace.model import Observation, Trace
 from lftrace.store import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, TraceStore
+from support.traces import BASE_NS, make_trace, new_id
 
-HELPER = Path(__file__).with_name("helpers_store.py")
+HELPER = Path(__file__).parent / "support" / "store_worker.py"
 SEC = 1_000_000_000
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers_otlp_receiver import running_receiver
-from helpers_store import BASE_NS, make_trace, new_id
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, destinations_for
 from lftrace.model import Observation, Trace
 from lftrace.store import TraceStore
+from support.otlp_receiver import running_receiver
+from support.traces import BASE_NS, make_trace, new_id
 
 MS = 1_000_000
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -175,7 +175,7 @@ _WORKER = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     sys.path[:0] = [sys.argv[5], sys.argv[6]]
-    from helpers_store import make_trace
+    from support.traces import make_trace
     from lftrace.store import TraceStore
 
     path, tid, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers_store import make_trace
 from lftrace.errors import StoreError
 from lftrace.store import TraceStore
+from support.traces import make_trace
 
 
 def _store_with_traces(path: Path, count: int = 200) -> bytes:

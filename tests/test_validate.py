@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers_otlp_receiver import sample_trace
 from lftrace.dataset import load_dataset
 from lftrace.errors import InputError
 from lftrace.render import build_tree
@@ -17,6 +16,7 @@ from lftrace.runner import parse_input, read_input
 from lftrace.stats import compute_stats
 from lftrace.store import TraceStore
 from lftrace.validate import MAX_DEPTH, read_traces_file, trace_problem
+from support.traces import sample_trace
 
 
 def good() -> dict:

@@ -13,11 +13,11 @@ from pathlib import Path
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
-from helpers_store import make_trace
 from lftrace import Langfuse, get_client
 from lftrace.langchain import CallbackHandler
 from lftrace.store import TraceStore
 from lftrace.writer import TraceWriter
+from support.traces import make_trace
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -118,7 +118,7 @@ _FULL_DISK_SCRIPT = textwrap.dedent(
     import logging, os, resource, sys, time
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     sys.path.insert(0, sys.argv[2])
-    from tests.helpers_store import make_trace
+    from tests.support.traces import make_trace
     from lftrace import Langfuse
     client = Langfuse(store=sys.argv[1])
     client._submit(make_trace(name="small"))

