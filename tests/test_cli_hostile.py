@@ -316,7 +316,7 @@ def test_a_dotenv_redirecting_traces_is_said_on_stderr_and_under_debug(app_dir: 
 
 
 def test_lone_surrogates_in_a_file_never_crash_output_and_are_stored_escaped(app_dir: Path) -> None:
-    from helpers_otlp_receiver import sample_trace
+    from support.traces import sample_trace
 
     data = sample_trace().to_dict()
     data["output"] = "caf\udce9"
