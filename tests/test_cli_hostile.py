@@ -243,7 +243,7 @@ def test_hung_backend_costs_test_one_timeout_and_run_one_delivery(app_dir: Path)
         took = time.monotonic() - started
         assert ran.returncode == 0, ran.stderr
         assert len(receiver.otlp_requests(ok_only=False)) - before == 1  # one delivery per run, not again at exit
-        assert took < 10, took
+        assert took < 15, took  # start-up on a loaded machine plus one 2 s delivery (was two: 4 s)
 
 
 def test_hostile_import_files_and_inputs_are_exit_2(app_dir: Path) -> None:
