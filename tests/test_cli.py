@@ -279,6 +279,7 @@ def test_show_remote_renders_what_langfuse_stored_v2_then_v1(app_file, langfuse)
 
     assert tree(remote.stdout) == tree(local.stdout)  # same renderer, same tree
     assert "GENERATION" in remote.stdout and f"Trace ID: {trace_id}" in remote.stdout
+    assert invoke("show", "--remote", "last~0").stdout == remote.stdout  # the same references as the local store
 
     langfuse.v2_observations, langfuse.v1_traces = False, True  # an older (v3) server
     as_json = invoke("show", "--remote", trace_id, "--json")

@@ -24,6 +24,7 @@ from .app import (
     print_json,
     print_trace,
     resolve_settings,
+    resolve_trace_ref,
     store_path,
 )
 from .options import (
@@ -99,7 +100,7 @@ def show_command(
 
     Long runs are folded: a repeated sequence of nodes shows its first and last round and one line such as `× 1,248  think -> critic` with the totals of the rounds in between; a level longer than a screen is cut in the middle. --expand shows everything; --steps A..B shows LangGraph steps A to B in full.
 
-    With --remote the trace is read from Langfuse (LANGFUSE_* keys) instead of the local store: what the server stored, rendered the same way. TRACE_ID must then be a full id, or 'last' for the newest local trace's id. Exit 2 without keys, 4 when Langfuse has no such trace, 6 when it cannot be reached.
+    With --remote the trace is read from Langfuse (LANGFUSE_* keys) instead of the local store: what the server stored, rendered the same way. TRACE_ID must then be a full id, or 'last'/'last~N' for that local trace's id. Exit 2 without keys, 4 when Langfuse has no such trace, 6 when it cannot be reached.
 
       lftrace show --remote last
     """
@@ -191,24 +192,17 @@ def _show_session(session: str, *, json_out: bool) -> None:
 
 
 def load_remote_trace(trace_id: str) -> Trace:
-    """The trace as Langfuse stored it ('last' = the newest local trace's id); ConfigError/BackendError/TraceNotFound."""
+    """The trace as Langfuse stored it (``last``/``last~N``: that local trace's id); ConfigError/BackendError/TraceNotFound."""
     from .backend import fetch_remote_trace
 
     settings = resolve_settings()
-    if trace_id == "last":
-        trace_id = _last_local_trace_id()
+    if trace_id == "last" or trace_id.startswith("last~"):
+        store = open_store(read_only=True)
+        try:
+            trace_id = resolve_trace_ref(trace_id, store)
+        finally:
+            store.close()
     return fetch_remote_trace(settings, trace_id)
-
-
-def _last_local_trace_id() -> str:
-    store = open_store(read_only=True)
-    try:
-        last = store.last_trace_id()
-    finally:
-        store.close()
-    if last is None:
-        raise TraceNotFound(f"no traces in {store_path()} yet: give the Langfuse trace id to --remote")
-    return last
 
 
 def _subtree(trace: Trace, observation: str) -> list[Any]:
