@@ -1,7 +1,7 @@
 """OTLP/HTTP trace requests -> partial ``Trace`` objects (one per trace id in the request).
 
 Three vocabularies are read, ``langfuse.*`` first (what the Langfuse SDKs and our own exporter send, see
-exporters/otlp.py), then the OpenTelemetry GenAI conventions (``gen_ai.*``), then OpenInference
+exporters/attributes.py), then the OpenTelemetry GenAI conventions (``gen_ai.*``), then OpenInference
 (``openinference.span.kind``, ``llm.*``, ``input.value``). A request may hold only some spans of a trace;
 the store's merge write adds them up (see app.py).
 
