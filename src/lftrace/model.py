@@ -322,7 +322,9 @@ class Trace:
             kids.setdefault(obs.parent_id, []).append(obs)
         return kids
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, observations: bool = True) -> dict[str, Any]:
+        """Langfuse's ``TraceWithFullDetails``; ``observations=False``: with an empty list of them (the fields
+        derived from them still count them all), for a writer that streams them (jsonout.py)."""
         return {
             "id": self.id,
             "timestamp": iso_from_ns(self.timestamp),
@@ -340,7 +342,7 @@ class Trace:
             "htmlPath": f"/trace/{self.id}",
             "latency": self.latency,
             "totalCost": self.total_cost,
-            "observations": [o.to_dict() for o in self.observations],
+            "observations": [o.to_dict() for o in self.observations] if observations else [],
             "scores": [score.to_dict() for score in self.scores],
             # lftrace's own (not in Langfuse's shape; derived, so from_dict ignores them)
             "status": self.status,

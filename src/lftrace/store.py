@@ -758,13 +758,71 @@ class TraceStore:
             headers = self._read(lambda c: _load_traces(c, [trace_id], with_observations=False))
             if not headers:
                 return
-            ids = frozenset(
-                self._read(
-                    lambda c: [r[0] for r in c.execute("SELECT id FROM observations WHERE trace_id = ?", (trace_id,))]
-                )
-            )
+            ids = self._observation_ids(trace_id)
         header = headers[0]
         fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}
+        for observations in self._observation_pages(trace_id, size):
+            yield TracePage(**fields, observations=observations, ids=ids)
+
+    def trace_outline(self, trace_id: str) -> Trace | None:
+        """A trace's fields and scores, and every observation without its values (no input, output, metadata):
+        ids, parents, types, names, times, levels and total costs, in ``get_trace``'s order. What the trace's
+        derived fields (status, latency, total cost, handled errors) need, at the cost of its index columns.
+        None for an unknown id (an exact id: resolve a prefix first)."""
+
+        def work(conn: sqlite3.Connection) -> Trace | None:
+            traces = _load_traces(conn, [trace_id], with_observations=False)
+            if not traces:
+                return None
+            trace = traces[0]
+            trace.scores = _load_scores(conn, [trace_id]).get(trace_id, [])
+            rows = conn.execute(
+                "SELECT id, parent_id, type, name, start_ns, end_ns, level, model, "
+                "json_type(data, '$.cost_details.total'), json_extract(data, '$.cost_details.total') "
+                "FROM observations WHERE trace_id = ? ORDER BY start_ns, seq",
+                (trace_id,),
+            ).fetchall()
+            observations = []
+            for obs_id, parent_id, type_, name, start_ns, end_ns, level, model, cost_type, cost in rows:
+                # a cost of another JSON type (true, "1") is not a cost, as _numbers has it on a full read
+                numeric = cost_type in ("integer", "real") and math.isfinite(cost)
+                observations.append(
+                    Observation(
+                        id=obs_id,
+                        trace_id=trace_id,
+                        parent_id=parent_id,
+                        type=type_,
+                        name=name or "",
+                        start_time=start_ns,
+                        end_time=end_ns,
+                        model=model,
+                        level=level,
+                        cost_details={"total": cost} if numeric else None,
+                    )
+                )
+            trace.observations = _parents_first(observations)
+            return trace
+
+        with self._errors():
+            return self._read(work)
+
+    def iter_observations(self, trace_id: str, size: int = 200) -> Iterator[Observation]:
+        """Every observation of a trace with its full values, in ``get_trace``'s order (start time, parents
+        first), read ``size`` at a time: a 20,000-observation trace streams in bounded memory (``show --json``,
+        ``export``). Nothing for an unknown id."""
+        with self._errors():
+            present = self._observation_ids(trace_id)
+        yield from _parents_first_iter(self._observation_pages(trace_id, size), present)
+
+    def _observation_ids(self, trace_id: str) -> frozenset[str]:
+        return frozenset(
+            self._read(
+                lambda c: [r[0] for r in c.execute("SELECT id FROM observations WHERE trace_id = ?", (trace_id,))]
+            )
+        )
+
+    def _observation_pages(self, trace_id: str, size: int) -> Iterator[list[Observation]]:
+        """Observations in start order, ``size`` per read (keyset paging: each page is an index range)."""
         after: tuple[int, int] = (-(2**63), -1)  # keyset position: (start_ns, seq) of the last row read
         while True:
 
@@ -784,13 +842,19 @@ class TraceStore:
                 observations, after = self._read(page)
             if not observations:
                 return
-            yield TracePage(**fields, observations=observations, ids=ids)
+            yield observations
 
     def get_traces(self, trace_ids: Sequence[str]) -> list[Trace]:
         """Full traces for exact ids in one read (for delivery batches); unknown ids are skipped, order is kept."""
         ids = list(dict.fromkeys(trace_ids))
         with self._errors():
             return self._read(lambda c: _load_traces(c, ids))
+
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id of the trace with this id, or of the only trace whose id starts with it (TraceNotFound,
+        InputError when several match)."""
+        with self._errors():
+            return self._resolve_id(id_or_prefix.strip())
 
     def _resolve_id(self, wanted: str) -> str:
         def lookup(conn: sqlite3.Connection) -> tuple[int, list[str]]:
@@ -1620,28 +1684,29 @@ def _numbers(value: Any, *, whole: bool) -> Any:
 
 def _parents_first(observations: list[Observation]) -> list[Observation]:
     """Start-time order (already sorted), except that a child never comes before its parent."""
-    present = {o.id for o in observations}
+    return list(_parents_first_iter([observations], {o.id for o in observations}))
+
+
+def _parents_first_iter(pages: Iterable[list[Observation]], present: Iterable[str]) -> Iterator[Observation]:
+    """``_parents_first`` over pages read one after the other: only children waiting for a later parent are
+    held (none in a trace written by lftrace, whose children start after their parents)."""
+    present = present if isinstance(present, set | frozenset) else set(present)
     done: set[str] = set()
     waiting: dict[str, list[Observation]] = {}
-    out: list[Observation] = []
-
-    def emit(obs: Observation) -> None:
-        stack = [obs]
-        while stack:
-            current = stack.pop()
-            out.append(current)
-            done.add(current.id)
-            stack.extend(reversed(waiting.pop(current.id, [])))
-
-    for obs in observations:
-        parent = obs.parent_id
-        if parent is not None and parent in present and parent not in done and parent != obs.id:
-            waiting.setdefault(parent, []).append(obs)
-        else:
-            emit(obs)
+    for observations in pages:
+        for obs in observations:
+            parent = obs.parent_id
+            if parent is not None and parent in present and parent not in done and parent != obs.id:
+                waiting.setdefault(parent, []).append(obs)
+                continue
+            stack = [obs]
+            while stack:
+                current = stack.pop()
+                done.add(current.id)
+                yield current
+                stack.extend(reversed(waiting.pop(current.id, [])))
     for children in waiting.values():  # cycles in broken data: keep them rather than drop them
-        out.extend(c for c in children if c.id not in done)
-    return out
+        yield from [c for c in children if c.id not in done]
 
 
 def _load_tags(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[str]]:

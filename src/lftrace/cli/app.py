@@ -21,7 +21,7 @@ import os
 import sys
 import traceback
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -143,6 +143,27 @@ def print_json(value: Any) -> None:
         sys.stdout.write(text)
     except UnicodeEncodeError:  # a lone surrogate (from a hostile file) or a non-UTF-8 stdout: \uXXXX escapes
         sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_takes_utf8() -> bool:
+    encoding = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
+    return encoding == "utf8"
+
+
+def print_json_chunks(chunks: Iterable[bytes | memoryview]) -> None:
+    """JSON written in pieces on stdout (UTF-8 bytes: make them with ``ascii_only=not stdout_takes_utf8()``)."""
+    out = getattr(sys.stdout, "buffer", None)
+    sys.stdout.flush()
+    if out is None:  # a text-only stdout (an embedding program): the pieces as text
+        for chunk in chunks:
+            sys.stdout.write(bytes(chunk).decode("utf-8"))
+        sys.stdout.write("\n")
+    else:
+        for chunk in chunks:
+            out.write(chunk)
+        out.write(b"\n")
+        out.flush()
     sys.stdout.flush()
 
 

@@ -9,12 +9,11 @@ Like ``show`` and ``list``, every command here except ``test`` starts without im
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +25,17 @@ from ..cases import CASE_METADATA_KEY, TEST_TAG_PREFIX
 from ..errors import ExitStatus, InputError, LftraceError, TraceNotFound
 from ..model import Trace
 from ..sanitize import clean_line
-from .app import app, console, err_console, open_store, print_json, resolve_settings, resolve_trace_ref, store_path
+from .app import (
+    app,
+    console,
+    err_console,
+    open_store,
+    print_json,
+    resolve_settings,
+    resolve_trace_ref,
+    stdout_takes_utf8,
+    store_path,
+)
 from .options import (
     RUN_PANEL,
     BaselineOption,
@@ -495,24 +504,48 @@ def export_command(
     if not ids and not where.active:
         raise InputError("pass a trace id (or `last`), or filters such as --tag TAG (e.g. --tag lftrace-test:<run id>)")
     store = open_store()
-    traces = [resolve_trace(ref, store) for ref in ids or ()]
+    # traces read from files as they are; stored ones by id, streamed from the store when written (jsonout.py)
+    items: list[Trace | str] = [_export_item(ref, store) for ref in ids or ()]
     if where.active:
-        found = list(store.iter_traces(where=where))  # oldest first
+        found = [s.id for s in reversed(store.list_traces(limit=None, where=where))]  # oldest first
         if not found:
             raise TraceNotFound("no stored trace matches these filters (see `lftrace list` with the same filters)")
-        traces += found
-    if len(traces) == 1 and not where.active:
-        text = json.dumps(traces[0].to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
-    else:
-        text = "".join(json.dumps(t.to_dict(), ensure_ascii=False, default=str) + "\n" for t in traces)
+        items += found
+    indent = len(items) == 1 and not where.active  # one trace: a JSON object; several: JSONL
+    ascii_only = output is None and not stdout_takes_utf8()
+
+    def chunks() -> Iterator[bytes | memoryview]:
+        from ..jsonout import loaded_trace_chunks, stored_trace_chunks
+
+        for item in items:
+            if isinstance(item, Trace):
+                yield from loaded_trace_chunks(item, indent=indent, ascii_only=ascii_only)
+            else:
+                yield from stored_trace_chunks(store, item, indent=indent, ascii_only=ascii_only) or ()
+            yield b"\n"
+
     if output is None:
-        sys.stdout.write(text)
+        out = sys.stdout.buffer
+        sys.stdout.flush()
+        for chunk in chunks():
+            out.write(chunk)
+        out.flush()
         return
-    _write_private(output, text)
-    err_console().print(Text(clean_line(f"wrote {len(traces)} trace(s) to {output}")))
+    _write_private(output, chunks())
+    err_console().print(Text(clean_line(f"wrote {len(items)} trace(s) to {output}")))
 
 
-def _write_private(path: Path, text: str) -> None:
+def _export_item(ref: str, store: TraceStore) -> Trace | str:
+    """A trace to export: read from a file, or a stored trace's full id (resolved now: a bad id fails first)."""
+    if Path(ref).is_file():
+        return resolve_trace(ref, store)
+    wanted = resolve_trace_ref(ref, store)
+    if not wanted.strip():  # a blank id written by another tool: read whole, as get_trace does
+        return store.get_trace(wanted)
+    return store.resolve_id(wanted)
+
+
+def _write_private(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
     """Traces hold prompts and user data: the file is 0600 (and directories made for it 0700), whatever the
     umask; an existing file is tightened too."""
     missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
@@ -522,9 +555,10 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             fd = -1
-            handle.write(text)
+            for chunk in chunks:
+                handle.write(chunk)
     finally:
         if fd != -1:
             os.close(fd)

@@ -22,9 +22,11 @@ from .app import (
     load_trace,
     open_store,
     print_json,
+    print_json_chunks,
     print_trace,
     resolve_settings,
     resolve_trace_ref,
+    stdout_takes_utf8,
     store_path,
 )
 from .options import (
@@ -107,6 +109,9 @@ def show_command(
     if session is not None:
         _show_session(session, json_out=json_out)
         return
+    if json_out and not remote and observation_ref is None and steps is None and observation is None:
+        _print_stored_json(trace_id)
+        return
     delivered: list[str] = []
     if remote:
         trace = load_remote_trace(trace_id)
@@ -152,6 +157,26 @@ def show_command(
         render_trace(trace, full=full, depth=depth, focus=observation, delivered=delivered, expand=expand),
         crop=False,
     )
+
+
+def _print_stored_json(ref: str) -> None:
+    """``show --json``: the trace streamed from the store observation by observation (jsonout.py), so a
+    20,000-observation trace is written in bounded memory and in time linear in its size."""
+    from ..jsonout import stored_trace_chunks
+
+    store = open_store(read_only=True)
+    try:
+        wanted = resolve_trace_ref(ref, store)
+        if not wanted.strip():  # a blank id written by another tool: read whole, as get_trace does
+            print_json(store.get_trace(wanted).to_dict())
+            return
+        trace_id = store.resolve_id(wanted)
+        chunks = stored_trace_chunks(store, trace_id, ascii_only=not stdout_takes_utf8())
+        if chunks is None:  # deleted since
+            raise TraceNotFound(f"no trace '{clean_line(wanted)}' in {store_path()} (see `lftrace list`)")
+        print_json_chunks(chunks)
+    finally:
+        store.close()
 
 
 def _delivered(store: TraceStore, trace_id: str) -> list[str]:
