@@ -16,6 +16,13 @@ same run. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT m
     .venv/bin/python bench/long_run.py                 # 1,000 and 2,000 steps, about a minute
     .venv/bin/python bench/long_run.py --full          # 1,000 / 2,000 / 4,000 / 10,007 steps, the official handler too
     .venv/bin/python bench/long_run.py --sizes 500,1000 --cases plain,store --ctrl-c
+    .venv/bin/python bench/long_run.py --inspect       # show/list/stats/diff/export on 5k/10k/20k observations
+
+``--inspect`` (only that, unless ``--cases`` is given too) stores two runs of the loop per size (2,000, 4,000 and
+8,000 steps by default: ~5,000, 10,000 and 20,000 observations) and times the commands that read them as
+``lftrace`` subprocesses: wall time and peak RSS of each, ratios against ``lftrace list`` on an empty store
+measured in the same run. ``show --json`` and ``export`` go to /dev/null: every observation carries its full
+input, so their output grows with the square of the steps (13 GB at 8,000 steps).
 """
 
 from __future__ import annotations
@@ -148,6 +155,28 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
     return out
 
 
+def build_store(steps: int, workdir: Path) -> dict[str, Any]:
+    """Runs in the child process: two runs of the loop into ``workdir/traces.db`` (``diff`` needs two)."""
+    store = workdir / "traces.db"
+    for name in [n for n in os.environ if n.startswith(("LANGFUSE_", "OTEL_", "LFTRACE_"))]:
+        del os.environ[name]
+    os.environ["LFTRACE_STORE"] = str(store)
+
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+
+    graph = build_graph()
+    start = time.perf_counter()
+    for _ in range(2):
+        graph.invoke(loop_input(steps), run_config(steps, [CallbackHandler()]))
+    client = lftrace.get_client()
+    client.flush()
+    client.shutdown()
+    return {"build_s": time.perf_counter() - start, "store_mb": _store_bytes(store) / 1e6}
+
+
 # ---------------------------------------------------------------------------------------------- the driver
 
 
@@ -216,6 +245,88 @@ def ctrl_c(steps: int, after: float) -> dict[str, Any]:
         }
 
 
+INSPECT_SIZES = (2000, 4000, 8000)  # steps: ~5,000, 10,000 and 20,000 observations per trace
+INSPECT_COMMANDS = (
+    ("list", ["list"]),
+    ("list --json", ["list", "--json"]),
+    ("stats", ["stats"]),
+    ("show", ["show", "last"]),
+    ("show --expand", ["show", "last", "--expand"]),
+    ("diff", ["diff", "last~1", "last"]),
+    ("show --json", ["show", "last", "--json"]),
+    ("export", ["export", "last"]),
+)
+
+
+def time_command(args: list[str], store: Path, timeout: float) -> dict[str, Any]:
+    """One ``lftrace`` subprocess, output to /dev/null: wall seconds, its own peak RSS (wait4), exit code."""
+    env = child_env()
+    for name in [n for n in env if n.startswith(("LANGFUSE_", "OTEL_"))]:
+        del env[name]
+    env["LFTRACE_STORE"] = str(store)
+    lftrace = str(Path(sys.executable).with_name("lftrace"))
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen([lftrace, *args], stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        error = errors.read().decode(errors="replace").strip()
+    return {"s": wall, "rss_mb": usage.ru_maxrss / 1024, "code": proc.returncode, "error": error[-300:]}
+
+
+def inspect(sizes: list[int], timeout: float) -> None:
+    """Time the reading commands on stores of two long traces; ratios against `list` on an empty store."""
+    print("\nReading long traces: two runs of the loop per store; each command an `lftrace` subprocess")
+    with tempfile.TemporaryDirectory(prefix="lftrace-inspect-") as tmp:
+        base_runs = [time_command(["list"], Path(tmp) / "empty.db", timeout) for _ in range(3)]
+        base = min(r["s"] for r in base_runs)
+        print(f"  baseline: `lftrace list` on an empty store {base:.3f} s, peak RSS {base_runs[0]['rss_mb']:.0f} MB")
+    table: list[tuple[int, str, dict[str, Any]]] = []
+    for steps in sizes:
+        with tempfile.TemporaryDirectory(prefix="lftrace-inspect-") as tmp:
+            cmd = [sys.executable, __file__, "--child", "build", "--steps", str(steps), "--workdir", tmp]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout * 4)
+            if proc.returncode != 0:
+                print(f"  {steps} steps: building the store failed: {proc.stderr.strip()[-800:]}", flush=True)
+                continue
+            built = json.loads(proc.stdout.strip().splitlines()[-1])
+            store = Path(tmp) / "traces.db"
+            listing = subprocess.run(
+                [str(Path(sys.executable).with_name("lftrace")), "list", "--json", "-n", "1"],
+                capture_output=True,
+                text=True,
+                env=dict(child_env(), LFTRACE_STORE=str(store)),
+                timeout=timeout,
+            )
+            count = json.loads(listing.stdout)[0]["observationCount"]
+            print(
+                f"  {steps:,} steps: {count:,} observations per trace, 2 traces, store {built['store_mb']:.1f} MB "
+                f"(built in {built['build_s']:.1f} s)",
+                flush=True,
+            )
+            for label, args in INSPECT_COMMANDS:
+                result = time_command(args, store, timeout)
+                result["observations"] = count
+                table.append((steps, label, result))
+                failed = f"  exit {result['code']}: {result['error']}" if result["code"] else ""
+                print(
+                    f"    {label:<14} {result['s']:7.2f} s ({result['s'] / base:6.1f}x empty list)  "
+                    f"peak RSS {result['rss_mb']:6.0f} MB{failed}",
+                    flush=True,
+                )
+    print("\n| observations | command | wall s | x empty `list` | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for _, label, r in table:
+        print(f"| {r['observations']:,} | {label} | {r['s']:.2f} | {r['s'] / base:.1f} | {r['rss_mb']:.0f} |")
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -229,17 +340,27 @@ def main() -> None:
     parser.add_argument("--ctrl-c", action="store_true", help="also time Ctrl-C of `lftrace run` mid-run")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case before giving up")
     parser.add_argument("--otlp-max", type=int, default=OTLP_MAX_STEPS, help="largest size for the OTLP case")
+    parser.add_argument(
+        "--inspect", action="store_true", help="time show/list/stats/diff/show --json/export on long stored traces"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child == "build":
+        sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+        print(json.dumps(build_store(args.steps, Path(args.workdir))))
+        return
     if args.child:
         sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
         print(json.dumps(run_case(args.child, args.steps, Path(args.workdir), args.url)))
         return
 
+    if args.inspect and not args.cases:
+        inspect([int(s) for s in args.sizes.split(",")] if args.sizes else list(INSPECT_SIZES), args.timeout)
+        return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(FULL_SIZES if args.full else DEFAULT_SIZES)
     cases = args.cases.split(",") if args.cases else [c for c in CASES if c != "langfuse" or args.full or args.official]
     if "plain" not in cases:
@@ -296,6 +417,8 @@ def main() -> None:
             f"store {result['store_mb']:.1f} MB, {result['output_lines']} lines printed {result['stderr']}"
         )
     sink.close()
+    if args.inspect:
+        inspect(sizes, args.timeout)
 
 
 if __name__ == "__main__":

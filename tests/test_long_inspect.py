@@ -76,7 +76,11 @@ def wide_trace(count: int, *, answer: str = "done", seed: int = 0) -> Trace:
                     input=[{"role": "user", "content": f"step {index}"}],
                     output={"role": "assistant", "content": f"reply {index} {answer if index == count - 1 else ''}"},
                     usage_details={"input": 10 + index % 7, "output": 3, "total": 13 + index % 7},
-                    cost_details={"input": 0.0000015 * index, "output": 0.000001, "total": 0.0000015 * index + 0.000001},
+                    cost_details={
+                        "input": 0.0000015 * index,
+                        "output": 0.000001,
+                        "total": 0.0000015 * index + 0.000001,
+                    },
                 )
             )
             continue
@@ -190,3 +194,43 @@ def test_show_json_of_a_real_long_loop_rebuilds_shared_inputs_across_pages(tmp_p
     assert shown == as_json(trace)
     thinks = [o for o in shown["observations"] if o["name"] == "think"]
     assert len(thinks[-1]["input"]["messages"]) == steps - 1
+
+
+def test_show_reads_a_long_trace_without_inputs_and_fills_in_those_it_prints(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from lftrace.render import render_trace
+
+    steps = 300
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "loop.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    build_graph().invoke(loop_input(steps), run_config(steps, [handler]))
+    client_module.get_client().shutdown()
+
+    def text(renderable: object) -> str:
+        console = Console(width=120, color_system=None, file=io.StringIO())
+        console.print(renderable, crop=False)
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    with TraceStore(tmp_path / "loop.db", create=False) as store:
+        trace_id = handler.last_trace_id or ""
+        for options in ({}, {"expand": True}, {"full": True}, {"depth": 2}):
+            full = store.get_trace(trace_id)
+            lazy = store.get_trace(trace_id, inputs=False)
+            asked: list[int] = []
+
+            def load(observations, asked=asked):
+                asked.append(len(observations))
+                store.load_inputs(observations)
+
+            assert text(render_trace(lazy, load_inputs=load, **options)) == text(render_trace(full, **options))
+            assert len(asked) == 1
+            if not options.get("expand"):
+                assert asked[0] < 60  # folded: the first and last rounds, not 751 observations
+            filled = [o for o in lazy.observations if o.input is not None]
+            assert len(filled) <= asked[0]
+    shown = lftrace("show", "last").stdout
+    assert "× " in shown and "in: Critique" in shown

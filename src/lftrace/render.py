@@ -9,7 +9,7 @@ Every row is truncated with an ellipsis to the console width, so nothing wraps i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -664,11 +664,14 @@ def build_tree(
     context: bool = True,
     bodies: bool = True,
     expand: bool = False,
+    load_inputs: Callable[[list[Observation]], None] | None = None,
 ) -> TraceTree:
     """Lay the trace out as rows: the trace line, then every observation (or the ``focus`` subtree).
 
     ``bodies=False`` leaves out the in/out/error lines (the live view: values are not serialised yet).
-    Repeated sequences of siblings are folded (fold.py) unless ``expand``.
+    Repeated sequences of siblings are folded (fold.py) unless ``expand``. ``load_inputs``: the trace was read
+    without its observations' inputs; it is called once with the observations whose bodies are shown, to
+    fill theirs in (a folded 20,000-observation trace shows a few dozen).
     """
     from .fold import Fold, fold_siblings
 
@@ -684,6 +687,7 @@ def build_tree(
     def shown(siblings: list[Observation]) -> list[Observation | Fold]:
         return list(siblings) if expand else fold_siblings(siblings, kids)
 
+    pending: list[tuple[int, Observation, str]] = []  # (row index, observation, guide) of bodies to lay out
     items = shown(roots)
     stack: list[tuple[Observation | Fold, str, bool, int]] = [
         (obs, "", i == len(items) - 1, 1) for i, obs in reversed(list(enumerate(items)))
@@ -701,7 +705,10 @@ def build_tree(
         inner = prefix + (_SPACE if last else _PIPE)
         body_guide = inner + (_PIPE if children else _SPACE)
         if bodies and (not routing or obs.level == "ERROR"):
-            rows.extend(_body_rows(obs, body_guide, full, node=node_name(obs) is not None))
+            if load_inputs is None:
+                rows.extend(_body_rows(obs, body_guide, full, node=node_name(obs) is not None))
+            else:  # laid out once the inputs are in
+                pending.append((len(rows), obs, body_guide))
         if not children:
             continue
         if depth is not None and level >= depth:
@@ -711,6 +718,16 @@ def build_tree(
         items = shown(children)
         for i in range(len(items) - 1, -1, -1):
             stack.append((items[i], inner, i == len(items) - 1, level + 1))
+    if pending and load_inputs is not None:
+        load_inputs([obs for _, obs, _ in pending])
+        laid: list[_Row] = []
+        start = 0
+        for index, obs, guide in pending:
+            laid.extend(rows[start:index])
+            laid.extend(_body_rows(obs, guide, full, node=node_name(obs) is not None))
+            start = index
+        laid.extend(rows[start:])
+        rows[:] = laid
     return tree
 
 
@@ -758,9 +775,14 @@ def render_trace(
     footer: bool = True,
     delivered: Sequence[str] = (),
     expand: bool = False,
+    load_inputs: Callable[[list[Observation]], None] | None = None,
 ) -> RenderableType:
-    """The tree (after the trace line, its context), then (with ``footer``) the final output and the trace id."""
-    tree = build_tree(trace, full=full, depth=depth, focus=focus, delivered=delivered, expand=expand)
+    """The tree (after the trace line, its context), then (with ``footer``) the final output and the trace id.
+
+    ``load_inputs``: see ``build_tree`` (a trace read without its observations' inputs)."""
+    tree = build_tree(
+        trace, full=full, depth=depth, focus=focus, delivered=delivered, expand=expand, load_inputs=load_inputs
+    )
     if not footer:
         return tree
     parts: list[RenderableType] = [tree, Text("")]

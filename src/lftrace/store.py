@@ -806,6 +806,29 @@ class TraceStore:
         with self._errors():
             return self._read(work)
 
+    def load_inputs(self, observations: Sequence[Observation]) -> None:
+        """Fill in the inputs of observations read with ``inputs=False``, in place: ``show`` reads a long trace
+        without them and asks here for the few it prints (each shared list is built once, only for these)."""
+        by_key = {(o.trace_id, o.id): o for o in observations}
+        keys = list(by_key)
+
+        def work(conn: sqlite3.Connection) -> list[Any]:
+            stored: list[tuple[tuple[str, str], Any]] = []
+            for trace_id in dict.fromkeys(tid for tid, _ in keys):
+                ids = [oid for tid, oid in keys if tid == trace_id]
+                for chunk in _chunks(ids):
+                    rows = conn.execute(
+                        f"SELECT id, data FROM observations WHERE trace_id = ? AND id IN ({_marks(len(chunk))})",
+                        [trace_id, *chunk],
+                    ).fetchall()
+                    stored += [((trace_id, oid), orjson.loads(blob).get("input")) for oid, blob in rows]
+            values = _unpacked(conn, [value for _, value in stored])
+            return [(key, value) for (key, _), value in zip(stored, values, strict=True)]
+
+        with self._errors():
+            for key, value in self._read(work):
+                by_key[key].input = value
+
     def iter_observations(self, trace_id: str, size: int = 200) -> Iterator[Observation]:
         """Every observation of a trace with its full values, in ``get_trace``'s order (start time, parents
         first), read ``size`` at a time: a 20,000-observation trace streams in bounded memory (``show --json``,

@@ -19,7 +19,6 @@ from .app import (
     app,
     console,
     err_console,
-    load_trace,
     open_store,
     print_json,
     print_json_chunks,
@@ -112,21 +111,42 @@ def show_command(
     if json_out and not remote and observation_ref is None and steps is None and observation is None:
         _print_stored_json(trace_id)
         return
-    delivered: list[str] = []
     if remote:
-        trace = load_remote_trace(trace_id)
-    else:
-        store = open_store(read_only=True)
-        try:
-            trace = load_trace(trace_id, store)
-            if not json_out:
-                delivered = _delivered(store, trace.id)
-        finally:
-            store.close()
+        _show_trace(load_remote_trace(trace_id), None, observation_ref, json_out=json_out, full=full, depth=depth,
+                    observation=observation, timeline=timeline, expand=expand, steps=steps)  # fmt: skip
+        return
+    store = open_store(read_only=True)
+    try:
+        # JSON of the whole trace needs every input; the rest prints a few: read without, fill in those shown
+        lazy = not json_out or observation_ref is not None
+        trace = store.get_trace(resolve_trace_ref(trace_id, store), inputs=not lazy)
+        _show_trace(trace, store if lazy else None, observation_ref, json_out=json_out, full=full, depth=depth,
+                    observation=observation, timeline=timeline, expand=expand, steps=steps)  # fmt: skip
+    finally:
+        store.close()
+
+
+def _show_trace(
+    trace: Trace,
+    inputs_from: TraceStore | None,
+    observation_ref: str | None,
+    *,
+    json_out: bool,
+    full: bool,
+    depth: int | None,
+    observation: str | None,
+    timeline: bool,
+    expand: bool,
+    steps: str | None,
+) -> None:
+    """``show`` of one trace; ``inputs_from``: the store it was read from without its observations' inputs."""
+    delivered = _delivered(inputs_from, trace.id) if inputs_from is not None and not json_out else []
     if observation_ref is not None:
         from ..render import find_observation
 
         chosen = find_observation(trace, observation_ref)
+        if inputs_from is not None:
+            inputs_from.load_inputs([chosen])
         if json_out:
             print_json(chosen.to_dict())
             return
@@ -152,11 +172,15 @@ def show_command(
         return
     from ..render import render_trace
 
+    load_inputs = inputs_from.load_inputs if inputs_from is not None else None
     # rows are already cut to the width, so rich's own cropping pass (slow on 5,000 rows) is skipped
     console().print(
-        render_trace(trace, full=full, depth=depth, focus=observation, delivered=delivered, expand=expand),
+        render_trace(
+            trace, full=full, depth=depth, focus=observation, delivered=delivered, expand=expand,
+            load_inputs=load_inputs,
+        ),
         crop=False,
-    )
+    )  # fmt: skip
 
 
 def _print_stored_json(ref: str) -> None:
