@@ -8,7 +8,9 @@ stamped with ``PRAGMA application_id`` so another application's SQLite file is r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -822,7 +824,8 @@ class TraceStore:
                         [trace_id, *chunk],
                     ).fetchall()
                     stored += [((trace_id, oid), orjson.loads(blob).get("input")) for oid, blob in rows]
-            values = _unpacked(conn, [value for _, value in stored])
+            with _collector_paused():
+                values = _unpacked(conn, [value for _, value in stored])
             return [(key, value) for (key, _), value in zip(stored, values, strict=True)]
 
         with self._errors():
@@ -857,8 +860,9 @@ class TraceStore:
                     "FROM observations WHERE trace_id = ? AND (start_ns, seq) > (?, ?) ORDER BY start_ns, seq LIMIT ?",
                     (trace_id, after[0], after[1], size),
                 ).fetchall()
-                observations = [_observation_from_row(row) for row in rows]
-                _unpack_shared(conn, [Trace(id=trace_id, name=None, timestamp=0, observations=observations)])
+                with _collector_paused():
+                    observations = [_observation_from_row(row) for row in rows]
+                    _unpack_shared(conn, [Trace(id=trace_id, name=None, timestamp=0, observations=observations)])
                 return observations, ((rows[-1][6], rows[-1][2]) if rows else after)
 
             with self._errors():
@@ -1744,11 +1748,31 @@ def _load_tags(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[s
     return tags
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a read builds many objects that hold no cycles (rows, dicts,
+    observations): its passes over everything already built made reading a 20,000-observation trace ~30% slower
+    and grow faster than the trace. Left as it was found (a program that turned it off keeps it off)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _load_traces(
     conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool = True, inputs: bool = True
 ) -> list[Trace]:
     """Full traces for ``ids`` in the given order (missing ids are skipped); ``with_observations=False``: without
     them; ``inputs=False``: without the observations' inputs (None)."""
+    with _collector_paused():
+        return _read_traces(conn, ids, with_observations=with_observations, inputs=inputs)
+
+
+def _read_traces(conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool, inputs: bool) -> list[Trace]:
     by_id: dict[str, Trace] = {}
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
