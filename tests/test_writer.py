@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -179,3 +180,24 @@ def test_warning_is_logged_once_per_outage(tmp_path, caplog):
     assert writer.unwritten == 3
     assert len([r for r in caplog.records if "could not write" in r.getMessage()]) == 1
     writer.stop(1)
+
+
+def test_traces_arriving_together_are_written_in_one_transaction_and_flush_does_not_wait_the_linger(tmp_path):
+    store = TraceStore(tmp_path / "s.db")
+    calls: list[int] = []
+    real = store.write_traces
+
+    def counting(traces, *args, **kwargs):
+        calls.append(len(traces))
+        return real(traces, *args, **kwargs)
+
+    store.write_traces = counting  # type: ignore[method-assign]
+    writer = TraceWriter(lambda: store, lambda: (), linger=30.0)
+    for i in range(20):
+        writer.submit(make_trace(name=f"t{i}"))
+    started = time.monotonic()
+    assert writer.flush(timeout=20) is True
+    assert time.monotonic() - started < 10  # the flush ends the linger: it does not wait 30 s
+    assert calls == [20]  # one batch, one transaction
+    assert len(store.list_traces(limit=None)) == 20
+    writer.stop()

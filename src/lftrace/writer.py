@@ -30,6 +30,7 @@ MASK_FAILED = "<fully masked due to failed mask function>"
 MAX_UNWRITTEN = 10_000  # traces kept in memory while the store cannot be written (then the oldest are dropped)
 RETRY_FIRST_S = 0.5  # first retry of an unwritable store; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
+LINGER_S = 0.05  # after a trace arrives, wait this long for more to write them in one transaction (flush: at once)
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -75,12 +76,14 @@ class TraceWriter:
         *,
         mask: Callable[..., Any] | None = None,
         batch_size: int = 512,
+        linger: float = LINGER_S,
         on_written: Callable[[list[Trace], list[str]], None] | None = None,
     ) -> None:
         self._open_store = open_store
         self._destinations = destinations
         self._mask = mask
         self._batch_size = max(1, batch_size)
+        self._linger = linger
         self._on_written = on_written
         self._queue: queue.SimpleQueue[Trace | _Fragment | _FlushMarker | None] = queue.SimpleQueue()
         self._converter = Converter()  # only used on the writer thread
@@ -161,6 +164,7 @@ class TraceWriter:
                 continue
             batch: list[Trace | _Fragment] = []
             markers: list[_FlushMarker] = []
+            deadline: float | None = None
             while True:
                 if item is None:
                     stopping = True
@@ -173,7 +177,12 @@ class TraceWriter:
                 if len(batch) >= self._batch_size or isinstance(item, _Fragment):
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    if markers or stopping or not batch:  # someone waits: write what is queued now
+                        item = self._queue.get_nowait()
+                    else:
+                        if deadline is None:
+                            deadline = time.monotonic() + self._linger
+                        item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
             self._write(batch)
