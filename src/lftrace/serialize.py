@@ -5,6 +5,11 @@ Runs on the writer thread, never on the user's. Duck-typed (no LangChain import)
 pydantic models and dataclasses their fields; cycles and nesting deeper than ``MAX_DEPTH`` are replaced
 by a visible marker. Strings, lists and dicts are kept whole, however big: the store is the source of truth
 (the size limits belong to the export, ``exporters/encode.py``). Never raises.
+
+Speed (it runs once per input, output and metadata of every span): orjson walks dicts, lists and scalars in C
+and calls back into the Python converter only for the objects it does not know (messages, documents, models),
+then ``orjson.loads`` gives plain values back; a value orjson refuses (a cycle, a huge int, a lone surrogate,
+an odd key) takes the pure-Python walk instead, which also marks cycles and depth.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import operator
 import uuid
 import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
+
+import orjson
 
 MAX_DEPTH = 40
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
@@ -79,9 +87,15 @@ _MEMO_LIMIT = 4096
 _MESSAGE_MEMO: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], dict[str, Any]]] = {}
 
 
+_STAMP_KEYS = ("content", "tool_calls", "additional_kwargs", "name", "tool_call_id", "status", "invalid_tool_calls")
+_STAMPERS: dict[type, operator.itemgetter[Any]] = {}  # per message class: the fields its conversion reads
+
+
 class _Converter:
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
         self.active: set[int] = set()  # ids of containers on the current path (cycle guard)
+        # shared: results are only read (by orjson, which copies them): memoised dicts are handed out as they are
+        self.shared = shared
 
     def convert(self, obj: Any, depth: int = 0) -> Any:
         kind_type = type(obj)
@@ -127,11 +141,17 @@ class _Converter:
         fields = _fields(msg)
         get = fields.get
         # LangGraph repeats the same message objects in the input/output of most spans of a trace:
-        # convert each once. The hit must be the same live object with the same field objects.
-        stamp = (get("content"), get("tool_calls"), get("additional_kwargs"), get("name"), get("tool_call_id"))
-        hit = _MESSAGE_MEMO.get(id(msg))
-        if hit is not None and hit[0]() is msg and all(a is b for a, b in zip(hit[1], stamp, strict=True)):
-            return dict(hit[2])
+        # convert each once. The hit must be the same live object with equal fields (identity first, in C).
+        stamper = _STAMPERS.get(type(msg))
+        if stamper is None:
+            stamper = _STAMPERS[type(msg)] = operator.itemgetter(*[k for k in _STAMP_KEYS if k in fields] or ["type"])
+        try:
+            stamp = stamper(fields)
+        except KeyError:  # an instance without a field its class had: no memo
+            stamp = None
+        hit = _MESSAGE_MEMO.get(id(msg)) if stamp is not None else None
+        if hit is not None and hit[0]() is msg and hit[1] == stamp:
+            return hit[2] if self.shared else dict(hit[2])
         out: dict[str, Any] = {"role": _role(msg.type, get("role")), "content": self.convert(msg.content, depth)}
         tool_calls = get("tool_calls")
         additional = get("additional_kwargs") or {}
@@ -148,13 +168,14 @@ class _Converter:
             else None,
         }
         out.update(self._mapping(extra, depth, skip_empty=True))
-        try:
-            if len(_MESSAGE_MEMO) >= _MEMO_LIMIT:
-                _MESSAGE_MEMO.clear()
-            _MESSAGE_MEMO[id(msg)] = (weakref.ref(msg), stamp, out)
-        except TypeError:  # not weak-referenceable: just don't memoise
-            pass
-        return dict(out)
+        if stamp is not None:
+            try:
+                if len(_MESSAGE_MEMO) >= _MEMO_LIMIT:
+                    _MESSAGE_MEMO.clear()
+                _MESSAGE_MEMO[id(msg)] = (weakref.ref(msg), stamp, out)
+            except TypeError:  # not weak-referenceable: just don't memoise
+                pass
+        return out if self.shared else dict(out)
 
     def _document(self, obj: Any, depth: int) -> dict[str, Any]:
         doc = {"page_content": obj.page_content, "metadata": obj.metadata}
@@ -215,8 +236,24 @@ def _safe_str(obj: Any) -> str:
         return f"<unrepresentable {type(obj).__name__}>"
 
 
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _unknown(obj: Any) -> Any:
+    """orjson's ``default``: an object it cannot serialise itself, as JSON-able values (read once, by orjson)."""
+    return _Converter(shared=True).convert(obj)
+
+
 def to_jsonable(obj: Any) -> Any:
     """A JSON-able copy of ``obj`` (dicts, lists, str, int, float, bool, None). Never raises."""
+    kind = type(obj)
+    if kind is str or kind in _SCALAR_TYPES:
+        return obj
+    if kind is dict or kind is list or kind is tuple:
+        try:
+            return orjson.loads(orjson.dumps(obj, default=_unknown, option=_ORJSON_OPTIONS))
+        except Exception:  # a cycle, an int over 64 bits, a lone surrogate, a tuple key...: the Python walk
+            pass
     try:
         return _Converter().convert(obj)
     except Exception:
