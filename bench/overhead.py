@@ -3,7 +3,7 @@
 One LangGraph agent (agent -> tools -> agent, 11 callback runs per invoke) runs with no handler,
 a no-op handler, lftrace's handler (exporting, and store-only as
 ``lftrace-local``) and the official ``langfuse`` CallbackHandler. Both tracers
-export to a tiny 200-OK HTTP server on 127.0.0.1 (LANGFUSE_BASE_URL/keys point at it); blocks are
+export to a tiny 200-OK HTTP server on 127.0.0.1 in its own process, as a real backend (LANGFUSE_BASE_URL/keys point at it); blocks are
 interleaved in one process and each block ends with the tracer's ``flush()``, so export and
 store writes are paid inside the measurement. Then memory before/after many lftrace runs.
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
-import http.server
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,28 +30,41 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
-class _OkHandler(http.server.BaseHTTPRequestHandler):
-    def _ok(self) -> None:
+_RECEIVER = """
+import http.server, sys
+
+
+class Ok(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real backend
+
+    def _ok(self):
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
-        body = b"{}"
         self.send_response(200)
         self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
+        self.send_header("content-length", "2")
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(b"{}")
 
     do_POST = do_GET = do_PUT = _ok
 
-    def log_message(self, *args: Any) -> None:
+    def log_message(self, *args):
         pass
 
 
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 def start_server() -> str:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OkHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    """A 200-OK receiver in its own process, as a real backend is: it does not take the GIL from the tracers."""
+    proc = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+    atexit.register(proc.kill)
+    port = int(proc.stdout.readline()) if proc.stdout else 0
+    return f"http://127.0.0.1:{port}"
 
 
 def rss_mb() -> float:
