@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from lftrace.exporters.encode import MAX_REQUEST_BYTES, encode_batches, encode_traces
 from lftrace.exporters.otlp import LangfuseExporter, OtlpExporter
@@ -265,8 +266,9 @@ def test_large_batches_are_split_under_the_request_limit(receiver):
     traces = [sample_trace(tool_output="y" * 300_000) for _ in range(30)]  # ~9 MB of output in total
     requests = encode_batches(traces)
     assert len(requests) >= 3
-    assert all(r.ByteSize() <= MAX_REQUEST_BYTES for r in requests)
-    assert sum(len(spans_by_name(r)) for r in requests) <= 90
+    assert all(len(r) <= MAX_REQUEST_BYTES for r in requests)
+    decoded = [ExportTraceServiceRequest.FromString(r) for r in requests]
+    assert sum(len(spans_by_name(r)) for r in decoded) <= 90
     assert LangfuseExporter(receiver.url, PK, SK).export(traces).ok
     assert len(receiver.spans()) == 90
     assert len(receiver.otlp_requests()) == len(requests)

@@ -1,22 +1,24 @@
 """Trace -> OTLP ``ExportTraceServiceRequest`` (protobuf): spans, size limits, batching.
 
 One observation is one span; its attributes come from attributes.py (the profile picks the vocabularies).
-Size limits: any single attribute value is cut to ``MAX_VALUE_BYTES`` (with a marker saying how big it was;
+The bytes are written by wire.py (the generated ``opentelemetry.proto`` classes only read them back, in tests
+and ``encode_traces``). Size limits: any single attribute value is cut to ``MAX_VALUE_BYTES`` (with a marker saying how big it was;
 the local store keeps the full copy), a span's attributes to about ``MAX_SPAN_BYTES``, and
 ``encode_batches`` splits requests to stay under ``MAX_REQUEST_BYTES`` (Langfuse: spans under 9.5 MB,
 requests under 16 MB).
 
-``opentelemetry.proto`` is imported lazily: importing this module costs nothing.
+``opentelemetry.proto`` is only imported by ``encode_traces``: exporting never imports it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..model import Observation, Trace, TracePage
+from . import wire
 from .attributes import PROFILES, observation_attributes
 
 if TYPE_CHECKING:
@@ -66,35 +68,6 @@ def limit_attribute_sizes(attributes: dict[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-def _set_value(target: Any, value: Any) -> None:
-    """Fill an AnyValue in place (no intermediate messages: this is the hot loop of encoding)."""
-    if isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        if -(2**63) <= value < 2**63:
-            target.int_value = value
-        else:
-            target.string_value = str(value)
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, list | tuple):
-        values = target.array_value.values
-        for item in value:
-            _set_value(values.add(), item)
-    else:
-        target.string_value = str(value)
-
-
-def _add_attributes(repeated: Any, attributes: Mapping[str, Any]) -> None:
-    for key, value in attributes.items():
-        if value is not None:
-            kv = repeated.add()
-            kv.key = key
-            _set_value(kv.value, value)
-
-
 def _synthetic_root(trace: Trace) -> Observation:
     """A trace without observations still gets one span, so the trace exists in the backend."""
     return Observation(
@@ -127,21 +100,8 @@ def foreign_parent_span_id(trace: Trace) -> str | None:
     return value
 
 
-def encode_spans(trace: Trace, profile: str = "langfuse") -> list[Any]:
-    """The OTLP spans of one trace."""
-    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
-
-    holder = ScopeSpans()
-    for _ in _add_spans(holder.spans.add, trace, profile):
-        pass
-    return list(holder.spans)
-
-
-def _add_spans(new_span: Callable[[], Any], trace: Trace, profile: str) -> Iterator[Any]:
-    """Fill the spans of ``trace`` in place, each in a message from ``new_span()`` (a repeated field's add: no
-    copies); yields each one once filled."""
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
+def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
+    """The spans of ``trace``, each as it sits in a request (ScopeSpans.spans field)."""
     name_of = PROFILES[profile].span_name
     known = trace.ids if isinstance(trace, TracePage) else {o.id for o in trace.observations}
     foreign_parent = foreign_parent_span_id(trace)
@@ -154,47 +114,39 @@ def _add_spans(new_span: Callable[[], Any], trace: Trace, profile: str) -> Itera
             # under the caller's span; Langfuse treats a span with a parent as the trace root only with this flag
             parent_id = foreign_parent
             attributes["langfuse.internal.as_root"] = "true"
-        attributes = limit_attribute_sizes(attributes)
-        span = new_span()
-        span.trace_id = trace_id
-        span.span_id = bytes.fromhex(obs.id)
-        if parent_id:
-            span.parent_span_id = bytes.fromhex(parent_id)
-        span.name = name_of(obs)
-        span.kind = Span.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else Span.SPAN_KIND_INTERNAL
-        span.start_time_unix_nano = obs.start_time
-        span.end_time_unix_nano = max(obs.end_time or obs.start_time, obs.start_time)
-        if obs.level == "ERROR":
-            span.status.code = Status.STATUS_CODE_ERROR
-            span.status.message = (obs.status_message or "error")[:4096]
-        else:
-            span.status.code = Status.STATUS_CODE_UNSET
-        _add_attributes(span.attributes, attributes)
-        yield span
+        yield wire.span_field(
+            wire.span(
+                trace_id=trace_id,
+                span_id=bytes.fromhex(obs.id),
+                parent_span_id=bytes.fromhex(parent_id) if parent_id else None,
+                name=name_of(obs),
+                kind=wire.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else wire.SPAN_KIND_INTERNAL,
+                start_ns=obs.start_time,
+                end_ns=max(obs.end_time or obs.start_time, obs.start_time),
+                attributes=limit_attribute_sizes(attributes),
+                error_message=(obs.status_message or "error")[:4096] if obs.level == "ERROR" else None,
+            )
+        )
 
 
-def _new_request(resource_attributes: Mapping[str, Any], profile: str) -> tuple[ExportTraceServiceRequest, Any]:
-    """An empty request with its resource and scope set, and the repeated field its spans go into."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+def _head(resource_attributes: Mapping[str, Any] | None, profile: str) -> tuple[bytes, bytes]:
+    return wire.request_head(resource_attributes_for(resource_attributes), PROFILES[profile].scope, __version__)
 
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    _add_attributes(resource_spans.resource.attributes, resource_attributes_for(resource_attributes))
-    scope_spans = resource_spans.scope_spans.add()
-    scope_spans.scope.name = PROFILES[profile].scope
-    scope_spans.scope.version = __version__
-    return request, scope_spans.spans
+
+def encode_request(
+    traces: Sequence[Trace], resource_attributes: Mapping[str, Any] | None = None, *, profile: str = "langfuse"
+) -> bytes:
+    """One serialised request holding every span of ``traces`` (no size splitting: see ``encode_batches``)."""
+    return wire.request(_head(resource_attributes, profile), (f for t in traces for f in _span_fields(t, profile)))
 
 
 def encode_traces(
     traces: Sequence[Trace], resource_attributes: Mapping[str, Any] | None = None, *, profile: str = "langfuse"
 ) -> ExportTraceServiceRequest:
-    """One request holding every span of ``traces`` (no size splitting: see ``encode_batches``)."""
-    request, spans = _new_request(resource_attributes or {}, profile)
-    for trace in traces:
-        for _ in _add_spans(spans.add, trace, profile):
-            pass
-    return request
+    """``encode_request`` read back into the generated message class (tests, tools; not the export's path)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ExportTraceServiceRequest.FromString(encode_request(traces, resource_attributes, profile=profile))
 
 
 def encode_batches(
@@ -203,26 +155,19 @@ def encode_batches(
     *,
     profile: str = "langfuse",
     max_bytes: int = MAX_REQUEST_BYTES,
-) -> list[ExportTraceServiceRequest]:
-    """Requests of at most ~``max_bytes`` each (a single oversized span still gets its own request)."""
-    request, spans = _new_request(resource_attributes or {}, profile)
-    requests = [request]
+) -> list[bytes]:
+    """Serialised requests of at most ~``max_bytes`` each (a single oversized span still gets its own request)."""
+    head = _head(resource_attributes, profile)
+    requests: list[bytes] = []
+    spans: list[bytes] = []
     size = 0
-
-    def new_span() -> Any:
-        return spans.add()  # always the current request's field, also after a split
-
     for trace in traces:
-        for span in _add_spans(new_span, trace, profile):
-            span_size = span.ByteSize() + 8
-            if size and size + span_size > max_bytes:
-                # the span that does not fit moves to a new request (the only copy made)
-                moved = type(span)()
-                moved.CopyFrom(span)
-                del spans[-1]
-                request, spans = _new_request(resource_attributes or {}, profile)
-                requests.append(request)
-                spans.append(moved)
-                size = 0
-            size += span_size
-    return [r for r in requests if r.resource_spans[0].scope_spans[0].spans]
+        for span in _span_fields(trace, profile):
+            if spans and size + len(span) > max_bytes:
+                requests.append(wire.request(head, spans))
+                spans, size = [], 0
+            spans.append(span)
+            size += len(span)
+    if spans:
+        requests.append(wire.request(head, spans))
+    return requests

@@ -172,7 +172,7 @@ class OtlpExporter:
         result = ExportResult(ok=True)
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         for request in requests:  # one deadline for the whole export, however many requests it takes
-            result = self.send(request.SerializeToString(), timeout=max(deadline - time.monotonic(), 0.05))
+            result = self.send(request, timeout=max(deadline - time.monotonic(), 0.05))
             if not result.ok:
                 return result
         return result
