@@ -201,3 +201,33 @@ def test_traces_arriving_together_are_written_in_one_transaction_and_flush_does_
     assert calls == [20]  # one batch, one transaction
     assert len(store.list_traces(limit=None)) == 20
     writer.stop()
+
+
+def _agent_inputs(client) -> list:
+    from langchain_core.messages import HumanMessage
+
+    from support.fake_models import build_agent
+
+    handler = CallbackHandler()
+    build_agent().invoke({"messages": [HumanMessage("Paris")]}, config={"callbacks": [handler]})
+    assert client.flush() is True
+    trace = client.get_trace(handler.last_trace_id)
+    return [o.input for o in trace.observations if o.name in ("agent", "call_model")][:2]
+
+
+def test_one_state_shared_by_several_spans_is_stored_whole_in_each(isolated_env):
+    assert _agent_inputs(get_client()) == [{"messages": [{"role": "user", "content": "Paris"}]}] * 2
+
+
+def test_a_mask_changing_a_shared_state_in_place_changes_only_its_own_span(isolated_env):
+    seen: list[int] = []
+
+    def mask(data):
+        if isinstance(data, dict) and isinstance(data.get("messages"), list):
+            data["messages"].append("masked")  # in place: must not leak into other spans' values
+            seen.append(id(data["messages"]))
+        return data
+
+    client = Langfuse(mask=mask)
+    assert _agent_inputs(client) == [{"messages": [{"role": "user", "content": "Paris"}, "masked"]}] * 2
+    assert len(seen) == len(set(seen))  # every span's value was its own list

@@ -241,6 +241,15 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | or
 
 def _unknown(obj: Any) -> Any:
     """orjson's ``default``: an object it cannot serialise itself, as JSON-able values (read once, by orjson)."""
+    hit = _MESSAGE_MEMO.get(id(obj))
+    if hit is not None and hit[0]() is obj:  # a message converted before (the common case): no walk at all
+        stamper = _STAMPERS.get(type(obj))
+        if stamper is not None:
+            try:
+                if stamper(obj.__dict__) == hit[1]:
+                    return hit[2]
+            except (KeyError, AttributeError):
+                pass
     return _Converter(shared=True).convert(obj)
 
 

@@ -108,29 +108,52 @@ class Converter:
 
     def __init__(self) -> None:
         self._prefixes = _Prefixes()
+        # within one trace: (id of a captured list, its length) -> (the list, what was made of it). The same
+        # state list is the input of a node and of the runnables inside it: converted once, shared.
+        self._seen: dict[tuple[int, int], tuple[list[Any], Any]] = {}
+        self.share_within_trace = True  # off when a mask function may change values in place
+
+    def start_trace(self) -> None:
+        self._seen.clear()
 
     def convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
         kind = type(value)
-        if kind is Frozen or kind is list:
-            return self._list(value.value() if kind is Frozen else value, to_jsonable)
+        if kind is Frozen:
+            return self._captured(value, to_jsonable)
+        if kind is list:
+            return self._list(value, to_jsonable)
         if kind is dict and any(type(v) is Frozen or type(v) is list for v in value.values()):
             out = {}
             for key, item in value.items():
                 item_kind = type(item)
-                if item_kind is Frozen or item_kind is list:
-                    converted = self._list(item.value() if item_kind is Frozen else item, to_jsonable)
+                if item_kind is Frozen:
+                    converted = self._captured(item, to_jsonable)
+                elif item_kind is list:
+                    converted = self._list(item, to_jsonable)
                 else:
                     converted = to_jsonable(item)
                 out[key if type(key) is str else str(key)] = converted
             return out
         return to_jsonable(value)
 
+    def _captured(self, frozen: Frozen, to_jsonable: Callable[[Any], Any]) -> Any:
+        if not self.share_within_trace:
+            return self._list(frozen.value(), to_jsonable)
+        key = (id(frozen.items), frozen.size)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] is frozen.items:
+            return seen[1]
+        made = self._list(frozen.value(), to_jsonable)
+        self._seen[key] = (frozen.items, made)
+        return made
+
     def _list(self, seq: list[Any], to_jsonable: Callable[[Any], Any]) -> Any:
         if len(seq) < MIN_SHARED:
             return to_jsonable(seq)
         m, made = self._prefixes.find(seq)
         if m and m == len(seq):
-            return made  # the same list again (a model's input is its node's): shared, not copied
+            # the same list again (a model's input is its node's): shared, not copied (a mask gets its own list)
+            return made if self.share_within_trace else list(made)
         out = (made if m else []) + [to_jsonable(item) for item in seq[m:]]
         self._prefixes.add(seq, out)
         return out
