@@ -162,7 +162,9 @@ class TraceWriter:
             except queue.Empty:  # time to retry the unwritten traces
                 self._write([])
                 continue
-            batch: list[Trace | _Fragment] = []
+            # each trace is prepared as it arrives (its captured objects let go at once, before they age into the
+            # garbage collector's older generations); the batch is committed in one transaction
+            prepared: list[Trace] = []
             markers: list[_FlushMarker] = []
             deadline: float | None = None
             while True:
@@ -171,13 +173,13 @@ class TraceWriter:
                 elif isinstance(item, _FlushMarker):
                     markers.append(item)
                 else:
-                    batch.append(item)
+                    self._prepare_item(item, prepared)
                 # a part of a long run is converted and written on its own: converting several at once would hold
                 # each one's lists (the conversation so far, per observation) in memory together
-                if len(batch) >= self._batch_size or isinstance(item, _Fragment):
+                if len(prepared) >= self._batch_size or isinstance(item, _Fragment):
                     break
                 try:
-                    if markers or stopping or not batch:  # someone waits: write what is queued now
+                    if markers or stopping or not prepared:  # someone waits: write what is queued now
                         item = self._queue.get_nowait()
                     else:
                         if deadline is None:
@@ -185,23 +187,23 @@ class TraceWriter:
                         item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
-            self._write(batch)
+            self._write(prepared)
             for marker in markers:
                 marker.ok = not self._unwritten and self.dropped == marker.dropped_before
                 marker.done.set()
 
-    def _write(self, batch: list[Trace | _Fragment]) -> None:
-        prepared: list[Trace] = []
-        for item in batch:
-            trace = item.trace if isinstance(item, _Fragment) else item
-            try:
-                if isinstance(item, _Fragment):
-                    prepared.append(self.prepare(trace, complete=False))
-                    self._parts.add(id(trace))
-                else:
-                    prepared.append(self.prepare(trace))
-            except Exception:  # one broken trace must not sink the batch
-                log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
+    def _prepare_item(self, item: Trace | _Fragment, prepared: list[Trace]) -> None:
+        trace = item.trace if isinstance(item, _Fragment) else item
+        try:
+            if isinstance(item, _Fragment):
+                prepared.append(self.prepare(trace, complete=False))
+                self._parts.add(id(trace))
+            else:
+                prepared.append(self.prepare(trace))
+        except Exception:  # one broken trace must not sink the batch
+            log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
+
+    def _write(self, prepared: list[Trace]) -> None:
         if self._unwritten:
             prepared = self._unwritten + prepared
         if not prepared:
