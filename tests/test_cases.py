@@ -55,9 +55,9 @@ def test_multi_turn_cases_on_one_thread_with_junit(tmp_path, mode):
     by_name = {c["name"]: c for c in report["cases"]}
 
     good = by_name["publish after one revision"]
-    assert good["status"] == "pass" and good["turns"] == 3 and len(good["traceIds"]) == 3
+    assert good["status"] == "pass" and good["turns"] == 3 and len(good["traceIds"]) == 3, good.get("error")
     bad = by_name["a revision is not the end"]
-    assert (bad["status"], bad["failedTurn"], bad["turns"]) == ("fail", 2, 2)
+    assert (bad["status"], bad["failedTurn"], bad["turns"]) == ("fail", 2, 2), bad.get("error")
     assert bad["failures"][0]["name"] == "turn 2: complete"
     assert by_name["one turn that pauses"]["status"] == "pass"
 

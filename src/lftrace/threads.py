@@ -15,6 +15,8 @@ import json
 import os
 import shlex
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,11 +70,39 @@ def has_checkpointer(graph: Any) -> bool:
     return own not in (None, False, True)
 
 
+_READY: set[str] = set()
+_READY_LOCK = threading.Lock()
+
+
 def _private_file(path: Path) -> None:
-    """Create the checkpoint file 0600 (it holds the graph's state: messages, tool results)."""
+    """Create the checkpoint file 0600 (it holds the graph's state: messages, tool results), set up once.
+
+    LangGraph's savers switch the file to WAL and create their tables on first use; two savers doing that at the
+    same moment (``lftrace test --concurrency``) got "database is locked" at once, without waiting. So the file
+    is set up here first, one connection at a time (a WAL file that is already WAL needs no lock to say so).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
+    key = str(path.resolve())
+    with _READY_LOCK:
+        if key in _READY:
+            return
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            for attempt in range(50):  # another process setting it up at the same moment: wait for it
+                try:
+                    SqliteSaver(conn).setup()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    time.sleep(0.1)
+        finally:
+            conn.close()
+        _READY.add(key)
 
 
 @contextlib.contextmanager
