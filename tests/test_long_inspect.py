@@ -234,3 +234,33 @@ def test_show_reads_a_long_trace_without_inputs_and_fills_in_those_it_prints(tmp
             assert len(filled) <= asked[0]
     shown = lftrace("show", "last").stdout
     assert "× " in shown and "in: Critique" in shown
+
+
+def test_iter_traces_reads_long_traces_a_few_at_a_time(tmp_path, monkeypatch):
+    from lftrace import store as store_module
+
+    assert list(store_module._pages_of_traces([("a", 15000), ("b", 4000), ("c", 30000), ("d", 1), ("e", 2)])) == [
+        ["a", "b"],
+        ["c"],
+        ["d", "e"],
+    ]
+    monkeypatch.setattr(store_module, "PAGE_OBSERVATIONS", 5000)  # two 2,000-observation traces a page
+    read: list[int] = []
+    loader = store_module._load_traces
+
+    def counting(conn, ids, **options):
+        read.append(len(ids))
+        return loader(conn, ids, **options)
+
+    monkeypatch.setattr(store_module, "_load_traces", counting)
+    written = [wide_trace(2000, seed=n) for n in range(5)]
+    for n, trace in enumerate(written):
+        for obs in trace.observations:
+            obs.start_time += n * 10**12  # oldest first: the order written
+        trace.timestamp += n * 10**12
+    with TraceStore(tmp_path / "t.db") as store:
+        store.write_traces(written)
+        got = [(t.id, len(t.observations), t.observations[1].output) for t in store.iter_traces(outputs=False)]
+    assert read == [2, 2, 1]
+    assert [(tid, count) for tid, count, _ in got] == [(t.id, 2000) for t in written]
+    assert all(output is None for _, _, output in got)

@@ -282,6 +282,26 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]
         yield items[start : start + size]
 
 
+PAGE_TRACES = 200  # traces read at once by iter_traces ...
+PAGE_OBSERVATIONS = 20_000  # ... unless their observations are more: long agent runs are read a few at a time
+
+
+def _pages_of_traces(rows: Sequence[tuple[str, int | None]]) -> Iterator[list[str]]:
+    """Trace ids in pages of at most PAGE_TRACES traces and about PAGE_OBSERVATIONS observations (a longer
+    trace is a page of its own)."""
+    page: list[str] = []
+    observations = 0
+    for trace_id, count in rows:
+        count = int(count or 0)
+        if page and (len(page) >= PAGE_TRACES or observations + count > PAGE_OBSERVATIONS):
+            yield page
+            page, observations = [], 0
+        page.append(trace_id)
+        observations += count
+    if page:
+        yield page
+
+
 def _clamp_int64(value: int) -> int:
     """SQLite integers are 64-bit: a far-future ``since`` must filter everything out, not overflow."""
     return max(-(2**63), min(int(value), 2**63 - 1))
@@ -956,29 +976,30 @@ class TraceStore:
         *,
         where: TraceFilter | None = None,
         inputs: bool = True,
+        outputs: bool = True,
     ) -> Iterator[Trace]:
         """Every matching full trace, oldest first, loaded in pages (the lock is not held between pages).
 
-        ``inputs=False``: observations without their inputs (stats: a long agent run's inputs are most of it).
+        ``inputs=False``: observations without their inputs (a long agent run's inputs are most of it);
+        ``outputs=False``: without their outputs either (stats reads neither).
         """
         clause, params = _combine(where, name, None, None, None, None, since_ns, None).where()
         with self._errors():
-            ids = [
-                row[0]
-                for row in self._read(
-                    lambda c: c.execute(
-                        f"SELECT id FROM traces t {clause} ORDER BY timestamp_ns, rowid", params
-                    ).fetchall()
-                )
-            ]
-        for page in _chunks(ids, 200):
+            rows = self._read(
+                lambda c: c.execute(
+                    f"SELECT id, observation_count FROM traces t {clause} ORDER BY timestamp_ns, rowid", params
+                ).fetchall()
+            )
+        for page in _pages_of_traces(rows):
 
             def load(conn: sqlite3.Connection, page: Sequence[str] = page) -> list[Trace]:
-                return _load_traces(conn, page, inputs=inputs)
+                return _load_traces(conn, page, inputs=inputs, outputs=outputs)
 
             with self._errors():
                 traces = self._read(load)
-            yield from traces
+            traces.reverse()
+            while traces:  # handed over one by one: a trace the caller is done with is not held here
+                yield traces.pop()
 
     def latest_position(self) -> int:
         """Where the store is now, for ``changes_since`` (the newest row's rowid; 0 for an empty store)."""
@@ -1764,15 +1785,22 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _load_traces(
-    conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool = True, inputs: bool = True
+    conn: sqlite3.Connection,
+    ids: Sequence[str],
+    *,
+    with_observations: bool = True,
+    inputs: bool = True,
+    outputs: bool = True,
 ) -> list[Trace]:
     """Full traces for ``ids`` in the given order (missing ids are skipped); ``with_observations=False``: without
-    them; ``inputs=False``: without the observations' inputs (None)."""
+    them; ``inputs=False``/``outputs=False``: without the observations' inputs/outputs (None)."""
     with _collector_paused():
-        return _read_traces(conn, ids, with_observations=with_observations, inputs=inputs)
+        return _read_traces(conn, ids, with_observations=with_observations, inputs=inputs, outputs=outputs)
 
 
-def _read_traces(conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool, inputs: bool) -> list[Trace]:
+def _read_traces(
+    conn: sqlite3.Connection, ids: Sequence[str], *, with_observations: bool, inputs: bool, outputs: bool
+) -> list[Trace]:
     by_id: dict[str, Trace] = {}
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
@@ -1813,7 +1841,7 @@ def _read_traces(conn: sqlite3.Connection, ids: Sequence[str], *, with_observati
         for tid, scores in _load_scores(conn, chunk).items():
             if tid in by_id:
                 by_id[tid].scores = scores
-    _unpack_shared(conn, list(by_id.values()), inputs=inputs)
+    _unpack_shared(conn, list(by_id.values()), inputs=inputs, outputs=outputs)
     return [by_id[tid] for tid in ids if tid in by_id]
 
 
@@ -1841,10 +1869,13 @@ def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
     return [unpack(value, lists) for value in values]
 
 
-def _unpack_shared(conn: sqlite3.Connection, traces: Sequence[Trace], *, inputs: bool = True) -> None:
+def _unpack_shared(
+    conn: sqlite3.Connection, traces: Sequence[Trace], *, inputs: bool = True, outputs: bool = True
+) -> None:
     """Replace list node references in inputs/outputs by the full lists (each distinct list built once).
 
-    ``inputs=False``: observations' inputs are left out (None): what stats and diff read of a long trace.
+    ``inputs=False``: observations' inputs are left out (None): what stats and diff read of a long trace;
+    ``outputs=False``: their outputs too (stats).
     """
     wanted: set[str] = set()
     for trace in traces:
@@ -1855,7 +1886,10 @@ def _unpack_shared(conn: sqlite3.Connection, traces: Sequence[Trace], *, inputs:
                 references(obs.input, wanted)
             else:
                 obs.input = None
-            references(obs.output, wanted)
+            if outputs:
+                references(obs.output, wanted)
+            else:
+                obs.output = None
     if not wanted:
         return
     lists = _shared_lists(conn, wanted)

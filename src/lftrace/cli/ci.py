@@ -673,7 +673,7 @@ def stats_command(
     if not store_path().exists():
         traces: Iterable[Trace] = []
     else:
-        traces = open_store().iter_traces(where=where, inputs=False)  # stats reads no inputs
+        traces = open_store().iter_traces(where=where, inputs=False, outputs=False)  # stats reads neither
     report = compute_stats(traces)
     if as_json:
         print_json(report.to_dict())
