@@ -264,3 +264,19 @@ def test_iter_traces_reads_long_traces_a_few_at_a_time(tmp_path, monkeypatch):
     assert read == [2, 2, 1]
     assert [(tid, count) for tid, count, _ in got] == [(t.id, 2000) for t in written]
     assert all(output is None for _, _, output in got)
+
+
+def test_show_json_is_the_text_json_dumps_writes(store):
+    """Small floats (costs) spelt as Python spells them, nested values, scores, a trace without observations."""
+    from lftrace.model import Score
+    from support.traces import make_trace
+
+    trace = make_trace(tags=["x"], error=True)
+    trace.metadata = {"observations": [], "tiny": 1e-7, "big": 1e16, "nested": [{"f": 2.5e-05}], "sep": "\u2028"}
+    trace.scores = [Score(id="s1", trace_id=trace.id, name="quality", timestamp=BASE_NS, value=0.00001)]
+    empty = Trace(id="e" * 32, name="empty", timestamp=BASE_NS)
+    store.write_traces([trace, empty])
+    for tid in (trace.id, empty.id):
+        expected = json.dumps(store.get_trace(tid).to_dict(), indent=2, ensure_ascii=False, default=str) + "\n"
+        assert lftrace("show", tid, "--json").stdout == expected
+        assert lftrace("export", tid).stdout == expected
