@@ -654,6 +654,9 @@ def _by_name(trace: Trace, reference: str) -> Observation:
     return same[0]
 
 
+LOAD_BATCH = 2000  # observations whose inputs are loaded at once when the trace was read without them
+
+
 def build_tree(
     trace: Trace,
     *,
@@ -670,8 +673,9 @@ def build_tree(
 
     ``bodies=False`` leaves out the in/out/error lines (the live view: values are not serialised yet).
     Repeated sequences of siblings are folded (fold.py) unless ``expand``. ``load_inputs``: the trace was read
-    without its observations' inputs; it is called once with the observations whose bodies are shown, to
-    fill theirs in (a folded 20,000-observation trace shows a few dozen).
+    without its observations' inputs; it is called with the observations whose bodies are shown, LOAD_BATCH at
+    a time, to fill theirs in (a folded 20,000-observation trace shows a few dozen); they are dropped again once
+    laid out, so --expand holds one batch of them.
     """
     from .fold import Fold, fold_siblings
 
@@ -719,13 +723,16 @@ def build_tree(
         for i in range(len(items) - 1, -1, -1):
             stack.append((items[i], inner, i == len(items) - 1, level + 1))
     if pending and load_inputs is not None:
-        load_inputs([obs for _, obs, _ in pending])
         laid: list[_Row] = []
         start = 0
-        for index, obs, guide in pending:
-            laid.extend(rows[start:index])
-            laid.extend(_body_rows(obs, guide, full, node=node_name(obs) is not None))
-            start = index
+        for first in range(0, len(pending), LOAD_BATCH):
+            batch = pending[first : first + LOAD_BATCH]
+            load_inputs([obs for _, obs, _ in batch])
+            for index, obs, guide in batch:
+                laid.extend(rows[start:index])
+                laid.extend(_body_rows(obs, guide, full, node=node_name(obs) is not None))
+                start = index
+                obs.input = None  # laid out: dropped again, so --expand of a long run holds one batch of inputs
         laid.extend(rows[start:])
         rows[:] = laid
     return tree
