@@ -21,7 +21,7 @@ import os
 import sys
 import traceback
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -37,7 +37,7 @@ from ..errors import ExitStatus, InputError, LftraceError, TraceNotFound
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..model import Trace
+    from ..model import Observation, Trace
     from ..store import TraceStore
 
 
@@ -176,11 +176,15 @@ def print_trace(
     footer: bool = True,
     out: Console | None = None,
     expand: bool = False,
+    load_inputs: Callable[[list[Observation]], None] | None = None,
 ) -> None:
+    """``load_inputs``: the trace was read without its observations' inputs (render.build_tree)."""
     from ..render import render_trace
 
     # rows are already cut to the width, so rich's own cropping pass (slow on 5,000 rows) is skipped
-    renderable = render_trace(trace, full=full, depth=depth, focus=focus, footer=footer, expand=expand)
+    renderable = render_trace(
+        trace, full=full, depth=depth, focus=focus, footer=footer, expand=expand, load_inputs=load_inputs
+    )
     (out or console()).print(renderable, crop=False)
 
 

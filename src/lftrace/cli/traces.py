@@ -416,7 +416,8 @@ def tail_command(
                 sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
             elif tree:
-                print_trace(store.get_trace(summary.id), footer=False)
+                # a long run prints a few inputs: read without them, fill in those shown
+                print_trace(store.get_trace(summary.id, inputs=False), footer=False, load_inputs=store.load_inputs)
                 console().print()
             else:
                 console().print(tail_line(summary), soft_wrap=False, overflow="ellipsis", no_wrap=True)
