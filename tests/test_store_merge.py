@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -250,3 +251,42 @@ def test_merge_into_a_long_trace_stays_cheap(store: TraceStore) -> None:
     assert store.list_traces()[0].total_tokens == 15 + 4000 + 20 * 15
     print(f"merge into 2,000 observations: {per_merge * 1e3:.2f} ms")
     assert per_merge < 0.05, f"{per_merge * 1e3:.1f} ms per merge into a 2,000-observation trace"
+
+
+def _totals(trace: Trace) -> tuple:
+    return (len(trace.observations), trace.level, trace.total_tokens, trace.total_cost)
+
+
+def _stored_totals(store: TraceStore, tid: str) -> tuple:
+    summary = next(s for s in store.list_traces(limit=None) if s.id == tid)
+    return (summary.observation_count, summary.level, summary.total_tokens, summary.total_cost)
+
+
+def test_parts_add_their_totals_and_rewrites_recount_as_a_whole_trace_would(store: TraceStore) -> None:
+    tid = new_id()
+    parts = [fragment(tid, BASE_NS + n * MS, error=(n == 2)) for n in range(4)]
+    parts[1].observations[2].usage_details = {"input": 5, "output": 6}  # no total: counts only in the sum of counts
+    parts[3].observations[2].cost_details = {"total": 0.25}
+    parts[3].observations[1].level = "WARNING"
+    whole = Trace(id=tid, name="agent", timestamp=BASE_NS, observations=[o for p in parts for o in p.observations])
+    for part in parts:
+        store.write_traces([part], merge=True)
+        assert _stored_totals(store, tid) == _totals(
+            Trace(id=tid, name="x", timestamp=0, observations=whole.observations[: 4 * (parts.index(part) + 1)])
+        )
+    assert _stored_totals(store, tid) == _totals(whole) == _totals(store.get_trace(tid))
+
+    # an observation written again (its usage changed): recounted over the whole trace, the same rules
+    before = store.get_trace(tid).total_tokens
+    rewritten = dataclasses.replace(parts[0].observations[2], usage_details={"input": 100, "output": 1, "total": 101})
+    old_total = parts[0].observations[2].usage_details["total"]
+    again = fragment(tid, BASE_NS)
+    again.observations = [rewritten]
+    store.write_traces([again], merge=True)
+    assert _stored_totals(store, tid) == _totals(store.get_trace(tid))
+    assert store.get_trace(tid).total_tokens == before - old_total + 101
+
+    # a trace stored before the sums were kept (no "_totals" in its data): recounted, then kept
+    store._connection().execute("UPDATE traces SET data = json_remove(data, '$._totals') WHERE id = ?", (tid,))
+    store.write_traces([fragment(tid, BASE_NS + 9 * MS)], merge=True)
+    assert _stored_totals(store, tid) == _totals(store.get_trace(tid))

@@ -71,6 +71,11 @@ FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the wr
 # ... doubling per fragment up to this: each part is merged into the stored trace (totals recounted over the whole
 # trace), so fewer, larger parts keep a 10,000-step run from recounting 25,000 observations 125 times
 FRAGMENT_MAX = 800
+# ... or sooner, once its observations hold this many captured list items in all: each step of an agent loop holds
+# the conversation so far (a reference, but the writer's converted copy is a list of that length), so 800 steps of a
+# 20,000-message conversation held ~250 MB; this keeps a part's lists to ~8 MB of pointers on each side
+FRAGMENT_WEIGHT = 1_000_000
+RECENT_MAX = 64  # finished observations kept for the live view
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -115,6 +120,7 @@ class _TraceState:
 
     __slots__ = (
         "done",
+        "done_weight",
         "fragments",
         "graph_interrupted",
         "nested",
@@ -138,8 +144,9 @@ class _TraceState:
         self.resume_key: str | None = None  # LangGraph thread_id of the top-level run
         self.graph_interrupted = False  # a LangGraph interrupt() paused the run: a Command(resume=...) may follow
         self.done: deque[Observation] = deque()  # append/popleft are atomic: threads of one run share it
+        self.done_weight = 0  # captured list items held by ``done`` (approximate under threads: a trigger only)
         self.fragments = 0
-        self.recent: deque[Observation] = deque(maxlen=FRAGMENT_SIZE)  # newest finished ones, for a live view
+        self.recent: deque[Observation] = deque(maxlen=RECENT_MAX)  # newest finished ones, for a live view
         self.nested = False  # inside an SDK span: the span sets the trace's name, input and output
 
 
@@ -177,6 +184,18 @@ def _drain(done: deque[Observation]) -> list[Observation]:
     except IndexError:
         pass
     return out
+
+
+def _weight(value: Any) -> int:
+    """Captured list items a value holds (``Frozen`` lists, alone or as values of a dict): what a part costs."""
+    kind = type(value)
+    if kind is Frozen:
+        return value.size
+    if kind is dict:
+        return sum(v.size for v in value.values() if type(v) is Frozen)
+    if kind is list:
+        return len(value)
+    return 0
 
 
 def _start_time(obs: Observation) -> int:
@@ -547,13 +566,18 @@ class CallbackHandler(BaseCallbackHandler):
         elif obs is not None and not state.submitted:
             state.done.append(obs)
             state.recent.append(obs)
-            if len(state.done) >= min(FRAGMENT_SIZE << state.fragments, FRAGMENT_MAX):
+            state.done_weight += _weight(obs.input) + _weight(obs.output)
+            if (
+                len(state.done) >= min(FRAGMENT_SIZE << state.fragments, FRAGMENT_MAX)
+                or state.done_weight >= FRAGMENT_WEIGHT
+            ):
                 self._submit_fragment(state)
         return obs
 
     def _submit_fragment(self, state: _TraceState) -> None:
         """Hand the finished observations of a still running trace to the writer (stored with merge, no export)."""
         batch = _drain(state.done)
+        state.done_weight = 0
         if not batch:
             return
         state.fragments += 1

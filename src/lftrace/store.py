@@ -197,6 +197,15 @@ def m006_observation_order(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS observations_order ON observations (trace_id, start_ns, seq)")
 
 
+@migration(7)
+def m007_problem_index(conn: sqlite3.Connection) -> None:
+    # the errors and warnings of a trace (search index, status of a merged trace) without reading every row of a
+    # 20,000-observation trace each time a part of it is merged; partial: other rows cost nothing to insert
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS observations_problems ON observations (trace_id) WHERE level IN ('ERROR', 'WARNING')"
+    )
+
+
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
 
@@ -1377,6 +1386,7 @@ def _same(value: Any) -> Any:
 def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
     data = {key: getattr(trace, key) for key in _TRACE_DATA_FIELDS}
     data["input"], data["output"], data["tags"] = pack(trace.input), pack(trace.output), list(trace.tags)
+    data[_TOTALS_KEY] = _totals_of(trace.observations)
     return (
         trace.id,
         trace.name,
@@ -1535,6 +1545,11 @@ def _merge_trace(
         "version": pick(incoming.version, data.get("version")),
         "public": bool(incoming.public or data.get("public")),
     }
+    # totals: a part of new observations adds its sums to the stored ones; a rewrite of stored observations (or a
+    # trace stored before the sums were kept) is recounted over the whole trace in SQL
+    stored_sums = data.get(_TOTALS_KEY)
+    incoming_ids = [o.id for o in incoming.observations]
+    incremental = _valid_totals(stored_sums) and not _stored_ids(conn, tid, incoming_ids)
     next_seq = conn.execute("SELECT coalesce(max(seq), -1) + 1 FROM observations WHERE trace_id = ?", (tid,))
     first_seq = next_seq.fetchone()[0]
     conn.executemany(
@@ -1544,7 +1559,12 @@ def _merge_trace(
     _write_scores(conn, incoming.scores)
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", _tag_rows(tid, merged_tags))
-    count, level, tokens, cost = _observation_totals(conn, tid)
+    if incremental:
+        sums = _combined_totals(stored_sums, _totals_of(incoming.observations))
+    else:
+        sums = _observation_totals(conn, tid)
+    merged_data[_TOTALS_KEY] = sums
+    count, level, tokens, cost = _totals_result(sums)
     merged_status, handled = _merged_status(conn, tid, level, metadata)
     starts = [t for t in (start_ns, incoming.timestamp) if t]  # 0: a fragment that has no start (scores only)
     start = min(starts) if starts else 0
@@ -1666,30 +1686,94 @@ def _load_scores(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list
     return out
 
 
-def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> tuple[int, str, int, float | None]:
-    """(count, worst level, total tokens, total cost) over every stored observation, as ``Trace`` computes them.
+_TOTALS_KEY = "_totals"  # in a trace's stored data: the sums below, so a merged part adds to them
 
-    Aggregated in SQL so a merge into a long trace does not parse every observation in Python.
-    """
+
+def _totals_of(observations: Iterable[Observation]) -> list[Any]:
+    """[count, worst level rank, observations with an integer usage total, their sum, every integer usage value
+    summed, observations with a numeric cost total, their sum]: what ``Trace`` derives its totals from."""
+    count, rank, n_total, total, ints, n_cost, cost = 0, LEVEL_RANK["DEFAULT"], 0, 0, 0, 0, 0.0
+    for obs in observations:
+        count += 1
+        level_rank = LEVEL_RANK.get(obs.level, 1)
+        if level_rank > rank:
+            rank = level_rank
+        usage = obs.usage_details
+        if type(usage) is dict:
+            for key, value in usage.items():
+                if type(value) is int:
+                    ints += value
+                    if key == "total":
+                        n_total += 1
+                        total += value
+        details = obs.cost_details
+        if type(details) is dict:
+            price = details.get("total")
+            if type(price) is int or type(price) is float:
+                n_cost += 1
+                cost += price
+    return [count, rank, n_total, total, ints, n_cost, cost]
+
+
+def _combined_totals(a: list[Any], b: list[Any]) -> list[Any]:
+    return [a[0] + b[0], max(a[1], b[1]), *(x + y for x, y in zip(a[2:], b[2:], strict=True))]
+
+
+def _valid_totals(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 7
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _totals_result(sums: list[Any]) -> tuple[int, str, int, float | None]:
+    """(count, worst level, total tokens, total cost) as ``Trace`` computes them."""
+    count, rank, n_total, total, ints, n_cost, cost = sums
+    level = LEVELS[max(min(int(rank), len(LEVELS) - 1), LEVEL_RANK["DEFAULT"])] if count else "DEFAULT"
+    return int(count), level, int(total if n_total else ints), (float(cost) if n_cost else None)
+
+
+def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> list[Any]:
+    """The ``_totals_of`` sums over every stored observation of a trace, aggregated in SQL (no Python parse)."""
     ranks = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in LEVEL_RANK.items())
-    count, rank, cost, costs, total, totals = conn.execute(
+    count, rank, n_total, total, n_cost, cost = conn.execute(
         f"SELECT count(*), max(CASE level {ranks} ELSE 1 END), "
-        "sum(json_extract(data, '$.cost_details.total')), count(json_extract(data, '$.cost_details.total')), "
-        "sum(json_extract(data, '$.usage_details.total')), count(json_extract(data, '$.usage_details.total')) "
+        "count(CASE WHEN json_type(data, '$.usage_details.total') = 'integer' THEN 1 END), "
+        "sum(CASE WHEN json_type(data, '$.usage_details.total') = 'integer' "
+        "THEN json_extract(data, '$.usage_details.total') END), "
+        "count(CASE WHEN json_type(data, '$.cost_details.total') IN ('integer', 'real') THEN 1 END), "
+        "sum(CASE WHEN json_type(data, '$.cost_details.total') IN ('integer', 'real') "
+        "THEN json_extract(data, '$.cost_details.total') END) "
         "FROM observations WHERE trace_id = ?",
         (trace_id,),
     ).fetchone()
-    if totals:
-        tokens = int(total)
-    else:  # no observation reports a total: the sum of every integer usage value (Trace.total_tokens)
-        row = conn.execute(
-            "SELECT sum(u.value) FROM observations o, json_each(o.data, '$.usage_details') u "
-            "WHERE o.trace_id = ? AND u.type = 'integer'",
-            (trace_id,),
+    ints = conn.execute(
+        "SELECT sum(u.value) FROM observations o, json_each(o.data, '$.usage_details') u "
+        "WHERE o.trace_id = ? AND u.type = 'integer'",
+        (trace_id,),
+    ).fetchone()[0]
+    return [
+        int(count),
+        max(int(rank if rank is not None else 1), LEVEL_RANK["DEFAULT"]),
+        int(n_total or 0),
+        int(total or 0),
+        int(ints or 0),
+        int(n_cost or 0),
+        float(cost or 0.0),
+    ]
+
+
+def _stored_ids(conn: sqlite3.Connection, trace_id: str, ids: Sequence[str]) -> bool:
+    """Whether any of these observation ids is stored under the trace already (a rewrite, not a new part)."""
+    for chunk in _chunks(ids):
+        found = conn.execute(
+            f"SELECT 1 FROM observations WHERE trace_id = ? AND id IN ({_marks(len(chunk))}) LIMIT 1",
+            [trace_id, *chunk],
         ).fetchone()
-        tokens = int(row[0] or 0)
-    level = LEVELS[max(int(rank if rank is not None else 1), LEVEL_RANK["DEFAULT"])] if count else "DEFAULT"
-    return int(count), level, tokens, (float(cost) if costs else None)
+        if found:
+            return True
+    return False
 
 
 def _observation_from_row(row: Sequence[Any]) -> Observation:
