@@ -156,12 +156,13 @@ def test_sigterm_of_a_real_run_saves_the_partial_trace_and_exits_143(app_dir: Pa
 
 
 def _full_disk(tmp_path: Path) -> tuple[Path, object]:
-    """A store on a 256 KB tmpfs when root (a real full disk); else a file size limit on the child."""
+    """A store on a 512 KB tmpfs when root (a real full disk: room for an empty store, not for a 600 KB trace);
+    else a file size limit on the child."""
     mount = tmp_path / "small"
     mount.mkdir()
     if (
         os.geteuid() == 0
-        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)]).returncode == 0
+        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)]).returncode == 0
     ):
         return mount / "traces.db", None
 
