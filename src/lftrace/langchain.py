@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import re
 import threading
 import traceback
@@ -32,6 +31,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from .errors import LftraceError, Terminated
+from .ids import new_span_id, new_trace_id
 from .model import CANCELLED_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sdk import _current as _current_span
 from .sdk import current_observation, prompt_reference, propagated_attributes
@@ -80,33 +80,6 @@ _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
-class _IdPool:
-    """Random hex ids from ``os.urandom``, fetched 512 at a time.
-
-    ``os.urandom`` releases the GIL (a syscall); with the writer thread busy, every release can
-    cost the user's thread a GIL hand-off (measured: ~200 us per id). One syscall per 512 ids
-    avoids that. ``deque.popleft``/``extend`` are atomic, so threads never share an id; a forked
-    child clears the pool so parent and child never hand out the same ids.
-    """
-
-    def __init__(self) -> None:
-        self._ids: deque[str] = deque()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._ids.clear)
-
-    def span_id(self) -> str:
-        try:
-            return self._ids.popleft()
-        except IndexError:
-            blob = os.urandom(8 * 512).hex()
-            self._ids.extend(blob[i : i + 16] for i in range(0, len(blob), 16))
-            return self._ids.popleft()
-
-    def trace_id(self) -> str:
-        return self.span_id() + self.span_id()
-
-
-_id_pool = _IdPool()
 _NO_RUN = UUID(int=0)
 
 
@@ -451,7 +424,7 @@ class CallbackHandler(BaseCallbackHandler):
             resumed = (span.trace_id, span.id)
         elif self._resumable and self._trace_id is None:
             resumed = self._take_resumable(inputs, meta)
-        trace_id = self._trace_id or (resumed[0] if resumed else _id_pool.trace_id())
+        trace_id = self._trace_id or (resumed[0] if resumed else new_trace_id())
         session_id = meta.get("langfuse_session_id")
         user_id = meta.get("langfuse_user_id")
         trace_name = meta.get("langfuse_trace_name")
@@ -524,7 +497,7 @@ class CallbackHandler(BaseCallbackHandler):
             self._runs[run_id] = _Run(None, state)
             return None
         obs = Observation(
-            id=_id_pool.span_id(),
+            id=new_span_id(),
             trace_id=state.trace.id,
             parent_id=parent_id,
             type=kind,
