@@ -53,7 +53,7 @@ def resource_attributes_for(extra: Mapping[str, Any] | None = None) -> dict[str,
 
 def limit_attribute_sizes(attributes: dict[str, Any]) -> dict[str, Any]:
     """Cut oversized string values so one span stays well under Langfuse's 9.5 MB."""
-    if sum(len(v) for v in attributes.values() if isinstance(v, str)) * 4 <= MAX_VALUE_BYTES // 4:
+    if sum([len(v) for v in attributes.values() if isinstance(v, str)]) * 4 <= MAX_VALUE_BYTES // 4:
         return attributes  # the common case: even at 4 UTF-8 bytes a character nothing comes near a limit
     for key, value in attributes.items():
         if isinstance(value, str) and len(value) > MAX_VALUE_BYTES // 4:
