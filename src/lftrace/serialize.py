@@ -19,7 +19,6 @@ import datetime as _dt
 import enum
 import operator
 import uuid
-import weakref
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import PurePath
@@ -84,7 +83,15 @@ def _classify(obj: Any) -> str:
 
 _KINDS: dict[type, str] = {}
 _MEMO_LIMIT = 4096
-_MESSAGE_MEMO: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], dict[str, Any]]] = {}
+# id(message) -> (the message, its stamp, what it became). Kept for one trace (the writer calls ``forget``): the
+# same messages recur in most spans of a trace; kept longer, every entry ages into the garbage collector's oldest
+# generation, and each object promoted there costs ~2 us of later full collections.
+_MESSAGE_MEMO: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+
+
+def forget() -> None:
+    """Drop the messages memoised so far (the writer, between traces)."""
+    _MESSAGE_MEMO.clear()
 
 
 _STAMP_KEYS = ("content", "tool_calls", "additional_kwargs", "name", "tool_call_id", "status", "invalid_tool_calls")
@@ -150,7 +157,7 @@ class _Converter:
         except KeyError:  # an instance without a field its class had: no memo
             stamp = None
         hit = _MESSAGE_MEMO.get(id(msg)) if stamp is not None else None
-        if hit is not None and hit[0]() is msg and hit[1] == stamp:
+        if hit is not None and hit[0] is msg and hit[1] == stamp:
             return hit[2] if self.shared else dict(hit[2])
         out: dict[str, Any] = {"role": _role(msg.type, get("role")), "content": self.convert(msg.content, depth)}
         tool_calls = get("tool_calls")
@@ -169,12 +176,9 @@ class _Converter:
         }
         out.update(self._mapping(extra, depth, skip_empty=True))
         if stamp is not None:
-            try:
-                if len(_MESSAGE_MEMO) >= _MEMO_LIMIT:
-                    _MESSAGE_MEMO.clear()
-                _MESSAGE_MEMO[id(msg)] = (weakref.ref(msg), stamp, out)
-            except TypeError:  # not weak-referenceable: just don't memoise
-                pass
+            if len(_MESSAGE_MEMO) >= _MEMO_LIMIT:
+                _MESSAGE_MEMO.clear()
+            _MESSAGE_MEMO[id(msg)] = (msg, stamp, out)
         return out if self.shared else dict(out)
 
     def _document(self, obj: Any, depth: int) -> dict[str, Any]:
@@ -242,7 +246,7 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | or
 def _unknown(obj: Any) -> Any:
     """orjson's ``default``: an object it cannot serialise itself, as JSON-able values (read once, by orjson)."""
     hit = _MESSAGE_MEMO.get(id(obj))
-    if hit is not None and hit[0]() is obj:  # a message converted before (the common case): no walk at all
+    if hit is not None and hit[0] is obj:  # a message converted before (the common case): no walk at all
         stamper = _STAMPERS.get(type(obj))
         if stamper is not None:
             try:

@@ -322,10 +322,12 @@ class TraceWriter:
         ``complete=False``: a part of a running trace, whose end is not known yet.
         """
         from .pricing import cost_for
+        from .serialize import forget as forget_messages
         from .serialize import to_jsonable
 
         self._converter.start_trace()
         self._converter.share_within_trace = self._mask is None
+        forget_messages()
         trace.input = self._masked(self._convert(trace.input, to_jsonable))
         trace.output = self._masked(self._convert(trace.output, to_jsonable))
         trace.metadata = self._masked(to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
@@ -338,7 +340,8 @@ class TraceWriter:
                 trace.tags = [str(t) for t in masked_tags] if isinstance(masked_tags, list) else [str(masked_tags)]
         for obs in trace.observations:
             self._prepare_observation(obs, to_jsonable, cost_for)
-        self._converter.start_trace()  # let go of the captured lists
+        self._converter.start_trace()  # let go of the captured lists and messages
+        forget_messages()
         ends = [o.end_time for o in trace.observations if o.end_time is not None]
         if complete and ends and (trace.end_time is None or max(ends) > trace.end_time):
             trace.end_time = max(ends)
