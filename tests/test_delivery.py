@@ -10,6 +10,7 @@ import time
 
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, DeliveryReport, destinations_for
+from lftrace.exporters.encode import EncodedTrace
 from lftrace.store import TraceStore
 from support.otlp_receiver import Reply, closed_port, running_receiver
 from support.traces import sample_trace
@@ -255,7 +256,7 @@ def test_a_batch_specific_400_does_not_block_the_next_batches(tmp_path, store, r
 
 
 def test_traces_remembered_from_the_writer_export_exactly_like_traces_read_back(tmp_path, store):
-    """The in-memory copy (first destination) and the store's copy (second) give the same spans."""
+    """The copy encoded when written (first destination) and the store's copy (second) give the same spans."""
     with running_receiver() as first, running_receiver() as second:
         settings = Settings(
             store=tmp_path / "traces.db",
@@ -269,13 +270,17 @@ def test_traces_remembered_from_the_writer_export_exactly_like_traces_read_back(
         # the second destination speaks Langfuse's dialect too, so the two exports can be compared span by span
         destinations = destinations_for(settings)
         destinations[1].exporter.profile = destinations[0].exporter.profile
-        deliverer = Deliverer(store, destinations, settings)
+        from_memory = Deliverer(store, destinations[:1], settings)
+        from_store = Deliverer(store, destinations[1:], settings)
         try:
-            deliverer.remember(traces)
-            report = deliverer.deliver(time.monotonic() + settings.timeout)
+            from_memory.remember(traces)
+            kept = [v for versions in from_memory._recent.values() for v in versions.values()]
+            assert len(kept) == 2 and all(isinstance(v, EncodedTrace) for v in kept)  # bytes, not the traces
+            assert from_memory.deliver(time.monotonic() + settings.timeout).delivered == 2
+            assert from_store.deliver(time.monotonic() + settings.timeout).delivered == 2
         finally:
-            deliverer.stop()
-        assert report.delivered == 4
-        assert deliverer._recent == {}  # each remembered trace is used once
+            from_memory.stop()
+            from_store.stop()
+        assert from_memory._recent == {}  # each remembered trace is used once
         key = lambda s: s.span_id  # noqa: E731
         assert sorted(first.spans(), key=key) == sorted(second.spans(), key=key)

@@ -45,8 +45,20 @@ MAX_RETRY_AFTER_S = 300.0  # a server's Retry-After is honoured up to 5 minutes,
 MAX_ATTEMPTS_IN_CALL = 4  # per batch and call: a long `lftrace push` deadline must not hammer a dead server
 
 
+def _encoded(exporter: Any, trace: Trace) -> Any:
+    """The trace as ``exporter`` sends it, if it can encode ahead (OTLP exporters), else the trace itself."""
+    encode = getattr(exporter, "encoded", None)
+    if encode is None:
+        return trace
+    try:
+        return encode(trace)
+    except Exception:  # a trace that cannot be encoded: delivery reads it from the store and reports the problem
+        log.debug("lftrace: could not encode trace %s ahead of delivery", trace.id, exc_info=True)
+        return trace
+
+
 class Exporter(Protocol):
-    def export(self, traces: Sequence[Trace], *, timeout: float | None = None) -> ExportResult: ...
+    def export(self, traces: Sequence[Any], *, timeout: float | None = None) -> ExportResult: ...
 
     def close(self) -> None: ...
 
@@ -173,7 +185,8 @@ class Deliverer:
         self._lock = threading.Lock()  # one delivery at a time in this process (flush waits for the background)
         self._not_before: dict[str, float] = {}  # destination -> monotonic time before which we don't retry
         self._failures: dict[str, int] = {}  # consecutive retryable failures per destination
-        self._recent: dict[str, Trace] = {}  # insertion-ordered; bounded by RECENT_TRACES
+        # trace id -> {destination: the trace as its exporter sends it}; insertion-ordered; bounded by RECENT_TRACES
+        self._recent: dict[str, dict[str, Any]] = {}
         self._recent_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -246,7 +259,7 @@ class Deliverer:
             ids = [i for i in ids if counts.get(i, 0) <= PAGED_OVER]
             if not ids:
                 continue
-            traces, missing = self._load(ids, revisions)
+            traces, missing = self._load(ids, revisions, dest.name)
             if missing:
                 self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
             if not traces:
@@ -277,32 +290,43 @@ class Deliverer:
 
         ``forget``: ids just merged into (the stored trace is no longer the copy in memory).
         """
+        # Encoded now (the writer thread), kept as bytes: holding the traces themselves until the next flush kept
+        # their objects alive long enough to age into the garbage collector's oldest generation (~2 us each later)
+        ready = [(trace.id, {d.name: _encoded(d.exporter, trace) for d in self.destinations}) for trace in traces]
         with self._recent_lock:
-            for trace in traces:
-                self._recent.pop(trace.id, None)
-                self._recent[trace.id] = trace  # the newest version of a rewritten trace
+            for trace_id, versions in ready:
+                self._recent.pop(trace_id, None)
+                self._recent[trace_id] = versions  # the newest version of a rewritten trace
             for trace_id in forget:
                 self._recent.pop(trace_id, None)
             while len(self._recent) > RECENT_TRACES:
                 del self._recent[next(iter(self._recent))]
 
-    def _load(self, ids: Sequence[str], revisions: Mapping[str, int] | None = None) -> tuple[list[Trace], list[str]]:
+    def _load(
+        self, ids: Sequence[str], revisions: Mapping[str, int] | None = None, destination: str = ""
+    ) -> tuple[list[Any], list[str]]:
         """The claimed traces (recently written ones from memory, the rest in one read); gone ids as missing.
 
         The memory copy is used only at revision 0 (written once): another process may have merged a fragment into
         a shared trace id since, and then only the store has the whole trace.
         """
         revisions = revisions or {}
-        with self._recent_lock:  # used once: a retry, or a second destination, reads the store's current version
-            cached = {i: self._recent.pop(i) for i in ids if i in self._recent}
+        with self._recent_lock:  # used once per destination: a retry reads the store's current version
+            cached = {}
+            for i in ids:
+                versions = self._recent.get(i)
+                if versions is not None and destination in versions:
+                    cached[i] = versions.pop(destination)
+                    if not versions:
+                        del self._recent[i]
         cached = {i: t for i, t in cached.items() if revisions.get(i, 0) == 0}
         rest = [i for i in ids if i not in cached]
-        found = {t.id: t for t in self.store.get_traces(rest)} if rest else {}
+        found: dict[str, Any] = {t.id: t for t in self.store.get_traces(rest)} if rest else {}
         found.update(cached)
         return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
 
     def _export_batch(
-        self, dest: Destination, traces: list[Trace], report: DestinationReport, deadline: float, *, page: bool = False
+        self, dest: Destination, traces: list[Any], report: DestinationReport, deadline: float, *, page: bool = False
     ) -> bool:
         """Export one claimed batch, retrying transient failures within the deadline; True to go on.
 

@@ -129,15 +129,39 @@ def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
         )
 
 
+class EncodedTrace:
+    """A trace already turned into its spans' bytes for one profile (delivery keeps these for the traces it has
+    just written, instead of the traces themselves: bytes are not tracked by the garbage collector)."""
+
+    __slots__ = ("id", "profile", "scores", "spans")
+
+    def __init__(self, trace: Trace, profile: str) -> None:
+        self.id = trace.id
+        self.profile = profile
+        self.spans = list(_span_fields(trace, profile))
+        self.scores = list(trace.scores)
+
+
+def _spans_of(item: Trace | EncodedTrace, profile: str) -> Iterator[bytes]:
+    if isinstance(item, EncodedTrace) and item.profile == profile:
+        return iter(item.spans)
+    if isinstance(item, EncodedTrace):
+        raise ValueError(f"trace {item.id} was encoded for {item.profile}, not {profile}")
+    return _span_fields(item, profile)
+
+
 def _head(resource_attributes: Mapping[str, Any] | None, profile: str) -> tuple[bytes, bytes]:
     return wire.request_head(resource_attributes_for(resource_attributes), PROFILES[profile].scope, __version__)
 
 
 def encode_request(
-    traces: Sequence[Trace], resource_attributes: Mapping[str, Any] | None = None, *, profile: str = "langfuse"
+    traces: Sequence[Trace | EncodedTrace],
+    resource_attributes: Mapping[str, Any] | None = None,
+    *,
+    profile: str = "langfuse",
 ) -> bytes:
     """One serialised request holding every span of ``traces`` (no size splitting: see ``encode_batches``)."""
-    return wire.request(_head(resource_attributes, profile), (f for t in traces for f in _span_fields(t, profile)))
+    return wire.request(_head(resource_attributes, profile), (f for t in traces for f in _spans_of(t, profile)))
 
 
 def encode_traces(
@@ -150,7 +174,7 @@ def encode_traces(
 
 
 def encode_batches(
-    traces: Sequence[Trace],
+    traces: Sequence[Trace | EncodedTrace],
     resource_attributes: Mapping[str, Any] | None = None,
     *,
     profile: str = "langfuse",
@@ -162,7 +186,7 @@ def encode_batches(
     spans: list[bytes] = []
     size = 0
     for trace in traces:
-        for span in _span_fields(trace, profile):
+        for span in _spans_of(trace, profile):
             if spans and size + len(span) > max_bytes:
                 requests.append(wire.request(head, spans))
                 spans, size = [], 0

@@ -20,7 +20,7 @@ from typing import Any
 from .._version import __version__
 from ..config import mask_secret
 from ..model import Trace
-from .encode import encode_batches
+from .encode import EncodedTrace, encode_batches
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,11 @@ class OtlpExporter:
             text = text.replace(secret, "***")
         return text
 
-    def export(self, traces: Sequence[Trace], *, timeout: float | None = None) -> ExportResult:
+    def encoded(self, trace: Trace) -> EncodedTrace:
+        """``trace`` as this exporter will send it (``export`` takes it in place of the trace)."""
+        return EncodedTrace(trace, self.profile)
+
+    def export(self, traces: Sequence[Trace | EncodedTrace], *, timeout: float | None = None) -> ExportResult:
         """Send every span of ``traces``; the result is ok only if every request succeeded."""
         if not traces:
             return ExportResult(ok=True, message="nothing to send")
@@ -291,7 +295,7 @@ class LangfuseExporter(OtlpExporter):
         self.public_key = public_key
         self._secrets += [secret_key, token]
 
-    def export(self, traces: Sequence[Trace], *, timeout: float | None = None) -> ExportResult:
+    def export(self, traces: Sequence[Trace | EncodedTrace], *, timeout: float | None = None) -> ExportResult:
         """The spans over OTLP, then the traces' scores to the ingestion API as ``score-create`` events.
 
         The official SDK sends scores the same way (OTLP has no scores); score ids are stable, so sending a
