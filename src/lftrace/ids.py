@@ -1,16 +1,14 @@
-"""Trace and span ids: 32 and 16 lowercase hex characters, as OpenTelemetry and Langfuse take them.
+"""Trace and span ids: 32 and 16 lowercase hex characters, random, as OpenTelemetry and Langfuse make them.
 
-A trace id starts with the time it was made (48 bits of milliseconds since the epoch, as a UUIDv7 does; AWS
-X-Ray's ids lead with the time the same way) followed by 80 random bits. Ids of traces made one after another
-then sit side by side in the store's indexes: writing a trace touches the pages the last one touched instead of
-a random page of every index, so the cost of a write stays flat as the store grows (measured: 18 us per span
-at 0 and 3,600 traces; random ids went from 18 to 26-31 us). Span ids are random. Stdlib only.
+Tried and left: trace ids leading with the time (UUIDv7-style) kept a store write at ~18 us per span as the store
+grew (random ids: 18 -> 26-31 us at 3,600 traces, the indexes on trace ids take random inserts), but the short
+ids `list` prints and users type (`show 3f9c2a1b`) then collide for every trace made within a minute. Integer keys
+inside the store would give the same locality with random ids.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
 
 
@@ -37,8 +35,7 @@ class _IdPool:
             return self._ids.popleft()
 
     def trace_id(self) -> str:
-        random_part = self.span_id() + self.span_id()[:4]  # 80 bits
-        return f"{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFFF:012x}{random_part}"
+        return self.span_id() + self.span_id()
 
 
 _pool = _IdPool()

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from .ids import new_span_id
-from .ids import new_trace_id as _time_ordered_trace_id
+from .ids import new_trace_id as _random_trace_id
 from .model import OBSERVATION_TYPES, Observation, Score, Trace
 
 log = logging.getLogger("lftrace")
@@ -53,7 +53,7 @@ def new_trace_id(seed: str | None = None) -> str:
     """32 lowercase hex; with a seed, the same id every time (the first 16 bytes of its SHA-256, as the SDK does)."""
     if seed:
         return hashlib.sha256(seed.encode("utf-8")).digest()[:16].hex()
-    return _time_ordered_trace_id()
+    return _random_trace_id()
 
 
 def _ns(value: datetime | int | None) -> int | None:
