@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
@@ -231,3 +232,32 @@ def test_a_mask_changing_a_shared_state_in_place_changes_only_its_own_span(isola
     client = Langfuse(mask=mask)
     assert _agent_inputs(client) == [{"messages": [{"role": "user", "content": "Paris"}, "masked"]}] * 2
     assert len(seen) == len(set(seen))  # every span's value was its own list
+
+
+def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tmp_path):
+    """A run that makes parts faster than they are written waits (bounded memory); every part is written."""
+    from lftrace.writer import MAX_QUEUED_PARTS
+
+    store = TraceStore(tmp_path / "s.db")
+    real = store.write_traces
+    queued_at_write: list[int] = []
+
+    def slow_disk(traces, *args, **kwargs):
+        queued_at_write.append(writer._queued_parts)
+        time.sleep(0.05)
+        return real(traces, *args, **kwargs)
+
+    store.write_traces = slow_disk  # type: ignore[method-assign]
+    writer = TraceWriter(lambda: store, lambda: ())
+    trace = make_trace(name="long run")
+    started = time.monotonic()
+    for index, obs in enumerate(trace.observations * 3):
+        part = make_trace(trace.id, name="long run")
+        part.observations = [dataclasses.replace(obs, id=f"{index:016x}")]
+        writer.submit_fragment(part)
+    submitted = time.monotonic() - started
+    assert writer.flush(timeout=20) is True
+    assert max(queued_at_write) <= MAX_QUEUED_PARTS
+    assert submitted >= 0.05 * (len(trace.observations) * 3 - MAX_QUEUED_PARTS - 1)  # it waited for the disk
+    assert len(store.get_trace(trace.id).observations) == len(trace.observations) * 3
+    writer.stop()

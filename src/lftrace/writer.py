@@ -30,6 +30,8 @@ MASK_FAILED = "<fully masked due to failed mask function>"
 MAX_UNWRITTEN = 10_000  # traces kept in memory while the store cannot be written (then the oldest are dropped)
 RETRY_FIRST_S = 0.5  # first retry of an unwritable store; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
+MAX_QUEUED_PARTS = 2  # parts of running traces queued before submit_fragment waits for the writer
+PART_WAIT_S = 10.0
 LINGER_S = 0.05  # after a trace arrives, wait this long for more to write them in one transaction (flush: at once)
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -90,6 +92,8 @@ class TraceWriter:
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
         self._parts: set[int] = set()
+        self._queued_parts = 0  # parts submitted and not written yet (submit_fragment waits while too many)
+        self._parts_queued = threading.Condition()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         # prepared, refused by an unwritable store; oldest first. A list, not keyed by id: fragments of one trace
@@ -108,8 +112,18 @@ class TraceWriter:
         self._queue.put(trace)
 
     def submit_fragment(self, trace: Trace) -> None:
-        """Part of a trace still running (``client._submit_fragment``): merged into the store, exported at the end."""
+        """Part of a trace still running (``client._submit_fragment``): merged into the store, exported at the end.
+
+        Back-pressure: a run that makes parts faster than this thread writes them (a CPU-bound loop holds the GIL;
+        this thread gets it every 5 ms) waits here while ``MAX_QUEUED_PARTS`` are queued, so a long run's memory
+        stays bounded. The wait hands the GIL to this thread, so run + flush take no longer; it gives up after
+        ``PART_WAIT_S`` (a stuck disk must not stop the program).
+        """
         self._ensure_thread()
+        with self._parts_queued:
+            if self._queued_parts >= MAX_QUEUED_PARTS:
+                self._parts_queued.wait_for(lambda: self._queued_parts < MAX_QUEUED_PARTS, timeout=PART_WAIT_S)
+            self._queued_parts += 1
         self._queue.put(_Fragment(trace))
 
     @property
@@ -188,6 +202,10 @@ class TraceWriter:
                 except queue.Empty:
                     break
             self._write(prepared)
+            if isinstance(item, _Fragment):  # a part ends a batch: it is written (or kept unwritten) now
+                with self._parts_queued:
+                    self._queued_parts -= 1
+                    self._parts_queued.notify_all()
             for marker in markers:
                 marker.ok = not self._unwritten and self.dropped == marker.dropped_before
                 marker.done.set()
