@@ -38,6 +38,7 @@ class Sink:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no Nagle/delayed-ACK stall
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -64,6 +64,9 @@ class Sink:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: without TCP_NODELAY, Nagle + the client's delayed ACK held
+            # each keep-alive response ~40 ms (a real server sets it; uvicorn does)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:
                 pass

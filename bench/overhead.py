@@ -36,6 +36,7 @@ import http.server, sys
 
 class Ok(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real backend
+    disable_nagle_algorithm = True  # headers and body are two writes: no Nagle/delayed-ACK stall (uvicorn sets it too)
 
     def _ok(self):
         length = int(self.headers.get("content-length") or 0)

@@ -173,6 +173,29 @@ def encode_traces(
     return ExportTraceServiceRequest.FromString(encode_request(traces, resource_attributes, profile=profile))
 
 
+def iter_batches(
+    traces: Sequence[Trace | EncodedTrace],
+    resource_attributes: Mapping[str, Any] | None = None,
+    *,
+    profile: str = "langfuse",
+    max_bytes: int = MAX_REQUEST_BYTES,
+) -> Iterator[bytes]:
+    """Serialised requests of at most ~``max_bytes`` each (a single oversized span still gets its own request),
+    made one at a time: a page of a long agent run holds ~100 MB of span inputs, sent as they are made."""
+    head = _head(resource_attributes, profile)
+    spans: list[bytes] = []
+    size = 0
+    for trace in traces:
+        for span in _spans_of(trace, profile):
+            if spans and size + len(span) > max_bytes:
+                yield wire.request(head, spans)
+                spans, size = [], 0
+            spans.append(span)
+            size += len(span)
+    if spans:
+        yield wire.request(head, spans)
+
+
 def encode_batches(
     traces: Sequence[Trace | EncodedTrace],
     resource_attributes: Mapping[str, Any] | None = None,
@@ -180,18 +203,5 @@ def encode_batches(
     profile: str = "langfuse",
     max_bytes: int = MAX_REQUEST_BYTES,
 ) -> list[bytes]:
-    """Serialised requests of at most ~``max_bytes`` each (a single oversized span still gets its own request)."""
-    head = _head(resource_attributes, profile)
-    requests: list[bytes] = []
-    spans: list[bytes] = []
-    size = 0
-    for trace in traces:
-        for span in _spans_of(trace, profile):
-            if spans and size + len(span) > max_bytes:
-                requests.append(wire.request(head, spans))
-                spans, size = [], 0
-            spans.append(span)
-            size += len(span)
-    if spans:
-        requests.append(wire.request(head, spans))
-    return requests
+    """Every request of ``iter_batches`` at once (tests, tools)."""
+    return list(iter_batches(traces, resource_attributes, profile=profile, max_bytes=max_bytes))

@@ -20,7 +20,7 @@ from typing import Any
 from .._version import __version__
 from ..config import mask_secret
 from ..model import Trace
-from .encode import EncodedTrace, encode_batches
+from .encode import EncodedTrace, iter_batches
 
 
 @dataclass(frozen=True)
@@ -169,17 +169,19 @@ class OtlpExporter:
         """Send every span of ``traces``; the result is ok only if every request succeeded."""
         if not traces:
             return ExportResult(ok=True, message="nothing to send")
-        try:
-            requests = encode_batches(traces, self.resource_attributes, profile=self.profile)
-        except Exception as exc:  # a bug or a corrupt trace: don't retry forever
-            return ExportResult(ok=False, retryable=False, message=f"could not encode traces: {exc!r}")
+        requests = iter_batches(traces, self.resource_attributes, profile=self.profile)
         result = ExportResult(ok=True)
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
-        for request in requests:  # one deadline for the whole export, however many requests it takes
+        while True:  # one deadline for the whole export, however many requests it takes; each made when sent
+            try:
+                request = next(requests, None)
+            except Exception as exc:  # a bug or a corrupt trace: don't retry forever
+                return ExportResult(ok=False, retryable=False, message=f"could not encode traces: {exc!r}")
+            if request is None:
+                return result
             result = self.send(request, timeout=max(deadline - time.monotonic(), 0.05))
             if not result.ok:
                 return result
-        return result
 
     def send(
         self,
