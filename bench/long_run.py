@@ -5,6 +5,7 @@ deterministic fake chat model, so every node's input holds the whole growing con
 its own subprocess (clean peak RSS):
 
 * ``plain``      the graph with no callbacks
+* ``noop``       a callback handler that does nothing: LangChain's own cost of tracing at all (the floor)
 * ``store``      lftrace, store only (no backend configured)
 * ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body)
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
@@ -45,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 2000)
 FULL_SIZES = (1000, 2000, 4000, 10007)
-CASES = ("plain", "store", "otlp", "langfuse")
+CASES = ("plain", "noop", "store", "otlp", "langfuse")
 OFFICIAL_MAX_STEPS = 2000
 # Exporting sends every observation's full input: for an append-only conversation that is the square of the
 # run's length in bytes (capped at 1 MB per value), so the OTLP case stops here unless --otlp-max says otherwise.
@@ -119,6 +120,13 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
     callbacks: list[Any] = []
     flush: Any = lambda: None  # noqa: E731
     shutdown: Any = lambda: None  # noqa: E731
+    if case == "noop":  # LangChain's own cost of any callback handler (it formats every model input for it)
+        from langchain_core.callbacks import BaseCallbackHandler
+
+        class Noop(BaseCallbackHandler):
+            run_inline = True
+
+        callbacks = [Noop()]
     if case in ("store", "otlp"):
         import lftrace
         from lftrace.langchain import CallbackHandler
@@ -394,17 +402,21 @@ def main() -> None:
                 flush=True,
             )
 
-    print("\n| steps | case | run+flush s | x plain | CPU x plain | peak RSS MB | RSS - plain MB | store MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| steps | case | run+flush s | x plain | x noop handler | CPU x plain | peak RSS MB | RSS - plain MB | store MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     plains = {steps: r for steps, case, r in rows if case == "plain"}
+    noops = {steps: r for steps, case, r in rows if case == "noop"}  # the floor of any callback handler
     for steps, case, r in rows:
-        base = plains.get(steps)
+        base, floor = plains.get(steps), noops.get(steps)
         ratio = fmt(r["total"] / base["total"], ".2f") if base else "-"
+        over_noop = fmt(r["total"] / floor["total"], ".2f") if floor else "-"
         cpu_ratio = fmt(r["cpu"] / base["cpu"], ".2f") if base else "-"
         delta = fmt(r["rss_mb"] - base["rss_mb"], ".0f") if base else "-"
         print(
-            f"| {steps:,} | {case} | {r['total']:.2f} | {ratio} | {cpu_ratio} | {r['rss_mb']:.0f} | {delta} "
-            f"| {fmt(r['store_mb'], '.1f')} |"
+            f"| {steps:,} | {case} | {r['total']:.2f} | {ratio} | {over_noop} | {cpu_ratio} | {r['rss_mb']:.0f} "
+            f"| {delta} | {fmt(r['store_mb'], '.1f')} |"
         )
     stores = sorted((steps, r["store_mb"]) for steps, case, r in rows if case == "store" and r["store_mb"])
     for (n1, s1), (n2, s2) in itertools.pairwise(stores):
