@@ -261,3 +261,34 @@ def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tm
     assert submitted >= 0.05 * (len(trace.observations) * 3 - MAX_QUEUED_PARTS - 1)  # it waited for the disk
     assert len(store.get_trace(trace.id).observations) == len(trace.observations) * 3
     writer.stop()
+
+
+def test_a_stuck_store_stalls_a_long_run_once_then_never_again(tmp_path, monkeypatch, caplog):
+    import threading
+
+    from lftrace import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "PART_WAIT_S", 0.3)
+    store = TraceStore(tmp_path / "s.db")
+    real = store.write_traces
+    disk = threading.Event()
+
+    def stuck(traces, *args, **kwargs):
+        disk.wait(20)
+        return real(traces, *args, **kwargs)
+
+    store.write_traces = stuck  # type: ignore[method-assign]
+    writer = TraceWriter(lambda: store, lambda: ())
+    trace = make_trace(name="long run")
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="lftrace"):
+        for index in range(8):
+            part = make_trace(trace.id, name="long run")
+            part.observations = [dataclasses.replace(trace.observations[0], id=f"{index:016x}")]
+            writer.submit_fragment(part)
+    assert 0.3 <= time.monotonic() - started < 3  # one wait of 0.3 s, not one per part
+    assert "no longer waiting" in caplog.text
+    disk.set()
+    assert writer.flush(timeout=20) is True
+    assert len(store.get_trace(trace.id).observations) == 8
+    writer.stop()

@@ -94,6 +94,7 @@ class TraceWriter:
         self._parts: set[int] = set()
         self._queued_parts = 0  # parts submitted and not written yet (submit_fragment waits while too many)
         self._parts_queued = threading.Condition()
+        self._pace_parts = True  # off after one wait timed out (a stuck disk)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         # prepared, refused by an unwritable store; oldest first. A list, not keyed by id: fragments of one trace
@@ -121,8 +122,19 @@ class TraceWriter:
         """
         self._ensure_thread()
         with self._parts_queued:
-            if self._queued_parts >= MAX_QUEUED_PARTS:
-                self._parts_queued.wait_for(lambda: self._queued_parts < MAX_QUEUED_PARTS, timeout=PART_WAIT_S)
+            if self._queued_parts >= MAX_QUEUED_PARTS and self._pace_parts:
+                thread = self._thread
+                if thread is not None and thread.is_alive():
+                    caught_up = self._parts_queued.wait_for(
+                        lambda: self._queued_parts < MAX_QUEUED_PARTS, timeout=PART_WAIT_S
+                    )
+                    if not caught_up:  # a stuck store: never stall the program again, let parts queue up
+                        self._pace_parts = False
+                        log.warning(
+                            "lftrace: the trace store took over %.0f s to write a part of a long run; "
+                            "no longer waiting for it (memory may grow until it catches up)",
+                            PART_WAIT_S,
+                        )
             self._queued_parts += 1
         self._queue.put(_Fragment(trace))
 
