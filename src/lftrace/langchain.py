@@ -165,7 +165,11 @@ def _weight(value: Any) -> int:
     if kind is Frozen:
         return value.size
     if kind is dict:
-        return sum(v.size for v in value.values() if type(v) is Frozen)
+        total = 0
+        for item in value.values():
+            if type(item) is Frozen:
+                total += item.size
+        return total
     if kind is list:
         return len(value)
     return 0
