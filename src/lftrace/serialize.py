@@ -98,6 +98,25 @@ _STAMP_KEYS = ("content", "tool_calls", "additional_kwargs", "name", "tool_call_
 _STAMPERS: dict[type, operator.itemgetter[Any]] = {}  # per message class: the fields its conversion reads
 
 
+def _stamp(msg: Any, fields: Mapping[str, Any]) -> Any:
+    """The fields a message's conversion reads (compared on a memo hit); None: not memoisable."""
+    stamper = _STAMPERS.get(type(msg))
+    if stamper is None:
+        stamper = _STAMPERS[type(msg)] = operator.itemgetter(*[k for k in _STAMP_KEYS if k in fields] or ["type"])
+    try:
+        return stamper(fields)
+    except KeyError:  # an instance without a field its class had
+        return None
+
+
+def _remembered(msg: Any, stamp: Any) -> dict[str, Any] | None:
+    """What this very message became earlier in the trace, if its fields are still equal (identity first, in C)."""
+    if stamp is None:
+        return None
+    hit = _MESSAGE_MEMO.get(id(msg))
+    return hit[2] if hit is not None and hit[0] is msg and hit[1] == stamp else None
+
+
 class _Converter:
     def __init__(self, shared: bool = False) -> None:
         self.active: set[int] = set()  # ids of containers on the current path (cycle guard)
@@ -149,16 +168,10 @@ class _Converter:
         get = fields.get
         # LangGraph repeats the same message objects in the input/output of most spans of a trace:
         # convert each once. The hit must be the same live object with equal fields (identity first, in C).
-        stamper = _STAMPERS.get(type(msg))
-        if stamper is None:
-            stamper = _STAMPERS[type(msg)] = operator.itemgetter(*[k for k in _STAMP_KEYS if k in fields] or ["type"])
-        try:
-            stamp = stamper(fields)
-        except KeyError:  # an instance without a field its class had: no memo
-            stamp = None
-        hit = _MESSAGE_MEMO.get(id(msg)) if stamp is not None else None
-        if hit is not None and hit[0] is msg and hit[1] == stamp:
-            return hit[2] if self.shared else dict(hit[2])
+        stamp = _stamp(msg, fields)
+        hit = _remembered(msg, stamp)
+        if hit is not None:
+            return hit if self.shared else dict(hit)
         out: dict[str, Any] = {"role": _role(msg.type, get("role")), "content": self.convert(msg.content, depth)}
         tool_calls = get("tool_calls")
         additional = get("additional_kwargs") or {}
@@ -245,15 +258,10 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | or
 
 def _unknown(obj: Any) -> Any:
     """orjson's ``default``: an object it cannot serialise itself, as JSON-able values (read once, by orjson)."""
-    hit = _MESSAGE_MEMO.get(id(obj))
-    if hit is not None and hit[0] is obj:  # a message converted before (the common case): no walk at all
-        stamper = _STAMPERS.get(type(obj))
-        if stamper is not None:
-            try:
-                if stamper(obj.__dict__) == hit[1]:
-                    return hit[2]
-            except (KeyError, AttributeError):
-                pass
+    if id(obj) in _MESSAGE_MEMO:  # a message converted before (the common case): no walk at all
+        hit = _remembered(obj, _stamp(obj, _fields(obj)))
+        if hit is not None:
+            return hit
     return _Converter(shared=True).convert(obj)
 
 

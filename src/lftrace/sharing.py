@@ -106,14 +106,15 @@ class _Prefixes:
 class Converter:
     """Captured values -> JSON-able values (writer thread), converting only what a list adds to a recent one."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, share_within_trace: bool = True) -> None:
         self._prefixes = _Prefixes()
         # within one trace: (id of a captured list, its length) -> (the list, what was made of it). The same
         # state list is the input of a node and of the runnables inside it: converted once, shared.
         self._seen: dict[tuple[int, int], tuple[list[Any], Any]] = {}
-        self.share_within_trace = True  # off when a mask function may change values in place
+        self.share_within_trace = share_within_trace  # off when a mask function may change values in place
 
-    def start_trace(self) -> None:
+    def end_trace(self) -> None:
+        """Let go of the lists captured in the trace just converted."""
         self._seen.clear()
 
     def convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:

@@ -1386,22 +1386,23 @@ def _same(value: Any) -> Any:
 def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
     data = {key: getattr(trace, key) for key in _TRACE_DATA_FIELDS}
     data["input"], data["output"], data["tags"] = pack(trace.input), pack(trace.output), list(trace.tags)
-    data[_TOTALS_KEY] = _totals_of(trace.observations)
+    sums = data[_TOTALS_KEY] = _totals_of(trace.observations)
+    count, level, tokens, cost = _totals_result(sums)  # Trace.level/total_tokens/total_cost, one pass
     return (
         trace.id,
         trace.name,
         trace.timestamp,
         trace.end_time,
         trace.latency,
-        trace.level,
+        level,
         trace.status,
         trace.session_id,
         trace.user_id,
         trace.environment,
         trace.release,
-        trace.total_tokens,
-        trace.total_cost,
-        len(trace.observations),
+        tokens,
+        cost,
+        count,
         dumps(data),
         trace.handled_errors,
     )
@@ -1699,17 +1700,17 @@ def _totals_of(observations: Iterable[Observation]) -> list[Any]:
         if level_rank > rank:
             rank = level_rank
         usage = obs.usage_details
-        if type(usage) is dict:
+        if isinstance(usage, dict):  # the type rules of Trace.usage / total_cost
             for key, value in usage.items():
-                if type(value) is int:
+                if isinstance(value, int) and not isinstance(value, bool):
                     ints += value
                     if key == "total":
                         n_total += 1
                         total += value
         details = obs.cost_details
-        if type(details) is dict:
+        if isinstance(details, dict):
             price = details.get("total")
-            if type(price) is int or type(price) is float:
+            if isinstance(price, int | float) and not isinstance(price, bool):
                 n_cost += 1
                 cost += price
     return [count, rank, n_total, total, ints, n_cost, cost]

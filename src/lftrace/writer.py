@@ -88,7 +88,7 @@ class TraceWriter:
         self._linger = linger
         self._on_written = on_written
         self._queue: queue.SimpleQueue[Trace | _Fragment | _FlushMarker | None] = queue.SimpleQueue()
-        self._converter = Converter()  # only used on the writer thread
+        self._converter = Converter(share_within_trace=mask is None)  # only used on the writer thread
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
         self._parts: set[int] = set()
@@ -355,9 +355,17 @@ class TraceWriter:
         from .serialize import forget as forget_messages
         from .serialize import to_jsonable
 
-        self._converter.start_trace()
-        self._converter.share_within_trace = self._mask is None
-        forget_messages()
+        try:
+            self._convert_trace(trace, to_jsonable, cost_for)
+        finally:  # let go of the captured lists and messages
+            self._converter.end_trace()
+            forget_messages()
+        ends = [o.end_time for o in trace.observations if o.end_time is not None]
+        if complete and ends and (trace.end_time is None or max(ends) > trace.end_time):
+            trace.end_time = max(ends)
+        return trace
+
+    def _convert_trace(self, trace: Trace, to_jsonable: Callable[[Any], Any], cost_for: Callable[..., Any]) -> None:
         trace.input = self._masked(self._convert(trace.input, to_jsonable))
         trace.output = self._masked(self._convert(trace.output, to_jsonable))
         trace.metadata = self._masked(to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
@@ -370,12 +378,6 @@ class TraceWriter:
                 trace.tags = [str(t) for t in masked_tags] if isinstance(masked_tags, list) else [str(masked_tags)]
         for obs in trace.observations:
             self._prepare_observation(obs, to_jsonable, cost_for)
-        self._converter.start_trace()  # let go of the captured lists and messages
-        forget_messages()
-        ends = [o.end_time for o in trace.observations if o.end_time is not None]
-        if complete and ends and (trace.end_time is None or max(ends) > trace.end_time):
-            trace.end_time = max(ends)
-        return trace
 
     def _convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
         # Lists that extend a list converted just before (a growing conversation) only convert their new items.

@@ -2,9 +2,9 @@
 
 One observation is one span; its attributes come from attributes.py (the profile picks the vocabularies).
 The bytes are written by wire.py (the generated ``opentelemetry.proto`` classes only read them back, in tests
-and ``encode_traces``). Size limits: any single attribute value is cut to ``MAX_VALUE_BYTES`` (with a marker saying how big it was;
-the local store keeps the full copy), a span's attributes to about ``MAX_SPAN_BYTES``, and
-``encode_batches`` splits requests to stay under ``MAX_REQUEST_BYTES`` (Langfuse: spans under 9.5 MB,
+and ``encode_traces``). Size limits: any single attribute value is cut to ``MAX_VALUE_BYTES`` (with a marker
+saying how big it was; the local store keeps the full copy), a span's attributes to about ``MAX_SPAN_BYTES``,
+and ``iter_batches`` splits requests to stay under ``MAX_REQUEST_BYTES`` (Langfuse: spans under 9.5 MB,
 requests under 16 MB).
 
 ``opentelemetry.proto`` is only imported by ``encode_traces``: exporting never imports it.
@@ -143,11 +143,11 @@ class EncodedTrace:
 
 
 def _spans_of(item: Trace | EncodedTrace, profile: str) -> Iterator[bytes]:
-    if isinstance(item, EncodedTrace) and item.profile == profile:
-        return iter(item.spans)
-    if isinstance(item, EncodedTrace):
+    if not isinstance(item, EncodedTrace):
+        return _span_fields(item, profile)
+    if item.profile != profile:
         raise ValueError(f"trace {item.id} was encoded for {item.profile}, not {profile}")
-    return _span_fields(item, profile)
+    return iter(item.spans)
 
 
 def _head(resource_attributes: Mapping[str, Any] | None, profile: str) -> tuple[bytes, bytes]:

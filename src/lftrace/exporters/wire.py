@@ -97,13 +97,14 @@ _MEMO_SIZE = 8192
 _PAIRS: dict[tuple[bytes, str, str], bytes] = {}
 
 
-def _fixed_pair(tag: bytes, name: str, value: str) -> bytes:
-    """One KeyValue field (with its tag) of a string attribute."""
-    return field(
-        tag,
-        field(_KV_KEY, name.encode("utf-8", "backslashreplace"))
-        + field(_KV_VALUE, field(_ANY_STRING, value.encode("utf-8", "backslashreplace"))),
-    )
+def _string_pair(tag: bytes, key: bytes, value: str) -> list[bytes]:
+    """One KeyValue field (with its tag) of a string attribute, in parts: a long value is copied once, by the
+    caller's join."""
+    data = value.encode("utf-8", "backslashreplace")
+    head = varint(len(data))
+    any_size = 1 + len(head) + len(data)
+    any_head = varint(any_size)
+    return [tag, varint(len(key) + 1 + len(any_head) + any_size), key, _KV_VALUE, any_head, _ANY_STRING, head, data]
 
 
 def key_values(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
@@ -119,7 +120,7 @@ def key_values(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
             memo_key = (tag, name, value)
             encoded = _PAIRS.get(memo_key)
             if encoded is None:
-                encoded = _fixed_pair(tag, name, value)
+                encoded = b"".join(_string_pair(tag, _key(name), value))
                 if len(_PAIRS) >= _MEMO_SIZE:
                     _PAIRS.clear()
                 _PAIRS[memo_key] = encoded
@@ -127,19 +128,7 @@ def key_values(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
             continue
         key = _key(name)
         if type(value) is str:
-            data = value.encode("utf-8", "backslashreplace")
-            size = len(data)
-            head = varint(size)
-            any_size = 1 + len(head) + size
-            any_head = varint(any_size)
-            append(tag)
-            append(varint(len(key) + 1 + len(any_head) + any_size))
-            append(key)
-            append(_KV_VALUE)
-            append(any_head)
-            append(_ANY_STRING)
-            append(head)
-            append(data)
+            parts += _string_pair(tag, key, value)
         else:
             encoded = field(_KV_VALUE, any_value(value))
             append(tag)
