@@ -127,6 +127,30 @@ def test_lcel_chain_prompt_and_model():
     assert trace.output == {"role": "assistant", "content": "The weather in Oslo"}
 
 
+def test_raw_tools_bound_with_bind_are_shown_as_definitions_every_call():
+    """``model.bind(tools=[a_tool])`` passes the tool object itself: each generation shows its definition (the
+    conversion is remembered per tool object, so the second call gets the same definition, not the object)."""
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(city: str) -> str:
+        """Look a city up."""
+        return city
+
+    model = ToolCallingFakeModel().bind(tools=[lookup])
+    handler = CallbackHandler()
+    chain = RunnableLambda(lambda city: [model.invoke(city), model.invoke(city)])
+    chain.invoke("Oslo", config={"callbacks": [handler]})
+    generations = by_type(stored(handler), "GENERATION")
+    assert len(generations) == 2
+    for gen in generations:
+        definition = gen.input[-1]
+        assert definition["role"] == "tool"
+        assert definition["content"]["type"] == "function"
+        assert definition["content"]["function"]["name"] == "lookup"
+        assert definition["content"]["function"]["parameters"]["required"] == ["city"]
+
+
 def test_streaming_sets_completion_start_time():
     handler = CallbackHandler()
     chunks = list(ToolCallingFakeModel().stream("Rome", config={"callbacks": [handler]}))

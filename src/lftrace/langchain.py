@@ -326,9 +326,29 @@ def _response_model(generations: Sequence[Any], llm_output: Mapping[str, Any] | 
     return None
 
 
+# A bound tool object -> its definition: the same tools are bound for every model call of an agent, and
+# converting one (a JSON schema from its pydantic model) costs ~50 us on the user's thread. Keyed by id, with the
+# tool kept so its id is not reused; the writer converts every captured value into a copy, so sharing is safe.
+_TOOL_DEFINITIONS: dict[int, tuple[Any, Any]] = {}
+_TOOL_DEFINITIONS_MAX = 512
+
+
 def _tool_definition(tool: Any) -> Any:
-    if isinstance(tool, Mapping) and tool.get("type") == "function":
-        return tool
+    if isinstance(tool, Mapping):
+        if tool.get("type") == "function":
+            return tool
+        return _convert_tool(tool)  # a dict may change between calls: never remembered
+    known = _TOOL_DEFINITIONS.get(id(tool))
+    if known is not None and known[0] is tool:
+        return known[1]
+    definition = _convert_tool(tool)
+    if len(_TOOL_DEFINITIONS) >= _TOOL_DEFINITIONS_MAX:
+        _TOOL_DEFINITIONS.clear()
+    _TOOL_DEFINITIONS[id(tool)] = (tool, definition)
+    return definition
+
+
+def _convert_tool(tool: Any) -> Any:
     try:  # a raw BaseTool bound with model.bind(tools=[...]): show it the way the UI expects
         from langchain_core.utils.function_calling import convert_to_openai_tool
 
