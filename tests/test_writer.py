@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -221,17 +222,17 @@ def test_one_state_shared_by_several_spans_is_stored_whole_in_each(isolated_env)
 
 
 def test_a_mask_changing_a_shared_state_in_place_changes_only_its_own_span(isolated_env):
-    seen: list[int] = []
+    seen: list[list] = []  # the lists themselves: their ids stay unique while they are held
 
     def mask(data):
         if isinstance(data, dict) and isinstance(data.get("messages"), list):
             data["messages"].append("masked")  # in place: must not leak into other spans' values
-            seen.append(id(data["messages"]))
+            seen.append(data["messages"])
         return data
 
     client = Langfuse(mask=mask)
     assert _agent_inputs(client) == [{"messages": [{"role": "user", "content": "Paris"}, "masked"]}] * 2
-    assert len(seen) == len(set(seen))  # every span's value was its own list
+    assert len(seen) == len({id(x) for x in seen})  # every span's value was its own list
 
 
 def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tmp_path):
@@ -292,3 +293,53 @@ def test_a_stuck_store_stalls_a_long_run_once_then_never_again(tmp_path, monkeyp
     assert writer.flush(timeout=20) is True
     assert len(store.get_trace(trace.id).observations) == 8
     writer.stop()
+
+
+def test_prepared_values_are_json_text_stored_and_exported_exactly_even_when_a_field_needs_the_fallback(
+    isolated_env, receiver, monkeypatch
+):
+    """The writer keeps a prepared input/output as JSON text (sharing.as_json); an int over 64 bits in the same
+    observation's metadata sends the store's and the exporter's JSON through the stdlib fallback, which must still
+    write the text as the value it is, not as a Python repr."""
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-test")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
+    monkeypatch.setenv("LANGFUSE_BASE_URL", receiver.url)
+    handler = CallbackHandler()
+    chain = RunnableLambda(lambda value: {"answer": [value["q"], 2]})
+    chain.invoke({"q": "why", "n": [1, 2]}, config={"callbacks": [handler], "metadata": {"big": 2**70}})
+    client = get_client()
+    assert client.flush() is True
+    (obs,) = client.get_trace(handler.last_trace_id).observations
+    assert obs.input == {"q": "why", "n": [1, 2]}
+    assert obs.output == {"answer": ["why", 2]}
+    assert obs.metadata["big"] in (2**70, str(2**70))
+    from support.otlp_receiver import attributes
+
+    (span,) = receiver.wait_for_spans(1)
+    sent = attributes(span.attributes)
+    assert json.loads(sent["langfuse.observation.input"]) == {"q": "why", "n": [1, 2]}
+    assert json.loads(sent["langfuse.observation.output"]) == {"answer": ["why", 2]}
+    assert sent["langfuse.observation.metadata.big"] == str(2**70)
+
+
+def test_only_values_the_store_shares_stay_structures_after_prepare(tmp_path):
+    """A list long enough for the store to share (sharing.MIN_SHARED) stays a list for the Packer; shorter values
+    become JSON text, read back unchanged either way."""
+    from lftrace.sharing import MIN_SHARED, is_json_text
+
+    store = TraceStore(tmp_path / "s.db")
+    writer = TraceWriter(lambda: store, lambda: ())
+    trace = make_trace(name="mixed")
+    long_list = [{"role": "user", "content": f"m{i}"} for i in range(MIN_SHARED)]
+    trace.observations[0].input = {"messages": long_list}
+    trace.observations[0].output = {"messages": long_list[:2]}
+    prepared = writer.prepare(dataclasses.replace(trace, observations=[dataclasses.replace(trace.observations[0])]))
+    assert not is_json_text(prepared.observations[0].input)
+    assert is_json_text(prepared.observations[0].output)
+    writer.submit(trace)
+    assert writer.flush(10) is True
+    stored = store.get_trace(trace.id).observations[0]
+    assert stored.input == {"messages": long_list}
+    assert stored.output == {"messages": long_list[:2]}
+    writer.stop()
+    store.close()

@@ -29,7 +29,8 @@ import orjson
 MAX_DEPTH = 40
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
 _SCALARS = (str, int, float, bool, type(None))
-_SCALAR_TYPES = frozenset((int, float, bool, type(None)))
+# (an orjson.Fragment is JSON text the writer made already: sharing.as_json)
+_SCALAR_TYPES = frozenset((int, float, bool, type(None), orjson.Fragment))
 
 
 def _role(kind: str, obj_role: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from .errors import StoreError
 from .model import Observation, Trace
 from .sanitize import encodable
-from .sharing import Converter
+from .sharing import Converter, as_json, is_json_text
 
 log = logging.getLogger("lftrace")
 
@@ -366,8 +366,8 @@ class TraceWriter:
         return trace
 
     def _convert_trace(self, trace: Trace, to_jsonable: Callable[[Any], Any], cost_for: Callable[..., Any]) -> None:
-        trace.input = self._masked(self._convert(trace.input, to_jsonable))
-        trace.output = self._masked(self._convert(trace.output, to_jsonable))
+        trace.input = as_json(self._masked(self._convert(trace.input, to_jsonable)))
+        trace.output = as_json(self._masked(self._convert(trace.output, to_jsonable)))
         trace.metadata = self._masked(to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
         if self._mask is not None:  # everything else that can hold user data
             trace.name = self._masked_text(trace.name)
@@ -386,8 +386,9 @@ class TraceWriter:
     def _prepare_observation(
         self, obs: Observation, to_jsonable: Callable[[Any], Any], cost_for: Callable[..., Any]
     ) -> None:
-        obs.input = self._masked(self._convert(obs.input, to_jsonable))
-        obs.output = self._masked(self._convert(obs.output, to_jsonable))
+        # as JSON text from here on (sharing.as_json): serialised once, for the store and the export
+        obs.input = as_json(self._masked(self._convert(obs.input, to_jsonable)))
+        obs.output = as_json(self._masked(self._convert(obs.output, to_jsonable)))
         if obs.metadata:
             obs.metadata = self._masked(to_jsonable(obs.metadata))
         if obs.model_parameters:
@@ -418,6 +419,8 @@ class TraceWriter:
 
 
 def _repaired_value(value: Any) -> Any:
+    if is_json_text(value):  # written by orjson: valid UTF-8, nothing to repair
+        return value
     if isinstance(value, str):
         return encodable(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):

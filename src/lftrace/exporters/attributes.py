@@ -86,13 +86,16 @@ _REQUEST_PARAMS = {
 
 
 def dumps(value: Any) -> str:
-    """JSON text of a value from the store (already JSON-able; anything else falls back to str)."""
+    """JSON text of a value from the store (already JSON-able, or JSON text from the writer: ``sharing.as_json``;
+    anything else falls back to str)."""
     import orjson
 
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # e.g. integers beyond 64 bits
-        return json.dumps(value, default=str, ensure_ascii=False)
+        from ..sharing import text_default
+
+        return json.dumps(value, default=text_default, ensure_ascii=False)
 
 
 def _number(value: Any) -> bool:
@@ -128,7 +131,9 @@ def _tool_call_id(obs: Observation) -> str | None:
     for key in ("tool_call_id", "langfuse_tool_call_id"):
         if isinstance(meta.get(key), str):
             return meta[key]
-    data = obs.input
+    from ..sharing import json_text
+
+    data = json_text(obs.input)  # a just-written trace holds its input as JSON text
     if isinstance(data, dict):
         if data.get("type") == "tool_call" and isinstance(data.get("id"), str):
             return data["id"]
