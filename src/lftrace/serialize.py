@@ -266,6 +266,15 @@ def _unknown(obj: Any) -> Any:
     return _Converter(shared=True).convert(obj)
 
 
+def json_bytes(obj: Any) -> bytes | None:
+    """The JSON text of ``to_jsonable(obj)`` in one pass (no JSON-able copy made); None when orjson refuses it
+    (a cycle, an int over 64 bits, a lone surrogate, a tuple key): ``to_jsonable`` then takes the Python walk."""
+    try:
+        return orjson.dumps(obj, default=_unknown, option=_ORJSON_OPTIONS)
+    except Exception:
+        return None
+
+
 def to_jsonable(obj: Any) -> Any:
     """A JSON-able copy of ``obj`` (dicts, lists, str, int, float, bool, None). Never raises."""
     kind = type(obj)

@@ -97,6 +97,41 @@ def as_json(value: Any) -> Any:
         return value
 
 
+def inline_json(value: Any, json_bytes: Callable[[Any], bytes | None]) -> Any:
+    """What ``as_json`` makes of a captured value, straight from the captured objects in one orjson pass
+    (``json_bytes``: ``serialize.json_bytes``), when the store keeps it whole: a list, a captured list or a dict
+    of them, none long enough to share. None when the value needs the converter (a list to share, an object,
+    a dict holding the reference key)."""
+    kind = type(value)
+    if kind is Frozen:
+        if value.size >= MIN_SHARED:
+            return None
+        value = value.value()
+    elif kind is list:
+        if len(value) >= MIN_SHARED:
+            return None
+    elif kind is dict:
+        if REF in value or ESCAPED in value:
+            return None
+        thawed: dict[Any, Any] | None = None
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind is Frozen:
+                if item.size >= MIN_SHARED:
+                    return None
+                if thawed is None:
+                    thawed = dict(value)
+                thawed[key] = item.value()
+            elif item_kind is list and len(item) >= MIN_SHARED:
+                return None
+        if thawed is not None:
+            value = thawed
+    else:
+        return None
+    data = json_bytes(value)
+    return None if data is None else orjson.Fragment(data)
+
+
 def json_text(value: Any) -> Any:
     """``as_json`` undone: the value again (a fragment parsed; anything else as it is)."""
     if type(value) is orjson.Fragment:

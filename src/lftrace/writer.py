@@ -15,12 +15,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import StoreError
 from .model import Observation, Trace
 from .sanitize import encodable
-from .sharing import Converter, as_json, is_json_text
+from .sharing import Converter, as_json, inline_json, is_json_text
+
+
+class _Serialisers(NamedTuple):
+    """serialize's converters, imported when the writer first prepares a trace."""
+
+    to_jsonable: Callable[[Any], Any]  # a JSON-able copy
+    json_bytes: Callable[[Any], bytes | None]  # the same value's JSON text in one pass (None: orjson refused it)
+
 
 log = logging.getLogger("lftrace")
 
@@ -353,10 +361,10 @@ class TraceWriter:
         """
         from .pricing import cost_for
         from .serialize import forget as forget_messages
-        from .serialize import to_jsonable
+        from .serialize import json_bytes, to_jsonable
 
         try:
-            self._convert_trace(trace, to_jsonable, cost_for)
+            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes), cost_for)
         finally:  # let go of the captured lists and messages
             self._converter.end_trace()
             forget_messages()
@@ -365,10 +373,10 @@ class TraceWriter:
             trace.end_time = max(ends)
         return trace
 
-    def _convert_trace(self, trace: Trace, to_jsonable: Callable[[Any], Any], cost_for: Callable[..., Any]) -> None:
-        trace.input = as_json(self._masked(self._convert(trace.input, to_jsonable)))
-        trace.output = as_json(self._masked(self._convert(trace.output, to_jsonable)))
-        trace.metadata = self._masked(to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
+    def _convert_trace(self, trace: Trace, ser: _Serialisers, cost_for: Callable[..., Any]) -> None:
+        trace.input = self._prepared(trace.input, ser)
+        trace.output = self._prepared(trace.output, ser)
+        trace.metadata = self._masked(ser.to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
         if self._mask is not None:  # everything else that can hold user data
             trace.name = self._masked_text(trace.name)
             trace.session_id = self._masked_text(trace.session_id)
@@ -377,22 +385,28 @@ class TraceWriter:
                 masked_tags = self._masked(list(trace.tags))
                 trace.tags = [str(t) for t in masked_tags] if isinstance(masked_tags, list) else [str(masked_tags)]
         for obs in trace.observations:
-            self._prepare_observation(obs, to_jsonable, cost_for)
+            self._prepare_observation(obs, ser, cost_for)
+
+    def _prepared(self, value: Any, ser: _Serialisers) -> Any:
+        """A captured input/output as stored and exported: as JSON text from here on where the store keeps it
+        whole (sharing.as_json: serialised once, for the store and the export), else JSON-able."""
+        if self._mask is None:  # a mask needs the JSON-able value to work on
+            direct = inline_json(value, ser.json_bytes)
+            if direct is not None:
+                return direct
+        return as_json(self._masked(self._convert(value, ser.to_jsonable)))
 
     def _convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
         # Lists that extend a list converted just before (a growing conversation) only convert their new items.
         return self._converter.convert(value, to_jsonable)
 
-    def _prepare_observation(
-        self, obs: Observation, to_jsonable: Callable[[Any], Any], cost_for: Callable[..., Any]
-    ) -> None:
-        # as JSON text from here on (sharing.as_json): serialised once, for the store and the export
-        obs.input = as_json(self._masked(self._convert(obs.input, to_jsonable)))
-        obs.output = as_json(self._masked(self._convert(obs.output, to_jsonable)))
+    def _prepare_observation(self, obs: Observation, ser: _Serialisers, cost_for: Callable[..., Any]) -> None:
+        obs.input = self._prepared(obs.input, ser)
+        obs.output = self._prepared(obs.output, ser)
         if obs.metadata:
-            obs.metadata = self._masked(to_jsonable(obs.metadata))
+            obs.metadata = self._masked(ser.to_jsonable(obs.metadata))
         if obs.model_parameters:
-            obs.model_parameters = self._masked(to_jsonable(obs.model_parameters))
+            obs.model_parameters = self._masked(ser.to_jsonable(obs.model_parameters))
         if obs.status_message and self._mask is not None:  # exception texts quote user data
             obs.status_message = self._masked_text(obs.status_message)
         if obs.type == "GENERATION" and obs.model and obs.usage_details and not obs.cost_details:
