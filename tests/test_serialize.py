@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel
 
-from lftrace.serialize import _Converter, to_jsonable
+from lftrace.serialize import _Converter, json_bytes, to_jsonable
 
 
 class Color(enum.Enum):
@@ -61,6 +61,12 @@ def test_fast_path_matches_the_python_walk_on_mixed_values():
     }
     fast = to_jsonable(value)
     assert fast == _python_walk(value)
+    # the writer's one-pass JSON text (a captured input the store keeps whole) reads back as the same value
+    from lftrace.sharing import Frozen, inline_json, json_text
+
+    captured = {**value, "messages": Frozen(list(msgs))}
+    assert json_text(inline_json(captured, json_bytes)) == fast
+    assert json_text(inline_json(Frozen(list(msgs)), json_bytes)) == fast["messages"]
     assert fast["messages"][1]["tool_calls"][0]["name"] == "f"
     assert fast["1"] == "int key"
     assert fast["when"] == when.isoformat()
