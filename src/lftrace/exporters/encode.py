@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 MAX_VALUE_BYTES = 1_000_000  # one attribute value
 MAX_SPAN_BYTES = 4_000_000  # all attribute values of one span (Langfuse drops spans over ~9.5 MB)
+# A span encoded at most this big has no value that limit_attribute_sizes would cut: checked on the bytes, once,
+# instead of summing every attribute's length before encoding
+_SURELY_UNDER_LIMITS = min(MAX_VALUE_BYTES // 4, MAX_SPAN_BYTES)
 MAX_REQUEST_BYTES = 4_000_000  # one request, before gzip (Langfuse: keep well under 16 MB)
 TRUNCATION_MARKER = "...[truncated by lftrace: {size} bytes; the full value is in the local trace store]"
 
@@ -114,19 +117,20 @@ def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
             # under the caller's span; Langfuse treats a span with a parent as the trace root only with this flag
             parent_id = foreign_parent
             attributes["langfuse.internal.as_root"] = "true"
-        yield wire.span_field(
-            wire.span(
-                trace_id=trace_id,
-                span_id=bytes.fromhex(obs.id),
-                parent_span_id=bytes.fromhex(parent_id) if parent_id else None,
-                name=name_of(obs),
-                kind=wire.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else wire.SPAN_KIND_INTERNAL,
-                start_ns=obs.start_time,
-                end_ns=max(obs.end_time or obs.start_time, obs.start_time),
-                attributes=limit_attribute_sizes(attributes),
-                error_message=(obs.status_message or "error")[:4096] if obs.level == "ERROR" else None,
-            )
-        )
+        fields = {
+            "trace_id": trace_id,
+            "span_id": bytes.fromhex(obs.id),
+            "parent_span_id": bytes.fromhex(parent_id) if parent_id else None,
+            "name": name_of(obs),
+            "kind": wire.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else wire.SPAN_KIND_INTERNAL,
+            "start_ns": obs.start_time,
+            "end_ns": max(obs.end_time or obs.start_time, obs.start_time),
+            "error_message": (obs.status_message or "error")[:4096] if obs.level == "ERROR" else None,
+        }
+        body = wire.span(attributes=attributes, **fields)
+        if len(body) > _SURELY_UNDER_LIMITS:  # a value may be over a limit: cut what is, and encode again
+            body = wire.span(attributes=limit_attribute_sizes(attributes), **fields)
+        yield wire.span_field(body)
 
 
 class EncodedTrace:
