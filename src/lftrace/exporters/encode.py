@@ -12,6 +12,7 @@ requests under 16 MB).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -117,19 +118,20 @@ def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
             # under the caller's span; Langfuse treats a span with a parent as the trace root only with this flag
             parent_id = foreign_parent
             attributes["langfuse.internal.as_root"] = "true"
-        fields = {
-            "trace_id": trace_id,
-            "span_id": bytes.fromhex(obs.id),
-            "parent_span_id": bytes.fromhex(parent_id) if parent_id else None,
-            "name": name_of(obs),
-            "kind": wire.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else wire.SPAN_KIND_INTERNAL,
-            "start_ns": obs.start_time,
-            "end_ns": max(obs.end_time or obs.start_time, obs.start_time),
-            "error_message": (obs.status_message or "error")[:4096] if obs.level == "ERROR" else None,
-        }
-        body = wire.span(attributes=attributes, **fields)
+        span = functools.partial(
+            wire.span,
+            trace_id=trace_id,
+            span_id=bytes.fromhex(obs.id),
+            parent_span_id=bytes.fromhex(parent_id) if parent_id else None,
+            name=name_of(obs),
+            kind=wire.SPAN_KIND_CLIENT if obs.type in ("GENERATION", "EMBEDDING") else wire.SPAN_KIND_INTERNAL,
+            start_ns=obs.start_time,
+            end_ns=max(obs.end_time or obs.start_time, obs.start_time),
+            error_message=(obs.status_message or "error")[:4096] if obs.level == "ERROR" else None,
+        )
+        body = span(attributes=attributes)
         if len(body) > _SURELY_UNDER_LIMITS:  # a value may be over a limit: cut what is, and encode again
-            body = wire.span(attributes=limit_attribute_sizes(attributes), **fields)
+            body = span(attributes=limit_attribute_sizes(attributes))
         yield wire.span_field(body)
 
 
