@@ -119,7 +119,7 @@ def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
             parent_id = foreign_parent
             attributes["langfuse.internal.as_root"] = "true"
         span = functools.partial(
-            wire.span,
+            wire.span_parts,
             trace_id=trace_id,
             span_id=bytes.fromhex(obs.id),
             parent_span_id=bytes.fromhex(parent_id) if parent_id else None,
@@ -129,10 +129,12 @@ def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
             end_ns=max(obs.end_time or obs.start_time, obs.start_time),
             error_message=(obs.status_message or "error")[:4096] if obs.level == "ERROR" else None,
         )
-        body = span(attributes=attributes)
-        if len(body) > _SURELY_UNDER_LIMITS:  # a value may be over a limit: cut what is, and encode again
-            body = span(attributes=limit_attribute_sizes(attributes))
-        yield wire.span_field(body)
+        parts = span(attributes=attributes)
+        size = sum(map(len, parts))
+        if size > _SURELY_UNDER_LIMITS:  # a value may be over a limit: cut what is, and encode again
+            parts = span(attributes=limit_attribute_sizes(attributes))
+            size = sum(map(len, parts))
+        yield wire.span_field_of(parts, size)
 
 
 class EncodedTrace:

@@ -108,8 +108,15 @@ def _string_pair(tag: bytes, key: bytes, value: str) -> list[bytes]:
 
 
 def key_values(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-    """Repeated KeyValue fields (``None`` values left out). Strings, the bulk of it, are written in one join."""
+    """Repeated KeyValue fields (``None`` values left out)."""
     parts: list[bytes] = []
+    key_value_parts(tag, attributes, parts)
+    return b"".join(parts)
+
+
+def key_value_parts(tag: bytes, attributes: Mapping[str, Any], parts: list[bytes]) -> None:
+    """``key_values`` in pieces, appended to ``parts``: the caller joins them once with the rest of its message
+    (a long value, such as a span's input, is copied once)."""
     append = parts.append
     for name, value in attributes.items():
         if value is None:
@@ -135,10 +142,9 @@ def key_values(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
             append(varint(len(key) + len(encoded)))
             append(key)
             append(encoded)
-    return b"".join(parts)
 
 
-def span(
+def span_parts(
     *,
     trace_id: bytes,
     span_id: bytes,
@@ -149,8 +155,8 @@ def span(
     end_ns: int,
     attributes: Mapping[str, Any],
     error_message: str | None = None,
-) -> bytes:
-    """One Span message (its body, without the field header); ``error_message`` set: status ERROR."""
+) -> list[bytes]:
+    """One Span message (its body, without the field header) in pieces; ``error_message`` set: status ERROR."""
     parts = [_SPAN_TRACE_ID, trace_id, _SPAN_ID, span_id]
     if parent_span_id:
         parts += (_SPAN_PARENT, parent_span_id)
@@ -162,13 +168,18 @@ def span(
         parts += (_SPAN_START, _FIXED64(start_ns))
     if end_ns:
         parts += (_SPAN_END, _FIXED64(end_ns))
-    parts.append(key_values(_SPAN_ATTRIBUTE, attributes))
+    key_value_parts(_SPAN_ATTRIBUTE, attributes, parts)
     if error_message is None:
         parts.append(_SPAN_STATUS + b"\x00")  # a status with code UNSET: present, empty
     else:
         status = field(_STATUS_MESSAGE, error_message.encode("utf-8", "backslashreplace")) if error_message else b""
         parts.append(field(_SPAN_STATUS, status + _STATUS_CODE + varint(STATUS_CODE_ERROR)))
-    return b"".join(parts)
+    return parts
+
+
+def span(**fields: Any) -> bytes:
+    """One Span message's body (``span_parts`` joined)."""
+    return b"".join(span_parts(**fields))
 
 
 def request_head(resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str) -> tuple[bytes, bytes]:
@@ -187,8 +198,17 @@ def span_field(span_body: bytes) -> bytes:
     return field(_SECOND, span_body)
 
 
+def span_field_of(parts: list[bytes], size: int) -> bytes:
+    """``span_field`` of a body given in pieces of ``size`` bytes in all: one copy."""
+    return b"".join([_SECOND, varint(size), *parts])
+
+
 def request(head: tuple[bytes, bytes], span_fields: Iterable[bytes]) -> bytes:
-    """ExportTraceServiceRequest with one ResourceSpans holding one ScopeSpans of these spans."""
+    """ExportTraceServiceRequest with one ResourceSpans holding one ScopeSpans of these spans, in one join (a
+    request of a long run's spans is megabytes: nested fields are sized first, not copied level by level)."""
     resource, scope = head
-    scope_spans = field(_SECOND, scope + b"".join(span_fields))
-    return field(_FIRST, resource + scope_spans)
+    spans = span_fields if isinstance(span_fields, list) else list(span_fields)
+    scope_spans_size = len(scope) + sum(map(len, spans))
+    scope_spans_head = varint(scope_spans_size)
+    resource_spans_size = len(resource) + len(_SECOND) + len(scope_spans_head) + scope_spans_size
+    return b"".join([_FIRST, varint(resource_spans_size), resource, _SECOND, scope_spans_head, scope, *spans])
