@@ -182,7 +182,7 @@ def test_request_validates_against_the_official_langfuse_otel_models():
 def test_langfuse_exporter_posts_gzip_protobuf_with_basic_auth_and_v4_header(receiver):
     receiver.expect_basic(PK, SK)
     trace = sample_trace()
-    result = LangfuseExporter(receiver.url, PK, SK).export([trace])
+    result = LangfuseExporter(receiver.url, PK, SK, compression="gzip").export([trace])
     assert result.ok, result
     (req,) = receiver.otlp_requests()
     assert req.path == "/api/public/otel/v1/traces"
@@ -282,3 +282,40 @@ def test_importing_the_exporter_imports_neither_protobuf_nor_httpx():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_compression_is_gzip_for_a_remote_endpoint_none_on_this_machine_and_the_otel_variable_decides(
+    receiver, tmp_path, monkeypatch
+):
+    """Compressing for a collector on this machine only costs the traced program CPU (a 1,000-step loop sends
+    143 MB before gzip, 0.27 s of gzip); OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION overrides, as in OpenTelemetry."""
+    from lftrace.config import ConfigError, Settings
+    from lftrace.delivery import destinations_for
+    from lftrace.exporters.otlp import OtlpExporter, _is_loopback
+
+    assert [_is_loopback(u) for u in ("http://127.0.0.1:4318", "http://localhost/x", "http://[::1]:4318/")] == [
+        True
+    ] * 3
+    assert not any(_is_loopback(u) for u in ("https://cloud.langfuse.com", "http://10.0.0.5:4318", "http://otel"))
+    assert OtlpExporter("https://collector.example.com/v1/traces").gzip is True
+
+    trace = sample_trace()
+    assert OtlpExporter(receiver.url + "/v1/traces").export([trace]).ok  # 127.0.0.1: sent as it is
+    (plain,) = receiver.otlp_requests()
+    assert "content-encoding" not in plain.headers and plain.raw == plain.body
+    assert sorted(s.span_id.hex() for s in plain.spans()) == sorted(o.id for o in trace.observations)
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    settings = Settings.resolve({"store": tmp_path / "t.db"})
+    (dest,) = destinations_for(settings)
+    assert dest.exporter.export([sample_trace()]).ok
+    zipped = receiver.otlp_requests()[-1]
+    assert zipped.headers["content-encoding"] == "gzip" and gzip.decompress(zipped.raw) == zipped.body
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none")  # the traces variable wins
+    (dest,) = destinations_for(Settings.resolve({"store": tmp_path / "t.db"}))
+    assert dest.exporter.gzip is False
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_COMPRESSION: 'zstd' is not a compression"):
+        Settings.resolve({"store": tmp_path / "t.db"})

@@ -40,6 +40,8 @@ OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
 OTLP_TRACES_HEADERS = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+OTLP_COMPRESSION = "OTEL_EXPORTER_OTLP_COMPRESSION"
+OTLP_TRACES_COMPRESSION = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
 
 ALL_ENV_VARS = (
     PUBLIC_KEY,
@@ -227,6 +229,9 @@ class Settings:
     store: Path = field(default_factory=default_store_path)
     otlp_endpoint: str | None = None  # full URL of an OTLP/HTTP traces endpoint
     otlp_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # request bodies: "gzip", "none", or None: gzip unless the endpoint is on this machine (loopback), where
+    # compressing only costs the traced program CPU (a long run's requests are hundreds of MB before gzip)
+    otlp_compression: str | None = None
     export_cost: bool = (
         False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
     )
@@ -346,6 +351,9 @@ class Settings:
             values["otlp_endpoint"] = _check_url(str(got[0]), got[1])
         elif (base := pick("otlp_base_endpoint", OTLP_ENDPOINT)) is not None:
             values["otlp_endpoint"] = _check_url(str(base[0]), base[1]).rstrip("/") + "/v1/traces"
+        got = pick("otlp_compression", OTLP_TRACES_COMPRESSION, OTLP_COMPRESSION)
+        if got:
+            values["otlp_compression"] = _compression(got)
         if "otlp_headers" in args:
             values["otlp_headers"] = {str(k).lower(): str(v) for k, v in dict(args["otlp_headers"]).items()}
         else:
@@ -428,6 +436,14 @@ def _check_environment(value: str, source: str) -> str:
             "(use at most 40 lowercase letters, digits, '-' or '_', not starting with 'langfuse')"
         )
     return value
+
+
+def _compression(got: tuple[Any, str]) -> str:
+    value, source = got
+    text = str(value).strip().lower()
+    if text in ("gzip", "none"):
+        return text
+    raise ConfigError(f"{source}: '{value}' is not a compression lftrace sends (use gzip or none)")
 
 
 def _boolean(got: tuple[Any, str]) -> bool:

@@ -81,12 +81,23 @@ def destinations_for(settings: Settings) -> list[Destination]:
     if settings.langfuse_enabled:
         assert settings.public_key and settings.secret_key
         exporter = LangfuseExporter(
-            settings.base_url, settings.public_key, settings.secret_key, settings.timeout, resource
+            settings.base_url,
+            settings.public_key,
+            settings.secret_key,
+            settings.timeout,
+            resource,
+            compression=settings.otlp_compression,
         )
         exporter.profile = with_cost(exporter.profile, settings.export_cost)
         out.append(Destination(langfuse_destination_name(settings.base_url), exporter))
     if settings.otlp_endpoint:
-        otlp = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout, resource)
+        otlp = OtlpExporter(
+            settings.otlp_endpoint,
+            settings.otlp_headers,
+            settings.timeout,
+            resource,
+            compression=settings.otlp_compression,
+        )
         otlp.profile = with_cost(otlp.profile, settings.export_cost)
         out.append(Destination(otlp_destination_name(settings.otlp_endpoint), otlp))
     return out

@@ -217,7 +217,9 @@ def _check_otlp(settings: Settings) -> list[str]:
         return []
     from ..exporters.otlp import OtlpExporter
 
-    exporter = OtlpExporter(settings.otlp_endpoint, settings.otlp_headers, settings.timeout)
+    exporter = OtlpExporter(
+        settings.otlp_endpoint, settings.otlp_headers, settings.timeout, compression=settings.otlp_compression
+    )
     try:
         result = exporter.send(b"")  # an empty ExportTraceServiceRequest: valid and harmless
     finally:

@@ -121,8 +121,25 @@ def call_with_deadline(work: Any, seconds: float, on_late: Any) -> tuple[bool, A
     return True, value
 
 
+def _is_loopback(url: str) -> bool:
+    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    try:
+        host = urlparse(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class OtlpExporter:
-    """POST protobuf (gzip) to an OTLP/HTTP traces endpoint. ``export`` never raises."""
+    """POST protobuf (gzip unless the endpoint is local) to an OTLP/HTTP traces endpoint. ``export`` never raises."""
 
     profile = "otlp"
 
@@ -132,8 +149,13 @@ class OtlpExporter:
         headers: Mapping[str, str] | None = None,
         timeout: float = 5.0,
         resource_attributes: Mapping[str, Any] | None = None,
+        *,
+        compression: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        # gzip, or none: by default none for an endpoint on this machine (a local collector, Phoenix, `lftrace
+        # serve`), where it only costs CPU; OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION decides otherwise
+        self.gzip = compression == "gzip" or (compression is None and not _is_loopback(endpoint))
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.resource_attributes = dict(resource_attributes or {})
@@ -220,21 +242,14 @@ class OtlpExporter:
         shutdown_connections(client)
 
     def _post(self, body: bytes, timeout: float, url: str | None, content_type: str) -> ExportResult:
-        headers = {
-            **self.headers,
-            "Content-Type": content_type,
-            "Content-Encoding": "gzip",
-            "User-Agent": f"lftrace/{__version__}",
-        }
+        headers = {**self.headers, "Content-Type": content_type, "User-Agent": f"lftrace/{__version__}"}
+        if self.gzip:
+            headers["Content-Encoding"] = "gzip"
+            body = gzip.compress(body, compresslevel=3)  # 1-3: half the CPU of 5, ~1.4x the bytes
         try:
             import httpx
 
-            response = self._http().post(
-                url or self.endpoint,
-                content=gzip.compress(body, compresslevel=3),  # 1-3: half the CPU of 5, ~1.4x the bytes
-                headers=headers,
-                timeout=timeout,
-            )
+            response = self._http().post(url or self.endpoint, content=body, headers=headers, timeout=timeout)
         except Exception as exc:
             reason = type(exc).__name__
             if "httpx" in locals() and isinstance(exc, httpx.TimeoutException):
@@ -283,6 +298,8 @@ class LangfuseExporter(OtlpExporter):
         secret_key: str,
         timeout: float = 5.0,
         resource_attributes: Mapping[str, Any] | None = None,
+        *,
+        compression: str | None = None,
     ) -> None:
         token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode("ascii")
         headers = {
@@ -292,7 +309,13 @@ class LangfuseExporter(OtlpExporter):
             "x-langfuse-sdk-version": __version__,
             "x-langfuse-public-key": public_key,
         }
-        super().__init__(base_url.rstrip("/") + "/api/public/otel/v1/traces", headers, timeout, resource_attributes)
+        super().__init__(
+            base_url.rstrip("/") + "/api/public/otel/v1/traces",
+            headers,
+            timeout,
+            resource_attributes,
+            compression=compression,
+        )
         self.base_url = base_url.rstrip("/")
         self.public_key = public_key
         self._secrets += [secret_key, token]
