@@ -157,11 +157,12 @@ def build_agent(
     name: str = "agent",
     system_prompt: str | None = None,
     triggers: Mapping[str, Trigger] = TOOL_TRIGGERS,
+    **compile_options: Any,
 ) -> CompiledStateGraph:
     """model <-> tools loop: ``agent`` -> ``tools`` while the model asks for tools, then END.
 
     ``triggers`` (tool name -> question -> arguments or None) script the tool decisions of the fake and
-    local models.
+    local models. ``compile_options`` go to ``compile`` (``checkpointer``, ``interrupt_before``, ...).
     """
     tools = list(tools)
     scripted = scripted_decisions()
@@ -185,7 +186,7 @@ def build_agent(
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition)
     builder.add_edge("tools", "agent")
-    return builder.compile(name=name)
+    return builder.compile(name=name, **compile_options)
 
 
 graph = build_agent(TOOLS, system_prompt="You are a helpful assistant. Use the tools when they help.")

@@ -328,10 +328,14 @@ def _budgets(trace: Trace, e: Expectations) -> Iterable[AssertionFailure]:
 
 
 def interrupt_texts(trace: Trace) -> list[str]:
-    """Each pending interrupt's value as text (strings as they are, other values as JSON)."""
+    """Each pending interrupt's value as text (strings as they are, other values as JSON); a static breakpoint
+    as ``breakpoint before NODE`` (it has no value)."""
     texts = []
     for item in trace.interrupts:
         value = item.get("value")
+        if item.get("breakpoint") in ("before", "after"):
+            texts.append(f"breakpoint {item['breakpoint']} {item.get('node') or '?'}")
+            continue
         texts.append(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
     return texts
 

@@ -752,10 +752,16 @@ def render_output(trace: Trace, *, full: bool = False) -> RenderableType:
     value = trace.output
     status = trace.status
     if status == "interrupted":  # the state before the pause is not an answer: show what the graph waits for
-        paused: list[RenderableType] = [Text("Paused, waiting for input:", style="bold yellow")]
+        stops = [i for i in trace.interrupts if i.get("breakpoint") in ("before", "after")]
+        title = "Paused at a breakpoint:" if len(stops) == len(trace.interrupts) else "Paused, waiting for input:"
+        paused: list[RenderableType] = [Text(title, style="bold yellow")]
         for item in trace.interrupts:
+            node = clean(str(item.get("node") or "?"))
+            if item in stops:  # a static breakpoint (interrupt_before/after): nothing to answer
+                paused.append(Text.assemble(f"  {item['breakpoint']} ", (node, "bold")))
+                continue
             shown = pretty(item.get("value")) if full else preview(item.get("value"))
-            paused.append(Text.assemble((f"  {item.get('node') or '?'}", "bold"), ": ", (shown, "yellow")))
+            paused.append(Text.assemble((f"  {node}", "bold"), ": ", (shown, "yellow")))
         return Group(*paused)
     if value is None and status == "cancelled":
         return Text("Cancelled: this is the partial trace up to Ctrl-C", style="yellow")

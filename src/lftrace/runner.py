@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -494,6 +495,7 @@ class _Thread:
     new: bool = False  # the thread id was made up for this run
     resume: Sequence[str] | None = None
     checkpoints: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | None, store: Path) -> _Thread:
@@ -515,6 +517,20 @@ def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | 
     return plan
 
 
+def _resume_value(plan: _Thread, pending: list[Any]) -> Any:
+    """What ``--resume`` sends: ``Command(resume=...)`` for interrupts, no input past a static breakpoint."""
+    from . import threads
+
+    assert plan.resume is not None
+    value = threads.resume_command(plan.resume, pending)
+    if value is None and any(text.strip() for text in plan.resume):
+        where = ", ".join(f"{p.breakpoint} {p.node}" for p in pending)
+        plan.notes.append(
+            f"the thread was paused at a breakpoint ({where}), which takes no answer: it went on without the --resume value"
+        )
+    return value
+
+
 def _drive_sync(
     runnable: Any, value: Any, config: dict[str, Any], plan: _Thread, stream: bool, emit: Callable[[str, Any], None]
 ) -> tuple[Any, list[Any]]:
@@ -525,7 +541,7 @@ def _drive_sync(
         graph = threads.with_checkpointer(runnable, checkpointer) if checkpointer is not None else runnable
         if plan.resume:
             assert plan.thread_id is not None
-            value = threads.resume_command(plan.resume, threads.pending_interrupts(graph, plan.thread_id))
+            value = _resume_value(plan, threads.pending_interrupts(graph, plan.thread_id))
         output = _run_sync(graph, value, config, stream, emit)
         if plan.checkpointed and plan.thread_id is not None:
             return output, threads.pending_interrupts(graph, plan.thread_id)
@@ -542,7 +558,7 @@ async def _drive_async(
         graph = threads.with_checkpointer(runnable, checkpointer) if checkpointer is not None else runnable
         if plan.resume:
             assert plan.thread_id is not None
-            value = threads.resume_command(plan.resume, await threads.apending_interrupts(graph, plan.thread_id))
+            value = _resume_value(plan, await threads.apending_interrupts(graph, plan.thread_id))
         output = await _run_async(graph, value, config, stream, emit)
         if plan.checkpointed and plan.thread_id is not None:
             return output, await threads.apending_interrupts(graph, plan.thread_id)
@@ -805,6 +821,9 @@ def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | N
         handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else CANCELLED)
     result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, run.label)
     result.thread_id, result.new_thread, result.runnable = run.plan.thread_id, run.plan.new, run.runnable
+    result.notes.extend(run.plan.notes)
+    if error is None:
+        _mark_breakpoints(client, handler.last_trace_id, pending)
     if not client.flush(deliver=run.deliver) and client.write_error is not None:
         # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
         raise StoreError(f"the trace was not saved: {client.write_error}")
@@ -813,14 +832,24 @@ def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | N
     return result
 
 
+def _mark_breakpoints(client: Any, trace_id: str | None, pending: list[Any]) -> None:
+    """A run stopped at a static breakpoint returned as if it had finished: its trace (already handed to the
+    writer when the graph returned) is marked interrupted, naming where it stopped, by a merge of its metadata
+    before the flush, so the store and the export both say so."""
+    stops = [p.to_dict() for p in pending if getattr(p, "breakpoint", None)]
+    if not stops or trace_id is None or not client.tracing_active:
+        return
+    from .model import INTERRUPTS_KEY
+
+    client._submit(Trace(id=trace_id, name=None, timestamp=0, metadata={INTERRUPTS_KEY: stops}))
+
+
 def _with_nodes(pending: list[Any], trace: Trace | None) -> list[Any]:
     """Name the node of each pending interrupt from the trace when the checkpoint did not say."""
     if not pending or trace is None:
         return pending
-    from .threads import PendingInterrupt
-
     nodes = {i.get("id"): i.get("node") for i in trace.interrupts}
-    return [p if p.node else PendingInterrupt(p.id, p.value, nodes.get(p.id)) for p in pending]
+    return [p if p.node else dataclasses.replace(p, node=nodes.get(p.id)) for p in pending]
 
 
 def _read_back(client: Langfuse, handler: CallbackHandler, result: RunResult) -> Trace | None:

@@ -30,14 +30,20 @@ BUSY_TIMEOUT_S = 30.0  # parallel `lftrace test` cases write one checkpoint file
 
 @dataclass(frozen=True)
 class PendingInterrupt:
-    """One ``interrupt()`` a paused graph waits on: its id (for ``--resume ID=VALUE``), value and node."""
+    """One ``interrupt()`` a paused graph waits on: its id (for ``--resume ID=VALUE``), value and node.
+
+    ``breakpoint``: ``"before"``/``"after"`` for a static breakpoint (``interrupt_before``/``interrupt_after``):
+    the graph stopped before or after ``node`` without raising, and waits for nothing but to be continued.
+    """
 
     id: str | None
     value: Any
     node: str | None = None
+    breakpoint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "value": self.value, "node": self.node}
+        found = {"id": self.id, "value": self.value, "node": self.node}
+        return {**found, "breakpoint": self.breakpoint} if self.breakpoint else found
 
 
 def checkpoint_path(store: Path) -> Path:
@@ -58,11 +64,27 @@ def _is_in_memory(checkpointer: Any) -> bool:
 
 
 def needs_checkpointer(graph: Any, thread_id: str | None) -> bool:
-    """Attach lftrace's saver: the graph keeps state in memory only, or has none and a thread was asked for."""
+    """Attach lftrace's saver: the graph keeps state in memory only, or has none and a thread was asked for
+    (or it has static breakpoints, which pause a run only to be continued from a checkpoint)."""
     own = getattr(graph, "checkpointer", None)
     if _is_in_memory(own):
         return True
+    if own is None and has_breakpoints(graph):
+        return True
     return thread_id is not None and own in (None, False)
+
+
+def _breakpoint_nodes(graph: Any, which: str) -> Sequence[str] | str:
+    """``interrupt_before``/``interrupt_after`` of a compiled graph: node names, or ``"*"`` for every node."""
+    nodes = getattr(graph, f"interrupt_{which}_nodes", None)
+    if nodes == "*":
+        return "*"
+    return [str(n) for n in nodes] if isinstance(nodes, (list, tuple)) else []
+
+
+def has_breakpoints(graph: Any) -> bool:
+    """The graph was compiled with ``interrupt_before``/``interrupt_after``."""
+    return bool(_breakpoint_nodes(graph, "before")) or bool(_breakpoint_nodes(graph, "after"))
 
 
 def has_checkpointer(graph: Any) -> bool:
@@ -153,13 +175,44 @@ def _interrupts_of(snapshot: Any) -> list[PendingInterrupt]:
     return found
 
 
+def _stops(graph: Any, snapshot: Any, ran: Sequence[str]) -> list[PendingInterrupt]:
+    """The static breakpoints a thread is paused at: nodes are due next (``snapshot.next``) and none of them
+    waits on ``interrupt()``; a graph that returned normally with work left stopped at a breakpoint.
+    ``ran``: the nodes of the step before the pause (an ``interrupt_after`` node is one of them)."""
+    due = [str(n) for n in getattr(snapshot, "next", ()) or ()]
+    if not due:
+        return []
+    before_nodes, after_nodes = _breakpoint_nodes(graph, "before"), _breakpoint_nodes(graph, "after")
+    before = [n for n in due if before_nodes == "*" or n in before_nodes]
+    if before:
+        return [PendingInterrupt(None, None, n, "before") for n in before]
+    after = [n for n in ran if after_nodes == "*" or n in after_nodes]
+    if after:
+        return [PendingInterrupt(None, None, n, "after") for n in after]
+    # a breakpoint we cannot place (a subgraph's own, a runtime one): the graph stopped before what is due
+    return [PendingInterrupt(None, None, n, "before") for n in due]
+
+
 def pending_interrupts(graph: Any, thread_id: str) -> list[PendingInterrupt]:
-    """The interrupts the thread's latest checkpoint waits on (with the node that raised each one)."""
-    return _interrupts_of(graph.get_state(thread_config(thread_id)))
+    """What the thread's latest checkpoint waits on: its interrupts (with the node that raised each one), else
+    the static breakpoint it stopped at."""
+    snapshot = graph.get_state(thread_config(thread_id))
+    found = _interrupts_of(snapshot)
+    if found or not getattr(snapshot, "next", None):
+        return found
+    parent = getattr(snapshot, "parent_config", None)
+    ran = graph.get_state(parent).next if parent and has_breakpoints(graph) else ()
+    return _stops(graph, snapshot, ran)
 
 
 async def apending_interrupts(graph: Any, thread_id: str) -> list[PendingInterrupt]:
-    return _interrupts_of(await graph.aget_state(thread_config(thread_id)))
+    snapshot = await graph.aget_state(thread_config(thread_id))
+    found = _interrupts_of(snapshot)
+    if found or not getattr(snapshot, "next", None):
+        return found
+    parent = getattr(snapshot, "parent_config", None)
+    ran = (await graph.aget_state(parent)).next if parent and has_breakpoints(graph) else ()
+    return _stops(graph, snapshot, ran)
 
 
 def interrupts_in_output(output: Any) -> list[PendingInterrupt]:
@@ -188,6 +241,10 @@ def resume_command(values: Sequence[str], pending: Sequence[PendingInterrupt]) -
 
     if not pending:
         raise InputError("the thread has no pending interrupt, so there is nothing to resume (run it with --input)")
+    if all(p.breakpoint for p in pending):
+        # a static breakpoint waits for no answer: LangGraph continues it with no input (`invoke(None, config)`);
+        # a Command(resume=value) would hand the value to the next interrupt() instead
+        return None
     by_id: dict[str, Any] = {}
     plain: list[str] = []
     for text in values:
@@ -211,11 +268,15 @@ def resume_command(values: Sequence[str], pending: Sequence[PendingInterrupt]) -
 
 
 def resume_hint(target: str, thread_id: str | None, pending: Sequence[PendingInterrupt]) -> str:
-    """The exact command that resumes a paused run, with the interrupt's value as a placeholder answer."""
+    """The exact command that resumes a paused run, with the interrupt's value as a placeholder answer.
+
+    A static breakpoint needs no answer: the thread goes on from its checkpoint with no input."""
     args = ["lftrace", "run", target]
     if thread_id is not None:
         args += ["--thread-id", thread_id]
-    if len(pending) == 1:
+    if pending and all(p.breakpoint for p in pending):
+        pass
+    elif len(pending) == 1:
         args += ["--resume", "VALUE"]
     else:
         for item in pending:

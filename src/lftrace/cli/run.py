@@ -189,7 +189,7 @@ def run_command(
 
     Input is JSON if it parses, otherwise text: a JSON object goes in as it is; text goes in as a user message for graphs with a 'messages' channel, or as the one text field of the input.
 
-    A graph that pauses at interrupt() ends with status interrupted (exit 0): the pending interrupts and the command that resumes them are printed. The thread's checkpoints are kept in a file beside the trace store, so --thread-id T --resume VALUE continues it in a later process; --interactive asks on the terminal instead.
+    A graph that pauses at interrupt() ends with status interrupted (exit 0): the pending interrupts and the command that resumes them are printed. The thread's checkpoints are kept in a file beside the trace store, so --thread-id T --resume VALUE continues it in a later process; --interactive asks on the terminal instead. A static breakpoint (interrupt_before/interrupt_after) is a pause too; it takes no answer: --thread-id T alone (or with --resume) goes on.
 
     When LANGFUSE_* keys (or OTEL_EXPORTER_OTLP_ENDPOINT) are set, the trace is exported before the command ends and its last line says where it went: the Langfuse URL of the trace, or 'queued: N traces pending (reason)' when the backend could not be reached. A queued trace is kept in the store and does not change the exit code (the run itself succeeded): send it later with [bold]lftrace push[/bold].
 
@@ -271,6 +271,11 @@ def print_pause(result: RunResult, target: str, *, json_out: bool = False) -> No
     shown = result.trace is not None and not json_out  # the tree's footer already shows what the graph waits for
     for item in [] if shown and len(result.interrupts) == 1 else result.interrupts:
         where = clean_line(item.node or "the graph")
+        if item.breakpoint:  # a static breakpoint (interrupt_before/after): nothing to answer
+            out.print(
+                Text.assemble(("⏸ ", "bold yellow"), f"paused at a breakpoint {item.breakpoint} ", (where, "bold"))
+            )
+            continue
         line = Text.assemble(("⏸ ", "bold yellow"), (where, "bold"), " waits for input: ")
         line.append(preview(to_jsonable(item.value)), style="yellow")
         if len(result.interrupts) > 1:
@@ -289,6 +294,13 @@ def print_pause(result: RunResult, target: str, *, json_out: bool = False) -> No
 def ask_resume(pending: list[Any]) -> list[str] | None:
     """Ask on the terminal for each pending interrupt's answer (JSON, or text); None on end of input (Ctrl-D)."""
     answers: list[str] = []
+    if pending and all(item.breakpoint for item in pending):  # a static breakpoint: only go on (or stop)
+        where = ", ".join(f"{item.breakpoint} {item.node}" for item in pending)
+        try:
+            input(f"paused at a breakpoint ({where}); Enter goes on> ")
+        except EOFError:
+            return None
+        return [""]
     for item in pending:
         label = f"answer for {item.node or 'the graph'}" + (f" ({item.id[:8]})" if len(pending) > 1 and item.id else "")
         try:
