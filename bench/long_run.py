@@ -5,7 +5,8 @@ deterministic fake chat model, so every node's input holds the whole growing con
 its own subprocess (clean peak RSS):
 
 * ``plain``      the graph with no callbacks
-* ``noop``       a callback handler that does nothing: LangChain's own cost of tracing at all (the floor)
+* ``noop``       a callback handler that does nothing (on_chat_model_start included): LangChain's own cost of
+                 dispatching callbacks at all, the floor of any tracer
 * ``store``      lftrace, store only (no backend configured)
 * ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body)
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
@@ -120,11 +121,16 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
     callbacks: list[Any] = []
     flush: Any = lambda: None  # noqa: E731
     shutdown: Any = lambda: None  # noqa: E731
-    if case == "noop":  # LangChain's own cost of any callback handler (it formats every model input for it)
+    if case == "noop":  # LangChain's own cost of dispatching every callback to a handler that does nothing
         from langchain_core.callbacks import BaseCallbackHandler
 
         class Noop(BaseCallbackHandler):
             run_inline = True
+
+            # implemented, as every tracer implements it: without it LangChain falls back to on_llm_start and
+            # first renders the whole conversation as text for every model call (get_buffer_string)
+            def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+                pass
 
         callbacks = [Noop()]
     if case in ("store", "otlp"):

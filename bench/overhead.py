@@ -100,6 +100,10 @@ def main() -> None:
     class NoopHandler(BaseCallbackHandler):
         run_inline = True
 
+        # as every tracer does: without it LangChain renders each model input as text for on_llm_start instead
+        def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
     lf_client = lftrace.get_client()
     # the same pipeline without export (store only): public_key "" disables the Langfuse destination
     local_client = lftrace.Langfuse(public_key="", store=Path(os.environ["LFTRACE_STORE"]).with_name("local.db"))
