@@ -69,9 +69,30 @@ def thaw(value: Any) -> Any:
     return value
 
 
+def _items_in(value: Any) -> int:
+    """How many items a list or a captured list holds (-1: neither)."""
+    kind = type(value)
+    if kind is list:
+        return len(value)
+    if kind is Frozen:
+        return value.size
+    return -1
+
+
+def _kept_whole(value: Any) -> bool:
+    """A list, a captured list or a dict of them that the store writes as it is: nothing long enough for
+    ``Packer.pack`` to share, no reference key to escape. False for anything else."""
+    kind = type(value)
+    if kind is list or kind is Frozen:
+        return _items_in(value) < MIN_SHARED
+    if kind is not dict or REF in value or ESCAPED in value:
+        return False
+    return all(_items_in(item) < MIN_SHARED for item in value.values())
+
+
 def as_json(value: Any) -> Any:
-    """A prepared (JSON-able) value as its JSON text, when the store keeps it whole: no list long enough for
-    ``Packer.pack`` to share. Else the value itself.
+    """A prepared (JSON-able) value as its JSON text, when the store keeps it whole (``_kept_whole``). Else the
+    value itself.
 
     The text is an ``orjson.Fragment``: orjson writes it into the stored row as it is, and the OTLP export uses
     it as the attribute's value, so the value is serialised once. Unlike the dicts and lists it replaces, it is
@@ -79,18 +100,8 @@ def as_json(value: Any) -> Any:
     into the collector's older generations (whose full passes cost ~8 us per span in bench/overhead.py).
     ``json_text`` reads a fragment back.
     """
-    kind = type(value)
-    if kind is list:
-        if len(value) >= MIN_SHARED:
-            return value
-    elif kind is dict:
-        if REF in value or ESCAPED in value:
-            return value
-        for item in value.values():
-            if type(item) is list and len(item) >= MIN_SHARED:
-                return value
-    else:
-        return value  # text and numbers are not tracked anyway
+    if not _kept_whole(value):
+        return value  # to share, or text and numbers (not tracked anyway)
     try:
         return orjson.Fragment(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
     except Exception:  # an int over 64 bits, a lone surrogate: kept as it is (the store's own dumps copes)
@@ -99,36 +110,11 @@ def as_json(value: Any) -> Any:
 
 def inline_json(value: Any, json_bytes: Callable[[Any], bytes | None]) -> Any:
     """What ``as_json`` makes of a captured value, straight from the captured objects in one orjson pass
-    (``json_bytes``: ``serialize.json_bytes``), when the store keeps it whole: a list, a captured list or a dict
-    of them, none long enough to share. None when the value needs the converter (a list to share, an object,
-    a dict holding the reference key)."""
-    kind = type(value)
-    if kind is Frozen:
-        if value.size >= MIN_SHARED:
-            return None
-        value = value.value()
-    elif kind is list:
-        if len(value) >= MIN_SHARED:
-            return None
-    elif kind is dict:
-        if REF in value or ESCAPED in value:
-            return None
-        thawed: dict[Any, Any] | None = None
-        for key, item in value.items():
-            item_kind = type(item)
-            if item_kind is Frozen:
-                if item.size >= MIN_SHARED:
-                    return None
-                if thawed is None:
-                    thawed = dict(value)
-                thawed[key] = item.value()
-            elif item_kind is list and len(item) >= MIN_SHARED:
-                return None
-        if thawed is not None:
-            value = thawed
-    else:
+    (``json_bytes``: ``serialize.json_bytes``). None when the value needs the converter first (a list to share,
+    an object, a dict holding the reference key)."""
+    if not _kept_whole(value):
         return None
-    data = json_bytes(value)
+    data = json_bytes(thaw(value))
     return None if data is None else orjson.Fragment(data)
 
 
