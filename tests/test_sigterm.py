@@ -1,14 +1,19 @@
-"""SIGTERM (what CI runners and `timeout` send) stops a run like Ctrl-C: the partial trace is saved."""
+"""SIGTERM (what CI runners and `timeout` send) stops a run like Ctrl-C: the partial trace is saved; `lftrace test`
+stops at once too, reports every case (JUnit, summary) and exits 143."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 from lftrace.store import TraceStore
 
@@ -51,3 +56,88 @@ def test_sigterm_during_a_run_saves_the_partial_trace(tmp_path: Path) -> None:
     assert trace.status == "cancelled"
     assert trace.input == "hello"
     assert any(o.status_message == "terminated (SIGTERM)" for o in trace.observations)
+
+
+_GRAPH = textwrap.dedent(
+    """
+    import time
+    from typing_extensions import TypedDict
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        topic: str
+        answer: str
+
+    def think(state):
+        return {"answer": "thinking about " + state["topic"]}
+
+    def answer(state):
+        if state["topic"].startswith("slow"):
+            print("SLOW STARTED", flush=True)
+            time.sleep(60)  # a hung model call: only SIGTERM ends it
+        return {"answer": state["answer"] + "!"}
+
+    builder = StateGraph(State)
+    builder.add_node("think", think)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "think")
+    builder.add_edge("think", "answer")
+    builder.add_edge("answer", END)
+    graph = builder.compile()
+    """
+)
+
+_CASES = [
+    {"name": "quick", "input": {"topic": "a"}, "expect": {"output": "thinking about a!"}},
+    {"name": "stuck one", "input": {"topic": "slow b"}},
+    {"name": "stuck two", "input": {"topic": "slow c"}},
+    {"name": "never started", "input": {"topic": "d"}},
+]
+
+
+@pytest.mark.parametrize("mode", ["--sync", "--async"])
+def test_sigterm_during_lftrace_test_keeps_traces_and_reports_every_case(tmp_path: Path, mode: str) -> None:
+    (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in _CASES), encoding="utf-8")
+    store = tmp_path / "traces.db"
+    env = {**os.environ, "LFTRACE_STORE": str(store), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    lftrace = Path(sys.executable).parent / "lftrace"
+    args = ["test", "slow_graph.py:graph", "cases.jsonl", "--concurrency", "2", "--junit", "report.xml", mode]
+    proc = subprocess.Popen(
+        [str(lftrace), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert [proc.stdout.readline().strip() for _ in range(2)] == ["SLOW STARTED"] * 2  # both stuck cases run
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10  # not the 60 s the stuck nodes sleep
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == (
+        "error: terminated (SIGTERM): 1 of 4 case(s) finished, 2 stopped while running (partial traces saved), "
+        "1 not run"
+    )
+    assert "Traceback" not in err
+    assert "1/4 passed" in out
+
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert list(cases) == ["quick", "stuck one", "stuck two", "never started"]
+    assert cases["quick"].find("error") is None and cases["quick"].find("skipped") is None
+    for name in ("stuck one", "stuck two"):
+        error = cases[name].find("error")
+        assert error is not None and "terminated (SIGTERM) while the case ran; partial trace saved" in error.get(
+            "message", ""
+        )
+    skipped = cases["never started"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "not run: SIGTERM stopped the test run"
+
+    with TraceStore(store, create=False) as opened:
+        traces = [opened.get_trace(s.id) for s in opened.list_traces()]
+    statuses = sorted((t.input["topic"], t.status) for t in traces)
+    assert statuses == [("a", "ok"), ("slow b", "cancelled"), ("slow c", "cancelled")]
+    for trace in traces:
+        if trace.status == "cancelled":
+            assert [o.name for o in trace.observations] == ["LangGraph", "think", "answer"]
+            assert any(o.status_message == "terminated (SIGTERM)" for o in trace.observations)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,6 +76,10 @@ class CaseRunner:
         self.settings = settings
         self.options = options or RunOptions()
         self.store_error: StoreError | None = None  # the store cannot take traces: the test stops with exit 7
+        # id(case) -> the case's verdict so far, the handler of the turn running and when the case started:
+        # what SIGTERM closes and reports (``stopped``)
+        self._live: dict[int, _Live] = {}
+        self._live_lock = threading.Lock()
 
     # -- the plan of a case -------------------------------------------------------------------------------------
     def _thread(self, case: Case) -> str | None:
@@ -112,24 +118,39 @@ class CaseRunner:
         return {"thread_id": thread, "value": turn.input}
 
     # -- running -----------------------------------------------------------------------------------------------
+    def _watch(self, case: Case, verdict: _Verdict) -> _Live:
+        live = _Live(verdict, time.perf_counter())
+        with self._live_lock:
+            self._live[id(case)] = live
+        return live
+
+    def _done(self, case: Case) -> None:
+        with self._live_lock:
+            self._live.pop(id(case), None)
+
     def __call__(self, case: Case) -> CaseResult:
         from .runner import execute
 
         runnable, options = self._runnable_and_options(case)
         verdict = _Verdict(case, self)
+        live = self._watch(case, verdict)
         thread = self._thread(case)
-        for index, turn in enumerate(case.steps(), start=1):
-            try:
-                run = execute(runnable, **options, **self._turn_options(turn, thread))
-            except StoreError as exc:  # the whole test stops with exit 7, the cause said
-                self.store_error = exc
-                return verdict.broken(index, exc, "trace not saved")
-            except Exception as exc:  # bad input for this turn, no pending interrupt to resume, ...
-                return verdict.broken(index, exc)
-            thread = thread or run.thread_id
-            if not verdict.add(index, turn, run):
-                break
-        return verdict.result()
+        try:
+            for index, turn in enumerate(case.steps(), start=1):
+                live.turn = index
+                try:
+                    run = execute(runnable, **options, **self._turn_options(turn, thread), progress=live.progress)
+                except StoreError as exc:  # the whole test stops with exit 7, the cause said
+                    self.store_error = exc
+                    return verdict.broken(index, exc, "trace not saved")
+                except Exception as exc:  # bad input for this turn, no pending interrupt to resume, ...
+                    return verdict.broken(index, exc)
+                thread = thread or run.thread_id
+                if not verdict.add(index, turn, run):
+                    break
+            return verdict.result()
+        finally:
+            self._done(case)
 
     async def arun(self, case: Case) -> CaseResult:
         from .runner import aexecute
@@ -137,19 +158,66 @@ class CaseRunner:
         runnable, options = self._runnable_and_options(case)
         options["use_async"] = True
         verdict = _Verdict(case, self)
+        live = self._watch(case, verdict)
         thread = self._thread(case)
-        for index, turn in enumerate(case.steps(), start=1):
-            try:
-                run = await aexecute(runnable, **options, **self._turn_options(turn, thread))
-            except StoreError as exc:
-                self.store_error = exc
-                return verdict.broken(index, exc, "trace not saved")
-            except Exception as exc:
-                return verdict.broken(index, exc)
-            thread = thread or run.thread_id
-            if not verdict.add(index, turn, run):
-                break
-        return verdict.result()
+        try:
+            for index, turn in enumerate(case.steps(), start=1):
+                live.turn = index
+                try:
+                    run = await aexecute(
+                        runnable, **options, **self._turn_options(turn, thread), progress=live.progress
+                    )
+                except StoreError as exc:
+                    self.store_error = exc
+                    return verdict.broken(index, exc, "trace not saved")
+                except Exception as exc:
+                    return verdict.broken(index, exc)
+                thread = thread or run.thread_id
+                if not verdict.add(index, turn, run):
+                    break
+            return verdict.result()
+        finally:
+            self._done(case)
+
+    def stopped(self, case: Case, reason: str = "terminated (SIGTERM)") -> CaseResult:
+        """SIGTERM: the result of a case that was running, its open runs closed now (WARNING, ``reason``) and its
+        partial trace handed to the writer, marked as a run that was stopped (as ``lftrace run`` does)."""
+        from .dataset import CaseResult
+
+        with self._live_lock:
+            live = self._live.get(id(case))
+        if live is None:  # finished between the signal and now, or never started
+            return CaseResult(case, error=reason)
+        out = live.verdict.out
+        handler = live.handler
+        trace_id = None
+        if handler is not None:
+            handler.finish_open_runs(reason)
+            trace_id = handler.last_trace_id
+        out.turns = live.turn
+        out.failed_turn = live.turn if live.verdict.multi else None
+        out.latency = (out.latency or 0.0) + (time.perf_counter() - live.started)
+        out.error = f"{live.verdict.where(live.turn)}{reason} while the case ran" + (
+            "; partial trace saved" if trace_id else ""
+        )
+        if trace_id is not None and trace_id not in out.trace_ids:
+            out.trace_id = trace_id
+            out.trace_ids.append(trace_id)
+        return out
+
+
+@dataclass
+class _Live:
+    """A case while it runs: its verdict so far, the turn and the handler tracing it (``progress`` keeps it)."""
+
+    verdict: _Verdict
+    started: float
+    turn: int = 1
+    handler: Any = None
+
+    def progress(self, event: str, payload: Any) -> None:
+        if event == "running":
+            self.handler = payload
 
 
 class _Verdict:
@@ -163,12 +231,12 @@ class _Verdict:
         self.multi = len(case.steps()) > 1
         self.out = CaseResult(case, turns=0, latency=0.0)
 
-    def _where(self, index: int) -> str:
+    def where(self, index: int) -> str:
         return f"turn {index}: " if self.multi else ""
 
     def broken(self, index: int, exc: Exception, what: str | None = None) -> CaseResult:
         self.out.turns = index
-        self.out.error = f"{self._where(index)}{what or type(exc).__name__}: {exc}"
+        self.out.error = f"{self.where(index)}{what or type(exc).__name__}: {exc}"
         self.out.failed_turn = index if self.multi else None
         return self.out
 
@@ -180,10 +248,13 @@ class _Verdict:
         out.turns = index
         trace = run.trace
         out.latency = (out.latency or 0.0) + (trace.latency if trace and trace.latency is not None else run.elapsed)
-        if run.error is not None:
-            out.error = f"{self._where(index)}{type(run.error).__name__}: {run.error}"
+        if run.cancelled:  # stopped from outside (SIGTERM, Ctrl-C): the partial trace is saved
+            stopped = "terminated (SIGTERM)" if run.terminated else "cancelled (Ctrl-C)"
+            out.error = f"{self.where(index)}{stopped} while the case ran"
+        elif run.error is not None:
+            out.error = f"{self.where(index)}{type(run.error).__name__}: {run.error}"
         elif trace is None:
-            out.error = self._where(index) + ("; ".join(run.notes) or "no trace was recorded for this case")
+            out.error = self.where(index) + ("; ".join(run.notes) or "no trace was recorded for this case")
         if trace is not None:
             out.trace_id = trace.id
             out.trace_ids.append(trace.id)

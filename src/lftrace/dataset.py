@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .assertions import AssertionFailure, Expectations
-from .errors import InputError
+from .errors import InputError, Terminated
 
 _CASE_KEYS = {"name", "input", "turns", "expect", "metadata", "config", "thread_id"}
 _TURN_KEYS = {"input", "resume", "expect"}
@@ -70,7 +70,8 @@ class CaseResult:
     cost: float | None = None
     output: str = ""
     baseline_id: str | None = None
-    skipped: bool = False  # not run because of --fail-fast
+    skipped: bool = False  # not run because of --fail-fast (or SIGTERM: ``skip_reason``)
+    skip_reason: str | None = None
     turns: int = 1  # turns run (a multi-turn case stops at the first failing turn)
     failed_turn: int | None = None  # 1-based, for a multi-turn case that failed
     trace_ids: list[str] = field(default_factory=list)  # one trace per turn
@@ -103,6 +104,7 @@ class CaseResult:
             "turns": self.turns,
             "failedTurn": self.failed_turn,
             "traceIds": list(self.trace_ids),
+            **({"skipReason": self.skip_reason} if self.skip_reason else {}),
         }
 
 
@@ -216,6 +218,35 @@ def select_shard(cases: Sequence[Case], k: int, n: int) -> list[Case]:
 
 # -- running --------------------------------------------------------------------------------
 
+TERMINATED = "terminated (SIGTERM)"
+NOT_RUN_TERMINATED = "not run: SIGTERM stopped the test run"
+
+
+class CasesTerminated(Terminated):
+    """SIGTERM stopped ``run_cases``: ``results`` in dataset order, the cases that were running reported by
+    ``on_stop`` (an error, their partial traces saved) and the ones not started as skipped."""
+
+    def __init__(self, results: list[CaseResult]) -> None:
+        super().__init__(TERMINATED)
+        self.results = results
+
+
+def _terminated_results(
+    cases: Sequence[Case],
+    results: dict[int, CaseResult],
+    running: Sequence[int],
+    on_stop: Callable[[Case], CaseResult] | None,
+) -> list[CaseResult]:
+    out = []
+    for index, case in enumerate(cases):
+        if index in results:
+            out.append(results[index])
+        elif index in running:
+            out.append(on_stop(case) if on_stop is not None else CaseResult(case, error=TERMINATED))
+        else:
+            out.append(CaseResult(case, skipped=True, skip_reason=NOT_RUN_TERMINATED))
+    return out
+
 
 def run_cases(
     cases: Sequence[Case],
@@ -224,11 +255,16 @@ def run_cases(
     concurrency: int = 1,
     fail_fast: bool = False,
     on_done: Callable[[CaseResult], None] | None = None,
+    on_stop: Callable[[Case], CaseResult] | None = None,
 ) -> list[CaseResult]:
     """Run every case on ``concurrency`` threads; results in dataset order.
 
     ``run_one`` must not raise (an exception becomes the case's error). With ``fail_fast`` no new case
     starts after the first failure; cases not started are reported as skipped.
+
+    SIGTERM (``Terminated`` raised in the calling thread while it waits, see ``runner.sigterm_as_interrupt``)
+    stops at once: no new case starts, ``on_stop(case)`` reports each case still running (it closes their traces;
+    their threads are left to the process exit), and ``CasesTerminated`` carries every result.
     """
     if concurrency < 1:
         raise InputError("--concurrency must be at least 1")
@@ -248,16 +284,17 @@ def run_cases(
         return result
 
     pending: Iterator[tuple[int, Case]] = iter(enumerate(cases))
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lftrace-case") as pool:
-        running: dict[Future[CaseResult], int] = {}
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="lftrace-case")
+    running: dict[Future[CaseResult], int] = {}
 
-        def top_up() -> None:
-            while len(running) < concurrency:
-                item = next(pending, None)
-                if item is None:
-                    return
-                running[pool.submit(guarded, *item)] = item[0]
+    def top_up() -> None:
+        while len(running) < concurrency:
+            item = next(pending, None)
+            if item is None:
+                return
+            running[pool.submit(guarded, *item)] = item[0]
 
+    try:
         top_up()
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -267,6 +304,14 @@ def run_cases(
                 if on_done is not None:
                     on_done(results[index])
             top_up()
+    except Terminated:
+        stop.set()
+        for future in list(running):  # finished meanwhile: a result like any other
+            if future.done() and future.exception() is None:
+                results[running.pop(future)] = future.result()
+        pool.shutdown(wait=False, cancel_futures=True)  # a case stuck in the target cannot hold the exit
+        raise CasesTerminated(_terminated_results(cases, results, list(running.values()), on_stop)) from None
+    pool.shutdown(wait=True)
     return [results[i] for i in range(len(cases))]
 
 
@@ -277,22 +322,33 @@ def run_cases_async(
     concurrency: int = 1,
     fail_fast: bool = False,
     on_done: Callable[[CaseResult], None] | None = None,
+    on_stop: Callable[[Case], CaseResult] | None = None,
 ) -> list[CaseResult]:
-    """``run_cases`` on one event loop: at most ``concurrency`` cases at once (``lftrace test --async``)."""
+    """``run_cases`` on one event loop: at most ``concurrency`` cases at once (``lftrace test --async``).
+
+    SIGTERM (in the main thread) cancels the cases at their next ``await``: ``on_stop(case)`` reports each
+    case that had started (it closes their traces first), and ``CasesTerminated`` carries every result.
+    """
     import asyncio
+    import signal
 
     if concurrency < 1:
         raise InputError("--concurrency must be at least 1")
+    results: dict[int, CaseResult] = {}
+    started_cases: set[int] = set()
+    terminated = threading.Event()
 
     async def main() -> list[CaseResult]:
         limit = asyncio.Semaphore(concurrency)
         failed = asyncio.Event()
+        loop = asyncio.get_running_loop()
 
-        async def guarded(case: Case) -> CaseResult:
+        async def guarded(index: int, case: Case) -> CaseResult:
             async with limit:
                 if failed.is_set():
                     result = CaseResult(case, skipped=True)
                 else:
+                    started_cases.add(index)
                     started = time.perf_counter()
                     try:
                         result = await run_one(case)
@@ -302,10 +358,66 @@ def run_cases_async(
                         )
                     if fail_fast and not result.passed:
                         failed.set()
+            results[index] = result
             if on_done is not None:
                 on_done(result)
             return result
 
-        return list(await asyncio.gather(*(guarded(case) for case in cases)))
+        tasks = [asyncio.ensure_future(guarded(i, case)) for i, case in enumerate(cases)]
 
-    return asyncio.run(main())
+        def stop_now() -> None:  # on the loop, between two steps of the cases: close what runs, then cancel
+            if terminated.is_set():
+                return
+            terminated.set()
+            stopped.extend(_terminated_results(cases, results, [i for i in started_cases if i not in results], on_stop))
+            for task in tasks:
+                task.cancel()
+
+        def terminate(signum: int, frame: Any) -> None:  # the signal arrives anywhere in the main thread
+            loop.call_soon_threadsafe(stop_now)
+
+        previous = _set_sigterm(signal, terminate)
+        try:
+            await asyncio.wait(tasks)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return [] if terminated.is_set() else [task.result() for task in tasks]
+
+    stopped: list[CaseResult] = []
+    loop = asyncio.new_event_loop()
+    try:
+        done = loop.run_until_complete(main())
+    finally:
+        _close_loop(loop, wait=not terminated.is_set())
+    if terminated.is_set():
+        raise CasesTerminated(stopped)
+    return done
+
+
+def _close_loop(loop: Any, *, wait: bool) -> None:
+    """``asyncio.run``'s ending: cancel what is left and close. ``wait=False`` (SIGTERM): do not wait for the
+    loop's executor, where a sync node of an async graph may be stuck (its thread is left to the exit)."""
+    import asyncio
+
+    try:
+        left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        if wait:
+            loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()  # shuts the executor down without waiting when it is still there
+
+
+def _set_sigterm(signal: Any, handler: Callable[[int, Any], None]) -> Any:
+    """Install ``handler`` for SIGTERM (main thread only); the previous handler, or None when not allowed."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        return None

@@ -66,7 +66,8 @@ def _testcase(parent: ET.Element, result: CaseResult, suite: str) -> None:
         if result.failed_turn is not None:
             ET.SubElement(props, "property", {"name": "failed_turn", "value": str(result.failed_turn)})
     if result.status == "skipped":
-        ET.SubElement(case, "skipped", {"message": "not run: --fail-fast stopped the run after a failure"})
+        reason = result.skip_reason or "not run: --fail-fast stopped the run after a failure"
+        ET.SubElement(case, "skipped", {"message": reason})
     elif result.status == "error":
         error = ET.SubElement(
             case, "error", {"message": _clean(f"{result.error} (trace {trace})"), "type": "TargetError"}

@@ -33,6 +33,7 @@ from .app import (
     print_json,
     resolve_settings,
     resolve_trace_ref,
+    state,
     stdout_takes_utf8,
     store_path,
 )
@@ -358,14 +359,26 @@ def test_cases_command(
     trace under the thread's session, "expect": {"interrupt": true} (or a regex on the interrupt's value) checks a
     pause. JUnit names the turn that failed.
 
+    SIGTERM (a CI timeout) stops at once: the cases run so far are reported (the running ones as errors, their partial
+    traces saved; the others skipped), the summary and --junit file are written, and the exit code is 143.
+
     [bold]Example[/bold]
 
       lftrace test app.py:graph cases.jsonl --junit report.xml
       lftrace test app.py:graph cases.jsonl --shard 1/4 --max-latency 10 --baseline baseline.jsonl
     """
     from ..cases import CaseRunner, RunOptions
-    from ..dataset import load_dataset, parse_shard, run_cases, run_cases_async, select_shard
-    from ..runner import parse_config, parse_metadata
+    from ..dataset import (
+        NOT_RUN_TERMINATED,
+        TERMINATED,
+        CasesTerminated,
+        load_dataset,
+        parse_shard,
+        run_cases,
+        run_cases_async,
+        select_shard,
+    )
+    from ..runner import parse_config, parse_metadata, sigterm_as_interrupt
 
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
@@ -376,6 +389,7 @@ def test_cases_command(
     )
     baselines = load_baselines(baseline) if baseline else None
     run_id = os.urandom(6).hex()
+    terminated = False
     err = err_console()
     out = console()
     suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
@@ -400,16 +414,36 @@ def test_cases_command(
         )
         on_done, progress = _progress_reporter(len(cases), err)
         started = time.perf_counter()  # the cases' time, without importing the target
-        with progress:
-            if use_async:
-                results = run_cases_async(
-                    cases, runner.arun, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done
-                )
-            else:
-                results = run_cases(cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done)
+        try:
+            with progress, sigterm_as_interrupt():
+                if use_async:
+                    results = run_cases_async(
+                        cases,
+                        runner.arun,
+                        concurrency=concurrency,
+                        fail_fast=fail_fast,
+                        on_done=on_done,
+                        on_stop=runner.stopped,
+                    )
+                else:
+                    results = run_cases(
+                        cases,
+                        runner,
+                        concurrency=concurrency,
+                        fail_fast=fail_fast,
+                        on_done=on_done,
+                        on_stop=runner.stopped,
+                    )
+        except CasesTerminated as stop:  # a CI runner timed out: report what ran, keep every trace, exit 143
+            results, terminated = stop.results, True
         if runner.store_error is not None:
             raise runner.store_error
-        _deliver_once(settings, err)
+        if terminated:
+            from ..client import client_for
+
+            client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
+        else:
+            _deliver_once(settings, err)
     else:
         results = []
     duration = time.perf_counter() - started
@@ -446,6 +480,15 @@ def test_cases_command(
         )
         if junit is not None:
             out.print(f"[dim]JUnit report: {junit}[/]", soft_wrap=True)
+    if terminated:
+        state.exit_now = True  # cases stuck in the target must not hold the exit (their traces are saved)
+        stopped = sum(r.status == "error" and TERMINATED in (r.error or "") for r in results)
+        not_run = sum(r.skip_reason == NOT_RUN_TERMINATED for r in results)
+        raise LftraceError(
+            f"terminated (SIGTERM): {len(results) - stopped - not_run} of {len(results)} case(s) finished, "
+            f"{stopped} stopped while running (partial traces saved), {not_run} not run",
+            exit_code=ExitStatus.TERMINATED,
+        )
     if failed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
