@@ -119,6 +119,7 @@ def test_sigterm_during_lftrace_test_keeps_traces_and_reports_every_case(tmp_pat
     )
     assert "Traceback" not in err
     assert "1/4 passed" in out
+    assert "! stuck one: terminated (SIGTERM) while the case ran; partial trace saved (trace " in " ".join(out.split())
 
     suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
     assert suite is not None

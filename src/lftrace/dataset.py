@@ -219,6 +219,7 @@ def select_shard(cases: Sequence[Case], k: int, n: int) -> list[Case]:
 # -- running --------------------------------------------------------------------------------
 
 TERMINATED = "terminated (SIGTERM)"
+SIGNAL_POLL_S = 0.2  # how often the waiting main thread wakes to run a pending signal handler
 NOT_RUN_TERMINATED = "not run: SIGTERM stopped the test run"
 
 
@@ -297,7 +298,9 @@ def run_cases(
     try:
         top_up()
         while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            # with a timeout: SIGTERM may be delivered to a worker thread, and Python runs the handler only when the
+            # main thread runs again (a wait without one stays blocked while the cases are stuck)
+            done, _ = wait(running, timeout=SIGNAL_POLL_S, return_when=FIRST_COMPLETED)
             for future in done:
                 index = running.pop(future)
                 results[index] = future.result()
@@ -373,14 +376,13 @@ def run_cases_async(
             for task in tasks:
                 task.cancel()
 
-        def terminate(signum: int, frame: Any) -> None:  # the signal arrives anywhere in the main thread
-            loop.call_soon_threadsafe(stop_now)
-
-        previous = _set_sigterm(signal, terminate)
+        # the loop's own handler: its wakeup fd wakes the loop whichever thread the signal was delivered to
+        previous = _on_sigterm(loop, signal, stop_now)
         try:
             await asyncio.wait(tasks)
         finally:
             if previous is not None:
+                loop.remove_signal_handler(signal.SIGTERM)
                 signal.signal(signal.SIGTERM, previous)
         return [] if terminated.is_set() else [task.result() for task in tasks]
 
@@ -413,11 +415,13 @@ def _close_loop(loop: Any, *, wait: bool) -> None:
         loop.close()  # shuts the executor down without waiting when it is still there
 
 
-def _set_sigterm(signal: Any, handler: Callable[[int, Any], None]) -> Any:
-    """Install ``handler`` for SIGTERM (main thread only); the previous handler, or None when not allowed."""
+def _on_sigterm(loop: Any, signal: Any, callback: Callable[[], None]) -> Any:
+    """``callback`` on the loop at SIGTERM (main thread only); the handler to restore after, None when not set."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         return None
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        return signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):
+        loop.add_signal_handler(signal.SIGTERM, callback)
+    except (ValueError, RuntimeError, NotImplementedError, OSError):  # no signals here (Windows, embedded)
         return None
+    return previous if previous is not None else signal.SIG_DFL

@@ -300,8 +300,9 @@ def _print_case_failures(results: Sequence[CaseResult], console: Console) -> Non
     for r in results:
         name, trace_id = clean_line(r.case.name), clean_line(r.trace_id or "-")
         if r.status == "error":
+            said = ": " if "while the case ran" in str(r.error) else " raised: "  # stopped (SIGTERM), not raised
             console.print(
-                Text.assemble("\n", (f"! {name}", "red"), f" raised: {clean_line(str(r.error))} (trace {trace_id})")
+                Text.assemble("\n", (f"! {name}", "red"), f"{said}{clean_line(str(r.error))} (trace {trace_id})")
             )
         elif r.status == "fail":
             console.print(Text.assemble("\n", (f"✗ {name}", "red"), f" (trace {trace_id})"))
