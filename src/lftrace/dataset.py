@@ -388,6 +388,7 @@ def run_cases_async(
 
     stopped: list[CaseResult] = []
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # as asyncio.run does
     try:
         done = loop.run_until_complete(main())
     finally:
@@ -412,6 +413,7 @@ def _close_loop(loop: Any, *, wait: bool) -> None:
         if wait:
             loop.run_until_complete(loop.shutdown_default_executor())
     finally:
+        asyncio.set_event_loop(None)
         loop.close()  # shuts the executor down without waiting when it is still there
 
 
