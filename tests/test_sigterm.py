@@ -142,3 +142,57 @@ def test_sigterm_during_lftrace_test_keeps_traces_and_reports_every_case(tmp_pat
         if trace.status == "cancelled":
             assert [o.name for o in trace.observations] == ["LangGraph", "think", "answer"]
             assert any(o.status_message == "terminated (SIGTERM)" for o in trace.observations)
+
+
+_PARALLEL = textwrap.dedent(
+    """
+    import time
+    from typing_extensions import TypedDict
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        topic: str
+
+    def branch(name):
+        def node(state):
+            print(name, "STARTED", flush=True)
+            time.sleep(60)  # a hung tool call: LangGraph waits for its threads before stopping
+            return {}
+        return node
+
+    builder = StateGraph(State)
+    for name in ("left", "right"):
+        builder.add_node(name, branch(name))
+        builder.add_edge(START, name)
+        builder.add_edge(name, END)
+    graph = builder.compile()
+    """
+)
+
+
+def test_one_sigterm_stops_a_run_whose_parallel_branches_hang(tmp_path: Path) -> None:
+    (tmp_path / "parallel.py").write_text(_PARALLEL, encoding="utf-8")
+    store = tmp_path / "traces.db"
+    env = {**os.environ, "LFTRACE_STORE": str(store), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    lftrace = Path(sys.executable).parent / "lftrace"
+    proc = subprocess.Popen(
+        [str(lftrace), "run", "parallel.py:graph", "--input", '{"topic": "x"}'],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert sorted(proc.stdout.readline().split()[0] for _ in range(2)) == ["left", "right"]
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # once, as a CI runner does
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10  # not the 60 s the branches sleep
+    assert proc.returncode == 143, err
+    assert err.startswith("error: terminated (SIGTERM); partial trace saved: "), err
+    with TraceStore(store, create=False) as opened:
+        trace = opened.get_trace(err.split()[-1])
+    assert trace.status == "cancelled"
+    branches = [o for o in trace.observations if o.name in ("left", "right")]
+    assert len(branches) == 2 and all(o.status_message == "terminated (SIGTERM)" for o in branches)

@@ -565,15 +565,39 @@ async def _drive_async(
         return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
 
 
+TERM_REPEAT_S = 1.0  # a run still going this long after SIGTERM gets Terminated again (see sigterm_as_interrupt)
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt(*, repeat: bool = False) -> Iterator[None]:
     """While the target runs, SIGTERM (CI runners, ``timeout``) raises Terminated in the main thread, so the run
-    stops like Ctrl-C and its partial trace is saved. Elsewhere (another thread, no signals) nothing changes."""
+    stops like Ctrl-C and its partial trace is saved. Elsewhere (another thread, no signals) nothing changes.
+
+    ``repeat``: when the block is still running ``TERM_REPEAT_S`` after the signal, Terminated is raised in the
+    main thread again (and again). LangGraph waits for the nodes it runs on its own threads (parallel branches,
+    a ToolNode's tool calls) before letting the first one through, which a hung model or tool call makes forever.
+    """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
         yield
         return
+    inside = [True]
+    lock = threading.Lock()
+    timers: list[threading.Timer] = []
+    main = threading.main_thread().ident
+
+    def again() -> None:
+        with lock:
+            if inside[0] and main is not None:
+                signal.pthread_kill(main, signal.SIGTERM)
 
     def terminate(signum: int, frame: Any) -> None:
+        if not inside[0]:  # a repeat that arrived as the block ended: it is over already
+            return
+        if repeat:
+            timer = threading.Timer(TERM_REPEAT_S, again)
+            timer.daemon = True
+            timers.append(timer)
+            timer.start()
         raise Terminated()
 
     try:
@@ -584,7 +608,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        try:
+            inside[0] = False  # a repeat due right now may still raise here: the handler goes all the same
+        finally:
+            inside[0] = False
+            with lock:  # a repeat being sent now is delivered (and ignored) before the handler goes
+                for timer in timers:
+                    timer.cancel()
+            signal.signal(signal.SIGTERM, previous)
 
 
 GENERIC_NAMES = frozenset(("LangGraph", "RunnableSequence", "RunnableParallel", "RunnableLambda", "CompiledStateGraph"))
@@ -682,7 +713,7 @@ def execute(
     pending: list[Any] = []
     error: BaseException | None = None
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(repeat=True):
             if run.use_async:
                 output, pending = asyncio.run(
                     _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
