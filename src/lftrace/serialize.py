@@ -275,13 +275,6 @@ def json_bytes(obj: Any) -> bytes | None:
         return None
 
 
-def json_fragment(obj: Any) -> Any:
-    """``obj``'s JSON text as an orjson Fragment (written as it is, and not tracked by the garbage collector);
-    ``to_jsonable(obj)`` when orjson refuses it."""
-    data = json_bytes(obj)
-    return orjson.Fragment(data) if data is not None else to_jsonable(obj)
-
-
 def to_jsonable(obj: Any) -> Any:
     """A JSON-able copy of ``obj`` (dicts, lists, str, int, float, bool, None). Never raises."""
     kind = type(obj)

@@ -184,49 +184,45 @@ class Converter:
         """Let go of the lists captured in the trace just converted."""
         self._seen.clear()
 
-    def convert(self, value: Any, to_jsonable: Callable[[Any], Any], item: Callable[[Any], Any] | None = None) -> Any:
-        """``value`` JSON-able; ``item``: how to convert the items of a list long enough to share (default
-        ``to_jsonable``; the writer passes ``serialize.json_fragment`` when no mask needs dicts: each message
-        becomes its JSON text, one object the garbage collector does not track instead of a tree of dicts)."""
-        item = item or to_jsonable
+    def convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
         kind = type(value)
         if kind is Frozen:
-            return self._captured(value, to_jsonable, item)
+            return self._captured(value, to_jsonable)
         if kind is list:
-            return self._list(value, to_jsonable, item)
+            return self._list(value, to_jsonable)
         if kind is dict and any(type(v) is Frozen or type(v) is list for v in value.values()):
             out = {}
-            for key, entry in value.items():
-                entry_kind = type(entry)
-                if entry_kind is Frozen:
-                    converted = self._captured(entry, to_jsonable, item)
-                elif entry_kind is list:
-                    converted = self._list(entry, to_jsonable, item)
+            for key, item in value.items():
+                item_kind = type(item)
+                if item_kind is Frozen:
+                    converted = self._captured(item, to_jsonable)
+                elif item_kind is list:
+                    converted = self._list(item, to_jsonable)
                 else:
-                    converted = to_jsonable(entry)
+                    converted = to_jsonable(item)
                 out[key if type(key) is str else str(key)] = converted
             return out
         return to_jsonable(value)
 
-    def _captured(self, frozen: Frozen, to_jsonable: Callable[[Any], Any], item: Callable[[Any], Any]) -> Any:
+    def _captured(self, frozen: Frozen, to_jsonable: Callable[[Any], Any]) -> Any:
         if not self.share_within_trace:
-            return self._list(frozen.value(), to_jsonable, item)
+            return self._list(frozen.value(), to_jsonable)
         key = (id(frozen.items), frozen.size)
         seen = self._seen.get(key)
         if seen is not None and seen[0] is frozen.items:
             return seen[1]
-        made = self._list(frozen.value(), to_jsonable, item)
+        made = self._list(frozen.value(), to_jsonable)
         self._seen[key] = (frozen.items, made)
         return made
 
-    def _list(self, seq: list[Any], to_jsonable: Callable[[Any], Any], item: Callable[[Any], Any]) -> Any:
+    def _list(self, seq: list[Any], to_jsonable: Callable[[Any], Any]) -> Any:
         if len(seq) < MIN_SHARED:
             return to_jsonable(seq)
         m, made = self._prefixes.find(seq)
         if m and m == len(seq):
             # the same list again (a model's input is its node's): shared, not copied (a mask gets its own list)
             return made if self.share_within_trace else list(made)
-        out = (made if m else []) + [item(entry) for entry in seq[m:]]
+        out = (made if m else []) + [to_jsonable(item) for item in seq[m:]]
         self._prefixes.add(seq, out)
         return out
 

@@ -28,7 +28,6 @@ class _Serialisers(NamedTuple):
 
     to_jsonable: Callable[[Any], Any]  # a JSON-able copy
     json_bytes: Callable[[Any], bytes | None]  # the same value's JSON text in one pass (None: orjson refused it)
-    json_fragment: Callable[[Any], Any]  # the JSON text as an orjson Fragment (to_jsonable's value if refused)
 
 
 log = logging.getLogger("lftrace")
@@ -362,10 +361,10 @@ class TraceWriter:
         """
         from .pricing import cost_for
         from .serialize import forget as forget_messages
-        from .serialize import json_bytes, json_fragment, to_jsonable
+        from .serialize import json_bytes, to_jsonable
 
         try:
-            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes, json_fragment), cost_for)
+            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes), cost_for)
         finally:  # let go of the captured lists and messages
             self._converter.end_trace()
             forget_messages()
@@ -395,9 +394,11 @@ class TraceWriter:
             direct = inline_json(value, ser.json_bytes)
             if direct is not None:
                 return direct
-        # a mask works on JSON-able values: the items of a long list are dicts for it, JSON text otherwise
-        item = ser.json_fragment if self._mask is None else None
-        return as_json(self._masked(self._converter.convert(value, ser.to_jsonable, item)))
+        return as_json(self._masked(self._convert(value, ser.to_jsonable)))
+
+    def _convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
+        # Lists that extend a list converted just before (a growing conversation) only convert their new items.
+        return self._converter.convert(value, to_jsonable)
 
     def _prepare_observation(self, obs: Observation, ser: _Serialisers, cost_for: Callable[..., Any]) -> None:
         obs.input = self._prepared(obs.input, ser)
