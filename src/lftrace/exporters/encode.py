@@ -31,6 +31,9 @@ MAX_SPAN_BYTES = 4_000_000  # all attribute values of one span (Langfuse drops s
 # instead of summing every attribute's length before encoding
 _SURELY_UNDER_LIMITS = min(MAX_VALUE_BYTES // 4, MAX_SPAN_BYTES)
 MAX_REQUEST_BYTES = 4_000_000  # one request, before gzip (Langfuse: keep well under 16 MB)
+# ... and one request sent without gzip (an endpoint on this machine): a long run's requests are all this size,
+# and at 4 MB each the process's peak RSS grew by ~80 MB more than at 1 MB (4,000-step loop, bench/long_run.py)
+MAX_PLAIN_REQUEST_BYTES = 1_000_000
 TRUNCATION_MARKER = "...[truncated by lftrace: {size} bytes; the full value is in the local trace store]"
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from .._version import __version__
 from ..config import mask_secret
 from ..model import Trace
-from .encode import EncodedTrace, iter_batches
+from .encode import MAX_PLAIN_REQUEST_BYTES, MAX_REQUEST_BYTES, EncodedTrace, iter_batches
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,8 @@ class OtlpExporter:
         """Send every span of ``traces``; the result is ok only if every request succeeded."""
         if not traces:
             return ExportResult(ok=True, message="nothing to send")
-        requests = iter_batches(traces, self.resource_attributes, profile=self.profile)
+        max_bytes = MAX_REQUEST_BYTES if self.gzip else MAX_PLAIN_REQUEST_BYTES
+        requests = iter_batches(traces, self.resource_attributes, profile=self.profile, max_bytes=max_bytes)
         result = ExportResult(ok=True)
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         while True:  # one deadline for the whole export, however many requests it takes; each made when sent
