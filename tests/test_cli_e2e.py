@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from support.signals import with_ctrl_c
+
 REPO = Path(__file__).resolve().parent.parent
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 SAMPLES = [
@@ -112,7 +114,10 @@ graph = builder.compile()
 def test_ctrl_c_saves_the_partial_trace_marked_cancelled_and_exits_130(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_GRAPH, encoding="utf-8")
     proc = subprocess.Popen(
-        [LFTRACE, "run", "slow.py:graph", "-i", "hi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        with_ctrl_c([LFTRACE, "run", "slow.py:graph", "-i", "hi"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

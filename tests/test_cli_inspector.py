@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from support.signals import with_ctrl_c
+
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_graphs"
 
@@ -220,7 +222,7 @@ def test_run_without_a_terminal_prints_plain_output():
 
 def test_tail_follows_traces_written_by_other_processes(tmp_path):
     assert lftrace("run", f"{SAMPLES}/chatbot.py:graph", "-i", "before").returncode == 0  # not shown: older
-    proc, master = spawn_in_pty([LFTRACE, "tail", "--interval", "0.1"], tmp_path)
+    proc, master = spawn_in_pty(with_ctrl_c([LFTRACE, "tail", "--interval", "0.1"]), tmp_path)
     try:
         started = read_pty(master, time.monotonic() + 30, stop="Ctrl-C stops")  # listening from now on
         assert "following " in started, started

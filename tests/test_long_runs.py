@@ -21,6 +21,7 @@ import pytest
 from lftrace import client as client_module
 from lftrace.langchain import FRAGMENT_MAX, FRAGMENT_SIZE, CallbackHandler
 from lftrace.store import TraceStore
+from support.signals import with_ctrl_c
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -216,7 +217,9 @@ def test_ctrl_c_stops_a_long_run_at_once_and_keeps_its_steps(tmp_path):
     lftrace = str(Path(sys.executable).with_name("lftrace"))
     payload = json.dumps({"messages": [{"role": "user", "content": "Plan a trip"}], "max_steps": 1_000_000})
     cmd = [lftrace, "run", str(REPO / "sample_graphs" / "long_loop.py") + ":graph", "--input", payload]
-    proc = subprocess.Popen([*cmd, "--recursion-limit", "1000010"], env=env, cwd=tmp_path, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        with_ctrl_c([*cmd, "--recursion-limit", "1000010"]), env=env, cwd=tmp_path, stdout=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         count = 0

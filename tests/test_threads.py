@@ -17,6 +17,7 @@ from lftrace.errors import InputError
 from lftrace.loader import load_target
 from lftrace.runner import build_config, execute, parse_config, parse_metadata, shape_input
 from lftrace.threads import checkpoint_path, is_async_only
+from support.signals import with_ctrl_c
 
 REPO = Path(__file__).resolve().parent.parent
 GRAPHS = Path(__file__).resolve().parent / "graphs"
@@ -234,7 +235,7 @@ def test_ctrl_c_stops_a_runaway_loop_within_two_seconds_and_keeps_the_partial_tr
 
     lftrace = str(Path(sys.executable).parent / "lftrace")
     proc = subprocess.Popen(
-        [lftrace, "run", target("loop"), "--input", '{"count": 0}', "--json"],
+        with_ctrl_c([lftrace, "run", target("loop"), "--input", '{"count": 0}', "--json"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,0 +1,21 @@
+"""Ctrl-C in subprocess tests, whatever started the test run.
+
+A shell runs a background job (``make test &``, a CI step started that way) with SIGINT ignored, and every
+process below it inherits that: Python then installs no KeyboardInterrupt handler at all, so a test that sends
+SIGINT to ``lftrace run`` would see the signal ignored. ``with_ctrl_c(cmd)`` starts ``cmd`` through a tiny
+wrapper that puts SIGINT back to its default and execs the command: the process the test signals is ``cmd``
+itself, with Python's usual Ctrl-C handling, as when a user presses Ctrl-C in a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_RESET_AND_EXEC = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def with_ctrl_c(cmd: list[str]) -> list[str]:
+    """``cmd`` (an executable path first) started with SIGINT at its default, so Ctrl-C raises KeyboardInterrupt."""
+    return [sys.executable, "-c", _RESET_AND_EXEC, *cmd]
