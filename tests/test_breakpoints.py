@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from support.terminal import run_in_terminal
 
 REPO = Path(__file__).resolve().parent.parent
 GRAPHS = Path(__file__).resolve().parent / "graphs" / "breakpoints.py"
@@ -137,29 +136,16 @@ def test_lftrace_test_turns_expect_the_breakpoint_then_continue(tmp_path):
 
 
 def test_interactive_goes_on_past_the_breakpoint_on_enter():
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: lftrace with the pseudo-terminal as stdin/stdout/stderr
-        os.execv(LFTRACE, [LFTRACE, "run", APPROVAL, "--input", "What is 6 times 7?", "--interactive"])
-    output = b""
-    answered = False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
+    answered: list[bool] = []
+
+    def answer(output: bytes) -> bytes | None:
         if not answered and b"Enter goes on> " in output:
-            os.write(fd, b"\n")
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    text = output.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+            answered.append(True)
+            return b"\n"
+        return None
+
+    code, text = run_in_terminal([LFTRACE, "run", APPROVAL, "--input", "What is 6 times 7?", "--interactive"], answer)
+    assert code == 0, text
     assert "paused at a breakpoint (before tools); Enter goes on> " in text
     assert "⏸ interrupted" in text and "✓ ok" in text and "42" in text
     assert "--resume value" not in text  # Enter is no answer to drop

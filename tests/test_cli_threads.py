@@ -4,17 +4,14 @@ pseudo-terminal, async-only graphs, config factories, handled errors, recursion 
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from lftrace.cli import app
+from support.terminal import run_in_terminal
 
 REPO = Path(__file__).resolve().parent.parent
 GRAPHS = Path(__file__).resolve().parent / "graphs"
@@ -74,28 +71,15 @@ def test_resume_errors_are_usage_errors():
 
 
 def test_interactive_asks_on_the_terminal_and_goes_on_in_the_same_process():
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: lftrace with the pseudo-terminal as stdin/stdout/stderr
-        os.execv(LFTRACE, [LFTRACE, "run", REVIEW, "--input", "release notes", "--interactive"])
-    output = b""
     answers = [b"make it shorter\n", b"yes\n"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        output += chunk
-        if output.count(b"answer for human_review> ") > 2 - len(answers):
-            os.write(fd, answers.pop(0))
-    _, status = os.waitpid(pid, 0)
-    text = output.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, text
+
+    def answer(output: bytes) -> bytes | None:
+        if answers and output.count(b"answer for human_review> ") > 2 - len(answers):
+            return answers.pop(0)
+        return None
+
+    code, text = run_in_terminal([LFTRACE, "run", REVIEW, "--input", "release notes", "--interactive"], answer)
+    assert code == 0, text
     assert text.count("answer for human_review> ") == 2
     assert text.count("⏸ interrupted") == 2 and "✓ ok" in text  # paused, revised and paused again, published
     traces = json.loads(lftrace("list", "--json").stdout)
