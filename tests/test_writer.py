@@ -343,3 +343,45 @@ def test_only_values_the_store_shares_stay_structures_after_prepare(tmp_path):
     assert stored.output == {"messages": long_list[:2]}
     writer.stop()
     store.close()
+
+
+def test_ctrl_c_while_a_part_waits_for_the_writer_still_keeps_that_part(tmp_path):
+    """The back-pressure wait is where a long run spends its time when the disk is slow: Ctrl-C (or SIGTERM)
+    arriving there must not drop the part being handed over (its observations would be lost)."""
+    import signal
+    import threading
+
+    from lftrace.writer import MAX_QUEUED_PARTS
+
+    store = TraceStore(tmp_path / "s.db")
+    real = store.write_traces
+    release = threading.Event()
+
+    def stuck_disk(traces, *args, **kwargs):
+        release.wait(10)
+        return real(traces, *args, **kwargs)
+
+    store.write_traces = stuck_disk  # type: ignore[method-assign]
+    writer = TraceWriter(lambda: store, lambda: ())
+    trace = make_trace(name="long run")
+    parts = []
+    for index in range(MAX_QUEUED_PARTS + 1):
+        part = make_trace(trace.id, name="long run")
+        part.observations = [dataclasses.replace(trace.observations[0], id=f"{index:016x}")]
+        parts.append(part)
+    for part in parts[:-1]:
+        writer.submit_fragment(part)  # MAX_QUEUED_PARTS handed over (one held by the stuck writer): the next waits
+    # Ctrl-C as the terminal sends it, to the main thread (which is waiting)
+    timer = threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    timer.start()
+    try:
+        writer.submit_fragment(parts[-1])
+        raise AssertionError("the part did not wait for the writer")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        timer.cancel()
+        release.set()
+    assert writer.flush(timeout=20) is True
+    assert len(store.get_trace(trace.id).observations) == len(parts)
+    writer.stop()

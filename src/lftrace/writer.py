@@ -129,22 +129,25 @@ class TraceWriter:
         ``PART_WAIT_S`` (a stuck disk must not stop the program).
         """
         self._ensure_thread()
-        with self._parts_queued:
-            if self._queued_parts >= MAX_QUEUED_PARTS and self._pace_parts:
-                thread = self._thread
-                if thread is not None and thread.is_alive():
-                    caught_up = self._parts_queued.wait_for(
-                        lambda: self._queued_parts < MAX_QUEUED_PARTS, timeout=PART_WAIT_S
-                    )
-                    if not caught_up:  # a stuck store: never stall the program again, let parts queue up
-                        self._pace_parts = False
-                        log.warning(
-                            "lftrace: the trace store took over %.0f s to write a part of a long run; "
-                            "no longer waiting for it (memory may grow until it catches up)",
-                            PART_WAIT_S,
+        try:
+            with self._parts_queued:
+                if self._queued_parts >= MAX_QUEUED_PARTS and self._pace_parts:
+                    thread = self._thread
+                    if thread is not None and thread.is_alive():
+                        caught_up = self._parts_queued.wait_for(
+                            lambda: self._queued_parts < MAX_QUEUED_PARTS, timeout=PART_WAIT_S
                         )
-            self._queued_parts += 1
-        self._queue.put(_Fragment(trace))
+                        if not caught_up:  # a stuck store: never stall the program again, let parts queue up
+                            self._pace_parts = False
+                            log.warning(
+                                "lftrace: the trace store took over %.0f s to write a part of a long run; "
+                                "no longer waiting for it (memory may grow until it catches up)",
+                                PART_WAIT_S,
+                            )
+        finally:  # Ctrl-C or SIGTERM during the wait: the part is handed over all the same (its steps are kept)
+            with self._parts_queued:
+                self._queued_parts += 1
+            self._queue.put(_Fragment(trace))
 
     @property
     def unwritten(self) -> int:
