@@ -60,6 +60,7 @@ def test_sigterm_during_a_run_saves_the_partial_trace(tmp_path: Path) -> None:
 
 _GRAPH = textwrap.dedent(
     """
+    import sys
     import time
     from typing_extensions import TypedDict
     from langgraph.graph import END, START, StateGraph
@@ -73,7 +74,8 @@ _GRAPH = textwrap.dedent(
 
     def answer(state):
         if state["topic"].startswith("slow"):
-            print("SLOW STARTED", flush=True)
+            sys.stdout.write("SLOW STARTED\\n")  # one write per line: two cases run at once
+            sys.stdout.flush()
             time.sleep(60)  # a hung model call: only SIGTERM ends it
         return {"answer": state["answer"] + "!"}
 
@@ -146,6 +148,7 @@ def test_sigterm_during_lftrace_test_keeps_traces_and_reports_every_case(tmp_pat
 
 _PARALLEL = textwrap.dedent(
     """
+    import sys
     import time
     from typing_extensions import TypedDict
     from langgraph.graph import END, START, StateGraph
@@ -155,7 +158,8 @@ _PARALLEL = textwrap.dedent(
 
     def branch(name):
         def node(state):
-            print(name, "STARTED", flush=True)
+            sys.stdout.write(f"{name} STARTED\\n")  # one write per line: the two branches print at once
+            sys.stdout.flush()
             time.sleep(60)  # a hung tool call: LangGraph waits for its threads before stopping
             return {}
         return node
