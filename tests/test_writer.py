@@ -371,7 +371,9 @@ def test_ctrl_c_while_a_part_waits_for_the_writer_still_keeps_that_part(tmp_path
         parts.append(part)
     for part in parts[:-1]:
         writer.submit_fragment(part)  # MAX_QUEUED_PARTS handed over (one held by the stuck writer): the next waits
-    # Ctrl-C as the terminal sends it, to the main thread (which is waiting)
+    # Ctrl-C as the terminal sends it, to the main thread (which is waiting); Python's own handler, whatever
+    # started the test run (a background job inherits SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
     timer.start()
     try:
@@ -381,6 +383,7 @@ def test_ctrl_c_while_a_part_waits_for_the_writer_still_keeps_that_part(tmp_path
         pass
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
         release.set()
     assert writer.flush(timeout=20) is True
     assert len(store.get_trace(trace.id).observations) == len(parts)
