@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -264,28 +265,41 @@ def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tm
     writer.stop()
 
 
+def _stuck_store(path: Path, disk: threading.Event, limit: float = 20) -> TraceStore:
+    """A real store whose writes wait until ``disk`` is set (at most ``limit`` seconds): a stuck disk."""
+    store = TraceStore(path)
+    real = store.write_traces
+
+    def stuck(traces, *args, **kwargs):
+        disk.wait(limit)
+        return real(traces, *args, **kwargs)
+
+    store.write_traces = stuck  # type: ignore[method-assign]
+    return store
+
+
+def _parts(trace, count: int) -> list:
+    """``count`` parts of ``trace``, as a long run hands them over: one new observation each."""
+    parts = []
+    for index in range(count):
+        part = make_trace(trace.id, name=trace.name)
+        part.observations = [dataclasses.replace(trace.observations[0], id=f"{index:016x}")]
+        parts.append(part)
+    return parts
+
+
 def test_a_stuck_store_stalls_a_long_run_once_then_never_again(tmp_path, monkeypatch, caplog):
-    import threading
 
     from lftrace import writer as writer_module
 
     monkeypatch.setattr(writer_module, "PART_WAIT_S", 0.3)
-    store = TraceStore(tmp_path / "s.db")
-    real = store.write_traces
     disk = threading.Event()
-
-    def stuck(traces, *args, **kwargs):
-        disk.wait(20)
-        return real(traces, *args, **kwargs)
-
-    store.write_traces = stuck  # type: ignore[method-assign]
+    store = _stuck_store(tmp_path / "s.db", disk)
     writer = TraceWriter(lambda: store, lambda: ())
     trace = make_trace(name="long run")
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="lftrace"):
-        for index in range(8):
-            part = make_trace(trace.id, name="long run")
-            part.observations = [dataclasses.replace(trace.observations[0], id=f"{index:016x}")]
+        for part in _parts(trace, 8):
             writer.submit_fragment(part)
     assert 0.3 <= time.monotonic() - started < 3  # one wait of 0.3 s, not one per part
     assert "no longer waiting" in caplog.text
@@ -349,26 +363,14 @@ def test_ctrl_c_while_a_part_waits_for_the_writer_still_keeps_that_part(tmp_path
     """The back-pressure wait is where a long run spends its time when the disk is slow: Ctrl-C (or SIGTERM)
     arriving there must not drop the part being handed over (its observations would be lost)."""
     import signal
-    import threading
 
     from lftrace.writer import MAX_QUEUED_PARTS
 
-    store = TraceStore(tmp_path / "s.db")
-    real = store.write_traces
     release = threading.Event()
-
-    def stuck_disk(traces, *args, **kwargs):
-        release.wait(10)
-        return real(traces, *args, **kwargs)
-
-    store.write_traces = stuck_disk  # type: ignore[method-assign]
+    store = _stuck_store(tmp_path / "s.db", release, limit=10)
     writer = TraceWriter(lambda: store, lambda: ())
-    trace = make_trace(name="long run")
-    parts = []
-    for index in range(MAX_QUEUED_PARTS + 1):
-        part = make_trace(trace.id, name="long run")
-        part.observations = [dataclasses.replace(trace.observations[0], id=f"{index:016x}")]
-        parts.append(part)
+    parts = _parts(make_trace(name="long run"), MAX_QUEUED_PARTS + 1)
+    trace = parts[0]
     for part in parts[:-1]:
         writer.submit_fragment(part)  # MAX_QUEUED_PARTS handed over (one held by the stuck writer): the next waits
     # Ctrl-C as the terminal sends it, to the main thread (which is waiting); Python's own handler, whatever
