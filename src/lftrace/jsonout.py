@@ -45,30 +45,19 @@ def _spelt(value: Any, budget: list[int]) -> Any:
     kind = type(value)
     if kind is float:
         return orjson.Fragment(repr(value).encode()) if math.isfinite(value) else value
-    if kind is dict:
+    if kind is dict or kind is list:
         budget[0] -= len(value)
         if budget[0] < 0:
             raise _Exhausted
-        changed: dict[Any, Any] | None = None
-        for key, item in value.items():
+        changed: Any = None  # a copy, made at the first item that changes
+        for key, item in value.items() if kind is dict else enumerate(value):
             if type(item) in (float, dict, list):
                 new = _spelt(item, budget)
                 if new is not item:
-                    changed = changed if changed is not None else dict(value)
+                    if changed is None:
+                        changed = kind(value)
                     changed[key] = new
         return value if changed is None else changed
-    if kind is list:
-        budget[0] -= len(value)
-        if budget[0] < 0:
-            raise _Exhausted
-        items: list[Any] | None = None
-        for index, item in enumerate(value):
-            if type(item) in (float, dict, list):
-                new = _spelt(item, budget)
-                if new is not item:
-                    items = items if items is not None else list(value)
-                    items[index] = new
-        return value if items is None else items
     return value
 
 

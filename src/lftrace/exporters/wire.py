@@ -177,11 +177,6 @@ def span_parts(
     return parts
 
 
-def span(**fields: Any) -> bytes:
-    """One Span message's body (``span_parts`` joined)."""
-    return b"".join(span_parts(**fields))
-
-
 def request_head(resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str) -> tuple[bytes, bytes]:
     """(Resource field, InstrumentationScope field) of a request: the same for every request of an exporter."""
     resource = field(_FIRST, key_values(_FIRST, resource_attributes))
