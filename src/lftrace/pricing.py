@@ -1,17 +1,23 @@
 """Cost of a generation in USD from its model and Langfuse usage_details, via ``genai_prices``.
 
-Called only from the writer thread. ``genai_prices`` is imported on first use (~0.4 s) and every
-answer is cached per (model, usage) because ``calc_price`` costs ~200 us for a known model.
-An unknown model gives None: no cost is better than a wrong one.
+Called only from the writer thread. ``genai_prices`` is imported on first use (~0.4 s). Its ``calc_price`` costs
+~70 us per call, and real model calls rarely repeat their token counts, so a cache of answers alone misses. For a
+model with flat prices (per token, no tiers) a cost is linear in the token counts: ``_Linear`` learns the rates
+from a few exact calls to ``genai_prices`` (once per model and hour, from the model's second generation on),
+checks them against one more, and then prices a generation in ~3 us. Tiered prices, counts outside the measured
+shape and anything the check rejects take the exact call. An unknown model gives None: no cost is better than a
+wrong one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .usage import gross_counts
 
@@ -21,10 +27,23 @@ _cache: dict[tuple[str, tuple[tuple[str, int], ...]], dict[str, float] | None] =
 _unknown_models: set[str] = set()
 _lock = threading.Lock()
 
+# the token counts a cost depends on (``usage.gross_counts``): the axes of the linear model
+_AXES = ("input", "output", "cache_read", "cache_write", "input_audio", "output_audio", "reasoning")
+# where the rates are measured: every count set, all below the 128k-token threshold where tiered prices start
+_PROBE_BASE = {"input": 64_000, "output": 64_000} | {axis: 8_000 for axis in _AXES[2:]}
+_PROBE_STEP = 8_000
+_PROBE_CHECK = {"input": 1_234, "output": 567, "cache_read": 89, "cache_write": 45, "input_audio": 6}
+_PROBE_CHECK |= {"output_audio": 7, "reasoning": 123}
+_RATES_TTL_S = 3600.0  # prices can change by date (genai_prices' conditional prices): measured again after this
+_LINE_ITEM_AXES = {
+    "input_cache_read": "cache_read",
+    "input_cache_creation": "cache_write",
+    "output_reasoning": "reasoning",
+}
 
-def _genai_usage_kwargs(usage: Mapping[str, int]) -> dict[str, int]:
-    """Langfuse usage (input/output exclude details; provider keys kept) -> genai_prices Usage (totals include them)."""
-    counts = gross_counts(usage)
+
+def _genai_usage_kwargs(counts: Mapping[str, int]) -> dict[str, int]:
+    """Gross counts (``usage.gross_counts``: input/output include their details) -> genai_prices Usage."""
     kwargs = {"input_tokens": counts["input"], "output_tokens": counts["output"]}
     for source, target in (
         ("cache_read", "cache_read_tokens"),
@@ -38,9 +57,116 @@ def _genai_usage_kwargs(usage: Mapping[str, int]) -> dict[str, int]:
 
 
 def _calculate(model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
+    counts = gross_counts(usage)
+    if model not in _priced_once:  # a model priced once in a process is not worth measuring
+        _priced_once.add(model)
+        return _exact(model, counts)
+    rates = _rates_for(model)
+    if rates is not None and _in_domain(counts):
+        return rates.cost(counts)
+    return _exact(model, counts)
+
+
+def _in_domain(counts: Mapping[str, int]) -> bool:
+    """Counts where the linear model holds: the details fit inside the input and output they are part of."""
+    return (
+        counts["cache_read"] + counts["cache_write"] + counts["input_audio"] <= counts["input"]
+        and counts["reasoning"] + counts["output_audio"] <= counts["output"]
+        and min(counts[axis] for axis in _AXES) >= 0
+    )
+
+
+class _Linear(NamedTuple):
+    """A flat-priced model's cost as ``intercept + sum(rate * count)`` for each part of the cost."""
+
+    intercept: dict[str, float]
+    rates: dict[str, dict[str, float]]
+    measured_at: float
+
+    def cost(self, counts: Mapping[str, int]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, base in self.intercept.items():
+            axis = _LINE_ITEM_AXES.get(key)
+            if axis is not None and not counts[axis]:
+                continue  # a line item only for counts that are there (as the exact calculation gives them)
+            value = base
+            for name, rate in self.rates[key].items():
+                value += rate * counts[name]
+            out[key] = value
+        return out
+
+
+_linear: dict[str, _Linear | None] = {}
+_priced_once: set[str] = set()
+
+
+def _rates_for(model: str) -> _Linear | None:
+    if model in _linear:
+        known = _linear[model]
+        if known is None or time.monotonic() - known.measured_at < _RATES_TTL_S:
+            return known
+    try:
+        rates = _measure(model)
+    except Exception as exc:  # never a guess: the exact calculation prices this model
+        _log.debug("lftrace: no linear prices for %r: %r", model, exc)
+        rates = None
+    with _lock:
+        if len(_linear) >= _CACHE_LIMIT:
+            _linear.clear()
+            _priced_once.clear()
+        _linear[model] = rates
+    return rates
+
+
+def _measure(model: str) -> _Linear | None:
+    """The rates of a flat-priced model from exact calculations at a base point and one step along each axis;
+    None for tiered prices, or when one more exact calculation disagrees."""
+    from genai_prices.types import TieredPrices
+
+    base = _exact(model, _PROBE_BASE)
+    if base is None or _is_tiered(model, TieredPrices):
+        return None
+    rates: dict[str, dict[str, float]] = {key: {} for key in base}
+    for axis in _AXES:
+        stepped = _exact(model, {**_PROBE_BASE, axis: _PROBE_BASE[axis] + _PROBE_STEP})
+        if stepped is None or stepped.keys() != base.keys():
+            return None
+        for key, value in stepped.items():
+            rate = (value - base[key]) / _PROBE_STEP
+            if rate:
+                rates[key][axis] = rate
+    intercept = {
+        key: value - sum(rate * _PROBE_BASE[axis] for axis, rate in rates[key].items()) for key, value in base.items()
+    }
+    # a per-request price stays; what is left of the subtraction above is rounding
+    intercept = {key: (0.0 if abs(value) < 1e-12 else value) for key, value in intercept.items()}
+    linear = _Linear(intercept, rates, time.monotonic())
+    expected = _exact(model, _PROBE_CHECK)
+    if expected is None or not _close(linear.cost(_PROBE_CHECK), expected):
+        return None
+    return linear
+
+
+def _is_tiered(model: str, tiered: type) -> bool:
+    from genai_prices import Usage, calc_price
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        price = calc_price(Usage(input_tokens=1, output_tokens=1), model)
+    return any(isinstance(value, tiered) for value in vars(price.model_price).values())
+
+
+def _close(got: Mapping[str, float], expected: Mapping[str, float]) -> bool:
+    return got.keys() == expected.keys() and all(
+        math.isclose(got[key], expected[key], rel_tol=1e-9, abs_tol=1e-15) for key in expected
+    )
+
+
+def _exact(model: str, counts: Mapping[str, int]) -> dict[str, float] | None:
+    """The cost as ``genai_prices`` calculates it, from gross counts (``usage.gross_counts``)."""
     from genai_prices import Usage, calc_price  # lazy: ~0.4 s import
 
-    kwargs = _genai_usage_kwargs(usage)
+    kwargs = _genai_usage_kwargs(counts)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -53,7 +179,6 @@ def _calculate(model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
         # Line items, priced by the same model price (cheap: no lookup): cached input, cache writes and reasoning
         # come out of input/output so that the parts add up to the total, as Langfuse's cost details do.
         model_price = price.model_price
-        counts = gross_counts(usage)
         for key, part_usage, side in (
             (
                 "input_cache_read",
