@@ -1,11 +1,17 @@
 """Per-span overhead of lftrace's CallbackHandler vs the official langfuse handler (not a test).
 
-One LangGraph agent (agent -> tools -> agent, 11 callback runs per invoke) runs with no handler,
+One LangGraph agent (agent -> tools -> agent, 11 callback runs per invoke; the fake chat model reports different
+token counts on every call, as real calls do) runs with no handler,
 a no-op handler, lftrace's handler (exporting, and store-only as
 ``lftrace-local``) and the official ``langfuse`` CallbackHandler. Both tracers
 export to a tiny 200-OK HTTP server on 127.0.0.1 in its own process, as a real backend (LANGFUSE_BASE_URL/keys point at it); blocks are
 interleaved in one process and each block ends with the tracer's ``flush()``, so export and
 store writes are paid inside the measurement. Then memory before/after many lftrace runs.
+
+Modes: ``sync`` and ``async`` are CPU-bound (the model answers at once): every microsecond a tracer spends, on the
+user's thread or on its own threads (which hold the GIL), shows. ``sync+wait`` gives each model call a 5 ms
+network wait (a fast endpoint; real ones take 100s of ms): a tracer's background threads can work during the
+wait, as in an application that calls a real model (they still take the GIL from the user's thread when both run).
 
     .venv/bin/python bench/overhead.py              # ~1 minute on 2 cores
     .venv/bin/python bench/overhead.py --rounds 10 --block 50 --runs 10000
@@ -79,6 +85,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=30, help="invokes per block (default 30)")
     parser.add_argument("--runs", type=int, default=1000, help="lftrace runs for the memory check (default 1000)")
     parser.add_argument("--skip-async", action="store_true")
+    parser.add_argument("--skip-wait", action="store_true", help="leave out the sync+wait mode")
+    parser.add_argument("--wait-ms", type=float, default=5.0, help="model call wait in sync+wait (default 5 ms)")
     args = parser.parse_args()
 
     url = start_server()
@@ -95,7 +103,7 @@ def main() -> None:
 
     import lftrace
     from lftrace.langchain import CallbackHandler
-    from support.fake_models import build_agent
+    from support.fake_models import ToolCallingFakeModel, build_agent
 
     class NoopHandler(BaseCallbackHandler):
         run_inline = True
@@ -108,7 +116,24 @@ def main() -> None:
     # the same pipeline without export (store only): public_key "" disables the Langfuse destination
     local_client = lftrace.Langfuse(public_key="", store=Path(os.environ["LFTRACE_STORE"]).with_name("local.db"))
     official_client = OfficialLangfuse()
-    graph = build_agent()
+
+    class Model(ToolCallingFakeModel):
+        """Token counts that change from call to call (a cost cache keyed by usage misses, as with a real model);
+        ``wait`` seconds of network wait per call (the GIL released, as in an HTTP call)."""
+
+        wait: float = 0.0
+        calls: int = 0
+
+        def _respond(self, messages: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            self.usage = {"input_tokens": 400 + self.calls % 997, "output_tokens": 20 + self.calls % 89}
+            self.usage["total_tokens"] = self.usage["input_tokens"] + self.usage["output_tokens"]
+            if self.wait:
+                time.sleep(self.wait)
+            return super()._respond(messages, **kwargs)
+
+    model = Model()
+    graph = build_agent(model)
     payload = {"messages": [HumanMessage("Paris")]}
 
     # spans per invoke, counted from a real trace
@@ -137,7 +162,16 @@ def main() -> None:
 
     print(f"LangGraph agent, {spans} spans per invoke; {args.rounds} rounds x {args.block} invokes per variant")
     print(f"export target: {url} (200 OK); lftrace store: {os.environ['LFTRACE_STORE']}")
+
+    def run_waiting(callbacks: list[Any], n: int) -> None:
+        model.wait = args.wait_ms / 1e3
+        try:
+            run_sync(callbacks, n)
+        finally:
+            model.wait = 0.0
+
     modes = [("sync", run_sync)] + ([] if args.skip_async else [("async", run_async)])
+    modes += [] if args.skip_wait else [("sync+wait", run_waiting)]
     for mode, runner in modes:
         for make, flush in variants.values():  # warm-up
             runner(make(), 3)
