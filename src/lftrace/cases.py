@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import StoreError
+from .errors import CANCELLED, TERMINATED, StoreError
 
 if TYPE_CHECKING:  # imported where used: `lftrace list`/`show` import this module's constants only
     from .assertions import Expectations
@@ -77,7 +77,7 @@ class CaseRunner:
         self.options = options or RunOptions()
         self.store_error: StoreError | None = None  # the store cannot take traces: the test stops with exit 7
         # id(case) -> the case's verdict so far, the handler of the turn running and when the case started:
-        # what SIGTERM closes and reports (``stopped``)
+        # what Ctrl-C or SIGTERM closes and reports (``stopped``)
         self._live: dict[int, _Live] = {}
         self._live_lock = threading.Lock()
 
@@ -179,9 +179,10 @@ class CaseRunner:
         finally:
             self._done(case)
 
-    def stopped(self, case: Case, reason: str = "terminated (SIGTERM)") -> CaseResult:
-        """SIGTERM: the result of a case that was running, its open runs closed now (WARNING, ``reason``) and its
-        partial trace handed to the writer, marked as a run that was stopped (as ``lftrace run`` does)."""
+    def stopped(self, case: Case, reason: str = TERMINATED) -> CaseResult:
+        """Ctrl-C or SIGTERM (``reason``: errors.CANCELLED / TERMINATED): the result of a case that was running, its
+        open runs closed now (WARNING, ``reason``) and its partial trace handed to the writer, marked as a run that
+        was stopped (as ``lftrace run`` does)."""
         from .dataset import CaseResult
 
         with self._live_lock:
@@ -249,7 +250,7 @@ class _Verdict:
         trace = run.trace
         out.latency = (out.latency or 0.0) + (trace.latency if trace and trace.latency is not None else run.elapsed)
         if run.cancelled:  # stopped from outside (SIGTERM, Ctrl-C): the partial trace is saved
-            stopped = "terminated (SIGTERM)" if run.terminated else "cancelled (Ctrl-C)"
+            stopped = TERMINATED if run.terminated else CANCELLED
             out.error = f"{self.where(index)}{stopped} while the case ran"
         elif run.error is not None:
             out.error = f"{self.where(index)}{type(run.error).__name__}: {run.error}"

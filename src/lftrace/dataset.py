@@ -9,8 +9,10 @@ the same cases on every machine and the N shards partition the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .assertions import AssertionFailure, Expectations
-from .errors import InputError, Terminated
+from .errors import CANCELLED, TERMINATED, InputError, Terminated, stop_reason
 
 _CASE_KEYS = {"name", "input", "turns", "expect", "metadata", "config", "thread_id"}
 _TURN_KEYS = {"input", "resume", "expect"}
@@ -218,34 +220,73 @@ def select_shard(cases: Sequence[Case], k: int, n: int) -> list[Case]:
 
 # -- running --------------------------------------------------------------------------------
 
-TERMINATED = "terminated (SIGTERM)"
 SIGNAL_POLL_S = 0.2  # how often the waiting main thread wakes to run a pending signal handler
-NOT_RUN_TERMINATED = "not run: SIGTERM stopped the test run"
+NOT_RUN = {
+    CANCELLED: "not run: Ctrl-C stopped the test run",
+    TERMINATED: "not run: SIGTERM stopped the test run",
+}
 
 
-class CasesTerminated(Terminated):
-    """SIGTERM stopped ``run_cases``: ``results`` in dataset order, the cases that were running reported by
-    ``on_stop`` (an error, their partial traces saved) and the ones not started as skipped."""
+class CasesStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped ``run_cases``: ``results`` in dataset order, the cases that were running reported
+    by ``on_stop`` (an error, their partial traces saved) and the ones not started as skipped. ``reason`` is
+    ``errors.CANCELLED`` (Ctrl-C, exit 130) or ``errors.TERMINATED`` (SIGTERM, exit 143)."""
 
-    def __init__(self, results: list[CaseResult]) -> None:
-        super().__init__(TERMINATED)
+    def __init__(self, results: list[CaseResult], reason: str) -> None:
+        super().__init__(reason)
         self.results = results
+        self.reason = reason
 
 
-def _terminated_results(
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """While ``lftrace test`` runs its cases: the first Ctrl-C raises KeyboardInterrupt and the first SIGTERM
+    Terminated in the main thread (``run_cases`` stops the cases on either); every later one is ignored, for the
+    rest of the process, so a second Ctrl-C or a repeated SIGTERM cannot cut short the stop (the running cases'
+    partial traces closed and saved) nor the report written after it. Ctrl-C stays ignored where it was (a
+    background job). Without a stop the handlers are restored when the block ends. Main thread only."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    watched = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        watched.append(signal.SIGINT)
+    fired = [False]
+
+    def stop(signum: int, frame: Any) -> None:
+        if fired[0]:
+            return
+        fired[0] = True
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    try:
+        previous = {s: signal.signal(s, stop) for s in watched}
+    except (ValueError, OSError):  # not allowed here (embedded interpreters)
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            if not fired[0] and signal.getsignal(s) is stop:
+                signal.signal(s, handler)
+
+
+def _stopped_results(
     cases: Sequence[Case],
     results: dict[int, CaseResult],
     running: Sequence[int],
-    on_stop: Callable[[Case], CaseResult] | None,
+    on_stop: Callable[[Case, str], CaseResult] | None,
+    reason: str,
 ) -> list[CaseResult]:
     out = []
     for index, case in enumerate(cases):
         if index in results:
             out.append(results[index])
         elif index in running:
-            out.append(on_stop(case) if on_stop is not None else CaseResult(case, error=TERMINATED))
+            out.append(on_stop(case, reason) if on_stop is not None else CaseResult(case, error=reason))
         else:
-            out.append(CaseResult(case, skipped=True, skip_reason=NOT_RUN_TERMINATED))
+            out.append(CaseResult(case, skipped=True, skip_reason=NOT_RUN[reason]))
     return out
 
 
@@ -256,16 +297,17 @@ def run_cases(
     concurrency: int = 1,
     fail_fast: bool = False,
     on_done: Callable[[CaseResult], None] | None = None,
-    on_stop: Callable[[Case], CaseResult] | None = None,
+    on_stop: Callable[[Case, str], CaseResult] | None = None,
 ) -> list[CaseResult]:
     """Run every case on ``concurrency`` threads; results in dataset order.
 
     ``run_one`` must not raise (an exception becomes the case's error). With ``fail_fast`` no new case
     starts after the first failure; cases not started are reported as skipped.
 
-    SIGTERM (``Terminated`` raised in the calling thread while it waits, see ``runner.sigterm_as_interrupt``)
-    stops at once: no new case starts, ``on_stop(case)`` reports each case still running (it closes their traces;
-    their threads are left to the process exit), and ``CasesTerminated`` carries every result.
+    Ctrl-C or SIGTERM (KeyboardInterrupt or ``Terminated`` raised in the calling thread while it waits, see
+    ``stop_signals``) stops at once: no new case starts, ``on_stop(case, reason)`` reports each case still running
+    (it closes their traces; their threads are left to the process exit), and ``CasesStopped`` carries every
+    result.
     """
     if concurrency < 1:
         raise InputError("--concurrency must be at least 1")
@@ -307,13 +349,14 @@ def run_cases(
                 if on_done is not None:
                     on_done(results[index])
             top_up()
-    except Terminated:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (Terminated)
         stop.set()
         for future in list(running):  # finished meanwhile: a result like any other
             if future.done() and future.exception() is None:
                 results[running.pop(future)] = future.result()
         pool.shutdown(wait=False, cancel_futures=True)  # a case stuck in the target cannot hold the exit
-        raise CasesTerminated(_terminated_results(cases, results, list(running.values()), on_stop)) from None
+        reason = stop_reason(interrupt)
+        raise CasesStopped(_stopped_results(cases, results, list(running.values()), on_stop, reason), reason) from None
     pool.shutdown(wait=True)
     return [results[i] for i in range(len(cases))]
 
@@ -325,21 +368,22 @@ def run_cases_async(
     concurrency: int = 1,
     fail_fast: bool = False,
     on_done: Callable[[CaseResult], None] | None = None,
-    on_stop: Callable[[Case], CaseResult] | None = None,
+    on_stop: Callable[[Case, str], CaseResult] | None = None,
 ) -> list[CaseResult]:
     """``run_cases`` on one event loop: at most ``concurrency`` cases at once (``lftrace test --async``).
 
-    SIGTERM (in the main thread) cancels the cases at their next ``await``: ``on_stop(case)`` reports each
-    case that had started (it closes their traces first), and ``CasesTerminated`` carries every result.
+    Ctrl-C or SIGTERM (in the main thread) cancels the cases at their next ``await``: ``on_stop(case, reason)``
+    reports each case that had started (it closes their traces first), and ``CasesStopped`` carries every result.
+    After a stop both signals stay ignored (as after ``stop_signals``'s): the stop and the report are done whole.
     """
     import asyncio
-    import signal
 
     if concurrency < 1:
         raise InputError("--concurrency must be at least 1")
     results: dict[int, CaseResult] = {}
     started_cases: set[int] = set()
-    terminated = threading.Event()
+    terminated = threading.Event()  # stopped by a signal
+    reasons: list[str] = []
 
     async def main() -> list[CaseResult]:
         limit = asyncio.Semaphore(concurrency)
@@ -368,22 +412,24 @@ def run_cases_async(
 
         tasks = [asyncio.ensure_future(guarded(i, case)) for i, case in enumerate(cases)]
 
-        def stop_now() -> None:  # on the loop, between two steps of the cases: close what runs, then cancel
+        def stop_now(reason: str) -> None:  # on the loop, between two steps of the cases: close what runs, cancel
             if terminated.is_set():
                 return
             terminated.set()
-            stopped.extend(_terminated_results(cases, results, [i for i in started_cases if i not in results], on_stop))
+            reasons.append(reason)
+            running = [i for i in started_cases if i not in results]
+            stopped.extend(_stopped_results(cases, results, running, on_stop, reason))
             for task in tasks:
                 task.cancel()
 
-        # the loop's own handler: its wakeup fd wakes the loop whichever thread the signal was delivered to
-        previous = _on_sigterm(loop, signal, stop_now)
+        # the loop's own handlers: its wakeup fd wakes the loop whichever thread the signal was delivered to
+        previous = _on_stop_signals(loop, stop_now)
         try:
             await asyncio.wait(tasks)
         finally:
-            if previous is not None:
-                loop.remove_signal_handler(signal.SIGTERM)
-                signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN if terminated.is_set() else handler)
         return [] if terminated.is_set() else [task.result() for task in tasks]
 
     stopped: list[CaseResult] = []
@@ -394,12 +440,12 @@ def run_cases_async(
     finally:
         _close_loop(loop, wait=not terminated.is_set())
     if terminated.is_set():
-        raise CasesTerminated(stopped)
+        raise CasesStopped(stopped, reasons[0])
     return done
 
 
 def _close_loop(loop: Any, *, wait: bool) -> None:
-    """``asyncio.run``'s ending: cancel what is left and close. ``wait=False`` (SIGTERM): do not wait for the
+    """``asyncio.run``'s ending: cancel what is left and close. ``wait=False`` (Ctrl-C, SIGTERM): do not wait for the
     loop's executor, where a sync node of an async graph may be stuck (its thread is left to the exit)."""
     import asyncio
 
@@ -417,13 +463,19 @@ def _close_loop(loop: Any, *, wait: bool) -> None:
         loop.close()  # shuts the executor down without waiting when it is still there
 
 
-def _on_sigterm(loop: Any, signal: Any, callback: Callable[[], None]) -> Any:
-    """``callback`` on the loop at SIGTERM (main thread only); the handler to restore after, None when not set."""
+def _on_stop_signals(loop: Any, callback: Callable[[str], None]) -> dict[int, Any]:
+    """``callback(reason)`` on the loop at SIGTERM and at Ctrl-C (unless Ctrl-C is ignored: a background job), main
+    thread only; {signal: the handler to restore after}, empty when none could be set."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        loop.add_signal_handler(signal.SIGTERM, callback)
-    except (ValueError, RuntimeError, NotImplementedError, OSError):  # no signals here (Windows, embedded)
-        return None
-    return previous if previous is not None else signal.SIG_DFL
+        return {}
+    previous: dict[int, Any] = {}
+    for signum, reason in ((signal.SIGTERM, TERMINATED), (signal.SIGINT, CANCELLED)):
+        handler = signal.getsignal(signum)
+        if signum == signal.SIGINT and handler in (signal.SIG_IGN, None):
+            continue
+        try:
+            loop.add_signal_handler(signum, callback, reason)
+        except (ValueError, RuntimeError, NotImplementedError, OSError):  # no signals here (Windows, embedded)
+            continue
+        previous[signum] = handler if handler is not None else signal.SIG_DFL
+    return previous

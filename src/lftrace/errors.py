@@ -59,3 +59,12 @@ class BackendError(LftraceError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived while a target ran (``lftrace run``): handled like Ctrl-C (partial trace saved), exit 143."""
+
+
+CANCELLED = "cancelled (Ctrl-C)"  # what a run stopped by Ctrl-C says (its open observations, `test` verdicts)
+TERMINATED = "terminated (SIGTERM)"  # the same for SIGTERM
+
+
+def stop_reason(interrupt: KeyboardInterrupt) -> str:
+    """CANCELLED for Ctrl-C, TERMINATED for SIGTERM (``Terminated``)."""
+    return TERMINATED if isinstance(interrupt, Terminated) else CANCELLED

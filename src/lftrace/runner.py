@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, LftraceError, StoreError, Terminated, TraceNotFound
+from .errors import CANCELLED, InputError, LftraceError, StoreError, Terminated, TraceNotFound, stop_reason
 from .model import Trace
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
 
-CANCELLED = "cancelled (Ctrl-C)"
 _UNSET: Any = object()
 
 
@@ -849,7 +848,7 @@ def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | N
     run.notify("finishing", handler)
     if cancelled:
         # runs LangChain never closed end now; the handler marks the trace cancelled (not ERROR) itself
-        handler.finish_open_runs("terminated (SIGTERM)" if isinstance(error, Terminated) else CANCELLED)
+        handler.finish_open_runs(stop_reason(error) if isinstance(error, KeyboardInterrupt) else CANCELLED)
     result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, run.label)
     result.thread_id, result.new_thread, result.runnable = run.plan.thread_id, run.plan.new, run.runnable
     result.notes.extend(run.plan.notes)

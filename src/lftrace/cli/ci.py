@@ -360,8 +360,9 @@ def test_cases_command(
     trace under the thread's session, "expect": {"interrupt": true} (or a regex on the interrupt's value) checks a
     pause. JUnit names the turn that failed.
 
-    SIGTERM (a CI timeout) stops at once: the cases run so far are reported (the running ones as errors, their partial
-    traces saved; the others skipped), the summary and --junit file are written, and the exit code is 143.
+    Ctrl-C or SIGTERM (a CI timeout) stops at once: the cases run so far are reported (the running ones as errors,
+    their partial traces saved; the others skipped), the summary, --json and --junit outputs are written, and the
+    exit code is 130 (Ctrl-C) or 143 (SIGTERM).
 
     [bold]Example[/bold]
 
@@ -370,16 +371,17 @@ def test_cases_command(
     """
     from ..cases import CaseRunner, RunOptions
     from ..dataset import (
-        NOT_RUN_TERMINATED,
-        TERMINATED,
-        CasesTerminated,
+        NOT_RUN,
+        CasesStopped,
         load_dataset,
         parse_shard,
         run_cases,
         run_cases_async,
         select_shard,
+        stop_signals,
     )
-    from ..runner import parse_config, parse_metadata, sigterm_as_interrupt
+    from ..errors import TERMINATED
+    from ..runner import parse_config, parse_metadata
 
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
@@ -390,7 +392,7 @@ def test_cases_command(
     )
     baselines = load_baselines(baseline) if baseline else None
     run_id = os.urandom(6).hex()
-    terminated = False
+    stopped_by: str | None = None  # errors.CANCELLED (Ctrl-C) or TERMINATED (SIGTERM) when a signal stopped the run
     err = err_console()
     out = console()
     suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
@@ -416,7 +418,7 @@ def test_cases_command(
         on_done, progress = _progress_reporter(len(cases), err)
         started = time.perf_counter()  # the cases' time, without importing the target
         try:
-            with progress, sigterm_as_interrupt():
+            with progress, stop_signals():
                 if use_async:
                     results = run_cases_async(
                         cases,
@@ -435,11 +437,11 @@ def test_cases_command(
                         on_done=on_done,
                         on_stop=runner.stopped,
                     )
-        except CasesTerminated as stop:  # a CI runner timed out: report what ran, keep every trace, exit 143
-            results, terminated = stop.results, True
+        except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
+            results, stopped_by = stop.results, stop.reason
         if runner.store_error is not None:
             raise runner.store_error
-        if terminated:
+        if stopped_by is not None:
             from ..client import client_for
 
             client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
@@ -481,14 +483,14 @@ def test_cases_command(
         )
         if junit is not None:
             out.print(f"[dim]JUnit report: {junit}[/]", soft_wrap=True)
-    if terminated:
+    if stopped_by is not None:
         state.exit_now = True  # cases stuck in the target must not hold the exit (their traces are saved)
-        stopped = sum(r.status == "error" and TERMINATED in (r.error or "") for r in results)
-        not_run = sum(r.skip_reason == NOT_RUN_TERMINATED for r in results)
+        stopped = sum(r.status == "error" and stopped_by in (r.error or "") for r in results)
+        not_run = sum(r.skip_reason == NOT_RUN[stopped_by] for r in results)
         raise LftraceError(
-            f"terminated (SIGTERM): {len(results) - stopped - not_run} of {len(results)} case(s) finished, "
+            f"{stopped_by}: {len(results) - stopped - not_run} of {len(results)} case(s) finished, "
             f"{stopped} stopped while running (partial traces saved), {not_run} not run",
-            exit_code=ExitStatus.TERMINATED,
+            exit_code=ExitStatus.TERMINATED if stopped_by == TERMINATED else ExitStatus.INTERRUPTED,
         )
     if failed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)

@@ -1,0 +1,257 @@
+"""Ctrl-C during `lftrace test` stops it as SIGTERM does (tests/test_sigterm.py), with exit 130: the cases that
+finished keep their verdicts, each running case is an error with its partial trace saved as cancelled, the others
+are skipped, the summary, --json and --junit outputs are written and one error line ends stderr. Real subprocess
+runs of the installed command, started with SIGINT at its default (support/signals.with_ctrl_c)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from support.signals import with_ctrl_c
+
+ROOT = Path(__file__).resolve().parents[1]
+LFTRACE = str(Path(sys.executable).parent / "lftrace")
+
+_GRAPH = textwrap.dedent(
+    """
+    import os
+    import time
+    from typing_extensions import TypedDict
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        topic: str
+        answer: str
+
+    def think(state):
+        return {"answer": "thinking about " + state["topic"]}
+
+    def answer(state):
+        if state["topic"].startswith("slow"):
+            os.write(1, b"STARTED\\n")  # one write per line: two cases may print at once
+            time.sleep(60)  # a hung model call: only the signal ends the test run
+        return {"answer": state["answer"] + "!"}
+
+    builder = StateGraph(State)
+    builder.add_node("think", think)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "think")
+    builder.add_edge("think", "answer")
+    builder.add_edge("answer", END)
+    graph = builder.compile()
+    """
+)
+
+_QUICK = {"name": "quick", "input": {"topic": "a"}, "expect": {"output": "thinking about a!"}}
+_LATER = {"name": "never started", "input": {"topic": "d"}}
+
+
+def _stuck(name: str, topic: str) -> dict[str, object]:
+    return {"name": name, "input": {"topic": topic}}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+
+
+def _lftrace_json(*args: str) -> object:
+    done = subprocess.run([LFTRACE, *args, "--json"], capture_output=True, text=True, timeout=30, env=_env())
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _ctrl_c_during_test(tmp_path: Path, cases: list[dict[str, object]], running: int, *options: str) -> tuple:
+    """Start `lftrace test` on ``cases``, wait until ``running`` cases are stuck, press Ctrl-C (SIGINT, once)."""
+    (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
+    args = ["test", "slow_graph.py:graph", "cases.jsonl", "--junit", "report.xml", "--json", *options]
+    proc = subprocess.Popen(
+        with_ctrl_c([LFTRACE, *args]),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert [proc.stdout.readline().strip() for _ in range(running)] == ["STARTED"] * running
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - started < 10, err  # not the 60 s the stuck nodes sleep
+    return proc.returncode, out, err
+
+
+def _check_report(tmp_path: Path, out: str, err: str, verdicts: dict[str, str]) -> None:
+    """--json on stdout and the JUnit file say ``verdicts`` (pass / cancelled / skipped), in dataset order; every
+    cancelled case's partial trace is in the store, cancelled, its hung node closed with 'cancelled (Ctrl-C)'."""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], err  # one error line, the last
+    stopped = sum(v == "cancelled" for v in verdicts.values())
+    finished = sum(v == "pass" for v in verdicts.values())
+    assert lines[-1] == (
+        f"error: cancelled (Ctrl-C): {finished} of {len(verdicts)} case(s) finished, {stopped} stopped while "
+        f"running (partial traces saved), {len(verdicts) - finished - stopped} not run"
+    )
+
+    report = json.loads(out)
+    assert [c["name"] for c in report["cases"]] == list(verdicts)
+    assert (report["passed"], report["failed"], report["skipped"]) == (
+        finished,
+        stopped,
+        len(verdicts) - finished - stopped,
+    )
+    by_name = {c["name"]: c for c in report["cases"]}
+    for name, verdict in verdicts.items():
+        case = by_name[name]
+        if verdict == "pass":
+            assert case["status"] == "pass" and case["output"] == "thinking about a!"
+        elif verdict == "cancelled":
+            assert case["status"] == "error"
+            assert case["error"] == "cancelled (Ctrl-C) while the case ran; partial trace saved"
+            assert case["traceId"]
+        else:
+            assert case["status"] == "skipped" and case["skipReason"] == "not run: Ctrl-C stopped the test run"
+
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite is not None
+    junit = {c.get("name"): c for c in suite.findall("testcase")}
+    assert list(junit) == list(verdicts)
+    for name, verdict in verdicts.items():
+        error, skipped = junit[name].find("error"), junit[name].find("skipped")
+        if verdict == "pass":
+            assert error is None and skipped is None
+        elif verdict == "cancelled":
+            assert error is not None and skipped is None
+            assert "cancelled (Ctrl-C) while the case ran; partial trace saved" in error.get("message", "")
+        else:
+            assert skipped is not None and skipped.get("message") == "not run: Ctrl-C stopped the test run"
+
+    listed = _lftrace_json("list")
+    assert isinstance(listed, list)
+    statuses = {t["id"]: t["status"] for t in listed}
+    for name, verdict in verdicts.items():
+        trace_id = by_name[name]["traceId"]
+        if verdict == "pass":
+            assert statuses[trace_id] == "ok"
+        elif verdict == "cancelled":
+            assert statuses[trace_id] == "cancelled"
+            shown = _lftrace_json("show", trace_id)
+            assert isinstance(shown, dict) and shown["status"] == "cancelled"
+            assert [o["name"] for o in shown["observations"]] == ["LangGraph", "think", "answer"]
+            hung = next(o for o in shown["observations"] if o["name"] == "answer")
+            assert hung["endTime"] and hung["statusMessage"] == "cancelled (Ctrl-C)"
+    assert len(listed) == finished + stopped  # the cases not started left no trace
+
+
+@pytest.mark.parametrize("mode", ["--sync", "--async"])
+def test_ctrl_c_during_sequential_lftrace_test_reports_every_case_and_exits_130(tmp_path: Path, mode: str) -> None:
+    cases = [_QUICK, _stuck("stuck", "slow b"), _LATER]
+    code, out, err = _ctrl_c_during_test(tmp_path, cases, 1, "--concurrency", "1", mode)
+    assert code == 130, err
+    _check_report(tmp_path, out, err, {"quick": "pass", "stuck": "cancelled", "never started": "skipped"})
+
+
+@pytest.mark.parametrize("mode", ["--sync", "--async"])
+def test_ctrl_c_during_parallel_lftrace_test_stops_every_running_case(tmp_path: Path, mode: str) -> None:
+    cases = [_QUICK, _stuck("stuck one", "slow b"), _stuck("stuck two", "slow c"), _LATER]
+    code, out, err = _ctrl_c_during_test(tmp_path, cases, 2, "--concurrency", "2", mode)
+    assert code == 130, err
+    verdicts = {"quick": "pass", "stuck one": "cancelled", "stuck two": "cancelled", "never started": "skipped"}
+    _check_report(tmp_path, out, err, verdicts)
+
+
+_WAITING_GRAPH = textwrap.dedent(
+    """
+    import os
+    import signal
+    import time
+    from typing_extensions import TypedDict
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        topic: str
+
+    def stuck(state):
+        os.kill(os.getpid(), signal.SIGTERM)  # the CI runner's timeout, while this case runs
+        deadline = time.monotonic() + 10
+        while not os.path.exists(state["topic"]) and time.monotonic() < deadline:  # released when the test ends
+            time.sleep(0.02)
+        return {}
+
+    builder = StateGraph(State)
+    builder.add_node("stuck", stuck)
+    builder.add_edge(START, "stuck")
+    builder.add_edge("stuck", END)
+    graph = builder.compile()
+    """
+)
+
+
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_while_the_running_cases_are_closed_does_not_cut_the_stop_short(
+    tmp_path: Path, second: signal.Signals
+) -> None:
+    """A CI runner that sends SIGTERM again, or a user who presses Ctrl-C, while the stop closes the running case's
+    trace: the stop still finishes (every run closed with the first signal's reason, the partial trace saved, every
+    case reported). Deterministic: the second signal is raised inside ``on_stop``, before it closes the runs.
+    Was: the second Terminated escaped run_cases from inside the stop (no report, exit 130, runs left open)."""
+    from lftrace.assertions import Expectations
+    from lftrace.cases import CaseRunner
+    from lftrace.client import client_for
+    from lftrace.config import Settings
+    from lftrace.dataset import Case, CasesStopped, run_cases, stop_signals
+    from lftrace.store import TraceStore
+
+    (tmp_path / "waiting.py").write_text(_WAITING_GRAPH, encoding="utf-8")
+    release = tmp_path / "release"
+    settings = Settings.resolve({"sample_rate": 1.0, "tracing_enabled": True})
+    runner = CaseRunner("waiting.py:graph", "race", Expectations(), settings=settings)
+    cases = [Case("stuck", {"topic": str(release)}), Case("later", {"topic": str(release)})]
+
+    def stop_while_signalled_again(case: Case, reason: str) -> object:
+        signal.raise_signal(second)  # its handler runs here, before the case's runs are closed
+        return runner.stopped(case, reason)
+
+    stopped: BaseException | None = None
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C live even when pytest runs in the background
+    try:
+        with stop_signals():
+            run_cases(cases, runner, concurrency=1, on_stop=stop_while_signalled_again)
+    except KeyboardInterrupt as interrupt:
+        stopped = interrupt
+    finally:
+        release.touch()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert isinstance(stopped, CasesStopped) and stopped.reason == "terminated (SIGTERM)"
+    results = stopped.results
+    assert [r.status for r in results] == ["error", "skipped"]
+    assert results[0].error == "terminated (SIGTERM) while the case ran; partial trace saved"
+    assert results[1].skip_reason == "not run: SIGTERM stopped the test run"
+    client_for(settings).flush(deliver=False)
+    with TraceStore(os.environ["LFTRACE_STORE"], create=False) as opened:
+        trace = opened.get_trace(results[0].trace_id)
+    assert trace.status == "cancelled"
+    assert [(o.name, o.status_message) for o in trace.observations] == [
+        ("LangGraph", "terminated (SIGTERM)"),
+        ("stuck", "terminated (SIGTERM)"),
+    ]
+    assert all(o.end_time is not None for o in trace.observations)
