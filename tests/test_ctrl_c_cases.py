@@ -5,12 +5,15 @@ runs of the installed command, started with SIGINT at its default (support/signa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -255,3 +258,65 @@ def test_a_second_signal_while_the_running_cases_are_closed_does_not_cut_the_sto
         ("stuck", "terminated (SIGTERM)"),
     ]
     assert all(o.end_time is not None for o in trace.observations)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "cancelled (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
+    tmp_path: Path, signum: signal.Signals, code: int, said: str
+) -> None:
+    """Every case finished, then the one delivery to a backend that never answers: Ctrl-C (or SIGTERM) there stops
+    the export, and the verdicts, summary and JUnit are still written; the traces are stored, queued for push.
+    Was: exit 130 with nothing written (SIGTERM: killed outright)."""
+    (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text(json.dumps(_QUICK) + "\n", encoding="utf-8")
+    hung = socket.create_server(("127.0.0.1", 0))  # a backend that takes the request and never answers
+    asked = threading.Event()
+
+    def take_requests() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = hung.accept()
+                conn.recv(65536)
+                asked.set()
+
+    threading.Thread(target=take_requests, daemon=True).start()
+    env = {
+        **_env(),
+        "LANGFUSE_HOST": f"http://127.0.0.1:{hung.getsockname()[1]}",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "LANGFUSE_TIMEOUT": "30",
+    }
+    proc = subprocess.Popen(
+        with_ctrl_c([LFTRACE, "test", "slow_graph.py:graph", "cases.jsonl", "--junit", "report.xml"]),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert asked.wait(20)  # the export is under way
+        started = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        hung.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - started < 10  # not the 30 s export deadline
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"error: {said} during the export: all 1 case(s) finished (1 passed); their traces are saved and stay "
+        "queued for export (lftrace push)"
+    )
+    assert "1/1 passed, all passed" in out
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite is not None and [c.get("name") for c in suite.findall("testcase")] == ["quick"]
+    listed = _lftrace_json("list")
+    assert isinstance(listed, list) and [t["status"] for t in listed] == ["ok"]

@@ -380,7 +380,7 @@ def test_cases_command(
         select_shard,
         stop_signals,
     )
-    from ..errors import TERMINATED
+    from ..errors import TERMINATED, stop_reason
     from ..runner import parse_config, parse_metadata
 
     cases = load_dataset(dataset)  # every line is checked before anything runs
@@ -393,6 +393,7 @@ def test_cases_command(
     baselines = load_baselines(baseline) if baseline else None
     run_id = os.urandom(6).hex()
     stopped_by: str | None = None  # errors.CANCELLED (Ctrl-C) or TERMINATED (SIGTERM) when a signal stopped the run
+    export_stopped_by: str | None = None  # the same, when it stopped the export after the cases
     err = err_console()
     out = console()
     suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
@@ -417,36 +418,38 @@ def test_cases_command(
         )
         on_done, progress = _progress_reporter(len(cases), err)
         started = time.perf_counter()  # the cases' time, without importing the target
-        try:
-            with progress, stop_signals():
-                if use_async:
-                    results = run_cases_async(
-                        cases,
-                        runner.arun,
-                        concurrency=concurrency,
-                        fail_fast=fail_fast,
-                        on_done=on_done,
-                        on_stop=runner.stopped,
-                    )
-                else:
-                    results = run_cases(
-                        cases,
-                        runner,
-                        concurrency=concurrency,
-                        fail_fast=fail_fast,
-                        on_done=on_done,
-                        on_stop=runner.stopped,
-                    )
-        except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
-            results, stopped_by = stop.results, stop.reason
-        if runner.store_error is not None:
-            raise runner.store_error
-        if stopped_by is not None:
-            from ..client import client_for
-
-            client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
-        else:
-            _deliver_once(settings, err)
+        with stop_signals():  # one Ctrl-C or SIGTERM stops the cases, or the export after them; later ones are ignored
+            try:
+                with progress:
+                    if use_async:
+                        results = run_cases_async(
+                            cases,
+                            runner.arun,
+                            concurrency=concurrency,
+                            fail_fast=fail_fast,
+                            on_done=on_done,
+                            on_stop=runner.stopped,
+                        )
+                    else:
+                        results = run_cases(
+                            cases,
+                            runner,
+                            concurrency=concurrency,
+                            fail_fast=fail_fast,
+                            on_done=on_done,
+                            on_stop=runner.stopped,
+                        )
+            except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
+                results, stopped_by = stop.results, stop.reason
+            if runner.store_error is not None:
+                raise runner.store_error
+            if stopped_by is not None:
+                client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
+            else:
+                try:
+                    _deliver_once(settings, err)
+                except KeyboardInterrupt as interrupt:  # every verdict stands; the traces are stored, still queued
+                    export_stopped_by = stop_reason(interrupt)
     else:
         results = []
     duration = time.perf_counter() - started
@@ -491,6 +494,13 @@ def test_cases_command(
             f"{stopped_by}: {len(results) - stopped - not_run} of {len(results)} case(s) finished, "
             f"{stopped} stopped while running (partial traces saved), {not_run} not run",
             exit_code=ExitStatus.TERMINATED if stopped_by == TERMINATED else ExitStatus.INTERRUPTED,
+        )
+    if export_stopped_by is not None:
+        state.exit_now = True
+        raise LftraceError(
+            f"{export_stopped_by} during the export: all {len(results)} case(s) finished ({passed} passed); "
+            "their traces are saved and stay queued for export (lftrace push)",
+            exit_code=ExitStatus.TERMINATED if export_stopped_by == TERMINATED else ExitStatus.INTERRUPTED,
         )
     if failed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
