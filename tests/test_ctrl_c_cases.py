@@ -320,3 +320,83 @@ def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
     assert suite is not None and [c.get("name") for c in suite.findall("testcase")] == ["quick"]
     listed = _lftrace_json("list")
     assert isinstance(listed, list) and [t["status"] for t in listed] == ["ok"]
+
+
+def test_ctrl_c_typed_on_a_terminal_stops_lftrace_test_and_gives_the_cursor_back(tmp_path: Path) -> None:
+    """The user's Ctrl-C itself: typed on a pseudo-terminal, whose driver sends SIGINT to the foreground process
+    group, while the progress bar (which hides the cursor) is on screen."""
+    from support.terminal import run_in_terminal
+
+    (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
+    cases = [_QUICK, _stuck("stuck", "slow b"), _LATER]
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
+    typed: list[bytes] = []
+
+    def ctrl_c_once_stuck(printed: bytes) -> bytes | None:
+        if b"STARTED" in printed and not typed:
+            typed.append(b"\x03")
+            return b"\x03"
+        return None
+
+    argv = [LFTRACE, "test", "slow_graph.py:graph", "cases.jsonl", "--concurrency", "1", "--junit", "report.xml"]
+    started = time.monotonic()
+    code, shown = run_in_terminal(with_ctrl_c(argv), ctrl_c_once_stuck, timeout=30)
+    assert time.monotonic() - started < 20  # not the 60 s the stuck node sleeps
+    assert typed and code == 130, shown
+    assert "Traceback" not in shown
+    assert shown.rstrip().endswith(
+        "error: cancelled (Ctrl-C): 1 of 3 case(s) finished, 1 stopped while running (partial traces saved), 1 not run"
+    )
+    assert shown.rfind("\x1b[?25h") > shown.rfind("\x1b[?25l") >= 0  # the progress bar hid the cursor, and showed it
+    assert "1/3 passed" in shown
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite is not None and len(suite.findall("testcase")) == 3
+
+
+_SLOW_IMPORT = textwrap.dedent(
+    """
+    import os
+    import time
+
+    os.write(1, b"IMPORTING\\n")
+    time.sleep(60)  # a heavy import (a model loaded, a server asked): only the signal ends it
+    from slow_graph import graph
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "cancelled (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_while_lftrace_test_imports_the_target_reports_every_case_not_run(
+    tmp_path: Path, signum: signal.Signals, code: int, said: str
+) -> None:
+    """Stopped before any case ran: every case is reported skipped in --json and JUnit, one line says why.
+    Was: Ctrl-C exited 130 with nothing on stderr and no report; SIGTERM killed the process outright."""
+    (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
+    (tmp_path / "slow_import.py").write_text(_SLOW_IMPORT, encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in (_QUICK, _LATER)), encoding="utf-8")
+    argv = [LFTRACE, "test", "slow_import.py:graph", "cases.jsonl", "--junit", "report.xml", "--json"]
+    proc = subprocess.Popen(
+        with_ctrl_c(argv), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "IMPORTING\n"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert err.splitlines() == [f"error: {said} while slow_import.py:graph was imported: no case ran (2 not run)"]
+    why = f"not run: {said.split('(')[1].rstrip(')')} stopped the test run"
+    report = json.loads(out)
+    assert [(c["name"], c["status"], c["skipReason"]) for c in report["cases"]] == [
+        ("quick", "skipped", why),
+        ("never started", "skipped", why),
+    ]
+    suite = ET.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite is not None
+    assert [c.find("skipped").get("message") for c in suite.findall("testcase")] == [why, why]  # type: ignore[union-attr]

@@ -75,8 +75,9 @@ if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `l
     from rich.console import Console
 
     from ..assertions import AssertionFailure, Expectations
+    from ..cases import CaseRunner
     from ..config import Settings
-    from ..dataset import CaseResult
+    from ..dataset import Case, CaseResult
     from ..store import TraceStore
 
 
@@ -362,7 +363,7 @@ def test_cases_command(
 
     Ctrl-C or SIGTERM (a CI timeout) stops at once: the cases run so far are reported (the running ones as errors,
     their partial traces saved; the others skipped), the summary, --json and --junit outputs are written, and the
-    exit code is 130 (Ctrl-C) or 143 (SIGTERM).
+    exit code is 130 (Ctrl-C) or 143 (SIGTERM). During the export after the cases, only the export stops.
 
     [bold]Example[/bold]
 
@@ -370,16 +371,7 @@ def test_cases_command(
       lftrace test app.py:graph cases.jsonl --shard 1/4 --max-latency 10 --baseline baseline.jsonl
     """
     from ..cases import CaseRunner, RunOptions
-    from ..dataset import (
-        NOT_RUN,
-        CasesStopped,
-        load_dataset,
-        parse_shard,
-        run_cases,
-        run_cases_async,
-        select_shard,
-        stop_signals,
-    )
+    from ..dataset import NOT_RUN, CaseResult, load_dataset, parse_shard, select_shard, stop_signals
     from ..errors import TERMINATED, stop_reason
     from ..runner import parse_config, parse_metadata
 
@@ -394,6 +386,7 @@ def test_cases_command(
     run_id = os.urandom(6).hex()
     stopped_by: str | None = None  # errors.CANCELLED (Ctrl-C) or TERMINATED (SIGTERM) when a signal stopped the run
     export_stopped_by: str | None = None  # the same, when it stopped the export after the cases
+    stopped_loading = False  # the signal came while the target was imported
     err = err_console()
     out = console()
     suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
@@ -413,36 +406,25 @@ def test_cases_command(
         from ..client import client_for
 
         client_for(settings)  # invalid settings stop here, before the target is imported
-        runner = CaseRunner(
-            target, run_id, defaults, baselines=baselines, tolerance=tolerance, settings=settings, options=options
-        )
-        on_done, progress = _progress_reporter(len(cases), err)
-        started = time.perf_counter()  # the cases' time, without importing the target
-        with stop_signals():  # one Ctrl-C or SIGTERM stops the cases, or the export after them; later ones are ignored
+        with stop_signals():  # one Ctrl-C or SIGTERM stops the import, the cases or the export; later ones are ignored
             try:
-                with progress:
-                    if use_async:
-                        results = run_cases_async(
-                            cases,
-                            runner.arun,
-                            concurrency=concurrency,
-                            fail_fast=fail_fast,
-                            on_done=on_done,
-                            on_stop=runner.stopped,
-                        )
-                    else:
-                        results = run_cases(
-                            cases,
-                            runner,
-                            concurrency=concurrency,
-                            fail_fast=fail_fast,
-                            on_done=on_done,
-                            on_stop=runner.stopped,
-                        )
-            except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
-                results, stopped_by = stop.results, stop.reason
-            if runner.store_error is not None:
-                raise runner.store_error
+                runner = CaseRunner(  # imports the target
+                    target,
+                    run_id,
+                    defaults,
+                    baselines=baselines,
+                    tolerance=tolerance,
+                    settings=settings,
+                    options=options,
+                )
+            except KeyboardInterrupt as interrupt:  # while the target was imported: no case ran, the report says so
+                stopped_by, stopped_loading = stop_reason(interrupt), True
+                results = [CaseResult(case, skipped=True, skip_reason=NOT_RUN[stopped_by]) for case in cases]
+            else:
+                started = time.perf_counter()  # the cases' time, without importing the target
+                results, stopped_by = _run_all(cases, runner, use_async, concurrency, fail_fast, err)
+                if runner.store_error is not None:
+                    raise runner.store_error
             if stopped_by is not None:
                 client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
             else:
@@ -490,9 +472,14 @@ def test_cases_command(
         state.exit_now = True  # cases stuck in the target must not hold the exit (their traces are saved)
         stopped = sum(r.status == "error" and stopped_by in (r.error or "") for r in results)
         not_run = sum(r.skip_reason == NOT_RUN[stopped_by] for r in results)
+        said = (
+            f" while {target} was imported: no case ran ({not_run} not run)"
+            if stopped_loading
+            else f": {len(results) - stopped - not_run} of {len(results)} case(s) finished, "
+            f"{stopped} stopped while running (partial traces saved), {not_run} not run"
+        )
         raise LftraceError(
-            f"{stopped_by}: {len(results) - stopped - not_run} of {len(results)} case(s) finished, "
-            f"{stopped} stopped while running (partial traces saved), {not_run} not run",
+            f"{stopped_by}{said}",
             exit_code=ExitStatus.TERMINATED if stopped_by == TERMINATED else ExitStatus.INTERRUPTED,
         )
     if export_stopped_by is not None:
@@ -504,6 +491,33 @@ def test_cases_command(
         )
     if failed:
         raise typer.Exit(ExitStatus.ASSERTION_FAILED)
+
+
+def _run_all(
+    cases: Sequence[Case], runner: CaseRunner, use_async: bool | None, concurrency: int, fail_fast: bool, err: Console
+) -> tuple[list[CaseResult], str | None]:
+    """Every case's result, and errors.CANCELLED / TERMINATED when Ctrl-C / SIGTERM stopped them (see run_cases)."""
+    from ..dataset import CasesStopped, run_cases, run_cases_async
+
+    on_done, progress = _progress_reporter(len(cases), err)
+    try:
+        with progress:
+            if use_async:
+                done = run_cases_async(
+                    cases,
+                    runner.arun,
+                    concurrency=concurrency,
+                    fail_fast=fail_fast,
+                    on_done=on_done,
+                    on_stop=runner.stopped,
+                )
+            else:
+                done = run_cases(
+                    cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done, on_stop=runner.stopped
+                )
+    except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
+        return stop.results, stop.reason
+    return done, None
 
 
 def _deliver_once(settings: Settings, err: Any) -> None:
