@@ -73,8 +73,11 @@ def _lftrace_json(*args: str) -> object:
     return json.loads(done.stdout)
 
 
-def _ctrl_c_during_test(tmp_path: Path, cases: list[dict[str, object]], running: int, *options: str) -> tuple:
-    """Start `lftrace test` on ``cases``, wait until ``running`` cases are stuck, press Ctrl-C (SIGINT, once)."""
+def _ctrl_c_during_test(
+    tmp_path: Path, cases: list[dict[str, object]], running: int, *options: str, presses: int = 1
+) -> tuple:
+    """Start `lftrace test` on ``cases``, wait until ``running`` cases are stuck, press Ctrl-C (SIGINT) ``presses``
+    times in a row."""
     (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
     (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
     args = ["test", "slow_graph.py:graph", "cases.jsonl", "--junit", "report.xml", "--json", *options]
@@ -90,7 +93,8 @@ def _ctrl_c_during_test(tmp_path: Path, cases: list[dict[str, object]], running:
         assert proc.stdout is not None
         assert [proc.stdout.readline().strip() for _ in range(running)] == ["STARTED"] * running
         started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        for _ in range(presses):
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -171,13 +175,35 @@ def test_ctrl_c_during_sequential_lftrace_test_reports_every_case_and_exits_130(
     _check_report(tmp_path, out, err, {"quick": "pass", "stuck": "cancelled", "never started": "skipped"})
 
 
-@pytest.mark.parametrize("mode", ["--sync", "--async"])
-def test_ctrl_c_during_parallel_lftrace_test_stops_every_running_case(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "presses"), [("--sync", 1), ("--async", 1), ("--sync", 2), ("--async", 2)])
+def test_ctrl_c_during_parallel_lftrace_test_stops_every_running_case(tmp_path: Path, mode: str, presses: int) -> None:
+    """Two presses in a row (an impatient user) stop it the same way: the second is ignored while the first's stop
+    closes the running cases and the report is written."""
     cases = [_QUICK, _stuck("stuck one", "slow b"), _stuck("stuck two", "slow c"), _LATER]
-    code, out, err = _ctrl_c_during_test(tmp_path, cases, 2, "--concurrency", "2", mode)
+    code, out, err = _ctrl_c_during_test(tmp_path, cases, 2, "--concurrency", "2", mode, presses=presses)
     assert code == 130, err
     verdicts = {"quick": "pass", "stuck one": "cancelled", "stuck two": "cancelled", "never started": "skipped"}
     _check_report(tmp_path, out, err, verdicts)
+
+
+def test_ctrl_c_during_the_second_turn_of_a_case_names_the_turn(tmp_path: Path) -> None:
+    """A multi-turn case stopped in its second turn: the first turn's trace is kept ok, the second is cancelled."""
+    cases = [{"name": "two turns", "turns": [{"input": {"topic": "a"}}, {"input": {"topic": "slow b"}}]}]
+    code, out, err = _ctrl_c_during_test(tmp_path, cases, 1, "--concurrency", "1")
+    assert code == 130, err
+    assert err.splitlines()[-1] == (
+        "error: cancelled (Ctrl-C): 0 of 1 case(s) finished, 1 stopped while running (partial traces saved), 0 not run"
+    )
+    (case,) = json.loads(out)["cases"]
+    assert (case["status"], case["error"], case["failedTurn"]) == (
+        "error",
+        "turn 2: cancelled (Ctrl-C) while the case ran; partial trace saved",
+        2,
+    )
+    listed = _lftrace_json("list")
+    assert isinstance(listed, list)
+    statuses = {t["id"]: t["status"] for t in listed}
+    assert [statuses[i] for i in case["traceIds"]] == ["ok", "cancelled"]
 
 
 _WAITING_GRAPH = textwrap.dedent(
