@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.signals import with_ctrl_c
+from support.terminal import run_in_terminal
 
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_graphs"
@@ -119,8 +120,26 @@ def test_sessions_stats_and_export_share_the_filters(recorded, tmp_path):
 
 
 def test_stats_print_sub_millisecond_latencies_as_such(recorded):
-    text = lftrace("stats", "--session", "chat-1", env=recorded["env"]).stdout
-    assert "agent" in text and "0.00s" not in text and "ms" in text
+    code, text = run_in_terminal([LFTRACE, "stats", "--session", "chat-1"], env=recorded["env"])
+    assert code == 0 and "agent" in text and "0.00s" not in text and "ms" in text
+
+
+def test_stats_print_tab_separated_values_when_piped(recorded):
+    report = json.loads(lftrace("stats", "--session", "chat-1", "--json", env=recorded["env"]).stdout)
+    lines = lftrace("stats", "--session", "chat-1", env=recorded["env"]).stdout.splitlines()
+    header, *rows = [line.split("\t") for line in lines]
+    assert header == [
+        "kind", "name", "count", "errors", "error_rate", "p50_s", "p95_s", "tokens", "cost_usd", "unpriced_calls",
+    ]  # fmt: skip
+    as_json = {(k[:-1], r["name"]): r for k in ("nodes", "tools", "models") for r in report[k]}
+    assert {(row[0], row[1]) for row in rows} == set(as_json) and len(rows) == len(as_json)
+    for kind, name, count, errors, _, p50, _, tokens, cost, unpriced in rows:
+        expected = as_json[(kind, name)]
+        assert (int(count), int(errors), int(tokens), int(unpriced)) == (
+            expected["count"], expected["errors"], expected["tokens"], expected["unpricedCalls"],
+        )  # fmt: skip
+        assert float(p50) == pytest.approx(expected["p50Latency"], abs=1e-6)
+        assert cost == ("" if expected["cost"] is None else f"{expected['cost']:.8f}")
 
 
 def test_show_list_and_sessions_start_without_langchain(recorded):

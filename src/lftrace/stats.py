@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Observation, Trace
+from .sanitize import clean_line
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -87,6 +88,21 @@ class StatsReport:
     def by_kind(self, kind: str) -> list[StatRow]:
         return sorted((r for r in self.rows.values() if r.kind == kind), key=lambda r: (-r.count, r.key))
 
+    def tsv(self) -> str:
+        """Tab-separated, a header first, one line per node, tool and model (``lftrace stats`` when stdout is not a
+        terminal, like ``list``): latencies in seconds and costs in dollars, empty when not known; names cleaned of
+        control characters."""
+        lines = ["kind\tname\tcount\terrors\terror_rate\tp50_s\tp95_s\ttokens\tcost_usd\tunpriced_calls"]
+        for kind in ("node", "tool", "model"):
+            for r in self.by_kind(kind):
+                cost = r.to_dict()["cost"]
+                cells = (
+                    kind, clean_line(r.key), str(r.count), str(r.errors), f"{r.error_rate:.4f}", _seconds(r.p50), _seconds(r.p95),
+                    str(r.tokens), "" if cost is None else f"{cost:.8f}", str(r.unpriced),
+                )  # fmt: skip
+                lines.append("\t".join(cells))
+        return "".join(line + "\n" for line in lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "traces": self.traces,
@@ -94,6 +110,10 @@ class StatsReport:
             "tools": [r.to_dict() for r in self.by_kind("tool")],
             "models": [r.to_dict() for r in self.by_kind("model")],
         }
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def _is_node(obs: Observation) -> bool:

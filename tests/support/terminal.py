@@ -6,15 +6,20 @@ import os
 import pty
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
-def run_in_terminal(argv: list[str], answer: Callable[[bytes], bytes | None], timeout: float = 60) -> tuple[int, str]:
+def run_in_terminal(
+    argv: list[str],
+    answer: Callable[[bytes], bytes | None] = lambda _: None,
+    timeout: float = 60,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
     """Run ``argv`` (an executable path first) with a pseudo-terminal as stdin, stdout and stderr. After each read,
     ``answer(everything printed so far)`` returns what to type, or None. Returns (exit code, the whole output)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the command, on the terminal
-        os.execv(argv[0], argv)
+        os.execve(argv[0], argv, dict(os.environ if env is None else env))
     output = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -752,6 +752,9 @@ def stats_command(
     if not report.traces:
         out.print("no traces match (run `lftrace run ...` or `lftrace test ...` first)")
         return
+    if not sys.stdout.isatty():  # for scripts, as `list` does: tab-separated values
+        sys.stdout.write(report.tsv())
+        return
     from rich.table import Table
 
     out.print(f"{report.traces} trace(s)")
