@@ -59,6 +59,8 @@ def _genai_usage_kwargs(counts: Mapping[str, int]) -> dict[str, int]:
 def _calculate(model: str, usage: Mapping[str, int]) -> dict[str, float] | None:
     counts = gross_counts(usage)
     if model not in _priced_once:  # a model priced once in a process is not worth measuring
+        if len(_priced_once) >= _CACHE_LIMIT:
+            _priced_once.clear()
         _priced_once.add(model)
         return _exact(model, counts)
     rates = _rates_for(model)
@@ -113,7 +115,6 @@ def _rates_for(model: str) -> _Linear | None:
     with _lock:
         if len(_linear) >= _CACHE_LIMIT:
             _linear.clear()
-            _priced_once.clear()
         _linear[model] = rates
     return rates
 
