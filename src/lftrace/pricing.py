@@ -112,10 +112,7 @@ def _rates_for(model: str) -> _Linear | None:
     except Exception as exc:  # never a guess: the exact calculation prices this model
         _log.debug("lftrace: no linear prices for %r: %r", model, exc)
         rates = None
-    with _lock:
-        if len(_linear) >= _CACHE_LIMIT:
-            _linear.clear()
-        _linear[model] = rates
+    _keep(_linear, model, rates)
     return rates
 
 
@@ -224,8 +221,13 @@ def cost_for(model: str | None, usage_details: Mapping[str, Any] | None) -> dict
     except Exception as exc:  # a pricing bug must never lose a trace
         _log.debug("lftrace: pricing %r failed: %r", model, exc)
         result = None
-    with _lock:
-        if len(_cache) >= _CACHE_LIMIT:
-            _cache.clear()
-        _cache[key] = result
+    _keep(_cache, key, result)
     return dict(result) if result is not None else None
+
+
+def _keep(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Store in a cache bounded by ``_CACHE_LIMIT`` (emptied when full: models and usages seen again refill it)."""
+    with _lock:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
