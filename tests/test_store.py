@@ -574,6 +574,21 @@ def test_migration_4_converts_stored_statuses(tmp_path: Path) -> None:
     assert got == {handled.id: ("ok", 1), raised_trace.id: ("error", 0), ctrl_c.id: ("cancelled", 0)}
 
 
+def test_migration_4_on_a_store_that_already_has_its_column(tmp_path: Path) -> None:
+    """A store written by a pre-release build numbered its migrations differently: the column is there, the record
+    of migration 4 is not. It opens (it failed with 'duplicate column name: handled_errors') and keeps its traces."""
+    path = tmp_path / "prerelease.db"
+    trace = make_trace()
+    with TraceStore(path) as opened:
+        opened.write_traces([trace])
+    conn = sqlite3.connect(path)
+    conn.executescript("DELETE FROM _migrations WHERE version >= 4; PRAGMA user_version = 3;")
+    conn.close()
+    with TraceStore(path) as opened:
+        assert [s.id for s in opened.list_traces()] == [trace.id]
+        assert [v for v, _, _ in opened.migrations()] == list(range(1, LATEST_VERSION + 1))
+
+
 def test_round_trip_through_the_store_keeps_every_field(store: TraceStore) -> None:
     """Every dataclass field is set and compared: a field the store's rows would drop fails here."""
     from support.traces import every_field_trace, unset_fields

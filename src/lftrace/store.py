@@ -162,7 +162,9 @@ def m003_shared_lists(conn: sqlite3.Connection) -> None:
 def m004_interrupted_cancelled_handled_errors(conn: sqlite3.Connection) -> None:
     """Statuses of issue 9: Ctrl-C is 'cancelled' (it was 'interrupted', now a LangGraph pause); an error
     inside a run that finished is a handled error (status ok) counted in ``handled_errors``."""
-    conn.execute("ALTER TABLE traces ADD COLUMN handled_errors INTEGER NOT NULL DEFAULT 0")
+    # a store touched by a pre-release build may have the column without this migration's record: add it once
+    if not any(row[1] == "handled_errors" for row in conn.execute("PRAGMA table_info(traces)")):
+        conn.execute("ALTER TABLE traces ADD COLUMN handled_errors INTEGER NOT NULL DEFAULT 0")
     conn.execute("UPDATE traces SET status = 'cancelled' WHERE status = 'interrupted'")
     conn.execute(
         "UPDATE traces SET status = 'ok' WHERE status = 'error' AND EXISTS "
