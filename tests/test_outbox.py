@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -167,3 +169,32 @@ def test_sigkill_of_a_real_push_then_an_immediate_push_delivers_each_trace_once(
     assert time.monotonic() - started < 15
     acknowledged = [s.trace_id.hex() for s in receiver.spans() if not s.parent_span_id]
     assert sorted(acknowledged) == sorted(t.id for t in traces)  # every trace, each acknowledged once
+
+
+def test_ctrl_c_during_an_export_gives_the_batch_back_at_once(tmp_path):
+    """A flush stopped by Ctrl-C while the backend has not answered (a notebook's interrupt, a program that catches
+    KeyboardInterrupt and goes on): the traces it claimed are claimable again at once, not when the lease runs out
+    (60 s or more, during which this still-running process could not send them either)."""
+    hung = socket.create_server(("127.0.0.1", 0))  # takes the request and never answers
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(hung.accept()[0]), daemon=True).start()
+    settings = Settings(
+        store=tmp_path / "traces.db", otlp_endpoint=f"http://127.0.0.1:{hung.getsockname()[1]}/v1/traces", timeout=20
+    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background test run inherits it ignored
+    try:
+        with TraceStore(settings.store) as store:
+            destinations = destinations_for(settings)
+            store.write_traces([sample_trace() for _ in range(3)], destinations=[d.name for d in destinations])
+            deliverer = Deliverer(store, destinations, settings)
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                deliverer.deliver(time.monotonic() + settings.timeout)
+            assert time.monotonic() - started < 5 and held  # stopped while the request waited for its answer
+            assert len(store.claim_pending(destinations[0].name, lease_owner(), 100)) == 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for conn in held:
+            conn.close()
+        hung.close()

@@ -262,21 +262,44 @@ class Deliverer:
             if not ids:
                 return
             seen.update(ids)
-            counts = self.store.observation_counts(ids)
-            long_ids = [i for i in ids if counts.get(i, 0) > PAGED_OVER]
-            for trace_id in long_ids:
-                if not self._export_pages(dest, trace_id, report, deadline):
-                    return
-            ids = [i for i in ids if counts.get(i, 0) <= PAGED_OVER]
-            if not ids:
-                continue
-            traces, missing = self._load(ids, revisions, dest.name)
-            if missing:
-                self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
-            if not traces:
-                continue
-            if not self._export_batch(dest, traces, report, deadline):
-                return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
+            try:
+                if not self._export_claimed(dest, ids, revisions, report, deadline):
+                    return  # retryable: the rest waits for the next call; rejected keys/URL: the rest would fail too
+            except BaseException:
+                # Ctrl-C or SIGTERM mid-export (a notebook's interrupt, a program that goes on): the batch is
+                # claimable again at once, by this process too, not only when its lease runs out
+                self._release_quietly(dest.name, ids)
+                raise
+
+    def _export_claimed(
+        self,
+        dest: Destination,
+        ids: list[str],
+        revisions: Mapping[str, int],
+        report: DestinationReport,
+        deadline: float,
+    ) -> bool:
+        """Export one claimed batch: long traces page by page, the rest in one go. True to go on."""
+        counts = self.store.observation_counts(ids)
+        for trace_id in [i for i in ids if counts.get(i, 0) > PAGED_OVER]:
+            if not self._export_pages(dest, trace_id, report, deadline):
+                return False
+        ids = [i for i in ids if counts.get(i, 0) <= PAGED_OVER]
+        if not ids:
+            return True
+        traces, missing = self._load(ids, revisions, dest.name)
+        if missing:
+            self.store.mark_failed(dest.name, missing, "trace could not be read from the local store")
+        if not traces:
+            return True
+        return self._export_batch(dest, traces, report, deadline)
+
+    def _release_quietly(self, destination: str, ids: Sequence[str]) -> None:
+        """Give claimed rows back (delivered ones keep their status: a release only clears the claim)."""
+        try:
+            self.store.release(destination, ids)
+        except Exception:  # the lease still expires on its own
+            log.debug("lftrace: could not release %d claimed traces", len(ids), exc_info=True)
 
     def _export_pages(self, dest: Destination, trace_id: str, report: DestinationReport, deadline: float) -> bool:
         """A long trace, streamed from the store a page at a time (bounded memory); delivered after its last page.
