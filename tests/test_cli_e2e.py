@@ -136,6 +136,29 @@ def test_ctrl_c_saves_the_partial_trace_marked_cancelled_and_exits_130(tmp_path)
     assert all(o["endTime"] for o in data["observations"])
 
 
+def test_ctrl_c_while_the_target_is_imported_says_so_in_one_line(tmp_path):
+    (tmp_path / "slow_import.py").write_text(
+        'import os, time\nos.write(1, b"IMPORTING\\n")\ntime.sleep(30)\ngraph = None\n', encoding="utf-8"
+    )
+    proc = subprocess.Popen(
+        with_ctrl_c([LFTRACE, "run", "slow_import.py:graph", "-i", "hi"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "IMPORTING"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130  # was 130 with nothing said
+    assert err == "error: cancelled (Ctrl-C): stopped before anything ran, nothing was recorded\n"
+    assert json.loads(lftrace("list", "--json").stdout) == []
+
+
 def test_dotenv_in_the_cwd_is_loaded_but_the_environment_wins(tmp_path):
     (tmp_path / ".env").write_text(f"LFTRACE_STORE={tmp_path / 'from_dotenv.db'}\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "LFTRACE_STORE"}

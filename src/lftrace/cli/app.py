@@ -33,7 +33,7 @@ from typer.core import TyperGroup
 
 from .._version import __version__
 from ..config import STORE, resolve_store
-from ..errors import ExitStatus, InputError, LftraceError, TraceNotFound
+from ..errors import ExitStatus, InputError, LftraceError, Terminated, TraceNotFound, stop_reason
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -73,6 +73,12 @@ class LftraceGroup(TyperGroup):
             raise
         except BrokenPipeError:
             raise  # `lftrace show --json | head`: click exits quietly, as other CLIs do
+        except KeyboardInterrupt as err:
+            # Ctrl-C or SIGTERM outside a traced run (a run's own stop reports its partial trace and exits 130/143
+            # itself): while the target was imported, say, where there is nothing to save
+            print_error(f"error: {stop_reason(err)}: stopped before anything ran, nothing was recorded")
+            status = ExitStatus.TERMINATED if isinstance(err, Terminated) else ExitStatus.INTERRUPTED
+            raise typer.Exit(int(status)) from None
         except LftraceError as err:
             if state.debug and err.__cause__ is not None:
                 traceback.print_exception(err.__cause__, file=sys.stderr)
