@@ -155,7 +155,10 @@ def test_ctrl_c_while_the_target_is_imported_says_so_in_one_line(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130  # was 130 with nothing said
-    assert err == "error: cancelled (Ctrl-C): stopped before anything ran, nothing was recorded\n"
+    assert (
+        err
+        == "error: cancelled (Ctrl-C) while 'slow_import.py:graph' was imported: nothing ran, nothing was recorded\n"
+    )
     assert json.loads(lftrace("list", "--json").stdout) == []
 
 

@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CANCELLED, InputError, LftraceError, StoreError, Terminated, TraceNotFound, stop_reason
+from .errors import (
+    CANCELLED,
+    ExitStatus,
+    InputError,
+    LftraceError,
+    StoreError,
+    Terminated,
+    TraceNotFound,
+    stop_reason,
+)
 from .model import Trace
 
 if TYPE_CHECKING:
@@ -803,7 +812,13 @@ def _prepare(
     if isinstance(target, str):
         from .loader import load_target
 
-        runnable = load_target(target, config=asked)
+        try:
+            runnable = load_target(target, config=asked)
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM while the target is imported: no run, nothing to save
+            status = ExitStatus.TERMINATED if isinstance(err, Terminated) else ExitStatus.INTERRUPTED
+            raise LftraceError(
+                f"{stop_reason(err)} while '{label}' was imported: nothing ran, nothing was recorded", exit_code=status
+            ) from None
     else:
         runnable = target
     if not resume:

@@ -74,9 +74,9 @@ class LftraceGroup(TyperGroup):
         except BrokenPipeError:
             raise  # `lftrace show --json | head`: click exits quietly, as other CLIs do
         except KeyboardInterrupt as err:
-            # Ctrl-C or SIGTERM outside a traced run (a run's own stop reports its partial trace and exits 130/143
-            # itself): while the target was imported, say, where there is nothing to save
-            print_error(f"error: {stop_reason(err)}: stopped before anything ran, nothing was recorded")
+            # Ctrl-C or SIGTERM that no command turned into its own report (a run reports its partial trace, `test`
+            # its cases): one line and the exit code, no traceback
+            print_error(f"error: {stop_reason(err)}")
             status = ExitStatus.TERMINATED if isinstance(err, Terminated) else ExitStatus.INTERRUPTED
             raise typer.Exit(int(status)) from None
         except LftraceError as err:
