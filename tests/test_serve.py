@@ -321,3 +321,85 @@ def test_read_api_pagination_sessions_and_v2_cursor(server):
     assert server.get("/api/public/traces/" + "f" * 32).status_code == 404
     assert server.get("/api/public/traces", params={"limit": "x"}).status_code == 400
     assert httpx.get(server.url + "/api/public/health").json()["status"] == "OK"
+
+
+_SCORING_APP = """
+import sys
+from langfuse import Langfuse
+
+langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=sys.argv[1])
+with langfuse.start_as_current_observation(name="scored-request") as span:
+    span.score(name="accuracy", value=0.9, comment="close enough")
+    span.score_trace(name="helpful", value=1, data_type="BOOLEAN")
+    trace_id, span_id = span.trace_id, span.id
+langfuse.create_score(trace_id=trace_id, name="label", value="good", data_type="CATEGORICAL", metadata={"by": "ci"})
+langfuse.flush()
+print("TRACE_ID", trace_id, span_id)
+"""
+
+
+def test_official_sdk_scores_are_created_and_read_back_through_v3(server, tmp_path):
+    """The official SDK 5 sends scores as a list to POST /api/public/scores (they were refused: 405, and lost) and
+    reads them with GET /api/public/v3/scores (not served before): both work unchanged against lftrace serve."""
+    script = tmp_path / "scoring_app.py"
+    script.write_text(_SCORING_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
+    ran = subprocess.run([sys.executable, str(script), server.url], env=env, capture_output=True, text=True, timeout=90)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "error" not in ran.stderr.lower(), ran.stderr[-3000:]
+    trace_id, span_id = re.search(r"TRACE_ID ([0-9a-f]{32}) ([0-9a-f]{16})", ran.stdout).groups()
+    from langfuse.api.client import LangfuseAPI
+
+    api = LangfuseAPI(base_url=server.url, username="pk-lf-any", password="sk-lf-any")
+    page = api.scores.get_many(trace_id=trace_id, fields="details,subject")
+    by_name = {s.name: s for s in page.data}
+    assert set(by_name) == {"accuracy", "helpful", "label"} and page.meta.cursor is None
+    assert (by_name["accuracy"].data_type, by_name["accuracy"].value) == ("NUMERIC", 0.9)
+    assert by_name["accuracy"].comment == "close enough"
+    assert by_name["accuracy"].subject.kind == "observation" and by_name["accuracy"].subject.id == span_id
+    assert (by_name["helpful"].data_type, by_name["helpful"].value) == ("BOOLEAN", True)
+    assert by_name["helpful"].subject.kind == "trace" and by_name["helpful"].subject.id == trace_id
+    assert (by_name["label"].data_type, by_name["label"].value, by_name["label"].metadata) == (
+        "CATEGORICAL",
+        "good",
+        {"by": "ci"},
+    )
+    only = api.scores.get_many(trace_id=trace_id, data_type="BOOLEAN", value="true")
+    assert [s.name for s in only.data] == ["helpful"]
+    first = api.scores.get_many(trace_id=trace_id, limit=2)
+    rest = api.scores.get_many(trace_id=trace_id, limit=2, cursor=first.meta.cursor)
+    assert len(first.data) == 2 and len(rest.data) == 1 and rest.meta.cursor is None
+    assert {s.id for s in first.data + rest.data} == {s.id for s in page.data}
+    with TraceStore(server.store, create=False) as store:
+        assert sorted(s.name for s in store.get_trace(trace_id).scores) == ["accuracy", "helpful", "label"]
+
+
+def test_scores_endpoints_answer_as_langfuse_does(server):
+    single = server.post("/api/public/scores", json={"traceId": "ab" * 16, "name": "n", "value": 1})
+    assert single.status_code == 200 and set(single.json()) == {"id"}
+    mixed = server.post(
+        "/api/public/scores", json=[{"traceId": "ab" * 16, "name": "ok", "value": 2}, {"name": "no-trace", "value": 1}]
+    )
+    assert mixed.status_code == 207
+    assert (
+        mixed.json()["accepted"] == 1
+        and mixed.json()["rejected"] == 1
+        and "traceId" in mixed.json()["errors"][0]["message"]
+    )
+    assert server.post("/api/public/scores", json=[{"traceId": "ab" * 16, "name": "x", "value": 3}]).status_code == 202
+    assert server.post("/api/public/scores", content=b"{not json").status_code == 400
+    for params in (
+        {"limit": 101},
+        {"fields": "details,everything"},
+        {"observationId": "cd" * 8},
+        {"traceId": "ab" * 16, "sessionId": "s"},
+        {"valueMin": 1},
+        {"dataType": "BOOLEAN", "value": "yes"},
+    ):
+        assert server.get("/api/public/v3/scores", params=params).status_code == 400, params
+    listed = server.get(
+        "/api/public/v3/scores", params={"traceId": "ab" * 16, "dataType": "NUMERIC", "valueMin": 2}
+    ).json()
+    assert [(s["name"], s["value"]) for s in listed["data"]] == [("x", 3.0), ("ok", 2.0)] and listed["meta"] == {
+        "limit": 50
+    }

@@ -908,6 +908,11 @@ class TraceStore:
         with self._errors():
             return self._read(lambda c: _load_traces(c, ids))
 
+    def scores(self) -> list[Score]:
+        """Every stored score, the newest first (``lftrace serve``'s scores API filters them)."""
+        with self._errors():
+            return self._read(lambda c: _score_rows(c, "ORDER BY timestamp_ns DESC, id", ()))
+
     def resolve_id(self, id_or_prefix: str) -> str:
         """The full id of the trace with this id, or of the only trace whose id starts with it (TraceNotFound,
         InputError when several match)."""
@@ -1664,28 +1669,25 @@ def _write_scores(conn: sqlite3.Connection, scores: Sequence[Score]) -> None:
 
 def _load_scores(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[Score]]:
     out: dict[str, list[Score]] = {}
+    for score in _score_rows(conn, f"WHERE trace_id IN ({_marks(len(ids))}) ORDER BY timestamp_ns, id", list(ids)):
+        out.setdefault(score.trace_id, []).append(score)
+    return out
+
+
+def _score_rows(conn: sqlite3.Connection, clause: str, params: Sequence[Any]) -> list[Score]:
     try:
         rows = conn.execute(
-            "SELECT id, trace_id, observation_id, name, timestamp_ns, data FROM scores "
-            f"WHERE trace_id IN ({_marks(len(ids))}) ORDER BY timestamp_ns, id",
-            list(ids),
+            f"SELECT id, trace_id, observation_id, name, timestamp_ns, data FROM scores {clause}", params
         ).fetchall()
-    except sqlite3.OperationalError as exc:  # a store opened read-only before migration 3: no scores yet
+    except sqlite3.OperationalError as exc:  # a store opened read-only before migration 5: no scores yet
         if "no such table" not in str(exc):
             raise
-        return out
+        return []
+    out = []
     for sid, tid, obs_id, name, ts, blob in rows:
         data = orjson.loads(blob)
-        out.setdefault(tid, []).append(
-            Score(
-                id=sid,
-                trace_id=tid,
-                observation_id=obs_id,
-                name=name,
-                timestamp=ts,
-                **{key: data[key] for key in _SCORE_FIELDS if key in data},
-            )
-        )
+        fields = {key: data[key] for key in _SCORE_FIELDS if key in data}
+        out.append(Score(id=sid, trace_id=tid, observation_id=obs_id, name=name, timestamp=ts, **fields))
     return out
 
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import LftraceError
-from ..model import Observation, Trace, iso_from_ns, ns_from_iso
+from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..store import TraceStore
 
 PROJECT_ID = "lftrace-local"
@@ -82,6 +82,140 @@ def _list_param(request: Request, name: str) -> list[str]:
 
 def _meta(page: int, limit: int, total: int) -> dict[str, int]:
     return {"page": page, "limit": limit, "totalItems": total, "totalPages": math.ceil(total / limit) if limit else 0}
+
+
+SCORE_FIELD_GROUPS = ("details", "subject", "annotation")
+SCORES_V3_MAX_LIMIT = 100  # Langfuse answers 400 above this
+_SCORE_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION")
+
+
+def score_v3(score: Score, groups: set[str]) -> dict[str, Any]:
+    """``ScoreV3``: one ``value`` typed by ``dataType`` (number, boolean or string); the asked field groups."""
+    stamp = iso_from_ns(score.timestamp)
+    if score.data_type == "NUMERIC":
+        value: Any = score.value if score.value is not None else 0.0
+    elif score.data_type == "BOOLEAN":
+        value = bool(score.value) if score.value is not None else score.string_value == "True"
+    else:
+        value = score.string_value or ""
+    data: dict[str, Any] = {
+        "id": score.id,
+        "projectId": PROJECT_ID,
+        "name": score.name,
+        "value": value,
+        "dataType": score.data_type,
+        "source": score.source,
+        "timestamp": stamp,
+        "environment": score.environment,
+        "createdAt": stamp,
+        "updatedAt": stamp,
+    }
+    if "details" in groups:
+        data.update({"comment": score.comment, "configId": score.config_id, "metadata": score.metadata})
+    if "subject" in groups:
+        if score.observation_id:
+            data["subject"] = {"kind": "observation", "id": score.observation_id, "traceId": score.trace_id}
+        elif score.trace_id:
+            data["subject"] = {"kind": "trace", "id": score.trace_id}
+        else:
+            data["subject"] = {"kind": "session", "id": score.session_id}
+    if "annotation" in groups:
+        data.update({"authorUserId": None, "queueId": None})
+    return data
+
+
+def _scores_v3_matching(store: TraceStore, request: Request) -> list[Score]:
+    """The scores ``GET /api/public/v3/scores`` selects, newest first; QueryError (400) for what Langfuse refuses."""
+    trace_ids, session_ids = set(_list_param(request, "traceId")), set(_list_param(request, "sessionId"))
+    observation_ids, experiment_ids = set(_list_param(request, "observationId")), _list_param(request, "experimentId")
+    if sum(bool(x) for x in (trace_ids, session_ids, experiment_ids)) > 1 or (observation_ids and session_ids):
+        raise QueryError("traceId, sessionId and experimentId exclude each other (observationId goes with traceId)")
+    if observation_ids and not trace_ids:
+        raise QueryError("observationId needs traceId: observation ids are scoped to a trace")
+    types = {t.upper() for t in _list_param(request, "dataType")}
+    if types - set(_SCORE_TYPES):
+        raise QueryError(f"dataType must be among {', '.join(_SCORE_TYPES)}")
+    values = _list_param(request, "value")
+    low, high = _float_param(request, "valueMin"), _float_param(request, "valueMax")
+    if (values or low is not None or high is not None) and len(types) != 1:
+        raise QueryError("value, valueMin and valueMax need exactly one dataType")
+    (kind,) = types if len(types) == 1 else ("",)
+    if (low is not None or high is not None) and kind != "NUMERIC":
+        raise QueryError("valueMin and valueMax need dataType=NUMERIC")
+    if values and kind not in ("NUMERIC", "BOOLEAN", "CATEGORICAL"):
+        raise QueryError("value needs dataType NUMERIC, BOOLEAN or CATEGORICAL")
+    wanted_values = _score_values(kind, values)
+    since, until = _time_param(request, "fromTimestamp"), _time_param(request, "toTimestamp")
+    ids, names = set(_list_param(request, "id")), set(_list_param(request, "name"))
+    sources = {v.upper() for v in _list_param(request, "source")}
+    environments, config_ids = set(_list_param(request, "environment")), set(_list_param(request, "configId"))
+    if experiment_ids or _list_param(request, "queueId") or _list_param(request, "authorUserId"):
+        return []  # lftrace keeps no dataset runs, annotation queues or users: nothing matches
+    in_sessions: set[str] = set()
+    for session_id in session_ids:
+        in_sessions.update(s.id for s in store.list_traces(limit=None, session_id=session_id))
+    out = []
+    for score in store.scores():
+        number = score.value if score.value is not None else 0.0
+        if (
+            (ids and score.id not in ids)
+            or (names and score.name not in names)
+            or (sources and score.source.upper() not in sources)
+            or (types and score.data_type not in types)
+            or (environments and score.environment not in environments)
+            or (config_ids and score.config_id not in config_ids)
+            or (trace_ids and score.trace_id not in trace_ids)
+            or (observation_ids and score.observation_id not in observation_ids)
+            or (session_ids and score.trace_id not in in_sessions and score.session_id not in session_ids)
+            or (since is not None and score.timestamp < since)
+            or (until is not None and score.timestamp >= until)
+            or (wanted_values is not None and _score_key(score) not in wanted_values)
+            or (low is not None and number < low)
+            or (high is not None and number > high)
+        ):
+            continue
+        out.append(score)
+    return out
+
+
+def _float_param(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise QueryError(f"query parameter {name} must be a finite number, not {raw[:40]!r}")
+    return value
+
+
+def _score_values(kind: str, values: list[str]) -> set[Any] | None:
+    """The exact values asked for, in the form ``_score_key`` gives a stored score."""
+    if not values:
+        return None
+    if kind == "BOOLEAN":
+        if any(v.lower() not in ("true", "false") for v in values):
+            raise QueryError('a BOOLEAN value is "true" or "false"')
+        return {v.lower() == "true" for v in values}
+    if kind == "NUMERIC":
+        try:
+            numbers = {float(v) for v in values}
+        except ValueError:
+            raise QueryError("a NUMERIC value must be a finite number") from None
+        if not all(math.isfinite(n) for n in numbers):
+            raise QueryError("a NUMERIC value must be a finite number")
+        return numbers
+    return set(values)
+
+
+def _score_key(score: Score) -> Any:
+    if score.data_type == "BOOLEAN":
+        return bool(score.value)
+    if score.data_type == "NUMERIC":
+        return score.value
+    return score.string_value
 
 
 def trace_with_details(trace: Trace) -> dict[str, Any]:
@@ -370,6 +504,18 @@ def routes(store: TraceStore) -> list[Route]:
         rows.sort(key=lambda r: r.get("timestamp") or "", reverse=True)
         return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
 
+    def scores_v3(request: Request) -> Any:
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=SCORES_V3_MAX_LIMIT)
+        groups = set(_list_param(request, "fields"))
+        if groups - set(SCORE_FIELD_GROUPS):
+            raise QueryError(f"fields takes {', '.join(SCORE_FIELD_GROUPS)}, not {', '.join(sorted(groups))[:80]!r}")
+        offset = _decode_cursor(request.query_params.get("cursor"))
+        rows = _scores_v3_matching(store, request)
+        meta: dict[str, Any] = {"limit": limit}
+        if offset + limit < len(rows):
+            meta["cursor"] = _encode_cursor(offset + limit)  # absent on the last page, as Langfuse has it
+        return {"data": [score_v3(s, groups) for s in rows[offset : offset + limit]], "meta": meta}
+
     return [
         Route("/api/public/health", endpoint(health), methods=["GET"]),
         Route("/api/public/projects", endpoint(projects), methods=["GET"]),
@@ -382,4 +528,5 @@ def routes(store: TraceStore) -> list[Route]:
         Route("/api/public/sessions/{session_id}", endpoint(session), methods=["GET"]),
         Route("/api/public/scores", endpoint(scores), methods=["GET"]),
         Route("/api/public/v2/scores", endpoint(scores), methods=["GET"]),
+        Route("/api/public/v3/scores", endpoint(scores_v3), methods=["GET"]),
     ]

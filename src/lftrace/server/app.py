@@ -266,10 +266,39 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
             return error_response(503, f"the trace store cannot take the batch: {exc}")
         return json_response(result.response(), status=207)
 
+    async def create_scores(request: Request) -> Response:
+        """``POST /api/public/scores``: one score (200 ``{"id"}``) or, as the official SDK 5 sends them, a list (202
+        ``{"message": "Accepted"}``, or 207 with the accepted and rejected counts and why). Stored as the legacy
+        endpoint's score-create events are: a score needs a traceId (session and dataset-run scores are refused)."""
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise HttpError(400, f"malformed JSON body: {exc}") from None
+            single = isinstance(data, dict)
+            scores = [data] if single else data
+            if not isinstance(scores, list) or not all(isinstance(item, dict) for item in scores):
+                raise HttpError(400, "malformed scores body: expected a score object or a list of them")
+            events = [ingest_legacy.score_create_event(item) for item in scores]
+            result = await ingestor.run(lambda: ingestor.ingest_legacy(events))
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        except LftraceError as exc:
+            return error_response(503, f"the trace store cannot take the scores: {exc}")
+        messages = [str(error["message"]) for error in result.errors]
+        if single:
+            return error_response(400, messages[0]) if messages else json_response({"id": events[0]["body"]["id"]})
+        if not messages:
+            return json_response({"message": "Accepted"}, status=202)
+        errors = [{"message": message} for message in messages]
+        return json_response({"accepted": len(result.successes), "rejected": len(errors), "errors": errors}, 207)
+
     routes = [
         Route("/api/public/otel/v1/traces", otlp_traces, methods=["POST"]),
         Route("/v1/traces", otlp_traces, methods=["POST"]),
         Route("/api/public/ingestion", ingestion, methods=["POST"]),
+        Route("/api/public/scores", create_scores, methods=["POST"]),
         *api.routes(store),
         *web.routes(store),
     ]

@@ -11,11 +11,13 @@ Ids are kept as the SDK sends them (UUIDs), as Langfuse does.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import LEVELS, OBSERVATION_TYPES, Observation, Score, Trace, ns_from_iso
+from ..model import LEVELS, OBSERVATION_TYPES, Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..usage import normalise_usage
 
 _OBSERVATION_EVENTS = {
@@ -269,6 +271,14 @@ class _Batch:
                 ends = [o.end_time for o in trace.observations if o.end_time is not None]
                 trace.end_time = max(ends) if ends else None
         return list(self.touched.values())
+
+
+def score_create_event(body: dict[str, Any]) -> dict[str, Any]:
+    """A score of ``POST /api/public/scores`` as the score-create event the legacy batch endpoint applies (its
+    id kept, or one made as Langfuse makes it; timestamp: now)."""
+    score_id = body.get("id") if isinstance(body.get("id"), str) and body.get("id") else str(uuid.uuid4())
+    now = iso_from_ns(time.time_ns())
+    return {"id": score_id, "type": "score-create", "timestamp": now, "body": {**body, "id": score_id}}
 
 
 def apply_batch(batch: Any, read_traces: Callable[[list[str]], Iterable[Trace]]) -> BatchResult:
