@@ -1,5 +1,5 @@
 """What reaches Langfuse (issue 13, items 3, 4 and 7): usage without our cost by default (LFTRACE_EXPORT_COST=1
-sends it), the prompt link on the generation's span, and scores as score-create events on the ingestion API.
+sends it), the prompt link on the generation's span, and scores on the scores API (score-create events for a v3 server).
 
 Real runs through the client and its delivery to a real receiver on 127.0.0.1.
 """
@@ -7,6 +7,7 @@ Real runs through the client and its delivery to a real receiver on 127.0.0.1.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from langchain_core.prompts import ChatPromptTemplate
@@ -15,8 +16,9 @@ from lftrace import Langfuse
 from lftrace.client import reset_clients
 from lftrace.config import EXPORT_COST, Settings
 from lftrace.langchain import CallbackHandler
+from lftrace.model import ns_from_iso
 from support.fake_models import ToolCallingFakeModel
-from support.otlp_receiver import attributes
+from support.otlp_receiver import Reply, attributes
 
 PK = "pk-lf-1234567890abcd"
 SK = "sk-lf-topsecret99887766"
@@ -69,7 +71,7 @@ def test_bad_export_cost_value_is_a_one_line_error(monkeypatch):
     assert EXPORT_COST in str(err.value) and "\n" not in str(err.value)
 
 
-def test_scores_go_to_the_ingestion_api_as_score_create_events(receiver):
+def _scored_trace(receiver: Any) -> tuple[Any, str, str]:
     reset_clients()
     client = Langfuse(public_key=PK, secret_key=SK, base_url=receiver.url)
     with client.start_as_current_span(name="qa") as span:
@@ -77,20 +79,55 @@ def test_scores_go_to_the_ingestion_api_as_score_create_events(receiver):
         client.score_current_trace(name="verdict", value="good", comment="ok")
         trace_id = span.trace_id
     client.flush()
-    posts = [r for r in receiver.requests if r.path == "/api/public/ingestion"]
+    return client, trace_id, span.id
+
+
+def test_scores_go_to_the_scores_api_as_the_official_sdk_sends_them(receiver):
+    """A list on POST /api/public/scores (the official SDK 5; Langfuse Cloud removed /api/public/ingestion on
+    2026-11-16): text for a categorical score, a number otherwise, an ISO timestamp, None left out."""
+    client, trace_id, span_id = _scored_trace(receiver)
+    posts = [r for r in receiver.requests if r.path == "/api/public/scores"]
     assert len(posts) == 1 and posts[0].headers["authorization"].startswith("Basic ")
-    batch = json.loads(posts[0].body)["batch"]
-    events = {e["body"]["name"]: e for e in batch}
-    assert {e["type"] for e in batch} == {"score-create"}
-    assert events["relevance"]["body"] == {
-        "id": events["relevance"]["body"]["id"],
+    assert not [r for r in receiver.requests if r.path == "/api/public/ingestion"]
+    scores = {s["name"]: s for s in json.loads(posts[0].body)}
+    relevance = scores["relevance"]
+    assert relevance == {
+        "id": relevance["id"],
         "traceId": trace_id,
-        "observationId": span.id,
+        "observationId": span_id,
         "name": "relevance",
         "value": 0.5,
         "dataType": "NUMERIC",
         "environment": "default",
+        "timestamp": relevance["timestamp"],
     }
-    assert (events["verdict"]["body"]["value"], events["verdict"]["body"]["dataType"]) == ("good", "CATEGORICAL")
-    assert "observationId" not in events["verdict"]["body"]
+    assert ns_from_iso(relevance["timestamp"]) > 0
+    assert (scores["verdict"]["value"], scores["verdict"]["dataType"], scores["verdict"]["comment"]) == (
+        "good",
+        "CATEGORICAL",
+        "ok",
+    )
+    assert "observationId" not in scores["verdict"]
     assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1
+
+
+def test_a_server_without_the_scores_api_gets_score_create_events(receiver):
+    """A self-hosted Langfuse v3 without POST /api/public/scores for a list: the legacy ingestion batch instead."""
+    receiver.scores_api = False
+    client, trace_id, _ = _scored_trace(receiver)
+    assert [r.status for r in receiver.requests if r.path == "/api/public/scores"] == [404]
+    posts = [r for r in receiver.requests if r.path == "/api/public/ingestion"]
+    assert len(posts) == 1
+    batch = json.loads(posts[0].body)["batch"]
+    assert {e["type"] for e in batch} == {"score-create"}
+    assert {e["body"]["name"]: e["body"]["traceId"] for e in batch} == {"relevance": trace_id, "verdict": trace_id}
+    assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1
+
+
+def test_scores_langfuse_rejects_leave_the_trace_failed_with_why(receiver):
+    answer = {"accepted": 1, "rejected": 1, "errors": [{"message": "value must be between 0 and 1"}]}
+    receiver.scores_reply = Reply(207, json.dumps(answer))
+    client, _, _ = _scored_trace(receiver)
+    counts = client.store.delivery_counts()[f"langfuse:{receiver.url}"]
+    assert (counts["failed"], counts["delivered"]) == (1, 0)  # shown by `lftrace status`, sent again by `push`
+    assert counts["last_error"] == "Langfuse rejected 1 of 2 scores: value must be between 0 and 1"

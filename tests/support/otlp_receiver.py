@@ -7,7 +7,8 @@ not) into ``ExportTraceServiceRequest`` objects and records every request. Respo
 
 It also plays a small Langfuse: ``/api/public/health``, ``/api/public/projects``,
 ``/api/public/v2/observations`` (cursor pagination, built from the spans it received) and
-``/api/public/traces/{id}`` (v1 shape; 404 unless ``v1_traces=True``).
+``/api/public/traces/{id}`` (v1 shape; 404 unless ``v1_traces=True``), and takes scores on ``/api/public/scores``
+(202; 404 with ``scores_api=False``) and ``/api/public/ingestion`` (207).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Receiver:
         self.projects_reply: Reply | None = None  # override /api/public/projects
         self.v1_traces = False
         self.v2_observations = True  # False: answer 404 like a v3 server
+        self.scores_api = True  # False: POST /api/public/scores answers 404, as a self-hosted Langfuse v3 can
+        self.scores_reply: Reply | None = None  # override POST /api/public/scores (a 207 that rejects some)
         self.page_size = 2  # v2 observations page size (small, to exercise pagination)
         receiver = self
 
@@ -201,6 +204,10 @@ class Receiver:
             )
         if path == "/api/public/ingestion" and method == "POST":  # scores (score-create events), as Langfuse: 207
             return Reply(207, json.dumps({"successes": [], "errors": []}))
+        if path == "/api/public/scores" and method == "POST":  # a list of scores, as Langfuse v4 takes them: 202
+            if not self.scores_api:
+                return Reply(404, json.dumps({"message": "not found"}))
+            return self.scores_reply or Reply(202, json.dumps({"message": "Accepted"}))
         if path == "/api/public/projects":
             return self.projects_reply or Reply(
                 200,

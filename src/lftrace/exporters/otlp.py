@@ -13,7 +13,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ class ExportResult:
     status: int | None = None  # HTTP status; None when no answer came (connection error, timeout)
     message: str = ""
     retry_after: float | None = None  # seconds, from the server's Retry-After
+    answer: str = ""  # the body of a 207 (a batch accepted in part says there what it rejected)
 
 
 _SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-langfuse-public-key", "cookie")
@@ -264,7 +265,7 @@ class OtlpExporter:
             return ExportResult(ok=False, retryable=True, message=self._scrub(message))
         status = response.status_code
         if 200 <= status < 300:
-            return ExportResult(ok=True, status=status)
+            return ExportResult(ok=True, status=status, answer=response.text[:65536] if status == 207 else "")
         summary = self._scrub(_body_summary(response.text))
         message = f"HTTP {status} from {self.endpoint}" + (f": {summary}" if summary else "")
         retryable = status in (408, 429) or status >= 500
@@ -320,17 +321,41 @@ class LangfuseExporter(OtlpExporter):
         self.base_url = base_url.rstrip("/")
         self.public_key = public_key
         self._secrets += [secret_key, token]
+        self._scores_api = True  # False once the server showed it has no POST /api/public/scores for a list
 
     def export(self, traces: Sequence[Trace | EncodedTrace], *, timeout: float | None = None) -> ExportResult:
-        """The spans over OTLP, then the traces' scores to the ingestion API as ``score-create`` events.
+        """The spans over OTLP, then the traces' scores (OTLP has no scores) to the scores API.
 
-        The official SDK sends scores the same way (OTLP has no scores); score ids are stable, so sending a
-        trace's scores again (a merged trace is delivered again) updates them rather than adding copies.
+        Score ids are stable, so sending a trace's scores again (a merged trace is delivered again) updates them
+        rather than adding copies.
         """
         result = super().export(traces, timeout=timeout)
         scores = [score for trace in traces for score in trace.scores]
         if not result.ok or not scores:
             return result
+        for start in range(0, len(scores), SCORES_PER_REQUEST):
+            result = self._send_scores(scores[start : start + SCORES_PER_REQUEST], timeout)
+            if not result.ok:
+                return result
+        return result
+
+    def _send_scores(self, scores: Sequence[Any], timeout: float | None) -> ExportResult:
+        """``POST /api/public/scores`` with a list, as the official SDK 5 sends them (Langfuse Cloud removed the
+        legacy ingestion endpoint on 2026-11-16): 202, or 207 saying which it rejected. A server without it (a
+        self-hosted Langfuse v3: 404, 405, or 400 for a list) gets ``score-create`` events on
+        ``/api/public/ingestion``, from then on."""
+        if self._scores_api:
+            result = self.send(
+                json.dumps([score_body(score) for score in scores]).encode(),
+                timeout=timeout,
+                url=f"{self.base_url}/api/public/scores",
+                content_type="application/json",
+            )
+            if result.ok:
+                return _score_rejections(result, len(scores), self._scrub)
+            if result.status not in (400, 404, 405):
+                return result
+            self._scores_api = False
         return self.send(
             json.dumps({"batch": [score_event(score) for score in scores]}).encode(),
             timeout=timeout,
@@ -345,26 +370,55 @@ class LangfuseExporter(OtlpExporter):
         )
 
 
-def score_event(score: Any) -> dict[str, Any]:
-    """One ``score-create`` event of the Langfuse ingestion API (the legacy batch endpoint the SDK still uses)."""
+SCORES_PER_REQUEST = 100
+
+
+def score_body(score: Any) -> dict[str, Any]:
+    """A score as ``POST /api/public/scores`` takes it (the official SDK's fields: text for categorical and text
+    scores, else a number; None left out)."""
     from ..model import iso_from_ns
 
+    text = score.data_type in ("CATEGORICAL", "TEXT", "CORRECTION")
     body: dict[str, Any] = {
         "id": score.id,
         "traceId": score.trace_id,
         "observationId": score.observation_id,
         "sessionId": score.session_id,
         "name": score.name,
-        "value": score.string_value if score.data_type in ("CATEGORICAL", "TEXT") else score.value,
+        "value": score.string_value if text else score.value,
         "dataType": score.data_type,
         "comment": score.comment,
         "metadata": score.metadata,
         "configId": score.config_id,
         "environment": score.environment,
-    }
-    return {
-        "id": f"{score.id}-create",
-        "type": "score-create",
         "timestamp": iso_from_ns(score.timestamp),
-        "body": {k: v for k, v in body.items() if v is not None},
     }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def score_event(score: Any) -> dict[str, Any]:
+    """One ``score-create`` event of the legacy ingestion API (self-hosted Langfuse v3)."""
+    body = score_body(score)
+    return {"id": f"{score.id}-create", "type": "score-create", "timestamp": body.pop("timestamp"), "body": body}
+
+
+def _score_rejections(result: ExportResult, sent: int, scrub: Callable[[str], str]) -> ExportResult:
+    """A 207 of the scores API that rejected some: not retryable (they would be rejected again), with why (the
+    server's words, scrubbed of the keys)."""
+    try:
+        answer = json.loads(result.answer) if result.answer else {}
+    except ValueError:
+        answer = {}
+    rejected = answer.get("rejected") if isinstance(answer, dict) else None
+    if not isinstance(rejected, int) or rejected <= 0:
+        return result
+    errors = answer.get("errors")
+    reasons = (
+        "; ".join(str(e.get("message")) for e in errors[:3] if isinstance(e, dict)) if isinstance(errors, list) else ""
+    )
+    return ExportResult(
+        ok=False,
+        retryable=False,
+        status=207,
+        message=scrub(f"Langfuse rejected {rejected} of {sent} scores" + (f": {reasons[:500]}" if reasons else "")),
+    )
