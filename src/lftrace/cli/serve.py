@@ -43,7 +43,7 @@ def serve_command(
 ) -> None:
     """Run a local Langfuse-compatible server: code using the official SDKs or OpenTelemetry works unchanged.
 
-    Ingests OTLP/HTTP (/api/public/otel/v1/traces, /v1/traces) and the legacy /api/public/ingestion batch endpoint, serves the Langfuse public read API and a web view at /, and writes everything into the trace store, so `show`, `list`, `stats`, `test` and `export` see it. Stop with Ctrl-C (exit 130) or SIGTERM (143).
+    Ingests OTLP/HTTP (/api/public/otel/v1/traces, /v1/traces), scores (/api/public/scores) and the legacy /api/public/ingestion batch endpoint, serves the Langfuse public read API and a web view at /, and writes everything into the trace store, so `show`, `list`, `stats`, `test` and `export` see it. Stop with Ctrl-C (exit 130) or SIGTERM (143).
 
     [bold]Example[/bold]
 
