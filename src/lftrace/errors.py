@@ -57,6 +57,11 @@ class BackendError(LftraceError):
     exit_code = ExitStatus.BACKEND
 
 
+class CtrlC(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) arrived while lftrace ran a target (``lftrace run``): the partial trace is saved, exit 130.
+    A KeyboardInterrupt like any other; the trace's stopped observations say ``cancelled (Ctrl-C)``."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived while a target ran (``lftrace run``): handled like Ctrl-C (partial trace saved), exit 143."""
 

@@ -30,7 +30,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from .errors import LftraceError, Terminated
+from .errors import CANCELLED, TERMINATED, CtrlC, LftraceError, Terminated
 from .ids import new_span_id, new_trace_id
 from .model import CANCELLED_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sdk import _current as _current_span
@@ -224,7 +224,9 @@ def _qualified_name(cls: type) -> str:
 def _interruption(error: BaseException) -> str | None:
     """The status message for Ctrl-C / task cancellation (not failures), else None."""
     if isinstance(error, Terminated):
-        return "terminated (SIGTERM)"
+        return TERMINATED
+    if isinstance(error, CtrlC):  # lftrace's own Ctrl-C (``lftrace run``)
+        return CANCELLED
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt)"
     if isinstance(error, asyncio.CancelledError):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CANCELLED,
+    CtrlC,
     ExitStatus,
     InputError,
     LftraceError,
@@ -573,57 +574,71 @@ async def _drive_async(
         return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
 
 
-TERM_REPEAT_S = 1.0  # a run still going this long after SIGTERM gets Terminated again (see sigterm_as_interrupt)
+STOP_REPEAT_S = 1.0  # a run still going this long after Ctrl-C or SIGTERM is stopped again (see signals_as_interrupt)
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt(*, repeat: bool = False) -> Iterator[None]:
-    """While the target runs, SIGTERM (CI runners, ``timeout``) raises Terminated in the main thread, so the run
-    stops like Ctrl-C and its partial trace is saved. Elsewhere (another thread, no signals) nothing changes.
+def signals_as_interrupt(*, repeat: bool = False) -> Iterator[None]:
+    """While the target runs, Ctrl-C raises CtrlC and SIGTERM (CI runners, ``timeout``) raises Terminated in the
+    main thread (both are KeyboardInterrupt), so the run stops and its partial trace is saved. SIGINT is taken over
+    only from Python's own handler (not when it is ignored or the program installed its own). Elsewhere (another
+    thread, no signals) nothing changes.
 
-    ``repeat``: when the block is still running ``TERM_REPEAT_S`` after the signal, Terminated is raised in the
-    main thread again (and again). LangGraph waits for the nodes it runs on its own threads (parallel branches,
+    ``repeat``: when the block is still running ``STOP_REPEAT_S`` after a signal, the same exception is raised in
+    the main thread again (and again). LangGraph waits for the nodes it runs on its own threads (parallel branches,
     a ToolNode's tool calls) before letting the first one through, which a hung model or tool call makes forever.
+    A second Ctrl-C from the user is one more of the same, and a signal that arrives as the block ends is ignored.
     """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    raises: dict[int, type[KeyboardInterrupt]] = {}
+    if hasattr(signal, "SIGTERM"):
+        raises[signal.SIGTERM] = Terminated
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        raises[signal.SIGINT] = CtrlC
     inside = [True]
     lock = threading.Lock()
     timers: list[threading.Timer] = []
     main = threading.main_thread().ident
+    repeat = repeat and hasattr(signal, "pthread_kill")
 
-    def again() -> None:
+    def again(signum: int) -> None:
         with lock:
             if inside[0] and main is not None:
-                signal.pthread_kill(main, signal.SIGTERM)
+                signal.pthread_kill(main, signum)
 
-    def terminate(signum: int, frame: Any) -> None:
+    def stop(signum: int, frame: Any) -> None:
         if not inside[0]:  # a repeat that arrived as the block ended: it is over already
             return
         if repeat:
-            timer = threading.Timer(TERM_REPEAT_S, again)
+            timer = threading.Timer(STOP_REPEAT_S, again, (signum,))
             timer.daemon = True
             timers.append(timer)
             timer.start()
-        raise Terminated()
+        raise raises[signum]()
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        for signum in raises:
+            previous[signum] = signal.signal(signum, stop)
     except (ValueError, OSError):  # not allowed here (embedded interpreters)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         yield
         return
     try:
         yield
     finally:
         try:
-            inside[0] = False  # a repeat due right now may still raise here: the handler goes all the same
+            inside[0] = False  # a repeat due right now may still raise here: the handlers go all the same
         finally:
             inside[0] = False
-            with lock:  # a repeat being sent now is delivered (and ignored) before the handler goes
+            with lock:  # a repeat being sent now is delivered (and ignored) before the handlers go
                 for timer in timers:
                     timer.cancel()
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 GENERIC_NAMES = frozenset(("LangGraph", "RunnableSequence", "RunnableParallel", "RunnableLambda", "CompiledStateGraph"))
@@ -721,7 +736,7 @@ def execute(
     pending: list[Any] = []
     error: BaseException | None = None
     try:
-        with sigterm_as_interrupt(repeat=True):
+        with signals_as_interrupt(repeat=True):
             if run.use_async:
                 output, pending = asyncio.run(
                     _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
