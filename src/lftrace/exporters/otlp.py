@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._version import __version__
@@ -196,16 +196,24 @@ class OtlpExporter:
         requests = iter_batches(traces, self.resource_attributes, profile=self.profile, max_bytes=max_bytes)
         result = ExportResult(ok=True)
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
-        while True:  # one deadline for the whole export, however many requests it takes; each made when sent
+        flight: _Flight | None = None
+        # One deadline for the whole export, however many requests it takes. Each request is made while the one
+        # before it is on the wire (a long run's export is hundreds of them): at most two exist at a time.
+        while True:
             try:
                 request = next(requests, None)
             except Exception as exc:  # a bug or a corrupt trace: don't retry forever
+                if flight is not None:
+                    self._wait(flight)
                 return ExportResult(ok=False, retryable=False, message=f"could not encode traces: {exc!r}")
+            if flight is not None:
+                result = self._wait(flight)
+                flight = None
+                if not result.ok:
+                    return result
             if request is None:
                 return result
-            result = self.send(request, timeout=max(deadline - time.monotonic(), 0.05))
-            if not result.ok:
-                return result
+            flight = self._begin(request, max(deadline - time.monotonic(), 0.05), None, "application/x-protobuf")
 
     def send(
         self,
@@ -221,21 +229,30 @@ class OtlpExporter:
         never trips them. So the request runs on a worker thread; at the deadline the connection is shut
         down (which ends the worker's read at once) and the result is a retryable timeout.
         """
-        limit = timeout if timeout is not None else self.timeout
-        box: list[ExportResult] = []
-        worker = threading.Thread(
-            target=lambda: box.append(self._post(body, limit, url, content_type)), name="lftrace-export", daemon=True
+        return self._wait(self._begin(body, timeout if timeout is not None else self.timeout, url, content_type))
+
+    def _begin(self, body: bytes, limit: float, url: str | None, content_type: str) -> _Flight:
+        """Start POSTing ``body`` on a worker thread; ``_wait`` gives its result within ``limit`` seconds."""
+        flight = _Flight(time.monotonic() + limit, limit)
+        flight.worker = threading.Thread(
+            target=lambda: flight.box.append(self._post(body, limit, url, content_type)),
+            name="lftrace-export",
+            daemon=True,
         )
-        worker.start()
-        worker.join(limit)
-        if box:
-            return box[0]
+        flight.worker.start()
+        return flight
+
+    def _wait(self, flight: _Flight) -> ExportResult:
+        assert flight.worker is not None
+        flight.worker.join(max(flight.until - time.monotonic(), 0.0))
+        if flight.box:
+            return flight.box[0]
         self._abandon()
-        worker.join(0.5)  # the shut-down socket ends the read; don't wait longer than that
+        flight.worker.join(0.5)  # the shut-down socket ends the read; don't wait longer than that
         return ExportResult(
             ok=False,
             retryable=True,
-            message=f"timed out after {limit:.1f}s (the server at {self.endpoint} did not finish answering)",
+            message=f"timed out after {flight.limit:.1f}s (the server at {self.endpoint} did not finish answering)",
         )
 
     def _abandon(self) -> None:
@@ -286,6 +303,16 @@ class OtlpExporter:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+@dataclass
+class _Flight:
+    """A request on its way: its worker thread, the time by which it must be answered, its result once there."""
+
+    until: float
+    limit: float
+    worker: threading.Thread | None = None
+    box: list[ExportResult] = field(default_factory=list)
 
 
 class LangfuseExporter(OtlpExporter):
