@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from lftrace import client as client_module
@@ -209,6 +210,16 @@ def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch
         sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
         assert len(sent_input["messages"]) == steps - 1  # the full conversation, rebuilt from the shared lists
         assert client.store.delivery_counts()[f"otlp:{receiver.url}/v1/traces"]["delivered"] == 1
+        # the export reads the pages' shared lists as each item's JSON text: the same bytes as the values
+        as_text = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS, as_text=True)
+        as_values = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS)
+        compared = 0
+        for text_page, value_page in zip(as_text, as_values, strict=True):
+            for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
+                assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
+                assert orjson.dumps(text_obs.output) == orjson.dumps(value_obs.output)
+                compared += 1
+        assert compared == len(stored.observations)
 
 
 def test_ctrl_c_stops_a_long_run_at_once_and_keeps_its_steps(tmp_path):

@@ -308,7 +308,7 @@ class Deliverer:
         leaves the trace to be sent again whole later (Langfuse upserts spans by id). True to go on.
         """
         sent = False
-        for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS):
+        for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True):  # only serialised again
             if not self._export_batch(dest, [page], report, deadline, page=True):
                 return False
             sent = True

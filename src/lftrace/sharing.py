@@ -298,11 +298,15 @@ def references(value: Any, out: set[str]) -> None:
                 out.add(item[REF])
 
 
-def materialize(nodes: Mapping[str, tuple[str | None, bytes | str]], wanted: Iterable[str]) -> dict[str, list[Any]]:
+def materialize(
+    nodes: Mapping[str, tuple[str | None, bytes | str]], wanted: Iterable[str], *, as_text: bool = False
+) -> dict[str, list[Any]]:
     """Full lists for node hashes, from ``nodes`` ({hash: (prev, JSON of its items)}, every node of each chain).
 
     Each wanted list is built once (and shared: do not mutate what you read); the nodes in between cost only
-    their own items.
+    their own items. ``as_text``: each item as its JSON text (an ``orjson.Fragment``), for values that are only
+    serialised again (the export of a long trace: a span's input is then its messages' texts joined, where
+    serialising every message again for every span cost most of the export).
     """
     wanted_set = set(wanted)
     built: dict[str, list[Any]] = {}
@@ -327,6 +331,8 @@ def materialize(nodes: Mapping[str, tuple[str | None, bytes | str]], wanted: Ite
             part = items.get(node)
             if part is None:
                 part = items[node] = orjson.loads(nodes[node][1])
+                if as_text:
+                    part = items[node] = [orjson.Fragment(orjson.dumps(item)) for item in part]
             result.extend(part)
             if node in wanted_set and node != head:
                 built[node] = list(result)

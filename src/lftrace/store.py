@@ -781,7 +781,7 @@ class TraceStore:
         with self._errors():
             return self._read(work)
 
-    def trace_pages(self, trace_id: str, size: int = 200) -> Iterator[TracePage]:
+    def trace_pages(self, trace_id: str, size: int = 200, *, as_text: bool = False) -> Iterator[TracePage]:
         """A long trace in pages of ``size`` observations (start order), each read on its own: bounded memory.
 
         Every page carries the trace's fields and the ids of all its observations; the first page is read in
@@ -794,7 +794,7 @@ class TraceStore:
             ids = self._observation_ids(trace_id)
         header = headers[0]
         fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}
-        for observations in self._observation_pages(trace_id, size):
+        for observations in self._observation_pages(trace_id, size, as_text=as_text):
             yield TracePage(**fields, observations=observations, ids=ids)
 
     def trace_outline(self, trace_id: str) -> Trace | None:
@@ -878,8 +878,9 @@ class TraceStore:
             )
         )
 
-    def _observation_pages(self, trace_id: str, size: int) -> Iterator[list[Observation]]:
-        """Observations in start order, ``size`` per read (keyset paging: each page is an index range)."""
+    def _observation_pages(self, trace_id: str, size: int, *, as_text: bool = False) -> Iterator[list[Observation]]:
+        """Observations in start order, ``size`` per read (keyset paging: each page is an index range).
+        ``as_text``: the items of shared lists as JSON text (``sharing.materialize``), for the export."""
         after: tuple[int, int] = (-(2**63), -1)  # keyset position: (start_ns, seq) of the last row read
         while True:
 
@@ -893,7 +894,8 @@ class TraceStore:
                 ).fetchall()
                 with _collector_paused():
                     observations = [_observation_from_row(row) for row in rows]
-                    _unpack_shared(conn, [Trace(id=trace_id, name=None, timestamp=0, observations=observations)])
+                    page_trace = Trace(id=trace_id, name=None, timestamp=0, observations=observations)
+                    _unpack_shared(conn, [page_trace], as_text=as_text)
                 return observations, ((rows[-1][6], rows[-1][2]) if rows else after)
 
             with self._errors():
@@ -1941,10 +1943,10 @@ _CHAIN_SQL = (
 )
 
 
-def _shared_lists(conn: sqlite3.Connection, wanted: set[str]) -> dict[str, list[Any]]:
+def _shared_lists(conn: sqlite3.Connection, wanted: set[str], as_text: bool = False) -> dict[str, list[Any]]:
     # one recursive query for every chain (a JSON array parameter has no variable limit; chains share nodes)
     rows = conn.execute(_CHAIN_SQL, (orjson.dumps(sorted(wanted)).decode(),)).fetchall()
-    return materialize({node: (prev, data) for node, prev, data in rows}, wanted)
+    return materialize({node: (prev, data) for node, prev, data in rows}, wanted, as_text=as_text)
 
 
 def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
@@ -1959,7 +1961,12 @@ def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
 
 
 def _unpack_shared(
-    conn: sqlite3.Connection, traces: Sequence[Trace], *, inputs: bool = True, outputs: bool = True
+    conn: sqlite3.Connection,
+    traces: Sequence[Trace],
+    *,
+    inputs: bool = True,
+    outputs: bool = True,
+    as_text: bool = False,
 ) -> None:
     """Replace list node references in inputs/outputs by the full lists (each distinct list built once).
 
@@ -1981,7 +1988,7 @@ def _unpack_shared(
                 obs.output = None
     if not wanted:
         return
-    lists = _shared_lists(conn, wanted)
+    lists = _shared_lists(conn, wanted, as_text)
     for trace in traces:
         trace.input = unpack(trace.input, lists)
         trace.output = unpack(trace.output, lists)
