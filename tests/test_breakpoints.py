@@ -151,3 +151,47 @@ def test_interactive_goes_on_past_the_breakpoint_on_enter():
     assert "--resume value" not in text  # Enter is no answer to drop
     statuses = [t["status"] for t in json.loads(lftrace("list", "--json").stdout)]
     assert statuses == ["ok", "interrupted"]
+
+
+def test_a_breakpoint_inside_a_subgraph_names_the_subgraphs_node_and_continues():
+    """interrupt_before=["review"] on a subgraph the parent runs as its node `inner`: the pause names `review`
+    (was: `before inner`, the parent's node), and --thread-id goes on from inside the subgraph."""
+    target = f"{GRAPHS}:subgraph"
+    first = lftrace("run", target, "--input", '{"input": "a"}')
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert "⏸ interrupted" in lines[0]
+    assert lines[lines.index("Paused at a breakpoint:") + 1] == "  before review"
+    trace_id = next(x for x in lines if x.startswith("Trace ID: ")).split()[-1]
+    paused = show(trace_id)
+    assert paused["metadata"]["langgraph_interrupts"] == [
+        {"id": None, "value": None, "node": "review", "breakpoint": "before"}
+    ]
+    assert [o["name"] for o in paused["observations"]] == ["LangGraph", "inner", "LangGraph", "draft"]
+
+    second = lftrace("run", target, "--thread-id", thread_of(first.stdout), "--json")
+    assert second.returncode == 0, second.stderr
+    done = json.loads(second.stdout)
+    assert done["status"] == "ok" and done["output"] == {"input": "a drafted reviewed published"}
+    assert [o["name"] for o in done["observations"]] == ["LangGraph", "inner", "LangGraph", "review", "publish"]
+
+
+def test_a_subgraph_stopped_after_its_last_node_and_one_without_a_checkpointer():
+    after = lftrace("run", f"{GRAPHS}:subgraph_after_last", "--input", '{"input": "b"}', "--json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["metadata"]["langgraph_interrupts"][0] == {
+        "id": None,
+        "value": None,
+        "node": "review",
+        "breakpoint": "after",
+    }
+    assert "⏸ paused at a breakpoint after review" in after.stderr
+
+    # no checkpointer anywhere: lftrace keeps the thread (the subgraph's breakpoint needs one to go on)
+    target = f"{GRAPHS}:subgraph_no_checkpointer"
+    first = lftrace("run", target, "--input", '{"input": "c"}', "--expect-complete")
+    assert first.returncode == 5, first.stderr
+    assert "✗ complete: the run paused at an interrupt: breakpoint before review" in first.stdout + first.stderr
+    second = lftrace("run", target, "--thread-id", thread_of(first.stdout), "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["output"] == {"input": "c drafted reviewed published"}

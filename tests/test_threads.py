@@ -179,6 +179,7 @@ def test_an_interrupt_inside_a_subgraph_marks_the_node_that_paused():
     assert result.paused and result.trace.status == "interrupted"
     marked = [o.name for o in result.trace.observations if (o.metadata or {}).get("interrupt")]
     assert marked == ["approve"]  # only the innermost node, not the subgraph around it
+    assert [p.node for p in result.interrupts] == ["approve"]  # the pause says so too (was: the parent's `review`)
     done = execute(target("shapes", "nested_interrupt_graph"), thread_id=result.thread_id, resume=["ok"])
     assert done.output["messages"][-1].content == "approved: ok"
 

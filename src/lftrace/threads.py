@@ -83,8 +83,12 @@ def _breakpoint_nodes(graph: Any, which: str) -> Sequence[str] | str:
 
 
 def has_breakpoints(graph: Any) -> bool:
-    """The graph was compiled with ``interrupt_before``/``interrupt_after``."""
-    return bool(_breakpoint_nodes(graph, "before")) or bool(_breakpoint_nodes(graph, "after"))
+    """The graph, or a subgraph it runs as a node, was compiled with ``interrupt_before``/``interrupt_after``."""
+    try:
+        graphs = [graph, *(sub for _, sub in graph.get_subgraphs(recurse=True))]
+    except Exception:  # not a LangGraph graph, or one that cannot list its subgraphs
+        graphs = [graph]
+    return any(_breakpoint_nodes(g, "before") or _breakpoint_nodes(g, "after") for g in graphs)
 
 
 def has_checkpointer(graph: Any) -> bool:
@@ -158,15 +162,33 @@ def thread_config(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}}
 
 
+def _nested(task: Any) -> Any:
+    """The state of the subgraph a task runs (``get_state(..., subgraphs=True)``), None for a plain node or a
+    subgraph that has not started (no checkpoint of its own yet)."""
+    state = getattr(task, "state", None)
+    if state is None or not hasattr(state, "next") or getattr(state, "created_at", None) is None:
+        return None
+    return state
+
+
 def _interrupts_of(snapshot: Any) -> list[PendingInterrupt]:
+    """The interrupts a thread waits on, each named by the innermost node that raised it (``approve`` inside the
+    subgraph node ``review``: the subgraph's task carries it too, as the trace's footer names it)."""
     found: list[PendingInterrupt] = []
     seen: set[Any] = set()
-    for task in getattr(snapshot, "tasks", ()) or ():
-        for item in getattr(task, "interrupts", ()) or ():
-            key = getattr(item, "id", None) or id(item)
-            if key not in seen:
-                seen.add(key)
-                found.append(PendingInterrupt(getattr(item, "id", None), getattr(item, "value", None), task.name))
+
+    def collect(state: Any, depth: int) -> None:
+        for task in getattr(state, "tasks", ()) or ():
+            inner = _nested(task)
+            if inner is not None and depth < 20:
+                collect(inner, depth + 1)  # the innermost node first: its name wins
+            for item in getattr(task, "interrupts", ()) or ():
+                key = getattr(item, "id", None) or id(item)
+                if key not in seen:
+                    seen.add(key)
+                    found.append(PendingInterrupt(getattr(item, "id", None), getattr(item, "value", None), task.name))
+
+    collect(snapshot, 0)
     for item in getattr(snapshot, "interrupts", ()) or ():
         key = getattr(item, "id", None) or id(item)
         if key not in seen:
@@ -175,43 +197,79 @@ def _interrupts_of(snapshot: Any) -> list[PendingInterrupt]:
     return found
 
 
-def _stops(graph: Any, snapshot: Any, ran: Sequence[str]) -> list[PendingInterrupt]:
+def _subgraph(graph: Any, node: str) -> Any:
+    """The compiled subgraph a node runs, None when there is none (or it cannot be found)."""
+    try:
+        return next((sub for _, sub in graph.get_subgraphs(namespace=node)), None)
+    except Exception:
+        return None
+
+
+def _tree(graph: Any, snapshot: Any, depth: int = 0) -> Iterator[tuple[Any, Any]]:
+    """(graph, state) for the thread's state and every started subgraph's inside it, outermost first."""
+    yield graph, snapshot
+    if depth >= 20:
+        return
+    for task in getattr(snapshot, "tasks", ()) or ():
+        inner = _nested(task)
+        if inner is not None:
+            yield from _tree(_subgraph(graph, str(task.name)), inner, depth + 1)
+
+
+def _ran_lookups(graph: Any, snapshot: Any) -> list[tuple[int, Any]]:
+    """The checkpoints to read for ``_stops``: the step before each pause of a graph with ``interrupt_after``
+    (its state's ``parent_config``), keyed by ``id(state)``."""
+    return [
+        (id(state), state.parent_config)
+        for sub, state in _tree(graph, snapshot)
+        if _breakpoint_nodes(sub, "after") and getattr(state, "parent_config", None)
+    ]
+
+
+def _stops(graph: Any, snapshot: Any, ran: Mapping[int, Sequence[str]]) -> list[PendingInterrupt]:
     """The static breakpoints a thread is paused at: nodes are due next (``snapshot.next``) and none of them
     waits on ``interrupt()``; a graph that returned normally with work left stopped at a breakpoint.
-    ``ran``: the nodes of the step before the pause (an ``interrupt_after`` node is one of them)."""
+    ``ran``: by ``id(state)``, the nodes of the step before the pause (an ``interrupt_after`` node is one of them).
+
+    A subgraph's own breakpoint stops the subgraph inside the parent's node: the stop is the subgraph's node
+    (``review`` inside the parent's ``inner``, as the trace names nested nodes), found in its state."""
+    inner = [
+        stop
+        for task in getattr(snapshot, "tasks", ()) or ()
+        if (state := _nested(task)) is not None
+        for stop in _stops(_subgraph(graph, str(task.name)), state, ran)
+    ]
+    if inner:
+        return inner
     due = [str(n) for n in getattr(snapshot, "next", ()) or ()]
-    if not due:
-        return []
     before_nodes, after_nodes = _breakpoint_nodes(graph, "before"), _breakpoint_nodes(graph, "after")
     before = [n for n in due if before_nodes == "*" or n in before_nodes]
     if before:
         return [PendingInterrupt(None, None, n, "before") for n in before]
-    after = [n for n in ran if after_nodes == "*" or n in after_nodes]
-    if after:
+    after = [str(n) for n in ran.get(id(snapshot), ()) if after_nodes == "*" or n in after_nodes]
+    if after:  # a subgraph stopped after its last node has nothing due: its parent's node is
         return [PendingInterrupt(None, None, n, "after") for n in after]
-    # a breakpoint we cannot place (a subgraph's own, a runtime one): the graph stopped before what is due
+    # a breakpoint we cannot place (a runtime one): the graph stopped before what is due
     return [PendingInterrupt(None, None, n, "before") for n in due]
 
 
 def pending_interrupts(graph: Any, thread_id: str) -> list[PendingInterrupt]:
     """What the thread's latest checkpoint waits on: its interrupts (with the node that raised each one), else
-    the static breakpoint it stopped at."""
-    snapshot = graph.get_state(thread_config(thread_id))
+    the static breakpoint it stopped at (inside a subgraph: the subgraph's node)."""
+    snapshot = graph.get_state(thread_config(thread_id), subgraphs=True)
     found = _interrupts_of(snapshot)
     if found or not getattr(snapshot, "next", None):
         return found
-    parent = getattr(snapshot, "parent_config", None)
-    ran = graph.get_state(parent).next if parent and has_breakpoints(graph) else ()
+    ran = {key: graph.get_state(config).next for key, config in _ran_lookups(graph, snapshot)}
     return _stops(graph, snapshot, ran)
 
 
 async def apending_interrupts(graph: Any, thread_id: str) -> list[PendingInterrupt]:
-    snapshot = await graph.aget_state(thread_config(thread_id))
+    snapshot = await graph.aget_state(thread_config(thread_id), subgraphs=True)
     found = _interrupts_of(snapshot)
     if found or not getattr(snapshot, "next", None):
         return found
-    parent = getattr(snapshot, "parent_config", None)
-    ran = (await graph.aget_state(parent)).next if parent and has_breakpoints(graph) else ()
+    ran = {key: (await graph.aget_state(config)).next for key, config in _ran_lookups(graph, snapshot)}
     return _stops(graph, snapshot, ran)
 
 

@@ -51,3 +51,29 @@ graph = _builder(step_1, step_2, step_3).compile(checkpointer=MemorySaver(), int
 after = _builder(step_1, step_2, step_3).compile(checkpointer=MemorySaver(), interrupt_after=["step_1"])
 no_checkpointer = _builder(step_1, step_2, step_3).compile(interrupt_before=["step_3"])
 async_graph = _builder(astep_1, astep_2, astep_3).compile(checkpointer=MemorySaver(), interrupt_before=["step_3"])
+
+
+# -- a subgraph's own breakpoint: the parent runs the compiled subgraph as its node `inner` ------------------
+def _inner(**breakpoints) -> object:
+    builder = StateGraph(State)
+    builder.add_node("draft", lambda state: {"input": state["input"] + " drafted"})
+    builder.add_node("review", lambda state: {"input": state["input"] + " reviewed"})
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "review")
+    builder.add_edge("review", END)
+    return builder.compile(**breakpoints)
+
+
+def _outer(inner: object, **compiled) -> object:
+    builder = StateGraph(State)
+    builder.add_node("inner", inner)
+    builder.add_node("publish", lambda state: {"input": state["input"] + " published"})
+    builder.add_edge(START, "inner")
+    builder.add_edge("inner", "publish")
+    builder.add_edge("publish", END)
+    return builder.compile(**compiled)
+
+
+subgraph = _outer(_inner(interrupt_before=["review"]), checkpointer=MemorySaver())
+subgraph_after_last = _outer(_inner(interrupt_after=["review"]), checkpointer=MemorySaver())
+subgraph_no_checkpointer = _outer(_inner(interrupt_before=["review"]))
