@@ -174,13 +174,14 @@ _PARALLEL = textwrap.dedent(
 )
 
 
-def test_one_sigterm_stops_a_run_whose_parallel_branches_hang(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--async"]], ids=["invoke", "async"])
+def test_one_sigterm_stops_a_run_whose_parallel_branches_hang(tmp_path: Path, mode: list[str]) -> None:
     (tmp_path / "parallel.py").write_text(_PARALLEL, encoding="utf-8")
     store = tmp_path / "traces.db"
     env = {**os.environ, "LFTRACE_STORE": str(store), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     lftrace = Path(sys.executable).parent / "lftrace"
     proc = subprocess.Popen(
-        [str(lftrace), "run", "parallel.py:graph", "--input", '{"topic": "x"}'],
+        [str(lftrace), "run", "parallel.py:graph", "--input", '{"topic": "x"}', *mode],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

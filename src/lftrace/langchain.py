@@ -396,6 +396,9 @@ class CallbackHandler(BaseCallbackHandler):
         self._resumable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # thread_id -> (trace id, root obs id)
         self._warned: set[str] = set()
         self.last_trace_id: str | None = None
+        # why the run was stopped (`lftrace run` sets it on Ctrl-C/SIGTERM of an async run): the nodes the event loop
+        # then cancels end with it instead of a bare "cancelled"
+        self.stopped_by: str | None = None
         # observations started so far (for a progress display; a plain int += under the GIL)
         self.started_runs = 0
 
@@ -646,6 +649,8 @@ class CallbackHandler(BaseCallbackHandler):
         run = self._runs.get(run_id)
         obs, state = (run.obs, run.state) if run is not None else (None, None)
         interrupted = _interruption(error)
+        if self.stopped_by is not None and isinstance(error, asyncio.CancelledError):
+            interrupted = self.stopped_by
         if obs is not None and state is not None:
             message = str(error) or type(error).__name__
             if interrupted is not None:  # Ctrl-C / cancellation: the run was stopped, it did not fail

@@ -738,9 +738,14 @@ def execute(
     try:
         with signals_as_interrupt(repeat=True):
             if run.use_async:
-                output, pending = asyncio.run(
-                    _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
-                )
+                with asyncio.Runner() as loop:
+                    try:
+                        output, pending = loop.run(
+                            _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+                        )
+                    except KeyboardInterrupt as err:  # the loop cancels the graph's tasks next: they say why
+                        run.handler.stopped_by = stop_reason(err)
+                        raise
             else:
                 output, pending = _drive_sync(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
