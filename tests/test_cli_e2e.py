@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.signals import with_ctrl_c
+from support.signals import signal_when_ready
 
 REPO = Path(__file__).resolve().parent.parent
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
@@ -113,21 +112,8 @@ graph = builder.compile()
 
 def test_ctrl_c_saves_the_partial_trace_marked_cancelled_and_exits_130(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_GRAPH, encoding="utf-8")
-    proc = subprocess.Popen(
-        with_ctrl_c([LFTRACE, "run", "slow.py:graph", "-i", "hi"]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "SLOW NODE STARTED"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, out, err = signal_when_ready([LFTRACE, "run", "slow.py:graph", "-i", "hi"], "SLOW NODE STARTED")
+    assert code == 130, err
     assert err.startswith("error: cancelled (Ctrl-C); partial trace saved: ") and "Traceback" not in err
     assert "⚠ cancelled" in out
     data = json.loads(lftrace("show", "last", "--json").stdout)
@@ -140,21 +126,8 @@ def test_ctrl_c_while_the_target_is_imported_says_so_in_one_line(tmp_path):
     (tmp_path / "slow_import.py").write_text(
         'import os, time\nos.write(1, b"IMPORTING\\n")\ntime.sleep(30)\ngraph = None\n', encoding="utf-8"
     )
-    proc = subprocess.Popen(
-        with_ctrl_c([LFTRACE, "run", "slow_import.py:graph", "-i", "hi"]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "IMPORTING"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130  # was 130 with nothing said
+    code, _, err = signal_when_ready([LFTRACE, "run", "slow_import.py:graph", "-i", "hi"], "IMPORTING")
+    assert code == 130  # was 130 with nothing said
     assert (
         err
         == "error: cancelled (Ctrl-C) while 'slow_import.py:graph' was imported: nothing ran, nothing was recorded\n"

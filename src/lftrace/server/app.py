@@ -250,13 +250,16 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
             return json_response({})
         return Response(b"", media_type="application/x-protobuf")  # an empty ExportTraceServiceResponse
 
+    async def json_body(request: Request) -> Any:
+        body = await read_body(request, settings.max_body_bytes)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, f"malformed JSON body: {exc}") from None
+
     async def ingestion(request: Request) -> Response:
         try:
-            body = await read_body(request, settings.max_body_bytes)
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise HttpError(400, f"malformed JSON body: {exc}") from None
+            data = await json_body(request)
             if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
                 raise HttpError(400, 'malformed ingestion body: expected {"batch": [events...]}')
             result = await ingestor.run(lambda: ingestor.ingest_legacy(data["batch"]))
@@ -271,11 +274,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         ``{"message": "Accepted"}``, or 207 with the accepted and rejected counts and why). Stored as the legacy
         endpoint's score-create events are: a score needs a traceId (session and dataset-run scores are refused)."""
         try:
-            body = await read_body(request, settings.max_body_bytes)
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise HttpError(400, f"malformed JSON body: {exc}") from None
+            data = await json_body(request)
             single = isinstance(data, dict)
             scores = [data] if single else data
             if not isinstance(scores, list) or not all(isinstance(item, dict) for item in scores):
