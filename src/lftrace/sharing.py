@@ -332,12 +332,20 @@ def materialize(
             if part is None:
                 part = items[node] = orjson.loads(nodes[node][1])
                 if as_text:
-                    part = items[node] = [orjson.Fragment(orjson.dumps(item)) for item in part]
+                    part = items[node] = [_as_text(item) for item in part]
             result.extend(part)
             if node in wanted_set and node != head:
                 built[node] = list(result)
         built[head] = result
     return built
+
+
+def _as_text(item: Any) -> Any:
+    """An item read from the store as its JSON text; the item itself if orjson will not write it back."""
+    try:
+        return orjson.Fragment(orjson.dumps(item))
+    except TypeError:
+        return item
 
 
 def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
