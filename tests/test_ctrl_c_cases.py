@@ -25,35 +25,7 @@ from support.signals import with_ctrl_c
 ROOT = Path(__file__).resolve().parents[1]
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 
-_GRAPH = textwrap.dedent(
-    """
-    import os
-    import time
-    from typing_extensions import TypedDict
-    from langgraph.graph import END, START, StateGraph
-
-    class State(TypedDict):
-        topic: str
-        answer: str
-
-    def think(state):
-        return {"answer": "thinking about " + state["topic"]}
-
-    def answer(state):
-        if state["topic"].startswith("slow"):
-            os.write(1, b"STARTED\\n")  # one write per line: two cases may print at once
-            time.sleep(60)  # a hung model call: only the signal ends the test run
-        return {"answer": state["answer"] + "!"}
-
-    builder = StateGraph(State)
-    builder.add_node("think", think)
-    builder.add_node("answer", answer)
-    builder.add_edge(START, "think")
-    builder.add_edge("think", "answer")
-    builder.add_edge("answer", END)
-    graph = builder.compile()
-    """
-)
+_GRAPH = (Path(__file__).resolve().parent / "graphs" / "hung_cases.py").read_text(encoding="utf-8")
 
 _QUICK = {"name": "quick", "input": {"topic": "a"}, "expect": {"output": "thinking about a!"}}
 _LATER = {"name": "never started", "input": {"topic": "d"}}
