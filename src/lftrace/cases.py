@@ -140,11 +140,8 @@ class CaseRunner:
                 live.turn = index
                 try:
                     run = execute(runnable, **options, **self._turn_options(turn, thread), progress=live.progress)
-                except StoreError as exc:  # the whole test stops with exit 7, the cause said
-                    self.store_error = exc
-                    return verdict.broken(index, exc, "trace not saved")
-                except Exception as exc:  # bad input for this turn, no pending interrupt to resume, ...
-                    return verdict.broken(index, exc)
+                except Exception as exc:
+                    return self._broken(verdict, index, exc)
                 thread = thread or run.thread_id
                 if not verdict.add(index, turn, run):
                     break
@@ -167,17 +164,22 @@ class CaseRunner:
                     run = await aexecute(
                         runnable, **options, **self._turn_options(turn, thread), progress=live.progress
                     )
-                except StoreError as exc:
-                    self.store_error = exc
-                    return verdict.broken(index, exc, "trace not saved")
                 except Exception as exc:
-                    return verdict.broken(index, exc)
+                    return self._broken(verdict, index, exc)
                 thread = thread or run.thread_id
                 if not verdict.add(index, turn, run):
                     break
             return verdict.result()
         finally:
             self._done(case)
+
+    def _broken(self, verdict: _Verdict, index: int, exc: Exception) -> CaseResult:
+        """A turn that could not run: bad input for it, no pending interrupt to resume, ... A store that cannot be
+        written stops the whole test (exit 7, the cause said)."""
+        if isinstance(exc, StoreError):
+            self.store_error = exc
+            return verdict.broken(index, exc, "trace not saved")
+        return verdict.broken(index, exc)
 
     def stopped(self, case: Case, reason: str = TERMINATED) -> CaseResult:
         """Ctrl-C or SIGTERM (``reason``: errors.CANCELLED / TERMINATED): the result of a case that was running, its

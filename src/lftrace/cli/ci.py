@@ -500,21 +500,15 @@ def _run_all(
     from ..dataset import CasesStopped, run_cases, run_cases_async
 
     on_done, progress = _progress_reporter(len(cases), err)
+    how: dict[str, Any] = {
+        "concurrency": concurrency,
+        "fail_fast": fail_fast,
+        "on_done": on_done,
+        "on_stop": runner.stopped,
+    }
     try:
         with progress:
-            if use_async:
-                done = run_cases_async(
-                    cases,
-                    runner.arun,
-                    concurrency=concurrency,
-                    fail_fast=fail_fast,
-                    on_done=on_done,
-                    on_stop=runner.stopped,
-                )
-            else:
-                done = run_cases(
-                    cases, runner, concurrency=concurrency, fail_fast=fail_fast, on_done=on_done, on_stop=runner.stopped
-                )
+            done = run_cases_async(cases, runner.arun, **how) if use_async else run_cases(cases, runner, **how)
     except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
         return stop.results, stop.reason
     return done, None
