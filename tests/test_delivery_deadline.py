@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -114,7 +115,10 @@ def test_lftrace_run_against_a_trickling_backend_is_bounded(tmp_path: Path) -> N
         )
         took = time.monotonic() - started
     assert ran.returncode == 0, ran.stderr
-    assert "queued: 1 trace pending" in ran.stdout and "timed out after 1.0s" in ran.stdout
+    assert "queued: 1 trace pending" in ran.stdout
+    # the request gets what is left of the one-second deadline (the export helper started meanwhile)
+    waited = re.search(r"timed out after (\d+\.\d)s", ran.stdout)
+    assert waited and 0.5 <= float(waited.group(1)) <= 1.0, ran.stdout
     assert len(requests) == 1  # one delivery per run
     assert took < 15, took  # start-up and LangChain import (slow on a loaded machine), plus one second of delivery
 

@@ -26,6 +26,7 @@ from .writer import TraceWriter
 
 if TYPE_CHECKING:
     from .delivery import Deliverer
+    from .export_process import DeliveryProcess
     from .store import TraceStore
 
 log = logging.getLogger("lftrace")
@@ -92,10 +93,10 @@ class Langfuse(_sdk.TracingApi):
         self.mask = mask
         self._store: TraceStore | None = None
         self._store_lock = threading.Lock()
-        self._deliverer: Deliverer | None = None
+        self._deliverer: Deliverer | DeliveryProcess | None = None
+        self._destinations: list[str] | None = None
         self._deliverer_lock = threading.Lock()
         self._closed = False
-        self._written_since_wake = 0
         self._writer = TraceWriter(
             self._open_store,
             self._destination_names,
@@ -252,6 +253,11 @@ class Langfuse(_sdk.TracingApi):
             self._open_store().check_writable()
             self._store_checked = True
 
+    def prepare_delivery(self) -> None:
+        """Start delivering now (the export helper process takes ~0.1 s to start): a command about to run a graph
+        calls it, so that the flush after the run does not wait for that. Nothing without a backend."""
+        self._get_deliverer()
+
     @property
     def store(self) -> TraceStore:
         return self._open_store()
@@ -272,29 +278,39 @@ class Langfuse(_sdk.TracingApi):
         return self._open_store()
 
     def _destination_names(self) -> Sequence[str]:
-        deliverer = self._get_deliverer()
-        return [d.name for d in deliverer.destinations] if deliverer is not None else ()
+        """The outbox keys of a trace written now (the writer's first write starts the delivery too)."""
+        if self._get_deliverer() is None:
+            return ()
+        if self._destinations is None:
+            from .delivery import destination_names
 
-    def _get_deliverer(self) -> Deliverer | None:
-        """Only built when a backend is configured, so offline runs never import httpx or protobuf."""
+            self._destinations = destination_names(self.settings)
+        return self._destinations
+
+    def _get_deliverer(self) -> Deliverer | DeliveryProcess | None:
+        """Only built when a backend is configured, so offline runs never start a helper or import exporters.
+
+        Delivery runs in a helper process (export_process.py) unless LFTRACE_EXPORT_PROCESS=false: then on a
+        thread of this one.
+        """
         if self._deliverer is None and (self.settings.langfuse_enabled or self.settings.otlp_endpoint):
             with self._deliverer_lock:
                 if self._deliverer is None:
-                    from .delivery import Deliverer, destinations_for
+                    if self.settings.export_process:
+                        from .export_process import DeliveryProcess
 
-                    self._deliverer = Deliverer(self._open_store(), destinations_for(self.settings), self.settings)
-                    self._deliverer.start_background(self.settings.flush_interval)
+                        self._deliverer = DeliveryProcess(self._open_store, self.settings)
+                    else:
+                        from .delivery import Deliverer, destinations_for
+
+                        deliverer = Deliverer(self._open_store(), destinations_for(self.settings), self.settings)
+                        deliverer.start_background(self.settings.flush_interval)
+                        self._deliverer = deliverer
         return self._deliverer
 
     def _on_written(self, traces: list[Trace], merged: list[str]) -> None:
-        # Deliver in batches: wake the deliverer only once flush_at traces wait (else its interval timer, or
-        # flush(), sends them). Waking per trace cost ~400 us of CPU per span in bench/overhead.py.
         if self._deliverer is not None:
-            self._deliverer.remember(traces, forget=merged)
-        self._written_since_wake += len(traces) + len(merged)
-        if self._deliverer is not None and self._written_since_wake >= self.settings.flush_at:
-            self._written_since_wake = 0
-            self._deliverer.wake()
+            self._deliverer.written(traces, merged)
 
     def _at_exit(self) -> None:
         try:

@@ -35,6 +35,7 @@ STORE = "LFTRACE_STORE"
 DOTENV = "LFTRACE_DOTENV"  # 0/false: never read .env (read from the real environment only)
 ALLOW_INSECURE_HTTP = "LFTRACE_ALLOW_INSECURE_HTTP"  # true: send keys over plain http to a non-local host
 EXPORT_COST = "LFTRACE_EXPORT_COST"  # true: export lftrace's own cost (default: usage only, Langfuse prices)
+EXPORT_PROCESS = "LFTRACE_EXPORT_PROCESS"  # false: export on a thread of the traced program, not a helper process
 # OpenTelemetry exporter names (the OTel SDKs read the same ones)
 OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -60,6 +61,7 @@ ALL_ENV_VARS = (
     DOTENV,
     ALLOW_INSECURE_HTTP,
     EXPORT_COST,
+    EXPORT_PROCESS,
     OTLP_ENDPOINT,
     OTLP_TRACES_ENDPOINT,
     OTLP_HEADERS,
@@ -235,6 +237,7 @@ class Settings:
     export_cost: bool = (
         False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
     )
+    export_process: bool = True  # deliver from a helper process (export_process.py), off the program's CPU
     # where the values came from: the .env read (None: none, or LFTRACE_DOTENV=0), and what to tell the user
     dotenv: Path | None = field(default=None, compare=False)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -334,7 +337,12 @@ class Settings:
         got = pick("sample_rate", SAMPLE_RATE)
         if got:
             values["sample_rate"] = _number(got, float, low=0.0, high=1.0)
-        for name, env_name in (("tracing_enabled", TRACING_ENABLED), ("debug", DEBUG), ("export_cost", EXPORT_COST)):
+        for name, env_name in (
+            ("tracing_enabled", TRACING_ENABLED),
+            ("debug", DEBUG),
+            ("export_cost", EXPORT_COST),
+            ("export_process", EXPORT_PROCESS),
+        ):
             got = pick(name, env_name)
             if got:
                 values[name] = _boolean(got)

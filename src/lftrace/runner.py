@@ -860,6 +860,7 @@ def _prepare(
     client = get_client() if settings is None else client_for(settings)
     if client.tracing_active:
         client.check_store()  # a corrupted, foreign or unwritable store stops here too, not after the run
+        client.prepare_delivery()  # the export helper starts while the graph runs, not at the flush after it
     plan = _plan_thread(runnable, asked, resume, client.settings.store)
     run_async = is_async_only(runnable) if use_async is None else use_async
     handler = CallbackHandler(**{"client": client, **dict(handler_extra or {})})

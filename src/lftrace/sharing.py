@@ -136,6 +136,21 @@ def text_default(value: Any) -> Any:
     return str(value)
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def big_ints_as_text(value: Any) -> Any:
+    """``value`` with every int beyond 64 bits as its decimal text, as the OTLP export sends it: JSON text read
+    back by orjson would turn such a number into a float and lose its digits."""
+    if isinstance(value, dict):
+        return {k: big_ints_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [big_ints_as_text(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        return str(value)
+    return value
+
+
 def _length(entry: tuple[list[Any], Any]) -> int:
     return len(entry[0])
 

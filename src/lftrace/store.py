@@ -31,7 +31,7 @@ import orjson
 from .errors import InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
 from .model import LEVEL_RANK, LEVELS, Observation, Score, SessionSummary, Trace, TracePage, TraceSummary
-from .sharing import Packer, materialize, references, text_default, unpack
+from .sharing import Packer, big_ints_as_text, materialize, references, text_default, unpack
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
 BUSY_TIMEOUT_S = 30.0
@@ -267,7 +267,7 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
         try:
-            return json.dumps(value, default=text_default, ensure_ascii=False)
+            return json.dumps(big_ints_as_text(value), default=text_default, ensure_ascii=False)
         except (TypeError, ValueError, RecursionError):
             return orjson.dumps(repr(value)).decode()
 

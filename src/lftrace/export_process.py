@@ -1,0 +1,297 @@
+"""Delivery from a helper process: the outbox is drained off the traced program's CPU.
+
+The traced program writes its traces to the store (the outbox) and tells a helper, a child process running
+``main`` below, each time it did. The helper claims, encodes and sends them (``delivery.Deliverer``, as
+``lftrace push`` does) on another core. In the program, encoding and sending a span cost ~30-45 us of its CPU and
+of its GIL (bench/overhead.py); with the helper it costs one line on a pipe per written batch.
+
+Protocol, JSON lines. Program -> helper: the settings, then ``{"op": "written", "n": N}``,
+``{"op": "deliver", "id": I, "deadline": T, "include_failed": B}`` (``T`` on ``time.monotonic()``'s clock, which
+is the machine's) and ``{"op": "exit"}``. Helper -> program: ``{"ready": pid}``, ``{"log": [level, logger, text]}``
+(re-logged in the program, so its logging configuration applies) and ``{"id": I, "report": {...}}``.
+
+The program falls back to delivering on a thread of its own (``Deliverer``, as with ``LFTRACE_EXPORT_PROCESS=false``)
+when the helper cannot start, dies or stops answering, and in a process forked from it. The traces are in the
+outbox all along: nothing is lost either way, and a dead helper's claims are free at once (``owner_alive``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .config import Settings, is_loopback
+
+if TYPE_CHECKING:
+    from .delivery import Deliverer, DeliveryReport
+    from .model import Trace
+    from .store import TraceStore
+
+log = logging.getLogger("lftrace.delivery")
+
+REPLY_GRACE_S = 2.0  # a delivery's answer may come this long after its deadline before the helper is given up
+STOP_WAIT_S = 1.0  # at shutdown, wait this long for the helper to exit (it ends a delivery in flight on its own)
+_NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does not need
+
+
+def settings_line(settings: Settings) -> bytes:
+    values = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in _NOT_SENT}
+    values["store"] = str(settings.store)
+    return json.dumps(values).encode() + b"\n"
+
+
+def settings_from_line(line: bytes) -> Settings:
+    values = json.loads(line)
+    values["store"] = Path(values["store"])
+    return Settings(**values)
+
+
+def helper_command() -> list[str] | None:
+    """The helper's command line: this Python, importing this very lftrace (its directory goes on sys.path)."""
+    if not sys.executable:
+        return None
+    code = (
+        "import sys; p = sys.argv[1]; p in sys.path or sys.path.insert(0, p); "
+        "from lftrace.export_process import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", code, str(Path(__file__).resolve().parent.parent)]
+
+
+class DeliveryProcess:
+    """A client's delivery, done by a helper process; what the client calls of a ``Deliverer``."""
+
+    def __init__(self, open_store: Callable[[], TraceStore], settings: Settings) -> None:
+        self.settings = settings
+        self._open_store = open_store
+        self._state = threading.Condition()  # guards everything below and writes to the helper's pipe
+        self._replies: dict[int, dict[str, Any]] = {}
+        self._next_id = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._alive = False
+        self._pid = os.getpid()
+        self._thread_deliverer: Deliverer | None = None
+        self._start()
+
+    # -- what the client calls --------------------------------------------------------------
+    def written(self, traces: Sequence[Trace], merged: Sequence[str]) -> None:
+        fallback = self._fallback()
+        if fallback is not None:
+            fallback.written(traces, merged)
+        elif not self._send({"op": "written", "n": len(traces) + len(merged)}):
+            self._use_thread("stopped").written(traces, merged)
+
+    def deliver(self, deadline: float, include_failed: bool = False) -> DeliveryReport:
+        """What ``Deliverer.deliver`` does, done by the helper; on this process's thread if the helper is gone."""
+        fallback = self._fallback()
+        if fallback is not None:
+            return fallback.deliver(deadline, include_failed)
+        with self._state:
+            self._next_id += 1
+            request = self._next_id
+        if self._send({"op": "deliver", "id": request, "deadline": deadline, "include_failed": include_failed}):
+            with self._state:
+                self._state.wait_for(
+                    lambda: request in self._replies or not self._alive,
+                    timeout=max(deadline - time.monotonic(), 0.0) + REPLY_GRACE_S,
+                )
+                reply = self._replies.pop(request, None)
+                alive = self._alive
+            if reply is not None:
+                from .delivery import DeliveryReport
+
+                return DeliveryReport.from_dict(reply)
+            if alive:  # hung: its claims are freed when it is killed; what is left of the deadline is spent here
+                self._stop_helper(kill=True)
+                return self._use_thread("did not answer in time").deliver(deadline, include_failed)
+        return self._use_thread("stopped").deliver(deadline, include_failed)
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self._thread_deliverer is not None:
+            self._thread_deliverer.stop(timeout)
+        self._stop_helper(kill=False)
+
+    # -- the helper ----------------------------------------------------------------------------
+    def _start(self) -> None:
+        command = helper_command()
+        if command is None:
+            self._use_thread("cannot start: sys.executable is not set")
+            return
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal is the program's to handle, not the helper's
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(settings_line(self.settings))
+            proc.stdin.flush()
+        except (OSError, ValueError) as exc:
+            self._use_thread(f"cannot start: {exc}")
+            return
+        self._proc, self._alive = proc, True
+        threading.Thread(target=self._read, args=(proc,), name="lftrace-export-helper", daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        """The helper's answers and log records, until it exits."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "log" in message:
+                level, name, text = message["log"]
+                logging.getLogger(str(name)).log(int(level), "%s", text)
+            elif "report" in message:
+                with self._state:
+                    self._replies[int(message["id"])] = message["report"]
+                    self._state.notify_all()
+        try:  # reaped, so that its claims in the outbox are seen as a dead process's
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        with self._state:
+            was_alive, self._alive = self._alive, False
+            self._state.notify_all()
+        if was_alive and code:
+            log.warning("lftrace: the export helper process exited (status %s); delivering from this process", code)
+
+    def _send(self, message: dict[str, Any]) -> bool:
+        with self._state:
+            if not self._alive or self._proc is None or self._proc.stdin is None:
+                return False
+            try:
+                self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+                self._proc.stdin.flush()
+            except (OSError, ValueError):  # the helper is gone (broken pipe) or its pipe was closed
+                self._alive = False
+                return False
+        return True
+
+    def _stop_helper(self, *, kill: bool) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        if not kill:
+            self._send({"op": "exit"})
+        with self._state:
+            self._alive = False
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            if kill:
+                proc.kill()
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:  # ends its bounded delivery in flight, then exits on its own
+            pass
+
+    # -- delivery on a thread of this process ------------------------------------------------
+    def _fallback(self) -> Deliverer | None:
+        if self._thread_deliverer is None and os.getpid() != self._pid:
+            return self._use_thread("belongs to the process this one was forked from")
+        return self._thread_deliverer
+
+    def _use_thread(self, why: str) -> Deliverer:
+        with self._state:
+            if self._thread_deliverer is None:
+                from .delivery import Deliverer, destinations_for
+
+                log.debug("lftrace: delivering on a thread of this process (the export helper %s)", why)
+                deliverer = Deliverer(self._open_store(), destinations_for(self.settings), self.settings)
+                deliverer.start_background(self.settings.flush_interval)
+                self._thread_deliverer = deliverer
+            return self._thread_deliverer
+
+
+# -- the helper process ------------------------------------------------------------------------
+def main() -> int:
+    """The helper: deliver what the program writes, as it tells us, until it says exit (or goes away)."""
+    commands, out = sys.stdin.buffer, sys.stdout.buffer
+    out_lock = threading.Lock()
+
+    def emit(message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        with out_lock:
+            try:
+                out.write(data)
+                out.flush()
+            except OSError:  # the program is gone (a broken pipe): what it wrote is still delivered
+                pass
+
+    first = commands.readline()
+    if not first:
+        return 0
+    settings = settings_from_line(first)
+    _forward_logs(emit, settings.debug)
+    from .delivery import Deliverer, destinations_for
+    from .store import TraceStore
+
+    try:
+        deliverer = Deliverer(TraceStore(settings.store), destinations_for(settings), settings)
+    except Exception as exc:
+        log.warning("lftrace: the export helper could not open %s: %s", settings.store, exc)
+        return 1
+    # sending to this machine (a collector, Phoenix, `lftrace serve`) costs nothing: each write is sent at once,
+    # so that little is left to send at flush; a remote backend gets flush_at/flush_interval batches as usual
+    urls = ([settings.base_url] if settings.langfuse_enabled else []) + [settings.otlp_endpoint or ""]
+    deliverer.eager = all(is_loopback(u) for u in urls if u)
+    deliverer.start_background(settings.flush_interval)
+    emit({"ready": os.getpid()})
+    return _serve(commands, emit, deliverer)
+
+
+def _serve(commands: IO[bytes], emit: Callable[[dict[str, Any]], None], deliverer: Deliverer) -> int:
+    try:
+        for line in commands:
+            message = json.loads(line)
+            op = message.get("op")
+            if op == "written":
+                deliverer.note_written(int(message.get("n", 1)))
+            elif op == "deliver":
+                report = deliverer.deliver(float(message["deadline"]), bool(message.get("include_failed")))
+                emit({"id": message["id"], "report": report.to_dict()})
+            elif op == "exit":
+                return 0
+        # the program went away without saying so (killed, crashed): one last delivery of what it wrote
+        deliverer.deliver(time.monotonic() + deliverer.settings.timeout)
+        return 0
+    except Exception:
+        log.warning("lftrace: the export helper failed", exc_info=True)
+        return 1
+    finally:
+        deliverer.stop()
+        deliverer.store.close()
+
+
+class _Forward(logging.Handler):
+    def __init__(self, emit: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            self._emit({"log": [record.levelno, record.name, text]})
+        except Exception:  # the program is gone: nobody to tell
+            pass
+
+
+def _forward_logs(emit: Callable[[dict[str, Any]], None], debug: bool) -> None:
+    logger = logging.getLogger("lftrace")
+    logger.addHandler(_Forward(emit))
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    logger.propagate = False

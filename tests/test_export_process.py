@@ -1,0 +1,131 @@
+"""Delivery from the export helper process (export_process.py): real programs, a real receiver, real processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lftrace.store import TraceStore
+from support.otlp_receiver import Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROGRAM = """
+import json, os, signal, sys
+from langchain_core.runnables import RunnableLambda
+import lftrace
+from lftrace.langchain import CallbackHandler
+
+client = lftrace.get_client()
+handler = CallbackHandler()
+RunnableLambda(lambda x: x + "!").invoke("hi", config={"callbacks": [handler], "run_name": "shout"})
+if sys.argv[1] == "killed":  # written to the store, then gone without a flush or an exit handler
+    client.flush(deliver=False)
+    os.kill(os.getpid(), signal.SIGKILL)
+client.flush()
+print(json.dumps({
+    "trace": handler.last_trace_id,
+    "summary": client.last_delivery.summary(),
+    "helper": client._deliverer._proc.pid if getattr(client._deliverer, "_proc", None) else None,
+    "exporters_loaded": "lftrace.exporters.otlp" in sys.modules,
+}))
+"""
+
+
+def run_program(tmp_path: Path, receiver, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "program.py").write_text(textwrap.dedent(PROGRAM))
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-helper",
+        "LANGFUSE_SECRET_KEY": "sk-lf-helper",
+        "LANGFUSE_BASE_URL": receiver.url,
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "program.py", mode], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_program_s_traces_are_sent_by_a_helper_process_not_by_the_program(tmp_path: Path, receiver) -> None:
+    done = run_program(tmp_path, receiver, "flush")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["summary"] == "delivered 1 trace"
+    assert result["helper"] not in (None, os.getpid())
+    assert result["exporters_loaded"] is False  # encoding and sending never ran in the traced program
+    (span,) = receiver.wait_for_spans(1)
+    assert span.name == "shout"
+    assert span.trace_id.hex() == result["trace"]
+
+
+def test_with_export_process_false_the_program_sends_them_itself(tmp_path: Path, receiver) -> None:
+    done = run_program(tmp_path, receiver, "flush", LFTRACE_EXPORT_PROCESS="false")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["summary"] == "delivered 1 trace"
+    assert result["helper"] is None and result["exporters_loaded"] is True
+    assert len(receiver.wait_for_spans(1)) == 1
+
+
+def test_a_program_killed_after_writing_still_gets_its_trace_delivered_by_the_helper(tmp_path: Path, receiver) -> None:
+    done = run_program(tmp_path, receiver, "killed")
+    assert done.returncode == -signal.SIGKILL
+    (span,) = receiver.wait_for_spans(1, timeout=10)  # the helper saw its pipe close and delivered what was written
+    assert span.name == "shout"
+    with TraceStore(tmp_path / "traces.db") as store:
+        deadline = time.monotonic() + 5
+        while store.delivery_counts().get(f"langfuse:{receiver.url}", {}).get("delivered") != 1:
+            assert time.monotonic() < deadline, store.delivery_counts()
+            time.sleep(0.05)
+
+
+def test_a_helper_killed_mid_session_is_replaced_by_delivery_in_the_program(receiver, isolated_env: Path) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+
+    client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
+    chain = RunnableLambda(lambda x: x * 2)
+    chain.invoke(1, config={"callbacks": [CallbackHandler()]})
+    assert client.flush() is True
+    assert client.last_delivery.delivered == 1
+    helper = client._deliverer._proc
+    helper.kill()
+    helper.wait(5)
+    for value in range(2, 5):
+        chain.invoke(value, config={"callbacks": [CallbackHandler()]})
+    assert client.flush() is True
+    assert client.last_delivery.summary() == "delivered 3 traces"
+    assert len(receiver.wait_for_spans(4)) == 4
+    with TraceStore(isolated_env) as store:
+        assert store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 4
+
+
+def test_the_helper_s_warnings_reach_the_program_s_logging(
+    receiver, isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+
+    receiver.script(Reply(400, b'{"message": "bad span"}'))
+    client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
+    RunnableLambda(lambda x: x).invoke("x", config={"callbacks": [CallbackHandler()]})
+    with caplog.at_level(logging.WARNING, logger="lftrace"):
+        assert client.flush() is True
+    assert client.last_delivery.failed == 1
+    warned = [r for r in caplog.records if r.name == "lftrace.delivery" and "rejected 1 traces" in r.getMessage()]
+    assert warned and "bad span" in warned[0].getMessage()
+    assert client._deliverer._proc.pid != os.getpid()  # said by the helper, logged here
