@@ -8,7 +8,9 @@ its own subprocess (clean peak RSS):
 * ``noop``       a callback handler that does nothing (on_chat_model_start included): LangChain's own cost of
                  dispatching callbacks at all, the floor of any tracer
 * ``store``      lftrace, store only (no backend configured)
-* ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body)
+* ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body),
+                 from its export helper process (the helper's CPU and peak RSS are printed apart)
+* ``otlp-thread`` the same with LFTRACE_EXPORT_PROCESS=false: export on a thread of the traced program
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
 
 Per case: wall time of run + flush (for ``otlp`` also until every span was delivered), peak RSS of the
@@ -47,7 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 2000)
 FULL_SIZES = (1000, 2000, 4000, 10007)
-CASES = ("plain", "noop", "store", "otlp", "langfuse")
+CASES = ("plain", "noop", "store", "otlp", "otlp-thread", "langfuse")
 OFFICIAL_MAX_STEPS = 2000
 # Exporting sends every observation's full input: for an append-only conversation that is the square of the
 # run's length in bytes (capped at 1 MB per value), so the OTLP case stops here unless --otlp-max says otherwise.
@@ -110,8 +112,10 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
         del os.environ[name]
     os.environ["LFTRACE_STORE"] = str(store)
     os.environ["LANGFUSE_TIMEOUT"] = "600"  # flush waits for the whole export: we time it
-    if case == "otlp":
+    if case in ("otlp", "otlp-thread"):
         os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{url}/v1/traces"
+    if case == "otlp-thread":
+        os.environ["LFTRACE_EXPORT_PROCESS"] = "false"
     if case == "langfuse":
         os.environ.update(LANGFUSE_BASE_URL=url, LANGFUSE_PUBLIC_KEY=PK, LANGFUSE_SECRET_KEY=SK)
 
@@ -133,7 +137,7 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
                 pass
 
         callbacks = [Noop()]
-    if case in ("store", "otlp"):
+    if case in ("store", "otlp", "otlp-thread"):
         import lftrace
         from lftrace.langchain import CallbackHandler
 
@@ -158,15 +162,18 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
     flush()
     flushed = time.perf_counter()
     cpu = time.process_time() - cpu  # every thread of the process: the user's and lftrace's
-    shutdown()
+    shutdown()  # the export helper (otlp) exits and is reaped here: its CPU and peak RSS are the children's
+    helper = resource.getrusage(resource.RUSAGE_CHILDREN)
     out: dict[str, Any] = {
         "run": ran - start,
         "total": flushed - start,
         "cpu": cpu,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "store_mb": (_store_bytes(store) - before) / 1e6 if case in ("store", "otlp") else None,
+        "helper_cpu": helper.ru_utime + helper.ru_stime,
+        "helper_rss_mb": helper.ru_maxrss / 1024,
+        "store_mb": (_store_bytes(store) - before) / 1e6 if case.startswith(("store", "otlp")) else None,
     }
-    if case == "otlp":
+    if case.startswith("otlp"):
         report = client.last_delivery
         out["pending"] = report.pending if report is not None else None
     return out
@@ -388,7 +395,9 @@ def main() -> None:
     for steps in sizes:
         plain: dict[str, Any] | None = None
         for case in cases:
-            if (case == "langfuse" and steps > OFFICIAL_MAX_STEPS) or (case == "otlp" and steps > args.otlp_max):
+            if (case == "langfuse" and steps > OFFICIAL_MAX_STEPS) or (
+                case.startswith("otlp") and steps > args.otlp_max
+            ):
                 continue
             result = measure(case, steps, sink, args.timeout)
             if result is None:
@@ -398,9 +407,13 @@ def main() -> None:
             rows.append((steps, case, result))
             ratio = result["total"] / plain["total"] if plain else None
             cpu_ratio = result["cpu"] / plain["cpu"] if plain else None
-            extra = f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if case == "otlp" else ""
-            if case == "otlp" and result.get("pending"):
+            extra = (
+                f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if case.startswith("otlp") else ""
+            )
+            if case.startswith("otlp") and result.get("pending"):
                 extra += f", {result['pending']} traces still pending"
+            if result.get("helper_cpu"):  # the export helper process: not in the CPU and RSS figures before it
+                extra += f"; export helper CPU {result['helper_cpu']:.2f} s, peak RSS {result['helper_rss_mb']:.0f} MB"
             print(
                 f"  {steps:>6} steps  {case:<9} run {result['run']:7.2f} s  run+flush {result['total']:7.2f} s "
                 f"({fmt(ratio, '.2f')}x plain; CPU {fmt(cpu_ratio, '.2f')}x)  peak RSS {result['rss_mb']:7.0f} MB "

@@ -34,7 +34,8 @@ if sys.argv[1] == "killed":  # written to the store, then gone without a flush o
 client.flush()
 print(json.dumps({
     "trace": handler.last_trace_id,
-    "summary": client.last_delivery.summary(),
+    "waiting": client.last_delivery.pending + client.last_delivery.failed,
+    "delivered": client.store.delivery_counts()[f"langfuse:{os.environ['LANGFUSE_BASE_URL']}"]["delivered"],
     "helper": client._deliverer._proc.pid if getattr(client._deliverer, "_proc", None) else None,
     "exporters_loaded": "lftrace.exporters.otlp" in sys.modules,
 }))
@@ -60,7 +61,7 @@ def test_a_program_s_traces_are_sent_by_a_helper_process_not_by_the_program(tmp_
     done = run_program(tmp_path, receiver, "flush")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["summary"] == "delivered 1 trace"
+    assert (result["waiting"], result["delivered"]) == (0, 1)  # by the flush, or just before it
     assert result["helper"] not in (None, os.getpid())
     assert result["exporters_loaded"] is False  # encoding and sending never ran in the traced program
     (span,) = receiver.wait_for_spans(1)
@@ -72,7 +73,7 @@ def test_with_export_process_false_the_program_sends_them_itself(tmp_path: Path,
     done = run_program(tmp_path, receiver, "flush", LFTRACE_EXPORT_PROCESS="false")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["summary"] == "delivered 1 trace"
+    assert (result["waiting"], result["delivered"]) == (0, 1)
     assert result["helper"] is None and result["exporters_loaded"] is True
     assert len(receiver.wait_for_spans(1)) == 1
 
@@ -99,7 +100,7 @@ def test_a_helper_killed_mid_session_is_replaced_by_delivery_in_the_program(rece
     chain = RunnableLambda(lambda x: x * 2)
     chain.invoke(1, config={"callbacks": [CallbackHandler()]})
     assert client.flush() is True
-    assert client.last_delivery.delivered == 1
+    assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1
     helper = client._deliverer._proc
     helper.kill()
     helper.wait(5)
@@ -129,3 +130,41 @@ def test_the_helper_s_warnings_reach_the_program_s_logging(
     warned = [r for r in caplog.records if r.name == "lftrace.delivery" and "rejected 1 traces" in r.getMessage()]
     assert warned and "bad span" in warned[0].getMessage()
     assert client._deliverer._proc.pid != os.getpid()  # said by the helper, logged here
+
+
+def test_a_long_run_s_spans_are_sent_while_it_runs_each_once(receiver, isolated_env: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from langchain_core.runnables import RunnableLambda
+    from sample_graphs._models import FakeChatModel
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    import lftrace
+    from lftrace.langchain import FRAGMENT_SIZE, CallbackHandler
+
+    client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
+    client.prepare_delivery()
+    steps = 400  # ~1,000 observations: written in parts of FRAGMENT_SIZE and more while the run goes on
+    handler = CallbackHandler()
+    fake = FakeChatModel()
+
+    def model(messages: list) -> object:  # halfway, time for the helper to send the parts written so far
+        if len(messages) == steps // 2:
+            deadline = time.monotonic() + 10
+            while not receiver.otlp_requests() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return fake.invoke(messages)
+
+    graph = build_graph(RunnableLambda(model))
+    graph.invoke(loop_input(steps), run_config(steps, [handler]))
+    ended = time.monotonic()
+    early = [r for r in receiver.otlp_requests() if r.at < ended]
+    assert client.flush() is True
+    assert early, "no span was sent while the run went on"
+    assert sum(len(r.spans()) for r in early) >= FRAGMENT_SIZE
+    stored = client.get_trace(handler.last_trace_id)
+    spans = receiver.spans()
+    assert sorted(s.span_id.hex() for s in spans) == sorted(o.id for o in stored.observations)  # each exactly once
+    roots = [s for s in spans if not s.parent_span_id]
+    assert len(roots) == 1 and roots[0] not in [s for r in early for s in r.spans()]  # the root, last, whole
+    assert client.last_delivery.pending == 0 and client.last_delivery.failed == 0  # maybe sent before the flush
+    assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1

@@ -308,9 +308,9 @@ class Langfuse(_sdk.TracingApi):
                         self._deliverer = deliverer
         return self._deliverer
 
-    def _on_written(self, traces: list[Trace], merged: list[str]) -> None:
+    def _on_written(self, traces: list[Trace], merged: list[str], running: list[str]) -> None:
         if self._deliverer is not None:
-            self._deliverer.written(traces, merged)
+            self._deliverer.written(traces, merged, running)
 
     def _at_exit(self) -> None:
         try:

@@ -38,6 +38,7 @@ MIN_ATTEMPT_S = 0.05  # don't start an export with less time than this left
 PAGED_OVER = 1000  # traces with more observations are exported page by page, streamed from the store
 PAGE_OBSERVATIONS = 200  # observations per page (each request is further split at ~4 MB)
 RECENT_TRACES = 256  # just-written traces kept in memory for export, so delivery need not read them back
+RUNNING_TRACES = 1024  # running traces whose sent parts are remembered (the oldest forgotten: sent whole at the end)
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_IN_CALL_S = 2.0
 BACKOFF_MAX_BETWEEN_CALLS_S = 60.0
@@ -210,6 +211,11 @@ class Deliverer:
         self._thread: threading.Thread | None = None
         self._written_since_wake = 0
         self.eager = False  # wake on every write, not per flush_at traces (the export helper, to this machine)
+        # parts of running traces (the export helper sends them as they are written, see send_running):
+        # (trace id, destination) -> last_written position sent; ids written since, to send
+        self._sent_through: dict[tuple[str, str], int] = {}
+        self._running: set[str] = set()
+        self.stream_running = False  # send parts of running traces as they are written (the export helper)
 
     # ------------------------------------------------------------ foreground
     def deliver_now(self, include_failed: bool = False) -> DeliveryReport:
@@ -287,12 +293,14 @@ class Deliverer:
         report: DestinationReport,
         deadline: float,
     ) -> bool:
-        """Export one claimed batch: long traces page by page, the rest in one go. True to go on."""
+        """Export one claimed batch: long traces page by page (only what their parts sent while they ran did not
+        cover), the rest in one go. True to go on."""
         counts = self.store.observation_counts(ids)
-        for trace_id in [i for i in ids if counts.get(i, 0) > PAGED_OVER]:
+        paged = [i for i in ids if counts.get(i, 0) > PAGED_OVER or (i, dest.name) in self._sent_through]
+        for trace_id in paged:
             if not self._export_pages(dest, trace_id, report, deadline):
                 return False
-        ids = [i for i in ids if counts.get(i, 0) <= PAGED_OVER]
+        ids = [i for i in ids if i not in paged]
         if not ids:
             return True
         traces, missing = self._load(ids, revisions, dest.name)
@@ -316,25 +324,68 @@ class Deliverer:
         leaves the trace to be sent again whole later (Langfuse upserts spans by id). True to go on.
         """
         sent = False
-        for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True):  # only serialised again
+        through = self._sent_through.get((trace_id, dest.name))
+        written = None if through is None else (through, self.store.last_written(trace_id))
+        for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=written):
             if not self._export_batch(dest, [page], report, deadline, page=True):
                 return False
             sent = True
-        if not sent:
+        if not sent and written is None:
             self.store.mark_failed(dest.name, [trace_id], "trace could not be read from the local store")
             return True
+        self._sent_through.pop((trace_id, dest.name), None)
         self.store.mark_delivered(dest.name, [trace_id])
         report.delivered += 1
         return True
 
-    def written(self, traces: Sequence[Trace], merged: Sequence[str]) -> None:
-        """The writer committed ``traces`` (new to the store) and merged into ``merged``: deliver them in batches.
+    def running_written(self, trace_ids: Sequence[str]) -> None:
+        """Parts of these running traces were just written: with ``stream_running``, send them soon (``wake``)."""
+        if self.stream_running and trace_ids:
+            with self._recent_lock:
+                self._running.update(trace_ids)
+            self.wake()
+
+    def send_running(self, deadline: float) -> None:
+        """Send what was written of running traces since their last part was sent, page by page.
+
+        A long run's spans then go out while it runs, as OpenTelemetry exporters send spans as they end, instead
+        of all after it; the trace's delivery at its end sends only the rest (its outbox row is made then). A part
+        that fails is left for that delivery: the positions sent are kept in memory only, so a new process
+        sends a trace whole (Langfuse and collectors upsert spans by id).
+        """
+        with self._recent_lock:
+            pending, self._running = self._running, set()
+        for trace_id in pending:
+            upto = self.store.last_written(trace_id)
+            for dest in self.destinations:
+                if self._not_before.get(dest.name, 0.0) > time.monotonic() or time.monotonic() > deadline:
+                    continue
+                key = (trace_id, dest.name)
+                after = self._sent_through.get(key, -1)
+                if upto <= after:
+                    continue
+                for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=(after, upto)):
+                    # its observations' parents may be running still: not roots (those carry the trace's fields)
+                    page.ids = page.ids | {o.parent_id for o in page.observations if o.parent_id}
+                    timeout = max(min(self.settings.timeout, deadline - time.monotonic()), 0.05)
+                    if not dest.exporter.export([page], timeout=timeout).ok:
+                        break
+                else:
+                    self._sent_through[key] = upto
+        while len(self._sent_through) > RUNNING_TRACES * max(len(self.destinations), 1):
+            del self._sent_through[next(iter(self._sent_through))]
+
+    def written(self, traces: Sequence[Trace], merged: Sequence[str], running: Sequence[str] = ()) -> None:
+        """The writer committed ``traces`` (new to the store), merged into ``merged`` and wrote parts of the
+        ``running`` ones: deliver them in batches.
 
         The background thread is woken once ``flush_at`` traces wait (else its interval timer, or a flush, sends
         them). Waking per trace cost ~400 us of CPU per span in bench/overhead.py.
         """
         self.remember(traces, forget=merged)
-        self.note_written(len(traces) + len(merged))
+        self.running_written(running)
+        if traces or merged:
+            self.note_written(len(traces) + len(merged))
 
     def note_written(self, count: int) -> None:
         self._written_since_wake += count
@@ -451,7 +502,11 @@ class Deliverer:
             if self._stop.is_set():
                 return
             try:
-                self.deliver(time.monotonic() + self.settings.timeout, respect_backoff=True)
+                deadline = time.monotonic() + self.settings.timeout
+                if self._running:
+                    with self._lock:  # one export at a time (a flush's delivery waits for it)
+                        self.send_running(deadline)
+                self.deliver(deadline, respect_backoff=True)
             except Exception:  # a store problem must not kill the thread
                 log.warning("lftrace: background delivery failed", exc_info=True)
 

@@ -83,12 +83,12 @@ class DeliveryProcess:
         self._start()
 
     # -- what the client calls --------------------------------------------------------------
-    def written(self, traces: Sequence[Trace], merged: Sequence[str]) -> None:
+    def written(self, traces: Sequence[Trace], merged: Sequence[str], running: Sequence[str] = ()) -> None:
         fallback = self._fallback()
         if fallback is not None:
-            fallback.written(traces, merged)
-        elif not self._send({"op": "written", "n": len(traces) + len(merged)}):
-            self._use_thread("stopped").written(traces, merged)
+            fallback.written(traces, merged, running)
+        elif not self._send({"op": "written", "n": len(traces) + len(merged), "running": list(running)}):
+            self._use_thread("stopped").written(traces, merged, running)
 
     def deliver(self, deadline: float, include_failed: bool = False) -> DeliveryReport:
         """What ``Deliverer.deliver`` does, done by the helper; on this process's thread if the helper is gone."""
@@ -247,6 +247,7 @@ def main() -> int:
     # so that little is left to send at flush; a remote backend gets flush_at/flush_interval batches as usual
     urls = ([settings.base_url] if settings.langfuse_enabled else []) + [settings.otlp_endpoint or ""]
     deliverer.eager = all(is_loopback(u) for u in urls if u)
+    deliverer.stream_running = True  # a long run's parts go out while it runs: this costs the program nothing
     deliverer.start_background(settings.flush_interval)
     emit({"ready": os.getpid()})
     return _serve(commands, emit, deliverer)
@@ -258,7 +259,9 @@ def _serve(commands: IO[bytes], emit: Callable[[dict[str, Any]], None], delivere
             message = json.loads(line)
             op = message.get("op")
             if op == "written":
-                deliverer.note_written(int(message.get("n", 1)))
+                deliverer.running_written(message.get("running") or ())
+                if message.get("n"):
+                    deliverer.note_written(int(message["n"]))
             elif op == "deliver":
                 report = deliverer.deliver(float(message["deadline"]), bool(message.get("include_failed")))
                 emit({"id": message["id"], "report": report.to_dict()})

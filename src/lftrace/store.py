@@ -781,11 +781,15 @@ class TraceStore:
         with self._errors():
             return self._read(work)
 
-    def trace_pages(self, trace_id: str, size: int = 200, *, as_text: bool = False) -> Iterator[TracePage]:
+    def trace_pages(
+        self, trace_id: str, size: int = 200, *, as_text: bool = False, written: tuple[int, int] | None = None
+    ) -> Iterator[TracePage]:
         """A long trace in pages of ``size`` observations (start order), each read on its own: bounded memory.
 
         Every page carries the trace's fields and the ids of all its observations; the first page is read in
         full before the next one is (the lock is not held between pages). Nothing for an unknown id.
+        ``written=(after, upto)``: only the observations written (or rewritten) in that range of ``last_written``
+        positions, in the order they were written.
         """
         with self._errors():
             headers = self._read(lambda c: _load_traces(c, [trace_id], with_observations=False))
@@ -794,8 +798,20 @@ class TraceStore:
             ids = self._observation_ids(trace_id)
         header = headers[0]
         fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}
-        for observations in self._observation_pages(trace_id, size, as_text=as_text):
+        for observations in self._observation_pages(trace_id, size, as_text=as_text, written=written):
             yield TracePage(**fields, observations=observations, ids=ids)
+
+    def last_written(self, trace_id: str) -> int:
+        """Where a trace's writes are up to: each write (a part of a running trace, a merge) gives the observations
+        it writes higher positions (``seq``) than any before; -1 for a trace with none."""
+        with self._errors():
+            return int(
+                self._read(
+                    lambda c: c.execute(
+                        "SELECT coalesce(max(seq), -1) FROM observations WHERE trace_id = ?", (trace_id,)
+                    ).fetchone()[0]
+                )
+            )
 
     def trace_outline(self, trace_id: str) -> Trace | None:
         """A trace's fields and scores, and every observation without its values (no input, output, metadata):
@@ -878,25 +894,39 @@ class TraceStore:
             )
         )
 
-    def _observation_pages(self, trace_id: str, size: int, *, as_text: bool = False) -> Iterator[list[Observation]]:
+    def _observation_pages(
+        self, trace_id: str, size: int, *, as_text: bool = False, written: tuple[int, int] | None = None
+    ) -> Iterator[list[Observation]]:
         """Observations in start order, ``size`` per read (keyset paging: each page is an index range).
-        ``as_text``: the items of shared lists as JSON text (``sharing.materialize``), for the export."""
+        ``as_text``: the items of shared lists as JSON text (``sharing.materialize``), for the export.
+        ``written``: only those with ``after < seq <= upto``, in seq order (``trace_pages``)."""
         after: tuple[int, int] = (-(2**63), -1)  # keyset position: (start_ns, seq) of the last row read
+        if written is not None:
+            after = (written[0], 0)
         while True:
 
             def page(
                 conn: sqlite3.Connection, after: tuple[int, int] = after
             ) -> tuple[list[Observation], tuple[int, int]]:
-                rows = conn.execute(
-                    "SELECT trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data "
-                    "FROM observations WHERE trace_id = ? AND (start_ns, seq) > (?, ?) ORDER BY start_ns, seq LIMIT ?",
-                    (trace_id, after[0], after[1], size),
-                ).fetchall()
+                if written is None:
+                    rows = conn.execute(
+                        f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_id = ? "
+                        "AND (start_ns, seq) > (?, ?) ORDER BY start_ns, seq LIMIT ?",
+                        (trace_id, after[0], after[1], size),
+                    ).fetchall()
+                    position = (rows[-1][6], rows[-1][2]) if rows else after
+                else:
+                    rows = conn.execute(
+                        f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_id = ? AND seq > ? AND seq <= ? "
+                        "ORDER BY seq LIMIT ?",
+                        (trace_id, after[0], written[1], size),
+                    ).fetchall()
+                    position = (rows[-1][2], 0) if rows else after
                 with _collector_paused():
                     observations = [_observation_from_row(row) for row in rows]
                     page_trace = Trace(id=trace_id, name=None, timestamp=0, observations=observations)
                     _unpack_shared(conn, [page_trace], as_text=as_text)
-                return observations, ((rows[-1][6], rows[-1][2]) if rows else after)
+                return observations, position
 
             with self._errors():
                 observations, after = self._read(page)
@@ -1781,6 +1811,9 @@ def _stored_ids(conn: sqlite3.Connection, trace_id: str, ids: Sequence[str]) -> 
         if found:
             return True
     return False
+
+
+_OBSERVATION_COLUMNS = "trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data"
 
 
 def _observation_from_row(row: Sequence[Any]) -> Observation:

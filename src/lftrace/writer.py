@@ -87,7 +87,7 @@ class TraceWriter:
         mask: Callable[..., Any] | None = None,
         batch_size: int = 512,
         linger: float = LINGER_S,
-        on_written: Callable[[list[Trace], list[str]], None] | None = None,
+        on_written: Callable[[list[Trace], list[str], list[str]], None] | None = None,
     ) -> None:
         self._open_store = open_store
         self._destinations = destinations
@@ -262,11 +262,12 @@ class TraceWriter:
                 return
         self._written_again()
         whole = [t for t in prepared if id(t) not in self._parts]
+        running = list(dict.fromkeys(t.id for t in prepared if id(t) in self._parts))
         self._parts.clear()  # every part of this batch is written (or dropped) by now
-        if self._on_written is not None and whole:
+        if self._on_written is not None and (whole or running):
             try:
                 merged = list(dict.fromkeys(t.id for t in whole if t.id not in fresh))
-                self._on_written([t for t in whole if t.id in fresh], merged)
+                self._on_written([t for t in whole if t.id in fresh], merged, running)
             except Exception:
                 log.debug("lftrace: on_written hook failed", exc_info=True)
 
