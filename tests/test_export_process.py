@@ -168,3 +168,23 @@ def test_a_long_run_s_spans_are_sent_while_it_runs_each_once(receiver, isolated_
     assert len(roots) == 1 and roots[0] not in [s for r in early for s in r.spans()]  # the root, last, whole
     assert client.last_delivery.pending == 0 and client.last_delivery.failed == 0  # maybe sent before the flush
     assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1
+
+
+def test_a_part_the_backend_refuses_is_sent_with_the_trace_at_its_end(receiver, isolated_env: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+
+    receiver.script(Reply(503, b'{"message": "busy"}'))  # the first request: the run's first part
+    client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
+    client.prepare_delivery()
+    handler = CallbackHandler()
+    build_graph().invoke(loop_input(400), run_config(400, [handler]))
+    assert client.flush() is True
+    stored = client.get_trace(handler.last_trace_id)
+    assert receiver.otlp_requests(ok_only=False)[0].status == 503
+    spans = receiver.spans()
+    assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
+    assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1

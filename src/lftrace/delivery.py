@@ -367,13 +367,25 @@ class Deliverer:
                 for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=(after, upto)):
                     # its observations' parents may be running still: not roots (those carry the trace's fields)
                     page.ids = page.ids | {o.parent_id for o in page.observations if o.parent_id}
-                    timeout = max(min(self.settings.timeout, deadline - time.monotonic()), 0.05)
-                    if not dest.exporter.export([page], timeout=timeout).ok:
+                    if not self._send_part(dest, page, deadline):
                         break
                 else:
                     self._sent_through[key] = upto
         while len(self._sent_through) > RUNNING_TRACES * max(len(self.destinations), 1):
             del self._sent_through[next(iter(self._sent_through))]
+
+    def _send_part(self, dest: Destination, page: Any, deadline: float) -> bool:
+        """One page of a running trace, tried once. A failure holds parts back from this destination for a while
+        (the trace's delivery at its end retries as usual); True if sent."""
+        timeout = max(min(self.settings.timeout, deadline - time.monotonic()), 0.05)
+        try:
+            ok = dest.exporter.export([page], timeout=timeout).ok
+        except Exception:  # an exporter bug: the trace is sent whole at its end
+            log.debug("lftrace: sending part of trace %s failed", page.id, exc_info=True)
+            ok = False
+        if not ok:
+            self._not_before[dest.name] = time.monotonic() + BACKOFF_MAX_IN_CALL_S
+        return ok
 
     def written(self, traces: Sequence[Trace], merged: Sequence[str], running: Sequence[str] = ()) -> None:
         """The writer committed ``traces`` (new to the store), merged into ``merged`` and wrote parts of the
