@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -188,3 +189,28 @@ def test_a_part_the_backend_refuses_is_sent_with_the_trace_at_its_end(receiver, 
     spans = receiver.spans()
     assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
     assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 1
+
+
+def test_a_helper_that_stops_answering_is_replaced_and_its_traces_still_go_out(receiver, isolated_env: Path) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+
+    client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url, timeout=0.5)
+    client.prepare_delivery()
+    helper = client._deliverer._proc
+    os.kill(helper.pid, signal.SIGSTOP)  # alive, holding its pipe, answering nothing
+    try:
+        RunnableLambda(lambda x: x).invoke("x", config={"callbacks": [CallbackHandler()]})
+        started = time.monotonic()
+        assert client.flush() is True  # written; the delivery is given up after its deadline and a grace period
+        assert time.monotonic() - started < 0.5 + 2.0 + 1.5
+        assert client.last_delivery.pending == 1
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper.pid, signal.SIGCONT)
+    assert helper.poll() is not None  # killed, so its claims are a dead process's
+    assert client.flush() is True  # now from a thread of this process
+    assert client.last_delivery.summary() == "delivered 1 trace"
+    assert len(receiver.wait_for_spans(1)) == 1
