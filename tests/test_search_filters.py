@@ -137,8 +137,8 @@ def test_the_migration_backfills_the_search_index_of_an_existing_store(tmp_path,
         store.write_traces([recorded["paris"], recorded["fail"]])
     conn = sqlite3.connect(old)
     conn.executescript(
-        "DROP TABLE trace_search; DROP TABLE trace_search_docs; DROP INDEX observations_model; "
-        "DELETE FROM _migrations WHERE version = 2; PRAGMA user_version = 1;"
+        "DROP TABLE trace_search; DROP INDEX observations_model; "
+        "DELETE FROM _migrations WHERE version >= 2; PRAGMA user_version = 1;"
     )
     conn.close()
     with TraceStore(old) as store:

@@ -93,9 +93,9 @@ class TraceFilter:
             clauses.append("t.level = ?")
             params.append(self.level.upper())
         if self.model is not None:
-            # checked per trace, newest first, through the (model, trace_id) index: a listing of a model that is
+            # checked per trace, newest first, through the (model, trace_num) index: a listing of a model that is
             # used stops after LIMIT traces (IN (...) would first collect every trace id that used it)
-            clauses.append("EXISTS (SELECT 1 FROM observations o WHERE o.model = ? AND o.trace_id = t.id)")
+            clauses.append("EXISTS (SELECT 1 FROM observations o WHERE o.model = ? AND o.trace_num = t.num)")
             params.append(self.model)
         for tag in self.tags:
             clauses.append("EXISTS (SELECT 1 FROM trace_tags g WHERE g.trace_id = t.id AND g.tag = ?)")
@@ -122,10 +122,8 @@ class TraceFilter:
             clauses.append("t.total_cost >= ?")
             params.append(float(self.min_cost))
         if self.search is not None:
-            clauses.append(
-                "t.id IN (SELECT d.trace_id FROM trace_search s JOIN trace_search_docs d ON d.rowid = s.rowid "
-                "WHERE trace_search MATCH ?)"
-            )
+            # a trace's search document is numbered as the trace (traces.num)
+            clauses.append("t.num IN (SELECT rowid FROM trace_search WHERE trace_search MATCH ?)")
             params.append(search_query(self.search))
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 

@@ -31,7 +31,16 @@ import orjson
 from .errors import InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
 from .model import LEVEL_RANK, LEVELS, Observation, Score, SessionSummary, Trace, TracePage, TraceSummary
-from .sharing import Packer, big_ints_as_text, materialize, references, text_default, unpack
+from .sharing import (
+    Packer,
+    big_ints_as_text,
+    is_json_text,
+    json_text,
+    materialize,
+    references,
+    text_default,
+    unpack,
+)
 
 APPLICATION_ID = 0x6C667472  # b"lftr": marks the file as an lftrace store
 BUSY_TIMEOUT_S = 30.0
@@ -136,16 +145,11 @@ def m001_initial_schema(conn: sqlite3.Connection) -> None:
 def m002_search_index(conn: sqlite3.Connection) -> None:
     """Full-text search (FTS5) over each trace's input, output and error messages, and a model index.
 
-    ``trace_search_docs`` gives each trace a stable document id (a trace rewritten with INSERT OR REPLACE gets a
-    new rowid in ``traces``, its document keeps its own); ``trace_search`` holds one document per trace. Existing
-    traces are indexed here (backfill), new ones as they are written.
+    ``trace_search`` holds one document per trace, its rowid the trace's number (migration 8 adds the numbers and
+    indexes the traces stored before; new ones are indexed as they are written).
     """
-    conn.execute("CREATE TABLE trace_search_docs (trace_id TEXT PRIMARY KEY)")
     conn.execute("CREATE VIRTUAL TABLE trace_search USING fts5(body, tokenize = 'unicode61 remove_diacritics 2')")
     conn.execute("CREATE INDEX observations_model ON observations (model, trace_id) WHERE model IS NOT NULL")
-    ids = [row[0] for row in conn.execute("SELECT id FROM traces")]
-    for chunk in _chunks(ids):
-        _index_search(conn, chunk)
 
 
 @migration(3)
@@ -208,7 +212,82 @@ def m007_problem_index(conn: sqlite3.Connection) -> None:
     )
 
 
+_OBSERVATIONS_TABLE = """CREATE TABLE observations (
+    trace_num INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    parent_id TEXT,
+    type TEXT NOT NULL,
+    name TEXT,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    level TEXT NOT NULL,
+    model TEXT,
+    data TEXT NOT NULL,
+    PRIMARY KEY (trace_num, id)
+)"""
+_OBSERVATION_INDEXES = {
+    "observations_order": "CREATE INDEX observations_order ON observations (trace_num, start_ns, seq)",
+    "observations_model": "CREATE INDEX observations_model ON observations (model, trace_num) WHERE model IS NOT NULL",
+    "observations_problems": (
+        "CREATE INDEX observations_problems ON observations (trace_num) WHERE level IN ('ERROR', 'WARNING')"
+    ),
+}
+_OBSERVATION_COLUMNS = "trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data"
+
+
+@migration(8)
+def m008_trace_numbers(conn: sqlite3.Connection) -> None:
+    """Each trace gets a number (``traces.num``, given in write order) that keys its observations and its search
+    document in place of its id.
+
+    Trace ids are random, so every index keyed by them took one random page per trace written: the observations'
+    primary key and order index, and the search documents' id index, were most of what a write put in the WAL
+    (~5 KB per observation of ~0.7 KB). Keyed by the number, a new trace's entries go at the end of those indexes.
+    A column, not the rowid: VACUUM may renumber rowids. Safe to run again (each step checks what is there).
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(traces)")}
+    if "num" not in columns:
+        conn.execute("ALTER TABLE traces ADD COLUMN num INTEGER")
+    conn.execute("UPDATE traces SET num = rowid WHERE num IS NULL")
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS traces_num ON traces (num)")
+    if not any(row[1] == "trace_num" for row in conn.execute("PRAGMA table_info(observations)")):
+        conn.execute(_OBSERVATIONS_TABLE.replace("TABLE observations", "TABLE observations_by_num", 1))
+        # in rowid order: a trace's rows keep their order where no index sorts them (the problems of a trace)
+        conn.execute(
+            f"INSERT INTO observations_by_num (trace_num, {_OBSERVATION_COLUMNS}) "
+            f"SELECT t.num, {', '.join('o.' + c for c in _OBSERVATION_COLUMNS.split(', '))} "
+            "FROM observations o JOIN traces t ON t.id = o.trace_id ORDER BY o.rowid"
+        )
+        conn.execute("DROP TABLE observations")  # and its indexes
+        conn.execute("ALTER TABLE observations_by_num RENAME TO observations")
+    for name, sql in _OBSERVATION_INDEXES.items():
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
+        if row is not None and row[0] != sql:  # made by an earlier migration run again on this schema
+            conn.execute(f"DROP INDEX {name}")
+            row = None
+        if row is None:
+            conn.execute(sql)
+    # search documents: the FTS rowid is the trace's number (trace_search_docs gave each trace one before)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'trace_search_docs'").fetchone():
+        conn.execute(
+            "CREATE TEMP TABLE search_bodies AS SELECT t.num AS num, s.body AS body FROM trace_search s "
+            "JOIN trace_search_docs d ON d.rowid = s.rowid JOIN traces t ON t.id = d.trace_id"
+        )
+        conn.execute("DELETE FROM trace_search")
+        conn.execute("INSERT INTO trace_search (rowid, body) SELECT num, body FROM temp.search_bodies")
+        conn.execute("DROP TABLE temp.search_bodies")
+        conn.execute("DROP TABLE trace_search_docs")
+    missing = [
+        row[0] for row in conn.execute("SELECT id FROM traces WHERE num NOT IN (SELECT rowid FROM trace_search)")
+    ]
+    for chunk in _chunks(missing):
+        _index_search(conn, chunk)
+
+
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
+_NUM_OF = "(SELECT num FROM traces WHERE id = ?)"  # a trace's number, by id, in a query on its observations
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
 
 
@@ -234,31 +313,74 @@ def _index_search(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> None:
     if not trace_ids:
         return
     marks = _marks(len(trace_ids))
-    bodies: dict[str, list[str]] = {}
-    budgets: dict[str, list[int]] = {}
-    for tid, blob in conn.execute(f"SELECT id, data FROM traces WHERE id IN ({marks})", list(trace_ids)).fetchall():
+    bodies: dict[int, list[str]] = {}
+    budgets: dict[int, list[int]] = {}
+    rows = conn.execute(f"SELECT num, data FROM traces WHERE id IN ({marks})", list(trace_ids)).fetchall()
+    for num, blob in rows:
         data = orjson.loads(blob)
-        parts: list[str] = []
-        budget = [SEARCH_CHARS]
         values = _unpacked(conn, [data.get("input"), data.get("output")])
-        _strings(values, parts, budget)
-        bodies[tid], budgets[tid] = parts, budget
-    for tid, message in conn.execute(
-        "SELECT trace_id, json_extract(data, '$.status_message') FROM observations "
-        f"WHERE trace_id IN ({marks}) AND level IN ('ERROR', 'WARNING')",
-        list(trace_ids),
+        bodies[num], budgets[num] = _search_parts(values)
+    if not bodies:
+        return
+    nums = list(bodies)
+    for num, message in conn.execute(
+        "SELECT trace_num, json_extract(data, '$.status_message') FROM observations "
+        f"WHERE trace_num IN ({_marks(len(nums))}) AND level IN ('ERROR', 'WARNING')",
+        nums,
     ):
-        if tid in bodies and isinstance(message, str):
-            _strings(message, bodies[tid], budgets[tid])
-    conn.executemany("INSERT OR IGNORE INTO trace_search_docs (trace_id) VALUES (?)", [(tid,) for tid in bodies])
-    rows = conn.execute(
-        f"SELECT rowid, trace_id FROM trace_search_docs WHERE trace_id IN ({marks})", list(trace_ids)
-    ).fetchall()
-    conn.executemany("DELETE FROM trace_search WHERE rowid = ?", [(rowid,) for rowid, _ in rows])
+        if isinstance(message, str):
+            _strings(message, bodies[num], budgets[num])
+    conn.executemany("DELETE FROM trace_search WHERE rowid = ?", [(num,) for num in nums])
     conn.executemany(
-        "INSERT INTO trace_search (rowid, body) VALUES (?, ?)",
-        [(rowid, "\n".join(bodies[tid])) for rowid, tid in rows if tid in bodies],
+        "INSERT INTO trace_search (rowid, body) VALUES (?, ?)", [(num, "\n".join(bodies[num])) for num in nums]
     )
+
+
+def _search_parts(values: Any) -> tuple[list[str], list[int]]:
+    """The strings of a trace's input and output to index, and what is left of its budget of characters."""
+    parts: list[str] = []
+    budget = [SEARCH_CHARS]
+    _strings(values, parts, budget)
+    return parts, budget
+
+
+_PROBLEM_LEVELS = ("ERROR", "WARNING")
+
+
+def _index_new_traces(conn: sqlite3.Connection, traces: Sequence[Trace], nums: dict[str, int]) -> None:
+    """Index traces just written whole under new numbers from memory, as ``_index_search`` would read them back
+    (a value that only the store's fallback serialiser writes is read back instead)."""
+    rows: list[tuple[int, str]] = []
+    read_back: list[str] = []
+    for trace in traces:
+        try:
+            values = [_as_stored(trace.input), _as_stored(trace.output)]
+        except (TypeError, ValueError):
+            read_back.append(trace.id)
+            continue
+        parts, budget = _search_parts(values)
+        if any(obs.level in _PROBLEM_LEVELS for obs in trace.observations):
+            latest: dict[str, Observation] = {}  # a repeated id is one row: where it first was, as written last
+            for obs in trace.observations:
+                latest[obs.id] = obs
+            for obs in latest.values():
+                if obs.level in _PROBLEM_LEVELS and isinstance(obs.status_message, str):
+                    _strings(obs.status_message, parts, budget)
+        rows.append((nums[trace.id], "\n".join(parts)))
+    # OR REPLACE: a document left behind by a trace removed by hand must not fail the write
+    conn.executemany("INSERT OR REPLACE INTO trace_search (rowid, body) VALUES (?, ?)", rows)
+    for chunk in _chunks(read_back):
+        _index_search(conn, chunk)
+
+
+def _as_stored(value: Any) -> Any:
+    """A prepared input/output as it reads back from its row (JSON text parsed; anything else through orjson as
+    ``dumps`` writes it; TypeError when orjson refuses it)."""
+    if value is None or type(value) is str:
+        return value
+    if is_json_text(value):
+        return json_text(value)
+    return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
 
 
 def dumps(value: Any) -> str:
@@ -715,12 +837,14 @@ class TraceStore:
             latest = {t.id: t for t in traces}  # the same id twice in one batch: the last one wins
 
             def replace(conn: sqlite3.Connection) -> set[str]:
-                existing = _existing_ids(conn, list(latest))
-                _insert_traces(conn, list(latest.values()), destinations, now, replace=True, pack=pack)
+                existing = _existing_nums(conn, list(latest))
+                nums = {**_new_nums(conn, [tid for tid in latest if tid not in existing]), **existing}
+                _insert_traces(conn, list(latest.values()), nums, destinations, now, replace=True, pack=pack)
                 save_blobs(conn)  # before indexing: the index reads the lists back
-                for chunk in _chunks(list(latest)):
+                _index_new_traces(conn, [t for t in latest.values() if t.id not in existing], nums)
+                for chunk in _chunks(list(existing)):
                     _index_search(conn, chunk)
-                return set(latest) - existing
+                return set(latest) - set(existing)
 
             with self._errors():
                 return self._write(replace)
@@ -729,18 +853,20 @@ class TraceStore:
             counts: dict[str, int] = {}
             for trace in traces:
                 counts[trace.id] = counts.get(trace.id, 0) + 1
-            existing = _existing_ids(conn, list(counts))
+            existing = _existing_nums(conn, list(counts))
+            nums = _new_nums(conn, [tid for tid in counts if tid not in existing])
             # The common case stays batched: ids not stored yet and not repeated in this batch.
             fresh = [t for t in traces if t.id not in existing and counts[t.id] == 1]
-            _insert_traces(conn, fresh, destinations, now, replace=False, pack=pack)
+            _insert_traces(conn, fresh, nums, destinations, now, pack=pack)
             for trace in traces:
                 if trace.id in existing:
-                    _merge_trace(conn, trace, destinations, now, pack=pack)
+                    _merge_trace(conn, trace, existing[trace.id], destinations, now, pack=pack)
                 elif counts[trace.id] > 1:  # the first of several fragments in this batch creates the trace
-                    _insert_traces(conn, [trace], destinations, now, replace=False, pack=pack)
-                    existing.add(trace.id)
+                    _insert_traces(conn, [trace], nums, destinations, now, pack=pack)
+                    existing[trace.id] = nums[trace.id]
             save_blobs(conn)  # before indexing: the index reads the lists back
-            for chunk in _chunks(list(counts)):
+            _index_new_traces(conn, fresh, nums)  # from memory
+            for chunk in _chunks([tid for tid in counts if tid in existing]):  # merged: as they are stored now
                 _index_search(conn, chunk)
             return {t.id for t in fresh}
 
@@ -808,7 +934,7 @@ class TraceStore:
             return int(
                 self._read(
                     lambda c: c.execute(
-                        "SELECT coalesce(max(seq), -1) FROM observations WHERE trace_id = ?", (trace_id,)
+                        f"SELECT coalesce(max(seq), -1) FROM observations WHERE trace_num = {_NUM_OF}", (trace_id,)
                     ).fetchone()[0]
                 )
             )
@@ -828,7 +954,7 @@ class TraceStore:
             rows = conn.execute(
                 "SELECT id, parent_id, type, name, start_ns, end_ns, level, model, "
                 "json_type(data, '$.cost_details.total'), json_extract(data, '$.cost_details.total') "
-                "FROM observations WHERE trace_id = ? ORDER BY start_ns, seq",
+                f"FROM observations WHERE trace_num = {_NUM_OF} ORDER BY start_ns, seq",
                 (trace_id,),
             ).fetchall()
             observations = []
@@ -867,7 +993,8 @@ class TraceStore:
                 ids = [oid for tid, oid in keys if tid == trace_id]
                 for chunk in _chunks(ids):
                     rows = conn.execute(
-                        f"SELECT id, data FROM observations WHERE trace_id = ? AND id IN ({_marks(len(chunk))})",
+                        f"SELECT id, data FROM observations WHERE trace_num = {_NUM_OF} "
+                        f"AND id IN ({_marks(len(chunk))})",
                         [trace_id, *chunk],
                     ).fetchall()
                     stored += [((trace_id, oid), orjson.loads(blob).get("input")) for oid, blob in rows]
@@ -890,7 +1017,9 @@ class TraceStore:
     def _observation_ids(self, trace_id: str) -> frozenset[str]:
         return frozenset(
             self._read(
-                lambda c: [r[0] for r in c.execute("SELECT id FROM observations WHERE trace_id = ?", (trace_id,))]
+                lambda c: [
+                    r[0] for r in c.execute(f"SELECT id FROM observations WHERE trace_num = {_NUM_OF}", (trace_id,))
+                ]
             )
         )
 
@@ -910,14 +1039,15 @@ class TraceStore:
             ) -> tuple[list[Observation], tuple[int, int]]:
                 if written is None:
                     rows = conn.execute(
-                        f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_id = ? "
+                        f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num = {_NUM_OF} "
                         "AND (start_ns, seq) > (?, ?) ORDER BY start_ns, seq LIMIT ?",
                         (trace_id, after[0], after[1], size),
                     ).fetchall()
                     position = (rows[-1][6], rows[-1][2]) if rows else after
                 else:
                     rows = conn.execute(
-                        f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_id = ? AND seq > ? AND seq <= ? "
+                        f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num = {_NUM_OF} "
+                        "AND seq > ? AND seq <= ? "
                         "ORDER BY seq LIMIT ?",
                         (trace_id, after[0], written[1], size),
                     ).fetchall()
@@ -1422,7 +1552,7 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
+def _trace_row(trace: Trace, num: int, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
     data = {key: getattr(trace, key) for key in _TRACE_DATA_FIELDS}
     data["input"], data["output"], data["tags"] = pack(trace.input), pack(trace.output), list(trace.tags)
     sums = data[_TOTALS_KEY] = _totals_of(trace.observations)
@@ -1444,6 +1574,7 @@ def _trace_row(trace: Trace, pack: Callable[[Any], Any] = _same) -> tuple[Any, .
         count,
         dumps(data),
         trace.handled_errors,
+        num,
     )
 
 
@@ -1458,13 +1589,16 @@ _TRACE_DATA_FIELDS = tuple(
 )
 
 
-def _observation_row(trace_id: str, seq: int, obs: Observation, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
+def _observation_row(
+    num: int, trace_id: str, seq: int, obs: Observation, pack: Callable[[Any], Any] = _same
+) -> tuple[Any, ...]:
     data = {key: value for key in _OBS_DATA_FIELDS if (value := getattr(obs, key)) is not None}
     if obs.input is not None:
         data["input"] = pack(obs.input)
     if obs.output is not None:
         data["output"] = pack(obs.output)
     return (
+        num,
         trace_id,
         obs.id,
         seq,
@@ -1481,13 +1615,12 @@ def _observation_row(trace_id: str, seq: int, obs: Observation, pack: Callable[[
 
 _TRACE_COLUMNS = (
     "id, name, timestamp_ns, end_ns, latency, level, status, session_id, user_id, environment, release, "
-    "total_tokens, total_cost, observation_count, data, handled_errors"
+    "total_tokens, total_cost, observation_count, data, handled_errors, num"
 )
 _OBSERVATION_INSERT = (
-    "INSERT INTO observations (trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"INSERT INTO observations (trace_num, {_OBSERVATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     # an observation id written again (a duplicate in one trace, or a merge): the incoming version wins
-    "ON CONFLICT (trace_id, id) DO UPDATE SET seq = excluded.seq, parent_id = excluded.parent_id, "
+    "ON CONFLICT (trace_num, id) DO UPDATE SET seq = excluded.seq, parent_id = excluded.parent_id, "
     "type = excluded.type, name = excluded.name, start_ns = excluded.start_ns, end_ns = excluded.end_ns, "
     "level = excluded.level, model = excluded.model, data = excluded.data"
 )
@@ -1501,12 +1634,20 @@ _DELIVERY_UPSERT = (
 )
 
 
-def _existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
+def _existing_nums(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
+    """{id: number} of the stored traces among ``ids``."""
+    found: dict[str, int] = {}
     for chunk in _chunks(ids):
-        rows = conn.execute(f"SELECT id FROM traces WHERE id IN ({_marks(len(chunk))})", list(chunk)).fetchall()
-        found.update(row[0] for row in rows)
+        found.update(conn.execute(f"SELECT id, num FROM traces WHERE id IN ({_marks(len(chunk))})", list(chunk)))
     return found
+
+
+def _new_nums(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
+    """Numbers for new traces, after every number given (inside the write transaction)."""
+    if not ids:
+        return {}
+    last = int(conn.execute("SELECT coalesce(max(num), 0) FROM traces").fetchone()[0])
+    return {tid: last + i for i, tid in enumerate(ids, 1)}
 
 
 def _tag_rows(trace_id: str, tags: Iterable[Any]) -> list[tuple[str, str, int]]:
@@ -1522,29 +1663,31 @@ def _tag_rows(trace_id: str, tags: Iterable[Any]) -> list[tuple[str, str, int]]:
 def _insert_traces(
     conn: sqlite3.Connection,
     traces: Sequence[Trace],
+    nums: dict[str, int],
     destinations: Sequence[str],
     now: int,
     *,
-    replace: bool,
+    replace: bool = False,
     pack: Callable[[Any], Any] = _same,
 ) -> None:
-    """Write whole traces (``replace``: dropping what was stored under their ids first)."""
+    """Write whole traces under their numbers (``replace``: dropping what was stored under their ids first)."""
     if not traces:
         return
     trace_rows: list[tuple[Any, ...]] = []
     obs_rows: list[tuple[Any, ...]] = []
     tag_rows: list[tuple[str, str, int]] = []
     for trace in traces:
-        trace_rows.append(_trace_row(trace, pack))
-        obs_rows.extend(_observation_row(trace.id, seq, obs, pack) for seq, obs in enumerate(trace.observations))
+        num = nums[trace.id]
+        trace_rows.append(_trace_row(trace, num, pack))
+        obs_rows.extend(_observation_row(num, trace.id, seq, obs, pack) for seq, obs in enumerate(trace.observations))
         tag_rows.extend(_tag_rows(trace.id, trace.tags))
     if replace:
         ids = [(t.id,) for t in traces]
-        conn.executemany("DELETE FROM observations WHERE trace_id = ?", ids)
+        conn.executemany("DELETE FROM observations WHERE trace_num = ?", [(nums[t.id],) for t in traces])
         conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
         conn.executemany("DELETE FROM scores WHERE trace_id = ?", ids)
     _write_scores(conn, [score for t in traces for score in t.scores])
-    conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(16)})", trace_rows)
+    conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(17)})", trace_rows)
     conn.executemany(_OBSERVATION_INSERT, obs_rows)
     conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
     delivery_rows = [(t.id, dest, now, now) for dest in destinations for t in traces]
@@ -1555,6 +1698,7 @@ def _insert_traces(
 def _merge_trace(
     conn: sqlite3.Connection,
     incoming: Trace,
+    num: int,
     destinations: Sequence[str],
     now: int,
     pack: Callable[[Any], Any] = _same,
@@ -1589,12 +1733,12 @@ def _merge_trace(
     # trace stored before the sums were kept) is recounted over the whole trace in SQL
     stored_sums = data.get(_TOTALS_KEY)
     incoming_ids = [o.id for o in incoming.observations]
-    incremental = _valid_totals(stored_sums) and not _stored_ids(conn, tid, incoming_ids)
-    next_seq = conn.execute("SELECT coalesce(max(seq), -1) + 1 FROM observations WHERE trace_id = ?", (tid,))
+    incremental = _valid_totals(stored_sums) and not _stored_ids(conn, num, incoming_ids)
+    next_seq = conn.execute("SELECT coalesce(max(seq), -1) + 1 FROM observations WHERE trace_num = ?", (num,))
     first_seq = next_seq.fetchone()[0]
     conn.executemany(
         _OBSERVATION_INSERT,
-        [_observation_row(tid, first_seq + i, obs, pack) for i, obs in enumerate(incoming.observations)],
+        [_observation_row(num, tid, first_seq + i, obs, pack) for i, obs in enumerate(incoming.observations)],
     )
     _write_scores(conn, incoming.scores)
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
@@ -1602,10 +1746,10 @@ def _merge_trace(
     if incremental:
         sums = _combined_totals(stored_sums, _totals_of(incoming.observations))
     else:
-        sums = _observation_totals(conn, tid)
+        sums = _observation_totals(conn, num)
     merged_data[_TOTALS_KEY] = sums
     count, level, tokens, cost = _totals_result(sums)
-    merged_status, handled = _merged_status(conn, tid, level, metadata)
+    merged_status, handled = _merged_status(conn, tid, num, level, metadata)
     starts = [t for t in (start_ns, incoming.timestamp) if t]  # 0: a fragment that has no start (scores only)
     start = min(starts) if starts else 0
     end = max(ends) if ends else None
@@ -1647,7 +1791,7 @@ def _merge_trace(
     )
 
 
-def _merged_status(conn: sqlite3.Connection, trace_id: str, level: str, metadata: Any) -> tuple[str, int]:
+def _merged_status(conn: sqlite3.Connection, trace_id: str, num: int, level: str, metadata: Any) -> tuple[str, int]:
     """(status, handled errors) of a merged trace, by ``Trace.status``'s rules, counted in SQL."""
     probe = Trace(id=trace_id, name=None, timestamp=0, metadata=metadata if isinstance(metadata, dict) else None)
     if probe.status == "cancelled":
@@ -1656,8 +1800,8 @@ def _merged_status(conn: sqlite3.Connection, trace_id: str, level: str, metadata
         roots, failed_roots, errors = conn.execute(
             "SELECT count(*) FILTER (WHERE parent_id IS NULL), "
             "count(*) FILTER (WHERE parent_id IS NULL AND level = 'ERROR'), count(*) FILTER (WHERE level = 'ERROR') "
-            "FROM observations WHERE trace_id = ?",
-            (trace_id,),
+            "FROM observations WHERE trace_num = ?",
+            (num,),
         ).fetchone()
         if failed_roots or not roots:
             return "error", 0
@@ -1771,7 +1915,7 @@ def _totals_result(sums: list[Any]) -> tuple[int, str, int, float | None]:
     return int(count), level, int(total if n_total else ints), (float(cost) if n_cost else None)
 
 
-def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> list[Any]:
+def _observation_totals(conn: sqlite3.Connection, num: int) -> list[Any]:
     """The ``_totals_of`` sums over every stored observation of a trace, aggregated in SQL (no Python parse)."""
     ranks = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in LEVEL_RANK.items())
     count, rank, n_total, total, n_cost, cost = conn.execute(
@@ -1782,13 +1926,13 @@ def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> list[Any]:
         "count(CASE WHEN json_type(data, '$.cost_details.total') IN ('integer', 'real') THEN 1 END), "
         "sum(CASE WHEN json_type(data, '$.cost_details.total') IN ('integer', 'real') "
         "THEN json_extract(data, '$.cost_details.total') END) "
-        "FROM observations WHERE trace_id = ?",
-        (trace_id,),
+        "FROM observations WHERE trace_num = ?",
+        (num,),
     ).fetchone()
     ints = conn.execute(
         "SELECT sum(u.value) FROM observations o, json_each(o.data, '$.usage_details') u "
-        "WHERE o.trace_id = ? AND u.type = 'integer'",
-        (trace_id,),
+        "WHERE o.trace_num = ? AND u.type = 'integer'",
+        (num,),
     ).fetchone()[0]
     return [
         int(count),
@@ -1801,19 +1945,16 @@ def _observation_totals(conn: sqlite3.Connection, trace_id: str) -> list[Any]:
     ]
 
 
-def _stored_ids(conn: sqlite3.Connection, trace_id: str, ids: Sequence[str]) -> bool:
+def _stored_ids(conn: sqlite3.Connection, num: int, ids: Sequence[str]) -> bool:
     """Whether any of these observation ids is stored under the trace already (a rewrite, not a new part)."""
     for chunk in _chunks(ids):
         found = conn.execute(
-            f"SELECT 1 FROM observations WHERE trace_id = ? AND id IN ({_marks(len(chunk))}) LIMIT 1",
-            [trace_id, *chunk],
+            f"SELECT 1 FROM observations WHERE trace_num = ? AND id IN ({_marks(len(chunk))}) LIMIT 1",
+            [num, *chunk],
         ).fetchone()
         if found:
             return True
     return False
-
-
-_OBSERVATION_COLUMNS = "trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data"
 
 
 def _observation_from_row(row: Sequence[Any]) -> Observation:
@@ -1929,11 +2070,12 @@ def _read_traces(
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
         rows = conn.execute(
-            "SELECT id, name, timestamp_ns, end_ns, session_id, user_id, environment, release, data "
+            "SELECT id, name, timestamp_ns, end_ns, session_id, user_id, environment, release, data, num "
             f"FROM traces WHERE id IN ({marks})",
             list(chunk),
         ).fetchall()
-        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob in rows:
+        nums = [row[-1] for row in rows]
+        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob, _num in rows:
             data = orjson.loads(blob)
             values = {key: data[key] for key in _TRACE_DATA_FIELDS if key in data}
             values["tags"] = list(data.get("tags") or [])
@@ -1952,9 +2094,9 @@ def _read_traces(
         if not with_observations:
             continue
         obs_rows = conn.execute(
-            "SELECT trace_id, id, seq, parent_id, type, name, start_ns, end_ns, level, model, data "
-            f"FROM observations WHERE trace_id IN ({marks}) ORDER BY trace_id, start_ns, seq",
-            list(chunk),
+            f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num IN ({_marks(len(nums))}) "
+            "ORDER BY trace_num, start_ns, seq",
+            nums,
         ).fetchall()
         grouped: dict[str, list[Observation]] = {}
         for row in obs_rows:
