@@ -9,8 +9,9 @@ its own subprocess (clean peak RSS):
                  dispatching callbacks at all, the floor of any tracer
 * ``store``      lftrace, store only (no backend configured)
 * ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body),
-                 from its export helper process (the helper's CPU and peak RSS are printed apart)
-* ``otlp-thread`` the same with LFTRACE_EXPORT_PROCESS=false: export on a thread of the traced program
+                 as this machine makes it (a thread of the program; its helper process with 4 CPUs or more)
+* ``otlp-helper`` the same with LFTRACE_EXPORT_PROCESS=true: from the export helper process, which sends the
+                 run's parts while it runs (the helper's CPU and peak RSS are printed apart)
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
 
 Per case: wall time of run + flush (for ``otlp`` also until every span was delivered), peak RSS of the
@@ -49,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (1000, 2000)
 FULL_SIZES = (1000, 2000, 4000, 10007)
-CASES = ("plain", "noop", "store", "otlp", "otlp-thread", "langfuse")
+CASES = ("plain", "noop", "store", "otlp", "otlp-helper", "langfuse")
 OFFICIAL_MAX_STEPS = 2000
 # Exporting sends every observation's full input: for an append-only conversation that is the square of the
 # run's length in bytes (capped at 1 MB per value), so the OTLP case stops here unless --otlp-max says otherwise.
@@ -112,10 +113,10 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
         del os.environ[name]
     os.environ["LFTRACE_STORE"] = str(store)
     os.environ["LANGFUSE_TIMEOUT"] = "600"  # flush waits for the whole export: we time it
-    if case in ("otlp", "otlp-thread"):
+    if case in ("otlp", "otlp-helper"):
         os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{url}/v1/traces"
-    if case == "otlp-thread":
-        os.environ["LFTRACE_EXPORT_PROCESS"] = "false"
+    if case == "otlp-helper":
+        os.environ["LFTRACE_EXPORT_PROCESS"] = "true"
     if case == "langfuse":
         os.environ.update(LANGFUSE_BASE_URL=url, LANGFUSE_PUBLIC_KEY=PK, LANGFUSE_SECRET_KEY=SK)
 
@@ -137,7 +138,7 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
                 pass
 
         callbacks = [Noop()]
-    if case in ("store", "otlp", "otlp-thread"):
+    if case in ("store", "otlp", "otlp-helper"):
         import lftrace
         from lftrace.langchain import CallbackHandler
 

@@ -20,8 +20,17 @@ from support.otlp_receiver import Reply
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(autouse=True)
+def helper_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper whatever this machine's CPUs (unset, it is used with 4 or more: see the last test)."""
+    monkeypatch.setenv("LFTRACE_EXPORT_PROCESS", "true")
+
+
 PROGRAM = """
 import json, os, signal, sys
+if sys.argv[2:]:  # the CPUs this process may use
+    os.sched_setaffinity(0, set(range(int(sys.argv[2]))))
 from langchain_core.runnables import RunnableLambda
 import lftrace
 from lftrace.langchain import CallbackHandler
@@ -43,7 +52,7 @@ print(json.dumps({
 """
 
 
-def run_program(tmp_path: Path, receiver, mode: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_program(tmp_path: Path, receiver, mode: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "program.py").write_text(textwrap.dedent(PROGRAM))
     environ = {
         **os.environ,
@@ -54,7 +63,12 @@ def run_program(tmp_path: Path, receiver, mode: str, **env: str) -> subprocess.C
         **env,
     }
     return subprocess.run(
-        [sys.executable, "program.py", mode], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60
+        [sys.executable, "program.py", mode, *args],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -214,3 +228,12 @@ def test_a_helper_that_stops_answering_is_replaced_and_its_traces_still_go_out(r
     assert client.flush() is True  # now from a thread of this process
     assert client.last_delivery.summary() == "delivered 1 trace"
     assert len(receiver.wait_for_spans(1)) == 1
+
+
+def test_unset_the_helper_is_used_only_with_cores_to_spare(tmp_path: Path, receiver) -> None:
+    for allowed in sorted({1, len(os.sched_getaffinity(0))}):  # this machine's CPUs, and one of them
+        done = run_program(tmp_path, receiver, "flush", str(allowed), LFTRACE_EXPORT_PROCESS="")  # "" is unset
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert (result["helper"] is not None) is (allowed >= 4), (allowed, result)
+        assert result["waiting"] == 0

@@ -290,16 +290,16 @@ class Langfuse(_sdk.TracingApi):
     def _get_deliverer(self) -> Deliverer | DeliveryProcess | None:
         """Only built when a backend is configured, so offline runs never start a helper or import exporters.
 
-        Delivery runs in a helper process (export_process.py) unless LFTRACE_EXPORT_PROCESS=false: then on a
+        Delivery runs in a helper process (export_process.py) when ``export_process.wanted`` says so, else on a
         thread of this one.
         """
         if self._deliverer is None and (self.settings.langfuse_enabled or self.settings.otlp_endpoint):
             with self._deliverer_lock:
                 if self._deliverer is None:
-                    if self.settings.export_process:
-                        from .export_process import DeliveryProcess
+                    from . import export_process
 
-                        self._deliverer = DeliveryProcess(self._open_store, self.settings)
+                    if export_process.wanted(self.settings):
+                        self._deliverer = export_process.DeliveryProcess(self._open_store, self.settings)
                     else:
                         from .delivery import Deliverer, destinations_for
 

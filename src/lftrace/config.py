@@ -35,7 +35,7 @@ STORE = "LFTRACE_STORE"
 DOTENV = "LFTRACE_DOTENV"  # 0/false: never read .env (read from the real environment only)
 ALLOW_INSECURE_HTTP = "LFTRACE_ALLOW_INSECURE_HTTP"  # true: send keys over plain http to a non-local host
 EXPORT_COST = "LFTRACE_EXPORT_COST"  # true: export lftrace's own cost (default: usage only, Langfuse prices)
-EXPORT_PROCESS = "LFTRACE_EXPORT_PROCESS"  # false: export on a thread of the traced program, not a helper process
+EXPORT_PROCESS = "LFTRACE_EXPORT_PROCESS"  # true/false: export from a helper process / a thread (unset: by CPUs)
 # OpenTelemetry exporter names (the OTel SDKs read the same ones)
 OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
@@ -237,7 +237,8 @@ class Settings:
     export_cost: bool = (
         False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
     )
-    export_process: bool = True  # deliver from a helper process (export_process.py), off the program's CPU
+    # deliver from a helper process (export_process.py), off the program's CPU; None: when there are cores to spare
+    export_process: bool | None = None
     # where the values came from: the .env read (None: none, or LFTRACE_DOTENV=0), and what to tell the user
     dotenv: Path | None = field(default=None, compare=False)
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)

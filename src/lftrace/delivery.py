@@ -224,7 +224,11 @@ class Deliverer:
     def deliver(
         self, deadline: float, include_failed: bool = False, *, respect_backoff: bool = False
     ) -> DeliveryReport:
-        """Export what is due before ``deadline`` (time.monotonic()); never raises for export problems."""
+        """Export what is due before ``deadline`` (time.monotonic()); never raises for export problems.
+
+        ``respect_backoff`` (the background thread): skip destinations still backing off, and leave out of the
+        report what is left in the outbox (nobody reads it; counting reads every outbox row).
+        """
         report = DeliveryReport([DestinationReport(d.name) for d in self.destinations])
         if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
             self._fill_counts(report)
@@ -236,7 +240,8 @@ class Deliverer:
                 self._deliver_destination(dest, dest_report, deadline, include_failed)
         finally:
             self._lock.release()
-        self._fill_counts(report)
+        if not respect_backoff:
+            self._fill_counts(report)
         return report
 
     def _fill_counts(self, report: DeliveryReport) -> None:

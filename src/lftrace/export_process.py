@@ -10,8 +10,9 @@ Protocol, JSON lines. Program -> helper: the settings, then ``{"op": "written", 
 is the machine's) and ``{"op": "exit"}``. Helper -> program: ``{"ready": pid}``, ``{"log": [level, logger, text]}``
 (re-logged in the program, so its logging configuration applies) and ``{"id": I, "report": {...}}``.
 
-The program falls back to delivering on a thread of its own (``Deliverer``, as with ``LFTRACE_EXPORT_PROCESS=false``)
-when the helper cannot start, dies or stops answering, and in a process forked from it. The traces are in the
+Whether there is a helper at all: ``wanted``. The program falls back to delivering on a thread of its own
+(``Deliverer``, as with ``LFTRACE_EXPORT_PROCESS=false``) when the helper cannot start, dies or stops answering,
+and in a process forked from it. The traces are in the
 outbox all along: nothing is lost either way, and a dead helper's claims are free at once (``owner_alive``).
 """
 
@@ -39,9 +40,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lftrace.delivery")
 
+MIN_CPUS = 4  # LFTRACE_EXPORT_PROCESS unset: a helper only when this process may run on at least this many CPUs
 REPLY_GRACE_S = 2.0  # a delivery's answer may come this long after its deadline before the helper is given up
 STOP_WAIT_S = 1.0  # at shutdown, wait this long for the helper to exit (it ends a delivery in flight on its own)
 _NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does not need
+
+
+def wanted(settings: Settings) -> bool:
+    """Deliver from a helper process? LFTRACE_EXPORT_PROCESS decides; unset, only with ``MIN_CPUS`` CPUs or more.
+
+    The helper reads each trace back from the store before encoding it, so it spends ~2x the CPU that delivery
+    on a thread of the program does (bench/overhead.py: ~97 vs ~41 us per span). With cores to spare that is
+    CPU the program does not pay; on a 2-core machine it competes with the program and its wall time grows.
+    """
+    if settings.export_process is not None:
+        return settings.export_process
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    return cpus >= MIN_CPUS
 
 
 def settings_line(settings: Settings) -> bytes:
