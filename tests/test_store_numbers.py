@@ -1,4 +1,5 @@
-"""Trace numbers (migration 8): observations and search documents keyed by ``traces.num``, not the random id.
+"""Trace numbers (migration 8): observations and search documents keyed by ``traces.num``, not the random id;
+partial session and user indexes (migration 9).
 
 Real SQLite files: a store of the schema before (7) is opened and must read back exactly as it was written; the
 search index written from memory must be the one ``_index_search`` reads back from the rows; merges in parts.
@@ -24,7 +25,7 @@ MS = 1_000_000
 def _downgrade_to_schema_7(path: Path) -> None:
     """Rewrite a store into the layout of schema 7: observations keyed by trace id, search documents numbered by
     ``trace_search_docs`` (here in another order than the traces, so a migration that ignored it would mix them up),
-    no ``traces.num``."""
+    no ``traces.num``, session and user indexes over every trace (migration 9 makes them partial)."""
     conn = sqlite3.connect(path)
     conn.executescript(
         """
@@ -45,6 +46,10 @@ def _downgrade_to_schema_7(path: Path) -> None:
         DELETE FROM trace_search;
         INSERT INTO trace_search (rowid, body) SELECT doc, body FROM temp.bodies;
         DROP INDEX traces_num;
+        DROP INDEX traces_session;
+        CREATE INDEX traces_session ON traces (session_id, timestamp_ns DESC);
+        DROP INDEX traces_user;
+        CREATE INDEX traces_user ON traces (user_id, timestamp_ns DESC);
         ALTER TABLE traces DROP COLUMN num;
         DELETE FROM _migrations WHERE version >= 8;
         PRAGMA user_version = 7;
@@ -95,6 +100,9 @@ def _everything(store: TraceStore, ids: list[str]) -> dict[str, Any]:
         "traces": [dataclasses.asdict(store.get_trace(tid)) for tid in ids],
         "list": store.list_traces(limit=None),
         "model": [s.id for s in store.list_traces(where=TraceFilter(model="gpt-4o-mini"))],
+        "session": [s.id for s in store.list_traces(session_id="s1")],
+        "user": [s.id for s in store.list_traces(user_id="u1")],
+        "sessions": store.list_sessions(),
         "search": {
             word: [s.id for s in store.list_traces(where=TraceFilter(search=word))]
             for word in ("boom", "firstpartinput", "lastpartoutput", "failure0word", "failure2word", "2+2", "nothing")
@@ -112,7 +120,7 @@ def _outline_ids(store: TraceStore, trace_id: str) -> list[str]:
 
 def test_a_store_of_schema_7_reads_back_the_same_after_migration_8(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    plain, failed = make_trace(tags=["a", "b"]), make_trace(error=True, session_id="s1")
+    plain, failed = make_trace(tags=["a", "b"], user_id="u1"), make_trace(error=True, session_id="s1")
     failed.scores = [Score(id=new_id(8), trace_id=failed.id, name="quality", value=0.5, timestamp=BASE_NS)]
     long_parts = _long_trace(3, 4)
     ids = [plain.id, failed.id, long_parts[0].id]
@@ -122,6 +130,7 @@ def test_a_store_of_schema_7_reads_back_the_same_after_migration_8(tmp_path: Pat
             store.write_traces([part], merge=True)
         before = _everything(store, ids)
     assert before["search"]["failure2word"] == [long_parts[0].id] and before["search"]["boom"] == [failed.id]
+    assert before["session"] == [failed.id] and before["user"] == [plain.id] and len(before["sessions"]) == 1
     bodies = _search_bodies(path)
     _downgrade_to_schema_7(path)
 
@@ -140,6 +149,8 @@ def test_a_store_of_schema_7_reads_back_the_same_after_migration_8(tmp_path: Pat
     assert nums[late.id] == max(nums.values()) and len(set(nums.values())) == len(nums)
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'trace_search_docs'").fetchone()[0] == 0
     assert "trace_num" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'observations_order'").fetchone()[0]
+    for index in ("traces_session", "traces_user"):  # migration 9: only traces that have one
+        assert "IS NOT NULL" in conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (index,)).fetchone()[0]
 
 
 def _document_count(path: Path) -> int:

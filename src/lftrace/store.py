@@ -286,6 +286,26 @@ def m008_trace_numbers(conn: sqlite3.Connection) -> None:
         _index_search(conn, chunk)
 
 
+_PARTIAL_TRACE_INDEXES = {
+    "traces_session": (
+        "CREATE INDEX traces_session ON traces (session_id, timestamp_ns DESC) WHERE session_id IS NOT NULL"
+    ),
+    "traces_user": "CREATE INDEX traces_user ON traces (user_id, timestamp_ns DESC) WHERE user_id IS NOT NULL",
+}
+
+
+@migration(9)
+def m009_partial_session_user_indexes(conn: sqlite3.Connection) -> None:
+    """The session and user indexes hold only traces that have one: every query through them asks for a value
+    (``session_id = ?``, ``session_id IS NOT NULL``), and a trace without one cost an index entry all the same."""
+    for name, sql in _PARTIAL_TRACE_INDEXES.items():
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
+        if row is not None and row[0] == sql:
+            continue
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+        conn.execute(sql)
+
+
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
 _NUM_OF = "(SELECT num FROM traces WHERE id = ?)"  # a trace's number, by id, in a query on its observations
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
@@ -296,15 +316,16 @@ def _strings(value: Any, out: list[str], budget: list[int]) -> None:
     stack = [value]
     while stack and budget[0] > 0:
         item = stack.pop()
-        if isinstance(item, str):
+        kind = type(item)  # the exact types first (values parsed from JSON), then their subclasses
+        if kind is str or (kind is not dict and kind is not list and isinstance(item, str)):
             if item:
                 out.append(item[: budget[0]])
                 budget[0] -= len(item)
-        elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
-        elif isinstance(item, list):
+        elif kind is dict or isinstance(item, dict):
+            stack.extend(reversed(item.values()))
+        elif kind is list or isinstance(item, list):
             stack.extend(reversed(item))
-        elif isinstance(item, int | float) and not isinstance(item, bool):
+        elif kind is int or kind is float or (isinstance(item, int | float) and not isinstance(item, bool)):
             out.append(str(item))
 
 
@@ -1593,9 +1614,10 @@ def _observation_row(
     num: int, trace_id: str, seq: int, obs: Observation, pack: Callable[[Any], Any] = _same
 ) -> tuple[Any, ...]:
     data = {key: value for key in _OBS_DATA_FIELDS if (value := getattr(obs, key)) is not None}
-    if obs.input is not None:
+    # only a list or a dict can be packed (a long list shared); JSON text, strings and numbers are kept as they are
+    if type(obs.input) is list or type(obs.input) is dict:
         data["input"] = pack(obs.input)
-    if obs.output is not None:
+    if type(obs.output) is list or type(obs.output) is dict:
         data["output"] = pack(obs.output)
     return (
         num,
