@@ -138,3 +138,33 @@ def test_doctor_against_a_trickling_langfuse_is_bounded(tmp_path: Path) -> None:
     assert doctor.returncode == 6, doctor.stdout
     assert f"FAIL  Langfuse at {url} did not answer within 1s" in doctor.stdout
     assert took < 10, took  # the answer alone would take ~33 s
+
+
+def test_a_run_stopped_by_ctrl_c_delivers_for_at_most_a_second(tmp_path: Path) -> None:
+    from support.signals import signal_when_ready
+
+    (tmp_path / "hang.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+            from langchain_core.runnables import RunnableLambda
+
+            def hang(x):
+                print("STARTED", flush=True)
+                time.sleep(60)
+
+            chain = RunnableLambda(hang)
+            """
+        )
+    )
+    with trickling_server(byte_every=0.5) as (url, requests):  # the whole answer takes ~33 s
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url + "/v1/traces", "LANGFUSE_TIMEOUT": "20"}
+        started = time.monotonic()
+        code, out, err = signal_when_ready(
+            [LFTRACE, "run", "hang.py:chain", "--input", "hi"], "STARTED", cwd=tmp_path, env=env
+        )
+        took = time.monotonic() - started
+    assert code == 130, err
+    assert "queued: 1 trace pending" in out and re.search(r"timed out after (0\.\d|1\.0)s", out), out
+    assert len(requests) == 1
+    assert took < 15, took  # not the 20 s LANGFUSE_TIMEOUT allows a finished run's delivery

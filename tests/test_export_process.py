@@ -162,8 +162,11 @@ def test_a_long_run_s_spans_are_sent_while_it_runs_each_once(receiver, isolated_
     handler = CallbackHandler()
     fake = FakeChatModel()
 
+    waited = []
+
     def model(messages: list) -> object:  # halfway, time for the helper to send the parts written so far
-        if len(messages) == steps // 2:
+        if len(messages) >= steps // 2 and not waited:
+            waited.append(True)
             deadline = time.monotonic() + 10
             while not receiver.otlp_requests() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -174,6 +177,7 @@ def test_a_long_run_s_spans_are_sent_while_it_runs_each_once(receiver, isolated_
     ended = time.monotonic()
     early = [r for r in receiver.otlp_requests() if r.at < ended]
     assert client.flush() is True
+    assert waited
     assert early, "no span was sent while the run went on"
     assert sum(len(r.spans()) for r in early) >= FRAGMENT_SIZE
     stored = client.get_trace(handler.last_trace_id)

@@ -147,7 +147,7 @@ class Langfuse(_sdk.TracingApi):
             log.warning("lftrace: could not queue part of trace %s", getattr(trace, "id", "?"), exc_info=True)
 
     # -- the SDK's public surface ------------------------------------------------------
-    def flush(self, *, deliver: bool = True) -> bool:
+    def flush(self, *, deliver: bool = True, deliver_within: float | None = None) -> bool:
         """Block until every finished trace is committed to the store, then deliver (bounded by timeout).
 
         Returns True when every trace is in the store. False when the store could not be written (disk full,
@@ -155,21 +155,23 @@ class Langfuse(_sdk.TracingApi):
         warning is logged. Delivery problems do not make it False: those traces are safe in the outbox.
         ``deliver=False`` only writes (``lftrace test`` delivers once, after its cases).
 
-        Delivery is bounded by one deadline, ``timeout`` seconds from the start of the delivery, whatever the
-        backend does (slow, hung, trickling its answer); what is not sent by then stays queued.
+        Delivery is bounded by one deadline, ``timeout`` seconds from the start of the delivery (or
+        ``deliver_within``, when shorter), whatever the backend does (slow, hung, trickling its answer); what is
+        not sent by then stays queued.
         """
         written = self._writer.flush()
         if deliver:
-            self._deliver()
+            self._deliver(deliver_within)
         return written
 
-    def _deliver(self) -> None:
+    def _deliver(self, within: float | None = None) -> None:
         deliverer = self._get_deliverer()
         if deliverer is None:
             return
         self._delivered_through = self._writer.written
+        seconds = self.settings.timeout if within is None else min(within, self.settings.timeout)
         try:
-            self.last_delivery = deliverer.deliver(deadline=time.monotonic() + self.settings.timeout)
+            self.last_delivery = deliverer.deliver(deadline=time.monotonic() + seconds)
         except Exception as exc:  # the trace is on disk and stays queued: export must not break flush
             log.warning("lftrace: delivery failed: %s (traces stay queued; run `lftrace push`)", exc)
 

@@ -575,6 +575,7 @@ async def _drive_async(
 
 
 STOP_REPEAT_S = 1.0  # a run still going this long after Ctrl-C or SIGTERM is stopped again (see signals_as_interrupt)
+STOPPED_DELIVERY_S = 1.0  # the delivery of a run stopped by Ctrl-C or SIGTERM, at most (the rest stays queued)
 
 
 @contextlib.contextmanager
@@ -890,7 +891,10 @@ def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | N
     result.notes.extend(run.plan.notes)
     if error is None:
         _mark_breakpoints(client, handler.last_trace_id, pending)
-    if not client.flush(deliver=run.deliver) and client.write_error is not None:
+    # stopped by the user (Ctrl-C, SIGTERM): they want out, so the partial trace gets a short delivery; what it
+    # does not send in that time stays queued (`lftrace push`, or the next run's delivery, sends it)
+    within = STOPPED_DELIVERY_S if cancelled else None
+    if not client.flush(deliver=run.deliver, deliver_within=within) and client.write_error is not None:
         # the trace is held in memory and retried until this process ends: say so, with the cause (exit 7)
         raise StoreError(f"the trace was not saved: {client.write_error}")
     result.trace = _read_back(client, handler, result)
