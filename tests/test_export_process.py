@@ -158,7 +158,7 @@ def test_a_long_run_s_spans_are_sent_while_it_runs_each_once(receiver, isolated_
 
     client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
     client.prepare_delivery()
-    steps = 400  # ~1,000 observations: written in parts of FRAGMENT_SIZE and more while the run goes on
+    steps = 1000  # ~2,500 observations: written in parts of FRAGMENT_SIZE and more while the run goes on
     handler = CallbackHandler()
     fake = FakeChatModel()
 

@@ -330,7 +330,8 @@ class Deliverer:
         """
         sent = False
         through = self._sent_through.get((trace_id, dest.name))
-        written = None if through is None else (through, self.store.last_written(trace_id))
+        upto = None if through is None else self.store.last_written(trace_id)
+        written = None if through is None else (through, through if upto is None else upto)
         for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=written):
             if not self._export_batch(dest, [page], report, deadline, page=True):
                 return False
@@ -361,7 +362,9 @@ class Deliverer:
         with self._recent_lock:
             pending, self._running = self._running, set()
         for trace_id in pending:
-            upto = self.store.last_written(trace_id)
+            upto = self.store.last_written(trace_id, running=True)
+            if upto is None:  # ended meanwhile (maybe delivered already): its delivery sends what parts did not
+                continue
             for dest in self.destinations:
                 if self._not_before.get(dest.name, 0.0) > time.monotonic() or time.monotonic() > deadline:
                     continue

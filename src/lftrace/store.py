@@ -948,17 +948,21 @@ class TraceStore:
         for observations in self._observation_pages(trace_id, size, as_text=as_text, written=written):
             yield TracePage(**fields, observations=observations, ids=ids)
 
-    def last_written(self, trace_id: str) -> int:
+    def last_written(self, trace_id: str, *, running: bool = False) -> int | None:
         """Where a trace's writes are up to: each write (a part of a running trace, a merge) gives the observations
-        it writes higher positions (``seq``) than any before; -1 for a trace with none."""
+        it writes higher positions (``seq``) than any before; -1 for a trace with none. ``running``: None unless
+        the trace is stored and still running (no end yet)."""
+        ended = "" if not running else "WHERE EXISTS (SELECT 1 FROM traces WHERE id = ? AND end_ns IS NULL)"
+
+        def work(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                f"SELECT (SELECT coalesce(max(seq), -1) FROM observations WHERE trace_num = {_NUM_OF}) {ended}",
+                (trace_id, trace_id) if running else (trace_id,),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
         with self._errors():
-            return int(
-                self._read(
-                    lambda c: c.execute(
-                        f"SELECT coalesce(max(seq), -1) FROM observations WHERE trace_num = {_NUM_OF}", (trace_id,)
-                    ).fetchone()[0]
-                )
-            )
+            return self._read(work)
 
     def trace_outline(self, trace_id: str) -> Trace | None:
         """A trace's fields and scores, and every observation without its values (no input, output, metadata):
