@@ -241,3 +241,29 @@ def test_unset_the_helper_is_used_only_with_cores_to_spare(tmp_path: Path, recei
         result = json.loads(done.stdout)
         assert (result["helper"] is not None) is (allowed >= 4), (allowed, result)
         assert result["waiting"] == 0
+
+
+def test_unset_a_long_run_moves_delivery_to_the_helper_and_its_spans_go_out_once(
+    receiver, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(ROOT))
+    from langchain_core.runnables import RunnableLambda
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+
+    monkeypatch.delenv("LFTRACE_EXPORT_PROCESS")
+    client = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
+    RunnableLambda(lambda x: x).invoke("short", config={"callbacks": [CallbackHandler()]})
+    assert client.flush() is True
+    spare_cores = len(os.sched_getaffinity(0)) >= 4
+    assert (type(client._deliverer).__name__ == "DeliveryProcess") is spare_cores  # a short run: as the CPUs say
+    handler = CallbackHandler()
+    build_graph().invoke(loop_input(600), run_config(600, [handler]))  # parts written while it runs
+    assert client.flush() is True
+    assert type(client._deliverer).__name__ == "DeliveryProcess"
+    long_run = client.get_trace(handler.last_trace_id)
+    spans = receiver.spans()
+    assert len(spans) == len({s.span_id.hex() for s in spans}) == len(long_run.observations) + 1  # each once
+    assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 2

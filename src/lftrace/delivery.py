@@ -530,6 +530,11 @@ class Deliverer:
             except Exception:  # a store problem must not kill the thread
                 log.warning("lftrace: background delivery failed", exc_info=True)
 
+    def stop_background(self) -> None:
+        """Let the background thread end after what it is doing (without waiting); ``deliver`` still works."""
+        self._stop.set()
+        self._wake.set()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop the background thread (waits for an export in flight, bounded) and close the exporters."""
         self._stop.set()

@@ -47,7 +47,8 @@ _NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does 
 
 
 def wanted(settings: Settings) -> bool:
-    """Deliver from a helper process? LFTRACE_EXPORT_PROCESS decides; unset, only with ``MIN_CPUS`` CPUs or more.
+    """Deliver from a helper process? LFTRACE_EXPORT_PROCESS decides; unset, only with ``MIN_CPUS`` CPUs or more
+    (and from a long run's first part on: ``client._helper_for_long_runs``).
 
     The helper reads each trace back from the store before encoding it, so it spends ~2x the CPU that delivery
     on a thread of the program does (bench/overhead.py: ~97 vs ~41 us per span). With cores to spare that is
