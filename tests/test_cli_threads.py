@@ -81,7 +81,8 @@ def test_interactive_asks_on_the_terminal_and_goes_on_in_the_same_process():
     code, text = run_in_terminal([LFTRACE, "run", REVIEW, "--input", "release notes", "--interactive"], answer)
     assert code == 0, text
     assert text.count("answer for human_review> ") == 2
-    assert text.count("⏸ interrupted") == 2 and "✓ ok" in text  # paused, revised and paused again, published
+    # paused, revised and paused again, published (a live redraw can print a pause line twice: the store counts)
+    assert text.count("⏸ interrupted") >= 2 and "✓ ok" in text
     traces = json.loads(lftrace("list", "--json").stdout)
     assert [t["status"] for t in traces] == ["ok", "interrupted", "interrupted"]
     assert len({t["sessionId"] for t in traces}) == 1  # one thread, three turns
