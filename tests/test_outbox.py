@@ -198,3 +198,23 @@ def test_ctrl_c_during_an_export_gives_the_batch_back_at_once(tmp_path):
         for conn in held:
             conn.close()
         hung.close()
+
+
+def test_a_flush_counts_only_what_still_waits_and_says_the_same_as_status(tmp_path):
+    other = "otlp:http://127.0.0.1:4318/v1/traces"
+    with TraceStore(tmp_path / "traces.db") as store:
+        traces = [sample_trace() for _ in range(9)]
+        store.write_traces(traces, destinations=[DEST, other])
+        ids = [t.id for t in traces]
+        store.mark_delivered(DEST, ids[:4])
+        store.mark_retry(DEST, ids[4:6], "HTTP 503 from the server", time.time_ns())
+        time.sleep(0.001)
+        store.mark_failed(DEST, ids[6:7], "HTTP 400 from the server: bad span")  # the newest error
+        store.mark_delivered(other, ids)
+        everything = store.delivery_counts()
+        waiting = store.waiting_counts([DEST, other, "otlp:http://unused"])
+    assert waiting[DEST] == {"pending": 4, "failed": 1, "last_error": "HTTP 400 from the server: bad span"}
+    assert waiting[other] == {"pending": 0, "failed": 0, "last_error": None}
+    assert waiting["otlp:http://unused"] == {"pending": 0, "failed": 0, "last_error": None}
+    for name in (DEST, other):
+        assert {k: everything[name][k] for k in ("pending", "failed", "last_error")} == waiting[name]

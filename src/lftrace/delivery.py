@@ -133,7 +133,6 @@ class DestinationReport:
     delivered: int = 0  # by this call
     pending: int = 0  # left in the outbox after this call
     failed: int = 0
-    total_delivered: int = 0
     last_error: str | None = None
     blocked: list[str] = field(default_factory=list)  # why waiting rows could not be sent by this call
 
@@ -246,7 +245,7 @@ class Deliverer:
 
     def _fill_counts(self, report: DeliveryReport) -> None:
         try:
-            counts = self.store.delivery_counts()
+            counts = self.store.waiting_counts([d.name for d in report.destinations])
         except LftraceError as exc:
             log.warning("lftrace: cannot read delivery counts: %s", exc)
             return
@@ -254,7 +253,6 @@ class Deliverer:
             entry = counts.get(d.name, {})
             d.pending = int(entry.get("pending", 0))
             d.failed = int(entry.get("failed", 0))
-            d.total_delivered = int(entry.get("delivered", 0))
             d.last_error = d.last_error or entry.get("last_error")
             if d.pending or d.failed:
                 try:

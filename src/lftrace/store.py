@@ -1484,6 +1484,31 @@ class TraceStore:
         with self._errors():
             return self._read(work)
 
+    def waiting_counts(self, destinations: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``delivery_counts`` of these destinations without the delivered ones (what a flush reports): reads only
+        the rows still waiting, an index range each, not every trace ever delivered (13 ms a flush at 100,000)."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            counts: dict[str, dict[str, Any]] = {}
+            for dest in destinations:
+                entry: dict[str, Any] = {"pending": 0, "failed": 0, "last_error": None}
+                waiting = "destination = ? AND status IN ('pending', 'failed')"
+                for status, n in conn.execute(
+                    f"SELECT status, count(*) FROM deliveries WHERE {waiting} GROUP BY status", (dest,)
+                ):
+                    entry[status] = n
+                last = conn.execute(
+                    f"SELECT last_error FROM deliveries WHERE {waiting} AND last_error IS NOT NULL "
+                    "ORDER BY updated_ns DESC LIMIT 1",
+                    (dest,),
+                ).fetchone()
+                entry["last_error"] = last[0] if last else None
+                counts[dest] = entry
+            return counts
+
+        with self._errors():
+            return self._read(work)
+
     def delivery_state(self, trace_id: str) -> dict[str, str]:
         """{destination: status} for one trace (full id)."""
         with self._errors():
