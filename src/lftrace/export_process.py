@@ -266,7 +266,7 @@ def main() -> int:
     # so that little is left to send at flush; a remote backend gets flush_at/flush_interval batches as usual
     urls = ([settings.base_url] if settings.langfuse_enabled else []) + [settings.otlp_endpoint or ""]
     deliverer.eager = all(is_loopback(u) for u in urls if u)
-    deliverer.stream_running = True  # a long run's parts go out while it runs: this costs the program nothing
+    deliverer.stream_running = True  # a long run's parts go out while it runs, off the program's CPU
     deliverer.start_background(settings.flush_interval)
     emit({"ready": os.getpid()})
     return _serve(commands, emit, deliverer)
