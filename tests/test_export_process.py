@@ -31,6 +31,8 @@ PROGRAM = """
 import json, os, signal, sys
 if sys.argv[2:]:  # the CPUs this process may use
     os.sched_setaffinity(0, set(range(int(sys.argv[2]))))
+if sys.argv[1] == "frozen":  # as a PyInstaller application: sys.executable is the application itself
+    sys.frozen = True
 from langchain_core.runnables import RunnableLambda
 import lftrace
 from lftrace.langchain import CallbackHandler
@@ -91,6 +93,14 @@ def test_with_export_process_false_the_program_sends_them_itself(tmp_path: Path,
     assert (result["waiting"], result["delivered"]) == (0, 1)
     assert result["helper"] is None and result["exporters_loaded"] is True
     assert len(receiver.wait_for_spans(1)) == 1
+
+
+def test_a_frozen_application_is_never_started_again_as_its_own_helper(tmp_path: Path, receiver) -> None:
+    done = run_program(tmp_path, receiver, "frozen")  # LFTRACE_EXPORT_PROCESS=true
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["helper"] is None and result["exporters_loaded"] is True  # a thread of the program sent it
+    assert (result["waiting"], result["delivered"]) == (0, 1)
 
 
 def test_a_program_killed_after_writing_still_gets_its_trace_delivered_by_the_helper(tmp_path: Path, receiver) -> None:

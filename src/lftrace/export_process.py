@@ -76,14 +76,19 @@ def settings_from_line(line: bytes) -> Settings:
 
 
 def helper_command() -> list[str] | None:
-    """The helper's command line: this Python, importing this very lftrace (its directory goes on sys.path)."""
-    if not sys.executable:
+    """The helper's command line: this Python, importing this very lftrace (its directory goes on sys.path).
+
+    None where ``sys.executable`` is not a Python to run code with: a frozen application (PyInstaller: it would
+    start the application again) or an embedding server (uWSGI's binary).
+    """
+    executable = sys.executable
+    if not executable or getattr(sys, "frozen", False) or not Path(executable).name.lower().startswith("python"):
         return None
     code = (
         "import sys; p = sys.argv[1]; p in sys.path or sys.path.insert(0, p); "
         "from lftrace.export_process import main; sys.exit(main())"
     )
-    return [sys.executable, "-c", code, str(Path(__file__).resolve().parent.parent)]
+    return [executable, "-c", code, str(Path(__file__).resolve().parent.parent)]
 
 
 class DeliveryProcess:
@@ -143,7 +148,7 @@ class DeliveryProcess:
     def _start(self) -> None:
         command = helper_command()
         if command is None:
-            self._use_thread("cannot start: sys.executable is not set")
+            self._use_thread("cannot start: sys.executable is not a Python interpreter (frozen or embedded)")
             return
         try:
             proc = subprocess.Popen(
