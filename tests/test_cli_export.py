@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -135,8 +136,19 @@ def test_doctor_all_good_masks_secrets_and_caches_the_project(isolated_env, lang
     assert "project proj-123" in output
     assert "store " in output and "1 traces" in output
     assert "off   OTLP export" in output
+    cpus = len(os.sched_getaffinity(0))
+    where = "a helper process" if cpus >= 4 else "a thread of the traced program"
+    assert f"info  delivery from {where} ({cpus} CPUs" in output
     with TraceStore(isolated_env) as store:
         assert store.get_meta(f"langfuse.project_id:{langfuse_env.url}:{PK}") == "proj-123"
+
+
+def test_doctor_says_where_delivery_runs_when_it_is_forced(langfuse_env, monkeypatch):
+    monkeypatch.setenv("LFTRACE_EXPORT_PROCESS", "false")
+    result, output = invoke("doctor")
+    assert result.exit_code == 0, output
+    assert "export_process: False" in output
+    assert "info  delivery from a thread of the traced program (LFTRACE_EXPORT_PROCESS=false)" in output
 
 
 def test_doctor_wrong_key_exits_6_naming_the_fix(langfuse_env, monkeypatch):

@@ -56,11 +56,26 @@ def wanted(settings: Settings) -> bool:
     """
     if settings.export_process is not None:
         return settings.export_process
+    return usable_cpus() >= MIN_CPUS
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), or the machine's where that is not known."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        cpus = os.cpu_count() or 1
-    return cpus >= MIN_CPUS
+        return os.cpu_count() or 1
+
+
+def mode_line(settings: Settings) -> str:
+    """Where delivery runs, in words (``lftrace doctor``)."""
+    if settings.export_process is not None:
+        where = "a helper process" if settings.export_process else "a thread of the traced program"
+        return f"from {where} (LFTRACE_EXPORT_PROCESS={str(settings.export_process).lower()})"
+    cpus = usable_cpus()
+    if cpus >= MIN_CPUS:
+        return f"from a helper process ({cpus} CPUs)"
+    return f"from a thread of the traced program ({cpus} CPUs; a long run moves it to a helper process)"
 
 
 def settings_line(settings: Settings) -> bytes:

@@ -162,6 +162,10 @@ def doctor_command() -> None:
     for key, value in settings.masked().items():
         _echo(f"  {key}: {value}")
     problems = [*_check_langfuse(settings), *_check_otlp(settings)]
+    if settings.langfuse_enabled or settings.otlp_endpoint:
+        from ..export_process import mode_line
+
+        _echo(f"info  delivery {mode_line(settings)}")
     _check_store(settings)
     if problems:
         _echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", err=True)
