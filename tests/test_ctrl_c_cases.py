@@ -25,6 +25,12 @@ from support.signals import with_ctrl_c
 ROOT = Path(__file__).resolve().parents[1]
 LFTRACE = str(Path(sys.executable).parent / "lftrace")
 
+# Ctrl-C and SIGTERM stop `lftrace test` the same way: (signal, exit code, what the report says)
+EITHER_SIGNAL = pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "cancelled (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+
 _GRAPH = (Path(__file__).resolve().parent / "graphs" / "hung_cases.py").read_text(encoding="utf-8")
 
 _QUICK = {"name": "quick", "input": {"topic": "a"}, "expect": {"output": "thinking about a!"}}
@@ -258,10 +264,7 @@ def test_a_second_signal_while_the_running_cases_are_closed_does_not_cut_the_sto
     assert all(o.end_time is not None for o in trace.observations)
 
 
-@pytest.mark.parametrize(
-    ("signum", "code", "said"),
-    [(signal.SIGINT, 130, "cancelled (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
-)
+@EITHER_SIGNAL
 def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
     tmp_path: Path, signum: signal.Signals, code: int, said: str
 ) -> None:
@@ -363,10 +366,7 @@ _SLOW_IMPORT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(
-    ("signum", "code", "said"),
-    [(signal.SIGINT, 130, "cancelled (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
-)
+@EITHER_SIGNAL
 def test_ctrl_c_while_lftrace_test_imports_the_target_reports_every_case_not_run(
     tmp_path: Path, signum: signal.Signals, code: int, said: str
 ) -> None:

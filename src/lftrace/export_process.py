@@ -68,14 +68,13 @@ def usable_cpus() -> int:
 
 
 def mode_line(settings: Settings) -> str:
-    """Where delivery runs, in words (``lftrace doctor``)."""
+    """Where delivery runs and why, in words (``lftrace doctor``)."""
+    helper = wanted(settings)
+    where = "a helper process" if helper else "a thread of the traced program"
     if settings.export_process is not None:
-        where = "a helper process" if settings.export_process else "a thread of the traced program"
-        return f"from {where} (LFTRACE_EXPORT_PROCESS={str(settings.export_process).lower()})"
-    cpus = usable_cpus()
-    if cpus >= MIN_CPUS:
-        return f"from a helper process ({cpus} CPUs)"
-    return f"from a thread of the traced program ({cpus} CPUs; a long run moves it to a helper process)"
+        return f"from {where} (LFTRACE_EXPORT_PROCESS={str(helper).lower()})"
+    later = "" if helper else "; a long run moves it to a helper process"
+    return f"from {where} ({usable_cpus()} CPUs{later})"
 
 
 def settings_line(settings: Settings) -> bytes:

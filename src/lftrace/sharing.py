@@ -136,7 +136,7 @@ def text_default(value: Any) -> Any:
     return str(value)
 
 
-_INT64 = (-(2**63), 2**63 - 1)
+INT64 = (-(2**63), 2**63 - 1)  # what SQLite and orjson take as an integer
 
 
 def big_ints_as_text(value: Any) -> Any:
@@ -146,7 +146,7 @@ def big_ints_as_text(value: Any) -> Any:
         return {k: big_ints_as_text(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [big_ints_as_text(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
         return str(value)
     return value
 

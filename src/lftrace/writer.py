@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from .errors import StoreError
 from .model import Observation, Trace
 from .sanitize import encodable
-from .sharing import Converter, as_json, inline_json, is_json_text
+from .sharing import INT64, Converter, as_json, inline_json, is_json_text
 
 
 class _Serialisers(NamedTuple):
@@ -41,7 +41,6 @@ RETRY_MAX_S = 30.0
 MAX_QUEUED_PARTS = 2  # parts of running traces queued before submit_fragment waits for the writer
 PART_WAIT_S = 10.0
 LINGER_S = 0.05  # after a trace arrives, wait this long for more to write them in one transaction (flush: at once)
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 class _FlushMarker:
@@ -444,7 +443,7 @@ def _repaired_value(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
-        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+        return value if INT64[0] <= value <= INT64[1] else str(value)
     if isinstance(value, dict):
         return {encodable(str(k)): _repaired_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -457,8 +456,8 @@ def _repair_fields(obj: Any) -> None:
         name, value = f.name, getattr(obj, f.name)
         if name == "observations":
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
-            setattr(obj, name, max(_INT64[0], min(value, _INT64[1])))  # a column: clamp, keep the type
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
+            setattr(obj, name, max(INT64[0], min(value, INT64[1])))  # a column: clamp, keep the type
         else:
             setattr(obj, name, _repaired_value(value))
 
