@@ -263,12 +263,7 @@ def m008_trace_numbers(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE observations")  # and its indexes
         conn.execute("ALTER TABLE observations_by_num RENAME TO observations")
     for name, sql in _OBSERVATION_INDEXES.items():
-        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
-        if row is not None and row[0] != sql:  # made by an earlier migration run again on this schema
-            conn.execute(f"DROP INDEX {name}")
-            row = None
-        if row is None:
-            conn.execute(sql)
+        _ensure_index(conn, name, sql)  # one made by an earlier migration run again on this schema is replaced
     # search documents: the FTS rowid is the trace's number (trace_search_docs gave each trace one before)
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'trace_search_docs'").fetchone():
         conn.execute(
@@ -299,11 +294,16 @@ def m009_partial_session_user_indexes(conn: sqlite3.Connection) -> None:
     """The session and user indexes hold only traces that have one: every query through them asks for a value
     (``session_id = ?``, ``session_id IS NOT NULL``), and a trace without one cost an index entry all the same."""
     for name, sql in _PARTIAL_TRACE_INDEXES.items():
-        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
-        if row is not None and row[0] == sql:
-            continue
-        conn.execute(f"DROP INDEX IF EXISTS {name}")
-        conn.execute(sql)
+        _ensure_index(conn, name, sql)
+
+
+def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
+    """The index ``name`` exactly as ``sql`` makes it: made when missing, made again when it differs."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
+    if row is not None and row[0] == sql:
+        return
+    conn.execute(f"DROP INDEX IF EXISTS {name}")
+    conn.execute(sql)
 
 
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
