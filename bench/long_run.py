@@ -9,7 +9,7 @@ its own subprocess (clean peak RSS):
                  dispatching callbacks at all, the floor of any tracer
 * ``store``      lftrace, store only (no backend configured)
 * ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body),
-                 as this machine makes it (a thread of the program; its helper process with 4 CPUs or more)
+                 as this machine makes it (its helper process with 2 CPUs or more, else a thread of the program)
 * ``otlp-helper`` the same with LFTRACE_EXPORT_PROCESS=true: from the export helper process, which sends the
                  run's parts while it runs (the helper's CPU and peak RSS are printed apart)
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)

@@ -3,7 +3,7 @@
 One LangGraph agent (agent -> tools -> agent, 11 callback runs per invoke; the fake chat model reports different
 token counts on every call, as real calls do) runs with no handler,
 a no-op handler, lftrace's handler (exporting as this machine makes it: from a thread of the program, or from
-its helper process with 4 CPUs or more; ``lftrace-helper`` always from the helper; store-only as
+its helper process with 2 CPUs or more; ``lftrace-helper`` always from the helper; store-only as
 ``lftrace-local``) and the official ``langfuse`` CallbackHandler. Both tracers
 export to a tiny 200-OK HTTP server on 127.0.0.1 in its own process, as a real backend (LANGFUSE_BASE_URL/keys
 point at it); blocks are interleaved in one process and each block ends with the tracer's ``flush()``, so export
@@ -130,7 +130,7 @@ def main() -> None:
     lf_client = lftrace.get_client()
     # the same pipeline without export (store only): public_key "" disables the Langfuse destination
     local_client = lftrace.Langfuse(public_key="", store=Path(os.environ["LFTRACE_STORE"]).with_name("local.db"))
-    # the export helper process whatever this machine's CPUs (lftrace uses it by itself only with 4 or more)
+    # the export helper process whatever this machine's CPUs (lftrace uses it by itself with 2 or more)
     os.environ["LFTRACE_EXPORT_PROCESS"] = "true"
     helper_client = lftrace.Langfuse(
         public_key="pk-lf-helper", store=Path(os.environ["LFTRACE_STORE"]).with_name("helper.db")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sdk as _sdk
 from .config import Settings, mask_secret, redact_url
-from .errors import InputError, TraceNotFound
+from .errors import InputError, StoreError, TraceNotFound
 from .model import Trace, TraceSummary
 from .writer import TraceWriter
 
@@ -104,6 +104,7 @@ class Langfuse(_sdk.TracingApi):
             mask=mask,
             batch_size=self.settings.flush_at,
             on_written=self._on_written,
+            helper=self._helper,
         )
         self.last_delivery: Any = None  # the DeliveryReport of the last flush, for the CLI
         self._store_checked = False
@@ -179,6 +180,8 @@ class Langfuse(_sdk.TracingApi):
     @property
     def write_error(self) -> Exception | None:
         """Why traces wait in memory instead of the store (None when the store takes writes)."""
+        if self._writer.write_error is None and self._writer.helper_error:
+            return StoreError(self._writer.helper_error)
         return self._writer.write_error
 
     def shutdown(self) -> None:
@@ -312,6 +315,16 @@ class Langfuse(_sdk.TracingApi):
                         self._deliverer = deliverer
         return self._deliverer
 
+    def _helper(self) -> DeliveryProcess | None:
+        """The export helper process, when delivery runs in one: the writer hands it traces to commit too (its
+        first write starts it)."""
+        deliverer = self._get_deliverer()
+        if deliverer is None:
+            return None
+        from .export_process import DeliveryProcess
+
+        return deliverer if isinstance(deliverer, DeliveryProcess) and deliverer.accepting() else None
+
     def _on_written(self, traces: list[Trace], merged: list[str], running: list[str]) -> None:
         deliverer = self._deliverer
         if deliverer is None:
@@ -324,7 +337,7 @@ class Langfuse(_sdk.TracingApi):
         """A long run (parts written while it goes on) moves delivery from a thread of this process to the export
         helper, which sends the parts as they are written and so takes the export off the run's path (4,000 steps
         exporting on 2 cores: 1.70x the plain run instead of 2.61x, bench/long_run.py). Not with
-        LFTRACE_EXPORT_PROCESS=false; with true, or 4 CPUs or more, the helper is there from the start."""
+        LFTRACE_EXPORT_PROCESS=false; with true, or 2 CPUs or more, the helper is there from the start."""
         from .delivery import Deliverer
 
         if self.settings.export_process is not None or not isinstance(current, Deliverer):

@@ -237,7 +237,7 @@ class Settings:
     export_cost: bool = (
         False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
     )
-    # deliver from a helper process (export_process.py), off the program's CPU; None: when there are cores to spare
+    # commit and deliver from a helper process (export_process.py), off the program's CPU; None: with 2 CPUs or more
     export_process: bool | None = None
     # where the values came from: the .env read (None: none, or LFTRACE_DOTENV=0), and what to tell the user
     dotenv: Path | None = field(default=None, compare=False)

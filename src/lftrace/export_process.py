@@ -1,14 +1,23 @@
-"""Delivery from a helper process: the outbox is drained off the traced program's CPU.
+"""Writes and delivery from a helper process: the store's commits and the outbox are off the program's CPU.
 
-The traced program writes its traces to the store (the outbox) and tells a helper, a child process running
-``main`` below, each time it did. The helper claims, encodes and sends them (``delivery.Deliverer``, as
-``lftrace push`` does) on another core. In the program, encoding and sending a span cost ~30-45 us of its CPU and
-of its GIL (bench/overhead.py); with the helper it costs one line on a pipe per written batch.
+The traced program's writer prepares each trace (its objects made JSON, masked, priced) and hands it to a
+helper, a child process running ``main`` below, which commits it to the store (the outbox) and then claims,
+encodes and sends it (``delivery.Deliverer``, as ``lftrace push`` does) on another core. In the program,
+committing, encoding and sending a span cost ~60-90 us of its wall time (bench/overhead.py: SQLite's work and
+the encoder hold and hand over its GIL); with the helper they cost ~5 us to put the trace on a pipe.
 
-Protocol, JSON lines. Program -> helper: the settings, then ``{"op": "written", "n": N}``,
-``{"op": "deliver", "id": I, "deadline": T, "include_failed": B}`` (``T`` on ``time.monotonic()``'s clock, which
-is the machine's) and ``{"op": "exit"}``. Helper -> program: ``{"ready": pid}``, ``{"log": [level, logger, text]}``
-(re-logged in the program, so its logging configuration applies) and ``{"id": I, "report": {...}}``.
+The program keeps each batch it handed over until the helper says it is in the store, and writes it itself if
+the helper dies or does not answer in time (``SHIP_WAIT_S``): a flush returns once every trace is on disk, as
+without a helper. What the helper cannot take stays in the program: parts of a running trace and traces holding
+long shared lists (their JSON would cost the program more than committing them), which it writes itself and
+announces with ``written``, as in delivery-only mode.
+
+Protocol, JSON lines. Program -> helper: the settings, then ``{"op": "write", "batch": B, "traces": [...]}``,
+``{"op": "written", "n": N, "running": [ids]}``, ``{"op": "deliver", "id": I, "deadline": T, "include_failed":
+F}`` (``T`` on ``time.monotonic()``'s clock, which is the machine's) and ``{"op": "exit"}``. Helper -> program:
+``{"ready": pid}``, ``{"wrote": B, "error": E}`` (``E`` null when batch B and every one before it is in the store),
+``{"log": [level, logger, text]}`` (re-logged in the program, so its logging configuration applies) and
+``{"id": I, "report": {...}}``.
 
 Whether there is a helper at all: ``wanted``. The program falls back to delivering on a thread of its own
 (``Deliverer``, as with ``LFTRACE_EXPORT_PROCESS=false``) when the helper cannot start, dies or stops answering,
@@ -31,28 +40,33 @@ from dataclasses import fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import orjson
+
 from .config import Settings, is_loopback
+from .model import Observation, Trace
 
 if TYPE_CHECKING:
     from .delivery import Deliverer, DeliveryReport
-    from .model import Trace
     from .store import TraceStore
+    from .writer import TraceWriter
 
 log = logging.getLogger("lftrace.delivery")
 
-MIN_CPUS = 4  # LFTRACE_EXPORT_PROCESS unset: a helper only when this process may run on at least this many CPUs
+MIN_CPUS = 2  # LFTRACE_EXPORT_PROCESS unset: a helper only when this process may run on at least this many CPUs
 REPLY_GRACE_S = 2.0  # a delivery's answer may come this long after its deadline before the helper is given up
 STOP_WAIT_S = 1.0  # at shutdown, wait this long for the helper to exit (it ends a delivery in flight on its own)
 _NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does not need
 
 
 def wanted(settings: Settings) -> bool:
-    """Deliver from a helper process? LFTRACE_EXPORT_PROCESS decides; unset, only with ``MIN_CPUS`` CPUs or more
-    (and from a long run's first part on: ``client._helper_for_long_runs``).
+    """Write and deliver from a helper process? LFTRACE_EXPORT_PROCESS decides; unset, only with ``MIN_CPUS`` CPUs
+    or more (and from a long run's first part on: ``client._helper_for_long_runs``).
 
-    The helper reads each trace back from the store before encoding it, so it spends ~2x the CPU that delivery
-    on a thread of the program does (bench/overhead.py: ~97 vs ~41 us per span). With cores to spare that is
-    CPU the program does not pay; on a 2-core machine it competes with the program and its wall time grows.
+    The helper spends more CPU in all than the program would (bench/overhead.py, 2 cores: ~85 us per span for
+    unpacking, committing, encoding and sending, against ~45 us the program's thread spends committing and
+    encoding) but none of it on the program's CPU or GIL: the program's wall time per span drops (sync 0.24-0.29x
+    the official handler against 0.27-0.34x from a thread; async 0.16 against 0.18). On one CPU it would only
+    compete with the program.
     """
     if settings.export_process is not None:
         return settings.export_process
@@ -111,9 +125,13 @@ class DeliveryProcess:
     def __init__(self, open_store: Callable[[], TraceStore], settings: Settings) -> None:
         self.settings = settings
         self._open_store = open_store
-        self._state = threading.Condition()  # guards everything below and writes to the helper's pipe
+        self._state = threading.Condition()  # guards everything below
+        self._pipe = threading.Lock()  # writes to the helper's pipe (apart: a full pipe must not block replies)
         self._replies: dict[int, dict[str, Any]] = {}
         self._next_id = 0
+        self._batches = 0  # batches of traces handed to the helper to write
+        self._wrote = 0  # the last batch it wrote (or tried to)
+        self._write_error: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._alive = False
         self._pid = os.getpid()
@@ -127,6 +145,44 @@ class DeliveryProcess:
             fallback.written(traces, merged, running)
         elif not self._send({"op": "written", "n": len(traces) + len(merged), "running": list(running)}):
             self._use_thread("stopped").written(traces, merged, running)
+
+    # -- what the writer calls (writer.Helper) ------------------------------------------------
+    def accepting(self) -> bool:
+        """Whether the helper takes traces to write (not once it is gone and delivery fell back to a thread)."""
+        return self._alive and self._fallback() is None
+
+    def shippable(self, trace: Trace) -> orjson.Fragment | None:
+        return shipped(trace)
+
+    def ship(self, traces: list[orjson.Fragment]) -> int | None:
+        """Hand prepared traces (``shippable``) to the helper to write; the batch's number, None without a helper."""
+        if self._fallback() is not None:
+            return None
+        with self._state:
+            self._batches += 1
+            batch = self._batches
+        if not self._send({"op": "write", "batch": batch, "traces": traces}):
+            return None
+        return batch
+
+    def written_through(self) -> int:
+        return self._wrote
+
+    def wait_written(self, batch: int, timeout: float) -> tuple[bool, str | None]:
+        """(True, problem) once the helper wrote ``batch`` (problem: why some of it is not in the store, else
+        None); (False, None) if it died or did not answer within ``timeout``, when it is stopped (it writes
+        nothing more) and delivery moves to a thread of this process."""
+        with self._state:
+            self._state.wait_for(lambda: self._wrote >= batch or not self._alive, timeout=timeout)
+            if self._wrote >= batch:
+                return True, self._write_error
+            alive = self._alive
+        if alive:
+            self._stop_helper(kill=True)
+            self._use_thread("did not write in time")
+        else:
+            self._use_thread("stopped")
+        return False, None
 
     def deliver(self, deadline: float, include_failed: bool = False) -> DeliveryReport:
         """What ``Deliverer.deliver`` does, done by the helper; on this process's thread if the helper is gone."""
@@ -192,6 +248,11 @@ class DeliveryProcess:
             if "log" in message:
                 level, name, text = message["log"]
                 logging.getLogger(str(name)).log(int(level), "%s", text)
+            elif "wrote" in message:
+                with self._state:
+                    self._wrote = max(self._wrote, int(message["wrote"]))
+                    self._write_error = message.get("error")
+                    self._state.notify_all()
             elif "report" in message:
                 with self._state:
                     self._replies[int(message["id"])] = message["report"]
@@ -207,14 +268,16 @@ class DeliveryProcess:
             log.warning("lftrace: the export helper process exited (status %s); delivering from this process", code)
 
     def _send(self, message: dict[str, Any]) -> bool:
-        with self._state:
+        with self._pipe:
             if not self._alive or self._proc is None or self._proc.stdin is None:
                 return False
             try:
-                self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+                self._proc.stdin.write(orjson.dumps(message) + b"\n")
                 self._proc.stdin.flush()
             except (OSError, ValueError):  # the helper is gone (broken pipe) or its pipe was closed
-                self._alive = False
+                with self._state:
+                    self._alive = False
+                    self._state.notify_all()
                 return False
         return True
 
@@ -224,16 +287,16 @@ class DeliveryProcess:
             return
         if not kill:
             self._send({"op": "exit"})
+        if kill:  # first: a helper stopped (SIGSTOP) with a full pipe would block the close below
+            with contextlib.suppress(OSError):
+                proc.kill()
         with self._state:
             self._alive = False
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            if kill:
-                proc.kill()
+            self._state.notify_all()
+        with self._pipe, contextlib.suppress(OSError):
+            proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # it ends its bounded delivery in flight, then exits
             proc.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:  # ends its bounded delivery in flight, then exits on its own
-            pass
 
     # -- delivery on a thread of this process ------------------------------------------------
     def _fallback(self) -> Deliverer | None:
@@ -287,20 +350,33 @@ def main() -> int:
     deliverer.eager = all(is_loopback(u) for u in urls if u)
     deliverer.stream_running = True  # a long run's parts go out while it runs, off the program's CPU
     deliverer.start_background(settings.flush_interval)
+    from .delivery import destination_names
+    from .writer import TraceWriter
+
+    names = destination_names(settings)
+    # the program's traces come prepared (and masked): this writer only commits them, and then delivers them
+    # from memory (on_written: Deliverer.written encodes them at once, no read back)
+    writer = TraceWriter(lambda: deliverer.store, lambda: names, on_written=deliverer.written)
     emit({"ready": os.getpid()})
-    return _serve(commands, emit, deliverer)
+    return _serve(commands, emit, deliverer, writer)
 
 
-def _serve(commands: IO[bytes], emit: Callable[[dict[str, Any]], None], deliverer: Deliverer) -> int:
+def _serve(
+    commands: IO[bytes], emit: Callable[[dict[str, Any]], None], deliverer: Deliverer, writer: TraceWriter
+) -> int:
     try:
         for line in commands:
-            message = json.loads(line)
+            message = orjson.loads(line)
             op = message.get("op")
-            if op == "written":
+            if op == "write":
+                problem = writer.write_prepared(unshipped(message.get("traces") or ()))
+                emit({"wrote": message["batch"], "error": problem})
+            elif op == "written":
                 deliverer.running_written(message.get("running") or ())
                 if message.get("n"):
                     deliverer.note_written(int(message["n"]))
             elif op == "deliver":
+                writer.write_prepared([])  # traces the store refused before: tried again first
                 report = deliverer.deliver(float(message["deadline"]), bool(message.get("include_failed")))
                 emit({"id": message["id"], "report": report.to_dict()})
             elif op == "exit":
@@ -314,6 +390,74 @@ def _serve(commands: IO[bytes], emit: Callable[[dict[str, Any]], None], delivere
     finally:
         deliverer.stop()
         deliverer.store.close()
+
+
+# -- traces over the pipe ------------------------------------------------------------------------
+_TRACE_FIELDS = tuple(f.name for f in fields(Trace) if f.name not in ("observations", "scores"))
+_OBSERVATION_FIELDS = tuple(f.name for f in fields(Observation))
+_DATA_FIELDS = frozenset(("input", "output"))
+MAX_SHIPPED_ITEMS = 2_000  # list items in a trace's non-text inputs and outputs beyond which it is written here
+
+
+def shipped(trace: Trace) -> orjson.Fragment | None:
+    """A prepared trace as JSON for the helper: a list of field values for the trace and for each observation.
+
+    A value the writer made JSON text already (``sharing.as_json``, most inputs and outputs) goes as a string, a
+    bit in the row's last item saying so, and the helper stores and sends that very text. None (the program
+    writes the trace itself) for a trace with scores, with inputs and outputs holding long lists (a long run's
+    growing conversation: each observation's whole list would be written out here), or with a value orjson
+    refuses (an int beyond 64 bits, a lone surrogate).
+    """
+    if trace.scores:
+        return None
+    budget = [MAX_SHIPPED_ITEMS]
+    head = _row(trace, _TRACE_FIELDS, budget)
+    rows = [_row(obs, _OBSERVATION_FIELDS, budget) for obs in trace.observations]
+    if head is None or None in rows:
+        return None
+    try:
+        return orjson.Fragment(orjson.dumps([head, rows]))
+    except TypeError:
+        return None
+
+
+def _row(obj: Any, names: tuple[str, ...], budget: list[int]) -> list[Any] | None:
+    row: list[Any] = []
+    texts = 0
+    for i, name in enumerate(names):
+        value = getattr(obj, name)
+        if type(value) is orjson.Fragment:
+            value = orjson.dumps(value).decode()
+            texts |= 1 << i
+        elif name in _DATA_FIELDS and type(value) in (list, dict):
+            budget[0] -= _items(value)
+            if budget[0] < 0:
+                return None
+        row.append(value)
+    row.append(texts)
+    return row
+
+
+def _items(value: Any) -> int:
+    """List items in a value and in the lists of its top-level dict (where the store shares lists)."""
+    if type(value) is list:
+        return len(value)
+    return sum(len(item) for item in value.values() if type(item) is list) + len(value)
+
+
+def unshipped(items: Sequence[Any]) -> list[Trace]:
+    """``shipped`` undone, in the helper: the traces as the program's writer prepared them."""
+    traces = []
+    for head, rows in items:
+        trace = Trace(**_values(_TRACE_FIELDS, head))
+        trace.observations = [Observation(**_values(_OBSERVATION_FIELDS, row)) for row in rows]
+        traces.append(trace)
+    return traces
+
+
+def _values(names: tuple[str, ...], row: list[Any]) -> dict[str, Any]:
+    texts = row[-1]
+    return {name: orjson.Fragment(row[i]) if texts >> i & 1 else row[i] for i, name in enumerate(names)}
 
 
 class _Forward(logging.Handler):

@@ -5,6 +5,12 @@ back to the user's program. This thread does the expensive part in batches:
 turn captured objects into JSON-able values, apply the user's mask, price
 generations, and commit to the store (PERF_FACTS.md: ~15-30 us of CPU per span
 that must not run on the user's thread).
+
+With an export helper process (export_process.py), the commit moves there too: the writer hands it the
+prepared traces (``Helper.ship``) and keeps them until the helper says they are in the store; a helper that
+dies or hangs leaves them to be written here. Committing cost the program about as much wall time as everything
+else lftrace does (its SQLite work holds and hands over the GIL), so this halves lftrace's cost per span on a
+machine with a core to spare (bench/overhead.py).
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .errors import StoreError
 from .model import Observation, Trace
@@ -41,6 +48,21 @@ RETRY_MAX_S = 30.0
 MAX_QUEUED_PARTS = 2  # parts of running traces queued before submit_fragment waits for the writer
 PART_WAIT_S = 10.0
 LINGER_S = 0.05  # after a trace arrives, wait this long for more to write them in one transaction (flush: at once)
+
+
+SHIP_WAIT_S = 2.0  # a flush waits this long for the helper to write what it was handed (then writes it here)
+
+
+class Helper(Protocol):
+    """What the writer needs of the export helper process (``export_process.DeliveryProcess``)."""
+
+    def shippable(self, trace: Trace) -> Any: ...  # the trace as it goes over the pipe; None: written here
+
+    def ship(self, traces: list[Any]) -> int | None: ...  # a batch handed over: its number; None: no helper
+
+    def written_through(self) -> int: ...  # the number of the last batch it wrote (or tried to)
+
+    def wait_written(self, batch: int, timeout: float) -> tuple[bool, str | None]: ...  # (written, its problem)
 
 
 class _FlushMarker:
@@ -87,6 +109,7 @@ class TraceWriter:
         batch_size: int = 512,
         linger: float = LINGER_S,
         on_written: Callable[[list[Trace], list[str], list[str]], None] | None = None,
+        helper: Callable[[], Helper | None] | None = None,
     ) -> None:
         self._open_store = open_store
         self._destinations = destinations
@@ -94,6 +117,13 @@ class TraceWriter:
         self._batch_size = max(1, batch_size)
         self._linger = linger
         self._on_written = on_written
+        self._helper = helper
+        # batches handed to the helper and not yet written by it: (number, traces), oldest first; and the trace
+        # ids among them (a trace id written here later waits for the helper: versions land in order)
+        self._shipped: deque[tuple[int, list[Trace]]] = deque()
+        self._shipped_ids: set[str] = set()
+        self._shipped_to: Helper | None = None
+        self.helper_error: str | None = None  # why the helper could not write (None when it wrote everything)
         self._queue: queue.SimpleQueue[Trace | _Fragment | _FlushMarker | None] = queue.SimpleQueue()
         self._converter = Converter(share_within_trace=mask is None)  # only used on the writer thread
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
@@ -171,6 +201,8 @@ class TraceWriter:
         self._queue.put(None)
         self._thread.join(timeout)
         self._thread = None
+        if self._shipped:  # the thread did not get to it (timeout): written here, now
+            self._settle_shipped()
         if self._unwritten:
             log.error(
                 "lftrace: %d trace(s) could not be written to the store and are lost (%s)",
@@ -228,8 +260,10 @@ class TraceWriter:
                 with self._parts_queued:
                     self._queued_parts -= 1
                     self._parts_queued.notify_all()
+            if markers or stopping:
+                self._settle_shipped()
             for marker in markers:
-                marker.ok = not self._unwritten and self.dropped == marker.dropped_before
+                marker.ok = not self._unwritten and self.dropped == marker.dropped_before and not self.helper_error
                 marker.done.set()
 
     def _prepare_item(self, item: Trace | _Fragment, prepared: list[Trace]) -> None:
@@ -244,6 +278,88 @@ class TraceWriter:
             log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
 
     def _write(self, prepared: list[Trace]) -> None:
+        helper = self._helper() if self._helper is not None else None
+        if helper is None or self._unwritten or not prepared:
+            self._settle_shipped()  # a helper gone since: what it was handed is written here first, in order
+            self._write_here(prepared)
+        else:
+            self._write_here(self._ship(helper, prepared))
+
+    def write_prepared(self, traces: list[Trace]) -> str | None:
+        """Commit traces another writer prepared (the export helper's, for the program), now, on this thread.
+
+        None when they (and any kept unwritten before) are in the store, else why not."""
+        dropped = self.dropped
+        self._write_here(traces)
+        if self._unwritten:
+            return f"the store cannot be written: {self.write_error}"
+        if self.dropped != dropped:
+            return f"{self.dropped - dropped} trace(s) could not be stored"
+        return None
+
+    # -- handing traces to the export helper --------------------------------------------------
+    def _ship(self, helper: Helper, prepared: list[Trace]) -> list[Trace]:
+        """Hand the helper what it can write; return the rest (parts of running traces, long shared lists, a
+        helper that is gone), to be written here."""
+        if self._shipped_to is not None and self._shipped_to is not helper:
+            self._settle_shipped()
+        self._reap_shipped()
+        forms = [None if id(trace) in self._parts else helper.shippable(trace) for trace in prepared]
+        shipped = [trace for trace, form in zip(prepared, forms, strict=True) if form is not None]
+        if not shipped:
+            here = prepared
+        elif len(shipped) < len(prepared) and not {t.id for t in shipped}.isdisjoint(
+            t.id for t, form in zip(prepared, forms, strict=True) if form is None
+        ):
+            return self._here_after_shipped(prepared)  # one trace id both ways in a batch: all here, in order
+        else:
+            batch = helper.ship([form for form in forms if form is not None])
+            if batch is None:  # no helper (any more)
+                return self._here_after_shipped(prepared)
+            self._shipped.append((batch, shipped))
+            self._shipped_ids.update(t.id for t in shipped)
+            self._shipped_to = helper
+            here = [trace for trace, form in zip(prepared, forms, strict=True) if form is None]
+        if here and not self._shipped_ids.isdisjoint(t.id for t in here):
+            return self._here_after_shipped(here)  # an earlier version of a trace went to the helper
+        return here
+
+    def _here_after_shipped(self, traces: list[Trace]) -> list[Trace]:
+        self._settle_shipped()
+        return traces
+
+    def _reap_shipped(self) -> None:
+        """Forget the batches the helper has written (it says so on its pipe; this does not wait)."""
+        helper = self._shipped_to
+        if helper is None or not self._shipped:
+            return
+        through = helper.written_through()
+        while self._shipped and self._shipped[0][0] <= through:
+            _, traces = self._shipped.popleft()
+            self.written += len(traces)
+        if not self._shipped:
+            self._shipped_ids.clear()
+            self._shipped_to = None
+
+    def _settle_shipped(self) -> None:
+        """Wait until the helper wrote every batch handed to it (``SHIP_WAIT_S`` at most); what it did not write
+        (it died, or hung and was stopped) is written here."""
+        helper = self._shipped_to
+        if helper is None or not self._shipped:
+            return
+        done, error = helper.wait_written(self._shipped[-1][0], SHIP_WAIT_S)
+        if done:
+            self.helper_error = error
+            self._reap_shipped()
+            return
+        rest = [trace for _, traces in self._shipped for trace in traces]
+        self._shipped.clear()
+        self._shipped_ids.clear()
+        self._shipped_to = None
+        log.info("lftrace: the export helper did not write %d trace(s); writing them here", len(rest))
+        self._write_here(rest)
+
+    def _write_here(self, prepared: list[Trace]) -> None:
         if self._unwritten:
             prepared = self._unwritten + prepared
         if not prepared:
