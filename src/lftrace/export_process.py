@@ -354,29 +354,41 @@ def main() -> int:
     from .writer import TraceWriter
 
     names = destination_names(settings)
-    # the program's traces come prepared (and masked): this writer only commits them, and then delivers them
-    # from memory (on_written: Deliverer.written encodes them at once, no read back)
-    writer = TraceWriter(lambda: deliverer.store, lambda: names, on_written=deliverer.written)
+    # the program's traces come prepared (and masked): this writer only commits them; they are then delivered
+    # from memory (Deliverer.written encodes them at once, no read back), after the program heard they are written
+    committed: list[tuple[list[Trace], list[str], list[str]]] = []
+    writer = TraceWriter(lambda: deliverer.store, lambda: names, on_written=lambda *args: committed.append(args))
     emit({"ready": os.getpid()})
-    return _serve(commands, emit, deliverer, writer)
+    return _serve(commands, emit, deliverer, writer, committed)
 
 
 def _serve(
-    commands: IO[bytes], emit: Callable[[dict[str, Any]], None], deliverer: Deliverer, writer: TraceWriter
+    commands: IO[bytes],
+    emit: Callable[[dict[str, Any]], None],
+    deliverer: Deliverer,
+    writer: TraceWriter,
+    committed: list[tuple[list[Trace], list[str], list[str]]],
 ) -> int:
+    def deliver_committed() -> None:
+        for traces, merged, running in committed:
+            deliverer.written(traces, merged, running)
+        committed.clear()
+
     try:
         for line in commands:
             message = orjson.loads(line)
             op = message.get("op")
             if op == "write":
                 problem = writer.write_prepared(unshipped(message.get("traces") or ()))
-                emit({"wrote": message["batch"], "error": problem})
+                emit({"wrote": message["batch"], "error": problem})  # a flush in the program waits for this
+                deliver_committed()
             elif op == "written":
                 deliverer.running_written(message.get("running") or ())
                 if message.get("n"):
                     deliverer.note_written(int(message["n"]))
             elif op == "deliver":
                 writer.write_prepared([])  # traces the store refused before: tried again first
+                deliver_committed()
                 report = deliverer.deliver(float(message["deadline"]), bool(message.get("include_failed")))
                 emit({"id": message["id"], "report": report.to_dict()})
             elif op == "exit":
