@@ -3,7 +3,8 @@
 One LangGraph agent (agent -> tools -> agent, 11 callback runs per invoke; the fake chat model reports different
 token counts on every call, as real calls do) runs with no handler,
 a no-op handler, lftrace's handler (exporting as this machine makes it: from a thread of the program, or from
-its helper process with 2 CPUs or more; ``lftrace-helper`` always from the helper; store-only as
+its helper process with 2 CPUs or more; ``lftrace-other`` the other way: from a thread where the default is
+the helper, else from the helper; store-only as
 ``lftrace-local``) and the official ``langfuse`` CallbackHandler. Both tracers
 export to a tiny 200-OK HTTP server on 127.0.0.1 in its own process, as a real backend (LANGFUSE_BASE_URL/keys
 point at it); blocks are interleaved in one process and each block ends with the tracer's ``flush()``, so export
@@ -130,13 +131,15 @@ def main() -> None:
     lf_client = lftrace.get_client()
     # the same pipeline without export (store only): public_key "" disables the Langfuse destination
     local_client = lftrace.Langfuse(public_key="", store=Path(os.environ["LFTRACE_STORE"]).with_name("local.db"))
-    # the export helper process whatever this machine's CPUs (lftrace uses it by itself with 2 or more)
-    os.environ["LFTRACE_EXPORT_PROCESS"] = "true"
-    helper_client = lftrace.Langfuse(
-        public_key="pk-lf-helper", store=Path(os.environ["LFTRACE_STORE"]).with_name("helper.db")
+    # the default way of this machine (the helper process with 2 CPUs or more), and the other way, forced
+    default_helper = type(lf_client._get_deliverer()).__name__ == "DeliveryProcess"
+    default_mode, other_mode = ("helper process", "thread") if default_helper else ("thread", "helper process")
+    os.environ["LFTRACE_EXPORT_PROCESS"] = "false" if default_helper else "true"
+    other_client = lftrace.Langfuse(
+        public_key="pk-lf-other", store=Path(os.environ["LFTRACE_STORE"]).with_name("other.db")
     )
+    other_client._get_deliverer()
     del os.environ["LFTRACE_EXPORT_PROCESS"]
-    default_mode = "helper process" if type(lf_client._get_deliverer()).__name__ == "DeliveryProcess" else "thread"
     official_client = OfficialLangfuse()
 
     class Model(ToolCallingFakeModel):
@@ -163,13 +166,13 @@ def main() -> None:
     graph.invoke(payload, config={"callbacks": [probe]})
     spans = len(lf_client.get_trace(probe.last_trace_id).observations)
 
-    clients = {"lftrace": lf_client, "lftrace-local": local_client, "lftrace-helper": helper_client}
+    clients = {"lftrace": lf_client, "lftrace-local": local_client, "lftrace-other": other_client}
     variants: dict[str, tuple[Callable[[], list[Any]], Callable[[], None]]] = {
         "none": (lambda: [], lambda: None),
         "noop": (lambda: [NoopHandler()], lambda: None),
         "lftrace": (lambda: [CallbackHandler()], lf_client.flush),
         "lftrace-local": (lambda: [CallbackHandler(public_key="")], local_client.flush),
-        "lftrace-helper": (lambda: [CallbackHandler(public_key="pk-lf-helper")], helper_client.flush),
+        "lftrace-other": (lambda: [CallbackHandler(public_key="pk-lf-other")], other_client.flush),
         "langfuse": (lambda: [OfficialHandler()], official_client.flush),
     }
 
@@ -228,11 +231,11 @@ def main() -> None:
             line = ", ".join(f"{n} {us:.0f} us" for n, us in overhead.items())
             ratio = overhead["lftrace"] / overhead["langfuse"] if overhead["langfuse"] > 0 else float("nan")
             local = overhead["lftrace-local"] / overhead["langfuse"] if overhead["langfuse"] > 0 else float("nan")
-            helper = overhead["lftrace-helper"] / overhead["langfuse"] if overhead["langfuse"] > 0 else float("nan")
+            other = overhead["lftrace-other"] / overhead["langfuse"] if overhead["langfuse"] > 0 else float("nan")
             print(f"[{mode}] {label:4s} overhead per span: {line}")
             print(
                 f"[{mode}] {label:4s} ratio lftrace/langfuse {ratio:.3f} (export from a {default_mode}; "
-                f"from the helper process: {helper:.3f}; store only: {local:.3f})"
+                f"from a {other_mode}: {other:.3f}; store only: {local:.3f})"
             )
 
     # memory: many lftrace runs through one handler, flushed
@@ -263,7 +266,7 @@ def main() -> None:
     official_client.shutdown()
     lf_client.shutdown()
     local_client.shutdown()
-    helper_client.shutdown()
+    other_client.shutdown()
 
 
 if __name__ == "__main__":
