@@ -388,3 +388,33 @@ def test_on_one_cpu_a_long_run_moves_delivery_to_the_helper_and_its_spans_go_out
     spans = receiver.spans()
     assert len(spans) == len({s.span_id.hex() for s in spans}) == len(long_run.observations) + 1  # each once
     assert client.store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 2
+
+
+def test_what_the_program_hands_over_and_what_it_writes_itself() -> None:
+    """Prepared traces go to the helper as they are, JSON text included; long lists, big values, scores and
+    values orjson refuses stay with the program."""
+    import orjson
+
+    from lftrace.export_process import MAX_SHIPPED_BYTES, MAX_SHIPPED_ITEMS, shipped, unshipped
+    from lftrace.model import Observation, Score, Trace
+
+    def trace(value: object, **fields: object) -> Trace:
+        obs = Observation(
+            id="1" * 16, trace_id="a" * 32, parent_id=None, type="GENERATION", name="llm", start_time=5,
+            end_time=9, model="gpt-4o-mini", input=value, output=orjson.Fragment(b'{"role":"assistant"}'),
+            metadata={"langgraph_step": 1, "tags": ["x"]}, usage_details={"input": 3}, cost_details={"input": 0.5},
+        )  # fmt: skip
+        return Trace(id="a" * 32, name="t", timestamp=5, input="hi", tags=["k"], observations=[obs], **fields)
+
+    original = trace(orjson.Fragment(b'[{"role":"user","content":"hi \\u00e9"}]'), end_time=9, public=True)
+    (back,) = unshipped([orjson.loads(orjson.dumps(shipped(original)))])
+    assert type(back.observations[0].input) is orjson.Fragment  # stored and sent as the very same text
+    assert orjson.dumps(back.observations[0].input) == orjson.dumps(original.observations[0].input)
+    assert orjson.dumps(back) == orjson.dumps(original)  # every field of the trace and its observation
+
+    assert shipped(trace(list(range(MAX_SHIPPED_ITEMS)))) is not None
+    assert shipped(trace(list(range(MAX_SHIPPED_ITEMS + 1)))) is None  # a long list: the program's Packer shares it
+    assert shipped(trace("x" * MAX_SHIPPED_BYTES)) is None
+    assert shipped(trace(2**70)) is None
+    score = Score(id="s", trace_id="a" * 32, name="ok", timestamp=5, value=1.0)
+    assert shipped(trace("hi", scores=[score])) is None

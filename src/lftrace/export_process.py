@@ -409,6 +409,7 @@ _TRACE_FIELDS = tuple(f.name for f in fields(Trace) if f.name not in ("observati
 _OBSERVATION_FIELDS = tuple(f.name for f in fields(Observation))
 _DATA_FIELDS = frozenset(("input", "output"))
 MAX_SHIPPED_ITEMS = 2_000  # list items in a trace's non-text inputs and outputs beyond which it is written here
+MAX_SHIPPED_BYTES = 8_000_000  # ... and its size on the pipe (a helper that takes seconds to commit it is given up)
 
 
 def shipped(trace: Trace) -> orjson.Fragment | None:
@@ -417,8 +418,8 @@ def shipped(trace: Trace) -> orjson.Fragment | None:
     A value the writer made JSON text already (``sharing.as_json``, most inputs and outputs) goes as a string, a
     bit in the row's last item saying so, and the helper stores and sends that very text. None (the program
     writes the trace itself) for a trace with scores, with inputs and outputs holding long lists (a long run's
-    growing conversation: each observation's whole list would be written out here), or with a value orjson
-    refuses (an int beyond 64 bits, a lone surrogate).
+    growing conversation: each observation's whole list would be written out here), over ``MAX_SHIPPED_BYTES``,
+    or with a value orjson refuses (an int beyond 64 bits, a lone surrogate).
     """
     if trace.scores:
         return None
@@ -428,9 +429,10 @@ def shipped(trace: Trace) -> orjson.Fragment | None:
     if head is None or None in rows:
         return None
     try:
-        return orjson.Fragment(orjson.dumps([head, rows]))
+        data = orjson.dumps([head, rows])
     except TypeError:
         return None
+    return orjson.Fragment(data) if len(data) <= MAX_SHIPPED_BYTES else None
 
 
 def _row(obj: Any, names: tuple[str, ...], budget: list[int]) -> list[Any] | None:
