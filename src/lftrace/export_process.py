@@ -3,8 +3,8 @@
 The traced program's writer prepares each trace (its objects made JSON, masked, priced) and hands it to a
 helper, a child process running ``main`` below, which commits it to the store (the outbox) and then claims,
 encodes and sends it (``delivery.Deliverer``, as ``lftrace push`` does) on another core. In the program,
-committing, encoding and sending a span cost ~60-90 us of its wall time (bench/overhead.py: SQLite's work and
-the encoder hold and hand over its GIL); with the helper they cost ~5 us to put the trace on a pipe.
+committing, encoding and sending a span cost ~50 us of CPU, holding its GIL (bench/overhead.py on 2 cores: ~129
+against ~78 us per span in all); with the helper they cost ~6 us to put the trace on a pipe.
 
 The program keeps each batch it handed over until the helper says it is in the store, and writes it itself if
 the helper dies or does not answer in time (``SHIP_WAIT_S``): a flush returns once every trace is on disk, as
@@ -62,11 +62,11 @@ def wanted(settings: Settings) -> bool:
     """Write and deliver from a helper process? LFTRACE_EXPORT_PROCESS decides; unset, only with ``MIN_CPUS`` CPUs
     or more (and from a long run's first part on: ``client._helper_for_long_runs``).
 
-    The helper spends more CPU in all than the program would (bench/overhead.py, 2 cores: ~85 us per span for
-    unpacking, committing, encoding and sending, against ~45 us the program's thread spends committing and
-    encoding) but none of it on the program's CPU or GIL: the program's wall time per span drops (sync 0.24-0.29x
-    the official handler against 0.27-0.34x from a thread; async 0.16 against 0.18). On one CPU it would only
-    compete with the program.
+    The helper spends more CPU in all than the program would (2 cores: ~70-120 us per span for unpacking,
+    committing, encoding and sending, against ~50 us the program's thread spends committing and encoding) but
+    none of it on the program's CPU or GIL: the program's CPU per span is store-only's, and its wall time per span
+    was lower in 20 of 28 interleaved rounds of bench/overhead.py's CPU-bound agent (median -15 us), about even
+    with a 5 ms model wait. On one CPU it would only compete with the program.
     """
     if settings.export_process is not None:
         return settings.export_process
