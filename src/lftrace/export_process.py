@@ -54,7 +54,7 @@ log = logging.getLogger("lftrace.delivery")
 
 MIN_CPUS = 2  # LFTRACE_EXPORT_PROCESS unset: a helper only when this process may run on at least this many CPUs
 REPLY_GRACE_S = 2.0  # a delivery's answer may come this long after its deadline before the helper is given up
-STOP_WAIT_S = 1.0  # at shutdown, wait this long for the helper to exit (it ends a delivery in flight on its own)
+STOP_WAIT_S = 0.2  # at shutdown, wait this long for the helper to exit (busy sending, it ends that on its own)
 _NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does not need
 
 
