@@ -50,6 +50,17 @@ RunnableLambda(lambda x: x + "!").invoke("hi", config={"callbacks": [handler], "
 if sys.argv[1] == "killed":  # written to the store, then gone without a flush or an exit handler
     client.flush(deliver=False)
     os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[1] == "fork":  # a child made with fork() traces too: on its own, not with the parent's threads
+    client.flush()
+    parent_helper = getattr(client._deliverer, "_proc", None)
+    child = os.fork()
+    if child == 0:
+        RunnableLambda(lambda x: x).invoke("child", config={"callbacks": [handler], "run_name": "child"})
+        ok = client.flush() and client.last_delivery.pending == 0
+        own = getattr(client._deliverer, "_proc", None)
+        os._exit(0 if ok and (own is None or own is not parent_helper) else 3)
+    assert os.waitpid(child, 0)[1] == 0
+    RunnableLambda(lambda x: x).invoke("parent", config={"callbacks": [handler], "run_name": "parent"})
 if sys.argv[1] == "handed-over":  # handed to the helper to write, then gone before it said it did
     while not client._writer._shipped:
         time.sleep(0.01)
@@ -127,6 +138,22 @@ def test_a_program_killed_after_writing_still_gets_its_trace_delivered_by_the_he
         while store.delivery_counts().get(f"langfuse:{receiver.url}", {}).get("delivered") != 1:
             assert time.monotonic() < deadline, store.delivery_counts()
             time.sleep(0.05)
+
+
+@pytest.mark.parametrize("helper", ["true", "false"])
+def test_a_forked_child_traces_on_its_own_and_nothing_is_lost(tmp_path: Path, receiver, helper: str) -> None:
+    """multiprocessing, gunicorn and Celery workers are made with fork() after the parent traced: the child has
+    none of the parent's threads (its writer's flush waited forever, its trace was lost) and must not use the
+    parent's SQLite connection. It gets its own writer, store connection and delivery."""
+    done = run_program(tmp_path, receiver, "fork", LFTRACE_EXPORT_PROCESS=helper)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["waiting"] == 0
+    spans = receiver.wait_for_spans(3)
+    assert sorted(s.name for s in spans) == ["child", "parent", "shout"]
+    with TraceStore(tmp_path / "traces.db") as store:
+        assert sorted(t.name for t in store.list_traces()) == ["child", "parent", "shout"]
+        assert store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 3
 
 
 def test_a_program_killed_after_handing_a_trace_over_still_gets_it_stored_and_sent(tmp_path: Path, receiver) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -357,6 +359,20 @@ class Langfuse(_sdk.TracingApi):
         except Exception:
             log.debug("lftrace: shutdown at exit failed", exc_info=True)
 
+    def _forked(self) -> None:
+        """In a child made with fork() (multiprocessing, gunicorn or Celery workers): none of the parent's threads
+        run here and its SQLite connection must not be used here (SQLite's rule), so the writer, the store and the
+        delivery (a thread, or a helper process of the child's own) start afresh, on first use."""
+        self._writer.forked()
+        self._store_lock = threading.Lock()
+        self._deliverer_lock = threading.Lock()
+        # the parent's connection and helper: kept, never used nor closed here (a close could flush a half-written
+        # buffer into the parent's helper, or close a descriptor number reused since)
+        _inherited.extend(x for x in (self._store, self._deliverer, *self._retired) if x is not None)
+        self._store = None
+        self._deliverer = None
+        self._retired = []
+
 
 def _register(client: Langfuse) -> None:
     global _default
@@ -364,6 +380,23 @@ def _register(client: Langfuse) -> None:
         _clients.setdefault(client.settings.public_key, client)
         if _default is None or _default._closed:
             _default = client
+        _every_client.add(client)
+
+
+_every_client: weakref.WeakSet[Langfuse] = weakref.WeakSet()
+_inherited: list[Any] = []  # what a forked child holds of its parent's clients (Langfuse._forked)
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock, _client_for_lock
+    _registry_lock = threading.Lock()  # another thread of the parent may have held them at the fork
+    _client_for_lock = threading.Lock()
+    for client in list(_every_client):
+        client._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_client(*, public_key: str | None = None) -> Langfuse:

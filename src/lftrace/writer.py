@@ -178,6 +178,21 @@ class TraceWriter:
                 self._queued_parts += 1
             self._queue.put(_Fragment(trace))
 
+    def forked(self) -> None:
+        """In a process made with fork(): the writer thread is not here, and its queue and locks may have been
+        taken mid-use. Start afresh; what the parent had queued or kept unwritten is the parent's to write."""
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._start_lock = threading.Lock()
+        self._parts_queued = threading.Condition()
+        self._queued_parts = 0
+        self._parts = set()
+        self._unwritten = []
+        self._shipped = deque()
+        self._shipped_ids = set()
+        self._shipped_to = None
+        self._converter = Converter(share_within_trace=self._mask is None)
+
     @property
     def unwritten(self) -> int:
         """Traces held in memory because the store could not be written."""
