@@ -61,6 +61,8 @@ if sys.argv[1] == "fork":  # a child made with fork() traces too: on its own, no
         os._exit(0 if ok and (own is None or own is not parent_helper) else 3)
     assert os.waitpid(child, 0)[1] == 0
     RunnableLambda(lambda x: x).invoke("parent", config={"callbacks": [handler], "run_name": "parent"})
+if sys.argv[1] == "atexit":  # no flush: the client's exit handler writes and delivers
+    sys.exit(0)
 if sys.argv[1] == "handed-over":  # handed to the helper to write, then gone before it said it did
     while not client._writer._shipped:
         time.sleep(0.01)
@@ -154,6 +156,16 @@ def test_a_forked_child_traces_on_its_own_and_nothing_is_lost(tmp_path: Path, re
     with TraceStore(tmp_path / "traces.db") as store:
         assert sorted(t.name for t in store.list_traces()) == ["child", "parent", "shout"]
         assert store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 3
+
+
+def test_a_program_that_never_flushes_has_its_trace_stored_and_sent_at_exit(tmp_path: Path, receiver) -> None:
+    done = run_program(tmp_path, receiver, "atexit")
+    assert done.returncode == 0, done.stderr
+    (span,) = receiver.wait_for_spans(1, timeout=10)
+    assert span.name == "shout"
+    with TraceStore(tmp_path / "traces.db") as store:
+        (summary,) = store.list_traces()
+        assert store.delivery_state(summary.id) == {f"langfuse:{receiver.url}": "delivered"}
 
 
 def test_a_program_killed_after_handing_a_trace_over_still_gets_it_stored_and_sent(tmp_path: Path, receiver) -> None:
