@@ -337,8 +337,9 @@ class Langfuse(_sdk.TracingApi):
 
     def _helper_for_long_runs(self, current: Deliverer | DeliveryProcess) -> Deliverer | DeliveryProcess:
         """A long run (parts written while it goes on) moves delivery from a thread of this process to the export
-        helper, which sends the parts as they are written and so takes the export off the run's path (4,000 steps
-        exporting on 2 cores: 1.70x the plain run instead of 2.61x, bench/long_run.py). Not with
+        helper, which sends the parts as they are written and so takes the export off the run's path (measured on
+        2 cores before the helper became the default there: 4,000 steps exporting took 1.70x the plain run
+        instead of 2.61x, bench/long_run.py). So this happens on one CPU only, and not with
         LFTRACE_EXPORT_PROCESS=false; with true, or 2 CPUs or more, the helper is there from the start."""
         from .delivery import Deliverer
 
