@@ -203,7 +203,7 @@ def test_traces_handed_to_a_helper_that_dies_are_written_by_the_program(receiver
     assert len(receiver.wait_for_spans(1)) == 1  # and delivered from a thread of the program
 
 
-def test_a_store_the_helper_cannot_write_makes_flush_false_and_says_why(receiver, isolated_env: Path) -> None:
+def test_a_store_the_helper_cannot_write_makes_flush_false_until_it_can(receiver, isolated_env: Path) -> None:
     import resource
 
     from langchain_core.runnables import RunnableLambda
@@ -226,6 +226,14 @@ def test_a_store_the_helper_cannot_write_makes_flush_false_and_says_why(receiver
     assert "cannot be written" in str(client.write_error) and "file size limit" in str(client.write_error)
     assert client._deliverer._proc.poll() is None
     assert client.list_traces() == []
+    assert client.flush() is False  # still: nothing new to hand over, and the helper still cannot write
+
+    # the disk has room again: the next flush has the helper try again, and says so
+    resource.prlimit(client._deliverer._proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert client.flush() is True
+    assert client.write_error is None
+    assert [t.id for t in client.list_traces()] == [handler.last_trace_id]
+    assert len(receiver.wait_for_spans(1)) == 1
 
 
 def test_a_trace_id_written_again_by_the_program_lands_after_the_helper_s_version(receiver, isolated_env: Path) -> None:

@@ -355,6 +355,8 @@ class TraceWriter:
     def _settle_shipped(self) -> None:
         """Wait until the helper wrote every batch handed to it (``SHIP_WAIT_S`` at most); what it did not write
         (it died, or hung and was stopped) is written here."""
+        if not self._shipped and self.helper_error and self._helper is not None:
+            self._ask_helper_again()
         helper = self._shipped_to
         if helper is None or not self._shipped:
             return
@@ -369,6 +371,17 @@ class TraceWriter:
         self._shipped_to = None
         log.info("lftrace: the export helper did not write %d trace(s); writing them here", len(rest))
         self._write_here(rest)
+
+    def _ask_helper_again(self) -> None:
+        """The helper could not write some traces it was handed (``helper_error``): hand it an empty batch, so it
+        tries them again and says whether the store takes them now (a flush after the disk was freed is True)."""
+        assert self._helper is not None
+        helper = self._helper()
+        batch = helper.ship([]) if helper is not None else None
+        if helper is None or batch is None:
+            return  # no helper any more: what it held is gone with it, and the error stays said
+        self._shipped.append((batch, []))
+        self._shipped_to = helper
 
     def _write_here(self, prepared: list[Trace]) -> None:
         if self._unwritten:
