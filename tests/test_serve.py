@@ -374,6 +374,40 @@ def test_official_sdk_scores_are_created_and_read_back_through_v3(server, tmp_pa
         assert sorted(s.name for s in store.get_trace(trace_id).scores) == ["accuracy", "helpful", "label"]
 
 
+_SESSION_SCORING_APP = """
+import sys
+from langfuse import Langfuse
+
+langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=sys.argv[1])
+langfuse.create_score(name="csat", value=4, session_id="serve-chat-1", comment="fast")
+langfuse.create_score(name="exact-match", value=0.8, dataset_run_id="serve-run-1")
+langfuse.flush()
+"""
+
+
+def test_official_sdk_session_and_dataset_run_scores_are_kept_and_read_back(server, tmp_path):
+    """Scores with no trace (a session's, a dataset run's): refused before (and lost by the SDK); now stored and
+    read back through v3 (``sessionId``, ``experimentId``, their subjects) and v2."""
+    script = tmp_path / "session_scoring_app.py"
+    script.write_text(_SESSION_SCORING_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
+    ran = subprocess.run([sys.executable, str(script), server.url], env=env, capture_output=True, text=True, timeout=90)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "error" not in ran.stderr.lower(), ran.stderr[-3000:]
+    from langfuse.api.client import LangfuseAPI
+
+    api = LangfuseAPI(base_url=server.url, username="pk-lf-any", password="sk-lf-any")
+    (csat,) = api.scores.get_many(session_id="serve-chat-1", fields="details,subject").data
+    assert (csat.name, csat.value, csat.comment) == ("csat", 4.0, "fast")
+    assert (csat.subject.kind, csat.subject.id) == ("session", "serve-chat-1")
+    (run,) = api.scores.get_many(experiment_id="serve-run-1", fields="subject").data
+    assert (run.name, run.value, run.subject.kind, run.subject.id) == ("exact-match", 0.8, "experiment", "serve-run-1")
+    v2 = server.get("/api/public/v2/scores", params={"sessionId": "serve-chat-1"}).json()["data"]
+    assert [(s["name"], s["sessionId"], s["traceId"], s["trace"]) for s in v2] == [("csat", "serve-chat-1", None, None)]
+    with TraceStore(server.store, create=False) as store:
+        assert [s.name for s in store.session_scores("serve-chat-1")] == ["csat"]
+
+
 def test_scores_endpoints_answer_as_langfuse_does(server):
     single = server.post("/api/public/scores", json={"traceId": "ab" * 16, "name": "n", "value": 1})
     assert single.status_code == 200 and set(single.json()) == {"id"}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import sdk as _sdk
 from .config import Settings, mask_secret, redact_url
 from .errors import InputError, StoreError, TraceNotFound
-from .model import Trace, TraceSummary
+from .model import Score, Trace, TraceSummary
 from .writer import TraceWriter
 
 if TYPE_CHECKING:
@@ -139,6 +139,13 @@ class Langfuse(_sdk.TracingApi):
             self._writer.submit(trace)
         except Exception:
             log.warning("lftrace: could not queue trace %s", getattr(trace, "id", "?"), exc_info=True)
+
+    def _submit_scores(self, scores: list[Score]) -> None:
+        """Scores of a session or a dataset run (no trace) to the writer thread; never blocks, never raises."""
+        try:
+            self._writer.submit_scores(scores)
+        except Exception:
+            log.warning("lftrace: could not queue %d score(s)", len(scores), exc_info=True)
 
     def _submit_fragment(self, trace: Trace) -> None:
         """Finished observations of a still running trace: stored (merged into the trace) but not exported yet.

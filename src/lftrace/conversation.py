@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from .model import SessionSummary, Trace
+from .model import Score, SessionSummary, Trace
 from .render import (
     STATUS_STYLES,
     Table,
@@ -95,8 +95,9 @@ def _reply(trace: Trace) -> tuple[str, str]:
     return "(no output)", "dim"
 
 
-def render_conversation(session_id: str, traces: Sequence[Trace]) -> RenderableType:
-    """A session turn by turn, oldest first, each turn headed by its time, duration, status, tokens and trace id."""
+def render_conversation(session_id: str, traces: Sequence[Trace], scores: Sequence[Score] = ()) -> RenderableType:
+    """A session turn by turn, oldest first, each turn headed by its time, duration, status, tokens and trace id;
+    the session's own scores (``create_score(session_id=...)``) under its header."""
     tokens = sum(t.total_tokens for t in traces)
     costs = [t.total_cost for t in traces if t.total_cost is not None]
     head = Text.assemble(
@@ -107,6 +108,9 @@ def render_conversation(session_id: str, traces: Sequence[Trace]) -> RenderableT
         (f"  {format_cost(sum(costs))}" if costs else "", "green"),
     )
     parts: list[RenderableType] = [head]
+    if scores:
+        shown = ", ".join(f"{clean_line(sc.name)} {clean_line(sc.display_value())}" for sc in scores)
+        parts.append(Text(f"scores {shown}", style="dim"))
     for number, trace in enumerate(sorted(traces, key=lambda t: t.timestamp), 1):
         title = Text.assemble(
             (f"── Turn {number}", "bold"),

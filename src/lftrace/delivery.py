@@ -447,9 +447,21 @@ class Deliverer:
                         del self._recent[i]
         cached = {i: t for i, t in cached.items() if revisions.get(i, 0) == 0}
         rest = [i for i in ids if i not in cached]
-        found: dict[str, Any] = {t.id: t for t in self.store.get_traces(rest)} if rest else {}
+        found: dict[str, Any] = self._standalone_scores(rest)
+        rest = [i for i in rest if i not in found]
+        found.update({t.id: t for t in self.store.get_traces(rest)} if rest else {})
         found.update(cached)
         return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
+
+    def _standalone_scores(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The claimed outbox keys that are standalone scores (``store.score_key``), as items to export."""
+        from .model import ScoreItem
+        from .store import score_key, scored
+
+        score_ids = [score_id for key in keys if (score_id := scored(key)) is not None]
+        if not score_ids:
+            return {}
+        return {score_key(s.id): ScoreItem(score_key(s.id), [s]) for s in self.store.standalone_scores(score_ids)}
 
     def _export_batch(
         self, dest: Destination, traces: list[Any], report: DestinationReport, deadline: float, *, page: bool = False

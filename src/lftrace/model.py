@@ -373,14 +373,15 @@ SCORE_DATA_TYPES = ("NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT")
 
 @dataclass(slots=True)
 class Score:
-    """An evaluation of a trace or one of its observations (``create_score``, ``span.score``).
+    """An evaluation of a trace or one of its observations (``create_score``, ``span.score``), or of a session
+    or a dataset run (``trace_id`` None: a *standalone* score, stored and delivered on its own).
 
     ``value`` is numeric (NUMERIC, BOOLEAN as 1/0, CATEGORICAL's mapped number), ``string_value`` the text
     (CATEGORICAL, TEXT, BOOLEAN as "True"/"False").
     """
 
     id: str
-    trace_id: str
+    trace_id: str | None
     name: str
     timestamp: int  # ns
     value: float | None = None
@@ -393,20 +394,30 @@ class Score:
     config_id: str | None = None
     environment: str = "default"
     source: str = "API"
+    dataset_run_id: str | None = None
+
+    @property
+    def standalone(self) -> bool:
+        """A score of a session or a dataset run, not of a trace."""
+        return not self.trace_id
 
     @classmethod
     def create(
         cls,
         *,
         id: str,
-        trace_id: str,
+        trace_id: str | None,
         name: str,
         value: float | str | bool,
         data_type: str | None,
         timestamp: int,
         **kw: Any,
     ) -> Score:
-        """Value and data type as Langfuse reads them: a str is CATEGORICAL (or TEXT), a bool BOOLEAN, else NUMERIC."""
+        """Value and data type as Langfuse reads them: a str is CATEGORICAL (or TEXT), a bool BOOLEAN, else NUMERIC.
+
+        ValueError when the score has nothing to belong to (no trace, session or dataset run)."""
+        if not (trace_id or kw.get("session_id") or kw.get("dataset_run_id")):
+            raise ValueError("a score needs a trace id, a session id or a dataset run id")
         kind = (data_type or "").upper() or None
         if isinstance(value, bool):
             kind = kind or "BOOLEAN"
@@ -464,12 +475,16 @@ class Score:
             out["stringValue"] = self.string_value or ""
         return out
 
+    def to_v2_dict(self) -> dict[str, Any]:
+        """Langfuse's ``BaseScore`` (v2 API): ``ScoreV1`` with the session and dataset run it belongs to."""
+        return {**self.to_dict(), "sessionId": self.session_id, "datasetRunId": self.dataset_run_id}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Score:
         value = data.get("value")
         return cls(
             id=str(data.get("id") or ""),
-            trace_id=str(data.get("traceId") or ""),
+            trace_id=str(data["traceId"]) if data.get("traceId") else None,
             name=str(data["name"]),
             timestamp=ns_from_iso(data.get("timestamp")) or 0,
             value=float(value) if isinstance(value, int | float) else None,
@@ -482,7 +497,16 @@ class Score:
             config_id=data.get("configId"),
             environment=data.get("environment") or "default",
             source=data.get("source") or "API",
+            dataset_run_id=data.get("datasetRunId"),
         )
+
+
+@dataclass(slots=True)
+class ScoreItem:
+    """A standalone score (of a session or a dataset run) as the outbox delivers it: no spans, only its score."""
+
+    id: str  # its outbox key: store.score_key(score id)
+    scores: list[Score]
 
 
 @dataclass(slots=True)
@@ -546,6 +570,7 @@ class SessionSummary:
     interrupted: int = 0
     handled_errors: int = 0
     user_ids: list[str] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)  # the session's own (not its traces')
 
     @property
     def status(self) -> str:
@@ -569,4 +594,5 @@ class SessionSummary:
             "handledErrors": self.handled_errors,
             "userIds": list(self.user_ids),
             "status": self.status,
+            "scores": [score.to_v2_dict() for score in self.scores],
         }

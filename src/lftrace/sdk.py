@@ -462,13 +462,15 @@ def _add_score(
     metadata: Any = None,
     timestamp: datetime | None = None,
     session_id: str | None = None,
+    dataset_run_id: str | None = None,
     environment: str | None = None,
     client: Any = None,
     **ignored: Any,
 ) -> None:
-    """A score joins its trace's open fragment (written with it), or is written alone as a fragment of its trace."""
+    """A score joins its trace's open fragment (written with it), or is written alone as a fragment of its trace;
+    a session's or dataset run's score (no trace) is written on its own."""
     target = trace_id or (fragment.trace.id if fragment is not None else None)
-    if target is None:
+    if target is None and not (session_id or dataset_run_id):
         log.warning("lftrace: score %r has no trace: pass trace_id, or score inside a span", name)
         return
     client = client if client is not None else (fragment.client if fragment is not None else None)
@@ -482,6 +484,7 @@ def _add_score(
             timestamp=_ns(timestamp) or time.time_ns(),
             observation_id=observation_id,
             session_id=session_id,
+            dataset_run_id=dataset_run_id,
             comment=comment,
             metadata=metadata,
             config_id=config_id,
@@ -489,6 +492,10 @@ def _add_score(
         )
     except (TypeError, ValueError) as exc:
         log.warning("lftrace: score %r not recorded: %s", name, exc)
+        return
+    if target is None:  # a session's or dataset run's: always kept (sampling is per trace), as the official SDK
+        if client is not None and getattr(client, "tracing_active", False):
+            client._submit_scores([score])
         return
     if fragment is not None and fragment.trace.id == target and not fragment.submitted:
         with fragment.lock:
@@ -628,12 +635,16 @@ class TracingApi:
         observation_id: str | None = None,
         **fields: Any,
     ) -> None:
-        """A score for a trace (or one of its observations): stored, shown by ``show``, exported to Langfuse."""
+        """A score for a trace (or one of its observations), a session (``session_id``) or a dataset run
+        (``dataset_run_id``): stored, shown by ``show`` (a session's by ``sessions ID``), exported to Langfuse."""
         current = _current_span()
         joins = current is not None and current.trace_id == trace_id and not isinstance(current, _RunSpan)
         fragment = current._fragment if joins and current is not None else None
-        if trace_id is None:
-            log.warning("lftrace: create_score(%r) needs trace_id (or use score_current_trace)", name)
+        if trace_id is None and not (fields.get("session_id") or fields.get("dataset_run_id")):
+            log.warning(
+                "lftrace: create_score(%r) needs trace_id, session_id or dataset_run_id (or use score_current_trace)",
+                name,
+            )
             return
         _add_score(
             fragment, name=name, value=value, trace_id=trace_id, observation_id=observation_id, client=self, **fields

@@ -297,6 +297,38 @@ def m009_partial_session_user_indexes(conn: sqlite3.Connection) -> None:
         _ensure_index(conn, name, sql)
 
 
+@migration(10)
+def m010_standalone_scores(conn: sqlite3.Connection) -> None:
+    """Scores of a session or a dataset run (no trace): ``trace_id`` may be NULL, and the session and dataset
+    run are columns (a session's scores are read by its id). The table is made again: SQLite cannot drop a
+    NOT NULL. The columns are filled from each score's stored data."""
+    conn.execute(
+        """CREATE TABLE scores_v10 (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT,
+            observation_id TEXT,
+            session_id TEXT,
+            dataset_run_id TEXT,
+            name TEXT NOT NULL,
+            timestamp_ns INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )"""
+    )
+    rows = conn.execute("SELECT id, trace_id, observation_id, name, timestamp_ns, data FROM scores").fetchall()
+    conn.executemany(
+        "INSERT INTO scores_v10 (id, trace_id, observation_id, session_id, name, timestamp_ns, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (sid, tid, oid, orjson.loads(data).get("session_id"), name, ts, data)
+            for sid, tid, oid, name, ts, data in rows
+        ],
+    )
+    conn.execute("DROP TABLE scores")
+    conn.execute("ALTER TABLE scores_v10 RENAME TO scores")
+    conn.execute("CREATE INDEX scores_trace ON scores (trace_id, timestamp_ns)")
+    conn.execute("CREATE INDEX scores_session ON scores (session_id, timestamp_ns) WHERE session_id IS NOT NULL")
+
+
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
     """The index ``name`` exactly as ``sql`` makes it: made when missing, made again when it differs."""
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
@@ -307,6 +339,18 @@ def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
 
 
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
+SCORE_KEY = "score:"  # the outbox row of a standalone score is keyed "score:<score id>" (trace ids are hex)
+
+
+def score_key(score_id: str) -> str:
+    return SCORE_KEY + score_id
+
+
+def scored(key: str) -> str | None:
+    """The score id of a standalone score's outbox key; None for a trace id."""
+    return key[len(SCORE_KEY) :] if key.startswith(SCORE_KEY) else None
+
+
 _NUM_OF = "(SELECT num FROM traces WHERE id = ?)"  # a trace's number, by id, in a query on its observations
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
 
@@ -1100,6 +1144,35 @@ class TraceStore:
         with self._errors():
             return self._read(lambda c: _score_rows(c, "ORDER BY timestamp_ns DESC, id", ()))
 
+    def write_scores(self, scores: Sequence[Score], destinations: Sequence[str] = ()) -> None:
+        """Store scores of sessions and dataset runs (``Score.standalone``), each queued for ``destinations``
+        on its own (its outbox key is ``score_key(id)``). Trace scores are written with their trace instead."""
+        if any(not score.standalone for score in scores):
+            raise ValueError("write_scores takes scores without a trace; a trace's scores are written with it")
+        now = time.time_ns()
+        outbox = [(score_key(score.id), dest, now, now) for score in scores for dest in dict.fromkeys(destinations)]
+
+        def work(conn: sqlite3.Connection) -> None:
+            _write_scores(conn, scores)
+            conn.executemany(_DELIVERY_UPSERT, outbox)
+
+        with self._errors():
+            self._write(work)
+
+    def standalone_scores(self, score_ids: Sequence[str]) -> list[Score]:
+        """The scores without a trace among these ids."""
+        if not score_ids:
+            return []
+        clause = f"WHERE trace_id IS NULL AND id IN ({_marks(len(score_ids))})"
+        with self._errors():
+            return self._read(lambda c: _score_rows(c, clause, list(score_ids)))
+
+    def session_scores(self, session_id: str) -> list[Score]:
+        """The scores given to a session itself (not to one of its traces), oldest first."""
+        clause = "WHERE session_id = ? AND trace_id IS NULL ORDER BY timestamp_ns, id"
+        with self._errors():
+            return self._read(lambda c: _score_rows(c, clause, (session_id,)))
+
     def resolve_id(self, id_or_prefix: str) -> str:
         """The full id of the trace with this id, or of the only trace whose id starts with it (TraceNotFound,
         InputError when several match)."""
@@ -1331,12 +1404,14 @@ class TraceStore:
                 (destination, now),
             ).fetchall()
             dead = [h for (h,) in holders if h and h != owner and not owner_alive(h)]
+            # a trace's row, or a standalone score's (score_key: no trace row, ordered by when it was queued)
             rows = conn.execute(
-                "SELECT d.trace_id, d.revision FROM deliveries d JOIN traces t ON t.id = d.trace_id "
+                "SELECT d.trace_id, d.revision FROM deliveries d LEFT JOIN traces t ON t.id = d.trace_id "
                 f"WHERE d.destination = ? AND d.status IN ({_marks(len(statuses))}) AND d.next_attempt_ns <= ? "
                 "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ? "
                 f"OR d.claimed_by IN ({_marks(len(dead))})) "
-                "ORDER BY t.timestamp_ns, d.trace_id LIMIT ?",
+                f"AND (t.id IS NOT NULL OR d.trace_id LIKE '{SCORE_KEY}%') "
+                "ORDER BY coalesce(t.timestamp_ns, d.enqueued_ns), d.trace_id LIMIT ?",
                 (destination, *statuses, now, now, *dead, limit),
             ).fetchall()
             until = now + int(lease_seconds * 1e9)
@@ -1865,6 +1940,7 @@ _SCORE_FIELDS = (
     "string_value",
     "data_type",
     "session_id",
+    "dataset_run_id",
     "comment",
     "metadata",
     "config_id",
@@ -1880,8 +1956,10 @@ def _write_scores(conn: sqlite3.Connection, scores: Sequence[Score]) -> None:
     rows = [
         (
             sc.id,
-            sc.trace_id,
+            sc.trace_id or None,
             sc.observation_id,
+            sc.session_id,
+            sc.dataset_run_id,
             sc.name,
             sc.timestamp,
             dumps({key: getattr(sc, key) for key in _SCORE_FIELDS}),
@@ -1889,7 +1967,8 @@ def _write_scores(conn: sqlite3.Connection, scores: Sequence[Score]) -> None:
         for sc in scores
     ]
     conn.executemany(
-        "INSERT OR REPLACE INTO scores (id, trace_id, observation_id, name, timestamp_ns, data) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO scores (id, trace_id, observation_id, session_id, dataset_run_id, name, timestamp_ns, "
+        "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 
@@ -1897,7 +1976,7 @@ def _write_scores(conn: sqlite3.Connection, scores: Sequence[Score]) -> None:
 def _load_scores(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[Score]]:
     out: dict[str, list[Score]] = {}
     for score in _score_rows(conn, f"WHERE trace_id IN ({_marks(len(ids))}) ORDER BY timestamp_ns, id", list(ids)):
-        out.setdefault(score.trace_id, []).append(score)
+        out.setdefault(score.trace_id or "", []).append(score)
     return out
 
 
@@ -1906,8 +1985,8 @@ def _score_rows(conn: sqlite3.Connection, clause: str, params: Sequence[Any]) ->
         rows = conn.execute(
             f"SELECT id, trace_id, observation_id, name, timestamp_ns, data FROM scores {clause}", params
         ).fetchall()
-    except sqlite3.OperationalError as exc:  # a store opened read-only before migration 5: no scores yet
-        if "no such table" not in str(exc):
+    except sqlite3.OperationalError as exc:  # a store opened read-only before migration 5 (no scores yet) or 10
+        if "no such table" not in str(exc) and "no such column" not in str(exc):  # (no scores without a trace)
             raise
         return []
     out = []

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .errors import StoreError
-from .model import Observation, Trace
+from .model import Observation, Score, Trace
 from .sanitize import encodable
 from .sharing import INT64, Converter, as_json, inline_json, is_json_text
 
@@ -83,6 +83,15 @@ class _Fragment:
         self.trace = trace
 
 
+class _Scores:
+    """Scores of sessions or dataset runs (``Score.standalone``): stored on their own, each queued for export."""
+
+    __slots__ = ("scores",)
+
+    def __init__(self, scores: list[Score]) -> None:
+        self.scores = scores
+
+
 def _is_data_problem(exc: BaseException) -> bool:
     """The traces were refused (a value SQLite cannot take), not the store: other traces can still be written."""
     if isinstance(exc, StoreError):
@@ -124,7 +133,7 @@ class TraceWriter:
         self._shipped_ids: set[str] = set()
         self._shipped_to: Helper | None = None
         self.helper_error: str | None = None  # why the helper did not write all it was handed at the last flush
-        self._queue: queue.SimpleQueue[Trace | _Fragment | _FlushMarker | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Trace | _Fragment | _Scores | _FlushMarker | None] = queue.SimpleQueue()
         self._converter = Converter(share_within_trace=mask is None)  # only used on the writer thread
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
@@ -137,6 +146,7 @@ class TraceWriter:
         # prepared, refused by an unwritable store; oldest first. A list, not keyed by id: fragments of one trace
         # (written while a run goes on, or arriving in several requests) are all kept and merged in order.
         self._unwritten: list[Trace] = []
+        self._scores: list[Score] = []  # standalone scores not written yet (kept, and retried, as traces are)
         self._retry_delay = RETRY_FIRST_S
         self._next_retry = 0.0
         self.write_error: Exception | None = None  # why the last write failed (None once the store takes writes)
@@ -178,6 +188,11 @@ class TraceWriter:
                 self._queued_parts += 1
             self._queue.put(_Fragment(trace))
 
+    def submit_scores(self, scores: list[Score]) -> None:
+        """Scores of sessions or dataset runs (no trace): written with the next batch, queued for export."""
+        self._ensure_thread()
+        self._queue.put(_Scores(scores))
+
     def forked(self) -> None:
         """In a process made with fork(): the writer thread is not here, and its queue and locks may have been
         taken mid-use. Start afresh; what the parent had queued or kept unwritten is the parent's to write."""
@@ -188,6 +203,7 @@ class TraceWriter:
         self._queued_parts = 0
         self._parts = set()
         self._unwritten = []
+        self._scores = []
         self._shipped = deque()
         self._shipped_ids = set()
         self._shipped_to = None
@@ -218,10 +234,11 @@ class TraceWriter:
         self._thread = None
         if self._shipped:  # the thread did not get to it (timeout): written here, now
             self._settle_shipped()
-        if self._unwritten:
+        if self._unwritten or self._scores:
             log.error(
-                "lftrace: %d trace(s) could not be written to the store and are lost (%s)",
+                "lftrace: %d trace(s) and %d score(s) could not be written to the store and are lost (%s)",
                 len(self._unwritten),
+                len(self._scores),
                 self.write_error,
             )
 
@@ -238,12 +255,13 @@ class TraceWriter:
         stopping = False
         while not stopping:
             try:
-                if self._unwritten:
+                if self._unwritten or self._scores:
                     item = self._queue.get(timeout=max(self._next_retry - time.monotonic(), 0.01))
                 else:
                     item = self._queue.get()
             except queue.Empty:  # time to retry the unwritten traces
                 self._write([])
+                self._write_scores()
                 continue
             # each trace is prepared as it arrives (its captured objects let go at once, before they age into the
             # garbage collector's older generations); the batch is committed in one transaction
@@ -255,6 +273,8 @@ class TraceWriter:
                     stopping = True
                 elif isinstance(item, _FlushMarker):
                     markers.append(item)
+                elif isinstance(item, _Scores):
+                    self._scores += item.scores
                 else:
                     self._prepare_item(item, prepared)
                 # a part of a long run is converted and written on its own: converting several at once would hold
@@ -271,6 +291,7 @@ class TraceWriter:
                 except queue.Empty:
                     break
             self._write(prepared)
+            self._write_scores()
             if isinstance(item, _Fragment):  # a part ends a batch: it is written (or kept unwritten) now
                 with self._parts_queued:
                     self._queued_parts -= 1
@@ -278,8 +299,38 @@ class TraceWriter:
             if markers or stopping:
                 self._settle_shipped()
             for marker in markers:
-                marker.ok = not self._unwritten and self.dropped == marker.dropped_before and not self.helper_error
+                marker.ok = (
+                    not self._unwritten
+                    and not self._scores
+                    and self.dropped == marker.dropped_before
+                    and not self.helper_error
+                )
                 marker.done.set()
+
+    def _write_scores(self) -> None:
+        """Commit the standalone scores waiting; an unwritable store keeps them for the next try, as traces."""
+        if not self._scores or (self._unwritten and time.monotonic() < self._next_retry):
+            return
+        try:
+            self._open_store().write_scores(self._scores, self._destinations())
+        except Exception as exc:
+            if _is_data_problem(exc):
+                self.dropped += len(self._scores)
+                log.warning("lftrace: could not store %d score(s): %s", len(self._scores), exc)
+            else:
+                first = self.write_error is None
+                self.write_error = exc
+                self._next_retry = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+                if first:
+                    log.warning(
+                        "lftrace: could not write %d score(s) to the store: %s; retrying", len(self._scores), exc
+                    )
+                del self._scores[: max(len(self._scores) - MAX_UNWRITTEN, 0)]
+                return
+        self._scores = []
+        if not self._unwritten:
+            self._written_again()
 
     def _prepare_item(self, item: Trace | _Fragment, prepared: list[Trace]) -> None:
         trace = item.trace if isinstance(item, _Fragment) else item

@@ -228,7 +228,10 @@ def every_field_trace(trace_id: str = "ab" * 16) -> Trace:
         if f.name not in ("observations", "scores")
     }
     score_values = {f.name: _value_for(Score, f, i) for i, f in enumerate(dataclasses.fields(Score))}
-    score_values.update(id="sc1", trace_id=trace_id, observation_id=obs.id, session_id=None, value=0.75)
+    # a trace's score (Langfuse's ScoreV1 in TraceWithFullDetails) has no session or dataset run of its own
+    score_values.update(
+        id="sc1", trace_id=trace_id, observation_id=obs.id, session_id=None, dataset_run_id=None, value=0.75
+    )
     score_values["string_value"] = None  # NUMERIC: Langfuse's shape has no stringValue
     values.update(id=trace_id, timestamp=obs.start_time, end_time=obs.end_time, public=True)
     return Trace(**values, observations=[obs], scores=[Score(**score_values)])

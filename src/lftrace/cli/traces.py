@@ -228,16 +228,17 @@ def _show_session(session: str, *, json_out: bool) -> None:
     store = open_store(read_only=True)
     try:
         traces = list(store.iter_traces(where=TraceFilter(session_id=session)))
+        scores = store.session_scores(session)
     finally:
         store.close()
-    if not traces:
+    if not traces and not scores:
         raise TraceNotFound(f"no traces of session '{clean_line(session)}' in {store_path()} (see `lftrace sessions`)")
-    if json_out:
+    if json_out:  # the session's traces; its own scores are in `lftrace sessions --json`
         print_json([t.to_dict() for t in traces])
         return
     from ..conversation import render_conversation
 
-    console().print(render_conversation(session, traces))
+    console().print(render_conversation(session, traces, scores))
 
 
 def load_remote_trace(trace_id: str) -> Trace:
@@ -361,6 +362,8 @@ def sessions_command(
         store = open_store(read_only=True)
         try:
             sessions = store.list_sessions(limit=limit, where=where)
+            for summary in sessions:
+                summary.scores = store.session_scores(summary.id)
         finally:
             store.close()
     if json_out:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from ..model import Observation, Trace, TracePage
+from ..model import Observation, ScoreItem, Trace, TracePage
 from . import wire
 from .attributes import PROFILES, observation_attributes
 
@@ -153,7 +153,12 @@ class EncodedTrace:
         self.scores = list(trace.scores)
 
 
-def _spans_of(item: Trace | EncodedTrace, profile: str) -> Iterator[bytes]:
+Exportable = Trace | EncodedTrace | ScoreItem  # what exporters take: traces, pre-encoded traces, standalone scores
+
+
+def _spans_of(item: Exportable, profile: str) -> Iterator[bytes]:
+    if isinstance(item, ScoreItem):  # a session's or dataset run's score: nothing for OTLP
+        return iter(())
     if not isinstance(item, EncodedTrace):
         return _span_fields(item, profile)
     if item.profile != profile:
@@ -166,7 +171,7 @@ def _head(resource_attributes: Mapping[str, Any] | None, profile: str) -> tuple[
 
 
 def encode_request(
-    traces: Sequence[Trace | EncodedTrace],
+    traces: Sequence[Exportable],
     resource_attributes: Mapping[str, Any] | None = None,
     *,
     profile: str = "langfuse",
@@ -185,7 +190,7 @@ def encode_traces(
 
 
 def iter_batches(
-    traces: Sequence[Trace | EncodedTrace],
+    traces: Sequence[Exportable],
     resource_attributes: Mapping[str, Any] | None = None,
     *,
     profile: str = "langfuse",
@@ -208,7 +213,7 @@ def iter_batches(
 
 
 def encode_batches(
-    traces: Sequence[Trace | EncodedTrace],
+    traces: Sequence[Exportable],
     resource_attributes: Mapping[str, Any] | None = None,
     *,
     profile: str = "langfuse",

@@ -20,7 +20,7 @@ from typing import Any
 from .._version import __version__
 from ..config import mask_secret
 from ..model import Trace
-from .encode import MAX_PLAIN_REQUEST_BYTES, MAX_REQUEST_BYTES, EncodedTrace, iter_batches
+from .encode import MAX_PLAIN_REQUEST_BYTES, MAX_REQUEST_BYTES, EncodedTrace, Exportable, iter_batches
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class OtlpExporter:
         """``trace`` as this exporter will send it (``export`` takes it in place of the trace)."""
         return EncodedTrace(trace, self.profile)
 
-    def export(self, traces: Sequence[Trace | EncodedTrace], *, timeout: float | None = None) -> ExportResult:
+    def export(self, traces: Sequence[Exportable], *, timeout: float | None = None) -> ExportResult:
         """Send every span of ``traces``; the result is ok only if every request succeeded."""
         if not traces:
             return ExportResult(ok=True, message="nothing to send")
@@ -350,7 +350,7 @@ class LangfuseExporter(OtlpExporter):
         self._secrets += [secret_key, token]
         self._scores_api = True  # False once the server showed it has no POST /api/public/scores for a list
 
-    def export(self, traces: Sequence[Trace | EncodedTrace], *, timeout: float | None = None) -> ExportResult:
+    def export(self, traces: Sequence[Exportable], *, timeout: float | None = None) -> ExportResult:
         """The spans over OTLP, then the traces' scores (OTLP has no scores) to the scores API.
 
         Score ids are stable, so sending a trace's scores again (a merged trace is delivered again) updates them
@@ -411,6 +411,7 @@ def score_body(score: Any) -> dict[str, Any]:
         "traceId": score.trace_id,
         "observationId": score.observation_id,
         "sessionId": score.session_id,
+        "datasetRunId": score.dataset_run_id,
         "name": score.name,
         "value": score.string_value if text else score.value,
         "dataType": score.data_type,

@@ -117,8 +117,10 @@ def score_v3(score: Score, groups: set[str]) -> dict[str, Any]:
             data["subject"] = {"kind": "observation", "id": score.observation_id, "traceId": score.trace_id}
         elif score.trace_id:
             data["subject"] = {"kind": "trace", "id": score.trace_id}
-        else:
+        elif score.session_id:
             data["subject"] = {"kind": "session", "id": score.session_id}
+        else:
+            data["subject"] = {"kind": "experiment", "id": score.dataset_run_id}
     if "annotation" in groups:
         data.update({"authorUserId": None, "queueId": None})
     return data
@@ -149,8 +151,8 @@ def _scores_v3_matching(store: TraceStore, request: Request) -> list[Score]:
     ids, names = set(_list_param(request, "id")), set(_list_param(request, "name"))
     sources = {v.upper() for v in _list_param(request, "source")}
     environments, config_ids = set(_list_param(request, "environment")), set(_list_param(request, "configId"))
-    if experiment_ids or _list_param(request, "queueId") or _list_param(request, "authorUserId"):
-        return []  # lftrace keeps no dataset runs, annotation queues or users: nothing matches
+    if _list_param(request, "queueId") or _list_param(request, "authorUserId"):
+        return []  # lftrace keeps no annotation queues or users: nothing matches
     in_sessions: set[str] = set()
     for session_id in session_ids:
         in_sessions.update(s.id for s in store.list_traces(limit=None, session_id=session_id))
@@ -167,6 +169,7 @@ def _scores_v3_matching(store: TraceStore, request: Request) -> list[Score]:
             or (trace_ids and score.trace_id not in trace_ids)
             or (observation_ids and score.observation_id not in observation_ids)
             or (session_ids and score.trace_id not in in_sessions and score.session_id not in session_ids)
+            or (experiment_ids and score.dataset_run_id not in experiment_ids)
             or (since is not None and score.timestamp < since)
             or (until is not None and score.timestamp >= until)
             or (wanted_values is not None and _score_key(score) not in wanted_values)
@@ -484,6 +487,18 @@ def routes(store: TraceStore) -> list[Route]:
         limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
         q = request.query_params
         trace_id = q.get("traceId")
+
+        def wanted(score: Score) -> bool:
+            return not (
+                (q.get("name") and score.name != q.get("name"))
+                or (q.get("observationId") and score.observation_id != q.get("observationId"))
+                or (q.get("dataType") and score.data_type != q.get("dataType"))
+                or (q.get("datasetRunId") and score.dataset_run_id != q.get("datasetRunId"))
+            )
+
+        def row(score: Score, trace: dict[str, Any] | None) -> dict[str, Any]:
+            return {**score.to_v2_dict(), "trace": trace}
+
         traces = store.get_traces([trace_id]) if trace_id else store.iter_traces()
         rows = []
         for t in traces:
@@ -491,16 +506,14 @@ def routes(store: TraceStore) -> list[Route]:
                 continue
             if q.get("sessionId") and t.session_id != q.get("sessionId"):
                 continue
-            for score in t.scores:
-                if q.get("name") and score.name != q.get("name"):
-                    continue
-                if q.get("observationId") and score.observation_id != q.get("observationId"):
-                    continue
-                if q.get("dataType") and score.data_type != q.get("dataType"):
-                    continue
-                data = score.to_dict()
-                data["trace"] = {"userId": t.user_id, "tags": list(t.tags), "environment": t.environment}
-                rows.append(data)
+            trace = {"userId": t.user_id, "tags": list(t.tags), "environment": t.environment}
+            rows += [row(score, trace) for score in t.scores if wanted(score)]
+        if not trace_id and not q.get("userId"):  # the scores of sessions and dataset runs
+            rows += [
+                row(score, None)
+                for score in store.scores()
+                if score.standalone and wanted(score) and q.get("sessionId") in (None, score.session_id)
+            ]
         rows.sort(key=lambda r: r.get("timestamp") or "", reverse=True)
         return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
 

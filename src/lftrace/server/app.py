@@ -209,7 +209,9 @@ class Ingestor:
         if result.traces:
             # the traces are complete (read back and updated): a plain replace is the merge
             self.store.write_traces(result.traces, self.destinations)
-        if result.traces and self.after_write is not None:
+        if result.scores:
+            self.store.write_scores(result.scores, self.destinations)
+        if (result.traces or result.scores) and self.after_write is not None:
             self.after_write()
         return result
 
@@ -272,7 +274,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
     async def create_scores(request: Request) -> Response:
         """``POST /api/public/scores``: one score (200 ``{"id"}``) or, as the official SDK 5 sends them, a list (202
         ``{"message": "Accepted"}``, or 207 with the accepted and rejected counts and why). Stored as the legacy
-        endpoint's score-create events are: a score needs a traceId (session and dataset-run scores are refused)."""
+        endpoint's score-create events are: a score needs a traceId, a sessionId or a datasetRunId."""
         try:
             data = await json_body(request)
             single = isinstance(data, dict)

@@ -42,6 +42,7 @@ class EventError(Exception):
 @dataclass
 class BatchResult:
     traces: list[Trace] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)  # of sessions and dataset runs (no trace): stored on their own
     successes: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -124,6 +125,7 @@ class _Batch:
     def __init__(self, existing: dict[str, Trace]) -> None:
         self.traces: dict[str, Trace] = existing
         self.touched: dict[str, Trace] = {}
+        self.standalone: dict[str, Score] = {}  # scores of sessions and dataset runs, by id (the last one wins)
         self.observations: dict[tuple[str, str], Observation] = {
             (t.id, o.id): o for t in existing.values() for o in t.observations
         }
@@ -236,11 +238,11 @@ class _Batch:
             obs.cost_details = cost
 
     def score_event(self, body: dict[str, Any], event_id: str, event_time: int) -> None:
-        trace_id = body.get("traceId")
+        trace_id, session_id, run_id = (_text(body.get(key)) for key in ("traceId", "sessionId", "datasetRunId"))
         name = body.get("name")
         value = body.get("value")
-        if not isinstance(trace_id, str) or not trace_id:
-            raise EventError("score-create needs body.traceId (session and dataset-run scores are not kept)")
+        if not (trace_id or session_id or run_id):
+            raise EventError("score-create needs body.traceId, body.sessionId or body.datasetRunId")
         if not isinstance(name, str) or not name or not isinstance(value, int | float | str | bool):
             raise EventError("score-create needs body.name and a number, boolean or string body.value")
         data_type = body.get("dataType")
@@ -253,6 +255,8 @@ class _Batch:
                 data_type=data_type if isinstance(data_type, str) else None,
                 timestamp=_time(body.get("timestamp"), "body.timestamp") or event_time,
                 observation_id=body.get("observationId") if isinstance(body.get("observationId"), str) else None,
+                session_id=session_id,
+                dataset_run_id=run_id,
                 comment=body.get("comment") if isinstance(body.get("comment"), str) else None,
                 metadata=body.get("metadata"),
                 config_id=body.get("configId") if isinstance(body.get("configId"), str) else None,
@@ -260,6 +264,9 @@ class _Batch:
             )
         except (TypeError, ValueError) as exc:
             raise EventError(f"invalid score: {exc}") from None
+        if trace_id is None:
+            self.standalone[score.id] = score
+            return
         trace = self._trace(trace_id, score.timestamp)
         trace.scores = [s for s in trace.scores if s.id != score.id] + [score]
 
@@ -313,4 +320,10 @@ def apply_batch(batch: Any, read_traces: Callable[[list[str]], Iterable[Trace]])
             continue
         result.successes.append({"id": event_id, "status": 201})
     result.traces = state.finish()
+    result.scores = list(state.standalone.values())
     return result
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string field, else None."""
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,168 @@
+"""Scores of sessions and dataset runs (no trace), as the official SDK makes them with
+``create_score(session_id=...)`` / ``create_score(dataset_run_id=...)``: stored on their own, shown with their
+session, queued in the outbox and delivered to Langfuse's scores API, kept when Langfuse is down.
+
+Real SDK code through the client, a real SQLite file, real ``lftrace`` subprocesses and a real receiver on
+127.0.0.1 (the fake Langfuse of ``support.otlp_receiver``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.runnables import RunnableLambda
+
+from lftrace import Langfuse
+from lftrace.client import reset_clients
+from lftrace.langchain import CallbackHandler
+from lftrace.model import Score
+from lftrace.store import LATEST_VERSION, TraceStore, score_key
+from support.otlp_receiver import Reply
+from support.traces import BASE_NS, make_trace, new_id
+
+LFTRACE = str(Path(sys.executable).parent / "lftrace")
+PK, SK = "pk-lf-scores-0001", "sk-lf-scores-0002"
+
+
+def _lftrace(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LFTRACE, *args], capture_output=True, text=True, timeout=60, env=dict(os.environ))
+
+
+def _scores_posted(receiver) -> list[dict]:
+    return [
+        s for r in receiver.requests if r.path == "/api/public/scores" and r.status == 202 for s in json.loads(r.body)
+    ]
+
+
+def test_session_and_dataset_run_scores_are_stored_and_shown_with_their_session(isolated_env: Path) -> None:
+    langfuse = Langfuse()
+    chat = RunnableLambda(lambda q: f"echo {q}")
+    chat.invoke("hi", config={"callbacks": [CallbackHandler()], "metadata": {"langfuse_session_id": "chat-7"}})
+    # the official SDK's calls, unchanged: a session's score and an experiment's (dataset run) score
+    langfuse.create_score(name="csat", value=4, session_id="chat-7", comment="quick answer")
+    langfuse.create_score(name="resolved", value=True, data_type="BOOLEAN", session_id="chat-7")
+    langfuse.create_score(name="accuracy", value=0.75, dataset_run_id="run-2026-11")
+    langfuse.create_score(name="orphan", value=1)  # belongs to nothing: not recorded (a warning says so)
+    assert langfuse.flush() is True
+    reset_clients()
+
+    shown = _lftrace("show", "--session", "chat-7")
+    assert shown.returncode == 0, shown.stderr
+    assert "scores csat 4, resolved True" in shown.stdout
+    assert "user: hi" in shown.stdout  # the session's trace is still there, turn by turn
+
+    listed = json.loads(_lftrace("sessions", "--json").stdout)
+    (session,) = listed
+    assert session["sessionId"] == "chat-7" and session["traces"] == 1
+    assert [(s["name"], s["value"], s["comment"], s["sessionId"], s["traceId"]) for s in session["scores"]] == [
+        ("csat", 4.0, "quick answer", "chat-7", None),
+        ("resolved", 1.0, None, "chat-7", None),
+    ]
+    with TraceStore(isolated_env, create=False) as store:
+        by_name = {s.name: s for s in store.scores()}
+        assert set(by_name) == {"csat", "resolved", "accuracy"}
+        assert (by_name["accuracy"].dataset_run_id, by_name["accuracy"].trace_id) == ("run-2026-11", None)
+        (trace,) = store.list_traces()
+        assert store.get_trace(trace.id).scores == []  # a session's score is not its trace's
+
+
+@pytest.mark.parametrize("helper", ["true", "false"])  # delivered by the export helper, or by a thread of the program
+def test_standalone_scores_go_to_langfuse_s_scores_api_and_wait_while_it_is_down(
+    receiver, isolated_env, monkeypatch, helper
+) -> None:
+    monkeypatch.setenv("LFTRACE_EXPORT_PROCESS", helper)
+    receiver.scores_reply = Reply(503, "busy")
+    langfuse = Langfuse(public_key=PK, secret_key=SK, base_url=receiver.url)
+    langfuse.create_score(name="csat", value=5, session_id="s-1")
+    langfuse.create_score(name="f1", value=0.5, dataset_run_id="run-1", metadata={"split": "test"})
+    assert langfuse.flush() is True  # on disk, though Langfuse answered 503: queued for a later push
+    destination = f"langfuse:{receiver.url}"
+    counts = langfuse.store.delivery_counts()[destination]
+    assert (counts["pending"], counts["delivered"]) == (2, 0)
+    assert _scores_posted(receiver) == []
+
+    receiver.scores_reply = None  # back up: the next flush delivers them, once each
+    assert langfuse.flush() is True
+    posted = {s["name"]: s for s in _scores_posted(receiver)}
+    assert posted["csat"] == {
+        "id": posted["csat"]["id"],
+        "sessionId": "s-1",
+        "name": "csat",
+        "value": 5.0,
+        "dataType": "NUMERIC",
+        "environment": "default",
+        "timestamp": posted["csat"]["timestamp"],
+    }
+    assert "traceId" not in posted["f1"] and posted["f1"]["datasetRunId"] == "run-1"
+    assert posted["f1"]["metadata"] == {"split": "test"}
+    assert langfuse.store.delivery_counts()[destination]["delivered"] == 2
+    assert not receiver.otlp_requests()  # no spans for a score
+    langfuse.flush()
+    assert len(_scores_posted(receiver)) == 2  # delivered once
+
+
+def test_a_langfuse_without_the_scores_api_gets_score_create_events_for_them(receiver, isolated_env) -> None:
+    receiver.scores_api = False
+    langfuse = Langfuse(public_key=PK, secret_key=SK, base_url=receiver.url)
+    langfuse.create_score(name="csat", value="great", session_id="s-2")
+    assert langfuse.flush() is True
+    (post,) = [r for r in receiver.requests if r.path == "/api/public/ingestion"]
+    (event,) = json.loads(post.body)["batch"]
+    assert event["type"] == "score-create" and event["body"]["sessionId"] == "s-2"
+    assert "traceId" not in event["body"] and event["body"]["value"] == "great"
+
+
+def _downgrade_scores_to_schema_9(path: Path) -> None:
+    """The scores table as migrations 5-9 made it: a NOT NULL trace id, the session only in the data."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE scores_v9 (id TEXT PRIMARY KEY, trace_id TEXT NOT NULL, observation_id TEXT,
+            name TEXT NOT NULL, timestamp_ns INTEGER NOT NULL, data TEXT NOT NULL);
+        INSERT INTO scores_v9 SELECT id, trace_id, observation_id, name, timestamp_ns, data FROM scores;
+        DROP TABLE scores;
+        ALTER TABLE scores_v9 RENAME TO scores;
+        CREATE INDEX scores_trace ON scores (trace_id, timestamp_ns);
+        DELETE FROM _migrations WHERE version >= 10;
+        PRAGMA user_version = 9;
+        """
+    )
+    conn.close()
+
+
+def test_a_store_of_schema_9_keeps_its_scores_through_migration_10(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    trace = make_trace(session_id="s1")
+    trace.scores = [
+        Score(id=new_id(8), trace_id=trace.id, name="quality", value=0.5, timestamp=BASE_NS, session_id="s1"),
+        Score(
+            id=new_id(8),
+            trace_id=trace.id,
+            name="label",
+            string_value="ok",
+            data_type="CATEGORICAL",
+            timestamp=BASE_NS + 1,
+        ),
+    ]
+    with TraceStore(path) as store:
+        store.write_traces([trace])
+        before = store.get_trace(trace.id).scores
+    _downgrade_scores_to_schema_9(path)
+    with TraceStore(path) as store:
+        assert store.migrations()[-1][0] == LATEST_VERSION == 10
+        assert store.get_trace(trace.id).scores == before
+        session_score = Score.create(
+            id="s-score", trace_id=None, name="csat", value=3, data_type=None, timestamp=BASE_NS, session_id="s1"
+        )
+        store.write_scores([session_score], ["otlp:x"])
+        assert store.session_scores("s1") == [session_score]  # the trace's own score is not the session's
+        assert store.claim_pending("otlp:x", "me", 10) == [score_key("s-score")]
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name, trace_id, session_id FROM scores ORDER BY name").fetchall()
+    assert rows == [("csat", None, "s1"), ("label", trace.id, None), ("quality", trace.id, "s1")]
