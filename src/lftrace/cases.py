@@ -35,6 +35,7 @@ class RunOptions:
     """What ``lftrace test`` applies to every case (a case's own ``config`` and ``thread_id`` come on top)."""
 
     config: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] | None = None  # LangGraph's runtime context (a case's own keys go on top)
     recursion_limit: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     session_id: str | None = None
@@ -97,8 +98,10 @@ class CaseRunner:
         config = _merged(o.config, case.config)
         metadata = {**o.metadata, CASE_METADATA_KEY: case.name, RUN_METADATA_KEY: self.run_id, **case.metadata}
         runnable = self.factory(user_config(config, recursion_limit=o.recursion_limit, metadata=metadata))
+        context = None if o.context is None and case.context is None else {**(o.context or {}), **(case.context or {})}
         options = {
             "config": config,
+            "context": context,
             "recursion_limit": o.recursion_limit,
             "metadata": metadata,
             "session_id": o.session_id,

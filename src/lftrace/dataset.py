@@ -24,7 +24,7 @@ from typing import Any
 from .assertions import AssertionFailure, Expectations
 from .errors import CANCELLED, TERMINATED, InputError, Terminated, stop_reason
 
-_CASE_KEYS = {"name", "input", "turns", "expect", "metadata", "config", "thread_id"}
+_CASE_KEYS = {"name", "input", "turns", "expect", "metadata", "config", "context", "thread_id"}
 _TURN_KEYS = {"input", "resume", "expect"}
 
 
@@ -48,6 +48,7 @@ class Case:
     config: dict[str, Any] = field(default_factory=dict)  # merged into the run's RunnableConfig
     thread_id: str | None = None  # default for several turns: a fresh thread per test run
     turns: tuple[Turn, ...] = ()  # empty: one turn, ``input`` checked against ``expect``
+    context: dict[str, Any] | None = None  # LangGraph's runtime context for the case (over ``test --context``)
 
     def steps(self) -> tuple[Turn, ...]:
         """The turns to run: ``turns``, or the one turn of a plain case; the case's ``expect`` joins the last."""
@@ -148,7 +149,7 @@ def parse_case(line: str, where: str, number: int = 0) -> Case:
     if unknown:
         raise InputError(
             f"{where}: unknown key(s) {', '.join(unknown)} "
-            "(a case has name, input or turns, expect, metadata, config, thread_id)"
+            "(a case has name, input or turns, expect, metadata, config, context, thread_id)"
         )
     if ("input" in data) == ("turns" in data):
         raise InputError(
@@ -166,13 +167,18 @@ def parse_case(line: str, where: str, number: int = 0) -> Case:
     config = data.get("config", {})
     if not isinstance(config, dict):
         raise InputError(f'{where}: "config" must be an object (a RunnableConfig, e.g. {{"recursion_limit": 50}})')
+    context = data.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise InputError(
+            f'{where}: "context" must be an object (the graph\'s runtime context, e.g. {{"user_id": "u-1"}})'
+        )
     thread_id = data.get("thread_id")
     if thread_id is not None and (not isinstance(thread_id, str | int) or isinstance(thread_id, bool)):
         raise InputError(f'{where}: "thread_id" must be a string')
     turns = _parse_turns(data.get("turns"), where) if "turns" in data else ()
     expect = Expectations.from_dict(data.get("expect"), where=where)
     thread = None if thread_id is None else str(thread_id)
-    return Case(name, data.get("input"), expect, metadata, number, config, thread, turns)
+    return Case(name, data.get("input"), expect, metadata, number, config, thread, turns, context)
 
 
 def _parse_turns(value: Any, where: str) -> tuple[Turn, ...]:

@@ -329,11 +329,22 @@ def parse_config(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """``--config``: a JSON object, or ``@path`` to a JSON file holding one."""
     if text is None:
         return {}
+    return _json_object(text, "--config", '{"configurable": {"thread_id": "1"}}')
+
+
+def parse_context(text: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``--context``: LangGraph's runtime context (``invoke(context=...)``), a JSON object or ``@path``."""
+    if text is None:
+        return None
+    return _json_object(text, "--context", '{"user_id": "u-1"}')
+
+
+def _json_object(text: str | Mapping[str, Any], option: str, example: str) -> dict[str, Any]:
     if isinstance(text, Mapping):
         return dict(text)
-    where = "--config"
+    where = option
     if text.startswith("@"):
-        where = f"--config file '{text[1:]}'"
+        where = f"{option} file '{text[1:]}'"
         try:
             with open(text[1:], encoding="utf-8") as handle:
                 text = handle.read()
@@ -342,12 +353,73 @@ def parse_config(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputError(
-            f"{where} is not valid JSON ({err.msg} at position {err.pos}); e.g. '{{\"recursion_limit\": 50}}'"
-        ) from None
+        raise InputError(f"{where} is not valid JSON ({err.msg} at position {err.pos}); e.g. '{example}'") from None
     if not isinstance(value, dict):
-        raise InputError(f'{where} must be a JSON object, e.g. \'{{"configurable": {{"thread_id": "1"}}}}\'')
+        raise InputError(f"{where} must be a JSON object, e.g. '{example}'")
     return value
+
+
+def _context_schema(runnable: Any) -> Any:
+    """The graph's ``context_schema`` (LangGraph 0.6+: what nodes read as ``runtime.context``), or None."""
+    return getattr(runnable, "context_schema", None) if is_graph(runnable) else None
+
+
+def check_context(runnable: Any, context: Mapping[str, Any] | None, label: str) -> None:
+    """InputError (exit 2, before the run) when ``--context`` is given to a non-graph, or does not fit the graph's
+    context schema (a dataclass or Pydantic model, built from it as LangGraph builds it)."""
+    if context is None:
+        return
+    if not is_graph(runnable):
+        raise InputError(f"--context is LangGraph's runtime context; '{label}' is not a graph (use --config)")
+    schema = _context_schema(runnable)
+    if not isinstance(schema, type) or not (dataclasses.is_dataclass(schema) or hasattr(schema, "model_fields")):
+        return  # a TypedDict or none: the dict goes in as it is
+    try:
+        schema(**context)
+    except Exception as err:  # TypeError (dataclass), pydantic's ValidationError (its first error, on one line)
+        errors = getattr(err, "errors", None)
+        problems = errors() if callable(errors) else None
+        if problems:
+            first = problems[0]
+            detail = f"{'.'.join(str(p) for p in first.get('loc', ()))}: {first.get('msg', '')}"
+        else:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fields = ", ".join(_context_fields(schema)) or "none"
+        raise InputError(
+            f"--context does not fit the graph's context_schema {schema.__name__} ({detail}); its fields: {fields}"
+        ) from None
+
+
+def _context_fields(schema: Any) -> list[str]:
+    """The context schema's fields, required ones first marked as such (for messages)."""
+    if dataclasses.is_dataclass(schema):
+        return [
+            f.name
+            + (
+                ""
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+                else " (required)"
+            )
+            for f in dataclasses.fields(schema)
+        ]
+    fields = getattr(schema, "model_fields", {})
+    return [name + (" (required)" if info.is_required() else "") for name, info in fields.items()]
+
+
+def context_note(runnable: Any, context: Mapping[str, Any] | None) -> str | None:
+    """For a run that raised with no ``--context``: the graph's context schema and how to give it, if it has one
+    with required fields (its nodes then read ``runtime.context`` as None)."""
+    schema = _context_schema(runnable)
+    if context is not None or not isinstance(schema, type):
+        return None
+    fields = _context_fields(schema)
+    if not any(f.endswith("(required)") for f in fields):
+        return None
+    example = ", ".join(f'"{f.split(" ")[0]}": ...' for f in fields if f.endswith("(required)"))
+    return (
+        f"the graph declares context_schema {schema.__name__} ({', '.join(fields)}): "
+        f"give it with --context '{{{example}}}'"
+    )
 
 
 def parse_metadata(items: Sequence[str]) -> dict[str, str]:
@@ -440,12 +512,15 @@ def _accumulate(total: Any, chunk: Any) -> Any:
         return chunk
 
 
-def _run_sync(runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None]) -> Any:
+def _run_sync(
+    runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None], **graph: Any
+) -> Any:
+    """``graph``: keyword arguments only a graph takes (``context``)."""
     if not stream:
-        return runnable.invoke(value, config)
+        return runnable.invoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None  # "values" rides along so the final state is the output, exactly as invoke returns it
-        for mode, chunk in runnable.stream(value, config, stream_mode=["updates", "values"]):
+        for mode, chunk in runnable.stream(value, config, stream_mode=["updates", "values"], **graph):
             if mode == "values":
                 state = chunk
             else:
@@ -459,13 +534,13 @@ def _run_sync(runnable: Any, value: Any, config: dict[str, Any], stream: bool, e
 
 
 async def _run_async(
-    runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None]
+    runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None], **graph: Any
 ) -> Any:
     if not stream:
-        return await runnable.ainvoke(value, config)
+        return await runnable.ainvoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None
-        async for mode, chunk in runnable.astream(value, config, stream_mode=["updates", "values"]):
+        async for mode, chunk in runnable.astream(value, config, stream_mode=["updates", "values"], **graph):
             if mode == "values":
                 state = chunk
             else:
@@ -541,7 +616,13 @@ def _resume_value(plan: _Thread, pending: list[Any]) -> Any:
 
 
 def _drive_sync(
-    runnable: Any, value: Any, config: dict[str, Any], plan: _Thread, stream: bool, emit: Callable[[str, Any], None]
+    runnable: Any,
+    value: Any,
+    config: dict[str, Any],
+    plan: _Thread,
+    stream: bool,
+    emit: Callable[[str, Any], None],
+    **graph_kwargs: Any,
 ) -> tuple[Any, list[Any]]:
     from . import threads
 
@@ -551,14 +632,20 @@ def _drive_sync(
         if plan.resume:
             assert plan.thread_id is not None
             value = _resume_value(plan, threads.pending_interrupts(graph, plan.thread_id))
-        output = _run_sync(graph, value, config, stream, emit)
+        output = _run_sync(graph, value, config, stream, emit, **graph_kwargs)
         if plan.checkpointed and plan.thread_id is not None:
             return output, threads.pending_interrupts(graph, plan.thread_id)
         return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
 
 
 async def _drive_async(
-    runnable: Any, value: Any, config: dict[str, Any], plan: _Thread, stream: bool, emit: Callable[[str, Any], None]
+    runnable: Any,
+    value: Any,
+    config: dict[str, Any],
+    plan: _Thread,
+    stream: bool,
+    emit: Callable[[str, Any], None],
+    **graph_kwargs: Any,
 ) -> tuple[Any, list[Any]]:
     from . import threads
 
@@ -568,7 +655,7 @@ async def _drive_async(
         if plan.resume:
             assert plan.thread_id is not None
             value = _resume_value(plan, await threads.apending_interrupts(graph, plan.thread_id))
-        output = await _run_async(graph, value, config, stream, emit)
+        output = await _run_async(graph, value, config, stream, emit, **graph_kwargs)
         if plan.checkpointed and plan.thread_id is not None:
             return output, await threads.apending_interrupts(graph, plan.thread_id)
         return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
@@ -675,6 +762,7 @@ def execute(
     stream: bool = False,
     use_async: bool | None = None,
     config: str | Mapping[str, Any] | None = None,
+    context: str | Mapping[str, Any] | None = None,
     thread_id: str | None = None,
     recursion_limit: int | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -694,6 +782,8 @@ def execute(
 ) -> RunResult:
     """Load (unless given a Runnable), shape the input, run with the handler, flush, and read the trace back.
 
+    ``context``: LangGraph's runtime context (``invoke(context=...)``, what nodes read as ``runtime.context``), a
+    JSON object, ``@file`` or a dict, checked against the graph's context schema before the run.
     ``use_async``: None picks ``ainvoke`` when a node is async-only, True/False force it. ``thread_id``,
     ``recursion_limit`` and ``metadata`` go on top of ``config`` (JSON, ``@file`` or a dict); a graph that keeps
     checkpoints gets lftrace's persistent saver when it has none or an in-memory one, and a fresh thread id
@@ -715,6 +805,7 @@ def execute(
         stream=stream,
         use_async=use_async,
         config=config,
+        context=context,
         thread_id=thread_id,
         recursion_limit=recursion_limit,
         metadata=metadata,
@@ -742,13 +833,17 @@ def execute(
                 with asyncio.Runner() as loop:
                     try:
                         output, pending = loop.run(
-                            _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+                            _drive_async(
+                                run.runnable, run.value, run.config, run.plan, run.stream, run.emit, **run.graph_kwargs
+                            )
                         )
                     except KeyboardInterrupt as err:  # the loop cancels the graph's tasks next: they say why
                         run.handler.stopped_by = stop_reason(err)
                         raise
             else:
-                output, pending = _drive_sync(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+                output, pending = _drive_sync(
+                    run.runnable, run.value, run.config, run.plan, run.stream, run.emit, **run.graph_kwargs
+                )
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         error = err
     except LftraceError:
@@ -769,7 +864,9 @@ async def aexecute(target: Any, input: str | None = None, **options: Any) -> Run
     pending: list[Any] = []
     error: BaseException | None = None
     try:
-        output, pending = await _drive_async(run.runnable, run.value, run.config, run.plan, run.stream, run.emit)
+        output, pending = await _drive_async(
+            run.runnable, run.value, run.config, run.plan, run.stream, run.emit, **run.graph_kwargs
+        )
     except LftraceError:
         raise
     except Exception as err:
@@ -796,6 +893,12 @@ class _Run:
     notify: Progress
     emit: Callable[[str, Any], None]
     deliver: bool = True
+    context: dict[str, Any] | None = None  # LangGraph's runtime context (graphs only)
+
+    @property
+    def graph_kwargs(self) -> dict[str, Any]:
+        """What only a graph's invoke/stream takes."""
+        return {} if self.context is None else {"context": self.context}
 
 
 def _prepare(
@@ -806,6 +909,7 @@ def _prepare(
     stream: bool = False,
     use_async: bool | None = None,
     config: str | Mapping[str, Any] | None = None,
+    context: str | Mapping[str, Any] | None = None,
     thread_id: str | None = None,
     recursion_limit: int | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -829,6 +933,7 @@ def _prepare(
     if resume and (raw is not None or value is not _UNSET):
         raise InputError("give either an input or --resume, not both (--resume answers a paused run)")
     asked = user_config(parse_config(config), thread_id=thread_id, recursion_limit=recursion_limit, metadata=metadata)
+    run_context = parse_context(context)
     notify("loading", label)
     if isinstance(target, str):
         from .loader import load_target
@@ -842,6 +947,7 @@ def _prepare(
             ) from None
     else:
         runnable = target
+    check_context(runnable, run_context, label)
     if not resume:
         given = parse_input(raw) if value is _UNSET else value
         if given is None and config_thread_id(asked) is not None and is_graph(runnable):
@@ -875,7 +981,21 @@ def _prepare(
     def emit(kind: str, chunk: Any) -> None:
         notify("chunk", (kind, chunk))
 
-    return _Run(runnable, run_input, run_config, plan, run_async, stream, handler, client, label, notify, emit, deliver)
+    return _Run(
+        runnable,
+        run_input,
+        run_config,
+        plan,
+        run_async,
+        stream,
+        handler,
+        client,
+        label,
+        notify,
+        emit,
+        deliver,
+        run_context,
+    )
 
 
 def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | None, elapsed: float) -> RunResult:
@@ -889,6 +1009,9 @@ def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | N
     result = RunResult(None, output, error, handler.last_trace_id, cancelled, elapsed, run.label)
     result.thread_id, result.new_thread, result.runnable = run.plan.thread_id, run.plan.new, run.runnable
     result.notes.extend(run.plan.notes)
+    hint = context_note(run.runnable, run.context) if error is not None and not cancelled else None
+    if hint is not None:
+        result.notes.append(hint)
     if error is None:
         _mark_breakpoints(client, handler.last_trace_id, pending)
     # stopped by the user (Ctrl-C, SIGTERM): they want out, so the partial trace gets a short delivery; what it

@@ -41,6 +41,7 @@ from .options import (
     RUN_PANEL,
     BaselineOption,
     ConfigOption,
+    ContextOption,
     ExpectNodeOption,
     ExpectOutputOption,
     ExpectToolOption,
@@ -345,6 +346,7 @@ def test_cases_command(
         ),
     ] = None,
     config: ConfigOption = None,
+    context: ContextOption = None,
     recursion_limit: RecursionLimitOption = None,
     session_id: SessionIdOption = None,
     user_id: UserIdOption = None,
@@ -356,7 +358,8 @@ def test_cases_command(
     Each case's trace is stored with the tag lftrace-test:<run id> and the case name in its metadata.
     Assertion options given here apply to every case (a case's own "expect" wins).
 
-    A case may carry "config" (merged into the RunnableConfig) and "thread_id", or "turns" run in order on one
+    A case may carry "config" (merged into the RunnableConfig), "context" (LangGraph's runtime context, merged over
+    --context) and "thread_id", or "turns" run in order on one
     thread, e.g. [{"input": "draft it"}, {"resume": "yes", "expect": {"complete": true}}]: each turn is its own
     trace under the thread's session, "expect": {"interrupt": true} (or a regex on the interrupt's value) checks a
     pause. JUnit names the turn that failed.
@@ -373,7 +376,7 @@ def test_cases_command(
     from ..cases import CaseRunner, RunOptions
     from ..dataset import NOT_RUN, CaseResult, load_dataset, parse_shard, select_shard, stop_signals
     from ..errors import TERMINATED, stop_reason
-    from ..runner import parse_config, parse_metadata
+    from ..runner import parse_config, parse_context, parse_metadata
 
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
@@ -396,6 +399,7 @@ def test_cases_command(
         settings = resolve_settings(sample_rate=1.0, tracing_enabled=True)
         options = RunOptions(
             config=parse_config(config),
+            context=parse_context(context),
             recursion_limit=recursion_limit,
             metadata=parse_metadata(metadata or []),
             session_id=session_id,

@@ -94,6 +94,15 @@ ConfigOption = Annotated[
         rich_help_panel=RUN_PANEL,
     ),
 ]
+ContextOption = Annotated[
+    str | None,
+    typer.Option(
+        "--context",
+        metavar="JSON|@FILE",
+        help="LangGraph runtime context (what nodes read as runtime.context; the graph's context_schema).",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 RecursionLimitOption = Annotated[
     int | None,
     typer.Option(

@@ -25,6 +25,7 @@ from .options import (
     AsyncOption,
     BaselineOption,
     ConfigOption,
+    ContextOption,
     ExpectNodeOption,
     ExpectOutputOption,
     ExpectToolOption,
@@ -132,6 +133,7 @@ def run_command(
     stream: Annotated[bool, typer.Option("--stream", help="Show output live (graph updates, chain tokens).")] = False,
     use_async: AsyncOption = None,
     config: ConfigOption = None,
+    context: ContextOption = None,
     thread_id: Annotated[
         str | None,
         typer.Option(
@@ -201,6 +203,7 @@ def run_command(
       lftrace run chains.jokes:chain --input '{"topic": "cats"}' --stream
       echo 'hello' | lftrace run app.py:graph --input-file - --json > trace.json
       lftrace run review.py:graph --thread-id 7f3a --resume '"yes"'
+      lftrace run assistant.py:graph -i "Hi" --context '{"user_id": "u-1"}'
     """
     if debug:
         enable_debug()
@@ -234,6 +237,7 @@ def run_command(
         "stream": stream,
         "use_async": use_async,
         "config": config,
+        "context": context,
         "recursion_limit": recursion_limit,
         "metadata": run_metadata,
         "session_id": session_id,

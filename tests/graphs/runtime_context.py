@@ -1,0 +1,72 @@
+"""Graphs that read LangGraph's runtime context (``context_schema``, ``Runtime[Context]``), as LangGraph's guide
+writes them; and the functional API (``@entrypoint``/``@task``) with an interrupt."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TypedDict
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.func import entrypoint, task
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+from pydantic import BaseModel
+
+
+@dataclass
+class Context:
+    user_id: str
+    tone: str = "plain"
+
+
+class State(TypedDict, total=False):
+    question: str
+    answer: str
+
+
+def respond(state: State, runtime: Runtime[Context]) -> State:
+    return {"answer": f"[{runtime.context.tone}] {runtime.context.user_id} asked {state['question']}"}
+
+
+async def respond_async(state: State, runtime: Runtime[Context]) -> State:
+    await asyncio.sleep(0)
+    return respond(state, runtime)
+
+
+def _graph(node, context_schema):
+    builder = StateGraph(State, context_schema=context_schema)
+    builder.add_node("respond", node)
+    builder.add_edge(START, "respond")
+    builder.add_edge("respond", END)
+    return builder.compile()
+
+
+graph = _graph(respond, Context)
+async_graph = _graph(respond_async, Context)  # async-only: lftrace runs it with ainvoke
+
+
+class Settings(BaseModel):
+    user_id: str
+    max_words: int = 10
+
+
+def clip(state: State, runtime: Runtime[Settings]) -> State:
+    words = state["question"].split()[: runtime.context.max_words]
+    return {"answer": f"{runtime.context.user_id}: {' '.join(words)}"}
+
+
+pydantic_graph = _graph(clip, Settings)
+
+
+@task
+def draft(topic: str) -> str:
+    return f"An essay about {topic}"
+
+
+@entrypoint(checkpointer=InMemorySaver())
+def essay_workflow(topic: str) -> dict:
+    essay = draft(topic).result()
+    approved = interrupt({"essay": essay, "action": "approve?"})
+    return {"essay": essay, "approved": approved}
