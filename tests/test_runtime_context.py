@@ -112,3 +112,20 @@ def test_a_functional_api_workflow_pauses_and_resumes_in_a_second_process(isolat
     second = lftrace("run", target("essay_workflow"), "--thread-id", paused["sessionId"], "--resume", "true", "--json")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["output"] == {"essay": "An essay about otters", "approved": True}
+
+
+def test_retried_node_shows_its_failed_attempts_and_stream_shows_what_nodes_write(isolated_env):
+    ran = lftrace("run", target("retrying_graph"), "-i", '{"question": "q"}', "--stream")
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    progress = [line.strip() for line in lines if line.strip().startswith("◦")]
+    assert progress == [f'◦ {{"progress": "attempt {n}"}}' for n in (1, 2, 3)]
+    assert lines.index(next(x for x in lines if x.startswith("▸ flaky:"))) > lines.index(
+        next(x for x in lines if "attempt 3" in x)
+    )
+    trace = json.loads(lftrace("show", "last", "--json").stdout)
+    attempts = [(o["level"], o["statusMessage"]) for o in trace["observations"] if o["name"] == "flaky"]
+    assert attempts == [("ERROR", "transient failure 1"), ("ERROR", "transient failure 2"), ("DEFAULT", None)]
+    assert trace["output"]["answer"] == "ok after 3 attempts!"  # the deferred node ran last
+    (row,) = json.loads(lftrace("list", "--json").stdout)
+    assert (row["status"], row["handledErrors"]) == ("ok", 2)

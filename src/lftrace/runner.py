@@ -512,6 +512,13 @@ def _accumulate(total: Any, chunk: Any) -> Any:
         return chunk
 
 
+# --stream on a graph: each node's update, what nodes write with get_stream_writer() ("custom"), and the state
+# ("values": the last one is the output, exactly as invoke returns it). Not "messages": it makes chat models
+# stream, which changes what some providers report (usage) from what the same run without --stream records.
+GRAPH_STREAM_MODES = ["updates", "values", "custom"]
+_STREAMED = {"updates": "update", "custom": "custom"}  # stream mode -> the progress event's kind
+
+
 def _run_sync(
     runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None], **graph: Any
 ) -> Any:
@@ -520,11 +527,11 @@ def _run_sync(
         return runnable.invoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None  # "values" rides along so the final state is the output, exactly as invoke returns it
-        for mode, chunk in runnable.stream(value, config, stream_mode=["updates", "values"], **graph):
+        for mode, chunk in runnable.stream(value, config, stream_mode=GRAPH_STREAM_MODES, **graph):
             if mode == "values":
                 state = chunk
             else:
-                emit("update", chunk)
+                emit(_STREAMED[mode], chunk)
         return state
     total: Any = None
     for chunk in runnable.stream(value, config):
@@ -540,11 +547,11 @@ async def _run_async(
         return await runnable.ainvoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None
-        async for mode, chunk in runnable.astream(value, config, stream_mode=["updates", "values"], **graph):
+        async for mode, chunk in runnable.astream(value, config, stream_mode=GRAPH_STREAM_MODES, **graph):
             if mode == "values":
                 state = chunk
             else:
-                emit("update", chunk)
+                emit(_STREAMED[mode], chunk)
         return state
     total: Any = None
     async for chunk in runnable.astream(value, config):

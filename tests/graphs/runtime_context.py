@@ -1,5 +1,6 @@
-"""Graphs that read LangGraph's runtime context (``context_schema``, ``Runtime[Context]``), as LangGraph's guide
-writes them; and the functional API (``@entrypoint``/``@task``) with an interrupt."""
+"""Graphs that use LangGraph's runtime features as its guides write them: the runtime context (``context_schema``,
+``Runtime[Context]``), the functional API (``@entrypoint``/``@task``) with an interrupt, node retries
+(``RetryPolicy``), custom streaming (``get_stream_writer``) and a deferred node."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.config import get_stream_writer
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import interrupt
+from langgraph.types import RetryPolicy, interrupt
 from pydantic import BaseModel
 
 
@@ -70,3 +72,29 @@ def essay_workflow(topic: str) -> dict:
     essay = draft(topic).result()
     approved = interrupt({"essay": essay, "action": "approve?"})
     return {"essay": essay, "approved": approved}
+
+
+# A node with a RetryPolicy that fails twice before it succeeds, reporting progress with get_stream_writer(), and
+# a deferred node after it (LangGraph's how-to features: node retries, custom streaming, deferred execution).
+_attempts = {"n": 0}
+
+
+def flaky(state: State) -> State:
+    _attempts["n"] += 1
+    get_stream_writer()({"progress": f"attempt {_attempts['n']}"})
+    if _attempts["n"] < 3:
+        raise ConnectionError(f"transient failure {_attempts['n']}")
+    return {"answer": f"ok after {_attempts['n']} attempts"}
+
+
+def finish(state: State) -> State:
+    return {"answer": state["answer"] + "!"}
+
+
+_retrying = StateGraph(State)
+_retrying.add_node("flaky", flaky, retry_policy=RetryPolicy(max_attempts=5, initial_interval=0.01, jitter=False))
+_retrying.add_node("finish", finish, defer=True)
+_retrying.add_edge(START, "flaky")
+_retrying.add_edge("flaky", "finish")
+_retrying.add_edge("finish", END)
+retrying_graph = _retrying.compile()

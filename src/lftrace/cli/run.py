@@ -86,7 +86,8 @@ def _chunk_text(chunk: Any) -> str | None:
 
 
 class _LivePrinter:
-    """--stream: graph updates as one line per node, chain tokens as they arrive."""
+    """--stream: graph updates as one line per node (and what nodes write with get_stream_writer()), chain tokens
+    as they arrive."""
 
     def __init__(self, out: Console) -> None:
         self.out = out
@@ -108,6 +109,10 @@ class _LivePrinter:
             self.out.print(Text(clean_line(preview(to_jsonable(chunk)))), crop=True, overflow="ellipsis", no_wrap=True)
             return
         self.end_line()
+        if kind == "custom":  # what a node wrote with get_stream_writer()
+            line = Text.assemble(("  ◦ ", "dim"), (clean_line(preview(to_jsonable(chunk))), "dim"))
+            self.out.print(line, crop=True, overflow="ellipsis", no_wrap=True)
+            return
         updates = chunk if isinstance(chunk, dict) else {"update": chunk}
         for node, update in updates.items():
             line = Text.assemble(
@@ -130,7 +135,9 @@ def run_command(
     input_file: Annotated[
         str | None, typer.Option("--input-file", help="Read the input from a file ('-' for stdin).")
     ] = None,
-    stream: Annotated[bool, typer.Option("--stream", help="Show output live (graph updates, chain tokens).")] = False,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Show output live (graph updates and custom stream events, chain tokens).")
+    ] = False,
     use_async: AsyncOption = None,
     config: ConfigOption = None,
     context: ContextOption = None,
