@@ -129,3 +129,29 @@ def test_retried_node_shows_its_failed_attempts_and_stream_shows_what_nodes_writ
     assert trace["output"]["answer"] == "ok after 3 attempts!"  # the deferred node ran last
     (row,) = json.loads(lftrace("list", "--json").stdout)
     assert (row["status"], row["handledErrors"]) == ("ok", 2)
+
+
+def test_a_node_that_routes_with_a_command_shows_its_update_and_where_it_goes(isolated_env):
+    ran = lftrace("run", target("command_graph"), "-i", '{"x": 1}')
+    assert ran.returncode == 0, ran.stderr
+    assert "out: x: 2 | → double" in ran.stdout  # not "graph: null | update: ... | resume: null | goto: double"
+    trace = json.loads(lftrace("show", "last", "--json").stdout)
+    (bump,) = [o for o in trace["observations"] if o["name"] == "bump"]
+    assert bump["output"] == {"graph": None, "update": {"x": 2}, "resume": None, "goto": "double"}  # stored whole
+    assert trace["output"] == {"x": 4}
+
+
+def test_a_langchain_v1_agent_shows_its_model_calls_tool_and_usage(isolated_env):
+    agent = f"{GRAPHS / 'langchain_agent.py'}:agent"
+    ran = lftrace("run", agent, "-i", "What is the weather in Paris?")
+    assert ran.returncode == 0, ran.stderr
+    model_node = ran.stdout.split("CHAIN model")[1].splitlines()[2]  # its "out:" line: the Command it returned
+    assert model_node.strip().endswith('out: [tool calls: get_weather({"city": "Paris"})]'), model_node
+    assert "graph: null" not in ran.stdout and '"graph": null' not in ran.stdout
+    assert "It is 18C and sunny in Paris." in ran.stdout
+    trace = json.loads(lftrace("show", "last", "--json").stdout)
+    kinds = [(o["type"], o["name"]) for o in trace["observations"] if o["type"] in ("GENERATION", "TOOL")]
+    assert kinds == [("GENERATION", "ScriptedModel"), ("TOOL", "get_weather"), ("GENERATION", "ScriptedModel")]
+    generations = [o for o in trace["observations"] if o["type"] == "GENERATION"]
+    assert [g["usageDetails"]["output"] for g in generations] == [12, 12] and all(g["model"] for g in generations)
+    assert generations[0]["input"][0] == {"role": "system", "content": "You answer about the weather."}

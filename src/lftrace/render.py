@@ -278,8 +278,36 @@ def route_text(value: Any) -> str:
     return ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in names.items()) or "—"
 
 
+_COMMAND_FIELDS = frozenset(("graph", "update", "resume", "goto"))  # a LangGraph Command, as it is stored
+
+
+def _is_command(value: Any) -> bool:
+    return isinstance(value, dict) and value.keys() == _COMMAND_FIELDS
+
+
+def _command_text(command: dict[str, Any]) -> str:
+    """``x: 2 | → b``: a Command's update as a node's, where it goes, and what it resumes (empty parts left out)."""
+    parts: list[str] = []
+    update = command["update"]
+    if update not in (None, {}, []):
+        shown = node_update(update)
+        parts.append(shown if isinstance(shown, str) else _compact(shown))
+    if command["goto"] not in (None, [], ""):
+        parts.append(f"→ {route_text(command['goto'])}")
+    if command["resume"] is not None:
+        parts.append(f"resume: {_compact(command['resume'])}")
+    if command["graph"] is not None:  # Command.PARENT: the update goes to the parent graph
+        parts.append(f"in graph {command['graph']}")
+    return " | ".join(parts) or "Command()"
+
+
 def node_update(value: Any) -> Any:
-    """What a node added to the state: every new message (not only the last), other keys as they are."""
+    """What a node added to the state: every new message (not only the last), other keys as they are; a Command
+    (or several, as a LangChain agent's model node returns) as its update and where it goes."""
+    if _is_command(value):
+        return _command_text(value)
+    if isinstance(value, list) and value and all(_is_command(item) for item in value):
+        return " | ".join(_command_text(item) for item in value)
     if not isinstance(value, dict):
         return readable(value)
     parts: list[str] = []

@@ -1,19 +1,19 @@
 """Graphs that use LangGraph's runtime features as its guides write them: the runtime context (``context_schema``,
 ``Runtime[Context]``), the functional API (``@entrypoint``/``@task``) with an interrupt, node retries
-(``RetryPolicy``), custom streaming (``get_stream_writer``) and a deferred node."""
+(``RetryPolicy``), custom streaming (``get_stream_writer``), a deferred node and routing with ``Command``."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.config import get_stream_writer
 from langgraph.func import entrypoint, task
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import RetryPolicy, interrupt
+from langgraph.types import Command, RetryPolicy, interrupt
 from pydantic import BaseModel
 
 
@@ -98,3 +98,24 @@ _retrying.add_edge(START, "flaky")
 _retrying.add_edge("flaky", "finish")
 _retrying.add_edge("finish", END)
 retrying_graph = _retrying.compile()
+
+
+# A node that routes with a Command (update + goto), as LangGraph's "Command" how-to writes it.
+class Count(TypedDict, total=False):
+    x: int
+
+
+def bump(state: Count) -> Command[Literal["double"]]:
+    return Command(update={"x": state["x"] + 1}, goto="double")
+
+
+def double(state: Count) -> Count:
+    return {"x": state["x"] * 2}
+
+
+_commanding = StateGraph(Count)
+_commanding.add_node("bump", bump)
+_commanding.add_node("double", double)
+_commanding.add_edge(START, "bump")
+_commanding.add_edge("double", END)
+command_graph = _commanding.compile()
