@@ -151,7 +151,7 @@ def test_a_langchain_v1_agent_shows_its_model_calls_tool_and_usage(isolated_env)
     assert "It is 18C and sunny in Paris." in ran.stdout
     trace = json.loads(lftrace("show", "last", "--json").stdout)
     kinds = [(o["type"], o["name"]) for o in trace["observations"] if o["type"] in ("GENERATION", "TOOL")]
-    assert kinds == [("GENERATION", "ScriptedModel"), ("TOOL", "get_weather"), ("GENERATION", "ScriptedModel")]
+    assert kinds == [("GENERATION", "WeatherModel"), ("TOOL", "get_weather"), ("GENERATION", "WeatherModel")]
     generations = [o for o in trace["observations"] if o["type"] == "GENERATION"]
     assert [g["usageDetails"]["output"] for g in generations] == [12, 12] and all(g["model"] for g in generations)
     assert generations[0]["input"][0] == {"role": "system", "content": "You answer about the weather."}
