@@ -622,50 +622,39 @@ def _resume_value(plan: _Thread, pending: list[Any]) -> Any:
     return value
 
 
-def _drive_sync(
-    runnable: Any,
-    value: Any,
-    config: dict[str, Any],
-    plan: _Thread,
-    stream: bool,
-    emit: Callable[[str, Any], None],
-    **graph_kwargs: Any,
-) -> tuple[Any, list[Any]]:
+def _drive_sync(run: _Run) -> tuple[Any, list[Any]]:
+    """Run on this thread: with lftrace's saver when the plan says so, resuming a paused thread; (output, the
+    interrupts it is paused at)."""
     from . import threads
 
+    plan, value = run.plan, run.value
     saver = threads.sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
     with saver if saver is not None else contextlib.nullcontext() as checkpointer:
-        graph = threads.with_checkpointer(runnable, checkpointer) if checkpointer is not None else runnable
+        graph = threads.with_checkpointer(run.runnable, checkpointer) if checkpointer is not None else run.runnable
         if plan.resume:
             assert plan.thread_id is not None
             value = _resume_value(plan, threads.pending_interrupts(graph, plan.thread_id))
-        output = _run_sync(graph, value, config, stream, emit, **graph_kwargs)
+        output = _run_sync(graph, value, run.config, run.stream, run.emit, **run.graph_kwargs)
         if plan.checkpointed and plan.thread_id is not None:
             return output, threads.pending_interrupts(graph, plan.thread_id)
-        return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
+        return output, threads.interrupts_in_output(output) if is_graph(run.runnable) else []
 
 
-async def _drive_async(
-    runnable: Any,
-    value: Any,
-    config: dict[str, Any],
-    plan: _Thread,
-    stream: bool,
-    emit: Callable[[str, Any], None],
-    **graph_kwargs: Any,
-) -> tuple[Any, list[Any]]:
+async def _drive_async(run: _Run) -> tuple[Any, list[Any]]:
+    """``_drive_sync`` on the running event loop (ainvoke/astream, the async saver)."""
     from . import threads
 
+    plan, value = run.plan, run.value
     saver = threads.async_sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
     async with saver if saver is not None else contextlib.nullcontext() as checkpointer:
-        graph = threads.with_checkpointer(runnable, checkpointer) if checkpointer is not None else runnable
+        graph = threads.with_checkpointer(run.runnable, checkpointer) if checkpointer is not None else run.runnable
         if plan.resume:
             assert plan.thread_id is not None
             value = _resume_value(plan, await threads.apending_interrupts(graph, plan.thread_id))
-        output = await _run_async(graph, value, config, stream, emit, **graph_kwargs)
+        output = await _run_async(graph, value, run.config, run.stream, run.emit, **run.graph_kwargs)
         if plan.checkpointed and plan.thread_id is not None:
             return output, await threads.apending_interrupts(graph, plan.thread_id)
-        return output, threads.interrupts_in_output(output) if is_graph(runnable) else []
+        return output, threads.interrupts_in_output(output) if is_graph(run.runnable) else []
 
 
 STOP_REPEAT_S = 1.0  # a run still going this long after Ctrl-C or SIGTERM is stopped again (see signals_as_interrupt)
@@ -839,18 +828,12 @@ def execute(
             if run.use_async:
                 with asyncio.Runner() as loop:
                     try:
-                        output, pending = loop.run(
-                            _drive_async(
-                                run.runnable, run.value, run.config, run.plan, run.stream, run.emit, **run.graph_kwargs
-                            )
-                        )
+                        output, pending = loop.run(_drive_async(run))
                     except KeyboardInterrupt as err:  # the loop cancels the graph's tasks next: they say why
                         run.handler.stopped_by = stop_reason(err)
                         raise
             else:
-                output, pending = _drive_sync(
-                    run.runnable, run.value, run.config, run.plan, run.stream, run.emit, **run.graph_kwargs
-                )
+                output, pending = _drive_sync(run)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
         error = err
     except LftraceError:
@@ -871,9 +854,7 @@ async def aexecute(target: Any, input: str | None = None, **options: Any) -> Run
     pending: list[Any] = []
     error: BaseException | None = None
     try:
-        output, pending = await _drive_async(
-            run.runnable, run.value, run.config, run.plan, run.stream, run.emit, **run.graph_kwargs
-        )
+        output, pending = await _drive_async(run)
     except LftraceError:
         raise
     except Exception as err:
