@@ -391,19 +391,13 @@ def check_context(runnable: Any, context: Mapping[str, Any] | None, label: str) 
 
 
 def _context_fields(schema: Any) -> list[str]:
-    """The context schema's fields, required ones first marked as such (for messages)."""
+    """The context schema's field names, each marked " (required)" when it has no default (for messages)."""
     if dataclasses.is_dataclass(schema):
-        return [
-            f.name
-            + (
-                ""
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-                else " (required)"
-            )
-            for f in dataclasses.fields(schema)
-        ]
-    fields = getattr(schema, "model_fields", {})
-    return [name + (" (required)" if info.is_required() else "") for name, info in fields.items()]
+        missing = dataclasses.MISSING
+        required = {f.name: f.default is missing and f.default_factory is missing for f in dataclasses.fields(schema)}
+    else:
+        required = {name: info.is_required() for name, info in getattr(schema, "model_fields", {}).items()}
+    return [name + (" (required)" if needed else "") for name, needed in required.items()]
 
 
 def context_note(runnable: Any, context: Mapping[str, Any] | None) -> str | None:

@@ -339,7 +339,9 @@ def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
 
 
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
-SCORE_KEY = "score:"  # the outbox row of a standalone score is keyed "score:<score id>" (trace ids are hex)
+# the outbox row of a standalone score is keyed "score:<score id>"; a trace id of that form (only the legacy API
+# takes such ids) is still delivered as a trace unless a standalone score has the id after the prefix
+SCORE_KEY = "score:"
 
 
 def score_key(score_id: str) -> str:
