@@ -166,3 +166,37 @@ def test_a_store_of_schema_9_keeps_its_scores_through_migration_10(tmp_path: Pat
     with sqlite3.connect(path) as conn:
         rows = conn.execute("SELECT name, trace_id, session_id FROM scores ORDER BY name").fetchall()
     assert rows == [("csat", None, "s1"), ("label", trace.id, None), ("quality", trace.id, "s1")]
+
+
+_FULL_DISK_SCRIPT = """
+import os, resource, sys, time
+from lftrace import Langfuse
+client = Langfuse(store=sys.argv[1])
+client.create_score(name="warm-up", value=1, session_id="s")
+assert client.flush() is True
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+used = max(os.path.getsize(p) for p in (sys.argv[1], sys.argv[1] + "-wal") if os.path.exists(p))
+resource.setrlimit(resource.RLIMIT_FSIZE, (used + 4096, hard))
+client.create_score(name="csat", value=5, session_id="s", comment="x" * 300_000)
+print("flush while full:", client.flush(), flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+time.sleep(1.2)  # the writer retries by itself
+print("flush after:", client.flush(), flush=True)
+print("stored:", sorted((s.name, len(s.comment or "")) for s in client.store.session_scores("s")), flush=True)
+"""
+
+
+def test_a_full_disk_keeps_standalone_scores_in_memory_until_they_can_be_written(tmp_path) -> None:
+    """A real file size limit (RLIMIT_FSIZE) stands in for a full disk; then space comes back."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path / "t.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_", "LFTRACE_"))},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "flush while full: False" in proc.stdout
+    assert "flush after: True" in proc.stdout
+    assert "stored: [('csat', 300000), ('warm-up', 0)]" in proc.stdout
+    assert "lost" not in proc.stderr
