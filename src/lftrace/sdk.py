@@ -636,7 +636,7 @@ class TracingApi:
         **fields: Any,
     ) -> None:
         """A score for a trace (or one of its observations), a session (``session_id``) or a dataset run
-        (``dataset_run_id``): stored, shown by ``show`` (a session's by ``sessions ID``), exported to Langfuse."""
+        (``dataset_run_id``): stored, shown by ``show`` (a session's by ``show --session ID``), exported to Langfuse."""
         current = _current_span()
         joins = current is not None and current.trace_id == trace_id and not isinstance(current, _RunSpan)
         fragment = current._fragment if joins and current is not None else None
