@@ -213,8 +213,9 @@ def test_a_flush_counts_only_what_still_waits_and_says_the_same_as_status(tmp_pa
         store.mark_delivered(other, ids)
         everything = store.delivery_counts()
         waiting = store.waiting_counts([DEST, other, "otlp:http://unused"])
-    assert waiting[DEST] == {"pending": 4, "failed": 1, "last_error": "HTTP 400 from the server: bad span"}
-    assert waiting[other] == {"pending": 0, "failed": 0, "last_error": None}
-    assert waiting["otlp:http://unused"] == {"pending": 0, "failed": 0, "last_error": None}
+    assert waiting[DEST] == {"pending": 4, "failed": 1, "scores": 0, "last_error": "HTTP 400 from the server: bad span"}
+    assert waiting[other] == {"pending": 0, "failed": 0, "scores": 0, "last_error": None}
+    assert waiting["otlp:http://unused"] == {"pending": 0, "failed": 0, "scores": 0, "last_error": None}
     for name in (DEST, other):
-        assert {k: everything[name][k] for k in ("pending", "failed", "last_error")} == waiting[name]
+        keys = ("pending", "failed", "last_error")
+        assert {k: everything[name][k] for k in keys} == {k: waiting[name][k] for k in keys}

@@ -21,8 +21,8 @@ from langchain_core.runnables import RunnableLambda
 from lftrace import Langfuse
 from lftrace.client import reset_clients
 from lftrace.langchain import CallbackHandler
-from lftrace.model import Score
-from lftrace.store import LATEST_VERSION, TraceStore, score_key
+from lftrace.model import Score, score_key
+from lftrace.store import LATEST_VERSION, TraceStore
 from support.otlp_receiver import Reply
 from support.traces import BASE_NS, make_trace, new_id
 
@@ -82,6 +82,7 @@ def test_standalone_scores_go_to_langfuse_s_scores_api_and_wait_while_it_is_down
     langfuse.create_score(name="csat", value=5, session_id="s-1")
     langfuse.create_score(name="f1", value=0.5, dataset_run_id="run-1", metadata={"split": "test"})
     assert langfuse.flush() is True  # on disk, though Langfuse answered 503: queued for a later push
+    assert langfuse.last_delivery.summary().startswith("queued: 2 scores pending (")
     destination = f"langfuse:{receiver.url}"
     counts = langfuse.store.delivery_counts()[destination]
     assert (counts["pending"], counts["delivered"]) == (2, 0)
@@ -89,6 +90,7 @@ def test_standalone_scores_go_to_langfuse_s_scores_api_and_wait_while_it_is_down
 
     receiver.scores_reply = None  # back up: the next flush delivers them, once each
     assert langfuse.flush() is True
+    assert langfuse.last_delivery.summary() == "delivered 2 scores"
     posted = {s["name"]: s for s in _scores_posted(receiver)}
     assert posted["csat"] == {
         "id": posted["csat"]["id"],
@@ -105,6 +107,12 @@ def test_standalone_scores_go_to_langfuse_s_scores_api_and_wait_while_it_is_down
     assert not receiver.otlp_requests()  # no spans for a score
     langfuse.flush()
     assert len(_scores_posted(receiver)) == 2  # delivered once
+    RunnableLambda(lambda q: q).invoke("hi", config={"callbacks": [CallbackHandler()]})
+    langfuse.create_score(name="csat", value=3, session_id="s-1")
+    assert langfuse.flush() is True
+    # from a thread, the flush delivers both; the helper may have sent the trace by itself before the flush
+    expected = {"delivered 1 trace and 1 score"} | ({"delivered 1 score"} if helper == "true" else set())
+    assert langfuse.last_delivery.summary() in expected
 
 
 def test_a_langfuse_without_the_scores_api_gets_score_create_events_for_them(receiver, isolated_env) -> None:

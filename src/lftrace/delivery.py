@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import redact_urls
 from .errors import LftraceError
+from .model import ScoreItem
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -127,6 +128,14 @@ def destination_names(settings: Settings) -> list[str]:
     return names
 
 
+def _items(count: int, scores: int) -> str:
+    """``3 traces``, ``1 trace and 2 scores``, ``2 scores``: outbox rows, the standalone scores among them apart."""
+    traces = count - scores
+    parts = [f"{traces} trace{'s' * (traces != 1)}"] if traces or not scores else []
+    parts += [f"{scores} score{'s' * (scores != 1)}"] if scores else []
+    return " and ".join(parts)
+
+
 @dataclass
 class DestinationReport:
     name: str
@@ -135,6 +144,8 @@ class DestinationReport:
     failed: int = 0
     last_error: str | None = None
     blocked: list[str] = field(default_factory=list)  # why waiting rows could not be sent by this call
+    delivered_scores: int = 0  # of ``delivered``: standalone scores (a session's, a dataset run's), not traces
+    waiting_scores: int = 0  # of ``pending`` + ``failed``: the same
 
 
 @dataclass
@@ -161,17 +172,19 @@ class DeliveryReport:
         return None
 
     def summary(self) -> str:
-        """One line for the CLI: 'delivered 3 traces' or 'queued: 2 traces pending (reason)'."""
+        """One line for the CLI: 'delivered 3 traces' or 'queued: 2 traces pending (reason)' (standalone scores
+        counted apart: 'delivered 1 trace and 2 scores')."""
         if self.pending or self.failed:
             waiting = self.pending + self.failed
             blocked = [why for d in self.destinations for why in d.blocked]
             detail = "; ".join(([self.last_error] if self.last_error else []) + blocked)
             reason = f" ({detail})" if detail else ""
-            noun = "trace" if waiting == 1 else "traces"
             kind = "pending" if not self.failed else ("failed" if not self.pending else "pending or failed")
-            return f"queued: {waiting} {noun} {kind}{reason}"
-        noun = "trace" if self.delivered == 1 else "traces"
-        return f"delivered {self.delivered} {noun}" if self.delivered else "nothing to deliver"
+            scores = sum(d.waiting_scores for d in self.destinations)
+            return f"queued: {_items(waiting, scores)} {kind}{reason}"
+        if not self.delivered:
+            return "nothing to deliver"
+        return f"delivered {_items(self.delivered, sum(d.delivered_scores for d in self.destinations))}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeliveryReport:
@@ -253,6 +266,7 @@ class Deliverer:
             entry = counts.get(d.name, {})
             d.pending = int(entry.get("pending", 0))
             d.failed = int(entry.get("failed", 0))
+            d.waiting_scores = int(entry.get("scores", 0))
             d.last_error = d.last_error or entry.get("last_error")
             if d.pending or d.failed:
                 try:
@@ -454,9 +468,8 @@ class Deliverer:
         return [found[i] for i in ids if i in found], [i for i in ids if i not in found]
 
     def _standalone_scores(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The claimed outbox keys that are standalone scores (``store.score_key``), as items to export."""
-        from .model import ScoreItem
-        from .store import score_key, scored
+        """The claimed outbox keys that are standalone scores (``model.score_key``), as items to export."""
+        from .model import score_key, scored
 
         score_ids = [score_id for key in keys if (score_id := scored(key)) is not None]
         if not score_ids:
@@ -489,6 +502,7 @@ class Deliverer:
                 if not page:
                     self.store.mark_delivered(dest.name, ids)
                     report.delivered += len(ids)
+                    report.delivered_scores += sum(isinstance(t, ScoreItem) for t in traces)
                 self._failures.pop(dest.name, None)
                 self._not_before.pop(dest.name, None)
                 return True

@@ -501,11 +501,25 @@ class Score:
         )
 
 
+# the outbox row of a standalone score is keyed "score:<score id>"; a trace id of that form (only the legacy API
+# takes such ids) is still delivered as a trace unless a standalone score has the id after the prefix
+SCORE_KEY = "score:"
+
+
+def score_key(score_id: str) -> str:
+    return SCORE_KEY + score_id
+
+
+def scored(key: str) -> str | None:
+    """The score id of a standalone score's outbox key; None for a trace id."""
+    return key[len(SCORE_KEY) :] if key.startswith(SCORE_KEY) else None
+
+
 @dataclass(slots=True)
 class ScoreItem:
     """A standalone score (of a session or a dataset run) as the outbox delivers it: no spans, only its score."""
 
-    id: str  # its outbox key: store.score_key(score id)
+    id: str  # its outbox key: score_key(score id)
     scores: list[Score]
 
 

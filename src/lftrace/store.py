@@ -30,7 +30,18 @@ import orjson
 
 from .errors import InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
-from .model import LEVEL_RANK, LEVELS, Observation, Score, SessionSummary, Trace, TracePage, TraceSummary
+from .model import (
+    LEVEL_RANK,
+    LEVELS,
+    SCORE_KEY,
+    Observation,
+    Score,
+    SessionSummary,
+    Trace,
+    TracePage,
+    TraceSummary,
+    score_key,
+)
 from .sharing import (
     Packer,
     big_ints_as_text,
@@ -339,20 +350,6 @@ def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
 
 
 LATEST_VERSION = max(v for v, _, _ in MIGRATIONS)
-# the outbox row of a standalone score is keyed "score:<score id>"; a trace id of that form (only the legacy API
-# takes such ids) is still delivered as a trace unless a standalone score has the id after the prefix
-SCORE_KEY = "score:"
-
-
-def score_key(score_id: str) -> str:
-    return SCORE_KEY + score_id
-
-
-def scored(key: str) -> str | None:
-    """The score id of a standalone score's outbox key; None for a trace id."""
-    return key[len(SCORE_KEY) :] if key.startswith(SCORE_KEY) else None
-
-
 _NUM_OF = "(SELECT num FROM traces WHERE id = ?)"  # a trace's number, by id, in a query on its observations
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
 
@@ -1568,12 +1565,15 @@ class TraceStore:
         def work(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
             counts: dict[str, dict[str, Any]] = {}
             for dest in destinations:
-                entry: dict[str, Any] = {"pending": 0, "failed": 0, "last_error": None}
+                entry: dict[str, Any] = {"pending": 0, "failed": 0, "scores": 0, "last_error": None}
                 waiting = "destination = ? AND status IN ('pending', 'failed')"
-                for status, n in conn.execute(
-                    f"SELECT status, count(*) FROM deliveries WHERE {waiting} GROUP BY status", (dest,)
+                for status, n, scores in conn.execute(
+                    f"SELECT status, count(*), total(trace_id LIKE '{SCORE_KEY}%') FROM deliveries WHERE {waiting} "
+                    "GROUP BY status",
+                    (dest,),
                 ):
                     entry[status] = n
+                    entry["scores"] += int(scores)  # standalone scores' rows among them
                 last = conn.execute(
                     f"SELECT last_error FROM deliveries WHERE {waiting} AND last_error IS NOT NULL "
                     "ORDER BY updated_ns DESC LIMIT 1",
