@@ -250,10 +250,13 @@ def test_session_conversation_golden(width):
 @pytest.mark.parametrize("width", WIDTHS)
 def test_session_list_golden(width):
     from lftrace.conversation import render_session_list
-    from lftrace.model import SessionSummary
+    from lftrace.model import Score, SessionSummary
 
+    csat = Score.create(
+        id="s1", trace_id=None, name="csat", value=4, data_type=None, timestamp=T0, session_id="thread-7"
+    )
     sessions = [
-        SessionSummary("thread-7", 3, T0, T0 + 121_000 * MS, 110, 0.00042, errors=1, user_ids=["ada"]),
+        SessionSummary("thread-7", 3, T0, T0 + 121_000 * MS, 110, 0.00042, errors=1, user_ids=["ada"], scores=[csat]),
         SessionSummary(
             "a-rather-long-session-identifier-from-langgraph-0f3c",
             12,
@@ -271,6 +274,7 @@ def test_session_list_golden(width):
     tsv = render_session_list(sessions).tsv().splitlines()
     assert tsv[0].split("\t")[:3] == ["session", "traces", "first"]
     assert tsv[2].split("\t")[0] == "a-rather-long-session-identifier-from-langgraph-0f3c"
+    assert (tsv[0].split("\t")[-1], tsv[1].split("\t")[-1], tsv[2].split("\t")[-1]) == ("scores", "csat 4", "")
 
 
 def test_a_real_session_as_a_conversation():

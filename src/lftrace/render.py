@@ -878,28 +878,29 @@ class Table:
             widths = self._widths(rows)
         fixed = self._fixed(widths, keep)
         widths[self.flex] = max(min(widths[self.flex], width - fixed), 4)
-        out = [Text("  ".join(self._cell(self.headers[i], i, widths[i]) for i in keep), style="bold")]
+        last = keep[-1]  # not padded: no trailing blanks, also when the columns after it were left out
+        out = [Text("  ".join(self._cell(self.headers[i], i, widths[i], i == last) for i in keep), style="bold")]
         for row in rows:
             line = Text()
             for n, i in enumerate(keep):
                 if n:
                     line.append("  ")
                 style = STATUS_STYLES.get(row[i].split(" ", 1)[0], "") if i == self.status_column else ""
-                line.append(self._cell(row[i], i, widths[i]), style=style)
+                line.append(self._cell(row[i], i, widths[i], i == last), style=style)
             out.append(line)
         return out
 
     def _fixed(self, widths: list[int], keep: list[int]) -> int:
         return sum(widths[i] for i in keep if i != self.flex) + 2 * (len(keep) - 1)
 
-    def _cell(self, text: str, column: int, width: int) -> str:
+    def _cell(self, text: str, column: int, width: int, last: bool = False) -> str:
         size = _width(text)
         if size > width:
             return set_cell_size(text, width - 1) + "…"
         pad = " " * (width - size)
         if column in self.right:
             return pad + text
-        return text if column == len(self.headers) - 1 else text + pad
+        return text if last else text + pad
 
     def _widths(self, rows: Sequence[tuple[str, ...]]) -> list[int]:
         return [max([len(h), *(_width(row[i]) for row in rows)]) for i, h in enumerate(self.headers)]
