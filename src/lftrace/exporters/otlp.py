@@ -265,18 +265,19 @@ class OtlpExporter:
         if self.gzip:
             headers["Content-Encoding"] = "gzip"
             body = gzip.compress(body, compresslevel=3)  # 1-3: half the CPU of 5, ~1.4x the bytes
+        target = url or self.endpoint  # what the messages name: the scores API's URL is not the spans'
         try:
             import httpx
 
-            response = self._http().post(url or self.endpoint, content=body, headers=headers, timeout=timeout)
+            response = self._http().post(target, content=body, headers=headers, timeout=timeout)
         except Exception as exc:
             reason = type(exc).__name__
             if "httpx" in locals() and isinstance(exc, httpx.TimeoutException):
                 message = f"timed out after {timeout or self.timeout:.1f}s"
             elif "httpx" in locals() and isinstance(exc, httpx.ConnectError):
-                message = f"cannot connect to {self.endpoint}"
+                message = f"cannot connect to {target}"
             elif "httpx" in locals() and isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-                return ExportResult(ok=False, retryable=False, message=f"invalid URL {self.endpoint}: {exc}")
+                return ExportResult(ok=False, retryable=False, message=f"invalid URL {target}: {exc}")
             else:
                 message = f"{reason}: {exc}"
             return ExportResult(ok=False, retryable=True, message=self._scrub(message))
@@ -284,7 +285,7 @@ class OtlpExporter:
         if 200 <= status < 300:
             return ExportResult(ok=True, status=status, answer=response.text[:65536] if status == 207 else "")
         summary = self._scrub(_body_summary(response.text))
-        message = f"HTTP {status} from {self.endpoint}" + (f": {summary}" if summary else "")
+        message = f"HTTP {status} from {target}" + (f": {summary}" if summary else "")
         retryable = status in (408, 429) or status >= 500
         if status in (401, 403):
             message += self._auth_hint()
