@@ -172,3 +172,51 @@ def test_one_sigterm_stops_a_run_whose_parallel_branches_hang(tmp_path: Path, mo
     assert trace.status == "cancelled"
     branches = [o for o in trace.observations if o.name in ("left", "right")]
     assert len(branches) == 2 and all(o.status_message == "terminated (SIGTERM)" for o in branches)
+
+
+_SIGNAL_ON_A_WORKER_THREAD = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    from typing_extensions import TypedDict
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        topic: str
+
+    def hung(state):
+        # the kernel may hand a process's SIGTERM to any thread: here, deterministically, the executor's thread that
+        # runs this sync node (an async run), once the main thread sleeps in the event loop's select
+        time.sleep(1)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        time.sleep(60)
+        return {}
+
+    builder = StateGraph(State)
+    builder.add_node("hung", hung)
+    builder.add_edge(START, "hung")
+    builder.add_edge("hung", END)
+    graph = builder.compile()
+    """
+)
+
+
+def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_an_async_run(tmp_path: Path) -> None:
+    (tmp_path / "worker_signal.py").write_text(_SIGNAL_ON_A_WORKER_THREAD, encoding="utf-8")
+    env = {
+        **os.environ,
+        "LFTRACE_STORE": str(tmp_path / "traces.db"),
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+    }
+    lftrace = Path(sys.executable).parent / "lftrace"
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(lftrace), "run", "worker_signal.py:graph", "--input", '{"topic": "x"}', "--async"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=45,
+    )
+    assert time.monotonic() - started < 15  # not the 60 s the node sleeps (it hung for all of them before)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.startswith("error: terminated (SIGTERM); partial trace saved: "), done.stderr
