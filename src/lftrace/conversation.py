@@ -24,17 +24,13 @@ from .render import (
     format_time,
     pretty,
     readable,
+    scores_text,
     status_text,
 )
 from .sanitize import clean, clean_line
 
 _SESSION_HEADERS = ("LAST", "SESSION", "TRACES", "FIRST", "TOKENS", "COST", "USERS", "STATUS", "SCORES")
 _SESSION_TSV_HEADERS = ("session", "traces", "first", "last", "tokens", "cost_usd", "users", "status", "scores")
-
-
-def _scores_text(scores: Sequence[Score]) -> str:
-    """``csat 4, resolved True``: a session's own scores (``create_score(session_id=...)``)."""
-    return ", ".join(f"{clean_line(sc.name)} {clean_line(sc.display_value())}" for sc in scores)
 
 
 def render_session_list(sessions: Sequence[SessionSummary]) -> Table:
@@ -49,7 +45,7 @@ def render_session_list(sessions: Sequence[SessionSummary]) -> Table:
             format_cost(s.total_cost) or "—",
             ",".join(s.user_ids) or "—",
             s.status,
-            _scores_text(s.scores) or "—",
+            scores_text(s.scores) or "—",
         )
         for s in sessions
     ]
@@ -63,7 +59,7 @@ def render_session_list(sessions: Sequence[SessionSummary]) -> Table:
             "" if s.total_cost is None else f"{s.total_cost:.8f}",
             ",".join(s.user_ids),
             s.status,
-            _scores_text(s.scores),
+            scores_text(s.scores),
         )
         for s in sessions
     ]
@@ -116,7 +112,7 @@ def render_conversation(session_id: str, traces: Sequence[Trace], scores: Sequen
     )
     parts: list[RenderableType] = [head]
     if scores:
-        parts.append(Text(f"scores {_scores_text(scores)}", style="dim"))
+        parts.append(Text(f"scores {scores_text(scores)}", style="dim"))
     for number, trace in enumerate(sorted(traces, key=lambda t: t.timestamp), 1):
         title = Text.assemble(
             (f"── Turn {number}", "bold"),

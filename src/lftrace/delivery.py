@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import redact_urls
 from .errors import LftraceError
-from .model import ScoreItem
+from .model import ScoreItem, score_key, scored
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -469,8 +469,6 @@ class Deliverer:
 
     def _standalone_scores(self, keys: Sequence[str]) -> dict[str, Any]:
         """The claimed outbox keys that are standalone scores (``model.score_key``), as items to export."""
-        from .model import score_key, scored
-
         score_ids = [score_id for key in keys if (score_id := scored(key)) is not None]
         if not score_ids:
             return {}

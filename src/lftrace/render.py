@@ -21,7 +21,7 @@ from rich.style import Style
 from rich.text import Text
 
 from .errors import InputError, TraceNotFound
-from .model import Observation, Trace, TraceSummary
+from .model import Observation, Score, Trace, TraceSummary
 from .sanitize import clean, clean_line
 from .usage import gross_counts
 
@@ -558,6 +558,11 @@ def trace_parts(trace: Trace) -> list[Part]:
     return parts
 
 
+def scores_text(scores: Sequence[Score]) -> str:
+    """``helpful 1, ok True``: scores on one line (a trace's header, a session's)."""
+    return ", ".join(f"{clean_line(sc.name)} {clean_line(sc.display_value())}" for sc in scores)
+
+
 def format_local_time(ns: int, *, zone: bool = True) -> str:
     moment = datetime.fromtimestamp(ns / 1e9).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z" if zone else "%Y-%m-%d %H:%M:%S")
@@ -591,8 +596,7 @@ def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
     if trace.release:
         items.append((f"release {clean_line(trace.release)}", "dim"))
     if trace.scores:
-        shown = ", ".join(f"{clean_line(sc.name)} {clean_line(sc.display_value())}" for sc in trace.scores)
-        items.append((f"scores {shown}", "dim"))
+        items.append((f"scores {scores_text(trace.scores)}", "dim"))
     for where in delivered:
         items.append((f"delivered {clean_line(where)}", "dim"))
     return items
