@@ -65,11 +65,12 @@ class CaseRunner:
         tolerance: float = 0.25,
         settings: Settings | None = None,
         options: RunOptions | None = None,
+        label: str | None = None,
     ) -> None:
         from .loader import target_factory
 
         self.factory: Callable[[Mapping[str, Any] | None], Any] = target_factory(target)  # LoadError before cases
-        self.target = target
+        self.target = label or target  # as typed: `agent` for a langgraph.json graph
         self.run_id = run_id
         self.defaults = defaults
         self.baselines = baselines or {}

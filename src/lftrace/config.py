@@ -117,7 +117,7 @@ def mask_secret(value: str | None) -> str:
 # Variables that only the real environment may set: a .env in the current directory (maybe from a cloned repo)
 # must not be able to turn its own loading off/on or allow plain-http key sending.
 _ENVIRONMENT_ONLY = (DOTENV, ALLOW_INSECURE_HTTP)
-# env var name -> the .env file it was copied from into os.environ (by load_dotenv_into_environ, for the CLI)
+# env var name -> the file it was copied from into os.environ (a .env, or a langgraph.json's env: for the CLI)
 _FROM_DOTENV: dict[str, Path] = {}
 _ANNOUNCED: set[str] = set()
 
@@ -153,11 +153,19 @@ def load_dotenv_into_environ() -> Path | None:
     path = dotenv_path()
     if path is None:
         return None
-    for key, value in read_dotenv(path).items():
-        if key not in os.environ:
-            os.environ[key] = value
-            _FROM_DOTENV[key] = path
+    fill_environ(read_dotenv(path), path)
     return path
+
+
+def fill_environ(values: Mapping[str, str], source: Path) -> None:
+    """Copy ``values`` (read from ``source``: a ``.env`` or a ``langgraph.json``) into ``os.environ`` where unset.
+
+    The real environment wins; the variables only the real environment may set are left out.
+    """
+    for key, value in values.items():
+        if key not in os.environ and key not in _ENVIRONMENT_ONLY:
+            os.environ[key] = value
+            _FROM_DOTENV[key] = source
 
 
 def redact_url(url: str) -> str:
@@ -309,6 +317,8 @@ class Settings:
             if env_name in real and env_name not in _FROM_DOTENV:
                 return "environment"
             path = _FROM_DOTENV.get(env_name) or dotenv_file
+            if path is not None and path.suffix == ".json":  # the "env" mapping of a langgraph.json
+                return f"{path.name} ({path})"
             return f".env ({path})" if path else ".env"
 
         def pick(name: str, *env_names: str) -> tuple[Any, str] | None:

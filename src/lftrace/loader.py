@@ -40,8 +40,9 @@ def parse_target(text: str) -> TargetSpec:
     if not sep or not module or not attr:
         if not sep:
             hint = f"'{text}:graph'" if text.strip() else "'app.py:graph'"
+            graph_id = "" if "." in text or "/" in text else "; a graph id needs its langgraph.json in this directory"
             raise LoadError(
-                f"target '{text}' has no ':ATTR' (name the graph or chain inside it, e.g. {hint})",
+                f"target '{text}' has no ':ATTR' (name the graph or chain inside it, e.g. {hint}{graph_id})",
                 exit_code=ExitStatus.USAGE,
             )
         raise LoadError(f"target '{text}' is malformed ({EXAMPLE})", exit_code=ExitStatus.USAGE)

@@ -1001,7 +1001,7 @@ def _prepare(
         handler, session_id=session_id, user_id=user_id, tags=tags, name=name, extra=asked, callbacks=callbacks
     )
     if isinstance(target, str):
-        run_config["metadata"].setdefault(TARGET_KEY, target)
+        run_config["metadata"].setdefault(TARGET_KEY, label)  # as typed: `agent` for a langgraph.json graph
     notify("running", handler)
 
     def emit(kind: str, chunk: Any) -> None:

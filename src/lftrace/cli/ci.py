@@ -314,7 +314,12 @@ def _print_case_failures(results: Sequence[CaseResult], console: Console) -> Non
 
 @app.command("test")
 def test_cases_command(
-    target: Annotated[str, typer.Argument(help="The graph or chain: module:attr or path/to/file.py:attr.")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="The graph or chain: module:attr, path/to/file.py:attr, or a graph id of ./langgraph.json."
+        ),
+    ],
     dataset: Annotated[Path, typer.Argument(help="JSONL file, one case a line: {name, input, expect}.")],
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Cases run at once (threads, or tasks with --async).")
@@ -376,8 +381,10 @@ def test_cases_command(
     from ..cases import CaseRunner, RunOptions
     from ..dataset import NOT_RUN, CaseResult, load_dataset, parse_shard, select_shard, stop_signals
     from ..errors import TERMINATED, stop_reason
+    from ..langgraph_json import resolve_target
     from ..runner import parse_config, parse_context, parse_metadata
 
+    spec, _ = resolve_target(target)  # before the settings: a langgraph.json's env may hold the keys
     cases = load_dataset(dataset)  # every line is checked before anything runs
     if shard:
         k, n = parse_shard(shard)
@@ -413,13 +420,14 @@ def test_cases_command(
         with stop_signals():  # one Ctrl-C or SIGTERM stops the import, the cases or the export; later ones are ignored
             try:
                 runner = CaseRunner(  # imports the target
-                    target,
+                    spec,
                     run_id,
                     defaults,
                     baselines=baselines,
                     tolerance=tolerance,
                     settings=settings,
                     options=options,
+                    label=target,
                 )
             except KeyboardInterrupt as interrupt:  # while the target was imported: no case ran, the report says so
                 stopped_by, stopped_loading = stop_reason(interrupt), True

@@ -128,7 +128,13 @@ class _LivePrinter:
 
 @app.command("run")
 def run_command(
-    target: Annotated[str, typer.Argument(help="module:attr or path/to/file.py:attr", show_default=False)],
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="module:attr, path/to/file.py:attr, or a graph id of ./langgraph.json (none: its only graph)",
+            show_default=False,
+        ),
+    ] = None,
     input: Annotated[
         str | None, typer.Option("--input", "-i", help="Input: JSON if it parses, otherwise text.")
     ] = None,
@@ -194,7 +200,7 @@ def run_command(
 ) -> None:
     """Run a LangGraph graph or LangChain runnable with tracing on, then show its trace tree.
 
-    TARGET is [bold]module:attr[/bold] (importable from the current directory) or [bold]path/to/file.py:attr[/bold]; the attribute is a compiled graph, any Runnable, or a zero-argument factory returning one.
+    TARGET is [bold]module:attr[/bold] (importable from the current directory) or [bold]path/to/file.py:attr[/bold]; the attribute is a compiled graph, any Runnable, or a zero-argument factory returning one. In a LangGraph project it may be a graph id of ./langgraph.json (or path/to/langgraph.json:ID; none when it names one graph), loaded as `langgraph dev` loads it (its env included).
 
     Input is JSON if it parses, otherwise text: a JSON object goes in as it is; text goes in as a user message for graphs with a 'messages' channel, or as the one text field of the input.
 
@@ -211,6 +217,7 @@ def run_command(
       echo 'hello' | lftrace run app.py:graph --input-file - --json > trace.json
       lftrace run review.py:graph --thread-id 7f3a --resume '"yes"'
       lftrace run assistant.py:graph -i "Hi" --context '{"user_id": "u-1"}'
+      lftrace run agent -i "Hi"                      # a graph of ./langgraph.json
     """
     if debug:
         enable_debug()
@@ -224,12 +231,16 @@ def run_command(
     from ..runner import parse_metadata
 
     run_metadata = parse_metadata(metadata or [])
+    from ..langgraph_json import resolve_target  # before the settings: a project's env may hold the keys
+
+    spec, graph_id = resolve_target(target)
+    label = target or graph_id or spec
     baseline_trace = load_baseline(baseline) if baseline else None  # before the run: `last` is the previous one
     settings = resolve_settings()
     out = console()
     live = stream and not json_out
     on_terminal = not json_out and not stream and sys.stdout.isatty() and sys.stderr.isatty()
-    spinner = _LiveTree(target, out) if on_terminal else None  # the tree grows on screen while the graph runs
+    spinner = _LiveTree(label, out) if on_terminal else None  # the tree grows on screen while the graph runs
     printer = _LivePrinter(out) if live else None
 
     def progress(event: str, payload: Any) -> None:
@@ -250,12 +261,12 @@ def run_command(
         "session_id": session_id,
         "user_id": user_id,
         "tags": tag or [],
-        "name": name,
+        "name": name or graph_id,  # a langgraph.json graph's traces are named after its id
         "progress": progress,
         "settings": settings,
     }
     with spinner if spinner is not None else contextlib.nullcontext():
-        result = execute(target, input, input_file=input_file, thread_id=thread_id, resume=resume, **common)
+        result = execute(spec, input, input_file=input_file, thread_id=thread_id, resume=resume, label=label, **common)
     while True:
         if printer is not None:
             printer.end_line()
@@ -263,11 +274,11 @@ def run_command(
         report_run(result, json_out=json_out, full=full, settings=settings)
         if not result.paused:
             break
-        print_pause(result, target, json_out=json_out)
+        print_pause(result, label, json_out=json_out)
         answers = ask_resume(result.interrupts) if interactive else None
         if answers is None:
             break
-        result = execute(result.runnable, label=target, thread_id=result.thread_id, resume=answers, **common)
+        result = execute(result.runnable, label=label, thread_id=result.thread_id, resume=answers, **common)
     enforce_run_assertions(result.trace, result.output, expectations, baseline=baseline_trace, tolerance=tolerance)
 
 

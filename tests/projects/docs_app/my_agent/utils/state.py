@@ -1,0 +1,5 @@
+from langgraph.graph import MessagesState
+
+
+class AgentState(MessagesState):
+    pass
