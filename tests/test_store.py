@@ -16,7 +16,7 @@ import pytest
 
 from lftrace.errors import ExitStatus, InputError, StoreError, TraceNotFound
 from lftrace.model import Observation, Trace
-from lftrace.store import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, TraceStore
+from lftrace.store import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, TraceStore, no_deliveries
 from support.traces import BASE_NS, make_trace, new_id
 
 HELPER = Path(__file__).parent / "support" / "store_worker.py"
@@ -439,7 +439,8 @@ def test_concurrent_claims_from_two_processes_never_overlap(tmp_path: Path) -> N
     assert len(flat) == len(set(flat)), "a trace was claimed twice"
     assert set(flat) == {t.id for t in traces}
     with TraceStore(path, create=False) as store:
-        assert store.delivery_counts()["otlp"] == {"pending": 0, "delivered": 300, "failed": 0, "last_error": None}
+        counts = store.delivery_counts()["otlp"]
+        assert counts == {**no_deliveries(), "delivered": 300}
 
 
 # -- outbox ------------------------------------------------------------------------------------------------------
@@ -467,7 +468,7 @@ def test_retry_failed_delivered_bookkeeping(store: TraceStore) -> None:
     t1, t2, t3 = (make_trace(start=BASE_NS + i) for i in range(3))
     store.write_traces([t1, t2, t3], destinations=("langfuse",))
     assert store.delivery_state(t1.id) == {"langfuse": "pending"}
-    assert store.delivery_counts() == {"langfuse": {"pending": 3, "delivered": 0, "failed": 0, "last_error": None}}
+    assert store.delivery_counts() == {"langfuse": {**no_deliveries(), "pending": 3}}
 
     assert store.claim_pending("langfuse", "me", 10) == [t1.id, t2.id, t3.id]
     store.mark_delivered("langfuse", [t1.id])
@@ -475,7 +476,13 @@ def test_retry_failed_delivered_bookkeeping(store: TraceStore) -> None:
     store.mark_failed("langfuse", [t3.id], "HTTP 401: invalid credentials")
 
     counts = store.delivery_counts()["langfuse"]
-    assert counts == {"pending": 1, "delivered": 1, "failed": 1, "last_error": "HTTP 401: invalid credentials"}
+    assert counts == {
+        **no_deliveries(),
+        "pending": 1,
+        "delivered": 1,
+        "failed": 1,
+        "last_error": "HTTP 401: invalid credentials",
+    }
     assert store.delivery_state(t2.id) == {"langfuse": "pending"}
     assert store.delivery_state(t3.id) == {"langfuse": "failed"}
     assert store.claim_pending("langfuse", "me", 10) == []  # t2 waits for its backoff, t3 is failed
@@ -492,7 +499,7 @@ def test_retry_failed_delivered_bookkeeping(store: TraceStore) -> None:
     assert attempts == {t1.id: 0, t2.id: 3, t3.id: 2}
     assert store.delivery_counts()["langfuse"]["last_error"] == "timeout"
     store.mark_delivered("langfuse", [t2.id, t3.id])
-    assert store.delivery_counts()["langfuse"] == {"pending": 0, "delivered": 3, "failed": 0, "last_error": None}
+    assert store.delivery_counts()["langfuse"] == {**no_deliveries(), "delivered": 3}
 
 
 def test_rewritten_trace_is_delivered_again(store: TraceStore) -> None:

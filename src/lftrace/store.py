@@ -549,6 +549,17 @@ def _owner_label(owner: str) -> str:
     return f"pid {parts[1]} on {parts[0]}" if len(parts) >= 2 else owner
 
 
+def no_deliveries() -> dict[str, Any]:
+    """A destination's ``delivery_counts`` entry before anything was queued for it."""
+    return {
+        "pending": 0,
+        "delivered": 0,
+        "failed": 0,
+        "last_error": None,
+        "scores": {"pending": 0, "delivered": 0, "failed": 0},
+    }
+
+
 class TraceStore:
     """SQLite trace store + delivery outbox. Thread-safe (one connection guarded by a lock); use as a context manager."""
 
@@ -1536,16 +1547,19 @@ class TraceStore:
             return self._write(work)
 
     def delivery_counts(self) -> dict[str, dict[str, Any]]:
-        """{destination: {"pending": n, "delivered": n, "failed": n, "last_error": str | None}}."""
+        """{destination: {"pending": n, "delivered": n, "failed": n, "last_error": str | None, "scores": {...}}}:
+        traces, and apart under "scores" the standalone scores (of a session or a dataset run) with the same counts."""
 
         def work(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
             counts: dict[str, dict[str, Any]] = {}
             rows = conn.execute(
-                "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status ORDER BY destination"
+                f"SELECT destination, status, count(*), total(trace_id LIKE '{SCORE_KEY}%') FROM deliveries "
+                "GROUP BY destination, status ORDER BY destination"
             ).fetchall()
-            for dest, status, n in rows:
-                entry = counts.setdefault(dest, {"pending": 0, "delivered": 0, "failed": 0, "last_error": None})
-                entry[status] = entry.get(status, 0) + n
+            for dest, status, n, scores in rows:
+                entry = counts.setdefault(dest, no_deliveries())
+                entry[status] = entry.get(status, 0) + n - int(scores)
+                entry["scores"][status] = entry["scores"].get(status, 0) + int(scores)
             errors = conn.execute(
                 "SELECT destination, last_error FROM deliveries d WHERE last_error IS NOT NULL "
                 "AND status <> 'delivered' AND updated_ns = (SELECT max(updated_ns) FROM deliveries "

@@ -100,6 +100,8 @@ def push_command(
 def status_command(as_json: JsonOption = False) -> None:
     """Show delivered / pending / failed trace counts per destination, with the last error.
 
+    Scores of sessions and dataset runs (they have no trace) are counted apart.
+
     The counts come from the local store's outbox: nothing is sent (lftrace push sends).
 
     [bold]Example[/bold]
@@ -108,6 +110,7 @@ def status_command(as_json: JsonOption = False) -> None:
       lftrace status --json
     """
     from ..delivery import destination_names
+    from ..store import no_deliveries
 
     settings = resolve_settings()
     configured = destination_names(settings)
@@ -118,7 +121,7 @@ def status_command(as_json: JsonOption = False) -> None:
             counts = store.delivery_counts()
         finally:
             store.close()
-    rows = {name: {"pending": 0, "delivered": 0, "failed": 0, "last_error": None} for name in configured}
+    rows: dict[str, dict[str, Any]] = {name: no_deliveries() for name in configured}
     for name, entry in counts.items():
         rows[name] = {**rows.get(name, {}), **entry}
     if as_json:
@@ -138,8 +141,16 @@ def status_command(as_json: JsonOption = False) -> None:
         return
     for name, row in rows.items():
         note = "" if name in configured else " (not configured now)"
-        _echo(f"{name}{note}: delivered {row['delivered']}, pending {row['pending']}, failed {row['failed']}")
-        if row.get("last_error") and (row["pending"] or row["failed"]):
+        line = f"{name}{note}: delivered {row['delivered']}, pending {row['pending']}, failed {row['failed']}"
+        scores = row["scores"]
+        if any(scores.values()):  # scores of sessions and dataset runs have outbox rows of their own
+            line += (
+                f" (traces); scores of sessions and dataset runs: delivered {scores['delivered']},"
+                f" pending {scores['pending']}, failed {scores['failed']}"
+            )
+        _echo(line)
+        waiting = row["pending"] or row["failed"] or scores["pending"] or scores["failed"]
+        if row.get("last_error") and waiting:
             _echo(f"  last error: {row['last_error']}")
 
 
