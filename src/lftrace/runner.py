@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import (
     CANCELLED,
@@ -508,21 +508,34 @@ def _accumulate(total: Any, chunk: Any) -> Any:
 
 
 # --stream on a graph: each node's update, what nodes write with get_stream_writer() ("custom"), and the state
-# ("values": the last one is the output, exactly as invoke returns it). Not "messages": it makes chat models
-# stream, which changes what some providers report (usage) from what the same run without --stream records.
-GRAPH_STREAM_MODES = ["updates", "values", "custom"]
-_STREAMED = {"updates": "update", "custom": "custom"}  # stream mode -> the progress event's kind
+# ("values": the last one is the output, exactly as invoke returns it). "messages" (the models' tokens) only with
+# --tokens: it makes chat models stream, which changes what some providers report (usage: langchain-openai drops
+# it for an OPENAI_BASE_URL endpoint unless the model sets stream_usage=True) from what a run without it records.
+GRAPH_STREAM_MODES = ("updates", "values", "custom")
+TOKEN_STREAM_MODES = (*GRAPH_STREAM_MODES, "messages")
+_STREAMED = {"updates": "update", "custom": "custom", "messages": "token"}  # stream mode -> the progress event's kind
+StreamOption = Literal[False, True, "tokens"]
+
+
+def stream_modes(stream: StreamOption) -> tuple[str, ...]:
+    """``--stream`` / ``--tokens`` -> a graph's stream modes; () runs with invoke (a chain streams when not ())."""
+    return TOKEN_STREAM_MODES if stream == "tokens" else GRAPH_STREAM_MODES if stream else ()
 
 
 def _run_sync(
-    runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None], **graph: Any
+    runnable: Any,
+    value: Any,
+    config: dict[str, Any],
+    modes: Sequence[str],
+    emit: Callable[[str, Any], None],
+    **graph: Any,
 ) -> Any:
-    """``graph``: keyword arguments only a graph takes (``context``)."""
-    if not stream:
+    """``modes``: ``stream_modes`` (none: invoke); ``graph``: keyword arguments only a graph takes (``context``)."""
+    if not modes:
         return runnable.invoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None  # "values" rides along so the final state is the output, exactly as invoke returns it
-        for mode, chunk in runnable.stream(value, config, stream_mode=GRAPH_STREAM_MODES, **graph):
+        for mode, chunk in runnable.stream(value, config, stream_mode=list(modes), **graph):
             if mode == "values":
                 state = chunk
             else:
@@ -536,13 +549,18 @@ def _run_sync(
 
 
 async def _run_async(
-    runnable: Any, value: Any, config: dict[str, Any], stream: bool, emit: Callable[[str, Any], None], **graph: Any
+    runnable: Any,
+    value: Any,
+    config: dict[str, Any],
+    modes: Sequence[str],
+    emit: Callable[[str, Any], None],
+    **graph: Any,
 ) -> Any:
-    if not stream:
+    if not modes:
         return await runnable.ainvoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None
-        async for mode, chunk in runnable.astream(value, config, stream_mode=GRAPH_STREAM_MODES, **graph):
+        async for mode, chunk in runnable.astream(value, config, stream_mode=list(modes), **graph):
             if mode == "values":
                 state = chunk
             else:
@@ -567,8 +585,8 @@ def invoke(
     """Run once; with ``stream`` report graph updates (``"update"``) or chain chunks (``"chunk"``) as they come."""
     emit = on_chunk or (lambda kind, chunk: None)
     if use_async:
-        return asyncio.run(_run_async(runnable, value, config, stream, emit))
-    return _run_sync(runnable, value, config, stream, emit)
+        return asyncio.run(_run_async(runnable, value, config, stream_modes(stream), emit))
+    return _run_sync(runnable, value, config, stream_modes(stream), emit)
 
 
 @dataclass
@@ -793,7 +811,7 @@ def execute(
     input: str | None = None,
     *,
     input_file: str | None = None,
-    stream: bool = False,
+    stream: StreamOption = False,
     use_async: bool | None = None,
     config: str | Mapping[str, Any] | None = None,
     context: str | Mapping[str, Any] | None = None,
@@ -912,7 +930,7 @@ class _Run:
     config: dict[str, Any]
     plan: _Thread
     use_async: bool
-    stream: bool
+    stream: tuple[str, ...]  # stream_modes: () runs with invoke
     handler: Any
     client: Any
     label: str
@@ -932,7 +950,7 @@ def _prepare(
     input: str | None = None,
     *,
     input_file: str | None = None,
-    stream: bool = False,
+    stream: StreamOption = False,
     use_async: bool | None = None,
     config: str | Mapping[str, Any] | None = None,
     context: str | Mapping[str, Any] | None = None,
@@ -1013,7 +1031,7 @@ def _prepare(
         run_config,
         plan,
         run_async,
-        stream,
+        stream_modes(stream),
         handler,
         client,
         label,

@@ -87,23 +87,40 @@ def _chunk_text(chunk: Any) -> str | None:
 
 class _LivePrinter:
     """--stream: graph updates as one line per node (and what nodes write with get_stream_writer()), chain tokens
-    as they arrive."""
+    as they arrive; --tokens: a graph's model tokens too, after the name of the node that streams them."""
 
     def __init__(self, out: Console) -> None:
         self.out = out
         self.mid_line = False
+        self.token_node: Any = None  # the node whose tokens the current line shows
+
+    def _write(self, text: str) -> None:
+        text = clean(text)  # tokens come from a model: no escape sequence reaches the terminal
+        self.out.file.write(text)
+        self.out.file.flush()
+        self.mid_line = not text.endswith("\n") if text else self.mid_line
 
     def __call__(self, kind: str, chunk: Any) -> None:
         from ..render import preview
         from ..serialize import to_jsonable
 
+        if kind == "token":  # LangGraph's "messages" mode: (message chunk, metadata)
+            message, metadata = chunk
+            text = _chunk_text(message) if type(message).__name__ == "AIMessageChunk" else None
+            if not text:  # whole messages (a tool's result, a node's output) show in the updates
+                return
+            node = metadata.get("langgraph_node") if isinstance(metadata, dict) else None
+            if node != self.token_node or not self.mid_line:
+                self.end_line()
+                self.out.print(Text(f"  {clean_line(str(node or 'model'))} › ", "dim cyan"), end="")
+                self.token_node = node
+            self._write(text)
+            self.mid_line = True
+            return
         if kind == "chunk":
             text = _chunk_text(chunk)
             if text is not None:
-                text = clean(text)  # tokens come from a model: no escape sequence reaches the terminal
-                self.out.file.write(text)
-                self.out.file.flush()
-                self.mid_line = not text.endswith("\n") if text else self.mid_line
+                self._write(text)
                 return
             self.end_line()
             self.out.print(Text(clean_line(preview(to_jsonable(chunk)))), crop=True, overflow="ellipsis", no_wrap=True)
@@ -124,6 +141,7 @@ class _LivePrinter:
         if self.mid_line:
             self.out.file.write("\n")
             self.mid_line = False
+        self.token_node = None
 
 
 @app.command("run")
@@ -143,6 +161,13 @@ def run_command(
     ] = None,
     stream: Annotated[
         bool, typer.Option("--stream", help="Show output live (graph updates and custom stream events, chain tokens).")
+    ] = False,
+    tokens: Annotated[
+        bool,
+        typer.Option(
+            "--tokens",
+            help="--stream, and a graph's model tokens as they come (LangGraph's messages mode: the models stream).",
+        ),
     ] = False,
     use_async: AsyncOption = None,
     config: ConfigOption = None,
@@ -238,6 +263,7 @@ def run_command(
     baseline_trace = load_baseline(baseline) if baseline else None  # before the run: `last` is the previous one
     settings = resolve_settings()
     out = console()
+    stream = stream or tokens
     live = stream and not json_out
     on_terminal = not json_out and not stream and sys.stdout.isatty() and sys.stderr.isatty()
     spinner = _LiveTree(label, out) if on_terminal else None  # the tree grows on screen while the graph runs
@@ -252,7 +278,7 @@ def run_command(
     from ..runner import execute  # LangChain is imported here, never at `lftrace list`/`show` start
 
     common: dict[str, Any] = {
-        "stream": stream,
+        "stream": "tokens" if tokens else stream,
         "use_async": use_async,
         "config": config,
         "context": context,
