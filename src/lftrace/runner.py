@@ -507,7 +507,7 @@ def _accumulate(total: Any, chunk: Any) -> Any:
         return chunk
 
 
-# --stream on a graph: each node's update, what nodes write with get_stream_writer() ("custom"), and the state
+# --stream on a graph (its subgraphs' nodes too): each node's update, what nodes write with get_stream_writer() ("custom"), and the state
 # ("values": the last one is the output, exactly as invoke returns it). "messages" (the models' tokens) only with
 # --tokens: it makes chat models stream, which changes what some providers report (usage: langchain-openai drops
 # it for an OPENAI_BASE_URL endpoint unless the model sets stream_usage=True) from what a run without it records.
@@ -520,6 +520,19 @@ StreamOption = Literal[False, True, "tokens"]
 def stream_modes(stream: StreamOption) -> tuple[str, ...]:
     """``--stream`` / ``--tokens`` -> a graph's stream modes; () runs with invoke (a chain streams when not ())."""
     return TOKEN_STREAM_MODES if stream == "tokens" else GRAPH_STREAM_MODES if stream else ()
+
+
+def _in_subgraph(namespace: tuple[str, ...], mode: str, chunk: Any) -> Any:
+    """A subgraph's updates (``stream(subgraphs=True)``) keyed by their path: ``{"researcher › search": {...}}``.
+
+    Its pause is left out: the root graph reports the same ``__interrupt__``. ``_NOTHING``: nothing to show."""
+    if not namespace or mode != "updates" or not isinstance(chunk, dict):
+        return chunk
+    path = " › ".join(part.partition(":")[0] for part in namespace)  # "node:<task id>" -> "node"
+    return {f"{path} › {node}": update for node, update in chunk.items() if node != "__interrupt__"} or _NOTHING
+
+
+_NOTHING = object()
 
 
 def _run_sync(
@@ -535,11 +548,13 @@ def _run_sync(
         return runnable.invoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None  # "values" rides along so the final state is the output, exactly as invoke returns it
-        for mode, chunk in runnable.stream(value, config, stream_mode=list(modes), **graph):
-            if mode == "values":
+        for namespace, mode, chunk in runnable.stream(value, config, stream_mode=list(modes), subgraphs=True, **graph):
+            if mode != "values":
+                shown = _in_subgraph(namespace, mode, chunk)
+                if shown is not _NOTHING:
+                    emit(_STREAMED[mode], shown)
+            elif not namespace:  # a subgraph's own state is not the output
                 state = chunk
-            else:
-                emit(_STREAMED[mode], chunk)
         return state
     total: Any = None
     for chunk in runnable.stream(value, config):
@@ -560,11 +575,15 @@ async def _run_async(
         return await runnable.ainvoke(value, config, **graph)
     if is_graph(runnable):
         state: Any = None
-        async for mode, chunk in runnable.astream(value, config, stream_mode=list(modes), **graph):
-            if mode == "values":
+        async for namespace, mode, chunk in runnable.astream(
+            value, config, stream_mode=list(modes), subgraphs=True, **graph
+        ):
+            if mode != "values":
+                shown = _in_subgraph(namespace, mode, chunk)
+                if shown is not _NOTHING:
+                    emit(_STREAMED[mode], shown)
+            elif not namespace:  # a subgraph's own state is not the output
                 state = chunk
-            else:
-                emit(_STREAMED[mode], chunk)
         return state
     total: Any = None
     async for chunk in runnable.astream(value, config):

@@ -1,4 +1,5 @@
-"""``lftrace run --tokens``: a graph's model tokens printed as they come (LangGraph's "messages" stream mode).
+"""``lftrace run --stream``: a subgraph's nodes stream too; ``--tokens``: a graph's model tokens printed as they
+come (LangGraph's "messages" stream mode).
 
 Real ``lftrace`` subprocesses on the sample graphs: offline with the fake model (which streams token by token),
 and with ``ChatOpenAI`` against a real OpenAI-compatible server on 127.0.0.1 (SSE streaming, stream usage).
@@ -69,3 +70,26 @@ def test_tokens_of_chat_openai_through_a_real_openai_compatible_server(isolated_
     ]
     assert streamed["usageDetails"] == usage_plain and streamed["output"]["content"] == reply
     assert streamed["completionStartTime"] > streamed["startTime"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--async"]], ids=["sync", "async"])
+def test_stream_shows_the_nodes_inside_a_subgraph_under_its_path(isolated_env, mode):
+    shapes = Path(__file__).resolve().parent / "graphs" / "shapes.py"
+    ran = lftrace("run", f"{shapes}:subgraph_graph", "-i", '{"question": "q"}', "--stream", *mode)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n\n")[0].splitlines() == [
+        '▸ researcher › research: {"notes": ["looked up q"]}',
+        '▸ researcher › summarise: {"notes": ["summarised"]}',
+        '▸ researcher: {"question": "q", "notes": ["looked up q", "summarised"]}',
+        '▸ write_answer: {"answer": "looked up q / summarised"}',
+    ]
+    assert json.loads(lftrace("show", "last", "--json").stdout)["output"] == {
+        "question": "q",
+        "notes": ["looked up q", "summarised"],
+        "answer": "looked up q / summarised",
+    }  # the root graph's state, not the subgraph's
+
+    paused = lftrace("run", f"{shapes}:nested_interrupt_graph", "-i", "hi", "--stream", *mode)
+    assert paused.returncode == 0, paused.stderr
+    live = paused.stdout.split("\n\n")[0].splitlines()
+    assert len(live) == 1 and live[0].startswith('▸ __interrupt__: [{"value": {"question": "approve the plan?"')
