@@ -131,3 +131,33 @@ def test_scores_langfuse_rejects_leave_the_trace_failed_with_why(receiver):
     counts = client.store.delivery_counts()[f"langfuse:{receiver.url}"]
     assert (counts["failed"], counts["delivered"]) == (1, 0)  # shown by `lftrace status`, sent again by `push`
     assert counts["last_error"] == "Langfuse rejected 1 of 2 scores: value must be between 0 and 1"
+
+
+def test_get_trace_url_is_the_official_sdk_s_link(receiver):
+    """``get_trace_url``: the same link as the official SDK's for the same keys and server; None where it has none."""
+    from langfuse import Langfuse as OfficialLangfuse
+
+    from support.otlp_receiver import closed_port
+
+    receiver.expect_basic(PK, SK)
+    client = Langfuse(public_key=PK, secret_key=SK, base_url=receiver.url)
+    official = OfficialLangfuse(public_key=PK, secret_key=SK, base_url=receiver.url)
+    try:
+        trace_id = client.create_trace_id(seed="order-42")
+        expected = f"{receiver.url}/project/{receiver.project_id}/traces/{trace_id}"
+        assert client.get_trace_url(trace_id=trace_id) == official.get_trace_url(trace_id=trace_id) == expected
+        with client.start_as_current_span(name="job") as span:  # the current trace's
+            assert client.get_trace_url() == f"{receiver.url}/project/{receiver.project_id}/traces/{span.trace_id}"
+        assert client.get_trace_url() is None is official.get_trace_url()  # outside a trace
+    finally:
+        official.shutdown()
+    projects_asked = [r for r in receiver.requests if r.path == "/api/public/projects"]
+    assert len(projects_asked) == 2  # once by each client: lftrace keeps the id (in the store, too)
+    reset_clients()
+    again = Langfuse(public_key=PK, secret_key=SK, base_url=receiver.url)
+    assert again.get_trace_url(trace_id=trace_id) == expected
+    assert len([r for r in receiver.requests if r.path == "/api/public/projects"]) == 2  # from the store's meta
+
+    assert Langfuse(public_key="", store=client.settings.store).get_trace_url(trace_id=trace_id) is None  # local
+    down = Langfuse(public_key=PK, secret_key=SK, base_url=f"http://127.0.0.1:{closed_port()}", timeout=1)
+    assert down.get_trace_url(trace_id=trace_id) is None  # Langfuse unreachable: no link, no exception

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sdk as _sdk
 from .config import Settings, mask_secret, redact_url
-from .errors import InputError, StoreError, TraceNotFound
+from .errors import InputError, LftraceError, StoreError, TraceNotFound
 from .model import Score, Trace, TraceSummary
 from .writer import TraceWriter
 
@@ -94,6 +94,7 @@ class Langfuse(_sdk.TracingApi):
             logging.getLogger("lftrace").setLevel(logging.DEBUG)
         self.mask = mask
         self._store: TraceStore | None = None
+        self._project_id: str | None = None  # of the Langfuse keys, for get_trace_url
         self._store_lock = threading.Lock()
         self._deliverer: Deliverer | DeliveryProcess | None = None
         self._destinations: list[str] | None = None
@@ -238,6 +239,25 @@ class Langfuse(_sdk.TracingApi):
                 raise TraceNotFound(f"no traces in {self.settings.store} yet (run `lftrace run ...` first)")
             trace_id = last
         return store.get_trace(trace_id)
+
+    def get_trace_url(self, *, trace_id: str | None = None) -> str | None:
+        """The trace's page in Langfuse, as the SDK gives it: ``{host}/project/{projectId}/traces/{id}`` for
+        ``trace_id``, or the current trace (inside a span). None without Langfuse keys, outside a trace, or when
+        Langfuse cannot tell the project (asked once, then kept in the store)."""
+        final = trace_id or self.get_current_trace_id()
+        if not final:
+            return None
+        if self._project_id is None:
+            from .exporters.langfuse_api import cached_project_id
+
+            try:
+                store: TraceStore | None = self._open_store()
+            except LftraceError:  # no store: no cache, still a link
+                store = None
+            self._project_id = cached_project_id(self.settings, store)
+        if self._project_id is None:
+            return None
+        return f"{self.settings.base_url.rstrip('/')}/project/{self._project_id}/traces/{final}"
 
     def list_traces(
         self,

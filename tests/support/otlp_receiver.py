@@ -212,7 +212,16 @@ class Receiver:
             return self.projects_reply or Reply(
                 200,
                 json.dumps(
-                    {"data": [{"id": self.project_id, "name": "demo", "organization": {"id": "o1", "name": "org"}}]}
+                    {  # as Langfuse answers it (the official SDK's model requires "metadata")
+                        "data": [
+                            {
+                                "id": self.project_id,
+                                "name": "demo",
+                                "metadata": {},
+                                "organization": {"id": "o1", "name": "org"},
+                            }
+                        ]
+                    }
                 ),
             )
         if path == "/api/public/v2/observations":

@@ -273,17 +273,15 @@ def _check_store(settings: Settings) -> None:
 # ---------------------------------------------------------------- for run and show --remote
 
 
-def _project_meta_key(settings: Settings) -> str:
-    return f"langfuse.project_id:{redact_url(settings.base_url)}:{settings.public_key}"  # stored: no password
-
-
 def _cache_project_id(settings: Settings, project_id: str) -> None:
     if not settings.store.exists():
         return
     try:
         store = open_store()
         try:
-            store.set_meta(_project_meta_key(settings), project_id)
+            from ..exporters.langfuse_api import project_meta_key
+
+            store.set_meta(project_meta_key(settings), project_id)
         finally:
             store.close()
     except LftraceError:
@@ -295,19 +293,10 @@ def langfuse_trace_url(settings: Settings, trace_id: str, store: TraceStore | No
 
     Without a project id (server unreachable) ``{host}/trace/{traceId}``, which Langfuse redirects.
     """
-    host = settings.base_url.rstrip("/")
-    shown = redact_url(host)  # printed: a password inside the URL never is
-    key = _project_meta_key(settings)
-    pid = store.get_meta(key) if store is not None else None
-    if pid is None and settings.public_key and settings.secret_key:
-        from ..exporters import langfuse_api
+    from ..exporters.langfuse_api import cached_project_id
 
-        try:
-            pid = langfuse_api.project_id(host, settings.public_key, settings.secret_key, timeout=settings.timeout)
-        except BackendError:
-            pid = None
-        if pid and store is not None:
-            store.set_meta(key, pid)
+    shown = redact_url(settings.base_url.rstrip("/"))  # printed: a password inside the URL never is
+    pid = cached_project_id(settings, store)
     return f"{shown}/project/{pid}/traces/{trace_id}" if pid else f"{shown}/trace/{trace_id}"
 
 

@@ -6,13 +6,17 @@ garbage answer (wrong URL), rejected keys (401/403), an invalid URL. ``httpx`` i
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from ..config import mask_secret, redact_url
-from ..errors import BackendError, TraceNotFound
+from ..config import Settings, mask_secret, redact_url
+from ..errors import BackendError, LftraceError, TraceNotFound
 from ..model import Observation, Trace, ns_from_iso
+
+if TYPE_CHECKING:
+    from ..store import TraceStore
 
 V2_FIELDS = "core,basic,time,io,metadata,model,usage,prompt,metrics,trace_context"
 MAX_PAGES = 100
@@ -107,6 +111,33 @@ def project_id(base_url: str, public_key: str, secret_key: str, timeout: float =
     if not found or not found[0].get("id"):
         raise BackendError(f"Langfuse at {base_url.rstrip('/')} lists no project for {mask_secret(public_key)}")
     return str(found[0]["id"])
+
+
+def project_meta_key(settings: Settings) -> str:
+    """Where the store's meta keeps the project id of these keys on this host (no password in it)."""
+    return f"langfuse.project_id:{redact_url(settings.base_url)}:{settings.public_key}"
+
+
+def cached_project_id(settings: Settings, store: TraceStore | None) -> str | None:
+    """The project id of the configured keys, for trace URLs: from the store's meta, else asked of Langfuse
+    (``/api/public/projects``) and kept there. None without keys, or when Langfuse cannot be asked."""
+    if not (settings.public_key and settings.secret_key):
+        return None
+    key = project_meta_key(settings)
+    try:
+        pid = store.get_meta(key) if store is not None else None
+    except LftraceError:  # a store that cannot be read only costs the cache
+        store = None
+        pid = None
+    if pid is None:
+        try:
+            pid = project_id(settings.base_url, settings.public_key, settings.secret_key, timeout=settings.timeout)
+        except BackendError:
+            return None
+        if store is not None:
+            with contextlib.suppress(LftraceError):
+                store.set_meta(key, pid)
+    return pid
 
 
 def fetch_trace(base_url: str, public_key: str, secret_key: str, trace_id: str, timeout: float = 5.0) -> Trace:
