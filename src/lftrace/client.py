@@ -24,6 +24,7 @@ from . import sdk as _sdk
 from .config import Settings, mask_secret, redact_url
 from .errors import InputError, LftraceError, StoreError, TraceNotFound
 from .model import Score, Trace, TraceSummary
+from .prompts import PromptApi, PromptCache
 from .writer import TraceWriter
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ _client_for_lock = threading.Lock()  # `lftrace test` cases start on several thr
 _registry_lock = threading.Lock()
 
 
-class Langfuse(_sdk.TracingApi):
+class Langfuse(_sdk.TracingApi, PromptApi):
     """The client. Arguments win over ``LANGFUSE_*`` environment variables, which win over ``.env``."""
 
     def __init__(
@@ -95,6 +96,7 @@ class Langfuse(_sdk.TracingApi):
         self.mask = mask
         self._store: TraceStore | None = None
         self._project_id: str | None = None  # of the Langfuse keys, for get_trace_url
+        self._prompt_cache = PromptCache()
         self._store_lock = threading.Lock()
         self._deliverer: Deliverer | DeliveryProcess | None = None
         self._destinations: list[str] | None = None

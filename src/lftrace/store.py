@@ -40,6 +40,7 @@ from .model import (
     Trace,
     TracePage,
     TraceSummary,
+    iso_from_ns,
     score_key,
 )
 from .sharing import (
@@ -338,6 +339,32 @@ def m010_standalone_scores(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE scores_v10 RENAME TO scores")
     conn.execute("CREATE INDEX scores_trace ON scores (trace_id, timestamp_ns)")
     conn.execute("CREATE INDEX scores_session ON scores (session_id, timestamp_ns) WHERE session_id IS NOT NULL")
+
+
+PROMPT_DEFAULT_LABEL = "production"  # the version get_prompt gives when asked for neither a version nor a label
+PROMPT_LATEST = "latest"  # the label that follows a prompt's newest version
+
+
+@migration(11)
+def m011_prompts(conn: sqlite3.Connection) -> None:
+    """Prompts (``Langfuse.create_prompt``/``get_prompt`` without Langfuse keys, and ``lftrace serve``'s prompts
+    API): one row a version; ``prompt``, ``config``, ``labels`` and ``tags`` are JSON. A label is on one version
+    of a name at most; the tags are the same on every version."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS prompts (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            config TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            commit_message TEXT,
+            created_ns INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )
 
 
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
@@ -1627,6 +1654,151 @@ class TraceStore:
                 ).fetchall()
             )
         return [(str(k), str(v)) for k, v in rows]
+
+    # -- prompts ---------------------------------------------------------------------------------------------
+    def create_prompt(
+        self,
+        name: str,
+        type: str,
+        prompt: Any,
+        *,
+        config: Any = None,
+        labels: Sequence[str] = (),
+        tags: Sequence[str] | None = None,
+        commit_message: str | None = None,
+    ) -> dict[str, Any]:
+        """A new version of prompt ``name`` (version 1 for a new name), as Langfuse's ``Prompt`` JSON.
+
+        The new version takes ``labels`` from the versions that had them, and "latest"; ``tags`` (when given)
+        become every version's. A name keeps its type: a chat version of a text prompt is an InputError."""
+        now = time.time_ns()
+        wanted = [label for label in dict.fromkeys(labels) if label != PROMPT_LATEST]
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any]:
+            last = conn.execute(
+                "SELECT version, type, tags FROM prompts WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+            ).fetchone()
+            if last is not None and last[1] != type:
+                raise InputError(f"prompt {name!r} is a {last[1]} prompt: a new version must be one too")
+            version = 1 if last is None else last[0] + 1
+            kept_tags = list(tags) if tags is not None else (orjson.loads(last[2]) if last is not None else [])
+            self._move_prompt_labels(conn, name, [*wanted, PROMPT_LATEST], now)
+            conn.execute(
+                "INSERT INTO prompts (name, version, type, prompt, config, labels, tags, commit_message, created_ns,"
+                " updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    version,
+                    type,
+                    orjson.dumps(prompt).decode(),
+                    orjson.dumps(config if config is not None else {}).decode(),
+                    orjson.dumps([*wanted, PROMPT_LATEST]).decode(),
+                    orjson.dumps(kept_tags).decode(),
+                    commit_message,
+                    now,
+                    now,
+                ),
+            )
+            if tags is not None:
+                conn.execute("UPDATE prompts SET tags = ? WHERE name = ?", (orjson.dumps(kept_tags).decode(), name))
+            created = self._prompt_row(conn, name, version)
+            assert created is not None  # inserted above, in this transaction
+            return created
+
+        with self._errors():
+            return self._write(work)
+
+    def label_prompt(self, name: str, version: int, new_labels: Sequence[str]) -> dict[str, Any] | None:
+        """Add ``new_labels`` to a version (taken from the others); None when there is no such version."""
+        now = time.time_ns()
+        wanted = [label for label in dict.fromkeys(new_labels) if label != PROMPT_LATEST]
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT labels FROM prompts WHERE name = ? AND version = ?", (name, version)).fetchone()
+            if row is None:
+                return None
+            self._move_prompt_labels(conn, name, wanted, now)
+            labels = [*orjson.loads(row[0]), *(label for label in wanted if label not in orjson.loads(row[0]))]
+            conn.execute(
+                "UPDATE prompts SET labels = ?, updated_ns = ? WHERE name = ? AND version = ?",
+                (orjson.dumps(labels).decode(), now, name, version),
+            )
+            return self._prompt_row(conn, name, version)
+
+        with self._errors():
+            return self._write(work)
+
+    @staticmethod
+    def _move_prompt_labels(conn: sqlite3.Connection, name: str, labels: Sequence[str], now: int) -> None:
+        """Take ``labels`` off every version of ``name`` that has one of them (a label is on one version)."""
+        for version, had in conn.execute("SELECT version, labels FROM prompts WHERE name = ?", (name,)).fetchall():
+            kept = [label for label in orjson.loads(had) if label not in labels]
+            if len(kept) != len(orjson.loads(had)):
+                conn.execute(
+                    "UPDATE prompts SET labels = ?, updated_ns = ? WHERE name = ? AND version = ?",
+                    (orjson.dumps(kept).decode(), now, name, version),
+                )
+
+    def get_prompt(self, name: str, *, version: int | None = None, label: str | None = None) -> dict[str, Any] | None:
+        """A version of prompt ``name`` as Langfuse's ``Prompt`` JSON: by ``version``, else by ``label`` (default
+        "production"); None when there is none."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            if version is not None:
+                return self._prompt_row(conn, name, version)
+            wanted = label or PROMPT_DEFAULT_LABEL
+            for found, labels in conn.execute(
+                "SELECT version, labels FROM prompts WHERE name = ? ORDER BY version DESC", (name,)
+            ).fetchall():
+                if wanted in orjson.loads(labels):
+                    return self._prompt_row(conn, name, found)
+            return None
+
+        with self._errors():
+            return self._read(work)
+
+    def list_prompts(self) -> list[dict[str, Any]]:
+        """One entry a prompt name, as Langfuse's ``PromptMeta``: its versions, labels, tags, type, last config."""
+
+        def work(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            rows = conn.execute(
+                "SELECT name, version, type, config, labels, tags, updated_ns FROM prompts ORDER BY name, version"
+            ).fetchall()
+            for name, version, kind, config, labels, tags, updated in rows:
+                entry = out.setdefault(name, {"name": name, "type": kind, "versions": [], "labels": []})
+                entry["versions"].append(version)
+                entry["labels"] += [label for label in orjson.loads(labels) if label not in entry["labels"]]
+                entry.update(tags=orjson.loads(tags), lastConfig=orjson.loads(config))
+                entry["lastUpdatedAt"] = max(entry.get("lastUpdatedAt") or "", iso_from_ns(updated) or "")
+            return list(out.values())
+
+        with self._errors():
+            return self._read(work)
+
+    @staticmethod
+    def _prompt_row(conn: sqlite3.Connection, name: str, version: int) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT type, prompt, config, labels, tags, commit_message, created_ns, updated_ns FROM prompts "
+            "WHERE name = ? AND version = ?",
+            (name, version),
+        ).fetchone()
+        if row is None:
+            return None
+        kind, prompt, config, labels, tags, commit_message, created, updated = row
+        return {
+            "name": name,
+            "version": version,
+            "type": kind,
+            "prompt": orjson.loads(prompt),
+            "config": orjson.loads(config),
+            "labels": orjson.loads(labels),
+            "tags": orjson.loads(tags),
+            "commitMessage": commit_message,
+            "createdAt": iso_from_ns(created),
+            "updatedAt": iso_from_ns(updated),
+            "resolutionGraph": None,
+        }
 
     def set_meta(self, key: str, value: str) -> None:
         with self._errors():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from ..config import Settings, mask_secret, redact_url
 from ..errors import BackendError, LftraceError, TraceNotFound
@@ -40,6 +40,20 @@ def _get(
     timeout: float = 5.0,
 ) -> tuple[int, Any]:
     """GET and decode JSON; returns (status, data) for 2xx and 404, raises BackendError otherwise."""
+    return _call("GET", base_url, path, auth=auth, params=params, timeout=timeout)
+
+
+def _call(
+    method: str,
+    base_url: str,
+    path: str,
+    *,
+    auth: tuple[str, str] | None = None,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """One request with a JSON answer: (status, data) for 2xx and 404, BackendError otherwise."""
     import httpx
 
     from .otlp import call_with_deadline, shutdown_connections
@@ -51,7 +65,9 @@ def _get(
     try:
         # one deadline for the whole call: httpx's timeouts bound each read, not a server trickling its answer
         done, response = call_with_deadline(
-            lambda: client.get(url, auth=auth, params=params), timeout, lambda: shutdown_connections(client)
+            lambda: client.request(method, url, auth=auth, params=params, json=body),
+            timeout,
+            lambda: shutdown_connections(client),
         )
         if not done:
             raise httpx.ReadTimeout("deadline")
@@ -111,6 +127,48 @@ def project_id(base_url: str, public_key: str, secret_key: str, timeout: float =
     if not found or not found[0].get("id"):
         raise BackendError(f"Langfuse at {base_url.rstrip('/')} lists no project for {mask_secret(public_key)}")
     return str(found[0]["id"])
+
+
+def _prompt_path(name: str) -> str:
+    return f"/api/public/v2/prompts/{quote(name, safe='')}"  # a prompt in a folder ("a/b") is one path segment
+
+
+def get_prompt(
+    settings: Settings, name: str, *, version: int | None, label: str | None, timeout: float
+) -> dict[str, Any] | None:
+    """A prompt version from Langfuse (Langfuse's ``Prompt`` JSON); None when it has no such prompt."""
+    params = {k: v for k, v in (("version", version), ("label", label)) if v is not None}
+    status, data = _call(
+        "GET", settings.base_url, _prompt_path(name), auth=_auth(settings), params=params, timeout=timeout
+    )
+    return data if status != 404 and isinstance(data, dict) else None
+
+
+def create_prompt(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/public/v2/prompts``: the new version, as Langfuse made it."""
+    status, data = _call(
+        "POST", settings.base_url, "/api/public/v2/prompts", auth=_auth(settings), body=body, timeout=settings.timeout
+    )
+    if status == 404 or not isinstance(data, dict):
+        raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no prompts API (answered {status})")
+    return data
+
+
+def label_prompt(settings: Settings, name: str, version: int, new_labels: list[str]) -> dict[str, Any] | None:
+    """``PATCH .../versions/{version}``: the version with its new labels; None when Langfuse has no such version."""
+    status, data = _call(
+        "PATCH",
+        settings.base_url,
+        f"{_prompt_path(name)}/versions/{int(version)}",
+        auth=_auth(settings),
+        body={"newLabels": new_labels},
+        timeout=settings.timeout,
+    )
+    return data if status != 404 and isinstance(data, dict) else None
+
+
+def _auth(settings: Settings) -> tuple[str, str]:
+    return (settings.public_key or "", settings.secret_key or "")
 
 
 def project_meta_key(settings: Settings) -> str:

@@ -529,7 +529,35 @@ def routes(store: TraceStore) -> list[Route]:
             meta["cursor"] = _encode_cursor(offset + limit)  # absent on the last page, as Langfuse has it
         return {"data": [score_v3(s, groups) for s in rows[offset : offset + limit]], "meta": meta}
 
+    def prompt(request: Request) -> Any:
+        name = request.path_params["name"]
+        raw_version = request.query_params.get("version")
+        version = _int_param(request, "version", 1) if raw_version not in (None, "") else None
+        label = request.query_params.get("label") or None
+        if version is not None and label is not None:
+            raise QueryError("give a prompt's version or its label, not both")
+        found = store.get_prompt(name, version=version, label=label)
+        if found is None:
+            wanted = f"version {version}" if version is not None else f"label {label or 'production'!r}"
+            return _error(404, f"prompt {name[:200]!r} with {wanted[:100]} not found")
+        return found
+
+    def prompts(request: Request) -> Any:
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        q = request.query_params
+        rows = [
+            meta
+            for meta in store.list_prompts()
+            if q.get("name") in (None, meta["name"])
+            and q.get("label") in (None, *meta["labels"])
+            and q.get("tag") in (None, *meta["tags"])
+        ]
+        return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
+
     return [
+        Route("/api/public/v2/prompts", endpoint(prompts), methods=["GET"]),
+        Route("/api/public/v2/prompts/{name:path}", endpoint(prompt), methods=["GET"]),
         Route("/api/public/health", endpoint(health), methods=["GET"]),
         Route("/api/public/projects", endpoint(projects), methods=["GET"]),
         Route("/api/public/traces", endpoint(traces), methods=["GET"]),

@@ -26,8 +26,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import LftraceError
+from ..errors import InputError, LftraceError
 from ..model import Trace
+from ..prompts import check_new_prompt
 from ..store import TraceStore
 from . import api, ingest_legacy, ingest_otlp, web
 from .ingest_otlp import BadRequest
@@ -167,6 +168,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 # ---------------------------------------------------------------- store writes
 
 
@@ -295,7 +300,56 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         errors = [{"message": message} for message in messages]
         return json_response({"accepted": len(result.successes), "rejected": len(errors), "errors": errors}, 207)
 
+    async def create_prompt(request: Request) -> Response:
+        """``POST /api/public/v2/prompts``: a new version of a prompt (its first when new), as Langfuse's API."""
+        try:
+            data = await json_body(request)
+            if not isinstance(data, dict):
+                raise HttpError(400, "malformed prompt: expected a JSON object with name and prompt")
+            name, prompt = str(data.get("name") or ""), data.get("prompt")
+            kind = check_new_prompt(name, prompt, data.get("type"))
+            labels, tags = data.get("labels") or [], data.get("tags")
+            if not _strings(labels) or (tags is not None and not _strings(tags)):
+                raise HttpError(400, "malformed prompt: labels and tags are lists of strings")
+            created = await ingestor.run(
+                lambda: store.create_prompt(
+                    name,
+                    kind,
+                    prompt,
+                    config=data.get("config"),
+                    labels=labels,
+                    tags=tags,
+                    commit_message=data.get("commitMessage"),
+                )
+            )
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        except InputError as exc:
+            return error_response(400, str(exc))
+        except LftraceError as exc:
+            return error_response(503, f"the store cannot take the prompt: {exc}")
+        return json_response(created)
+
+    async def label_prompt(request: Request) -> Response:
+        """``PATCH /api/public/v2/prompts/{name}/versions/{version}``: ``{"newLabels": [...]}``."""
+        name, version = request.path_params["name"], request.path_params["version"]
+        try:
+            data = await json_body(request)
+            new_labels = data.get("newLabels") if isinstance(data, dict) else None
+            if not isinstance(new_labels, list) or not _strings(new_labels):
+                raise HttpError(400, 'malformed body: expected {"newLabels": ["production", ...]}')
+            updated = await ingestor.run(lambda: store.label_prompt(name, version, new_labels))
+        except HttpError as exc:
+            return error_response(exc.status, exc.message)
+        except LftraceError as exc:
+            return error_response(503, f"the store cannot take the labels: {exc}")
+        if updated is None:
+            return error_response(404, f"prompt {name[:200]!r} has no version {version}")
+        return json_response(updated)
+
     routes = [
+        Route("/api/public/v2/prompts", create_prompt, methods=["POST"]),
+        Route("/api/public/v2/prompts/{name:path}/versions/{version:int}", label_prompt, methods=["PATCH"]),
         Route("/api/public/otel/v1/traces", otlp_traces, methods=["POST"]),
         Route("/v1/traces", otlp_traces, methods=["POST"]),
         Route("/api/public/ingestion", ingestion, methods=["POST"]),
