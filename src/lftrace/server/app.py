@@ -13,7 +13,7 @@ import binascii
 import hmac
 import ipaddress
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +168,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _writing(what: str) -> Callable[[Handler], Handler]:
+    """A write endpoint's errors as answers: its own HttpError, 400 for what cannot be read, 503 (naming ``what``)
+    when the store cannot take it."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HttpError as exc:
+                return error_response(exc.status, exc.message)
+            except (BadRequest, InputError) as exc:
+                return error_response(400, str(exc))
+            except LftraceError as exc:
+                return error_response(503, f"the trace store cannot take {what}: {exc}")
+
+        return answer
+
+    return wrap
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -238,22 +261,12 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
     store = store if store is not None else TraceStore(settings.store_path)
     ingestor = Ingestor(store, settings.destinations)
 
+    @_writing("the spans")
     async def otlp_traces(request: Request) -> Response:
-        try:
-            body = await read_body(request, settings.max_body_bytes)
-            content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-
-            def work() -> None:
-                ingestor.write(_otlp_traces(body, content_type))
-
-            await ingestor.run(work)
-        except HttpError as exc:
-            return error_response(exc.status, exc.message)
-        except BadRequest as exc:
-            return error_response(400, str(exc))
-        except LftraceError as exc:
-            return error_response(503, f"the trace store cannot take the spans: {exc}")
-        if "json" in (request.headers.get("content-type") or ""):
+        body = await read_body(request, settings.max_body_bytes)
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        await ingestor.run(lambda: ingestor.write(_otlp_traces(body, content_type)))
+        if "json" in content_type:
             return json_response({})
         return Response(b"", media_type="application/x-protobuf")  # an empty ExportTraceServiceResponse
 
@@ -264,34 +277,26 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         except orjson.JSONDecodeError as exc:
             raise HttpError(400, f"malformed JSON body: {exc}") from None
 
+    @_writing("the batch")
     async def ingestion(request: Request) -> Response:
-        try:
-            data = await json_body(request)
-            if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
-                raise HttpError(400, 'malformed ingestion body: expected {"batch": [events...]}')
-            result = await ingestor.run(lambda: ingestor.ingest_legacy(data["batch"]))
-        except HttpError as exc:
-            return error_response(exc.status, exc.message)
-        except LftraceError as exc:
-            return error_response(503, f"the trace store cannot take the batch: {exc}")
+        data = await json_body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
+            raise HttpError(400, 'malformed ingestion body: expected {"batch": [events...]}')
+        result = await ingestor.run(lambda: ingestor.ingest_legacy(data["batch"]))
         return json_response(result.response(), status=207)
 
+    @_writing("the scores")
     async def create_scores(request: Request) -> Response:
         """``POST /api/public/scores``: one score (200 ``{"id"}``) or, as the official SDK 5 sends them, a list (202
         ``{"message": "Accepted"}``, or 207 with the accepted and rejected counts and why). Stored as the legacy
         endpoint's score-create events are: a score needs a traceId, a sessionId or a datasetRunId."""
-        try:
-            data = await json_body(request)
-            single = isinstance(data, dict)
-            scores = [data] if single else data
-            if not isinstance(scores, list) or not all(isinstance(item, dict) for item in scores):
-                raise HttpError(400, "malformed scores body: expected a score object or a list of them")
-            events = [ingest_legacy.score_create_event(item) for item in scores]
-            result = await ingestor.run(lambda: ingestor.ingest_legacy(events))
-        except HttpError as exc:
-            return error_response(exc.status, exc.message)
-        except LftraceError as exc:
-            return error_response(503, f"the trace store cannot take the scores: {exc}")
+        data = await json_body(request)
+        single = isinstance(data, dict)
+        scores = [data] if single else data
+        if not isinstance(scores, list) or not all(isinstance(item, dict) for item in scores):
+            raise HttpError(400, "malformed scores body: expected a score object or a list of them")
+        events = [ingest_legacy.score_create_event(item) for item in scores]
+        result = await ingestor.run(lambda: ingestor.ingest_legacy(events))
         messages = [str(error["message"]) for error in result.errors]
         if single:
             return error_response(400, messages[0]) if messages else json_response({"id": events[0]["body"]["id"]})
@@ -300,49 +305,34 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         errors = [{"message": message} for message in messages]
         return json_response({"accepted": len(result.successes), "rejected": len(errors), "errors": errors}, 207)
 
+    @_writing("the prompt")
     async def create_prompt(request: Request) -> Response:
         """``POST /api/public/v2/prompts``: a new version of a prompt (its first when new), as Langfuse's API."""
-        try:
-            data = await json_body(request)
-            if not isinstance(data, dict):
-                raise HttpError(400, "malformed prompt: expected a JSON object with name and prompt")
-            name, prompt = str(data.get("name") or ""), data.get("prompt")
-            kind = check_new_prompt(name, prompt, data.get("type"))
-            labels, tags = data.get("labels") or [], data.get("tags")
-            if not _strings(labels) or (tags is not None and not _strings(tags)):
-                raise HttpError(400, "malformed prompt: labels and tags are lists of strings")
-            created = await ingestor.run(
-                lambda: store.create_prompt(
-                    name,
-                    kind,
-                    prompt,
-                    config=data.get("config"),
-                    labels=labels,
-                    tags=tags,
-                    commit_message=data.get("commitMessage"),
-                )
+        data = await json_body(request)
+        if not isinstance(data, dict):
+            raise HttpError(400, "malformed prompt: expected a JSON object with name and prompt")
+        name, prompt = str(data.get("name") or ""), data.get("prompt")
+        kind = check_new_prompt(name, prompt, data.get("type"))
+        labels, tags = data.get("labels") or [], data.get("tags")
+        if not _strings(labels) or (tags is not None and not _strings(tags)):
+            raise HttpError(400, "malformed prompt: labels and tags are lists of strings")
+        config, message = data.get("config"), data.get("commitMessage")
+        created = await ingestor.run(
+            lambda: store.create_prompt(
+                name, kind, prompt, config=config, labels=labels, tags=tags, commit_message=message
             )
-        except HttpError as exc:
-            return error_response(exc.status, exc.message)
-        except InputError as exc:
-            return error_response(400, str(exc))
-        except LftraceError as exc:
-            return error_response(503, f"the store cannot take the prompt: {exc}")
+        )
         return json_response(created)
 
+    @_writing("the labels")
     async def label_prompt(request: Request) -> Response:
         """``PATCH /api/public/v2/prompts/{name}/versions/{version}``: ``{"newLabels": [...]}``."""
         name, version = request.path_params["name"], request.path_params["version"]
-        try:
-            data = await json_body(request)
-            new_labels = data.get("newLabels") if isinstance(data, dict) else None
-            if not isinstance(new_labels, list) or not _strings(new_labels):
-                raise HttpError(400, 'malformed body: expected {"newLabels": ["production", ...]}')
-            updated = await ingestor.run(lambda: store.label_prompt(name, version, new_labels))
-        except HttpError as exc:
-            return error_response(exc.status, exc.message)
-        except LftraceError as exc:
-            return error_response(503, f"the store cannot take the labels: {exc}")
+        data = await json_body(request)
+        new_labels = data.get("newLabels") if isinstance(data, dict) else None
+        if not isinstance(new_labels, list) or not _strings(new_labels):
+            raise HttpError(400, 'malformed body: expected {"newLabels": ["production", ...]}')
+        updated = await ingestor.run(lambda: store.label_prompt(name, version, new_labels))
         if updated is None:
             return error_response(404, f"prompt {name[:200]!r} has no version {version}")
         return json_response(updated)
