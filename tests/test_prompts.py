@@ -191,6 +191,12 @@ def test_with_langfuse_keys_prompts_come_from_langfuse_cached_and_kept_while_it_
 
         api = LangfuseAPI(base_url=langfuse_server.url, username="pk-lf-any", password="sk-lf-any")
         assert api.prompts.get("remote").prompt == "Hi {{name}}"
+        # a prompt in a folder: its name is one URL-encoded path segment
+        langfuse.create_prompt(name="team/critic", prompt="v1", labels=["production"])
+        langfuse.create_prompt(name="team/critic", prompt="v2")
+        assert langfuse.update_prompt(name="team/critic", version=2, new_labels=["production"]).version == 2
+        assert langfuse.get_prompt("team/critic", cache_ttl_seconds=0).prompt == "v2"
+        assert api.prompts.get("team/critic", label="latest").version == 2
     assert not Path(isolated_env).exists() or Langfuse(public_key="").store.get_prompt("remote") is None  # not local
 
     # Langfuse is down: the cached copy is served (stale after 1 s: still served, refreshed in the background)
