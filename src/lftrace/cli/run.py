@@ -110,12 +110,11 @@ class _LivePrinter:
             if not text:  # whole messages (a tool's result, a node's output) show in the updates
                 return
             node = metadata.get("langgraph_node") if isinstance(metadata, dict) else None
-            if node != self.token_node or not self.mid_line:
+            if node != self.token_node:  # a model's answer starts: the node's name, then its tokens
                 self.end_line()
                 self.out.print(Text(f"  {clean_line(str(node or 'model'))} › ", "dim cyan"), end="")
                 self.token_node = node
             self._write(text)
-            self.mid_line = True
             return
         if kind == "chunk":
             text = _chunk_text(chunk)
