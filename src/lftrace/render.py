@@ -9,7 +9,7 @@ Every row is truncated with an ellipsis to the console width, so nothing wraps i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -920,6 +920,39 @@ class Table:
             line.no_wrap = True
             line.overflow = "ellipsis"
             yield line
+
+
+def render_history(checkpoints: Sequence[Mapping[str, Any]]) -> Table:
+    """``lftrace history``: a thread's checkpoints oldest first (``threads.Checkpoint.to_dict()``): the step, the
+    nodes that ran to make it, those due next, what changed (items appended to a list channel, or its new value)."""
+    rows: list[tuple[str, ...]] = []
+    tsv: list[tuple[str, ...]] = []
+    for point in checkpoints:
+        changes = [f"{key} +{len(items)}: {preview(items[-1])}" for key, items in point["appended"].items()]
+        changes += [f"{key}: {preview(value)}" for key, value in point["set"].items()]
+        if point["interrupts"]:
+            changes.append(f"⏸ interrupt: {preview(point['interrupts'][0])}")
+        step = "" if point["step"] is None else str(point["step"])
+        made_by = f"({point['source']})" if point["source"] not in (None, "loop") else "-"  # input, update, fork
+        ran, due = ", ".join(point["ran"]) or made_by, ", ".join(point["next"]) or "-"
+        rows.append((step, ran, due, "; ".join(changes) or "-", point["checkpointId"]))
+        tsv.append(
+            (
+                step,
+                ",".join(point["ran"]) or made_by.strip("()-"),
+                ",".join(point["next"]),
+                "; ".join(changes),
+                point["checkpointId"],
+            )
+        )
+    return Table(
+        headers=("STEP", "RAN", "NEXT", "CHANGED", "CHECKPOINT"),
+        rows=rows,
+        right=frozenset({0}),
+        flex=3,
+        tsv_headers=("step", "ran", "next", "changed", "checkpoint_id"),
+        tsv_rows=tsv,
+    )
 
 
 class TraceList(Table):

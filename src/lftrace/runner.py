@@ -451,6 +451,37 @@ def user_config(
     return config
 
 
+def thread_history(target: str, thread_id: str, *, settings: Settings, config: str | None = None) -> list[Any]:
+    """The checkpoints of a graph's thread, oldest first (``threads.Checkpoint``), read through the graph as
+    ``graph.get_state_history`` gives them: from lftrace's checkpoint file, or the graph's own saver."""
+    from . import threads
+    from .loader import load_target
+
+    asked = user_config(parse_config(config), thread_id=thread_id)
+    runnable = load_target(target, config=asked)
+    if not is_graph(runnable):
+        raise InputError(f"'{target}' is not a LangGraph graph: it has no threads")
+    plan = _plan_thread(runnable, asked, None, settings.store)
+    if not plan.checkpointed:
+        raise InputError(f"'{target}' keeps no checkpoints: it has no thread history")
+    if plan.attach and plan.checkpoints is not None:
+        with threads.sqlite_checkpointer(plan.checkpoints) as saver:
+            snapshots = list(threads.with_checkpointer(runnable, saver).get_state_history(asked))
+    else:
+        try:
+            snapshots = list(runnable.get_state_history(asked))
+        except NotImplementedError:  # an async-only saver of the graph's own (AsyncPostgresSaver, ...)
+
+            async def collect() -> list[Any]:
+                return [snapshot async for snapshot in runnable.aget_state_history(asked)]
+
+            snapshots = asyncio.run(collect())
+    if not snapshots:
+        where = f"in {plan.checkpoints}" if plan.attach else "in the graph's checkpointer"
+        raise TraceNotFound(f"thread '{thread_id}' has no checkpoints {where}: a run with --thread-id makes them")
+    return threads.history(snapshots)
+
+
 def config_thread_id(config: Mapping[str, Any]) -> str | None:
     configurable = config.get("configurable")
     value = configurable.get("thread_id") if isinstance(configurable, Mapping) else None
@@ -663,6 +694,8 @@ def _drive_sync(run: _Run) -> tuple[Any, list[Any]]:
     saver = threads.sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
     with saver if saver is not None else contextlib.nullcontext() as checkpointer:
         graph = threads.with_checkpointer(run.runnable, checkpointer) if checkpointer is not None else run.runnable
+        if threads.asked_checkpoint(run.config):
+            threads.check_checkpoint(graph.get_state(run.config), run.config)
         if plan.resume:
             assert plan.thread_id is not None
             value = _resume_value(plan, threads.pending_interrupts(graph, plan.thread_id))
@@ -681,6 +714,8 @@ async def _drive_async(run: _Run) -> tuple[Any, list[Any]]:
     with _signals_wake_the_loop(asyncio.get_running_loop()):
         async with saver if saver is not None else contextlib.nullcontext() as checkpointer:
             graph = threads.with_checkpointer(run.runnable, checkpointer) if checkpointer is not None else run.runnable
+            if threads.asked_checkpoint(run.config):
+                threads.check_checkpoint(await graph.aget_state(run.config), run.config)
             if plan.resume:
                 assert plan.thread_id is not None
                 value = _resume_value(plan, await threads.apending_interrupts(graph, plan.thread_id))

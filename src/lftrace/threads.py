@@ -273,6 +273,113 @@ async def apending_interrupts(graph: Any, thread_id: str) -> list[PendingInterru
     return _stops(graph, snapshot, ran)
 
 
+def asked_checkpoint(config: Mapping[str, Any]) -> str | None:
+    """The ``checkpoint_id`` a run starts from (``--checkpoint-id``: LangGraph's time travel), None for the latest."""
+    configurable = config.get("configurable")
+    value = configurable.get("checkpoint_id") if isinstance(configurable, Mapping) else None
+    return None if value is None else str(value)
+
+
+def check_checkpoint(snapshot: Any, config: Mapping[str, Any]) -> None:
+    """InputError when the thread has no such checkpoint: LangGraph would start the graph with no input instead."""
+    if getattr(snapshot, "created_at", None) is None:
+        configurable = config.get("configurable") or {}
+        raise InputError(
+            f"thread {configurable.get('thread_id')!r} has no checkpoint {configurable.get('checkpoint_id')!r} "
+            "(`lftrace history TARGET --thread-id ID` lists them)"
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint of a thread's history (``graph.get_state_history``), with what changed since the one before.
+
+    ``ran``: the nodes whose writes made it (what the checkpoint before it had next); ``appended``: items added at
+    the end of a list channel (an append-only message list); ``set``: the other channels that changed, whole."""
+
+    checkpoint_id: str
+    step: int | None
+    source: str | None
+    created_at: str | None
+    ran: tuple[str, ...]
+    next: tuple[str, ...]
+    appended: dict[str, list[Any]]
+    set: dict[str, Any]
+    interrupts: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checkpointId": self.checkpoint_id,
+            "step": self.step,
+            "source": self.source,
+            "createdAt": self.created_at,
+            "ran": list(self.ran),
+            "next": list(self.next),
+            "appended": self.appended,
+            "set": self.set,
+            "interrupts": self.interrupts,
+        }
+
+
+def history(snapshots: Sequence[Any]) -> list[Checkpoint]:
+    """A thread's checkpoints oldest first, from ``get_state_history``'s snapshots (newest first). Each is compared
+    with its parent checkpoint, so a fork (``--checkpoint-id``) reads from where it branched off."""
+    from .serialize import to_jsonable
+
+    ordered = list(reversed(list(snapshots)))
+    by_id = {_checkpoint_id(s.config): s for s in ordered}
+    out: list[Checkpoint] = []
+    for snapshot in ordered:
+        parent = by_id.get(_checkpoint_id(snapshot.parent_config)) if snapshot.parent_config else None
+        values, before = _values(snapshot), _values(parent) if parent is not None else {}
+        appended: dict[str, list[Any]] = {}
+        changed: dict[str, Any] = {}
+        for key, value in values.items():
+            old = before.get(key)
+            if key in before and (old is value or _same(old, value)):
+                continue
+            if (
+                isinstance(old, list)
+                and isinstance(value, list)
+                and len(value) > len(old)
+                and _same(value[: len(old)], old)
+            ):
+                appended[key] = to_jsonable(value[len(old) :])
+            else:
+                changed[key] = to_jsonable(value)
+        metadata = snapshot.metadata or {}
+        source = metadata.get("source")
+        out.append(
+            Checkpoint(
+                checkpoint_id=_checkpoint_id(snapshot.config),
+                step=metadata.get("step"),
+                source=source,
+                created_at=snapshot.created_at,
+                ran=tuple(parent.next or ()) if parent is not None and source == "loop" else (),
+                next=tuple(snapshot.next or ()),
+                appended=appended,
+                set=changed,
+                interrupts=[to_jsonable(i.value) for t in snapshot.tasks or () for i in getattr(t, "interrupts", ())],
+            )
+        )
+    return out
+
+
+def _checkpoint_id(config: Mapping[str, Any] | None) -> str:
+    return str(((config or {}).get("configurable") or {}).get("checkpoint_id", ""))
+
+
+def _values(snapshot: Any) -> Mapping[str, Any]:
+    return snapshot.values if isinstance(snapshot.values, Mapping) else {"value": snapshot.values}
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == raises (arrays): counted as changed
+        return False
+
+
 def interrupts_in_output(output: Any) -> list[PendingInterrupt]:
     """``invoke`` of a graph without checkpointer returns its interrupts under ``__interrupt__``."""
     items = output.get("__interrupt__") if isinstance(output, Mapping) else None

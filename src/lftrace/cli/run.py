@@ -179,6 +179,14 @@ def run_command(
             rich_help_panel=RUN_PANEL,
         ),
     ] = None,
+    checkpoint_id: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint-id",
+            help="Start from this checkpoint of the thread (lftrace history lists them): replay it, or fork it with --input.",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
     resume: Annotated[
         list[str] | None,
         typer.Option(
@@ -255,6 +263,7 @@ def run_command(
     from ..runner import parse_metadata
 
     run_metadata = parse_metadata(metadata or [])
+    run_config = _from_checkpoint(config, checkpoint_id, thread_id, resume) if checkpoint_id else config
     from ..langgraph_json import resolve_target  # before the settings: a project's env may hold the keys
 
     spec, graph_id = resolve_target(target)
@@ -279,7 +288,7 @@ def run_command(
     common: dict[str, Any] = {
         "stream": "tokens" if tokens else stream,
         "use_async": use_async,
-        "config": config,
+        "config": run_config,
         "context": context,
         "recursion_limit": recursion_limit,
         "metadata": run_metadata,
@@ -305,6 +314,70 @@ def run_command(
             break
         result = execute(result.runnable, label=label, thread_id=result.thread_id, resume=answers, **common)
     enforce_run_assertions(result.trace, result.output, expectations, baseline=baseline_trace, tolerance=tolerance)
+
+
+def _from_checkpoint(
+    config: str | None, checkpoint_id: str, thread_id: str | None, resume: list[str] | None
+) -> dict[str, Any]:
+    """``--config`` with ``configurable.checkpoint_id`` (LangGraph's time travel) on top."""
+    from ..runner import parse_config
+
+    if not thread_id:
+        raise InputError(
+            "--checkpoint-id needs --thread-id: a checkpoint belongs to a thread (lftrace history lists them)"
+        )
+    if resume:
+        raise InputError(
+            "--checkpoint-id starts from a past checkpoint: give --input to fork it, or nothing to replay it"
+        )
+    parsed = parse_config(config)
+    return {**parsed, "configurable": {**(parsed.get("configurable") or {}), "checkpoint_id": checkpoint_id}}
+
+
+@app.command("history")
+def history_command(
+    target: Annotated[
+        str | None,
+        typer.Argument(help="The graph: module:attr, path/to/file.py:attr, or a graph id of ./langgraph.json."),
+    ] = None,
+    thread_id: Annotated[str, typer.Option("--thread-id", help="The thread whose checkpoints to list.")] = "",
+    config: ConfigOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the checkpoints as JSON.")] = False,
+) -> None:
+    """List a LangGraph thread's checkpoints, oldest first: the step, the nodes that ran, those due next, what
+    changed in the state, and the checkpoint id to start again from (lftrace run --checkpoint-id).
+
+    The graph is needed to read its state: the thread's checkpoints are in lftrace's checkpoint file (beside the
+    trace store) or in the graph's own checkpointer. Piped, the table is tab-separated values.
+
+    Exit codes: 0 ok, 2 bad input (no --thread-id, not a graph), 3 target not loadable, 4 the thread has no checkpoints.
+
+    [bold]Example[/bold]
+
+      lftrace history sample_graphs/agent.py:graph --thread-id tt1
+      lftrace run sample_graphs/agent.py:graph --thread-id tt1 --checkpoint-id 1f1ec912-a5e5-6c77-8001-61daaeea77be
+    """
+    if not thread_id:
+        raise InputError("give the thread with --thread-id (lftrace list --session lists the threads' runs)")
+    from ..langgraph_json import resolve_target
+
+    spec, graph_id = resolve_target(target)
+    settings = resolve_settings()
+    from ..render import render_history
+    from ..runner import thread_history  # LangChain is imported here
+
+    points = [p.to_dict() for p in thread_history(spec, thread_id, settings=settings, config=config)]
+    if json_out:
+        print_json(points)
+        return
+    from .traces import print_table
+
+    print_table(render_history(points))
+    if sys.stdout.isatty():
+        shown = target or graph_id or spec
+        console().print(
+            Text(f"start again from one: lftrace run {shown} --thread-id {thread_id} --checkpoint-id CHECKPOINT", "dim")
+        )
 
 
 def print_pause(result: RunResult, target: str, *, json_out: bool = False) -> None:
