@@ -155,3 +155,15 @@ def test_a_langchain_v1_agent_shows_its_model_calls_tool_and_usage(isolated_env)
     generations = [o for o in trace["observations"] if o["type"] == "GENERATION"]
     assert [g["usageDetails"]["output"] for g in generations] == [12, 12] and all(g["model"] for g in generations)
     assert generations[0]["input"][0] == {"role": "system", "content": "You answer about the weather."}
+
+
+def test_a_handoff_to_the_parent_graph_is_the_node_s_output_not_an_error(isolated_env):
+    ran = lftrace("run", target("handoff_graph"), "-i", '{"log": []}')
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count('out: log: ["alice"] | → bob | in the parent graph') == 3  # the node, its graph, "alice"
+    trace = json.loads(lftrace("show", "last", "--json").stdout)
+    assert trace["output"] == {"log": ["alice", "bob"]}
+    assert {o["level"] for o in trace["observations"]} == {"DEFAULT"}
+    (works,) = [o for o in trace["observations"] if o["name"] == "alice_works"]
+    assert works["output"] == {"graph": "__parent__", "update": {"log": ["alice"]}, "resume": None, "goto": "bob"}
+    assert works["statusMessage"] is None

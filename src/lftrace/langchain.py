@@ -212,6 +212,12 @@ def _is_resume(inputs: Any) -> bool:
     return type(inputs).__name__ == "Command" and getattr(inputs, "resume", None) is not None
 
 
+def _is_parent_command(error: BaseException) -> bool:
+    """``Command(graph=Command.PARENT, ...)`` returned by a node of a subgraph: LangGraph raises it up to the parent
+    graph as ``ParentCommand(command)`` (multi-agent handoffs)."""
+    return type(error).__name__ == "ParentCommand" and bool(error.args) and type(error.args[0]).__name__ == "Command"
+
+
 def _is_graph_interrupt(error: BaseException) -> bool:
     return any(cls.__name__ in ("GraphInterrupt", "NodeInterrupt") for cls in type(error).__mro__)
 
@@ -656,6 +662,9 @@ class CallbackHandler(BaseCallbackHandler):
             if interrupted is not None:  # Ctrl-C / cancellation: the run was stopped, it did not fail
                 obs.level = "WARNING"
                 obs.status_message = interrupted
+            elif _is_parent_command(error):  # a handoff to the parent graph: the node's output is the Command
+                self._close(run_id, _snapshot(error.args[0]))
+                return
             elif _is_control_flow(error):  # a LangGraph interrupt is control flow, not a failure
                 if not _note_interrupts(error, obs, state):
                     obs.status_message = message

@@ -296,8 +296,8 @@ def _command_text(command: dict[str, Any]) -> str:
         parts.append(f"→ {route_text(command['goto'])}")
     if command["resume"] is not None:
         parts.append(f"resume: {_compact(command['resume'])}")
-    if command["graph"] is not None:  # Command.PARENT: the update goes to the parent graph
-        parts.append(f"in graph {command['graph']}")
+    if command["graph"] is not None:  # Command.PARENT (named by the subgraph's node as it bubbles up)
+        parts.append("in the parent graph")
     return " | ".join(parts) or "Command()"
 
 
@@ -620,7 +620,7 @@ def _body_rows(obs: Observation, guide: str, full: bool, *, node: bool = False) 
             continue
         if full:
             rows.append(_Row(guide, [(f"{label}: {clean(pretty(value))}", "dim")], fold=True))
-        elif label == "out" and node:
+        elif label == "out" and (node or _is_command(value)):  # a subgraph handing off ends with a Command too
             rows.append(_Row(guide, [(f"{label}: ", "dim"), (one_line(_compact(node_update(value))), "dim")]))
         else:
             rows.append(_Row(guide, [(f"{label}: ", "dim"), (preview(value), "dim")]))

@@ -119,3 +119,28 @@ _commanding.add_node("double", double)
 _commanding.add_edge(START, "bump")
 _commanding.add_edge("double", END)
 command_graph = _commanding.compile()
+
+
+# A multi-agent handoff, as LangGraph's "multi-agent" how-to writes it: a node inside the "alice" subgraph hands
+# over to "bob", a node of the parent graph (Command.PARENT: LangGraph raises it up as ParentCommand).
+class Team(TypedDict, total=False):
+    log: list[str]
+
+
+def alice_works(state: Team) -> Command:  # no Literal: "bob" is not a node of this subgraph
+    return Command(goto="bob", update={"log": [*state.get("log", []), "alice"]}, graph=Command.PARENT)
+
+
+def bob(state: Team) -> Team:
+    return {"log": [*state["log"], "bob"]}
+
+
+_alice = StateGraph(Team)
+_alice.add_node("alice_works", alice_works)
+_alice.add_edge(START, "alice_works")
+_team = StateGraph(Team)
+_team.add_node("alice", _alice.compile())
+_team.add_node("bob", bob)
+_team.add_edge(START, "alice")
+_team.add_edge("bob", END)
+handoff_graph = _team.compile()
