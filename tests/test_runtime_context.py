@@ -167,3 +167,25 @@ def test_a_handoff_to_the_parent_graph_is_the_node_s_output_not_an_error(isolate
     (works,) = [o for o in trace["observations"] if o["name"] == "alice_works"]
     assert works["output"] == {"graph": "__parent__", "update": {"log": ["alice"]}, "resume": None, "goto": "bob"}
     assert works["statusMessage"] is None
+
+
+def test_the_prebuilt_react_agent_pauses_inside_its_tool_and_resumes_in_another_process(isolated_env):
+    agent = f"{GRAPHS / 'prebuilt_agent.py'}:agent"
+    paused = lftrace("run", agent, "-i", "What is the weather in Paris?", "--thread-id", "hitl-1")
+    assert paused.returncode == 0, paused.stderr
+    assert '⏸ interrupt: {"question": "look up the weather in Paris?"}' in paused.stdout  # on the TOOL
+    assert 'in: [tool call: get_weather({"city": "Paris"})]' in paused.stdout  # the ToolNode's Send, readable
+    assert "resume: lftrace run" in paused.stdout and "--thread-id hitl-1 --resume VALUE" in paused.stdout
+    first = json.loads(lftrace("show", "last", "--json").stdout)
+    (tool,) = [o for o in first["observations"] if o["type"] == "TOOL"]
+    assert tool["level"] == "DEFAULT" and tool["metadata"]["interrupt"]["value"] == {
+        "question": "look up the weather in Paris?"
+    }
+
+    resumed = lftrace("run", agent, "--thread-id", "hitl-1", "--resume", "yes", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    trace = json.loads(resumed.stdout)
+    assert trace["output"]["messages"][-1]["content"] == "It is 18C and sunny."
+    kinds = [(o["type"], o["name"]) for o in trace["observations"] if o["type"] in ("GENERATION", "TOOL")]
+    assert kinds == [("TOOL", "get_weather"), ("GENERATION", "WeatherModel")]  # the tool ran again, answered "yes"
+    assert trace["sessionId"] == first["sessionId"] == "hitl-1"

@@ -175,6 +175,12 @@ def readable(value: Any) -> Any:
         inner = next(iter(value.values()))
         if _is_message(inner):
             return _message_text(inner)
+    if (
+        isinstance(value, dict)
+        and value.get("__type") == "tool_call_with_context"
+        and isinstance(value.get("tool_call"), dict)
+    ):
+        return f"[tool call: {_call_text(value['tool_call'])}]"  # what LangGraph's ToolNode gets from an agent's Send
     return value
 
 
