@@ -137,4 +137,7 @@ def test_recursion_limit_is_exit_1_with_the_trace_saved():
     result = invoke("run", target("loop"), "--input", '{"count": 0}', "--recursion-limit", "10")
     assert result.exit_code == 1
     assert "raised GraphRecursionError" in result.stderr and "saved)" in result.stderr
+    assert "note: the graph reached its recursion limit of 10 steps: give a higher one with --recursion-limit N" in (
+        result.stderr
+    )
     assert "✗ error" in result.stdout.splitlines()[1]  # after the graph's own "LOOP STARTED"

@@ -1110,6 +1110,10 @@ def _finish(run: _Run, output: Any, pending: list[Any], error: BaseException | N
     hint = context_note(run.runnable, run.context) if error is not None and not cancelled else None
     if hint is not None:
         result.notes.append(hint)
+    if type(error).__name__ == "GraphRecursionError":
+        limit = run.config.get("recursion_limit")
+        reached = f"its recursion limit of {limit} steps" if limit else "LangGraph's default recursion limit"
+        result.notes.append(f"the graph reached {reached}: give a higher one with --recursion-limit N")
     if error is None:
         _mark_breakpoints(client, handler.last_trace_id, pending)
     # stopped by the user (Ctrl-C, SIGTERM): they want out, so the partial trace gets a short delivery; what it
