@@ -7,6 +7,7 @@ runs unchanged against ``lftrace serve``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -207,3 +208,85 @@ def test_with_langfuse_keys_prompts_come_from_langfuse_cached_and_kept_while_it_
         langfuse.get_prompt("remote", cache_ttl_seconds=0, max_retries=0)  # no cache: the error
     offline = langfuse.get_prompt("other", max_retries=0, fallback="Hello {{name}}")
     assert offline.is_fallback and offline.compile(name="Cy") == "Hello Cy"
+
+
+def _lftrace(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None):
+    command = [str(Path(sys.executable).parent / "lftrace"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd, env=env, input=stdin)
+
+
+def test_lftrace_prompts_creates_lists_and_shows_them(isolated_env, tmp_path):
+    (tmp_path / "critic.txt").write_text("As a {{criticlevel}} critic, do you like {{movie}}?\n")
+    (tmp_path / "support.json").write_text(
+        '[{"role": "system", "content": "You help with {{product}}."}, {"type": "placeholder", "name": "chat"}]'
+    )
+    made = _lftrace(
+        "prompts", "movie-critic", "--create", "critic.txt", "--label", "production", "--tag", "reviews",
+        "--config", '{"model": "gpt-4o-mini"}', cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == "created movie-critic version 1 (production, latest)"
+    assert (
+        _lftrace("prompts", "support", "--create", "support.json", "--label", "production", cwd=tmp_path).returncode
+        == 0
+    )
+    second = _lftrace("prompts", "movie-critic", "--create", "-", "-m", "shorter", cwd=tmp_path, stdin="v2 {{movie}}\n")
+    assert second.stdout.strip() == "created movie-critic version 2 (latest)"
+
+    listed = _lftrace("prompts", cwd=tmp_path)  # piped: tab-separated
+    assert listed.stdout.splitlines() == [
+        "name\ttype\tversions\tlabels\ttags",
+        "movie-critic\ttext\t1,2\tproduction,latest\treviews",
+        "support\tchat\t1\tproduction,latest\t",
+    ]
+    shown = _lftrace("prompts", "movie-critic", cwd=tmp_path)  # the "production" version, as get_prompt gives it
+    assert shown.stdout.splitlines() == [
+        "movie-critic  version 1  text  labels production  tags reviews",
+        'config {"model": "gpt-4o-mini"}',
+        "As a {{criticlevel}} critic, do you like {{movie}}?",
+    ]
+    chat = _lftrace("prompts", "support", cwd=tmp_path)
+    assert chat.stdout.splitlines()[1:] == ["system: You help with {{product}}.", "[placeholder chat]"]
+    latest = json.loads(_lftrace("prompts", "movie-critic", "--label", "latest", "--json", cwd=tmp_path).stdout)
+    assert (latest["version"], latest["prompt"], latest["commitMessage"]) == (2, "v2 {{movie}}", "shorter")
+    # what the SDK sees is the same store
+    assert Langfuse(public_key="").get_prompt("movie-critic", version=2).compile(movie="Up") == "v2 Up"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "why"),
+    [
+        (["prompts", "nope"], 4, "no prompt 'nope' labelled 'production' in the local store"),
+        (["prompts", "--create", "critic.txt"], 2, "--create makes a version of a prompt: name it"),
+        (["prompts", "p", "--create", "missing.txt"], 2, "cannot read missing.txt"),
+        (["prompts", "p", "--create", "critic.txt", "--config", "[1]"], 2, "--config must be a JSON object"),
+        (["prompts", "p", "--label", "a", "--label", "b"], 2, "show one version"),
+    ],
+)
+def test_lftrace_prompts_mistakes_are_one_line(isolated_env, tmp_path, args, code, why):
+    (tmp_path / "critic.txt").write_text("hi")
+    ran = _lftrace(*args, cwd=tmp_path)
+    assert ran.returncode == code, ran.stderr
+    (line,) = ran.stderr.strip().splitlines()
+    assert why in line
+
+
+def test_lftrace_prompts_with_langfuse_keys_manages_langfuse_s_prompts(tmp_path):
+    with ServeProcess(tmp_path / "langfuse.db") as langfuse_server:
+        env = {
+            **os.environ,
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-any",
+            "LANGFUSE_SECRET_KEY": "sk-lf-any",
+            "LANGFUSE_BASE_URL": langfuse_server.url,
+        }
+        (tmp_path / "p.txt").write_text("Hello {{name}}")
+        made = _lftrace("prompts", "greeting", "--create", "p.txt", "--label", "production", cwd=tmp_path, env=env)
+        assert made.returncode == 0, made.stderr
+        listed = _lftrace("prompts", "--json", cwd=tmp_path, env=env)
+        assert [(p["name"], p["versions"]) for p in json.loads(listed.stdout)] == [("greeting", [1])]
+        from langfuse.api.client import LangfuseAPI
+
+        api = LangfuseAPI(base_url=langfuse_server.url, username="pk-lf-any", password="sk-lf-any")
+        assert api.prompts.get("greeting").prompt == "Hello {{name}}"  # in "Langfuse", not in a local store
+    down = _lftrace("prompts", cwd=tmp_path, env=env)
+    assert down.returncode == 6 and "cannot connect to Langfuse" in down.stderr

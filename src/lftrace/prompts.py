@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import InputError, LftraceError
+from .errors import ExitStatus, InputError, LftraceError
 
 log = logging.getLogger("lftrace")
 
@@ -31,6 +31,8 @@ _LANGCHAIN_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 class PromptNotFound(LftraceError):
     """No prompt of that name (with that version or label)."""
+
+    exit_code = ExitStatus.NOT_FOUND
 
 
 # -- templates ---------------------------------------------------------------------------------------------
@@ -409,6 +411,14 @@ class PromptApi:
 
     def clear_prompt_cache(self) -> None:
         self._prompt_cache.forget()
+
+    def list_prompts(self) -> list[dict[str, Any]]:
+        """Every prompt (not in the SDK: ``lftrace prompts`` lists them), as Langfuse's ``PromptMeta``."""
+        if self._prompts_in_langfuse():
+            from .exporters import langfuse_api
+
+            return langfuse_api.list_prompts(self.settings)
+        return list(self.store.list_prompts())
 
 
 def _described(name: str, version: int | None, label: str | None) -> str:

@@ -961,6 +961,27 @@ def render_history(checkpoints: Sequence[Mapping[str, Any]]) -> Table:
     )
 
 
+def render_prompt_list(prompts: Sequence[Mapping[str, Any]]) -> Table:
+    """``lftrace prompts``: each prompt (Langfuse's ``PromptMeta``) with its versions, labels and tags."""
+    rows: list[tuple[str, ...]] = []
+    tsv: list[tuple[str, ...]] = []
+    for meta in prompts:
+        versions = [int(v) for v in meta.get("versions") or []]
+        shown = f"{len(versions)} (latest {max(versions)})" if versions else "0"
+        labels, tags = list(meta.get("labels") or []), list(meta.get("tags") or [])
+        name, kind = str(meta.get("name")), str(meta.get("type"))
+        rows.append((name, kind, shown, ", ".join(labels) or "-", ", ".join(tags) or "-"))
+        tsv.append((name, kind, ",".join(map(str, versions)), ",".join(labels), ",".join(tags)))
+    return Table(
+        headers=("NAME", "TYPE", "VERSIONS", "LABELS", "TAGS"),
+        rows=rows,
+        flex=3,
+        optional=(4,),
+        tsv_headers=("name", "type", "versions", "labels", "tags"),
+        tsv_rows=tsv,
+    )
+
+
 class TraceList(Table):
     """The ``list`` table: NAME gives way; on a narrow terminal the extra columns go, then the time is shortened."""
 

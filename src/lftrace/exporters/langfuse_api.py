@@ -154,6 +154,28 @@ def create_prompt(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def list_prompts(settings: Settings) -> list[dict[str, Any]]:
+    """Every prompt of the project (Langfuse's ``PromptMeta``: name, type, versions, labels, tags), page by page."""
+    out: list[dict[str, Any]] = []
+    for page in range(1, MAX_PAGES + 1):
+        params = {"page": page, "limit": 100}
+        status, data = _call(
+            "GET",
+            settings.base_url,
+            "/api/public/v2/prompts",
+            auth=_auth(settings),
+            params=params,
+            timeout=settings.timeout,
+        )
+        rows = data.get("data") if isinstance(data, dict) else None
+        if status == 404 or not isinstance(rows, list):
+            raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no prompts API (answered {status})")
+        out += rows
+        if page >= int((data.get("meta") or {}).get("totalPages") or 1):
+            break
+    return out
+
+
 def label_prompt(settings: Settings, name: str, version: int, new_labels: list[str]) -> dict[str, Any] | None:
     """``PATCH .../versions/{version}``: the version with its new labels; None when Langfuse has no such version."""
     status, data = _call(
