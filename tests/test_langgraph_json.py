@@ -144,3 +144,27 @@ def test_a_bad_langgraph_json_is_one_line_exit_3(tmp_path, config, target, why):
     ran = lftrace("run", target, "-i", "hi", cwd=tmp_path)
     assert ran.returncode == 3, ran.stderr
     assert why in one_line(ran)
+
+
+def test_the_langgraph_new_template_layout_runs_without_installing_the_package(tmp_path):
+    """``langgraph new``'s template: a src-layout package whose modules import each other by package name."""
+    project = tmp_path / "new-langgraph-project"
+    package = project / "src" / "agent"
+    package.mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "agent"\nversion = "0.0.1"\n')
+    (project / "langgraph.json").write_text(
+        json.dumps({"dependencies": ["."], "graphs": {"agent": "./src/agent/graph.py:graph"}, "env": ".env"})
+    )
+    (package / "__init__.py").write_text("from agent.graph import graph\n")
+    (package / "state.py").write_text("from typing import TypedDict\n\n\nclass State(TypedDict):\n    text: str\n")
+    (package / "graph.py").write_text(
+        "from langgraph.graph import StateGraph\n"
+        "from agent.state import State\n\n\n"
+        "def call_model(state: State) -> State:\n"
+        '    return {"text": "output from call_model: " + state["text"]}\n\n\n'
+        'graph = StateGraph(State).add_node(call_model).set_entry_point("call_model").compile(name="New Graph")\n'
+    )
+    ran = lftrace("run", "-i", '{"text": "hi"}', "--json", cwd=project)  # no .env: fine, as for langgraph dev
+    assert ran.returncode == 0, ran.stderr
+    trace = json.loads(ran.stdout)
+    assert trace["name"] == "agent" and trace["output"] == {"text": "output from call_model: hi"}

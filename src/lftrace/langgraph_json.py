@@ -121,7 +121,8 @@ def _pick(path: Path, graph_id: str | None, prefix: str) -> ProjectGraph:
 
 def set_up_project(path: Path) -> None:
     """What ``langgraph dev`` does before it imports a graph: the project's directory and its local
-    dependencies become importable, and its ``env`` fills the unset variables (off with LFTRACE_DOTENV=0)."""
+    dependencies become importable (a dependency's ``src`` too, when it is a package with a src layout), and its
+    ``env`` fills the unset variables (off with LFTRACE_DOTENV=0)."""
     data = _read(path)
     root = path.parent.resolve()
     folders = [root]
@@ -131,6 +132,10 @@ def set_up_project(path: Path) -> None:
             folder = (root / dependency).resolve()
             if folder.is_dir():
                 folders.append(folder)
+            if (folder / "src").is_dir() and any((folder / f).is_file() for f in ("pyproject.toml", "setup.py")):
+                # a src-layout package (`langgraph new`'s template) not installed with `pip install -e .`:
+                # its packages import each other by name (`from agent.state import ...`)
+                folders.append(folder / "src")
     for folder in folders:
         if str(folder) not in sys.path:
             sys.path.append(str(folder))
