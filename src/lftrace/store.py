@@ -341,6 +341,11 @@ def m010_standalone_scores(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX scores_session ON scores (session_id, timestamp_ns) WHERE session_id IS NOT NULL")
 
 
+def new_dataset_id() -> str:
+    """A dataset's or a dataset item's id, when the client gives none (Langfuse's are opaque strings)."""
+    return os.urandom(12).hex()
+
+
 PROMPT_DEFAULT_LABEL = "production"  # the version get_prompt gives when asked for neither a version nor a label
 PROMPT_LATEST = "latest"  # the label that follows a prompt's newest version
 
@@ -365,6 +370,39 @@ def m011_prompts(conn: sqlite3.Connection) -> None:
             PRIMARY KEY (name, version)
         )"""
     )
+
+
+@migration(12)
+def m012_datasets(conn: sqlite3.Connection) -> None:
+    """Datasets and their items (``lftrace serve``'s datasets API, for the SDKs' ``create_dataset``,
+    ``create_dataset_item`` and ``get_dataset``); JSON columns as the API gives them."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS datasets (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT,
+            metadata TEXT NOT NULL,
+            input_schema TEXT NOT NULL,
+            expected_output_schema TEXT NOT NULL,
+            created_ns INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS dataset_items (
+            id TEXT PRIMARY KEY,
+            dataset_id TEXT NOT NULL,
+            input TEXT NOT NULL,
+            expected_output TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            source_trace_id TEXT,
+            source_observation_id TEXT,
+            status TEXT NOT NULL,
+            created_ns INTEGER NOT NULL,
+            updated_ns INTEGER NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS dataset_items_dataset ON dataset_items (dataset_id, created_ns)")
 
 
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
@@ -1775,6 +1813,146 @@ class TraceStore:
 
         with self._errors():
             return self._read(work)
+
+    # -- datasets -------------------------------------------------------------------------------------------
+    def create_dataset(self, name: str, **fields: Any) -> dict[str, Any]:
+        """A dataset as Langfuse's ``Dataset`` JSON; an existing name keeps its id and takes the fields given
+        (``description``, ``metadata``, ``input_schema``, ``expected_output_schema``)."""
+        now = time.time_ns()
+        columns = ("description", "metadata", "input_schema", "expected_output_schema")
+        given = {c: fields[c] for c in columns if fields.get(c) is not None}
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any]:
+            row = conn.execute("SELECT id FROM datasets WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO datasets (id, name, description, metadata, input_schema, expected_output_schema,"
+                    " created_ns, updated_ns) VALUES (?, ?, ?, 'null', 'null', 'null', ?, ?)",
+                    (new_dataset_id(), name, None, now, now),
+                )
+            for column, value in given.items():
+                stored = value if column == "description" else orjson.dumps(value).decode()
+                conn.execute(f"UPDATE datasets SET {column} = ?, updated_ns = ? WHERE name = ?", (stored, now, name))
+            made = self._dataset_row(conn, name)
+            assert made is not None  # made above, in this transaction
+            return made
+
+        with self._errors():
+            return self._write(work)
+
+    def get_dataset(self, name: str) -> dict[str, Any] | None:
+        with self._errors():
+            return self._read(lambda conn: self._dataset_row(conn, name))
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        def work(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            names = [row[0] for row in conn.execute("SELECT name FROM datasets ORDER BY created_ns DESC")]
+            return [found for name in names if (found := self._dataset_row(conn, name)) is not None]
+
+        with self._errors():
+            return self._read(work)
+
+    def upsert_dataset_item(self, dataset_name: str, item_id: str | None, **fields: Any) -> dict[str, Any] | None:
+        """A dataset item as Langfuse's ``DatasetItem`` JSON, made or updated on its id (fields: ``input``,
+        ``expected_output``, ``metadata``, ``source_trace_id``, ``source_observation_id``, ``status``); None when
+        there is no such dataset. An id of another dataset's item is an InputError (ids are project-wide)."""
+        now = time.time_ns()
+        json_columns = ("input", "expected_output", "metadata")
+        text_columns = ("source_trace_id", "source_observation_id", "status")
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            dataset = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset_name,)).fetchone()
+            if dataset is None:
+                return None
+            chosen = item_id or new_dataset_id()
+            row = conn.execute("SELECT dataset_id FROM dataset_items WHERE id = ?", (chosen,)).fetchone()
+            if row is not None and row[0] != dataset[0]:
+                raise InputError(f"dataset item {chosen[:255]!r} belongs to another dataset: item ids are project-wide")
+            if row is None:
+                conn.execute(
+                    "INSERT INTO dataset_items (id, dataset_id, input, expected_output, metadata, status, created_ns,"
+                    " updated_ns) VALUES (?, ?, 'null', 'null', 'null', 'ACTIVE', ?, ?)",
+                    (chosen, dataset[0], now, now),
+                )
+            for column in (*json_columns, *text_columns):
+                if fields.get(column) is not None:
+                    value = fields[column]
+                    stored = orjson.dumps(value).decode() if column in json_columns else str(value)
+                    conn.execute(
+                        f"UPDATE dataset_items SET {column} = ?, updated_ns = ? WHERE id = ?", (stored, now, chosen)
+                    )
+            return self._dataset_item_row(conn, chosen)
+
+        with self._errors():
+            return self._write(work)
+
+    def dataset_items(self, dataset_name: str, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """(a page of the dataset's items, newest first; how many it has)."""
+
+        def work(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
+            dataset = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset_name,)).fetchone()
+            if dataset is None:
+                return [], 0
+            (total,) = conn.execute("SELECT count(*) FROM dataset_items WHERE dataset_id = ?", (dataset[0],)).fetchone()
+            ids = conn.execute(
+                "SELECT id FROM dataset_items WHERE dataset_id = ? ORDER BY created_ns DESC, id LIMIT ? OFFSET ?",
+                (dataset[0], limit, offset),
+            ).fetchall()
+            return [item for (found,) in ids if (item := self._dataset_item_row(conn, found)) is not None], total
+
+        with self._errors():
+            return self._read(work)
+
+    def get_dataset_item(self, item_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            return self._read(lambda conn: self._dataset_item_row(conn, item_id))
+
+    @staticmethod
+    def _dataset_row(conn: sqlite3.Connection, name: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT id, description, metadata, input_schema, expected_output_schema, created_ns, updated_ns "
+            "FROM datasets WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        dataset_id, description, metadata, input_schema, output_schema, created, updated = row
+        return {
+            "id": dataset_id,
+            "name": name,
+            "description": description,
+            "metadata": orjson.loads(metadata),
+            "inputSchema": orjson.loads(input_schema),
+            "expectedOutputSchema": orjson.loads(output_schema),
+            "createdAt": iso_from_ns(created),
+            "updatedAt": iso_from_ns(updated),
+        }
+
+    @staticmethod
+    def _dataset_item_row(conn: sqlite3.Connection, item_id: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT i.dataset_id, d.name, i.input, i.expected_output, i.metadata, i.source_trace_id,"
+            " i.source_observation_id, i.status, i.created_ns, i.updated_ns FROM dataset_items i"
+            " JOIN datasets d ON d.id = i.dataset_id WHERE i.id = ?",
+            (item_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        dataset_id, dataset_name, data_in, expected, metadata, trace_id, observation_id, status, created, updated = row
+        return {
+            "id": item_id,
+            "status": status,
+            "input": orjson.loads(data_in),
+            "expectedOutput": orjson.loads(expected),
+            "metadata": orjson.loads(metadata),
+            "sourceTraceId": trace_id,
+            "sourceObservationId": observation_id,
+            "datasetId": dataset_id,
+            "datasetName": dataset_name,
+            "mediaReferences": [],  # lftrace keeps no media: values are stored as given
+            "createdAt": iso_from_ns(created),
+            "updatedAt": iso_from_ns(updated),
+        }
 
     @staticmethod
     def _prompt_row(conn: sqlite3.Connection, name: str, version: int) -> dict[str, Any] | None:

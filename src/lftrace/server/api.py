@@ -555,7 +555,40 @@ def routes(store: TraceStore) -> list[Route]:
         ]
         return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
 
+    def dataset(request: Request) -> Any:
+        name = request.path_params["name"]
+        found = store.get_dataset(name)
+        if found is None:
+            return _error(404, f"dataset {name[:200]!r} not found")
+        return {**found, "projectId": PROJECT_ID}
+
+    def datasets(request: Request) -> Any:
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        rows = [{**d, "projectId": PROJECT_ID} for d in store.list_datasets()]
+        return {"data": rows[(page - 1) * limit : page * limit], "meta": _meta(page, limit, len(rows))}
+
+    def dataset_items(request: Request) -> Any:
+        name = request.query_params.get("datasetName")
+        if not name:
+            raise QueryError("query parameter datasetName is required")
+        page = _int_param(request, "page", 1)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
+        if store.get_dataset(name) is None:
+            return _error(404, f"dataset {name[:200]!r} not found")
+        rows, total = store.dataset_items(name, offset=(page - 1) * limit, limit=limit)
+        return {"data": rows, "meta": _meta(page, limit, total)}
+
+    def dataset_item(request: Request) -> Any:
+        item_id = request.path_params["item_id"]
+        found = store.get_dataset_item(item_id)
+        return found if found is not None else _error(404, f"dataset item {item_id[:64]!r} not found")
+
     return [
+        Route("/api/public/v2/datasets", endpoint(datasets), methods=["GET"]),
+        Route("/api/public/v2/datasets/{name:path}", endpoint(dataset), methods=["GET"]),
+        Route("/api/public/dataset-items", endpoint(dataset_items), methods=["GET"]),
+        Route("/api/public/dataset-items/{item_id}", endpoint(dataset_item), methods=["GET"]),
         Route("/api/public/v2/prompts", endpoint(prompts), methods=["GET"]),
         Route("/api/public/v2/prompts/{name:path}", endpoint(prompt), methods=["GET"]),
         Route("/api/public/health", endpoint(health), methods=["GET"]),

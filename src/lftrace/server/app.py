@@ -337,7 +337,49 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
             return error_response(404, f"prompt {name[:200]!r} has no version {version}")
         return json_response(updated)
 
+    @_writing("the dataset")
+    async def create_dataset(request: Request) -> Response:
+        """``POST /api/public/v2/datasets``: a dataset (an existing name takes the fields given)."""
+        data = await json_body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"].strip():
+            raise HttpError(400, "malformed dataset: expected a JSON object with a name")
+        fields = {
+            "description": data.get("description"),
+            "metadata": data.get("metadata"),
+            "input_schema": data.get("inputSchema"),
+            "expected_output_schema": data.get("expectedOutputSchema"),
+        }
+        made = await ingestor.run(lambda: store.create_dataset(data["name"], **fields))
+        return json_response({**made, "projectId": api.PROJECT_ID})
+
+    @_writing("the dataset item")
+    async def create_dataset_item(request: Request) -> Response:
+        """``POST /api/public/dataset-items``: an item of a dataset, made or updated on its id."""
+        data = await json_body(request)
+        if not isinstance(data, dict) or not isinstance(data.get("datasetName"), str):
+            raise HttpError(400, "malformed dataset item: expected a JSON object with a datasetName")
+        item_id = data.get("id")
+        if item_id is not None and (not isinstance(item_id, str) or not 0 < len(item_id) <= 255):
+            raise HttpError(400, "malformed dataset item: its id is a string of at most 255 characters")
+        status = data.get("status")
+        if status is not None and status not in ("ACTIVE", "ARCHIVED"):
+            raise HttpError(400, "malformed dataset item: status is ACTIVE or ARCHIVED")
+        fields = {
+            "input": data.get("input"),
+            "expected_output": data.get("expectedOutput"),
+            "metadata": data.get("metadata"),
+            "source_trace_id": data.get("sourceTraceId"),
+            "source_observation_id": data.get("sourceObservationId"),
+            "status": status,
+        }
+        made = await ingestor.run(lambda: store.upsert_dataset_item(data["datasetName"], item_id, **fields))
+        if made is None:
+            return error_response(404, f"dataset {data['datasetName'][:200]!r} not found: create it first")
+        return json_response(made)
+
     routes = [
+        Route("/api/public/v2/datasets", create_dataset, methods=["POST"]),
+        Route("/api/public/dataset-items", create_dataset_item, methods=["POST"]),
         Route("/api/public/v2/prompts", create_prompt, methods=["POST"]),
         Route("/api/public/v2/prompts/{name:path}/versions/{version:int}", label_prompt, methods=["PATCH"]),
         Route("/api/public/otel/v1/traces", otlp_traces, methods=["POST"]),

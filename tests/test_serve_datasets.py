@@ -1,0 +1,97 @@
+"""``lftrace serve``'s datasets API: the official SDK 5's dataset code (``create_dataset``, ``create_dataset_item``,
+``get_dataset``, ``dataset.run_experiment``) runs unchanged against it.
+
+A real ``lftrace serve`` subprocess, the official SDK in another process, the store read back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lftrace.store import TraceStore
+from serve_process import ServeProcess
+
+_DATASET_APP = """
+import sys
+from langfuse import Evaluation, Langfuse
+
+langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=sys.argv[1])
+langfuse.create_dataset(name="capitals", description="capital cities", metadata={"owner": "qa"})
+langfuse.create_dataset_item(dataset_name="capitals", input={"country": "France"}, expected_output="Paris", id="fr")
+langfuse.create_dataset_item(dataset_name="capitals", input={"country": "Spain"}, expected_output="Madrid", id="es")
+langfuse.create_dataset_item(  # an upsert on the id
+    dataset_name="capitals", input={"country": "Spain"}, expected_output="Madrid", metadata={"v": 2}, id="es"
+)
+dataset = langfuse.get_dataset("capitals", fetch_items_page_size=1)  # one item a page: the pages are followed
+print("DATASET", dataset.name, dataset.description, dataset.metadata)
+print("ITEMS", sorted((i.id, i.input["country"], i.expected_output, i.metadata) for i in dataset.items))
+
+CAPITALS = {"France": "Paris", "Spain": "Barcelona"}
+
+
+def task(*, item, **kwargs):
+    return CAPITALS[item.input["country"]]
+
+
+def exact(*, input, output, expected_output=None, **kwargs):
+    return Evaluation(name="exact", value=1.0 if output == expected_output else 0.0)
+
+
+result = dataset.run_experiment(name="capitals-v1", task=task, evaluators=[exact])
+print("SCORES", sorted((r.item.id, r.output, r.evaluations[0].value) for r in result.item_results))
+langfuse.flush()
+"""
+
+
+@pytest.fixture
+def server(tmp_path):
+    with ServeProcess(tmp_path / "serve.db") as proc:
+        yield proc
+
+
+def test_the_official_sdk_s_datasets_and_experiments_work_against_lftrace_serve(server, tmp_path):
+    script = tmp_path / "dataset_app.py"
+    script.write_text(_DATASET_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
+    ran = subprocess.run([sys.executable, str(script), server.url], env=env, capture_output=True, text=True, timeout=90)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
+    assert lines["DATASET"] == "capitals capital cities {'owner': 'qa'}"
+    assert lines["ITEMS"] == "[('es', 'Spain', 'Madrid', {'v': 2}), ('fr', 'France', 'Paris', None)]"
+    assert lines["SCORES"] == "[('es', 'Barcelona', 0.0), ('fr', 'Paris', 1.0)]"
+    with TraceStore(server.store, create=False) as store:
+        traces = store.get_traces([t.id for t in store.list_traces()])
+        by_item = {t.observations[0].metadata["dataset_item_id"]: t for t in traces if t.name == "experiment-item-run"}
+        assert set(by_item) == {"fr", "es"}
+        assert [(s.name, s.value) for s in by_item["fr"].scores] == [("exact", 1.0)]
+        assert by_item["es"].output == "Barcelona" and by_item["es"].environment == "sdk-experiment"
+
+
+def test_the_datasets_api_answers_as_langfuse_does(server):
+    assert server.post("/api/public/dataset-items", json={"datasetName": "none", "input": 1}).status_code == 404
+    assert server.post("/api/public/v2/datasets", json={"description": "no name"}).status_code == 400
+    made = server.post("/api/public/v2/datasets", json={"name": "d1"}).json()
+    assert (made["name"], made["description"], made["metadata"], made["projectId"]) == (
+        "d1",
+        None,
+        None,
+        "lftrace-local",
+    )
+    assert server.post("/api/public/v2/datasets", json={"name": "d2"}).status_code == 200
+    item = server.post("/api/public/dataset-items", json={"datasetName": "d1", "input": {"q": 1}, "id": "x"}).json()
+    assert (item["status"], item["datasetName"], item["expectedOutput"]) == ("ACTIVE", "d1", None)
+    taken = server.post("/api/public/dataset-items", json={"datasetName": "d2", "input": 2, "id": "x"})
+    assert taken.status_code == 400 and "belongs to another dataset" in taken.json()["message"]
+    bad = server.post("/api/public/dataset-items", json={"datasetName": "d1", "status": "GONE"})
+    assert bad.status_code == 400
+    assert server.get("/api/public/dataset-items/x").json()["input"] == {"q": 1}
+    assert server.get("/api/public/dataset-items/nope").status_code == 404
+    assert server.get("/api/public/v2/datasets/d9").status_code == 404
+    assert server.get("/api/public/dataset-items", params={"datasetName": "d9"}).status_code == 404
+    assert server.get("/api/public/dataset-items").status_code == 400  # datasetName is required
+    listed = server.get("/api/public/v2/datasets", params={"limit": 1}).json()
+    assert len(listed["data"]) == 1 and listed["meta"]["totalItems"] == 2
