@@ -25,6 +25,7 @@ _SDK_NAMES = (
     "LangfuseEvent",
 )
 __all__ = [
+    "Evaluation",
     "Langfuse",
     "LangfuseAgent",
     "LangfuseChain",
@@ -46,6 +47,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .client import Langfuse, get_client
+    from .experiments import Evaluation
     from .model import Observation, Trace
     from .sdk import (
         LangfuseAgent,
@@ -72,6 +74,10 @@ def __getattr__(name: str) -> Any:
         from . import client, sdk  # the client first: @observe finds it through sdk.client_factory
 
         return getattr(sdk, name)
+    if name == "Evaluation":  # run_experiment's evaluators return these
+        from .experiments import Evaluation
+
+        return Evaluation
     if name in ("Trace", "Observation"):
         from . import model
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import sdk as _sdk
 from .config import Settings, mask_secret, redact_url
 from .errors import InputError, LftraceError, StoreError, TraceNotFound
+from .experiments import ExperimentApi
 from .model import Score, Trace, TraceSummary
 from .prompts import PromptApi, PromptCache
 from .writer import TraceWriter
@@ -41,7 +42,7 @@ _client_for_lock = threading.Lock()  # `lftrace test` cases start on several thr
 _registry_lock = threading.Lock()
 
 
-class Langfuse(_sdk.TracingApi, PromptApi):
+class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi):
     """The client. Arguments win over ``LANGFUSE_*`` environment variables, which win over ``.env``."""
 
     def __init__(

@@ -503,6 +503,8 @@ class Score:
 
 # the outbox row of a standalone score is keyed "score:<score id>"; a trace id of that form (only the legacy API
 # takes such ids) is still delivered as a trace unless a standalone score has the id after the prefix
+# trace metadata: the ``langfuse.experiment.*`` attributes of a run_experiment item (sent on every span of the trace)
+EXPERIMENT_KEY = "langfuse.experiment"
 SCORE_KEY = "score:"
 
 

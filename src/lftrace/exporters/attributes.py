@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import Observation, Trace, iso_from_ns
+from ..model import EXPERIMENT_KEY, Observation, Trace, iso_from_ns
 from ..usage import gross_counts
 
 LANGFUSE_SCOPE = "langfuse-sdk-lftrace"
@@ -176,6 +176,10 @@ def langfuse_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> No
     for key, value in (obs.metadata or {}).items():
         if value is not None:
             a[f"langfuse.observation.metadata.{key}"] = value if isinstance(value, str) else dumps(value)
+    experiment = (trace.metadata or {}).get(EXPERIMENT_KEY)
+    if isinstance(experiment, dict):  # run_experiment's item: every span says which experiment and item, as the SDK's
+        for key, value in experiment.items():
+            a[f"langfuse.experiment.{key}"] = value if isinstance(value, str) else dumps(value)
     if obs.model:
         a["langfuse.observation.model.name"] = obs.model
     if obs.model_parameters:
@@ -298,7 +302,7 @@ def trace_attributes(trace: Trace) -> dict[str, Any]:
     if trace.tags:
         a["langfuse.trace.tags"] = [str(t) for t in trace.tags]
     for key, value in (trace.metadata or {}).items():
-        if value is not None:
+        if value is not None and key != EXPERIMENT_KEY:  # sent as langfuse.experiment.* on every span
             a[f"langfuse.trace.metadata.{key}"] = value if isinstance(value, str) else dumps(value)
     if trace.user_id:
         a["user.id"] = trace.user_id

@@ -154,6 +154,57 @@ def create_prompt(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def create_dataset(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/public/v2/datasets``: the dataset, as Langfuse made (or kept) it."""
+    status, data = _call(
+        "POST", settings.base_url, "/api/public/v2/datasets", auth=_auth(settings), body=body, timeout=settings.timeout
+    )
+    if status == 404 or not isinstance(data, dict):
+        raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no datasets API (answered {status})")
+    return data
+
+
+def create_dataset_item(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``POST /api/public/dataset-items``: the item; None when Langfuse has no such dataset."""
+    status, data = _call(
+        "POST",
+        settings.base_url,
+        "/api/public/dataset-items",
+        auth=_auth(settings),
+        body=body,
+        timeout=settings.timeout,
+    )
+    return data if status != 404 and isinstance(data, dict) else None
+
+
+def get_dataset(settings: Settings, name: str) -> dict[str, Any] | None:
+    path = f"/api/public/v2/datasets/{quote(name, safe='')}"
+    status, data = _call("GET", settings.base_url, path, auth=_auth(settings), timeout=settings.timeout)
+    return data if status != 404 and isinstance(data, dict) else None
+
+
+def dataset_items(settings: Settings, name: str, *, page_size: int = 50) -> list[dict[str, Any]]:
+    """Every item of a dataset, page by page."""
+    out: list[dict[str, Any]] = []
+    for page in range(1, 10_000):
+        params = {"datasetName": name, "page": page, "limit": page_size}
+        status, data = _call(
+            "GET",
+            settings.base_url,
+            "/api/public/dataset-items",
+            auth=_auth(settings),
+            params=params,
+            timeout=settings.timeout,
+        )
+        rows = data.get("data") if isinstance(data, dict) else None
+        if status == 404 or not isinstance(rows, list):
+            break
+        out += rows
+        if not rows or page >= int((data.get("meta") or {}).get("totalPages") or 1):
+            break
+    return out
+
+
 def list_prompts(settings: Settings) -> list[dict[str, Any]]:
     """Every prompt of the project (Langfuse's ``PromptMeta``: name, type, versions, labels, tags), page by page."""
     out: list[dict[str, Any]] = []

@@ -1,0 +1,453 @@
+"""Datasets and experiments with the SDK's names: ``create_dataset``, ``create_dataset_item``, ``get_dataset``,
+``run_experiment`` (and ``dataset.run_experiment``), ``Evaluation``.
+
+Datasets live where prompts do: in Langfuse (its datasets API) when its keys are set, else in the local store
+(which ``lftrace serve`` offers on the same API). ``run_experiment`` runs the task on every item, each in a trace
+of its own (``experiment-item-run``: the task under ``experiment-item-task``, the evaluators under
+``experiment-item-evaluation``, environment ``sdk-experiment``), records each evaluation as a score of that
+trace and each run evaluation as a score of the experiment (``dataset_run_id``), as the SDK does. The trace
+carries the experiment's ``langfuse.experiment.*`` attributes to Langfuse (``EXPERIMENT_KEY``), so its
+experiments view groups the runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from .errors import LftraceError, TraceNotFound
+from .model import EXPERIMENT_KEY
+
+log = logging.getLogger("lftrace")
+
+EXPERIMENT_ENVIRONMENT = "sdk-experiment"
+
+
+class DatasetNotFound(TraceNotFound):
+    """No dataset of that name."""
+
+
+class Evaluation:
+    """One evaluation of an item (or of the whole run): becomes a score."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        value: float | str | bool,
+        comment: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        data_type: str | None = None,
+        config_id: str | None = None,
+    ) -> None:
+        self.name, self.value, self.comment = name, value, comment
+        self.metadata, self.data_type, self.config_id = metadata, data_type, config_id
+
+    def __repr__(self) -> str:
+        return f"Evaluation(name={self.name!r}, value={self.value!r})"
+
+
+class DatasetItem:
+    """An item of a dataset, from Langfuse's ``DatasetItem`` JSON."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.id: str = data["id"]
+        self.status: str = data.get("status") or "ACTIVE"
+        self.input = data.get("input")
+        self.expected_output = data.get("expectedOutput")
+        self.metadata = data.get("metadata")
+        self.source_trace_id: str | None = data.get("sourceTraceId")
+        self.source_observation_id: str | None = data.get("sourceObservationId")
+        self.dataset_id: str | None = data.get("datasetId")
+        self.dataset_name: str | None = data.get("datasetName")
+        self.created_at, self.updated_at = data.get("createdAt"), data.get("updatedAt")
+
+    def __repr__(self) -> str:
+        return f"DatasetItem(id={self.id!r}, dataset_name={self.dataset_name!r})"
+
+
+class DatasetClient:
+    """A dataset and its items (``get_dataset``); ``run_experiment`` runs one on them."""
+
+    def __init__(self, data: Mapping[str, Any], items: list[DatasetItem], client: Any) -> None:
+        self.id: str = data["id"]
+        self.name: str = data["name"]
+        self.description: str | None = data.get("description")
+        self.metadata = data.get("metadata")
+        self.input_schema, self.expected_output_schema = data.get("inputSchema"), data.get("expectedOutputSchema")
+        self.created_at, self.updated_at = data.get("createdAt"), data.get("updatedAt")
+        self.items = items
+        self._client = client
+
+    def run_experiment(self, *, name: str, **options: Any) -> ExperimentResult:
+        return self._client.run_experiment(name=name, data=self.items, **options)
+
+    def __repr__(self) -> str:
+        return f"DatasetClient(name={self.name!r}, items={len(self.items)})"
+
+
+class ExperimentItemResult:
+    def __init__(
+        self, *, item: Any, output: Any, evaluations: list[Evaluation], trace_id: str | None, experiment_id: str
+    ) -> None:
+        self.item, self.output, self.evaluations = item, output, evaluations
+        self.trace_id, self.experiment_id = trace_id, experiment_id
+
+    @property
+    def dataset_run_id(self) -> str:  # the SDK's older name
+        return self.experiment_id
+
+
+class ExperimentResult:
+    def __init__(
+        self,
+        *,
+        name: str,
+        run_name: str,
+        description: str | None,
+        item_results: list[ExperimentItemResult],
+        run_evaluations: list[Evaluation],
+        experiment_id: str,
+        experiment_url: str | None,
+    ) -> None:
+        self.name, self.run_name, self.description = name, run_name, description
+        self.item_results, self.run_evaluations = item_results, run_evaluations
+        self.experiment_id, self.experiment_url = experiment_id, experiment_url
+
+    @property
+    def dataset_run_id(self) -> str:  # the SDK's older names
+        return self.experiment_id
+
+    @property
+    def dataset_run_url(self) -> str | None:
+        return self.experiment_url
+
+    def format(self, *, include_item_results: bool = False) -> str:
+        """A plain-text report: the items, each evaluation's average, the run evaluations, where to look."""
+        lines = [f"Experiment: {self.name}", f"Run: {self.run_name}"]
+        if self.description:
+            lines.append(f"Description: {self.description}")
+        lines.append(f"{len(self.item_results)} items")
+        if include_item_results:
+            for n, result in enumerate(self.item_results, 1):
+                given = (
+                    result.item.get("input") if isinstance(result.item, dict) else getattr(result.item, "input", None)
+                )
+                lines.append(f"  {n}. input {_short(given)} -> output {_short(result.output)}")
+                lines += [f"     {e.name}: {_short(e.value)}" for e in result.evaluations]
+        averages: dict[str, list[float]] = {}
+        for result in self.item_results:
+            for evaluation in result.evaluations:
+                if isinstance(evaluation.value, (int, float)) and not isinstance(evaluation.value, bool):
+                    averages.setdefault(evaluation.name, []).append(float(evaluation.value))
+        if averages:
+            lines.append("Average scores:")
+            lines += [f"  {name}: {statistics.fmean(values):.3f}" for name, values in averages.items()]
+        if self.run_evaluations:
+            lines.append("Run evaluations:")
+            lines += [f"  {e.name}: {_short(e.value)}" for e in self.run_evaluations]
+        lines.append(f"Experiment id: {self.experiment_id}")
+        if self.experiment_url:
+            lines.append(f"Results: {self.experiment_url}")
+        return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _evaluations(result: Any) -> list[Evaluation]:
+    """An evaluator's answer: an Evaluation, a dict of its fields, or a list of either."""
+    found = result if isinstance(result, list) else [result]
+    return [Evaluation(**e) if isinstance(e, dict) else e for e in found if isinstance(e, (dict, Evaluation))]
+
+
+async def _call(function: Callable[..., Any], **kwargs: Any) -> Any:
+    result = function(**kwargs)
+    return await result if asyncio.iscoroutine(result) else result
+
+
+def experiment_id_for(project_id: str | None, dataset_id: str | None, run_name: str) -> str:
+    """The experiment's id as Langfuse derives it for a dataset's run (the same run name groups re-runs); a random
+    one for local data or when the project is not known."""
+    if dataset_id is None or project_id is None:
+        return os.urandom(8).hex()
+    # the bytes of JavaScript's JSON.stringify of that array (no spaces, no \u escapes), as Langfuse hashes them
+    payload = json.dumps(
+        ["langfuse-experiment-v1", project_id, dataset_id, run_name], separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+class ExperimentApi:
+    """``Langfuse``'s dataset and experiment methods (a mixin of the client)."""
+
+    settings: Any  # config.Settings, from the client
+    store: Any  # store.TraceStore, from the client
+
+    def _datasets_in_langfuse(self) -> bool:
+        return bool(self.settings.public_key and self.settings.secret_key)
+
+    # -- datasets -------------------------------------------------------------------------------------------
+    def create_dataset(
+        self,
+        *,
+        name: str,
+        description: str | None = None,
+        metadata: Any = None,
+        input_schema: Any = None,
+        expected_output_schema: Any = None,
+    ) -> DatasetClient:
+        if self._datasets_in_langfuse():
+            from .exporters import langfuse_api
+
+            body = {"name": name, "description": description, "metadata": metadata}
+            body.update({"inputSchema": input_schema, "expectedOutputSchema": expected_output_schema})
+            data = langfuse_api.create_dataset(self.settings, body)
+        else:
+            data = self.store.create_dataset(
+                name,
+                description=description,
+                metadata=metadata,
+                input_schema=input_schema,
+                expected_output_schema=expected_output_schema,
+            )
+        return DatasetClient(data, [], self)
+
+    def create_dataset_item(
+        self,
+        *,
+        dataset_name: str,
+        input: Any = None,
+        expected_output: Any = None,
+        metadata: Any = None,
+        source_trace_id: str | None = None,
+        source_observation_id: str | None = None,
+        status: str | None = None,
+        id: str | None = None,
+    ) -> DatasetItem:
+        """An item of the dataset, made (or updated, on its ``id``)."""
+        fields = {
+            "input": input,
+            "expected_output": expected_output,
+            "metadata": metadata,
+            "source_trace_id": source_trace_id,
+            "source_observation_id": source_observation_id,
+            "status": status,
+        }
+        if self._datasets_in_langfuse():
+            from .exporters import langfuse_api
+
+            body = {"datasetName": dataset_name, "id": id, "input": input, "expectedOutput": expected_output}
+            body.update({"metadata": metadata, "sourceTraceId": source_trace_id, "status": status})
+            body["sourceObservationId"] = source_observation_id
+            data = langfuse_api.create_dataset_item(self.settings, body)
+        else:
+            data = self.store.upsert_dataset_item(dataset_name, id, **fields)
+        if data is None:
+            raise DatasetNotFound(f"no dataset {dataset_name!r}: create it first (create_dataset(name=...))")
+        return DatasetItem(data)
+
+    def get_dataset(self, name: str, *, fetch_items_page_size: int | None = 50, **ignored: Any) -> DatasetClient:
+        """The dataset and all its items (page by page from Langfuse)."""
+        size = max(1, fetch_items_page_size or 50)
+        if self._datasets_in_langfuse():
+            from .exporters import langfuse_api
+
+            data = langfuse_api.get_dataset(self.settings, name)
+            rows = langfuse_api.dataset_items(self.settings, name, page_size=size) if data is not None else []
+        else:
+            data = self.store.get_dataset(name)
+            rows = []
+            while data is not None:
+                page, total = self.store.dataset_items(name, offset=len(rows), limit=size)
+                rows += page
+                if not page or len(rows) >= total:
+                    break
+        if data is None:
+            raise DatasetNotFound(f"no dataset {name!r}")
+        return DatasetClient(data, [DatasetItem(row) for row in rows], self)
+
+    # -- experiments ----------------------------------------------------------------------------------------
+    def run_experiment(
+        self,
+        *,
+        name: str,
+        data: Sequence[Any],
+        task: Callable[..., Any],
+        run_name: str | None = None,
+        description: str | None = None,
+        evaluators: Sequence[Callable[..., Any]] = (),
+        run_evaluators: Sequence[Callable[..., Any]] = (),
+        max_concurrency: int = 50,
+        metadata: dict[str, Any] | None = None,
+        experiment_id: str | None = None,
+        **ignored: Any,
+    ) -> ExperimentResult:
+        """Run ``task(item=...)`` on every item (dicts with ``input``/``expected_output``/``metadata``, or dataset
+        items), evaluate each output with ``evaluators(input=, output=, expected_output=, metadata=)`` and the run
+        with ``run_evaluators(item_results=)``. An item whose task raises is left out (its trace says why)."""
+        if experiment_id is not None and (not isinstance(experiment_id, str) or not experiment_id.strip()):
+            raise ValueError("experiment_id must be a non-empty string if given")
+        run_name = run_name or f"{name} - {datetime.now(UTC).isoformat().replace('+00:00', 'Z')}"
+        dataset_id = next(
+            (_field(i, "dataset_id") for i in data if not isinstance(i, dict) and _field(i, "dataset_id")), None
+        )
+        project_id = self._experiment_project()
+        experiment = experiment_id or experiment_id_for(project_id, dataset_id, run_name)
+
+        async def everything() -> list[ExperimentItemResult | None]:
+            gate = asyncio.Semaphore(max(1, max_concurrency))
+
+            async def one(item: Any) -> ExperimentItemResult | None:
+                async with gate:
+                    try:
+                        return await self._experiment_item(item, task, evaluators, experiment, name, run_name,
+                                                           description, metadata, dataset_id)  # fmt: skip
+                    except Exception as exc:  # the item's trace records the error; the run goes on
+                        log.error("lftrace: experiment %r: an item failed: %s", name, exc)
+                        return None
+
+            return list(await asyncio.gather(*(one(item) for item in data)))
+
+        results = [r for r in _run_coroutine(everything()) if r is not None]
+        run_evaluations: list[Evaluation] = []
+        for evaluator in run_evaluators:
+            try:
+                run_evaluations += _evaluations(_run_coroutine(_call(evaluator, item_results=results)))
+            except Exception as exc:
+                log.error("lftrace: run evaluator %s failed: %s", getattr(evaluator, "__name__", evaluator), exc)
+        for evaluation in run_evaluations:
+            self.create_score(  # type: ignore[attr-defined]
+                name=evaluation.name, value=evaluation.value, dataset_run_id=experiment, comment=evaluation.comment,
+                metadata=evaluation.metadata, data_type=evaluation.data_type, config_id=evaluation.config_id,
+            )  # fmt: skip
+        self.flush()  # type: ignore[attr-defined]
+        url = None
+        if project_id is not None and self._datasets_in_langfuse():
+            base = self.settings.base_url.rstrip("/")
+            url = f"{base}/project/{project_id}/experiments/results?baseline={quote(experiment, safe='')}"
+        return ExperimentResult(
+            name=name,
+            run_name=run_name,
+            description=description,
+            item_results=results,
+            run_evaluations=run_evaluations,
+            experiment_id=experiment,
+            experiment_url=url,
+        )
+
+    def _experiment_project(self) -> str | None:
+        if not self._datasets_in_langfuse():
+            return None
+        from .exporters.langfuse_api import cached_project_id
+
+        try:
+            store = self.store
+        except LftraceError:
+            store = None
+        return cached_project_id(self.settings, store)
+
+    async def _experiment_item(
+        self,
+        item: Any,
+        task: Callable[..., Any],
+        evaluators: Sequence[Callable[..., Any]],
+        experiment: str,
+        name: str,
+        run_name: str,
+        description: str | None,
+        metadata: dict[str, Any] | None,
+        dataset_id: str | None,
+    ) -> ExperimentItemResult:
+        given, expected, item_metadata = (
+            _field(item, "input"),
+            _field(item, "expected_output"),
+            _field(item, "metadata"),
+        )
+        if given is None:
+            raise ValueError("the item has no input")
+        item_id = None if isinstance(item, dict) else _field(item, "id")
+        about: dict[str, Any] = {"experiment_name": name, "experiment_run_name": run_name}
+        if item_id is not None and dataset_id is not None:
+            about.update(dataset_id=_field(item, "dataset_id"), dataset_item_id=item_id)
+        shown = {**about, **(item_metadata if isinstance(item_metadata, dict) else {}), **(metadata or {}), **about}
+        with self.start_as_current_span(name="experiment-item-run") as root:  # type: ignore[attr-defined]
+            # the item's trace and all its spans are the experiment's environment, as the SDK records them
+            root._fragment.trace.environment = root._observation.environment = EXPERIMENT_ENVIRONMENT
+            with root.start_as_current_span(name="experiment-item-task", input=given) as task_span:
+                attributes = {
+                    "id": experiment,
+                    "name": run_name,
+                    "description": description,
+                    "metadata": metadata,
+                    "dataset.id": _field(item, "dataset_id") if item_id is not None else None,
+                    "item.id": item_id or hashlib.sha256(json.dumps(given, default=str).encode()).hexdigest()[:16],
+                    "item.expected_output": expected,
+                    "item.metadata": item_metadata if isinstance(item_metadata, dict) else None,
+                    "item.root_observation_id": task_span.id,
+                }
+                root.update_trace(metadata={EXPERIMENT_KEY: {k: v for k, v in attributes.items() if v is not None}})
+                task_span.update(metadata=shown)
+                try:
+                    output = await _call(task, item=item)
+                except Exception as exc:
+                    task_span.update(output=f"Error: {exc}", level="ERROR", status_message=str(exc))
+                    root.update(output=f"Error: {exc}", level="ERROR", status_message=str(exc))
+                    raise
+                task_span.update(output=output)
+            root.update(input=given, output=output, metadata=shown)
+            evaluations: list[Evaluation] = []
+            if evaluators:
+                with root.start_as_current_span(name="experiment-item-evaluation") as judging:
+                    for evaluator in evaluators:
+                        evaluator_name = getattr(evaluator, "__name__", "evaluator")
+                        arguments = {
+                            "input": given,
+                            "output": output,
+                            "expected_output": expected,
+                            "metadata": item_metadata,
+                        }
+                        with judging.start_as_current_observation(
+                            name=evaluator_name, as_type="evaluator", input=arguments
+                        ) as span:
+                            try:
+                                found = _evaluations(await _call(evaluator, **arguments))
+                            except Exception as exc:
+                                span.update(level="ERROR", status_message=str(exc))
+                                log.error("lftrace: evaluator %s failed: %s", evaluator_name, exc)
+                                continue
+                            span.update(output=[vars(e) for e in found])
+                            evaluations += found
+            for evaluation in evaluations:
+                root.score_trace(
+                    name=evaluation.name, value=evaluation.value, comment=evaluation.comment,
+                    metadata=evaluation.metadata, data_type=evaluation.data_type, config_id=evaluation.config_id,
+                )  # fmt: skip
+            return ExperimentItemResult(
+                item=item, output=output, evaluations=evaluations, trace_id=root.trace_id, experiment_id=experiment
+            )
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run to the end: here when no event loop runs in this thread, else on a thread of its own (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -1,0 +1,174 @@
+"""Datasets and experiments with the SDK's names: ``create_dataset``, ``create_dataset_item``, ``get_dataset``,
+``run_experiment`` (and ``dataset.run_experiment``), ``Evaluation``.
+
+Without keys in the local store; with keys against a real ``lftrace serve`` subprocess playing Langfuse (its
+datasets API), and against the fake Langfuse on 127.0.0.1 to read the ``langfuse.experiment.*`` span attributes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain_core.prompts import ChatPromptTemplate
+
+from lftrace import Evaluation, Langfuse
+from lftrace.experiments import DatasetNotFound, experiment_id_for
+from lftrace.langchain import CallbackHandler
+from serve_process import ServeProcess
+from support.fake_models import ToolCallingFakeModel
+from support.otlp_receiver import attributes
+
+ITEMS = [{"input": "a", "expected_output": "A"}, {"input": "b", "expected_output": "x", "metadata": {"hard": True}}]
+
+
+def upper(*, item, **kwargs):
+    return item["input"].upper()
+
+
+def exact(*, input, output, expected_output=None, **kwargs):
+    return Evaluation(
+        name="exact", value=1.0 if output == expected_output else 0.0, comment=f"{output} vs {expected_output}"
+    )
+
+
+def average(*, item_results, **kwargs):
+    return {"name": "average", "value": sum(r.evaluations[0].value for r in item_results) / len(item_results)}
+
+
+def test_an_experiment_on_local_data_traces_each_item_and_scores_it(isolated_env):
+    langfuse = Langfuse(public_key="")
+    result = langfuse.run_experiment(
+        name="upper", data=ITEMS, task=upper, evaluators=[exact], run_evaluators=[average], description="caps"
+    )
+    assert [(r.output, r.evaluations[0].value) for r in result.item_results] == [("A", 1.0), ("B", 0.0)]
+    assert [(e.name, e.value) for e in result.run_evaluations] == [("average", 0.5)]
+    assert result.run_name.startswith("upper - ") and result.experiment_url is None
+    report = result.format(include_item_results=True)
+    assert "2 items" in report and "exact: 0.500" in report and "average: 0.5" in report
+
+    traces = {r.output: langfuse.get_trace(r.trace_id) for r in result.item_results}
+    trace = traces["B"]
+    assert (trace.name, trace.environment, trace.input, trace.output) == (
+        "experiment-item-run",
+        "sdk-experiment",
+        "b",
+        "B",
+    )
+    assert [o.name for o in trace.observations] == [
+        "experiment-item-run", "experiment-item-task", "experiment-item-evaluation", "exact",
+    ]  # fmt: skip
+    assert [(s.name, s.value, s.comment) for s in trace.scores] == [("exact", 0.0, "B vs x")]
+    root = trace.observations[0]
+    assert root.metadata == {"experiment_name": "upper", "experiment_run_name": result.run_name, "hard": True}
+    experiment = trace.metadata["langfuse.experiment"]
+    assert (experiment["id"], experiment["name"], experiment["description"]) == (
+        result.experiment_id,
+        result.run_name,
+        "caps",
+    )
+    assert (
+        experiment["item.expected_output"] == "x" and experiment["item.root_observation_id"] == trace.observations[1].id
+    )
+    (run_score,) = [s for s in langfuse.store.scores() if s.dataset_run_id is not None]
+    assert (run_score.name, run_score.value, run_score.dataset_run_id) == ("average", 0.5, result.experiment_id)
+
+
+def test_a_dataset_in_the_local_store_and_its_experiment_with_a_chain_and_an_async_task(isolated_env):
+    langfuse = Langfuse(public_key="")
+    made = langfuse.create_dataset(name="capitals", description="capital cities", metadata={"owner": "qa"})
+    assert (made.name, made.description, made.metadata, made.items) == (
+        "capitals",
+        "capital cities",
+        {"owner": "qa"},
+        [],
+    )
+    langfuse.create_dataset_item(dataset_name="capitals", input={"country": "France"}, expected_output="Paris", id="fr")
+    langfuse.create_dataset_item(dataset_name="capitals", input={"country": "Spain"}, expected_output="Madrid", id="es")
+    updated = langfuse.create_dataset_item(dataset_name="capitals", id="es", metadata={"v": 2})  # an upsert
+    assert (updated.input, updated.metadata, updated.dataset_name) == ({"country": "Spain"}, {"v": 2}, "capitals")
+    with pytest.raises(DatasetNotFound, match="no dataset 'nope': create it first"):
+        langfuse.create_dataset_item(dataset_name="nope", input=1)
+
+    dataset = langfuse.get_dataset("capitals", fetch_items_page_size=1)  # pages are followed
+    assert sorted(i.id for i in dataset.items) == ["es", "fr"]
+    chain = ChatPromptTemplate.from_template("Capital of {country}?") | ToolCallingFakeModel()
+
+    async def task(*, item, **kwargs):  # an async task, with a LangChain chain traced inside the item's trace
+        reply = await chain.ainvoke(item.input, config={"callbacks": [CallbackHandler()]})
+        return "Paris" if "France" in str(reply.content) or item.id == "fr" else "?"
+
+    result = dataset.run_experiment(name="capitals-v1", task=task, evaluators=[exact])
+    by_item = {r.item.id: r for r in result.item_results}
+    assert {i: r.output for i, r in by_item.items()} == {"fr": "Paris", "es": "?"}
+    trace = langfuse.get_trace(by_item["fr"].trace_id)
+    names = [o.name for o in trace.observations]
+    assert {"experiment-item-task", "RunnableSequence", "ToolCallingFakeModel"} <= set(names)
+    task_span = next(o for o in trace.observations if o.name == "experiment-item-task")
+    chain_root = next(o for o in trace.observations if o.name == "RunnableSequence")
+    assert chain_root.parent_id == task_span.id  # the chain nests under the task
+    assert task_span.metadata["dataset_item_id"] == "fr" and task_span.metadata["dataset_id"] == dataset.id
+    assert trace.metadata["langfuse.experiment"]["dataset.id"] == dataset.id
+    with pytest.raises(DatasetNotFound):
+        langfuse.get_dataset("nope")
+
+
+def test_an_item_whose_task_raises_is_left_out_and_its_trace_says_why(isolated_env):
+    langfuse = Langfuse(public_key="")
+
+    def flaky(*, item, **kwargs):
+        if item["input"] == "b":
+            raise RuntimeError("model timeout")
+        return "ok"
+
+    result = langfuse.run_experiment(name="flaky", data=ITEMS, task=flaky, evaluators=[exact])
+    assert [r.item["input"] for r in result.item_results] == ["a"]
+    failed = [t for t in langfuse.list_traces(limit=10) if t.status == "error"]
+    assert len(failed) == 1
+    trace = langfuse.get_trace(failed[0].id)
+    assert trace.observations[0].status_message == "model timeout" and trace.observations[0].level == "ERROR"
+
+
+def test_the_experiment_id_of_a_dataset_run_is_langfuse_s(isolated_env):
+    from langfuse import Langfuse as OfficialLangfuse
+
+    derived = OfficialLangfuse._create_experiment_id(None, project_id="proj-1", dataset_id="ds-1", run_name="run é")  # type: ignore[arg-type]
+    assert experiment_id_for("proj-1", "ds-1", "run é") == derived
+    assert len(experiment_id_for(None, "ds-1", "x")) == 16 != experiment_id_for(None, "ds-1", "x")  # random
+
+
+def test_with_langfuse_keys_datasets_are_langfuse_s(isolated_env, tmp_path):
+    with ServeProcess(tmp_path / "langfuse.db") as langfuse_server:
+        langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=langfuse_server.url)
+        langfuse.create_dataset(name="remote-ds")
+        langfuse.create_dataset_item(dataset_name="remote-ds", input="a", expected_output="A", id="i1")
+        dataset = langfuse.get_dataset("remote-ds")
+        assert [(i.id, i.input) for i in dataset.items] == [("i1", "a")]
+        result = dataset.run_experiment(name="remote", task=upper_of_item, evaluators=[exact])
+        assert result.item_results[0].output == "A"
+        assert result.experiment_url == (
+            f"{langfuse_server.url}/project/lftrace-local/experiments/results?baseline={result.experiment_id}"
+        )
+        assert result.experiment_id == experiment_id_for("lftrace-local", dataset.id, result.run_name)
+        from langfuse.api.client import LangfuseAPI
+
+        api = LangfuseAPI(base_url=langfuse_server.url, username="pk-lf-any", password="sk-lf-any")
+        assert api.datasets.get(dataset_name="remote-ds").id == dataset.id  # in "Langfuse", not in a local store
+        assert langfuse.store.get_dataset("remote-ds") is None
+
+
+def upper_of_item(*, item, **kwargs):
+    return item.input.upper()
+
+
+def test_the_experiment_attributes_reach_langfuse_on_every_span(receiver):
+    langfuse = Langfuse(public_key="pk-lf-x", secret_key="sk-lf-y", base_url=receiver.url)
+    result = langfuse.run_experiment(name="attrs", data=ITEMS[:1], task=upper, evaluators=[exact])
+    spans = [attributes(s.attributes) for s in receiver.wait_for_spans(4)]
+    assert {a["langfuse.experiment.id"] for a in spans} == {result.experiment_id}
+    assert {a["langfuse.experiment.name"] for a in spans} == {result.run_name}
+    assert {a["langfuse.experiment.item.expected_output"] for a in spans} == {"A"}
+    assert {a["langfuse.environment"] for a in spans} == {"sdk-experiment"}
+    assert not any(k.startswith("langfuse.trace.metadata.langfuse") for a in spans for k in a)
+    posted = [s for r in receiver.requests if r.path == "/api/public/scores" for s in json.loads(r.body)]
+    assert [(s["name"], s["value"]) for s in posted] == [("exact", 1.0)]
