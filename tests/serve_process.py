@@ -67,6 +67,18 @@ class ServeProcess:
         headers = {**basic_auth("pk-lf-test", "sk-lf-test"), **kwargs.pop("headers", {})}
         return httpx.post(self.url + path, timeout=10, headers=headers, **kwargs)
 
+    def run_sdk_program(self, script: Path, code: str, *, quiet: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a program written for the official SDK against the server (its URL as argv[1]); it must succeed
+        (and, ``quiet``, log no error)."""
+        script.write_text(code)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
+        ran = subprocess.run(
+            [sys.executable, str(script), self.url], env=env, capture_output=True, text=True, timeout=90
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        assert not quiet or "error" not in ran.stderr.lower(), ran.stderr[-3000:]
+        return ran
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str, str]:
         assert self.proc is not None
         if self.proc.poll() is None:

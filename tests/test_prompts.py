@@ -168,11 +168,7 @@ def server(tmp_path):
 
 
 def test_the_official_sdk_s_prompt_management_works_against_lftrace_serve(server, tmp_path):
-    script = tmp_path / "prompt_app.py"
-    script.write_text(_OFFICIAL_PROMPT_APP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
-    ran = subprocess.run([sys.executable, str(script), server.url], env=env, capture_output=True, text=True, timeout=90)
-    assert ran.returncode == 0, ran.stderr[-3000:]
+    ran = server.run_sdk_program(tmp_path / "prompt_app.py", _OFFICIAL_PROMPT_APP, quiet=False)  # logs the fallback
     lines = dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
     assert lines["TEXT"] == "1 Do you like Up? {'m': 1} ['production']"
     assert lines["STAGING"] == "2 v2 Up"

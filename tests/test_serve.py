@@ -338,20 +338,10 @@ print("TRACE_ID", trace_id, span_id)
 """
 
 
-def _run_sdk_app(server, script: Path, code: str) -> subprocess.CompletedProcess[str]:
-    """Run a program written for the official SDK against the server (its URL as argv[1]); it must succeed quietly."""
-    script.write_text(code)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
-    ran = subprocess.run([sys.executable, str(script), server.url], env=env, capture_output=True, text=True, timeout=90)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    assert "error" not in ran.stderr.lower(), ran.stderr[-3000:]
-    return ran
-
-
 def test_official_sdk_scores_are_created_and_read_back_through_v3(server, tmp_path):
     """The official SDK 5 sends scores as a list to POST /api/public/scores (they were refused: 405, and lost) and
     reads them with GET /api/public/v3/scores (not served before): both work unchanged against lftrace serve."""
-    ran = _run_sdk_app(server, tmp_path / "scoring_app.py", _SCORING_APP)
+    ran = server.run_sdk_program(tmp_path / "scoring_app.py", _SCORING_APP)
     trace_id, span_id = re.search(r"TRACE_ID ([0-9a-f]{32}) ([0-9a-f]{16})", ran.stdout).groups()
     from langfuse.api.client import LangfuseAPI
 
@@ -393,7 +383,7 @@ langfuse.flush()
 def test_official_sdk_session_and_dataset_run_scores_are_kept_and_read_back(server, tmp_path):
     """Scores with no trace (a session's, a dataset run's): refused before (and lost by the SDK); now stored and
     read back through v3 (``sessionId``, ``experimentId``, their subjects) and v2."""
-    _run_sdk_app(server, tmp_path / "session_scoring_app.py", _SESSION_SCORING_APP)
+    server.run_sdk_program(tmp_path / "session_scoring_app.py", _SESSION_SCORING_APP)
     from langfuse.api.client import LangfuseAPI
 
     api = LangfuseAPI(base_url=server.url, username="pk-lf-any", password="sk-lf-any")

@@ -6,10 +6,6 @@ A real ``lftrace serve`` subprocess, the official SDK in another process, the st
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from lftrace.store import TraceStore
@@ -54,11 +50,7 @@ def server(tmp_path):
 
 
 def test_the_official_sdk_s_datasets_and_experiments_work_against_lftrace_serve(server, tmp_path):
-    script = tmp_path / "dataset_app.py"
-    script.write_text(_DATASET_APP)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OTEL_"))}
-    ran = subprocess.run([sys.executable, str(script), server.url], env=env, capture_output=True, text=True, timeout=90)
-    assert ran.returncode == 0, ran.stderr[-3000:]
+    ran = server.run_sdk_program(tmp_path / "dataset_app.py", _DATASET_APP)
     lines = dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
     assert lines["DATASET"] == "capitals capital cities {'owner': 'qa'}"
     assert lines["ITEMS"] == "[('es', 'Spain', 'Madrid', {'v': 2}), ('fr', 'France', 'Paris', None)]"

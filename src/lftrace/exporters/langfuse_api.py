@@ -133,111 +133,92 @@ def _prompt_path(name: str) -> str:
     return f"/api/public/v2/prompts/{quote(name, safe='')}"  # a prompt in a folder ("a/b") is one path segment
 
 
+def _project_call(
+    settings: Settings,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    timeout: float | None = None,
+) -> dict[str, Any] | None:
+    """A call of the project's API with the configured keys: its JSON object, None for a 404 (no such thing)."""
+    status, data = _call(
+        method,
+        settings.base_url,
+        path,
+        auth=_auth(settings),
+        params=params,
+        body=body,
+        timeout=timeout or settings.timeout,
+    )
+    return data if status != 404 and isinstance(data, dict) else None
+
+
+def _made(settings: Settings, found: dict[str, Any] | None, api: str) -> dict[str, Any]:
+    if found is None:
+        raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no {api} API (it answered 404)")
+    return found
+
+
+def _pages(settings: Settings, path: str, params: dict[str, Any], page_size: int) -> list[dict[str, Any]] | None:
+    """Every row of a paged list (``data`` and ``meta.totalPages``); None when Langfuse has no such list."""
+    out: list[dict[str, Any]] = []
+    for page in range(1, MAX_PAGES + 1):
+        found = _project_call(settings, "GET", path, params={**params, "page": page, "limit": page_size})
+        rows = found.get("data") if found is not None else None
+        if not isinstance(rows, list):
+            return None if page == 1 else out
+        out += rows
+        if not rows or page >= int((found.get("meta") or {}).get("totalPages") or 1):  # type: ignore[union-attr]
+            break
+    return out
+
+
 def get_prompt(
     settings: Settings, name: str, *, version: int | None, label: str | None, timeout: float
 ) -> dict[str, Any] | None:
     """A prompt version from Langfuse (Langfuse's ``Prompt`` JSON); None when it has no such prompt."""
     params = {k: v for k, v in (("version", version), ("label", label)) if v is not None}
-    status, data = _call(
-        "GET", settings.base_url, _prompt_path(name), auth=_auth(settings), params=params, timeout=timeout
-    )
-    return data if status != 404 and isinstance(data, dict) else None
+    return _project_call(settings, "GET", _prompt_path(name), params=params, timeout=timeout)
 
 
 def create_prompt(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
     """``POST /api/public/v2/prompts``: the new version, as Langfuse made it."""
-    status, data = _call(
-        "POST", settings.base_url, "/api/public/v2/prompts", auth=_auth(settings), body=body, timeout=settings.timeout
-    )
-    if status == 404 or not isinstance(data, dict):
-        raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no prompts API (answered {status})")
-    return data
-
-
-def create_dataset(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
-    """``POST /api/public/v2/datasets``: the dataset, as Langfuse made (or kept) it."""
-    status, data = _call(
-        "POST", settings.base_url, "/api/public/v2/datasets", auth=_auth(settings), body=body, timeout=settings.timeout
-    )
-    if status == 404 or not isinstance(data, dict):
-        raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no datasets API (answered {status})")
-    return data
-
-
-def create_dataset_item(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | None:
-    """``POST /api/public/dataset-items``: the item; None when Langfuse has no such dataset."""
-    status, data = _call(
-        "POST",
-        settings.base_url,
-        "/api/public/dataset-items",
-        auth=_auth(settings),
-        body=body,
-        timeout=settings.timeout,
-    )
-    return data if status != 404 and isinstance(data, dict) else None
-
-
-def get_dataset(settings: Settings, name: str) -> dict[str, Any] | None:
-    path = f"/api/public/v2/datasets/{quote(name, safe='')}"
-    status, data = _call("GET", settings.base_url, path, auth=_auth(settings), timeout=settings.timeout)
-    return data if status != 404 and isinstance(data, dict) else None
-
-
-def dataset_items(settings: Settings, name: str, *, page_size: int = 50) -> list[dict[str, Any]]:
-    """Every item of a dataset, page by page."""
-    out: list[dict[str, Any]] = []
-    for page in range(1, 10_000):
-        params = {"datasetName": name, "page": page, "limit": page_size}
-        status, data = _call(
-            "GET",
-            settings.base_url,
-            "/api/public/dataset-items",
-            auth=_auth(settings),
-            params=params,
-            timeout=settings.timeout,
-        )
-        rows = data.get("data") if isinstance(data, dict) else None
-        if status == 404 or not isinstance(rows, list):
-            break
-        out += rows
-        if not rows or page >= int((data.get("meta") or {}).get("totalPages") or 1):
-            break
-    return out
+    return _made(settings, _project_call(settings, "POST", "/api/public/v2/prompts", body=body), "prompts")
 
 
 def list_prompts(settings: Settings) -> list[dict[str, Any]]:
-    """Every prompt of the project (Langfuse's ``PromptMeta``: name, type, versions, labels, tags), page by page."""
-    out: list[dict[str, Any]] = []
-    for page in range(1, MAX_PAGES + 1):
-        params = {"page": page, "limit": 100}
-        status, data = _call(
-            "GET",
-            settings.base_url,
-            "/api/public/v2/prompts",
-            auth=_auth(settings),
-            params=params,
-            timeout=settings.timeout,
-        )
-        rows = data.get("data") if isinstance(data, dict) else None
-        if status == 404 or not isinstance(rows, list):
-            raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no prompts API (answered {status})")
-        out += rows
-        if page >= int((data.get("meta") or {}).get("totalPages") or 1):
-            break
-    return out
+    """Every prompt of the project (Langfuse's ``PromptMeta``: name, type, versions, labels, tags)."""
+    rows = _pages(settings, "/api/public/v2/prompts", {}, 100)
+    if rows is None:
+        raise BackendError(f"Langfuse at {redact_url(settings.base_url)} has no prompts API (it answered 404)")
+    return rows
 
 
 def label_prompt(settings: Settings, name: str, version: int, new_labels: list[str]) -> dict[str, Any] | None:
     """``PATCH .../versions/{version}``: the version with its new labels; None when Langfuse has no such version."""
-    status, data = _call(
-        "PATCH",
-        settings.base_url,
-        f"{_prompt_path(name)}/versions/{int(version)}",
-        auth=_auth(settings),
-        body={"newLabels": new_labels},
-        timeout=settings.timeout,
-    )
-    return data if status != 404 and isinstance(data, dict) else None
+    path = f"{_prompt_path(name)}/versions/{int(version)}"
+    return _project_call(settings, "PATCH", path, body={"newLabels": new_labels})
+
+
+def create_dataset(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/public/v2/datasets``: the dataset, as Langfuse made (or kept) it."""
+    return _made(settings, _project_call(settings, "POST", "/api/public/v2/datasets", body=body), "datasets")
+
+
+def create_dataset_item(settings: Settings, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``POST /api/public/dataset-items``: the item; None when Langfuse has no such dataset."""
+    return _project_call(settings, "POST", "/api/public/dataset-items", body=body)
+
+
+def get_dataset(settings: Settings, name: str) -> dict[str, Any] | None:
+    return _project_call(settings, "GET", f"/api/public/v2/datasets/{quote(name, safe='')}")
+
+
+def dataset_items(settings: Settings, name: str, *, page_size: int = 50) -> list[dict[str, Any]]:
+    """Every item of a dataset, page by page."""
+    return _pages(settings, "/api/public/dataset-items", {"datasetName": name}, page_size) or []
 
 
 def _auth(settings: Settings) -> tuple[str, str]:

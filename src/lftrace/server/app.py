@@ -191,6 +191,23 @@ def _writing(what: str) -> Callable[[Handler], Handler]:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+# the store's fields of a dataset and of an item <- the API's keys
+_DATASET_FIELDS = {
+    "description": "description",
+    "metadata": "metadata",
+    "input_schema": "inputSchema",
+    "expected_output_schema": "expectedOutputSchema",
+}
+_DATASET_ITEM_FIELDS = {
+    "input": "input",
+    "expected_output": "expectedOutput",
+    "metadata": "metadata",
+    "source_trace_id": "sourceTraceId",
+    "source_observation_id": "sourceObservationId",
+    "status": "status",
+}
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -343,12 +360,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         data = await json_body(request)
         if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"].strip():
             raise HttpError(400, "malformed dataset: expected a JSON object with a name")
-        fields = {
-            "description": data.get("description"),
-            "metadata": data.get("metadata"),
-            "input_schema": data.get("inputSchema"),
-            "expected_output_schema": data.get("expectedOutputSchema"),
-        }
+        fields = {column: data.get(key) for column, key in _DATASET_FIELDS.items()}
         made = await ingestor.run(lambda: store.create_dataset(data["name"], **fields))
         return json_response({**made, "projectId": api.PROJECT_ID})
 
@@ -364,14 +376,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         status = data.get("status")
         if status is not None and status not in ("ACTIVE", "ARCHIVED"):
             raise HttpError(400, "malformed dataset item: status is ACTIVE or ARCHIVED")
-        fields = {
-            "input": data.get("input"),
-            "expected_output": data.get("expectedOutput"),
-            "metadata": data.get("metadata"),
-            "source_trace_id": data.get("sourceTraceId"),
-            "source_observation_id": data.get("sourceObservationId"),
-            "status": status,
-        }
+        fields = {column: data.get(key) for column, key in _DATASET_ITEM_FIELDS.items()}
         made = await ingestor.run(lambda: store.upsert_dataset_item(data["datasetName"], item_id, **fields))
         if made is None:
             return error_response(404, f"dataset {data['datasetName'][:200]!r} not found: create it first")
