@@ -199,9 +199,6 @@ class ExperimentApi:
     settings: Any  # config.Settings, from the client
     store: Any  # store.TraceStore, from the client
 
-    def _datasets_in_langfuse(self) -> bool:
-        return bool(self.settings.public_key and self.settings.secret_key)
-
     # -- datasets -------------------------------------------------------------------------------------------
     def create_dataset(
         self,
@@ -212,7 +209,7 @@ class ExperimentApi:
         input_schema: Any = None,
         expected_output_schema: Any = None,
     ) -> DatasetClient:
-        if self._datasets_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             body = {"name": name, "description": description, "metadata": metadata}
@@ -249,7 +246,7 @@ class ExperimentApi:
             "source_observation_id": source_observation_id,
             "status": status,
         }
-        if self._datasets_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             body = {"datasetName": dataset_name, "id": id, "input": input, "expectedOutput": expected_output}
@@ -265,7 +262,7 @@ class ExperimentApi:
     def get_dataset(self, name: str, *, fetch_items_page_size: int | None = 50, **ignored: Any) -> DatasetClient:
         """The dataset and all its items (page by page from Langfuse)."""
         size = max(1, fetch_items_page_size or 50)
-        if self._datasets_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             data = langfuse_api.get_dataset(self.settings, name)
@@ -338,7 +335,7 @@ class ExperimentApi:
             )  # fmt: skip
         self.flush()  # type: ignore[attr-defined]
         url = None
-        if project_id is not None and self._datasets_in_langfuse():
+        if project_id is not None and self.settings.langfuse_enabled:
             base = self.settings.base_url.rstrip("/")
             url = f"{base}/project/{project_id}/experiments/results?baseline={quote(experiment, safe='')}"
         return ExperimentResult(
@@ -352,7 +349,7 @@ class ExperimentApi:
         )
 
     def _experiment_project(self) -> str | None:
-        if not self._datasets_in_langfuse():
+        if not self.settings.langfuse_enabled:
             return None
         from .exporters.langfuse_api import cached_project_id
 

@@ -299,11 +299,8 @@ class PromptApi:
     store: Any  # store.TraceStore, from the client
     _prompt_cache: PromptCache
 
-    def _prompts_in_langfuse(self) -> bool:
-        return bool(self.settings.public_key and self.settings.secret_key)
-
     def _prompts_where(self) -> str:
-        if self._prompts_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .config import redact_url
 
             return f"in Langfuse at {redact_url(self.settings.base_url)}"
@@ -330,7 +327,7 @@ class PromptApi:
         if not name:
             raise ValueError("a prompt needs a name")
         try:
-            if not self._prompts_in_langfuse():
+            if not self.settings.langfuse_enabled:
                 return self._prompt_from_store(name, version, label)  # the store is the source: always current
             ttl = DEFAULT_TTL_S if cache_ttl_seconds is None else cache_ttl_seconds
             retries = min(max(2 if max_retries is None else max_retries, 0), 4)
@@ -383,7 +380,7 @@ class PromptApi:
         ``get_prompt(name)`` gives) and "latest"."""
         kind = check_new_prompt(name, prompt, type)
         body: Any = prompt if isinstance(prompt, str) else [dict(entry) for entry in prompt]
-        if self._prompts_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             request = {"name": name, "prompt": body, "type": kind, "labels": list(labels), "config": config}
@@ -398,7 +395,7 @@ class PromptApi:
 
     def update_prompt(self, *, name: str, version: int, new_labels: Sequence[str] = ()) -> PromptClient:
         """Give a version more labels (a label moves from the version that had it)."""
-        if self._prompts_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             data = langfuse_api.label_prompt(self.settings, name, version, list(new_labels))
@@ -414,7 +411,7 @@ class PromptApi:
 
     def list_prompts(self) -> list[dict[str, Any]]:
         """Every prompt (not in the SDK: ``lftrace prompts`` lists them), as Langfuse's ``PromptMeta``."""
-        if self._prompts_in_langfuse():
+        if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             return langfuse_api.list_prompts(self.settings)

@@ -553,17 +553,28 @@ def stream_modes(stream: StreamOption) -> tuple[str, ...]:
     return TOKEN_STREAM_MODES if stream == "tokens" else GRAPH_STREAM_MODES if stream else ()
 
 
-def _in_subgraph(namespace: tuple[str, ...], mode: str, chunk: Any) -> Any:
-    """A subgraph's updates (``stream(subgraphs=True)``) keyed by their path: ``{"researcher › search": {...}}``.
+class _GraphStream:
+    """The items of ``graph.stream(..., stream_mode=[...], subgraphs=True)``: each one a progress event (a
+    subgraph's updates keyed by their path, ``{"researcher › search": {...}}``), except the states; the root
+    graph's last state is kept: the output, exactly as invoke returns it."""
 
-    Its pause is left out: the root graph reports the same ``__interrupt__``. ``_NOTHING``: nothing to show."""
-    if not namespace or mode != "updates" or not isinstance(chunk, dict):
-        return chunk
-    path = " › ".join(part.partition(":")[0] for part in namespace)  # "node:<task id>" -> "node"
-    return {f"{path} › {node}": update for node, update in chunk.items() if node != "__interrupt__"} or _NOTHING
+    def __init__(self, emit: Callable[[str, Any], None]) -> None:
+        self.emit = emit
+        self.state: Any = None
 
-
-_NOTHING = object()
+    def take(self, item: tuple[tuple[str, ...], str, Any]) -> None:
+        namespace, mode, chunk = item
+        if mode == "values":
+            if not namespace:  # a subgraph's own state is not the output
+                self.state = chunk
+            return
+        if namespace and mode == "updates" and isinstance(chunk, dict):
+            path = " › ".join(part.partition(":")[0] for part in namespace)  # "node:<task id>" -> "node"
+            # its pause is left out: the root graph reports the same __interrupt__
+            chunk = {f"{path} › {node}": update for node, update in chunk.items() if node != "__interrupt__"}
+            if not chunk:
+                return
+        self.emit(_STREAMED[mode], chunk)
 
 
 def _run_sync(
@@ -578,15 +589,10 @@ def _run_sync(
     if not modes:
         return runnable.invoke(value, config, **graph)
     if is_graph(runnable):
-        state: Any = None  # "values" rides along so the final state is the output, exactly as invoke returns it
-        for namespace, mode, chunk in runnable.stream(value, config, stream_mode=list(modes), subgraphs=True, **graph):
-            if mode != "values":
-                shown = _in_subgraph(namespace, mode, chunk)
-                if shown is not _NOTHING:
-                    emit(_STREAMED[mode], shown)
-            elif not namespace:  # a subgraph's own state is not the output
-                state = chunk
-        return state
+        out = _GraphStream(emit)  # "values" rides along: the final state is the output
+        for item in runnable.stream(value, config, stream_mode=list(modes), subgraphs=True, **graph):
+            out.take(item)
+        return out.state
     total: Any = None
     for chunk in runnable.stream(value, config):
         emit("chunk", chunk)
@@ -605,17 +611,10 @@ async def _run_async(
     if not modes:
         return await runnable.ainvoke(value, config, **graph)
     if is_graph(runnable):
-        state: Any = None
-        async for namespace, mode, chunk in runnable.astream(
-            value, config, stream_mode=list(modes), subgraphs=True, **graph
-        ):
-            if mode != "values":
-                shown = _in_subgraph(namespace, mode, chunk)
-                if shown is not _NOTHING:
-                    emit(_STREAMED[mode], shown)
-            elif not namespace:  # a subgraph's own state is not the output
-                state = chunk
-        return state
+        out = _GraphStream(emit)
+        async for item in runnable.astream(value, config, stream_mode=list(modes), subgraphs=True, **graph):
+            out.take(item)
+        return out.state
     total: Any = None
     async for chunk in runnable.astream(value, config):
         emit("chunk", chunk)

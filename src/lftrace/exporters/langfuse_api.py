@@ -233,7 +233,7 @@ def project_meta_key(settings: Settings) -> str:
 def cached_project_id(settings: Settings, store: TraceStore | None) -> str | None:
     """The project id of the configured keys, for trace URLs: from the store's meta, else asked of Langfuse
     (``/api/public/projects``) and kept there. None without keys, or when Langfuse cannot be asked."""
-    if not (settings.public_key and settings.secret_key):
+    if not (settings.public_key and settings.secret_key):  # (narrows both for mypy: langfuse_enabled cannot)
         return None
     key = project_meta_key(settings)
     try:
