@@ -11,14 +11,16 @@ its own subprocess (clean peak RSS):
 * ``otlp``       lftrace exporting to a local OTLP receiver on 127.0.0.1 (a 200-OK sink that reads the body),
                  as this machine makes it (its helper process with 2 CPUs or more, else a thread of the program)
 * ``otlp-helper`` the same with LFTRACE_EXPORT_PROCESS=true: from the export helper process, which sends the
-                 run's parts while it runs (the helper's CPU and peak RSS are printed apart)
+                 run's parts while it runs (the helper's CPU and peak RSS are printed apart); left out by
+                 default where ``otlp`` is that already
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
 
 Per case: wall time of run + flush (for ``otlp`` also until every span was delivered), peak RSS of the
-process, store size (the store file after the client shut down). Ratios are against ``plain`` measured in the
-same run. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT mid-run and times the exit.
+process, store size (the store file after the client shut down). One run of a case varies by up to 1.7x here
+(a shared 2-core VM), so every case runs ``--repeat`` times, the rounds interleaved, and the table gives medians
+(and the spread); ratios are median against the median of ``plain`` measured in the same rounds. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT mid-run and times the exit.
 
-    .venv/bin/python bench/long_run.py                 # 1,000 and 2,000 steps, about a minute
+    .venv/bin/python bench/long_run.py                 # 500 and 1,000 steps, 3 rounds: about a minute and a half
     .venv/bin/python bench/long_run.py --full          # 1,000 / 2,000 / 4,000 / 10,007 steps, the official handler too
     .venv/bin/python bench/long_run.py --sizes 500,1000 --cases plain,store --ctrl-c
     .venv/bin/python bench/long_run.py --inspect       # show/list/stats/diff/export on 5k/10k/20k observations
@@ -38,6 +40,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +51,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SIZES = (1000, 2000)
+DEFAULT_SIZES = (500, 1000)
+DEFAULT_REPEAT = 3  # one run of a case varies by up to 1.7x on a shared 2-core VM: medians of interleaved rounds
 FULL_SIZES = (1000, 2000, 4000, 10007)
 CASES = ("plain", "noop", "store", "otlp", "otlp-helper", "langfuse")
 OFFICIAL_MAX_STEPS = 2000
@@ -352,17 +356,72 @@ def inspect(sizes: list[int], timeout: float) -> None:
         print(f"| {r['observations']:,} | {label} | {r['s']:.2f} | {r['s'] / base:.1f} | {r['rss_mb']:.0f} |")
 
 
+def default_cases(official: bool) -> list[str]:
+    """Every case; ``otlp-helper`` only where it differs from ``otlp`` (which is the helper with 2 CPUs or more)."""
+    sys.path[:0] = [str(ROOT / "src")]
+    from lftrace.export_process import MIN_CPUS, usable_cpus
+
+    helper_default = usable_cpus() >= MIN_CPUS
+    return [c for c in CASES if (c != "langfuse" or official) and not (c == "otlp-helper" and helper_default)]
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One run's figures, as measured (the ratios come in the summary, from medians)."""
+    extra = f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if "pending" in result else ""
+    if result.get("pending"):
+        extra += f", {result['pending']} traces still pending"
+    if result.get("helper_cpu"):  # the export helper process: not in the CPU and RSS figures before it
+        extra += f"; export helper CPU {result['helper_cpu']:.2f} s, peak RSS {result['helper_rss_mb']:.0f} MB"
+    return (
+        f"run {result['run']:6.2f} s  run+flush {result['total']:6.2f} s  CPU {result['cpu']:6.2f} s  "
+        f"peak RSS {result['rss_mb']:5.0f} MB  store {fmt(result['store_mb'], '.1f')} MB{extra}"
+    )
+
+
+def summarise(runs: dict[tuple[int, str], list[dict[str, Any]]]) -> None:
+    """The table of medians: ratios against the plain run of the same size (median against median)."""
+
+    def median(rs: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in rs)
+
+    print(
+        "\n| steps | case | runs | run+flush s (median, min-max) | x plain | x noop handler | CPU x plain "
+        "| peak RSS MB | RSS - plain MB | store MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (steps, case), rs in runs.items():
+        base, floor = runs.get((steps, "plain")), runs.get((steps, "noop"))
+        total = median(rs, "total")
+        spread = f"{min(r['total'] for r in rs):.2f}-{max(r['total'] for r in rs):.2f}"
+        ratio = fmt(total / median(base, "total"), ".2f") if base else "-"
+        over_noop = fmt(total / median(floor, "total"), ".2f") if floor else "-"
+        cpu_ratio = fmt(median(rs, "cpu") / median(base, "cpu"), ".2f") if base else "-"
+        rss = median(rs, "rss_mb")
+        delta = fmt(rss - median(base, "rss_mb"), ".0f") if base else "-"
+        store = fmt(statistics.median(r["store_mb"] for r in rs) if rs[0]["store_mb"] is not None else None, ".1f")
+        print(
+            f"| {steps:,} | {case} | {len(rs)} | {total:.2f} ({spread}) | {ratio} | {over_noop} | {cpu_ratio} "
+            f"| {rss:.0f} | {delta} | {store} |"
+        )
+    stores = sorted((steps, median(rs, "store_mb")) for (steps, case), rs in runs.items() if case == "store")
+    for (n1, s1), (n2, s2) in itertools.pairwise(stores):
+        print(f"store growth {n1:,} -> {n2:,} steps ({n2 / n1:.2f}x steps): {s2 / s1:.2f}x size")
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", help="comma-separated step counts (default 1000,2000; --full: 1000,2000,4000,10007)")
+    parser.add_argument("--sizes", help="comma-separated step counts (default 500,1000; --full: 1000,2000,4000,10007)")
     parser.add_argument("--full", action="store_true", help="every size, and the official handler up to 2,000 steps")
     parser.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--official", action="store_true", help="include the official handler (slow: ~30 s at 1,000)")
     parser.add_argument("--ctrl-c", action="store_true", help="also time Ctrl-C of `lftrace run` mid-run")
+    parser.add_argument(
+        "--repeat", type=int, help=f"rounds of every case, medians reported (default {DEFAULT_REPEAT}; --full: 1)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="seconds per case before giving up")
     parser.add_argument("--otlp-max", type=int, default=OTLP_MAX_STEPS, help="largest size for the OTLP case")
     parser.add_argument(
@@ -387,60 +446,29 @@ def main() -> None:
         inspect([int(s) for s in args.sizes.split(",")] if args.sizes else list(INSPECT_SIZES), args.timeout)
         return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(FULL_SIZES if args.full else DEFAULT_SIZES)
-    cases = args.cases.split(",") if args.cases else [c for c in CASES if c != "langfuse" or args.full or args.official]
+    cases = args.cases.split(",") if args.cases else default_cases(args.full or args.official)
     if "plain" not in cases:
         cases.insert(0, "plain")
+    repeat = args.repeat if args.repeat is not None else (1 if args.full else DEFAULT_REPEAT)
     sink = Sink()
-    print(f"LangGraph loop think -> critic (sample_graphs/long_loop.py), fake model; cases: {', '.join(cases)}")
-    rows: list[tuple[int, str, dict[str, Any]]] = []
-    for steps in sizes:
-        plain: dict[str, Any] | None = None
-        for case in cases:
-            if (case == "langfuse" and steps > OFFICIAL_MAX_STEPS) or (
-                case.startswith("otlp") and steps > args.otlp_max
-            ):
-                continue
-            result = measure(case, steps, sink, args.timeout)
-            if result is None:
-                continue
-            if case == "plain":
-                plain = result
-            rows.append((steps, case, result))
-            ratio = result["total"] / plain["total"] if plain else None
-            cpu_ratio = result["cpu"] / plain["cpu"] if plain else None
-            extra = (
-                f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if case.startswith("otlp") else ""
-            )
-            if case.startswith("otlp") and result.get("pending"):
-                extra += f", {result['pending']} traces still pending"
-            if result.get("helper_cpu"):  # the export helper process: not in the CPU and RSS figures before it
-                extra += f"; export helper CPU {result['helper_cpu']:.2f} s, peak RSS {result['helper_rss_mb']:.0f} MB"
-            print(
-                f"  {steps:>6} steps  {case:<9} run {result['run']:7.2f} s  run+flush {result['total']:7.2f} s "
-                f"({fmt(ratio, '.2f')}x plain; CPU {fmt(cpu_ratio, '.2f')}x)  peak RSS {result['rss_mb']:7.0f} MB "
-                f"(+{result['rss_mb'] - (plain or result)['rss_mb']:.0f})  store {fmt(result['store_mb'], '.1f')} MB{extra}",
-                flush=True,
-            )
-
     print(
-        "\n| steps | case | run+flush s | x plain | x noop handler | CPU x plain | peak RSS MB | RSS - plain MB | store MB |"
+        f"LangGraph loop think -> critic (sample_graphs/long_loop.py), fake model; cases: {', '.join(cases)}; "
+        f"{repeat} round(s), each case once per round, medians below"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    plains = {steps: r for steps, case, r in rows if case == "plain"}
-    noops = {steps: r for steps, case, r in rows if case == "noop"}  # the floor of any callback handler
-    for steps, case, r in rows:
-        base, floor = plains.get(steps), noops.get(steps)
-        ratio = fmt(r["total"] / base["total"], ".2f") if base else "-"
-        over_noop = fmt(r["total"] / floor["total"], ".2f") if floor else "-"
-        cpu_ratio = fmt(r["cpu"] / base["cpu"], ".2f") if base else "-"
-        delta = fmt(r["rss_mb"] - base["rss_mb"], ".0f") if base else "-"
-        print(
-            f"| {steps:,} | {case} | {r['total']:.2f} | {ratio} | {over_noop} | {cpu_ratio} | {r['rss_mb']:.0f} "
-            f"| {delta} | {fmt(r['store_mb'], '.1f')} |"
-        )
-    stores = sorted((steps, r["store_mb"]) for steps, case, r in rows if case == "store" and r["store_mb"])
-    for (n1, s1), (n2, s2) in itertools.pairwise(stores):
-        print(f"store growth {n1:,} -> {n2:,} steps ({n2 / n1:.2f}x steps): {s2 / s1:.2f}x size")
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for round_no in range(1, repeat + 1):
+        for steps in sizes:
+            for case in cases:
+                if (case == "langfuse" and steps > OFFICIAL_MAX_STEPS) or (
+                    case.startswith("otlp") and steps > args.otlp_max
+                ):
+                    continue
+                result = measure(case, steps, sink, args.timeout)
+                if result is None:
+                    continue
+                runs.setdefault((steps, case), []).append(result)
+                print(f"  round {round_no}  {steps:>6} steps  {case:<11} {describe(result)}", flush=True)
+    summarise(runs)
 
     if args.ctrl_c:
         steps = max(FULL_SIZES)  # long enough to be still running when SIGINT comes
