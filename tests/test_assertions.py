@@ -136,6 +136,30 @@ def test_output_argument_wins_over_trace_output():
     assert names(check(agent_trace("hello"), "bye", e)) == ["output"]
 
 
+def test_expected_output_text_is_contained_in_the_reply_ignoring_case_and_spacing():
+    reply = "It is  Sunny in\nParis today."
+    assert check(agent_trace(reply), None, Expectations(expected_output="sunny in paris")) == []
+    [failure] = check(agent_trace(reply), None, Expectations(expected_output="rain"))
+    assert (failure.name, failure.expected, failure.message) == (
+        "expected output",
+        "rain",
+        "the output does not contain the expected output",
+    )
+    assert check(agent_trace("the answer is 42"), None, Expectations(expected_output=42)) == []  # as JSON text
+
+
+def test_expected_output_object_names_fields_the_output_holds():
+    trace = build_trace(node("agent"), output={"answer": "Paris", "sources": ["a", "b"], "steps": 3})
+    assert check(trace, "Paris", Expectations(expected_output={"answer": "Paris", "sources": ["a", "b"]})) == []
+    [failure] = check(trace, "Paris", Expectations(expected_output={"answer": "Rome", "steps": 3, "extra": 1}))
+    assert failure.message == "the output's answer, extra differ from the expected output"
+    assert failure.actual == '{"answer": "Paris", "extra": null}'
+    # a JSONL case says the same with "expect": {"expected_output": ...}; the case's value wins over a default
+    e = Expectations.from_dict({"expected_output": {"answer": "Paris"}})
+    assert e.merged_over(Expectations(expected_output="x")).expected_output == {"answer": "Paris"}
+    assert e.to_dict() == {"expected_output": {"answer": "Paris"}}
+
+
 def test_missing_node_lists_the_nodes_that_ran():
     [failure] = check(agent_trace(), None, Expectations(nodes=("agent", "planner")))
     assert failure.name == "node planner"

@@ -36,6 +36,7 @@ _EXPECT_KEYS = {
     "no_errors": "no_errors",
     "interrupt": "interrupt",
     "complete": "complete",
+    "expected_output": "expected_output",
 }
 
 
@@ -67,6 +68,8 @@ class Expectations:
     no_errors: bool = False
     interrupt: bool | str | None = None  # the run pauses at interrupt() (a regex: with a value matching it)
     complete: bool | None = None  # True: the run must finish, not pause (`run --expect-complete`)
+    # a dataset item's expected output (``test --check-expected``): text the reply contains, or fields of the output
+    expected_output: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.interrupt, str):
@@ -103,6 +106,7 @@ class Expectations:
             no_errors=self.no_errors or defaults.no_errors,
             interrupt=self.interrupt if self.interrupt is not None else defaults.interrupt,
             complete=self.complete if self.complete is not None else defaults.complete,
+            expected_output=self.expected_output if self.expected_output is not None else defaults.expected_output,
         )
 
     @classmethod
@@ -143,6 +147,8 @@ class Expectations:
             out["interrupt"] = self.interrupt
         if self.complete is not None:
             out["complete"] = self.complete
+        if self.expected_output is not None:
+            out["expected_output"] = self.expected_output
         return out
 
 
@@ -150,6 +156,8 @@ def _coerce(target: str, value: Any, where: str) -> Any:
     def bad(kind: str) -> InputError:
         return InputError(f'{where}: "{target}" must be {kind} (got {json.dumps(value)})')
 
+    if target == "expected_output":
+        return value  # any JSON value
     if target == "output_regex":
         if not isinstance(value, str):
             raise bad("a regular expression string")
@@ -285,6 +293,8 @@ def check(trace: Trace, output: str | None, expectations: Expectations) -> list[
                     f"tool {tool}", "called", f"called: {_names(seen_tools)}", f"tool '{tool}' was not called"
                 )
             )
+    if e.expected_output is not None:
+        failures.extend(_expected_output(trace, text, e.expected_output))
     failures.extend(_budgets(trace, e))
     failures.extend(_pause(trace, e))
     if e.no_errors:
@@ -298,6 +308,36 @@ def check(trace: Trace, output: str | None, expectations: Expectations) -> list[
                 )
             )
     return failures
+
+
+def _expected_output(trace: Trace, text: str, expected: Any) -> Iterable[AssertionFailure]:
+    """A dataset item's expected output: an object names fields the graph's output must hold with these values;
+    anything else is text the reply must contain (case and runs of whitespace aside)."""
+    output = trace.output
+    if isinstance(expected, Mapping) and isinstance(output, Mapping):
+        differ = [k for k, v in expected.items() if k not in output or _json(output[k]) != _json(v)]
+        if differ:
+            got = {k: output.get(k) for k in differ}
+            yield AssertionFailure(
+                "expected output",
+                _short(_json(expected)),
+                _short(_json(got)),
+                f"the output's {_names(differ)} differ from the expected output",
+            )
+        return
+    wanted = expected if isinstance(expected, str) else _json(expected)
+    if _folded(wanted) not in _folded(text):
+        yield AssertionFailure(
+            "expected output", _short(wanted), _short(text), "the output does not contain the expected output"
+        )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 def _budgets(trace: Trace, e: Expectations) -> Iterable[AssertionFailure]:
