@@ -10,6 +10,7 @@ the same cases on every machine and the N shards partition the dataset.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import signal
@@ -134,6 +135,84 @@ def load_dataset(path: Path | str) -> list[Case]:
     if not cases:
         raise InputError(f"dataset {path} has no cases (expected one JSON object per line)")
     return cases
+
+
+DATASET_PREFIX = "dataset:"  # `lftrace test TARGET dataset:NAME`: the cases are a Langfuse (or local) dataset's items
+TEST_SCORE = "lftrace-test"  # the verdict of each item, a score of its trace (Langfuse shows the run's pass rate)
+
+
+@dataclass(frozen=True)
+class DatasetRun:
+    """The dataset run that ``lftrace test TARGET dataset:NAME`` records: an experiment, as Langfuse groups them."""
+
+    dataset: str
+    dataset_id: str
+    run_name: str
+    experiment_id: str
+    url: str | None  # its results in Langfuse (None for a local dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "datasetId": self.dataset_id,
+            "runName": self.run_name,
+            "experimentId": self.experiment_id,
+            "url": self.url,
+        }
+
+
+def dataset_argument(value: str) -> str | None:
+    """NAME for ``dataset:NAME`` (unless a file has that name), else None (a JSONL file)."""
+    if not value.startswith(DATASET_PREFIX) or Path(value).exists():
+        return None
+    name = value[len(DATASET_PREFIX) :].strip()
+    if not name:
+        raise InputError("dataset: needs a dataset's name, e.g. dataset:qa-smoke")
+    return name
+
+
+def load_dataset_items(
+    client: Any, name: str, *, run_name: str, check_expected: bool = False
+) -> tuple[list[Case], DatasetRun]:
+    """A dataset's active items as cases, each linked to the run ``run_name`` of the dataset.
+
+    The dataset is Langfuse's with its keys, else the store's (``create_dataset``, ``lftrace serve``). An item's
+    input is the graph's input; its metadata may hold ``name`` (the case's name; else the item id) and ``expect``
+    (the checks of a JSONL case). ``check_expected``: the item's expected output is checked too (text the reply
+    contains, or fields the output holds). Every trace carries the run's ``langfuse.experiment.*`` attributes.
+    """
+    from .experiments import experiment_id_for, experiment_project, experiment_url
+    from .model import EXPERIMENT_KEY
+
+    dataset = client.get_dataset(name)
+    project = experiment_project(client)
+    experiment = experiment_id_for(project, dataset.id, run_name)
+    cases: list[Case] = []
+    names: set[str] = set()
+    for item in dataset.items:
+        if item.status != "ACTIVE":
+            continue
+        where = f"dataset {name!r} item {item.id}"
+        metadata = item.metadata if isinstance(item.metadata, dict) else {}
+        if item.input is None:
+            raise InputError(f"{where} has no input (the value passed to the graph): give it one or archive it")
+        expect = Expectations.from_dict(metadata.get("expect"), where=where)
+        if check_expected and item.expected_output is not None and expect.expected_output is None:
+            expect = dataclasses.replace(expect, expected_output=item.expected_output)
+        given = metadata.get("name")
+        label: str = given if isinstance(given, str) and given.strip() else item.id
+        label = label if label not in names else f"{label} ({item.id})"
+        names.add(label)
+        linked = {"id": experiment, "name": run_name, "dataset.id": dataset.id, "item.id": item.id}
+        if item.expected_output is not None:
+            linked["item.expected_output"] = item.expected_output
+        if metadata:
+            linked["item.metadata"] = metadata
+        cases.append(Case(label, item.input, expect, {EXPERIMENT_KEY: linked}))
+    if not cases:
+        raise InputError(f"dataset {name!r} has no active items: add some (create_dataset_item) or unarchive them")
+    url = experiment_url(client.settings, project, experiment)
+    return cases, DatasetRun(name, dataset.id, run_name, experiment, url)
 
 
 def parse_case(line: str, where: str, number: int = 0) -> Case:

@@ -189,6 +189,27 @@ def experiment_id_for(project_id: str | None, dataset_id: str | None, run_name: 
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def experiment_project(client: Any) -> str | None:
+    """The Langfuse project a client sends to (looked up once, then cached); None without Langfuse keys."""
+    if not client.settings.langfuse_enabled:
+        return None
+    from .exporters.langfuse_api import cached_project_id
+
+    try:
+        store = client.store
+    except LftraceError:
+        store = None
+    return cached_project_id(client.settings, store)
+
+
+def experiment_url(settings: Any, project_id: str | None, experiment: str) -> str | None:
+    """Where Langfuse shows an experiment's results (None without Langfuse or its project)."""
+    if project_id is None or not settings.langfuse_enabled:
+        return None
+    base = settings.base_url.rstrip("/")
+    return f"{base}/project/{project_id}/experiments/results?baseline={quote(experiment, safe='')}"
+
+
 def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
@@ -304,7 +325,7 @@ class ExperimentApi:
         dataset_id = next(
             (_field(i, "dataset_id") for i in data if not isinstance(i, dict) and _field(i, "dataset_id")), None
         )
-        project_id = self._experiment_project()
+        project_id = experiment_project(self)
         experiment = experiment_id or experiment_id_for(project_id, dataset_id, run_name)
 
         async def everything() -> list[ExperimentItemResult | None]:
@@ -334,10 +355,6 @@ class ExperimentApi:
                 metadata=evaluation.metadata, data_type=evaluation.data_type, config_id=evaluation.config_id,
             )  # fmt: skip
         self.flush()  # type: ignore[attr-defined]
-        url = None
-        if project_id is not None and self.settings.langfuse_enabled:
-            base = self.settings.base_url.rstrip("/")
-            url = f"{base}/project/{project_id}/experiments/results?baseline={quote(experiment, safe='')}"
         return ExperimentResult(
             name=name,
             run_name=run_name,
@@ -345,19 +362,8 @@ class ExperimentApi:
             item_results=results,
             run_evaluations=run_evaluations,
             experiment_id=experiment,
-            experiment_url=url,
+            experiment_url=experiment_url(self.settings, project_id, experiment),
         )
-
-    def _experiment_project(self) -> str | None:
-        if not self.settings.langfuse_enabled:
-            return None
-        from .exporters.langfuse_api import cached_project_id
-
-        try:
-            store = self.store
-        except LftraceError:
-            store = None
-        return cached_project_id(self.settings, store)
 
     async def _experiment_item(
         self,

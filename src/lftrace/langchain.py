@@ -32,7 +32,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from .errors import CANCELLED, TERMINATED, CtrlC, LftraceError, Terminated
 from .ids import new_span_id, new_trace_id
-from .model import CANCELLED_KEY, INTERRUPTS_KEY, Observation, Trace
+from .model import CANCELLED_KEY, EXPERIMENT_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sdk import _current as _current_span
 from .sdk import current_observation, prompt_reference, propagated_attributes
 from .sharing import Frozen, freeze
@@ -64,6 +64,9 @@ HIDDEN_TAG = "langsmith:hidden"
 TRACE_ATTRIBUTE_KEYS = ("langfuse_session_id", "langfuse_user_id", "langfuse_tags", "langfuse_trace_name")
 _STRIPPED_KEYS = frozenset((*TRACE_ATTRIBUTE_KEYS, "langfuse_prompt"))
 TARGET_KEY = "lftrace_target"  # `lftrace run`'s TARGET: kept in the trace's metadata, not in every observation's
+# kept in the trace's metadata only: the target, and the dataset run of `lftrace test dataset:NAME` (sent to Langfuse as
+# langfuse.experiment.* attributes)
+_TRACE_ONLY_KEYS = frozenset((TARGET_KEY, EXPERIMENT_KEY))
 _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the official handler's bound)
@@ -194,7 +197,9 @@ def _run_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> 
 def _observation_metadata(
     metadata: Mapping[str, Any] | None, tags: Sequence[str] | None, root: bool = False
 ) -> dict[str, Any] | None:
-    out = {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS and k != TARGET_KEY} if metadata else {}
+    out = (
+        {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS and k not in _TRACE_ONLY_KEYS} if metadata else {}
+    )
     if tags:
         out["tags"] = list(tags)
     if root:  # LangChain's own top-level run, marked as the official handler marks it

@@ -320,7 +320,13 @@ def test_cases_command(
             help="The graph or chain: module:attr, path/to/file.py:attr, or a graph id of ./langgraph.json."
         ),
     ],
-    dataset: Annotated[Path, typer.Argument(help="JSONL file, one case a line: {name, input, expect}.")],
+    dataset: Annotated[
+        str,
+        typer.Argument(
+            help="JSONL file, one case a line: {name, input, expect}; or dataset:NAME, the items of a Langfuse "
+            "dataset (the store's without Langfuse keys)."
+        ),
+    ],
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Cases run at once (threads, or tasks with --async).")
     ] = 4,
@@ -340,6 +346,18 @@ def test_cases_command(
     max_cost: MaxCostOption = None,
     max_llm_calls: MaxLlmCallsOption = None,
     no_errors: NoErrorsOption = False,
+    check_expected: Annotated[
+        bool,
+        typer.Option(
+            "--check-expected",
+            help="dataset:NAME: check each item's expected output too (text the reply contains, ignoring case and "
+            "spacing; an object: fields the output holds).",
+        ),
+    ] = False,
+    run_name: Annotated[
+        str | None,
+        typer.Option("--run-name", help="dataset:NAME: the name of the dataset run (default: lftrace test <run id>)."),
+    ] = None,
     use_async: Annotated[
         bool | None,
         typer.Option(
@@ -369,6 +387,10 @@ def test_cases_command(
     trace under the thread's session, "expect": {"interrupt": true} (or a regex on the interrupt's value) checks a
     pause. JUnit names the turn that failed.
 
+    With dataset:NAME the cases are the dataset's active items (input; metadata "name" and "expect" as in a JSONL
+    case) and the run is recorded as a run of the dataset: in Langfuse its experiments view groups the traces, each
+    with a score lftrace-test (1 passed, 0 failed).
+
     Ctrl-C or SIGTERM (a CI timeout) stops at once: the cases run so far are reported (the running ones as errors,
     their partial traces saved; the others skipped), the summary, --json and --junit outputs are written, and the
     exit code is 130 (Ctrl-C) or 143 (SIGTERM). During the export after the cases, only the export stops.
@@ -377,15 +399,35 @@ def test_cases_command(
 
       lftrace test app.py:graph cases.jsonl --junit report.xml
       lftrace test app.py:graph cases.jsonl --shard 1/4 --max-latency 10 --baseline baseline.jsonl
+      lftrace test app.py:graph dataset:qa-smoke --check-expected --no-errors --junit report.xml
     """
     from ..cases import CaseRunner, RunOptions
-    from ..dataset import NOT_RUN, CaseResult, load_dataset, parse_shard, select_shard, stop_signals
+    from ..client import client_for
+    from ..dataset import NOT_RUN, CaseResult, dataset_argument, load_dataset, parse_shard, select_shard, stop_signals
     from ..errors import TERMINATED, stop_reason
     from ..langgraph_json import resolve_target
     from ..runner import parse_config, parse_context, parse_metadata
 
     spec, _ = resolve_target(target)  # before the settings: a langgraph.json's env may hold the keys
-    cases = load_dataset(dataset)  # every line is checked before anything runs
+    run_id = os.urandom(6).hex()
+    source = dataset_argument(dataset)
+    # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
+    settings = resolve_settings(sample_rate=1.0, tracing_enabled=True)
+    dataset_run = None
+    if source is not None:
+        from ..dataset import load_dataset_items
+
+        # invalid settings stop here, before the dataset is read
+        cases, dataset_run = load_dataset_items(
+            client_for(settings), source, run_name=run_name or f"lftrace test {run_id}", check_expected=check_expected
+        )
+    elif check_expected or run_name is not None:
+        raise InputError(
+            f"{'--check-expected' if check_expected else '--run-name'} is for a dataset (dataset:NAME); "
+            'a JSONL case checks its output with "expect": {"expected_output": ...}'
+        )
+    else:
+        cases = load_dataset(Path(dataset))  # every line is checked before anything runs
     if shard:
         k, n = parse_shard(shard)
         cases = select_shard(cases, k, n)
@@ -393,17 +435,16 @@ def test_cases_command(
         expect_output, expect_node, expect_tool, max_latency, max_tokens, max_cost, max_llm_calls, no_errors
     )
     baselines = load_baselines(baseline) if baseline else None
-    run_id = os.urandom(6).hex()
     stopped_by: str | None = None  # errors.CANCELLED (Ctrl-C) or TERMINATED (SIGTERM) when a signal stopped the run
     export_stopped_by: str | None = None  # the same, when it stopped the export after the cases
     stopped_loading = False  # the signal came while the target was imported
     err = err_console()
     out = console()
-    suite = f"lftrace test {dataset.name}" + (f" shard {shard}" if shard else "")
+    suite = f"lftrace test {dataset if source is not None else Path(dataset).name}" + (
+        f" shard {shard}" if shard else ""
+    )
     started = time.perf_counter()
     if cases:
-        # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
-        settings = resolve_settings(sample_rate=1.0, tracing_enabled=True)
         options = RunOptions(
             config=parse_config(config),
             context=parse_context(context),
@@ -414,8 +455,6 @@ def test_cases_command(
             tags=tag or [],
             use_async=use_async,
         )
-        from ..client import client_for
-
         client_for(settings)  # invalid settings stop here, before the target is imported
         with stop_signals():  # one Ctrl-C or SIGTERM stops the import, the cases or the export; later ones are ignored
             try:
@@ -440,6 +479,8 @@ def test_cases_command(
             if stopped_by is not None:
                 client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
             else:
+                if dataset_run is not None:
+                    _score_items(client_for(settings), results)
                 try:
                     _deliver_once(settings, err)
                 except KeyboardInterrupt as interrupt:  # every verdict stands; the traces are stored, still queued
@@ -462,6 +503,7 @@ def test_cases_command(
                 "failed": len(failed),
                 "skipped": sum(r.status == "skipped" for r in results),
                 "duration": duration,
+                **({"datasetRun": dataset_run.to_dict()} if dataset_run is not None else {}),
                 "cases": [r.to_dict() for r in results],
             }
         )
@@ -478,6 +520,12 @@ def test_cases_command(
             f"[dim]save as a baseline: lftrace export --tag {TEST_TAG_PREFIX}{run_id} -o baseline.jsonl[/]",
             soft_wrap=True,
         )
+        if dataset_run is not None:
+            out.print(
+                Text(clean_line(f"dataset run '{dataset_run.run_name}' of {dataset_run.dataset}"), style="dim")
+                + (Text(clean_line(f": {dataset_run.url}"), style="dim") if dataset_run.url else Text("")),
+                soft_wrap=True,
+            )
         if junit is not None:
             out.print(f"[dim]JUnit report: {junit}[/]", soft_wrap=True)
     if stopped_by is not None:
@@ -524,6 +572,19 @@ def _run_all(
     except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
         return stop.results, stop.reason
     return done, None
+
+
+def _score_items(client: Any, results: Sequence[CaseResult]) -> None:
+    """Each dataset item's verdict as a score of its trace: Langfuse shows the dataset run's pass rate."""
+    from ..dataset import TEST_SCORE
+
+    for result in results:
+        if result.trace_id is None:
+            continue
+        why = result.error or "; ".join(str(f) for f in result.failures) or None
+        client.create_score(
+            trace_id=result.trace_id, name=TEST_SCORE, value=int(result.passed), data_type="BOOLEAN", comment=why
+        )
 
 
 def _deliver_once(settings: Settings, err: Any) -> None:
