@@ -31,6 +31,7 @@ from .writer import TraceWriter
 if TYPE_CHECKING:
     from .delivery import Deliverer
     from .export_process import DeliveryProcess
+    from .public_api import AsyncPublicApi, PublicApi
     from .store import TraceStore
 
 log = logging.getLogger("lftrace")
@@ -98,6 +99,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi):
         self._store: TraceStore | None = None
         self._project_id: str | None = None  # of the Langfuse keys, for get_trace_url
         self._prompt_cache = PromptCache()
+        self._api: PublicApi | None = None
         self._store_lock = threading.Lock()
         self._deliverer: Deliverer | DeliveryProcess | None = None
         self._destinations: list[str] | None = None
@@ -122,6 +124,23 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi):
         s = self.settings
         base_url = redact_url(s.base_url)
         return f"Langfuse(public_key={mask_secret(s.public_key)!r}, base_url={base_url!r}, store={str(s.store)!r})"
+
+    @property
+    def api(self) -> PublicApi:
+        """Langfuse's public API under the SDK client's names (``api.observations.get_many(trace_id=...)``, ...):
+        Langfuse's with keys, else answered over the local store, as ``lftrace serve`` answers (public_api.py)."""
+        if self._api is None:
+            from .public_api import PublicApi
+
+            self._api = PublicApi(self)
+        return self._api
+
+    @property
+    def async_api(self) -> AsyncPublicApi:
+        """``api``, awaited (``await langfuse.async_api.observations.get_many(...)``)."""
+        from .public_api import AsyncPublicApi
+
+        return AsyncPublicApi(self.api)
 
     # -- what the callback handler uses ------------------------------------------------
     @property
@@ -205,6 +224,8 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi):
             # only what was written since the last delivery: `lftrace run` delivers once, not again at exit
             self._deliver()
         self._closed = True
+        if self._api is not None:
+            self._api.close()
         self._writer.stop()
         for deliverer in [*self._retired, self._deliverer]:
             if deliverer is not None:

@@ -1,0 +1,114 @@
+"""``Langfuse.api`` / ``async_api``: the public API under the names of the Langfuse SDK's generated client.
+
+Without keys the answers come from the local store (``lftrace serve``'s routes, in the process); with keys from
+"Langfuse", here a real ``lftrace serve`` subprocess, which the official SDK's own generated client reads too, so
+the two clients' answers are compared field by field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from lftrace import Langfuse
+from lftrace.langchain import CallbackHandler
+from lftrace.public_api import ApiError
+from serve_process import ServeProcess
+from support.fake_models import ToolCallingFakeModel, build_agent
+
+
+def traced_run(langfuse: Langfuse) -> str:
+    """One LangGraph agent run traced by ``langfuse``, with a score; its trace id."""
+    handler = CallbackHandler(public_key=langfuse.settings.public_key or "")
+    graph = build_agent(ToolCallingFakeModel())
+    graph.invoke(
+        {"messages": [HumanMessage("Paris")]},
+        config={"callbacks": [handler], "metadata": {"langfuse_session_id": "s-1"}},
+    )
+    trace_id = handler.last_trace_id
+    assert trace_id is not None
+    langfuse.create_score(trace_id=trace_id, name="helpful", value=0.9, comment="fine")
+    langfuse.flush()
+    return trace_id
+
+
+def test_without_keys_the_api_reads_the_local_store(isolated_env):
+    langfuse = Langfuse(public_key="")
+    trace_id = traced_run(langfuse)
+    stored = langfuse.get_trace(trace_id)
+
+    page = langfuse.api.observations.get_many(trace_id=trace_id, fields="core,basic,usage", limit=100)
+    assert sorted(o.id for o in page.data) == sorted(o.id for o in stored.observations)
+    generation = next(o for o in page.data if o.type == "GENERATION")
+    assert isinstance(generation.start_time, dt.datetime) and generation.start_time.tzinfo is not None
+    assert generation.trace_id == trace_id and isinstance(generation.usage_details, dict)
+    assert generation.usage_details["input"] > 0  # a plain dict, as the SDK's models hold it
+    first = langfuse.api.observations.get_many(trace_id=trace_id, limit=2)
+    assert len(first.data) == 2 and first.meta.cursor  # cursor pagination
+    rest = langfuse.api.observations.get_many(trace_id=trace_id, limit=100, cursor=first.meta.cursor)
+    assert len(first.data) + len(rest.data) == len(stored.observations)
+
+    trace = langfuse.api.trace.get(trace_id)  # the v1 read of SDK 3, still served
+    assert (trace.id, trace.session_id, len(trace.observations)) == (trace_id, "s-1", len(stored.observations))
+    assert [(s.name, s.value, s.comment) for s in trace.scores] == [("helpful", 0.9, "fine")]
+    assert trace.model_dump()["sessionId"] == "s-1" and trace["id"] == trace_id
+    assert [t.id for t in langfuse.api.trace.list(session_id="s-1").data] == [trace_id]
+    assert langfuse.api.sessions.get("s-1").id == "s-1"
+    scores = langfuse.api.scores.get_many(trace_id=trace_id, fields="details")
+    assert [(s.name, s.value, s.comment) for s in scores.data] == [("helpful", 0.9, "fine")]
+
+    langfuse.create_dataset(name="capitals")
+    langfuse.create_dataset_item(dataset_name="capitals", input="France", expected_output="Paris", id="fr")
+    assert langfuse.api.datasets.get("capitals").name == "capitals"
+    items = langfuse.api.dataset_items.list(dataset_name="capitals").data
+    assert [(i.id, i.input, i.expected_output) for i in items] == [("fr", "France", "Paris")]
+    assert langfuse.api.health.health().status == "OK"
+
+    async def read_async() -> list[str]:
+        answer = await langfuse.async_api.observations.get_many(trace_id=trace_id, limit=100)
+        return sorted(o.id for o in answer.data)
+
+    assert asyncio.run(read_async()) == sorted(o.id for o in stored.observations)
+
+
+def test_errors_are_the_sdk_s_api_error_and_clear_mistakes(isolated_env):
+    langfuse = Langfuse(public_key="")
+    with pytest.raises(ApiError) as missing:
+        langfuse.api.trace.get("f" * 32)
+    assert missing.value.status_code == 404 and "not found" in str(missing.value.body)
+    with pytest.raises(TypeError, match="needs trace_id"):
+        langfuse.api.trace.get()
+    with pytest.raises(AttributeError, match=r"api.trace has no fetch\(\) \(it has: get, list\)"):
+        langfuse.api.trace.fetch()
+    with pytest.raises(AttributeError, match="lftrace's api has no annotation_queues"):
+        langfuse.api.annotation_queues.list()
+
+
+def test_with_keys_the_api_is_langfuse_s_and_answers_as_the_official_client_does(tmp_path):
+    from langfuse.api.client import LangfuseAPI
+
+    with ServeProcess(tmp_path / "langfuse.db") as server:
+        langfuse = Langfuse(public_key="pk-lf-api", secret_key="sk-lf-api", base_url=server.url)
+        trace_id = traced_run(langfuse)
+        official = LangfuseAPI(base_url=server.url, username="pk-lf-api", password="sk-lf-api")
+        fields = "core,basic,time,io,metadata,model,usage,metrics"
+        theirs = official.observations.get_many(trace_id=trace_id, fields=fields, limit=100).data
+        ours = langfuse.api.observations.get_many(trace_id=trace_id, fields=fields, limit=100).data
+        assert len(ours) == len(theirs) > 5
+        for mine, reference in zip(ours, theirs, strict=True):
+            for name in ("id", "trace_id", "type", "name", "start_time", "end_time", "parent_observation_id",
+                         "level", "model", "usage_details", "cost_details", "input", "output", "metadata"):  # fmt: skip
+                assert getattr(mine, name) == getattr(reference, name), name
+        their_scores = official.scores.get_many(trace_id=trace_id, fields="details").data
+        our_scores = langfuse.api.scores.get_many(trace_id=trace_id, fields="details").data
+        assert [(s.name, s.value, s.comment, s.timestamp) for s in our_scores] == [
+            (s.name, s.value, s.comment, s.timestamp) for s in their_scores
+        ]
+        # the answers came from "Langfuse": the local store has no dataset the server has
+        official.datasets.create(name="remote-only")
+        assert langfuse.api.datasets.get("remote-only").name == "remote-only"
+        assert langfuse.store.get_dataset("remote-only") is None
+        langfuse.shutdown()
