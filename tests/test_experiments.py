@@ -172,3 +172,96 @@ def test_the_experiment_attributes_reach_langfuse_on_every_span(receiver):
     assert not any(k.startswith("langfuse.trace.metadata.langfuse") for a in spans for k in a)
     posted = [s for r in receiver.requests if r.path == "/api/public/scores" for s in json.loads(r.body)]
     assert [(s["name"], s["value"]) for s in posted] == [("exact", 1.0)]
+
+
+def test_a_composite_evaluator_combines_an_item_s_evaluations_as_sdk_5_records_them(isolated_env):
+    def length(*, output, **kwargs):
+        return Evaluation(name="short", value=len(output) < 3)
+
+    def broken(**kwargs):
+        raise RuntimeError("judge offline")
+
+    async def overall(*, input, output, expected_output, metadata, evaluations, **kwargs):
+        numeric = [float(e.value) for e in evaluations]
+        return {"name": "overall", "value": sum(numeric) / len(numeric), "comment": f"{len(evaluations)} evaluations"}
+
+    langfuse = Langfuse(public_key="")
+    result = langfuse.run_experiment(
+        name="composite", data=ITEMS, task=upper, evaluators=[exact, length, broken], composite_evaluator=overall
+    )
+    by_output = {r.output: r for r in result.item_results}
+    assert [(e.name, e.value) for e in by_output["A"].evaluations] == [
+        ("exact", 1.0),
+        ("short", True),
+        ("overall", 1.0),
+    ]
+    assert [(e.name, e.value) for e in by_output["B"].evaluations] == [
+        ("exact", 0.0),
+        ("short", True),
+        ("overall", 0.5),
+    ]
+
+    trace = langfuse.get_trace(by_output["B"].trace_id)
+    spans = {o.name: o for o in trace.observations}
+    assert spans["exact"].metadata == {"evaluator_kind": "item", "evaluator_index": 0}
+    assert (spans["broken"].level, spans["broken"].output) == ("ERROR", {"error": "judge offline"})
+    assert spans["overall"].metadata == {"evaluator_kind": "composite"}
+    assert [e["name"] for e in spans["overall"].input["evaluations"]] == ["exact", "short"]
+    assert spans["experiment-item-evaluation"].output == {
+        "evaluator_count": 4, "evaluation_count": 3, "failed_evaluator_count": 1, "skipped_evaluator_count": 0,
+    }  # fmt: skip
+    # every evaluation is a score of the task's observation, as SDK 5 records it
+    task_id = spans["experiment-item-task"].id
+    assert [(s.name, s.observation_id) for s in trace.scores] == [
+        ("exact", task_id), ("short", task_id), ("overall", task_id),
+    ]  # fmt: skip
+
+
+def test_our_experiment_item_has_the_official_sdk_s_spans_and_scores(isolated_env, receiver):
+    """The same experiment run by the official SDK 5 and by lftrace, both exporting to the fake Langfuse: the same
+    spans (names, types, evaluator kinds), the same summary on the evaluation span, the same scores on the task."""
+    from langfuse import Langfuse as OfficialLangfuse
+
+    def same(*, output, expected_output, **kwargs):  # a dict: what both SDKs take (each has its own Evaluation)
+        return {"name": "exact", "value": 1.0 if output == expected_output else 0.0}
+
+    def overall(*, evaluations, **kwargs):
+        return {"name": "overall", "value": sum(float(e.value) for e in evaluations)}
+
+    official = OfficialLangfuse(public_key="pk-lf-o", secret_key="sk-lf-o", base_url=receiver.url)
+    their_run = official.run_experiment(
+        name="o", data=ITEMS[:1], task=upper, evaluators=[same], composite_evaluator=overall
+    )
+    official.flush()
+    ours = Langfuse(public_key="pk-lf-x", secret_key="sk-lf-y", base_url=receiver.url)
+    our_run = ours.run_experiment(name="o", data=ITEMS[:1], task=upper, evaluators=[same], composite_evaluator=overall)
+    receiver.wait_for_spans(12)
+
+    def spans_of(trace_id: str) -> dict[str, dict]:
+        found = [s for s in receiver.spans() if s.trace_id.hex() == trace_id]
+        return {s.name: attributes(s.attributes) | {"span_id": s.span_id.hex()} for s in found}
+
+    def plain(value):
+        try:
+            return json.loads(value)
+        except (TypeError, ValueError):
+            return value
+
+    def shape(spans: dict[str, dict]) -> dict[str, tuple]:
+        keys = ("langfuse.observation.type", "langfuse.observation.metadata.evaluator_kind")
+        return {name: tuple(plain(a.get(k)) for k in keys) for name, a in spans.items()}
+
+    theirs = spans_of(their_run.item_results[0].trace_id)
+    mine = spans_of(our_run.item_results[0].trace_id)
+    assert shape(mine) == shape(theirs) and len(mine) == 5
+    summary = "langfuse.observation.output"
+    assert plain(mine["experiment-item-evaluation"][summary]) == plain(theirs["experiment-item-evaluation"][summary])
+    posted = [s for r in receiver.requests if r.path == "/api/public/scores" for s in json.loads(r.body)]
+    by_trace = {t: [(s["name"], s["value"], s["observationId"]) for s in posted if s["traceId"] == t] for t in
+                (their_run.item_results[0].trace_id, our_run.item_results[0].trace_id)}  # fmt: skip
+    assert by_trace[their_run.item_results[0].trace_id] == [
+        ("exact", 1.0, theirs["experiment-item-task"]["span_id"]), ("overall", 1.0, theirs["experiment-item-task"]["span_id"]),
+    ]  # fmt: skip
+    assert by_trace[our_run.item_results[0].trace_id] == [
+        ("exact", 1.0, mine["experiment-item-task"]["span_id"]), ("overall", 1.0, mine["experiment-item-task"]["span_id"]),
+    ]  # fmt: skip

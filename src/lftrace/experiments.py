@@ -314,11 +314,13 @@ class ExperimentApi:
         max_concurrency: int = 50,
         metadata: dict[str, Any] | None = None,
         experiment_id: str | None = None,
+        composite_evaluator: Callable[..., Any] | None = None,
         **ignored: Any,
     ) -> ExperimentResult:
         """Run ``task(item=...)`` on every item (dicts with ``input``/``expected_output``/``metadata``, or dataset
-        items), evaluate each output with ``evaluators(input=, output=, expected_output=, metadata=)`` and the run
-        with ``run_evaluators(item_results=)``. An item whose task raises is left out (its trace says why)."""
+        items), evaluate each output with ``evaluators(input=, output=, expected_output=, metadata=)``, then
+        ``composite_evaluator(..., evaluations=)`` over an item's evaluations, and the run with
+        ``run_evaluators(item_results=)``. An item whose task raises is left out (its trace says why)."""
         if experiment_id is not None and (not isinstance(experiment_id, str) or not experiment_id.strip()):
             raise ValueError("experiment_id must be a non-empty string if given")
         run_name = run_name or f"{name} - {datetime.now(UTC).isoformat().replace('+00:00', 'Z')}"
@@ -327,6 +329,8 @@ class ExperimentApi:
         )
         project_id = experiment_project(self)
         experiment = experiment_id or experiment_id_for(project_id, dataset_id, run_name)
+        plan = _Plan(name, run_name, description, metadata, experiment, dataset_id, task, evaluators,
+                     composite_evaluator)  # fmt: skip
 
         async def everything() -> list[ExperimentItemResult | None]:
             gate = asyncio.Semaphore(max(1, max_concurrency))
@@ -334,8 +338,7 @@ class ExperimentApi:
             async def one(item: Any) -> ExperimentItemResult | None:
                 async with gate:
                     try:
-                        return await self._experiment_item(item, task, evaluators, experiment, name, run_name,
-                                                           description, metadata, dataset_id)  # fmt: skip
+                        return await self._experiment_item(item, plan)
                     except Exception as exc:  # the item's trace records the error; the run goes on
                         log.error("lftrace: experiment %r: an item failed: %s", name, exc)
                         return None
@@ -365,18 +368,7 @@ class ExperimentApi:
             experiment_url=experiment_url(self.settings, project_id, experiment),
         )
 
-    async def _experiment_item(
-        self,
-        item: Any,
-        task: Callable[..., Any],
-        evaluators: Sequence[Callable[..., Any]],
-        experiment: str,
-        name: str,
-        run_name: str,
-        description: str | None,
-        metadata: dict[str, Any] | None,
-        dataset_id: str | None,
-    ) -> ExperimentItemResult:
+    async def _experiment_item(self, item: Any, plan: _Plan) -> ExperimentItemResult:
         given, expected, item_metadata = (
             _field(item, "input"),
             _field(item, "expected_output"),
@@ -385,19 +377,20 @@ class ExperimentApi:
         if given is None:
             raise ValueError("the item has no input")
         item_id = None if isinstance(item, dict) else _field(item, "id")
-        about: dict[str, Any] = {"experiment_name": name, "experiment_run_name": run_name}
-        if item_id is not None and dataset_id is not None:
+        about: dict[str, Any] = {"experiment_name": plan.name, "experiment_run_name": plan.run_name}
+        if item_id is not None and plan.dataset_id is not None:
             about.update(dataset_id=_field(item, "dataset_id"), dataset_item_id=item_id)
-        shown = {**about, **(item_metadata if isinstance(item_metadata, dict) else {}), **(metadata or {}), **about}
+        mine = item_metadata if isinstance(item_metadata, dict) else {}
+        shown = {**about, **mine, **(plan.metadata or {}), **about}
         with self.start_as_current_span(name="experiment-item-run") as root:  # type: ignore[attr-defined]
             # the item's trace and all its spans are the experiment's environment, as the SDK records them
             root._fragment.trace.environment = root._observation.environment = EXPERIMENT_ENVIRONMENT
             with root.start_as_current_span(name="experiment-item-task", input=given) as task_span:
                 attributes = {
-                    "id": experiment,
-                    "name": run_name,
-                    "description": description,
-                    "metadata": metadata,
+                    "id": plan.experiment,
+                    "name": plan.run_name,
+                    "description": plan.description,
+                    "metadata": plan.metadata,
                     "dataset.id": _field(item, "dataset_id") if item_id is not None else None,
                     "item.id": item_id or hashlib.sha256(json.dumps(given, default=str).encode()).hexdigest()[:16],
                     "item.expected_output": expected,
@@ -407,43 +400,101 @@ class ExperimentApi:
                 root.update_trace(metadata={EXPERIMENT_KEY: {k: v for k, v in attributes.items() if v is not None}})
                 task_span.update(metadata=shown)
                 try:
-                    output = await _call(task, item=item)
+                    output = await _call(plan.task, item=item)
                 except Exception as exc:
                     task_span.update(output=f"Error: {exc}", level="ERROR", status_message=str(exc))
                     root.update(output=f"Error: {exc}", level="ERROR", status_message=str(exc))
                     raise
                 task_span.update(output=output)
             root.update(input=given, output=output, metadata=shown)
-            evaluations: list[Evaluation] = []
-            if evaluators:
-                with root.start_as_current_span(name="experiment-item-evaluation") as judging:
-                    for evaluator in evaluators:
-                        evaluator_name = getattr(evaluator, "__name__", "evaluator")
-                        arguments = {
-                            "input": given,
-                            "output": output,
-                            "expected_output": expected,
-                            "metadata": item_metadata,
-                        }
-                        with judging.start_as_current_observation(
-                            name=evaluator_name, as_type="evaluator", input=arguments
-                        ) as span:
-                            try:
-                                found = _evaluations(await _call(evaluator, **arguments))
-                            except Exception as exc:
-                                span.update(level="ERROR", status_message=str(exc))
-                                log.error("lftrace: evaluator %s failed: %s", evaluator_name, exc)
-                                continue
-                            span.update(output=[vars(e) for e in found])
-                            evaluations += found
-            for evaluation in evaluations:
-                root.score_trace(
-                    name=evaluation.name, value=evaluation.value, comment=evaluation.comment,
-                    metadata=evaluation.metadata, data_type=evaluation.data_type, config_id=evaluation.config_id,
+            arguments = {"input": given, "output": output, "expected_output": expected, "metadata": item_metadata}
+            evaluations = await _evaluate(root, plan, arguments) if plan.evaluators else []
+            for evaluation in evaluations:  # scores of the task's observation, as SDK 5 records them
+                self.create_score(  # type: ignore[attr-defined]
+                    trace_id=root.trace_id, observation_id=task_span.id, name=evaluation.name,
+                    value=evaluation.value, comment=evaluation.comment, metadata=evaluation.metadata,
+                    data_type=evaluation.data_type, config_id=evaluation.config_id,
                 )  # fmt: skip
             return ExperimentItemResult(
-                item=item, output=output, evaluations=evaluations, trace_id=root.trace_id, experiment_id=experiment
+                item=item, output=output, evaluations=evaluations, trace_id=root.trace_id, experiment_id=plan.experiment
             )
+
+
+class _Plan:
+    """What every item of one experiment run shares."""
+
+    def __init__(
+        self,
+        name: str,
+        run_name: str,
+        description: str | None,
+        metadata: dict[str, Any] | None,
+        experiment: str,
+        dataset_id: str | None,
+        task: Callable[..., Any],
+        evaluators: Sequence[Callable[..., Any]],
+        composite: Callable[..., Any] | None,
+    ) -> None:
+        self.name, self.run_name, self.description, self.metadata = name, run_name, description, metadata
+        self.experiment, self.dataset_id = experiment, dataset_id
+        self.task, self.evaluators, self.composite = task, evaluators, composite
+
+
+async def _evaluate(root: Any, plan: _Plan, arguments: dict[str, Any]) -> list[Evaluation]:
+    """The item's evaluations under ``experiment-item-evaluation``: each evaluator an EVALUATOR span, then the
+    composite evaluator over what they found (when they found something), as SDK 5 records them."""
+    evaluations: list[Evaluation] = []
+    failed = 0
+    with root.start_as_current_span(name="experiment-item-evaluation") as judging:
+        for index, evaluator in enumerate(plan.evaluators):
+            found = await _judged(judging, evaluator, arguments, {"evaluator_kind": "item", "evaluator_index": index})
+            failed += found is None
+            evaluations += found or []
+        skipped = plan.composite is not None and not evaluations
+        if plan.composite is not None and evaluations:
+            shown = {**arguments, "evaluations": _serialized(evaluations)}
+            found = await _judged(
+                judging, plan.composite, {**arguments, "evaluations": list(evaluations)}, {"evaluator_kind": "composite"},
+                shown=shown,
+            )  # fmt: skip
+            failed += found is None
+            evaluations += found or []
+        judging.update(
+            output={
+                "evaluator_count": len(plan.evaluators) + (plan.composite is not None),
+                "evaluation_count": len(evaluations),
+                "failed_evaluator_count": failed,
+                "skipped_evaluator_count": int(skipped),
+            }
+        )
+    return evaluations
+
+
+async def _judged(
+    judging: Any,
+    evaluator: Callable[..., Any],
+    arguments: dict[str, Any],
+    metadata: dict[str, Any],
+    shown: dict[str, Any] | None = None,
+) -> list[Evaluation] | None:
+    """One evaluator's evaluations, in an EVALUATOR span of its own; None when it raised (the span says why)."""
+    name = getattr(evaluator, "__name__", "evaluator")
+    with judging.start_as_current_observation(
+        name=name, as_type="evaluator", input=shown or arguments, metadata=metadata
+    ) as span:
+        try:
+            found = _evaluations(await _call(evaluator, **arguments))
+        except Exception as exc:
+            span.update(output={"error": str(exc)}, level="ERROR", status_message=str(exc))
+            log.error("lftrace: evaluator %s failed: %s", name, exc)
+            return None
+        span.update(output=_serialized(found))
+        return found
+
+
+def _serialized(evaluations: Sequence[Evaluation]) -> list[dict[str, Any]]:
+    fields = ("name", "value", "comment", "metadata", "data_type", "config_id")
+    return [{f: getattr(e, f) for f in fields if getattr(e, f) is not None} for e in evaluations]
 
 
 def _run_coroutine(coroutine: Any) -> Any:
