@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import LftraceError
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..store import TraceStore
+from .conditions import Condition, matches, parse_conditions
 
 PROJECT_ID = "lftrace-local"
 PROJECT = {
@@ -332,6 +333,11 @@ def _observations_matching(store: TraceStore, request: Request) -> list[tuple[Ob
             )
         ]
     is_root = q.get("isRootObservation")
+    try:
+        conditions = parse_conditions(q["filter"]) if q.get("filter") else []
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+    roots: dict[str, set[str]] = {}
     out = []
     for obs, trace in _all_observations(store, trace_ids):
         if q.get("name") and obs.name != q.get("name"):
@@ -354,9 +360,26 @@ def _observations_matching(store: TraceStore, request: Request) -> list[tuple[Ob
             continue
         if is_root in ("true", "false") and (obs.parent_id is None) != (is_root == "true"):
             continue
+        if conditions and not _holds(conditions, obs, trace, roots):
+            continue
         out.append((obs, trace))
     out.sort(key=lambda pair: pair[0].start_time, reverse=True)
     return out
+
+
+def _holds(conditions: list[Condition], obs: Observation, trace: Trace, roots: dict[str, set[str]]) -> bool:
+    """Whether the observation, as ``ObservationV2`` answers it, meets every condition of ``filter``."""
+    if trace.id not in roots:
+        roots[trace.id] = _roots_of(trace)
+    try:
+        return matches(conditions, observation_v2(obs, trace, roots[trace.id]))
+    except ValueError as exc:  # a column ObservationV2 does not have
+        raise QueryError(str(exc)) from None
+
+
+def _roots_of(trace: Trace) -> set[str]:
+    known = {o.id for o in trace.observations}
+    return {o.id for o in trace.observations if o.parent_id is None or o.parent_id not in known}
 
 
 def _decode_cursor(raw: str | None) -> int:
@@ -439,11 +462,7 @@ def routes(store: TraceStore) -> list[Route]:
         offset = _decode_cursor(request.query_params.get("cursor"))
         rows = _observations_matching(store, request)
         chosen = rows[offset : offset + limit]
-        roots_by_trace: dict[str, set[str]] = {}
-        for _, t in chosen:
-            if t.id not in roots_by_trace:
-                known = {o.id for o in t.observations}
-                roots_by_trace[t.id] = {o.id for o in t.observations if o.parent_id is None or o.parent_id not in known}
+        roots_by_trace = {t.id: _roots_of(t) for _, t in chosen}
         data = [observation_v2(o, t, roots_by_trace[t.id]) for o, t in chosen]
         more = offset + limit < len(rows)
         return {"data": data, "meta": {"cursor": _encode_cursor(offset + limit) if more else None}}
