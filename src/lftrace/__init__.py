@@ -25,7 +25,10 @@ _SDK_NAMES = (
     "LangfuseEvent",
 )
 __all__ = [
+    "BatchEvaluationResult",
+    "BatchEvaluationResumeToken",
     "Evaluation",
+    "EvaluatorInputs",
     "Langfuse",
     "LangfuseAgent",
     "LangfuseChain",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .batch_evaluation import BatchEvaluationResult, BatchEvaluationResumeToken, EvaluatorInputs
     from .client import Langfuse, get_client
     from .experiments import Evaluation
     from .model import Observation, Trace
@@ -78,6 +82,10 @@ def __getattr__(name: str) -> Any:
         from .experiments import Evaluation
 
         return Evaluation
+    if name in ("EvaluatorInputs", "BatchEvaluationResult", "BatchEvaluationResumeToken"):  # run_batched_evaluation's
+        from . import batch_evaluation
+
+        return getattr(batch_evaluation, name)
     if name in ("Trace", "Observation"):
         from . import model
 

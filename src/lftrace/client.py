@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import sdk as _sdk
+from .batch_evaluation import BatchEvaluationApi
 from .config import Settings, mask_secret, redact_url
 from .errors import InputError, LftraceError, StoreError, TraceNotFound
 from .experiments import ExperimentApi
@@ -43,7 +44,7 @@ _client_for_lock = threading.Lock()  # `lftrace test` cases start on several thr
 _registry_lock = threading.Lock()
 
 
-class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi):
+class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
     """The client. Arguments win over ``LANGFUSE_*`` environment variables, which win over ``.env``."""
 
     def __init__(

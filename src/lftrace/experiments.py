@@ -166,13 +166,13 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:79] + "…"
 
 
-def _evaluations(result: Any) -> list[Evaluation]:
+def evaluations_of(result: Any) -> list[Evaluation]:
     """An evaluator's answer: an Evaluation, a dict of its fields, or a list of either."""
     found = result if isinstance(result, list) else [result]
     return [Evaluation(**e) if isinstance(e, dict) else e for e in found if isinstance(e, (dict, Evaluation))]
 
 
-async def _call(function: Callable[..., Any], **kwargs: Any) -> Any:
+async def call_maybe_async(function: Callable[..., Any], **kwargs: Any) -> Any:
     result = function(**kwargs)
     return await result if asyncio.iscoroutine(result) else result
 
@@ -345,11 +345,11 @@ class ExperimentApi:
 
             return list(await asyncio.gather(*(one(item) for item in data)))
 
-        results = [r for r in _run_coroutine(everything()) if r is not None]
+        results = [r for r in run_to_end(everything()) if r is not None]
         run_evaluations: list[Evaluation] = []
         for evaluator in run_evaluators:
             try:
-                run_evaluations += _evaluations(_run_coroutine(_call(evaluator, item_results=results)))
+                run_evaluations += evaluations_of(run_to_end(call_maybe_async(evaluator, item_results=results)))
             except Exception as exc:
                 log.error("lftrace: run evaluator %s failed: %s", getattr(evaluator, "__name__", evaluator), exc)
         for evaluation in run_evaluations:
@@ -400,7 +400,7 @@ class ExperimentApi:
                 root.update_trace(metadata={EXPERIMENT_KEY: {k: v for k, v in attributes.items() if v is not None}})
                 task_span.update(metadata=shown)
                 try:
-                    output = await _call(plan.task, item=item)
+                    output = await call_maybe_async(plan.task, item=item)
                 except Exception as exc:
                     task_span.update(output=f"Error: {exc}", level="ERROR", status_message=str(exc))
                     root.update(output=f"Error: {exc}", level="ERROR", status_message=str(exc))
@@ -483,7 +483,7 @@ async def _judged(
         name=name, as_type="evaluator", input=shown or arguments, metadata=metadata
     ) as span:
         try:
-            found = _evaluations(await _call(evaluator, **arguments))
+            found = evaluations_of(await call_maybe_async(evaluator, **arguments))
         except Exception as exc:
             span.update(output={"error": str(exc)}, level="ERROR", status_message=str(exc))
             log.error("lftrace: evaluator %s failed: %s", name, exc)
@@ -497,7 +497,7 @@ def _serialized(evaluations: Sequence[Evaluation]) -> list[dict[str, Any]]:
     return [{f: getattr(e, f) for f in fields if getattr(e, f) is not None} for e in evaluations]
 
 
-def _run_coroutine(coroutine: Any) -> Any:
+def run_to_end(coroutine: Any) -> Any:
     """Run to the end: here when no event loop runs in this thread, else on a thread of its own (a notebook)."""
     try:
         asyncio.get_running_loop()
