@@ -10,13 +10,13 @@ observation. A page that cannot be fetched (after ``max_retries``) ends the run 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .experiments import Evaluation, call_maybe_async, evaluations_of, run_to_end
+from .model import json_or_text
 
 log = logging.getLogger("lftrace")
 
@@ -124,7 +124,7 @@ class BatchEvaluationApi:
                 filter = resume_from.filter
             elif filter != resume_from.filter:
                 raise ValueError("the resume token was made for another filter: pass the same one, or none")
-        if filter is not None and not isinstance(_json(filter), list):
+        if filter is not None and not isinstance(json_or_text(filter), list):
             raise ValueError('filter must be a JSON array of conditions, e.g. [{"type": "string", ...}]')
         started = time.monotonic()
         totals = _Totals(evaluators)
@@ -270,10 +270,3 @@ class BatchEvaluationApi:
                 metadata={**(e.metadata or {}), **(metadata or {})}, data_type=e.data_type, config_id=e.config_id,
             )  # fmt: skip
         return len(evaluations)
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None

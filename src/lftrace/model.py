@@ -8,6 +8,7 @@ strings in the shape of Langfuse's ``GET /api/public/traces/{id}``
 
 from __future__ import annotations
 
+import json
 from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -85,6 +86,16 @@ def iso_from_ns(ns: int | None) -> str | None:
         return None
     dt = datetime.fromtimestamp(ns // 1000 / 1_000_000, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+def json_or_text(value: Any) -> Any:
+    """A field Langfuse answers as raw text (v2 observations' input, output, metadata): its JSON when it parses."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def ns_from_iso(text: str | None) -> int | None:

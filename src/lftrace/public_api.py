@@ -78,7 +78,7 @@ class ApiError(LftraceError):
 
 class ApiObject:
     """One JSON object of an answer: ``obj.start_time`` reads ``startTime`` (a datetime), ``obj.data`` a list of
-    them; ``obj["startTime"]`` and ``dict(obj)``-style ``dict()``/``model_dump()`` read the JSON itself."""
+    them; ``obj["startTime"]`` and ``model_dump()`` (or ``dict()``) read the JSON itself."""
 
     __slots__ = ("_data",)
 

@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # assertions and dataset are imported inside the commands: `l
     from ..assertions import AssertionFailure, Expectations
     from ..cases import CaseRunner
     from ..config import Settings
-    from ..dataset import Case, CaseResult
+    from ..dataset import Case, CaseResult, DatasetRun
     from ..store import TraceStore
 
 
@@ -403,31 +403,16 @@ def test_cases_command(
     """
     from ..cases import CaseRunner, RunOptions
     from ..client import client_for
-    from ..dataset import NOT_RUN, CaseResult, dataset_argument, load_dataset, parse_shard, select_shard, stop_signals
+    from ..dataset import NOT_RUN, CaseResult, parse_shard, select_shard, stop_signals
     from ..errors import TERMINATED, stop_reason
     from ..langgraph_json import resolve_target
     from ..runner import parse_config, parse_context, parse_metadata
 
     spec, _ = resolve_target(target)  # before the settings: a langgraph.json's env may hold the keys
     run_id = os.urandom(6).hex()
-    source = dataset_argument(dataset)
     # a CI run needs every case's trace: sampling and LANGFUSE_TRACING_ENABLED=false do not apply here
     settings = resolve_settings(sample_rate=1.0, tracing_enabled=True)
-    dataset_run = None
-    if source is not None:
-        from ..dataset import load_dataset_items
-
-        # invalid settings stop here, before the dataset is read
-        cases, dataset_run = load_dataset_items(
-            client_for(settings), source, run_name=run_name or f"lftrace test {run_id}", check_expected=check_expected
-        )
-    elif check_expected or run_name is not None:
-        raise InputError(
-            f"{'--check-expected' if check_expected else '--run-name'} is for a dataset (dataset:NAME); "
-            'a JSONL case checks its output with "expect": {"expected_output": ...}'
-        )
-    else:
-        cases = load_dataset(Path(dataset))  # every line is checked before anything runs
+    cases, dataset_run = _cases(dataset, settings, run_id, check_expected, run_name)
     if shard:
         k, n = parse_shard(shard)
         cases = select_shard(cases, k, n)
@@ -440,7 +425,7 @@ def test_cases_command(
     stopped_loading = False  # the signal came while the target was imported
     err = err_console()
     out = console()
-    suite = f"lftrace test {dataset if source is not None else Path(dataset).name}" + (
+    suite = f"lftrace test {dataset if dataset_run is not None else Path(dataset).name}" + (
         f" shard {shard}" if shard else ""
     )
     started = time.perf_counter()
@@ -521,11 +506,9 @@ def test_cases_command(
             soft_wrap=True,
         )
         if dataset_run is not None:
-            out.print(
-                Text(clean_line(f"dataset run '{dataset_run.run_name}' of {dataset_run.dataset}"), style="dim")
-                + (Text(clean_line(f": {dataset_run.url}"), style="dim") if dataset_run.url else Text("")),
-                soft_wrap=True,
-            )
+            where = f": {dataset_run.url}" if dataset_run.url else ""
+            said = f"dataset run '{dataset_run.run_name}' of {dataset_run.dataset}{where}"
+            out.print(Text(clean_line(said), style="dim"), soft_wrap=True)
         if junit is not None:
             out.print(f"[dim]JUnit report: {junit}[/]", soft_wrap=True)
     if stopped_by is not None:
@@ -572,6 +555,26 @@ def _run_all(
     except CasesStopped as stop:  # Ctrl-C, or a CI runner timed out: report what ran, keep every trace
         return stop.results, stop.reason
     return done, None
+
+
+def _cases(
+    dataset: str, settings: Settings, run_id: str, check_expected: bool, run_name: str | None
+) -> tuple[list[Case], DatasetRun | None]:
+    """The cases of a JSONL file (every line checked before anything runs), or of ``dataset:NAME``'s items with
+    the dataset run they make."""
+    from ..client import client_for
+    from ..dataset import dataset_argument, load_dataset, load_dataset_items
+
+    source = dataset_argument(dataset)
+    if source is not None:  # invalid settings stop here, before the dataset is read
+        named = run_name or f"lftrace test {run_id}"
+        return load_dataset_items(client_for(settings), source, run_name=named, check_expected=check_expected)
+    if check_expected or run_name is not None:
+        raise InputError(
+            f"{'--check-expected' if check_expected else '--run-name'} is for a dataset (dataset:NAME); "
+            'a JSONL case checks its output with "expect": {"expected_output": ...}'
+        )
+    return load_dataset(Path(dataset)), None
 
 
 def _score_items(client: Any, results: Sequence[CaseResult]) -> None:

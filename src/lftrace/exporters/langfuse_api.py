@@ -7,13 +7,12 @@ garbage answer (wrong URL), rejected keys (401/403), an invalid URL. ``httpx`` i
 from __future__ import annotations
 
 import contextlib
-import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
 from ..config import Settings, mask_secret, redact_url
 from ..errors import BackendError, LftraceError, TraceNotFound
-from ..model import Observation, Trace, ns_from_iso
+from ..model import Observation, Trace, json_or_text, ns_from_iso
 
 if TYPE_CHECKING:
     from ..store import TraceStore
@@ -285,16 +284,6 @@ def fetch_trace(base_url: str, public_key: str, secret_key: str, trace_id: str, 
     return Trace.from_dict(data)
 
 
-def _json_or_text(value: Any) -> Any:
-    """v2 returns io fields as raw strings: JSON when they parse."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def trace_from_v2(trace_id: str, rows: list[dict[str, Any]]) -> Trace:
     observations = []
     for row in rows:
@@ -303,9 +292,9 @@ def trace_from_v2(trace_id: str, rows: list[dict[str, Any]]) -> Trace:
                 **row,
                 "traceId": row.get("traceId") or trace_id,
                 "model": row.get("providedModelName") or row.get("model"),
-                "input": _json_or_text(row.get("input")),
-                "output": _json_or_text(row.get("output")),
-                "metadata": _json_or_text(row.get("metadata")),
+                "input": json_or_text(row.get("input")),
+                "output": json_or_text(row.get("output")),
+                "metadata": json_or_text(row.get("metadata")),
             }
         )
         if obs.metadata is not None and not isinstance(obs.metadata, dict):

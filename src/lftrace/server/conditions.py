@@ -15,7 +15,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..model import ns_from_iso
+from ..model import json_or_text, ns_from_iso
 
 Condition = Callable[[Mapping[str, Any]], bool]
 
@@ -67,7 +67,7 @@ def _condition(item: Any, index: int) -> Condition:
             raise ValueError(f"{where}: unknown column {column!r}")
         found = row[column]
         if kind in ("stringObject", "numberObject"):
-            found = _parsed(found).get(key) if isinstance(_parsed(found), dict) else None
+            found = json_or_text(found).get(key) if isinstance(json_or_text(found), dict) else None
         return found
 
     if kind in ("string", "stringObject") and op in _TEXT:
@@ -94,15 +94,6 @@ def _condition(item: Any, index: int) -> Condition:
     if kind == "null" and op in ("is null", "is not null"):
         return lambda row: (field(row) in (None, "")) == (op == "is null")
     raise ValueError(f"{where}: {kind!r} with operator {op!r} is not supported by lftrace serve")
-
-
-def _parsed(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _text(value: Any) -> str:
