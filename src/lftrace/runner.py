@@ -648,6 +648,7 @@ class _Thread:
     new: bool = False  # the thread id was made up for this run
     resume: Sequence[str] | None = None
     checkpoints: Path | None = None
+    memory: Path | None = None  # lftrace's store for a graph compiled without one (threads.needs_store)
     notes: list[str] = field(default_factory=list)
 
 
@@ -662,6 +663,7 @@ def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | 
     if resume and thread_id is None:
         raise InputError("--resume needs the thread to resume: give --thread-id (printed when the run paused)")
     plan = _Thread(thread_id, resume=resume, checkpoints=threads.checkpoint_path(store))
+    plan.memory = threads.memory_path(store) if threads.needs_store(runnable) else None
     plan.attach = threads.needs_checkpointer(runnable, thread_id)
     plan.checkpointed = plan.attach or threads.has_checkpointer(runnable)
     if plan.checkpointed and thread_id is None:
@@ -690,9 +692,7 @@ def _drive_sync(run: _Run) -> tuple[Any, list[Any]]:
     from . import threads
 
     plan, value = run.plan, run.value
-    saver = threads.sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
-    with saver if saver is not None else contextlib.nullcontext() as checkpointer:
-        graph = threads.with_checkpointer(run.runnable, checkpointer) if checkpointer is not None else run.runnable
+    with threads.attached(run.runnable, plan.checkpoints if plan.attach else None, plan.memory) as graph:
         if threads.asked_checkpoint(run.config):
             threads.check_checkpoint(graph.get_state(run.config), run.config)
         if plan.resume:
@@ -709,10 +709,8 @@ async def _drive_async(run: _Run) -> tuple[Any, list[Any]]:
     from . import threads
 
     plan, value = run.plan, run.value
-    saver = threads.async_sqlite_checkpointer(plan.checkpoints) if plan.attach and plan.checkpoints else None
     with _signals_wake_the_loop(asyncio.get_running_loop()):
-        async with saver if saver is not None else contextlib.nullcontext() as checkpointer:
-            graph = threads.with_checkpointer(run.runnable, checkpointer) if checkpointer is not None else run.runnable
+        async with threads.aattached(run.runnable, plan.checkpoints if plan.attach else None, plan.memory) as graph:
             if threads.asked_checkpoint(run.config):
                 threads.check_checkpoint(await graph.aget_state(run.config), run.config)
             if plan.resume:

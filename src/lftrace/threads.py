@@ -158,6 +158,85 @@ def with_checkpointer(graph: Any, checkpointer: Any) -> Any:
     return graph.copy(update={"checkpointer": checkpointer})
 
 
+def memory_path(store: Path) -> Path:
+    """The long-term memory file beside the trace store: ``lftrace.db`` -> ``lftrace-memory.db``."""
+    return store.with_name(f"{store.stem}-memory.db")
+
+
+def needs_store(graph: Any) -> bool:
+    """A compiled graph without a store (``BaseStore``): it runs with lftrace's, in a file, as LangGraph's server
+    gives every graph one, so nodes that take ``store`` or call ``get_store()`` run, and what one run puts there
+    the next run finds. A graph's own store (even ``InMemoryStore``, maybe set up with a search index) is kept."""
+    return getattr(graph, "store", False) is None  # (a compiled graph: runner.is_graph said so)
+
+
+@contextlib.contextmanager
+def attached(graph: Any, checkpoints: Path | None, memory: Path | None) -> Iterator[Any]:
+    """The graph as it runs: a copy with lftrace's SQLite saver (``checkpoints``) and store (``memory``) where it
+    needs them, else the graph itself."""
+    with contextlib.ExitStack() as stack:
+        update: dict[str, Any] = {}
+        if checkpoints is not None:
+            update["checkpointer"] = stack.enter_context(sqlite_checkpointer(checkpoints))
+        if memory is not None:
+            update["store"] = stack.enter_context(_sqlite_store(memory))
+        yield graph.copy(update=update) if update else graph
+
+
+@contextlib.asynccontextmanager
+async def aattached(graph: Any, checkpoints: Path | None, memory: Path | None) -> AsyncIterator[Any]:
+    """``attached`` for an async run (aiosqlite connections)."""
+    async with contextlib.AsyncExitStack() as stack:
+        update: dict[str, Any] = {}
+        if checkpoints is not None:
+            update["checkpointer"] = await stack.enter_async_context(async_sqlite_checkpointer(checkpoints))
+        if memory is not None:
+            update["store"] = await stack.enter_async_context(_async_sqlite_store(memory))
+        yield graph.copy(update=update) if update else graph
+
+
+@contextlib.contextmanager
+def _sqlite_store(path: Path) -> Iterator[Any]:
+    from langgraph.store.sqlite import SqliteStore
+
+    _private_memory(path)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+    try:
+        yield SqliteStore(conn)
+    finally:
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _async_sqlite_store(path: Path) -> AsyncIterator[Any]:
+    import aiosqlite
+    from langgraph.store.sqlite import AsyncSqliteStore
+
+    _private_memory(path)
+    async with aiosqlite.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None) as conn:
+        yield AsyncSqliteStore(conn)
+
+
+def _private_memory(path: Path) -> None:
+    """Create the memory file 0600 and its tables, once per process (one connection at a time, as the saver's)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    key = "memory:" + str(path.resolve())
+    with _READY_LOCK:
+        if key in _READY:
+            return
+        from langgraph.store.sqlite import SqliteStore
+
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            SqliteStore(conn).setup()
+        finally:
+            conn.close()
+        _READY.add(key)
+
+
 def thread_config(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}}
 
