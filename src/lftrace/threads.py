@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,12 +100,13 @@ _READY: set[str] = set()
 _READY_LOCK = threading.Lock()
 
 
-def _private_file(path: Path) -> None:
-    """Create the checkpoint file 0600 (it holds the graph's state: messages, tool results), set up once.
+def _private_file(path: Path, setup: Callable[[sqlite3.Connection], None], **connect: Any) -> None:
+    """Create a file of the graph's own data 0600 (checkpoints: messages, tool results; memory), set up once.
 
-    LangGraph's savers switch the file to WAL and create their tables on first use; two savers doing that at the
-    same moment (``lftrace test --concurrency``) got "database is locked" at once, without waiting. So the file
-    is set up here first, one connection at a time (a WAL file that is already WAL needs no lock to say so).
+    LangGraph's savers and stores switch the file to WAL and create their tables on first use; two of them doing
+    that at the same moment (``lftrace test --concurrency``, parallel CI jobs) got "database is locked" at once,
+    without waiting. So the file is set up here first, one connection at a time, retrying while another process
+    does it (a WAL file that is already WAL needs no lock to say so).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
@@ -114,13 +115,11 @@ def _private_file(path: Path) -> None:
     with _READY_LOCK:
         if key in _READY:
             return
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, **connect)
         try:
             for attempt in range(50):  # another process setting it up at the same moment: wait for it
                 try:
-                    SqliteSaver(conn).setup()
+                    setup(conn)
                     break
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or attempt == 49:
@@ -132,15 +131,34 @@ def _private_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def sqlite_checkpointer(path: Path) -> Iterator[Any]:
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    _private_file(path)
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+def _connected(
+    path: Path, setup: Callable[[sqlite3.Connection], None], make: Callable[[Any], Any], **connect: Any
+) -> Iterator[Any]:
+    _private_file(path, setup, **connect)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, **connect)
     try:
-        yield SqliteSaver(conn)
+        yield make(conn)
     finally:
         conn.close()
+
+
+def _saver_tables(conn: sqlite3.Connection) -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    SqliteSaver(conn).setup()
+
+
+def _store_tables(conn: sqlite3.Connection) -> None:
+    from langgraph.store.sqlite import SqliteStore
+
+    conn.execute("PRAGMA journal_mode=WAL")
+    SqliteStore(conn).setup()
+
+
+def sqlite_checkpointer(path: Path) -> contextlib.AbstractContextManager[Any]:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    return _connected(path, _saver_tables, SqliteSaver)
 
 
 @contextlib.asynccontextmanager
@@ -148,7 +166,7 @@ async def async_sqlite_checkpointer(path: Path) -> AsyncIterator[Any]:
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    _private_file(path)
+    _private_file(path, _saver_tables)
     async with aiosqlite.connect(str(path), timeout=BUSY_TIMEOUT_S) as conn:
         yield AsyncSqliteSaver(conn)
 
@@ -195,16 +213,10 @@ async def aattached(graph: Any, checkpoints: Path | None, memory: Path | None) -
         yield graph.copy(update=update) if update else graph
 
 
-@contextlib.contextmanager
-def _sqlite_store(path: Path) -> Iterator[Any]:
+def _sqlite_store(path: Path) -> contextlib.AbstractContextManager[Any]:
     from langgraph.store.sqlite import SqliteStore
 
-    _private_memory(path)
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-    try:
-        yield SqliteStore(conn)
-    finally:
-        conn.close()
+    return _connected(path, _store_tables, SqliteStore, isolation_level=None)
 
 
 @contextlib.asynccontextmanager
@@ -212,29 +224,9 @@ async def _async_sqlite_store(path: Path) -> AsyncIterator[Any]:
     import aiosqlite
     from langgraph.store.sqlite import AsyncSqliteStore
 
-    _private_memory(path)
+    _private_file(path, _store_tables, isolation_level=None)
     async with aiosqlite.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None) as conn:
         yield AsyncSqliteStore(conn)
-
-
-def _private_memory(path: Path) -> None:
-    """Create the memory file 0600 and its tables, once per process (one connection at a time, as the saver's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-    key = "memory:" + str(path.resolve())
-    with _READY_LOCK:
-        if key in _READY:
-            return
-        from langgraph.store.sqlite import SqliteStore
-
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            SqliteStore(conn).setup()
-        finally:
-            conn.close()
-        _READY.add(key)
 
 
 def thread_config(thread_id: str) -> dict[str, Any]:
