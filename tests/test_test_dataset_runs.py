@@ -83,6 +83,8 @@ def test_a_local_dataset_s_items_run_as_cases_linked_to_a_dataset_run(tmp_path):
         paris = store.get_trace(next(c["traceId"] for c in report["cases"] if c["name"] == "paris"))
         assert paris.metadata["langfuse.experiment"]["item.id"] == "i-paris"
         assert paris.metadata["langfuse.experiment"]["item.expected_output"] == "SUNNY"
+    shown = lftrace("show", paris.id)
+    assert f"experiment {run['runName']} (item i-paris)" in " ".join(shown.stdout.split())
 
 
 def test_without_check_expected_only_the_items_own_checks_and_the_options_apply(tmp_path):

@@ -21,7 +21,7 @@ from rich.style import Style
 from rich.text import Text
 
 from .errors import InputError, TraceNotFound
-from .model import Observation, Score, Trace, TraceSummary
+from .model import EXPERIMENT_KEY, Observation, Score, Trace, TraceSummary
 from .sanitize import clean, clean_line
 from .usage import gross_counts
 
@@ -579,6 +579,17 @@ def trace_target(trace: Trace) -> str | None:
     return target if isinstance(target, str) and target else None
 
 
+def trace_experiment(trace: Trace) -> str | None:
+    """The experiment (dataset run) a trace belongs to: its run name and the dataset item, when it has them."""
+    experiment = (trace.metadata or {}).get(EXPERIMENT_KEY)
+    if not isinstance(experiment, dict) or not experiment.get("name"):
+        return None
+    item = experiment.get("item.id")
+    return f"{experiment['name']}" + (
+        f" (item {item})" if isinstance(item, str) and experiment.get("dataset.id") else ""
+    )
+
+
 def trace_thread(trace: Trace) -> str | None:
     thread = (trace.metadata or {}).get("thread_id")
     return str(thread) if thread not in (None, "") else None
@@ -592,6 +603,7 @@ def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
         ("session", trace.session_id),
         ("user", trace.user_id),
         ("thread", trace_thread(trace)),
+        ("experiment", trace_experiment(trace)),
     ):
         if value:
             items.append((f"{label} {clean_line(str(value))}", "dim"))
