@@ -260,4 +260,6 @@ def test_ctrl_c_stops_a_runaway_loop_within_two_seconds_and_keeps_the_partial_tr
 
     stopped = max(ns_from_iso(e) or 0 for e in ends)
     assert (stopped - signalled) / 1e9 < 2.0  # the run stopped (and its open runs were closed) within 2 s
-    assert trace["metadata"]["cancelled"] is True
+    # (failed once in ~15 full runs under load, never alone: the trace came back without "cancelled", every
+    # observation ended; the stderr and the trace's metadata in the message are what to read if it happens again)
+    assert trace["metadata"].get("cancelled") is True, (err, trace["metadata"], len(trace["observations"]))
