@@ -263,3 +263,33 @@ def test_ctrl_c_stops_a_runaway_loop_within_two_seconds_and_keeps_the_partial_tr
     # (failed once in ~15 full runs under load, never alone: the trace came back without "cancelled", every
     # observation ended; the stderr and the trace's metadata in the message are what to read if it happens again)
     assert trace["metadata"].get("cancelled") is True, (err, trace["metadata"], len(trace["observations"]))
+
+
+def test_a_stream_its_reader_closes_early_is_a_stopped_run_not_an_error(isolated_env):
+    """LangGraph reports a stream closed by its reader (a ``break``; Ctrl-C landing in ``invoke()``, which reads its
+    own stream, between two chunks) as GeneratorExit: the trace is stopped, not failed with "GeneratorExit"."""
+    from lftrace import get_client
+    from lftrace.langchain import STREAM_CLOSED, CallbackHandler
+
+    graph = load_target(target("loop"))
+    handler = CallbackHandler()
+    for seen, _ in enumerate(graph.stream({"count": 1}, {"callbacks": [handler], "recursion_limit": 100})):
+        if seen == 5:
+            break
+    client = get_client()
+    client.flush()
+    trace = client.get_trace(handler.last_trace_id)
+    root = next(o for o in trace.observations if o.parent_id is None)
+    assert (trace.status, root.level, root.status_message) == ("cancelled", "WARNING", STREAM_CLOSED)
+    assert trace.metadata["cancelled"] is True and not any(o.level == "ERROR" for o in trace.observations)
+
+    # with a reason known (lftrace run's Ctrl-C tells the handler before it raises), the run says that instead
+    handler = CallbackHandler()
+    stream = graph.stream({"count": 1}, {"callbacks": [handler], "recursion_limit": 100})
+    next(stream)
+    handler.stopped_by = "cancelled (Ctrl-C)"
+    stream.close()
+    client.flush()
+    trace = client.get_trace(handler.last_trace_id)
+    root = next(o for o in trace.observations if o.parent_id is None)
+    assert (trace.status, root.status_message) == ("cancelled", "cancelled (Ctrl-C)")

@@ -69,6 +69,9 @@ TARGET_KEY = "lftrace_target"  # `lftrace run`'s TARGET: kept in the trace's met
 _TRACE_ONLY_KEYS = frozenset((TARGET_KEY, EXPERIMENT_KEY))
 _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
+# a run whose stream its reader closed before the end (GeneratorExit): LangGraph's invoke() reads its own stream,
+# so Ctrl-C landing in invoke() between two chunks ends the graph this way rather than with KeyboardInterrupt
+STREAM_CLOSED = "stopped (the stream was closed before the run ended)"
 MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the official handler's bound)
 FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the writer together (bounded memory)
 # ... doubling per fragment up to this: each part is merged into the stored trace (totals recounted over the whole
@@ -242,6 +245,8 @@ def _interruption(error: BaseException) -> str | None:
         return "interrupted (KeyboardInterrupt)"
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
+    if isinstance(error, GeneratorExit):  # the graph's stream closed by its reader: a break, or Ctrl-C landing there
+        return STREAM_CLOSED
     return None
 
 
@@ -660,7 +665,7 @@ class CallbackHandler(BaseCallbackHandler):
         run = self._runs.get(run_id)
         obs, state = (run.obs, run.state) if run is not None else (None, None)
         interrupted = _interruption(error)
-        if self.stopped_by is not None and isinstance(error, asyncio.CancelledError):
+        if self.stopped_by is not None and isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             interrupted = self.stopped_by
         if obs is not None and state is not None:
             message = str(error) or type(error).__name__

@@ -769,7 +769,9 @@ STOPPED_DELIVERY_S = 1.0  # the delivery of a run stopped by Ctrl-C or SIGTERM, 
 
 
 @contextlib.contextmanager
-def signals_as_interrupt(*, repeat: bool = False) -> Iterator[None]:
+def signals_as_interrupt(
+    *, repeat: bool = False, on_stop: Callable[[KeyboardInterrupt], None] | None = None
+) -> Iterator[None]:
     """While the target runs, Ctrl-C raises CtrlC and SIGTERM (CI runners, ``timeout``) raises Terminated in the
     main thread (both are KeyboardInterrupt), so the run stops and its partial trace is saved. SIGINT is taken over
     only from Python's own handler (not when it is ignored or the program installed its own). Elsewhere (another
@@ -779,6 +781,7 @@ def signals_as_interrupt(*, repeat: bool = False) -> Iterator[None]:
     the main thread again (and again). LangGraph waits for the nodes it runs on its own threads (parallel branches,
     a ToolNode's tool calls) before letting the first one through, which a hung model or tool call makes forever.
     A second Ctrl-C from the user is one more of the same, and a signal that arrives as the block ends is ignored.
+    ``on_stop`` is told the exception before it is raised.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -807,7 +810,10 @@ def signals_as_interrupt(*, repeat: bool = False) -> Iterator[None]:
             timer.daemon = True
             timers.append(timer)
             timer.start()
-        raise raises[signum]()
+        stopping = raises[signum]()
+        if on_stop is not None:
+            on_stop(stopping)
+        raise stopping
 
     previous: dict[int, Any] = {}
     try:
@@ -931,14 +937,14 @@ def execute(
     pending: list[Any] = []
     error: BaseException | None = None
     try:
-        with signals_as_interrupt(repeat=True):
+        # the handler learns why at once: what the signal stops next (tasks the loop cancels, the stream of a graph
+        # that LangGraph's invoke() closes) ends with that reason, not with CancelledError or GeneratorExit
+        with signals_as_interrupt(
+            repeat=True, on_stop=lambda err: setattr(run.handler, "stopped_by", stop_reason(err))
+        ):
             if run.use_async:
                 with asyncio.Runner() as loop:
-                    try:
-                        output, pending = loop.run(_drive_async(run))
-                    except KeyboardInterrupt as err:  # the loop cancels the graph's tasks next: they say why
-                        run.handler.stopped_by = stop_reason(err)
-                        raise
+                    output, pending = loop.run(_drive_async(run))
             else:
                 output, pending = _drive_sync(run)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
