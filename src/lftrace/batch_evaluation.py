@@ -185,14 +185,15 @@ class BatchEvaluationApi:
         )
 
     def _page(self, fields: str | None, limit: int, cursor: str | None, filter: str | None, retries: int) -> Any:
-        for attempt in range(max(0, retries) + 1):
+        def fetch() -> Any:
+            return self.api.observations.get_many(fields=fields, limit=limit, cursor=cursor, filter=filter)
+
+        for attempt in range(max(0, retries)):
             try:
-                return self.api.observations.get_many(fields=fields, limit=limit, cursor=cursor, filter=filter)
+                return fetch()
             except Exception:
-                if attempt >= retries:
-                    raise
                 time.sleep(min(0.5 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")
+        return fetch()  # the last try: its error is the caller's
 
     async def _evaluate_page(
         self,

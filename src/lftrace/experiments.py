@@ -20,6 +20,7 @@ import logging
 import os
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -420,24 +421,19 @@ class ExperimentApi:
             )
 
 
+@dataclass(frozen=True)
 class _Plan:
     """What every item of one experiment run shares."""
 
-    def __init__(
-        self,
-        name: str,
-        run_name: str,
-        description: str | None,
-        metadata: dict[str, Any] | None,
-        experiment: str,
-        dataset_id: str | None,
-        task: Callable[..., Any],
-        evaluators: Sequence[Callable[..., Any]],
-        composite: Callable[..., Any] | None,
-    ) -> None:
-        self.name, self.run_name, self.description, self.metadata = name, run_name, description, metadata
-        self.experiment, self.dataset_id = experiment, dataset_id
-        self.task, self.evaluators, self.composite = task, evaluators, composite
+    name: str
+    run_name: str
+    description: str | None
+    metadata: dict[str, Any] | None
+    experiment: str
+    dataset_id: str | None
+    task: Callable[..., Any]
+    evaluators: Sequence[Callable[..., Any]]
+    composite: Callable[..., Any] | None
 
 
 async def _evaluate(root: Any, plan: _Plan, arguments: dict[str, Any]) -> list[Evaluation]:

@@ -64,9 +64,9 @@ HIDDEN_TAG = "langsmith:hidden"
 TRACE_ATTRIBUTE_KEYS = ("langfuse_session_id", "langfuse_user_id", "langfuse_tags", "langfuse_trace_name")
 _STRIPPED_KEYS = frozenset((*TRACE_ATTRIBUTE_KEYS, "langfuse_prompt"))
 TARGET_KEY = "lftrace_target"  # `lftrace run`'s TARGET: kept in the trace's metadata, not in every observation's
-# kept in the trace's metadata only: the target, and the dataset run of `lftrace test dataset:NAME` (sent to Langfuse as
-# langfuse.experiment.* attributes)
-_TRACE_ONLY_KEYS = frozenset((TARGET_KEY, EXPERIMENT_KEY))
+# what an observation's metadata leaves out: the keys above, and what the trace's metadata alone keeps (the target, and
+# the dataset run of `lftrace test dataset:NAME`, sent to Langfuse as langfuse.experiment.* attributes)
+_NOT_OBSERVATION_KEYS = _STRIPPED_KEYS | {TARGET_KEY, EXPERIMENT_KEY}  # one lookup per key on the hot path
 _PARAMETER_NOISE = frozenset(("_type", "tools"))
 _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 # a run whose stream its reader closed before the end (GeneratorExit): LangGraph's invoke() reads its own stream,
@@ -200,9 +200,7 @@ def _run_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> 
 def _observation_metadata(
     metadata: Mapping[str, Any] | None, tags: Sequence[str] | None, root: bool = False
 ) -> dict[str, Any] | None:
-    out = (
-        {k: v for k, v in metadata.items() if k not in _STRIPPED_KEYS and k not in _TRACE_ONLY_KEYS} if metadata else {}
-    )
+    out = {k: v for k, v in metadata.items() if k not in _NOT_OBSERVATION_KEYS} if metadata else {}
     if tags:
         out["tags"] = list(tags)
     if root:  # LangChain's own top-level run, marked as the official handler marks it

@@ -194,10 +194,8 @@ class PublicApi:
 
     def request(self, verb: str, path: str, fields: Mapping[str, Any]) -> Any:
         http = self._transport()
-        if verb == "GET":
-            answer = http.get(path, params={k: v for k, v in fields.items()})
-        else:
-            answer = http.request(verb, path, json=dict(fields))
+        sent = {"params" if verb == "GET" else "json": dict(fields)}  # GET: query parameters; else a JSON body
+        answer = http.request(verb, path, **sent)
         try:
             body = answer.json()
         except ValueError:

@@ -67,7 +67,8 @@ def _condition(item: Any, index: int) -> Condition:
             raise ValueError(f"{where}: unknown column {column!r}")
         found = row[column]
         if kind in ("stringObject", "numberObject"):
-            found = json_or_text(found).get(key) if isinstance(json_or_text(found), dict) else None
+            whole = json_or_text(found)
+            return whole.get(key) if isinstance(whole, dict) else None
         return found
 
     if kind in ("string", "stringObject") and op in _TEXT:
