@@ -604,3 +604,45 @@ def test_round_trip_through_the_store_keeps_every_field(store: TraceStore) -> No
     assert unset_fields(trace) == [] and unset_fields(trace.observations[0]) == []
     store.write_traces([trace])
     assert dataclasses.asdict(store.get_trace(trace.id)) == dataclasses.asdict(trace)
+
+
+# -- multi-row inserts -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 7, 256, 300, 1000])
+def test_insert_rows_writes_what_executemany_writes_in_a_few_statements(tmp_path: Path, count: int) -> None:
+    """Rows in order, a key repeated within one statement upserted over its earlier row as executemany does it,
+    and 1,000 rows in 7 statements (256 x 3, 128, 64, 32, 8), not 1,000."""
+    from lftrace.store import insert_rows
+
+    head = "INSERT INTO t (k, v)"
+    tail = "ON CONFLICT (k) DO UPDATE SET v = t.v || '+' || excluded.v, n = n + 1"
+    rows = [(i % max(count * 4 // 5, 1), f"v{i}") for i in range(count)]  # the last fifth repeats earlier keys
+    tables = {}
+    for way in ("executemany", "insert_rows"):
+        conn = sqlite3.connect(tmp_path / f"{way}.db")
+        conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT, n INTEGER DEFAULT 0)")
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        if way == "executemany":
+            conn.executemany(f"{head} VALUES (?, ?) {tail}", rows)
+        else:
+            insert_rows(conn, head, rows, tail)
+        conn.set_trace_callback(None)
+        conn.commit()
+        tables[way] = conn.execute("SELECT k, v, n FROM t ORDER BY k").fetchall()
+        conn.close()
+        if way == "insert_rows":
+            assert len([s for s in statements if s.startswith("INSERT")]) == count // 256 + bin(count % 256).count("1")
+    assert tables["insert_rows"] == tables["executemany"]
+    assert len(tables["executemany"]) == max(count * 4 // 5, 1)
+
+
+def test_insert_rows_keeps_under_sqlites_variable_limit(tmp_path: Path) -> None:
+    from lftrace.store import insert_rows
+
+    conn = sqlite3.connect(tmp_path / "limited.db")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # 12 columns: at most 8 rows per statement
+    conn.execute(f"CREATE TABLE wide ({', '.join(f'c{i}' for i in range(12))})")
+    insert_rows(conn, "INSERT INTO wide", [tuple(range(r, r + 12)) for r in range(50)])
+    assert conn.execute("SELECT count(*), sum(c0), max(c11) FROM wide").fetchone() == (50, sum(range(50)), 60)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
 import math
 import os
@@ -459,10 +460,8 @@ def _index_search(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> None:
     ):
         if isinstance(message, str):
             _strings(message, bodies[num], budgets[num])
-    conn.executemany("DELETE FROM trace_search WHERE rowid = ?", [(num,) for num in nums])
-    conn.executemany(
-        "INSERT INTO trace_search (rowid, body) VALUES (?, ?)", [(num, "\n".join(bodies[num])) for num in nums]
-    )
+    conn.execute(f"DELETE FROM trace_search WHERE rowid IN ({_marks(len(nums))})", nums)
+    insert_rows(conn, "INSERT INTO trace_search (rowid, body)", [(num, "\n".join(bodies[num])) for num in nums])
 
 
 def _search_parts(values: Any) -> tuple[list[str], list[int]]:
@@ -497,7 +496,7 @@ def _index_new_traces(conn: sqlite3.Connection, traces: Sequence[Trace], nums: d
                     _strings(obs.status_message, parts, budget)
         rows.append((nums[trace.id], "\n".join(parts)))
     # OR REPLACE: a document left behind by a trace removed by hand must not fail the write
-    conn.executemany("INSERT OR REPLACE INTO trace_search (rowid, body) VALUES (?, ?)", rows)
+    insert_rows(conn, "INSERT OR REPLACE INTO trace_search (rowid, body)", rows)
     for chunk in _chunks(read_back):
         _index_search(conn, chunk)
 
@@ -571,6 +570,40 @@ def _clamp_int64(value: int) -> int:
 
 def _marks(count: int) -> str:
     return ",".join("?" * count)
+
+
+ROWS_PER_INSERT = 256  # rows bound into one multi-row INSERT by insert_rows
+_INSERT_SQL: dict[tuple[str, int, int, str], str] = {}
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+    """``head VALUES (?, ...), (?, ...) tail`` for every row, in order, as executemany would write them.
+
+    The rows go in statements of 256, 128, ... 1 rows (a handful of statement texts, kept in the connection's
+    cache). SQLite runs each in one step, and the sqlite3 module gives up the GIL for every step: executemany
+    does so once per row, and on a writer thread each time the GIL must be won back from a busy user's thread,
+    which lets it go only every switch interval (5 ms). Here a batch of a thousand rows waits a few times, not a
+    thousand (bench/overhead.py, bench/long_run.py). Each row still conflicts with the rows before it in the same
+    statement as with stored ones (``INSERT OR REPLACE``, ``ON CONFLICT``).
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    most = ROWS_PER_INSERT
+    while most > 1 and most * width > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+        most //= 2
+    start = 0
+    while start < len(rows):
+        count = most
+        while count > len(rows) - start:
+            count //= 2
+        key = (head, width, count, tail)
+        sql = _INSERT_SQL.get(key)
+        if sql is None:
+            group = f"({_marks(width)})"
+            sql = _INSERT_SQL[key] = f"{head} VALUES {','.join([group] * count)} {tail}".rstrip()
+        conn.execute(sql, list(itertools.chain.from_iterable(rows[start : start + count])))
+        start += count
 
 
 def _process_start(pid: int) -> str:
@@ -966,9 +999,8 @@ class TraceStore:
 
         def save_blobs(conn: sqlite3.Connection) -> None:
             if blobs:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO blobs (hash, prev, data) VALUES (?, ?, ?)",
-                    [(h, prev, data) for h, (prev, data) in blobs.items()],
+                insert_rows(
+                    conn, "INSERT OR IGNORE INTO blobs (hash, prev, data)", [(h, *node) for h, node in blobs.items()]
                 )
 
         now = time.time_ns()
@@ -1229,7 +1261,7 @@ class TraceStore:
 
         def work(conn: sqlite3.Connection) -> None:
             _write_scores(conn, scores)
-            conn.executemany(_DELIVERY_UPSERT, outbox)
+            insert_rows(conn, _DELIVERY_INSERT, outbox, _DELIVERY_UPSERT)
 
         with self._errors():
             self._write(work)
@@ -1490,11 +1522,12 @@ class TraceStore:
                 (destination, *statuses, now, now, *dead, limit),
             ).fetchall()
             until = now + int(lease_seconds * 1e9)
-            conn.executemany(
-                "UPDATE deliveries SET claimed_by = ?, claimed_until_ns = ?, claimed_revision = revision "
-                "WHERE trace_id = ? AND destination = ?",
-                [(owner, until, tid, destination) for tid, _ in rows],
-            )
+            for chunk in _chunks([tid for tid, _ in rows]):  # one statement per chunk (see insert_rows)
+                conn.execute(
+                    "UPDATE deliveries SET claimed_by = ?, claimed_until_ns = ?, claimed_revision = revision "
+                    f"WHERE destination = ? AND trace_id IN ({_marks(len(chunk))})",
+                    (owner, until, destination, *chunk),
+                )
             return [(str(tid), int(rev)) for tid, rev in rows]
 
         with self._errors():
@@ -1541,9 +1574,14 @@ class TraceStore:
         if not ids:
             return
         now = time.time_ns()
-        rows = [(*values, now, tid, destination) for tid in ids]
+
+        def work(conn: sqlite3.Connection) -> None:
+            for chunk in _chunks(ids):  # one statement per chunk (see insert_rows)
+                where = f"WHERE destination = ? AND trace_id IN ({_marks(len(chunk))})"
+                conn.execute(f"{sql}, updated_ns = ? {where}", (*values, now, destination, *chunk))
+
         with self._errors():
-            self._write(lambda c: c.executemany(f"{sql}, updated_ns = ? WHERE trace_id = ? AND destination = ?", rows))
+            self._write(work)
 
     def mark_delivered(self, destination: str, trace_ids: Iterable[str]) -> None:
         """Delivered, unless the trace was rewritten after it was claimed: then it stays pending for the new version."""
@@ -2105,19 +2143,20 @@ def _observation_row(
     )
 
 
+_TAG_INSERT = "INSERT INTO trace_tags (trace_id, tag, position)"
 _TRACE_COLUMNS = (
     "id, name, timestamp_ns, end_ns, latency, level, status, session_id, user_id, environment, release, "
     "total_tokens, total_cost, observation_count, data, handled_errors, num"
 )
-_OBSERVATION_INSERT = (
-    f"INSERT INTO observations (trace_num, {_OBSERVATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+_OBSERVATION_INSERT = f"INSERT INTO observations (trace_num, {_OBSERVATION_COLUMNS})"  # and insert_rows
+_OBSERVATION_UPSERT = (
     # an observation id written again (a duplicate in one trace, or a merge): the incoming version wins
     "ON CONFLICT (trace_num, id) DO UPDATE SET seq = excluded.seq, parent_id = excluded.parent_id, "
     "type = excluded.type, name = excluded.name, start_ns = excluded.start_ns, end_ns = excluded.end_ns, "
     "level = excluded.level, model = excluded.model, data = excluded.data"
 )
+_DELIVERY_INSERT = "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns)"
 _DELIVERY_UPSERT = (
-    "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (trace_id, destination) DO UPDATE SET "
     "revision = revision + 1, updated_ns = excluded.updated_ns, "
     "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
@@ -2179,12 +2218,12 @@ def _insert_traces(
         conn.executemany("DELETE FROM trace_tags WHERE trace_id = ?", ids)
         conn.executemany("DELETE FROM scores WHERE trace_id = ?", ids)
     _write_scores(conn, [score for t in traces for score in t.scores])
-    conn.executemany(f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS}) VALUES ({_marks(17)})", trace_rows)
-    conn.executemany(_OBSERVATION_INSERT, obs_rows)
-    conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", tag_rows)
+    insert_rows(conn, f"INSERT OR REPLACE INTO traces ({_TRACE_COLUMNS})", trace_rows)
+    insert_rows(conn, _OBSERVATION_INSERT, obs_rows, _OBSERVATION_UPSERT)
+    insert_rows(conn, _TAG_INSERT, tag_rows)
     delivery_rows = [(t.id, dest, now, now) for dest in destinations for t in traces]
     if delivery_rows:
-        conn.executemany(_DELIVERY_UPSERT, delivery_rows)
+        insert_rows(conn, _DELIVERY_INSERT, delivery_rows, _DELIVERY_UPSERT)
 
 
 def _merge_trace(
@@ -2228,13 +2267,15 @@ def _merge_trace(
     incremental = _valid_totals(stored_sums) and not _stored_ids(conn, num, incoming_ids)
     next_seq = conn.execute("SELECT coalesce(max(seq), -1) + 1 FROM observations WHERE trace_num = ?", (num,))
     first_seq = next_seq.fetchone()[0]
-    conn.executemany(
+    insert_rows(
+        conn,
         _OBSERVATION_INSERT,
         [_observation_row(num, tid, first_seq + i, obs, pack) for i, obs in enumerate(incoming.observations)],
+        _OBSERVATION_UPSERT,
     )
     _write_scores(conn, incoming.scores)
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
-    conn.executemany("INSERT INTO trace_tags (trace_id, tag, position) VALUES (?, ?, ?)", _tag_rows(tid, merged_tags))
+    insert_rows(conn, _TAG_INSERT, _tag_rows(tid, merged_tags))
     if incremental:
         sums = _combined_totals(stored_sums, _totals_of(incoming.observations))
     else:
@@ -2277,10 +2318,7 @@ def _merge_trace(
         "WHERE trace_id = ?",
         (now, tid),
     )
-    conn.executemany(
-        "INSERT OR IGNORE INTO deliveries (trace_id, destination, enqueued_ns, updated_ns) VALUES (?, ?, ?, ?)",
-        [(tid, dest, now, now) for dest in destinations],
-    )
+    insert_rows(conn, f"INSERT OR IGNORE {_DELIVERY_INSERT[7:]}", [(tid, dest, now, now) for dest in destinations])
 
 
 def _merged_status(conn: sqlite3.Connection, trace_id: str, num: int, level: str, metadata: Any) -> tuple[str, int]:
@@ -2332,9 +2370,10 @@ def _write_scores(conn: sqlite3.Connection, scores: Sequence[Score]) -> None:
         )
         for sc in scores
     ]
-    conn.executemany(
+    insert_rows(
+        conn,
         "INSERT OR REPLACE INTO scores (id, trace_id, observation_id, session_id, dataset_run_id, name, timestamp_ns, "
-        "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "data)",
         rows,
     )
 
