@@ -100,6 +100,48 @@ def test_without_check_expected_only_the_items_own_checks_and_the_options_apply(
     assert "dataset run 'nightly' of weather-smoke" in text.stdout and "1/3 passed" in text.stdout
 
 
+REVIEW = f"{REPO / 'sample_graphs' / 'human_review.py'}:graph"
+
+
+def test_an_item_with_turns_is_a_conversation_on_one_thread_linked_to_the_item(tmp_path):
+    langfuse = Langfuse(public_key="")
+    langfuse.create_dataset(name="review-convos")
+    later = [{"resume": "make it shorter", "expect": {"interrupt": "Publish this draft"}}, {"resume": "yes"}]
+    langfuse.create_dataset_item(dataset_name="review-convos", id="i-publish", input="release notes",
+                                 metadata={"name": "publish", "turns": later, "expect": {"complete": True}})  # fmt: skip
+    langfuse.create_dataset_item(dataset_name="review-convos", id="i-redo", input="notes",
+                                 metadata={"name": "redo", "turns": [{"resume": "no, redo it", "expect": {"complete": True}}]})  # fmt: skip
+    langfuse.flush()
+    ran = lftrace("test", REVIEW, "dataset:review-convos", "--json", "--run-name", "convos")
+    assert ran.returncode == 5, ran.stderr  # "redo" pauses for another review at its second turn
+    cases = {c["name"]: c for c in json.loads(ran.stdout)["cases"]}
+    publish, redo = cases["publish"], cases["redo"]
+    assert (publish["status"], publish["turns"], len(publish["traceIds"])) == ("pass", 3, 3), publish
+    assert (redo["status"], redo["failedTurn"], len(redo["traceIds"])) == ("fail", 2, 2), redo
+    assert [f["name"] for f in redo["failures"]] == ["turn 2: complete"]
+
+    with TraceStore(Path(os.environ["LFTRACE_STORE"]), create=False) as store:
+        for case, item_id in ((publish, "i-publish"), (redo, "i-redo")):
+            traces = [store.get_trace(tid) for tid in case["traceIds"]]
+            assert len({t.session_id for t in traces}) == 1  # one thread
+            for trace in traces:  # every turn belongs to the item's run
+                linked = trace.metadata["langfuse.experiment"]
+                assert (linked["name"], linked["item.id"]) == ("convos", item_id)
+            # the verdict is the last turn's: its trace holds the score, the earlier ones none
+            assert [len(t.scores) for t in traces] == [0] * (len(traces) - 1) + [1]
+            assert traces[-1].id == case["traceId"]
+            assert traces[-1].scores[0].value == float(case["status"] == "pass")
+        first_input = store.get_trace(publish["traceIds"][0]).input
+        assert "release notes" in json.dumps(first_input)
+
+    langfuse.create_dataset(name="bad-turns")
+    bad = langfuse.create_dataset_item(dataset_name="bad-turns", input="x", metadata={"turns": [{"say": "hi"}]})
+    langfuse.flush()
+    broken = lftrace("test", REVIEW, "dataset:bad-turns")
+    assert broken.returncode == 2 and len(broken.stderr.splitlines()) == 1, broken.stderr
+    assert f"item {bad.id}: metadata: turn 1: unknown key(s) say" in broken.stderr
+
+
 def test_mistakes_are_one_line_errors(tmp_path):
     langfuse = Langfuse(public_key="")
     missing = lftrace("test", AGENT, "dataset:nope")

@@ -177,8 +177,9 @@ def load_dataset_items(
     """A dataset's active items as cases, each linked to the run ``run_name`` of the dataset.
 
     The dataset is Langfuse's with its keys, else the store's (``create_dataset``, ``lftrace serve``). An item's
-    input is the graph's input; its metadata may hold ``name`` (the case's name; else the item id) and ``expect``
-    (the checks of a JSONL case). ``check_expected``: the item's expected output is checked too (text the reply
+    input is the graph's input; its metadata may hold ``name`` (the case's name; else the item id), ``expect``
+    (the checks of a JSONL case) and ``turns`` (the turns after the input, as in a JSONL case: the item is then a
+    conversation on one thread, ``expect`` joining its last turn). ``check_expected``: the item's expected output is checked too (text the reply
     contains, or fields the output holds). Every trace carries the run's ``langfuse.experiment.*`` attributes.
     """
     from .experiments import experiment_id_for, experiment_project, experiment_url
@@ -208,7 +209,9 @@ def load_dataset_items(
             linked["item.expected_output"] = item.expected_output
         if metadata:
             linked["item.metadata"] = metadata
-        cases.append(Case(label, item.input, expect, {EXPERIMENT_KEY: linked}))
+        later = metadata.get("turns")  # a conversation: the item's input is its first turn
+        turns = () if later is None else (Turn(item.input), *_parse_turns(later, f"{where}: metadata"))
+        cases.append(Case(label, item.input, expect, {EXPERIMENT_KEY: linked}, turns=turns))
     if not cases:
         raise InputError(f"dataset {name!r} has no active items: add some (create_dataset_item) or unarchive them")
     url = experiment_url(client.settings, project, experiment)

@@ -388,7 +388,7 @@ def test_cases_command(
     pause. JUnit names the turn that failed.
 
     With dataset:NAME the cases are the dataset's active items (input; metadata "name" and "expect" as in a JSONL
-    case) and the run is recorded as a run of the dataset: in Langfuse its experiments view groups the traces, each
+    case, and "turns": the turns after the input, for a conversation) and the run is recorded as a run of the dataset: in Langfuse its experiments view groups the traces, each
     with a score lftrace-test (1 passed, 0 failed).
 
     Ctrl-C or SIGTERM (a CI timeout) stops at once: the cases run so far are reported (the running ones as errors,
