@@ -157,3 +157,50 @@ def test_a_rewritten_or_merged_trace_is_searched_as_it_is_now(tmp_path, recorded
         assert [s.id for s in store.list_traces(where=TraceFilter(search="Tokyo"))] == [paris.id]
         store.write_traces([replace(changed, output={"answer": "Lisbon"}, observations=[])], merge=True)
         assert [s.id for s in store.list_traces(where=TraceFilter(search="Lisbon"))] == [paris.id]
+
+
+VISION_GRAPH = """
+import base64, random
+from langchain_core.messages import AIMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+IMAGE = base64.b64encode(random.Random(7).randbytes(30_000)).decode()
+
+
+def draw(state: MessagesState):
+    return {"messages": [AIMessage(content=[
+        {"type": "text", "text": "Here is your lighthouse drawing."},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{IMAGE}"}},
+        {"type": "image", "source_type": "base64", "mime_type": "image/png", "data": IMAGE},
+        {"type": "text", "text": "ref QmFzZTY0IGlzIGZpbmU"},
+    ])]}
+
+
+builder = StateGraph(MessagesState)
+builder.add_node("draw", draw)
+builder.add_edge(START, "draw")
+builder.add_edge("draw", END)
+graph = builder.compile()
+"""
+
+
+def test_images_and_other_base64_payloads_are_not_indexed_the_words_around_them_are(tmp_path, monkeypatch):
+    """A vision app's image (a data URI, or bare base64) would be thousands of random words in the index."""
+    (tmp_path / "vision.py").write_text(VISION_GRAPH, encoding="utf-8")
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "traces.db"))
+    from lftrace import client as client_module
+
+    client_module.reset_clients()
+    try:
+        result = execute(f"{tmp_path / 'vision.py'}:graph", "Draw a lighthouse")
+    finally:
+        client_module.reset_clients()
+    assert result.trace is not None
+    with TraceStore(tmp_path / "traces.db", create=False) as store:
+        found = store.list_traces(where=TraceFilter(search="lighthouse drawing"))
+        assert [s.id for s in found] == [result.trace.id]
+        # a short base64-looking word is a word (an id someone may look for)
+        assert len(store.list_traces(where=TraceFilter(search="QmFzZTY0IGlzIGZpbmU"))) == 1
+        (body,) = store._read(lambda c: c.execute("SELECT body FROM trace_search").fetchone())
+    assert "Draw a lighthouse" in body and "Here is your lighthouse drawing." in body
+    assert len(body) < 500, body  # 40,000 characters of base64, twice, left out

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import sqlite3
 import threading
@@ -420,14 +421,21 @@ _NUM_OF = "(SELECT num FROM traces WHERE id = ?)"  # a trace's number, by id, in
 SEARCH_CHARS = 200_000  # per trace: enough for any conversation; a 50 MB output is not indexed whole
 
 
+# base64 payloads (an image, audio or a file sent to a model, as a data URI or bare): no one searches for them,
+# and one image would be thousands of random words in the index (and most of a vision app's store)
+_PAYLOAD = re.compile(r"(?:data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[^;,]*)*;base64,)?[A-Za-z0-9+/_-]{200,}={0,2}")
+PAYLOAD_MIN = 200  # characters: shorter strings are always indexed
+
+
 def _strings(value: Any, out: list[str], budget: list[int]) -> None:
-    """Every string leaf of a JSON value (keys left out), until the budget of characters is spent."""
+    """Every string leaf of a JSON value (keys left out, base64 payloads too), until the budget of characters is
+    spent."""
     stack = [value]
     while stack and budget[0] > 0:
         item = stack.pop()
         kind = type(item)  # the exact types first (values parsed from JSON), then their subclasses
         if kind is str or (kind is not dict and kind is not list and isinstance(item, str)):
-            if item:
+            if item and (len(item) < PAYLOAD_MIN or _PAYLOAD.fullmatch(item) is None):
                 out.append(item[: budget[0]])
                 budget[0] -= len(item)
         elif kind is dict or isinstance(item, dict):
