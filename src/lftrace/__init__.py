@@ -37,6 +37,7 @@ __all__ = [
     "LangfuseEvent",
     "LangfuseGeneration",
     "LangfuseGuardrail",
+    "LangfuseMedia",
     "LangfuseRetriever",
     "LangfuseSpan",
     "LangfuseTool",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from .batch_evaluation import BatchEvaluationResult, BatchEvaluationResumeToken, EvaluatorInputs
     from .client import Langfuse, get_client
     from .experiments import Evaluation
+    from .media import LangfuseMedia
     from .model import Observation, Trace
     from .sdk import (
         LangfuseAgent,
@@ -86,6 +88,10 @@ def __getattr__(name: str) -> Any:
         from . import batch_evaluation
 
         return getattr(batch_evaluation, name)
+    if name == "LangfuseMedia":
+        from .media import LangfuseMedia
+
+        return LangfuseMedia
     if name in ("Trace", "Observation"):
         from . import model
 

@@ -111,6 +111,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
             self._open_store,
             self._destination_names,
             mask=mask,
+            media=self.settings.media_upload_enabled,
             batch_size=self.settings.flush_at,
             on_written=self._on_written,
             helper=self._helper,
@@ -135,6 +136,25 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
 
             self._api = PublicApi(self)
         return self._api
+
+    def _media_fetcher(self, timeout: float) -> Callable[[str], tuple[bytes, str] | None]:
+        """How ``LangfuseMedia.resolve_media_references`` gets media by id: Langfuse's media API and its download
+        URL with keys (no auth sent to the URL: it is presigned), else the store through ``api``."""
+        api = self.api
+        remote = self.settings.langfuse_enabled
+
+        def fetch(media_id: str) -> tuple[bytes, str] | None:
+            record = api.media.get(media_id=media_id)
+            if remote:
+                import httpx
+
+                got = httpx.get(record.url, timeout=timeout)
+            else:
+                got = api.http().get(record.url)  # the store's own server, in this process
+            got.raise_for_status()
+            return got.content, str(record.content_type)
+
+        return fetch
 
     @property
     def async_api(self) -> AsyncPublicApi:

@@ -30,6 +30,7 @@ FLUSH_AT = "LANGFUSE_FLUSH_AT"
 FLUSH_INTERVAL = "LANGFUSE_FLUSH_INTERVAL"
 TIMEOUT = "LANGFUSE_TIMEOUT"
 DEBUG = "LANGFUSE_DEBUG"
+MEDIA_UPLOAD_ENABLED = "LANGFUSE_MEDIA_UPLOAD_ENABLED"  # false: images/files stay inline (data URIs) in the data
 # lftrace's own
 STORE = "LFTRACE_STORE"
 DOTENV = "LFTRACE_DOTENV"  # 0/false: never read .env (read from the real environment only)
@@ -57,6 +58,7 @@ ALL_ENV_VARS = (
     FLUSH_INTERVAL,
     TIMEOUT,
     DEBUG,
+    MEDIA_UPLOAD_ENABLED,
     STORE,
     DOTENV,
     ALLOW_INSECURE_HTTP,
@@ -232,6 +234,7 @@ class Settings:
     release: str | None = None
     sample_rate: float = 1.0
     tracing_enabled: bool = True
+    media_upload_enabled: bool = True  # take media out of the data (media.py): stored once, uploaded to Langfuse
     flush_at: int = 512
     flush_interval: float = 5.0
     timeout: float = 5.0
@@ -351,6 +354,7 @@ class Settings:
         for name, env_name in (
             ("tracing_enabled", TRACING_ENABLED),
             ("debug", DEBUG),
+            ("media_upload_enabled", MEDIA_UPLOAD_ENABLED),
             ("export_cost", EXPORT_COST),
             ("export_process", EXPORT_PROCESS),
         ):

@@ -228,6 +228,7 @@ class Deliverer:
         self._sent_through: dict[tuple[str, str], int] = {}
         self._running: set[str] = set()
         self.stream_running = False  # send parts of running traces as they are written (the export helper)
+        self._media_sent: set[tuple[str, str, str]] = set()  # (destination, trace id, media id) uploaded
 
     # ------------------------------------------------------------ foreground
     def deliver_now(self, include_failed: bool = False) -> DeliveryReport:
@@ -489,7 +490,10 @@ class Deliverer:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                result = dest.exporter.export(traces, timeout=max(min(self.settings.timeout, remaining), 0.05))
+                timeout = max(min(self.settings.timeout, remaining), 0.05)
+                result = self._send_media(dest, ids, timeout)  # first: the spans name the media
+                if result.ok:
+                    result = dest.exporter.export(traces, timeout=max(min(timeout, deadline - time.monotonic()), 0.05))
             except Exception as exc:  # an exporter bug must not leave the batch claimed
                 from .exporters.otlp import ExportResult
 
@@ -524,6 +528,29 @@ class Deliverer:
             self.store.mark_retry(dest.name, ids, result.message, next_ns)
             log.info("lftrace: %s unavailable (%s); %d traces stay queued", dest.name, result.message, len(ids))
             return False
+
+    def _send_media(self, dest: Destination, ids: Sequence[str], timeout: float) -> Any:
+        """The media of these traces (images, files the writer took out of their data) to a destination that takes
+        media (Langfuse's media API); each once per process. Ok when there is nothing to send."""
+        from .exporters.otlp import ExportResult
+
+        upload = getattr(dest.exporter, "upload_media", None)
+        if upload is None:
+            return ExportResult(ok=True)
+        found = self.store.trace_media([i for i in ids if scored(i) is None])
+        links = [
+            (tid, link)
+            for tid, media in found.items()
+            for link in media
+            if (dest.name, tid, link.media_id) not in self._media_sent
+        ]
+        if not links:
+            return ExportResult(ok=True)
+        where = [({"traceId": tid, "observationId": link.observation_id}, link) for tid, link in links]
+        result = upload(where, timeout=timeout)
+        if result.ok:
+            self._media_sent.update((dest.name, tid, link.media_id) for tid, link in links)
+        return result
 
     # ------------------------------------------------------------ background
     def start_background(self, interval: float) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import statistics
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -259,7 +260,12 @@ class ExperimentApi:
         status: str | None = None,
         id: str | None = None,
     ) -> DatasetItem:
-        """An item of the dataset, made (or updated, on its ``id``)."""
+        """An item of the dataset, made (or updated, on its ``id``). ``LangfuseMedia`` (and data URIs) in its
+        values become reference strings, their bytes stored or uploaded first, as the SDK does."""
+        input, expected_output, metadata, media = self._item_media(input, expected_output, metadata)
+        if media:
+            id = id or str(uuid.uuid4())  # the media name the item before it exists
+            self._keep_dataset_media(dataset_name, id, media)
         fields = {
             "input": input,
             "expected_output": expected_output,
@@ -280,6 +286,49 @@ class ExperimentApi:
         if data is None:
             raise DatasetNotFound(f"no dataset {dataset_name!r}: create it first (create_dataset(name=...))")
         return DatasetItem(data)
+
+    def _item_media(self, *values: Any) -> tuple[Any, ...]:
+        """The item's input, expected output and metadata with their media taken out, and the media (each
+        ``MediaLink.field`` the API's name of the value it was in)."""
+        from .media import Extractor
+        from .serialize import MEDIA_SINK, to_jsonable
+
+        extractor = Extractor(enabled=self.settings.media_upload_enabled)
+        MEDIA_SINK.extractor = extractor
+        try:
+            out = []
+            for field_name, value in zip(("input", "expectedOutput", "metadata"), values, strict=True):
+                extractor.begin(field_name, None)
+                out.append(value if value is None else extractor.extract(to_jsonable(value)))
+        finally:
+            MEDIA_SINK.extractor = None
+        return (*out, extractor.end_trace())
+
+    def _keep_dataset_media(self, dataset_name: str, item_id: str, media: list[Any]) -> None:
+        """A dataset item's media: uploaded to Langfuse with keys (before the item), else kept in the store."""
+        if not self.settings.langfuse_enabled:
+            for link in media:
+                self.store.announce_media(
+                    link.media_id, link.content_type, len(link.content), link.sha256,
+                    field=link.field, dataset_item_id=item_id,
+                )  # fmt: skip
+                self.store.store_media_content(link.media_id, link.content)
+            return
+        from .exporters import langfuse_api
+        from .exporters.otlp import LangfuseExporter
+
+        dataset = langfuse_api.get_dataset(self.settings, dataset_name)
+        if dataset is None:
+            raise DatasetNotFound(f"no dataset {dataset_name!r}: create it first (create_dataset(name=...))")
+        s = self.settings
+        exporter = LangfuseExporter(s.base_url, s.public_key or "", s.secret_key or "", s.timeout)
+        where = {"datasetId": dataset["id"], "datasetItemId": item_id}
+        try:
+            result = exporter.upload_media([(where, link) for link in media])
+        finally:
+            exporter.close()
+        if not result.ok:
+            raise LftraceError(f"the dataset item's media could not be uploaded to Langfuse: {result.message}")
 
     def get_dataset(self, name: str, *, fetch_items_page_size: int | None = 50, **ignored: Any) -> DatasetClient:
         """The dataset and all its items (page by page from Langfuse)."""

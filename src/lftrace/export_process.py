@@ -405,7 +405,7 @@ def _serve(
 
 
 # -- traces over the pipe ------------------------------------------------------------------------
-_TRACE_FIELDS = tuple(f.name for f in fields(Trace) if f.name not in ("observations", "scores"))
+_TRACE_FIELDS = tuple(f.name for f in fields(Trace) if f.name not in ("observations", "scores", "media"))
 _OBSERVATION_FIELDS = tuple(f.name for f in fields(Observation))
 _DATA_FIELDS = frozenset(("input", "output"))
 MAX_SHIPPED_ITEMS = 2_000  # list items in a trace's non-text inputs and outputs beyond which it is written here
@@ -419,9 +419,9 @@ def shipped(trace: Trace) -> orjson.Fragment | None:
     bit in the row's last item saying so, and the helper stores and sends that very text. None (the program
     writes the trace itself) for a trace with scores, with inputs and outputs holding long lists (a long run's
     growing conversation: each observation's whole list would be written out here), over ``MAX_SHIPPED_BYTES``,
-    or with a value orjson refuses (an int beyond 64 bits, a lone surrogate).
+    or with a value orjson refuses (an int beyond 64 bits, a lone surrogate), or with media (images, files: bytes).
     """
-    if trace.scores:
+    if trace.scores or trace.media:
         return None
     budget = [MAX_SHIPPED_ITEMS]
     head = _row(trace, _TRACE_FIELDS, budget)

@@ -253,6 +253,9 @@ class Trace:
     observations: list[Observation] = field(default_factory=list)
     end_time: int | None = None  # ns: end of the last observation
     scores: list[Score] = field(default_factory=list)
+    # media.MediaLink: the media the writer took out of this trace's data, on its way to the store (which keeps
+    # it in its media table, not in the trace's JSON: "transient")
+    media: list[Any] = field(default_factory=list, compare=False, repr=False, metadata={"transient": True})
 
     @property
     def latency(self) -> float | None:

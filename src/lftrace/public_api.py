@@ -56,6 +56,10 @@ _ROUTES: dict[str, dict[str, tuple[str, str]]] = {
         "get": ("GET", "/api/public/v2/prompts/{prompt_name}"),
         "create": ("POST", "/api/public/v2/prompts"),
     },
+    "media": {
+        "get": ("GET", "/api/public/media/{media_id}"),
+        "patch": ("PATCH", "/api/public/media/{media_id}"),
+    },
     "projects": {"get": ("GET", "/api/public/projects")},
     "health": {"health": ("GET", "/api/public/health")},
 }
@@ -203,6 +207,10 @@ class PublicApi:
         if answer.status_code >= 400:
             raise ApiError(status_code=answer.status_code, body=body, headers=dict(answer.headers))
         return ApiObject(body) if isinstance(body, dict) else body
+
+    def http(self) -> Any:
+        """The HTTP client the requests go through (httpx to Langfuse, or the in-process server)."""
+        return self._transport()
 
     def _transport(self) -> Any:
         with self._lock:

@@ -18,6 +18,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import operator
+import threading
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -25,6 +26,8 @@ from pathlib import PurePath
 from typing import Any
 
 import orjson
+
+from .media import Extractor, LangfuseMedia
 
 MAX_DEPTH = 40
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
@@ -71,6 +74,8 @@ def _classify(obj: Any) -> str:
         return "str"
     if isinstance(obj, BaseException):
         return "exception"
+    if isinstance(obj, LangfuseMedia):
+        return "media"
     if isinstance(getattr(type(obj), "model_fields", None), Mapping) and hasattr(obj, "model_dump"):
         return "pydantic"
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -82,6 +87,14 @@ def _classify(obj: Any) -> str:
     return "other"
 
 
+class _MediaSink(threading.local):
+    """Where a ``LangfuseMedia`` converted on this thread leaves its bytes: the writer's extractor while it
+    prepares a trace; elsewhere (rendering, export) nowhere, the object only becomes its reference string."""
+
+    extractor: Extractor | None = None
+
+
+MEDIA_SINK = _MediaSink()
 _KINDS: dict[type, str] = {}
 _MEMO_LIMIT = 4096
 # id(message) -> (the message, its stamp, what it became). Kept for one trace (the writer calls ``forget``): the
@@ -215,6 +228,12 @@ class _Converter:
 
     def _str(self, obj: Any, depth: int) -> str:
         return str(obj)
+
+    def _media(self, obj: LangfuseMedia, depth: int) -> str:
+        extractor = MEDIA_SINK.extractor
+        if extractor is not None:
+            return extractor.media(obj)
+        return obj._reference_string or f"<LangfuseMedia without content: {obj._content_type}>"
 
     def _exception(self, obj: Any, depth: int) -> str:
         return f"{type(obj).__name__}: {_safe_str(obj)}"

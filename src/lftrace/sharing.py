@@ -108,14 +108,16 @@ def as_json(value: Any) -> Any:
         return value
 
 
-def inline_json(value: Any, json_bytes: Callable[[Any], bytes | None]) -> Any:
+def inline_json(
+    value: Any, json_bytes: Callable[[Any], bytes | None], refuse: Callable[[bytes], Any] | None = None
+) -> Any:
     """What ``as_json`` makes of a captured value, straight from the captured objects in one orjson pass
     (``json_bytes``: ``serialize.json_bytes``). None when the value needs the converter first (a list to share,
-    an object, a dict holding the reference key)."""
+    an object, a dict holding the reference key, or JSON text that ``refuse`` finds something in)."""
     if not _kept_whole(value):
         return None
     data = json_bytes(thaw(value))
-    return None if data is None else orjson.Fragment(data)
+    return None if data is None or (refuse is not None and refuse(data)) else orjson.Fragment(data)
 
 
 def json_text(value: Any) -> Any:

@@ -407,6 +407,33 @@ def m012_datasets(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS dataset_items_dataset ON dataset_items (dataset_id, created_ns)")
 
 
+@migration(13)
+def m013_media(conn: sqlite3.Connection) -> None:
+    """Media taken out of traces' data (media.py): the bytes once per content (Langfuse's id: a hash of them),
+    and where each appears (a trace's observation and field, or a dataset item's field)."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS media (
+            id TEXT PRIMARY KEY,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            content BLOB,
+            created_ns INTEGER NOT NULL,
+            uploaded_ns INTEGER
+        ) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS media_links (
+            trace_id TEXT NOT NULL DEFAULT '',
+            observation_id TEXT NOT NULL DEFAULT '',
+            dataset_item_id TEXT NOT NULL DEFAULT '',
+            field TEXT NOT NULL,
+            media_id TEXT NOT NULL,
+            PRIMARY KEY (trace_id, dataset_item_id, observation_id, field, media_id)
+        ) WITHOUT ROWID"""
+    )
+
+
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
     """The index ``name`` exactly as ``sql`` makes it: made when missing, made again when it differs."""
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
@@ -1020,6 +1047,7 @@ class TraceStore:
                 existing = _existing_nums(conn, list(latest))
                 nums = {**_new_nums(conn, [tid for tid in latest if tid not in existing]), **existing}
                 _insert_traces(conn, list(latest.values()), nums, destinations, now, replace=True, pack=pack)
+                _write_media(conn, traces, now)
                 save_blobs(conn)  # before indexing: the index reads the lists back
                 _index_new_traces(conn, [t for t in latest.values() if t.id not in existing], nums)
                 for chunk in _chunks(list(existing)):
@@ -1044,6 +1072,7 @@ class TraceStore:
                 elif counts[trace.id] > 1:  # the first of several fragments in this batch creates the trace
                     _insert_traces(conn, [trace], nums, destinations, now, pack=pack)
                     existing[trace.id] = nums[trace.id]
+            _write_media(conn, traces, now)
             save_blobs(conn)  # before indexing: the index reads the lists back
             _index_new_traces(conn, fresh, nums)  # from memory
             for chunk in _chunks([tid for tid in counts if tid in existing]):  # merged: as they are stored now
@@ -1886,6 +1915,98 @@ class TraceStore:
         with self._errors():
             return self._write(work)
 
+    # -- media (media.py) ---------------------------------------------------------------------------------------
+
+    def media(self, media_id: str) -> tuple[bytes, str] | None:
+        """(content, content type) of stored media; None when unknown or its bytes never arrived."""
+
+        def work(conn: sqlite3.Connection) -> tuple[bytes, str] | None:
+            row = conn.execute("SELECT content, content_type FROM media WHERE id = ?", (media_id,)).fetchone()
+            return None if row is None or row[0] is None else (bytes(row[0]), str(row[1]))
+
+        with self._errors():
+            return self._read(work)
+
+    def media_record(self, media_id: str) -> dict[str, Any] | None:
+        """A media record's fields (``content``: whether its bytes are stored), None when unknown."""
+
+        def work(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute(
+                "SELECT id, content_type, size, sha256, content IS NOT NULL, created_ns, uploaded_ns FROM media "
+                "WHERE id = ?",
+                (media_id,),
+            ).fetchone()
+            keys = ("id", "content_type", "size", "sha256", "content", "created_ns", "uploaded_ns")
+            return None if row is None else dict(zip(keys, row, strict=True))
+
+        with self._errors():
+            return self._read(work)
+
+    def trace_media(self, trace_ids: Sequence[str]) -> dict[str, list[Any]]:
+        """{trace id: its media (``media.MediaLink``, with the bytes)} for the traces among ``trace_ids`` that
+        have any (what the export uploads before their spans)."""
+        from .media import MediaLink
+
+        ids = list(dict.fromkeys(trace_ids))
+
+        def work(conn: sqlite3.Connection) -> dict[str, list[Any]]:
+            out: dict[str, list[Any]] = {}
+            for chunk in _chunks(ids):
+                for tid, obs, field, mid, kind, content in conn.execute(
+                    "SELECT l.trace_id, l.observation_id, l.field, l.media_id, m.content_type, m.content "
+                    "FROM media_links l JOIN media m ON m.id = l.media_id "
+                    f"WHERE l.trace_id IN ({_marks(len(chunk))}) AND m.content IS NOT NULL "
+                    "ORDER BY l.trace_id",
+                    list(chunk),
+                ):
+                    out.setdefault(tid, []).append(MediaLink(mid, kind, bytes(content), field, obs or None))
+            return out
+
+        with self._errors():
+            return self._read(work)
+
+    def announce_media(
+        self,
+        media_id: str,
+        content_type: str,
+        size: int,
+        sha256: str,
+        *,
+        field: str,
+        trace_id: str | None = None,
+        observation_id: str | None = None,
+        dataset_item_id: str | None = None,
+    ) -> bool:
+        """Record media a client is about to upload (Langfuse's ``POST /api/public/media``) and where it appears;
+        True when its bytes are already stored (nothing to upload)."""
+        now = time.time_ns()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT OR IGNORE INTO media (id, content_type, size, sha256, created_ns) VALUES (?, ?, ?, ?, ?)",
+                (media_id, content_type, size, sha256, now),
+            )
+            conn.execute(
+                f"{_MEDIA_LINK_INSERT} VALUES (?, ?, ?, ?, ?)",
+                (trace_id or "", observation_id or "", dataset_item_id or "", field, media_id),
+            )
+            row = conn.execute("SELECT content IS NOT NULL FROM media WHERE id = ?", (media_id,)).fetchone()
+            return bool(row[0])
+
+        with self._errors():
+            return self._write(work)
+
+    def store_media_content(self, media_id: str, content: bytes) -> None:
+        """The bytes of announced media, uploaded (``lftrace serve``'s upload URL)."""
+        now = time.time_ns()
+        with self._errors():
+            self._write(
+                lambda c: c.execute(
+                    "UPDATE media SET content = ?, size = ?, uploaded_ns = ? WHERE id = ?",
+                    (content, len(content), now, media_id),
+                )
+            )
+
     def get_dataset(self, name: str) -> dict[str, Any] | None:
         with self._errors():
             return self._read(lambda conn: self._dataset_row(conn, name))
@@ -2197,6 +2318,31 @@ def _tag_rows(trace_id: str, tags: Iterable[Any]) -> list[tuple[str, str, int]]:
             seen.add(tag)
             rows.append((trace_id, tag, len(seen)))
     return rows
+
+
+_MEDIA_INSERT = "INSERT OR IGNORE INTO media (id, content_type, size, sha256, content, created_ns)"
+_MEDIA_LINK_INSERT = "INSERT OR IGNORE INTO media_links (trace_id, observation_id, dataset_item_id, field, media_id)"
+
+
+def _write_media(conn: sqlite3.Connection, traces: Sequence[Trace], now: int) -> None:
+    """The media the writer took out of these traces, each content once, and where it appeared."""
+    links = [(t.id, link) for t in traces for link in t.media]
+    if not links:
+        return
+    contents = {link.media_id: link for _, link in links}
+    insert_rows(
+        conn,
+        _MEDIA_INSERT,
+        [(m.media_id, m.content_type, len(m.content), m.sha256, m.content, now) for m in contents.values()],
+    )
+    # a row stored without its bytes (announced through serve's media API, never uploaded) gets them now
+    for m in contents.values():
+        conn.execute("UPDATE media SET content = ? WHERE id = ? AND content IS NULL", (m.content, m.media_id))
+    insert_rows(
+        conn,
+        _MEDIA_LINK_INSERT,
+        [(tid, link.observation_id or "", "", link.field, link.media_id) for tid, link in links],
+    )
 
 
 def _insert_traces(

@@ -24,7 +24,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import orjson
+
 from .errors import StoreError
+from .media import Extractor, media_hint
 from .model import Observation, Score, Trace
 from .sanitize import encodable
 from .sharing import INT64, Converter, as_json, inline_json, is_json_text
@@ -35,6 +38,7 @@ class _Serialisers(NamedTuple):
 
     to_jsonable: Callable[[Any], Any]  # a JSON-able copy
     json_bytes: Callable[[Any], bytes | None]  # the same value's JSON text in one pass (None: orjson refused it)
+    with_media: Callable[[Any], Any]  # to_jsonable, then media (images, files) taken out (media.Extractor)
 
 
 log = logging.getLogger("lftrace")
@@ -115,6 +119,7 @@ class TraceWriter:
         destinations: Callable[[], Sequence[str]],
         *,
         mask: Callable[..., Any] | None = None,
+        media: bool = True,
         batch_size: int = 512,
         linger: float = LINGER_S,
         on_written: Callable[[list[Trace], list[str], list[str]], None] | None = None,
@@ -135,6 +140,7 @@ class TraceWriter:
         self.helper_error: str | None = None  # why the helper did not write all it was handed at the last flush
         self._queue: queue.SimpleQueue[Trace | _Fragment | _Scores | _FlushMarker | None] = queue.SimpleQueue()
         self._converter = Converter(share_within_trace=mask is None)  # only used on the writer thread
+        self._media = Extractor(enabled=media)  # likewise
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
         self._parts: set[int] = set()
@@ -208,6 +214,7 @@ class TraceWriter:
         self._shipped_ids = set()
         self._shipped_to = None
         self._converter = Converter(share_within_trace=self._mask is None)
+        self._media = Extractor(enabled=self._media.enabled)
 
     @property
     def unwritten(self) -> int:
@@ -554,22 +561,30 @@ class TraceWriter:
         ``complete=False``: a part of a running trace, whose end is not known yet.
         """
         from .pricing import cost_for
+        from .serialize import MEDIA_SINK, json_bytes, to_jsonable
         from .serialize import forget as forget_messages
-        from .serialize import json_bytes, to_jsonable
 
+        media = self._media
+        MEDIA_SINK.extractor = media  # LangfuseMedia objects leave their bytes here as they are converted
         try:
-            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes), cost_for)
+            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes, self._with_media), cost_for)
         finally:  # let go of the captured lists and messages
             self._converter.end_trace()
             forget_messages()
+            MEDIA_SINK.extractor = None
+            trace.media = [*trace.media, *media.end_trace()]
         ends = [o.end_time for o in trace.observations if o.end_time is not None]
         if complete and ends and (trace.end_time is None or max(ends) > trace.end_time):
             trace.end_time = max(ends)
         return trace
 
     def _convert_trace(self, trace: Trace, ser: _Serialisers, cost_for: Callable[..., Any]) -> None:
+        media = self._media
+        media.begin("input", None)
         trace.input = self._prepared(trace.input, ser)
+        media.begin("output", None)
         trace.output = self._prepared(trace.output, ser)
+        media.begin("metadata", None)
         trace.metadata = self._masked(ser.to_jsonable(trace.metadata)) if trace.metadata else trace.metadata
         if self._mask is not None:  # everything else that can hold user data
             trace.name = self._masked_text(trace.name)
@@ -585,19 +600,37 @@ class TraceWriter:
         """A captured input/output as stored and exported: as JSON text from here on where the store keeps it
         whole (sharing.as_json: serialised once, for the store and the export), else JSON-able."""
         if self._mask is None:  # a mask needs the JSON-able value to work on
-            direct = inline_json(value, ser.json_bytes)
+            refuse = media_hint if self._media.enabled else None  # media: the converter takes it out
+            direct = inline_json(value, ser.json_bytes, refuse=refuse)
             if direct is not None:
                 return direct
-        return as_json(self._masked(self._convert(value, ser.to_jsonable)))
+        return as_json(self._masked(self._convert(value, ser.with_media)))
+
+    def _with_media(self, value: Any) -> Any:
+        """``to_jsonable(value)`` with its media taken out; walked only when its JSON text hints at media."""
+        from .serialize import json_bytes, to_jsonable
+
+        media = self._media
+        if not media.enabled or type(value) is str:  # nothing to take out / one startswith
+            return media.extract(to_jsonable(value))
+        data = json_bytes(value)
+        if data is None:  # orjson refused it: the Python walk
+            return media.extract(to_jsonable(value))
+        converted = orjson.loads(data)
+        return media.extract(converted) if media_hint(data) else converted
 
     def _convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
         # Lists that extend a list converted just before (a growing conversation) only convert their new items.
         return self._converter.convert(value, to_jsonable)
 
     def _prepare_observation(self, obs: Observation, ser: _Serialisers, cost_for: Callable[..., Any]) -> None:
+        media = self._media
+        media.begin("input", obs.id)
         obs.input = self._prepared(obs.input, ser)
+        media.begin("output", obs.id)
         obs.output = self._prepared(obs.output, ser)
         if obs.metadata:
+            media.begin("metadata", obs.id)
             obs.metadata = self._masked(ser.to_jsonable(obs.metadata))
         if obs.model_parameters:
             obs.model_parameters = self._masked(ser.to_jsonable(obs.model_parameters))
@@ -645,7 +678,7 @@ def _repaired_value(value: Any) -> Any:
 def _repair_fields(obj: Any) -> None:
     for f in dataclasses.fields(obj):
         name, value = f.name, getattr(obj, f.name)
-        if name == "observations":
+        if name in ("observations", "media"):
             continue
         if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
             setattr(obj, name, max(INT64[0], min(value, INT64[1])))  # a column: clamp, keep the type

@@ -225,7 +225,7 @@ def every_field_trace(trace_id: str = "ab" * 16) -> Trace:
     values = {
         f.name: _value_for(Trace, f, i)
         for i, f in enumerate(dataclasses.fields(Trace))
-        if f.name not in ("observations", "scores")
+        if f.name not in ("observations", "scores") and not f.metadata.get("transient")
     }
     score_values = {f.name: _value_for(Score, f, i) for i, f in enumerate(dataclasses.fields(Score))}
     # a trace's score (Langfuse's ScoreV1 in TraceWithFullDetails) has no session or dataset run of its own
@@ -241,6 +241,8 @@ def unset_fields(instance: Any) -> list[str]:
     """Fields still at their default: a builder that missed a field would make a round trip prove nothing."""
     missing = []
     for f in dataclasses.fields(instance):
+        if f.metadata.get("transient"):  # on its way to the store, not part of the trace (Trace.media)
+            continue
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         elif f.default is not dataclasses.MISSING:

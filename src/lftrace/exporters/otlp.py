@@ -9,18 +9,22 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import math
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .._version import __version__
 from ..config import mask_secret
 from ..model import Trace
 from .encode import MAX_PLAIN_REQUEST_BYTES, MAX_REQUEST_BYTES, EncodedTrace, Exportable, iter_batches
+
+log = logging.getLogger("lftrace")
 
 
 @dataclass(frozen=True)
@@ -222,20 +226,34 @@ class OtlpExporter:
         timeout: float | None = None,
         url: str | None = None,
         content_type: str = "application/x-protobuf",
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
     ) -> ExportResult:
         """POST one request and wait at most ``timeout`` seconds in all, whatever the server does.
 
         httpx's timeouts bound each network operation: a server that trickles its answer a byte at a time
         never trips them. So the request runs on a worker thread; at the deadline the connection is shut
         down (which ends the worker's read at once) and the result is a retryable timeout.
-        """
-        return self._wait(self._begin(body, timeout if timeout is not None else self.timeout, url, content_type))
 
-    def _begin(self, body: bytes, limit: float, url: str | None, content_type: str) -> _Flight:
+        ``headers``: the request's headers instead of this exporter's (auth) ones, and the body as it is (no
+        gzip): a request to another host, such as a presigned upload URL.
+        """
+        limit = timeout if timeout is not None else self.timeout
+        return self._wait(self._begin(body, limit, url, content_type, method, headers))
+
+    def _begin(
+        self,
+        body: bytes,
+        limit: float,
+        url: str | None,
+        content_type: str,
+        method: str = "POST",
+        headers: Mapping[str, str] | None = None,
+    ) -> _Flight:
         """Start POSTing ``body`` on a worker thread; ``_wait`` gives its result within ``limit`` seconds."""
         flight = _Flight(time.monotonic() + limit, limit)
         flight.worker = threading.Thread(
-            target=lambda: flight.box.append(self._post(body, limit, url, content_type)),
+            target=lambda: flight.box.append(self._post(body, limit, url, content_type, method, headers)),
             name="lftrace-export",
             daemon=True,
         )
@@ -260,16 +278,25 @@ class OtlpExporter:
         client, self._client = self._client, None
         shutdown_connections(client)
 
-    def _post(self, body: bytes, timeout: float, url: str | None, content_type: str) -> ExportResult:
-        headers = {**self.headers, "Content-Type": content_type, "User-Agent": f"lftrace/{__version__}"}
-        if self.gzip:
+    def _post(
+        self,
+        body: bytes,
+        timeout: float,
+        url: str | None,
+        content_type: str,
+        method: str = "POST",
+        own_headers: Mapping[str, str] | None = None,
+    ) -> ExportResult:
+        headers = {**(self.headers if own_headers is None else own_headers), "Content-Type": content_type}
+        headers["User-Agent"] = f"lftrace/{__version__}"
+        if self.gzip and own_headers is None:
             headers["Content-Encoding"] = "gzip"
             body = gzip.compress(body, compresslevel=3)  # 1-3: half the CPU of 5, ~1.4x the bytes
         target = url or self.endpoint  # what the messages name: the scores API's URL is not the spans'
         try:
             import httpx
 
-            response = self._http().post(target, content=body, headers=headers, timeout=timeout)
+            response = self._http().request(method, target, content=body, headers=headers, timeout=timeout)
         except Exception as exc:
             reason = type(exc).__name__
             if "httpx" in locals() and isinstance(exc, httpx.TimeoutException):
@@ -283,7 +310,8 @@ class OtlpExporter:
             return ExportResult(ok=False, retryable=True, message=self._scrub(message))
         status = response.status_code
         if 200 <= status < 300:
-            return ExportResult(ok=True, status=status, answer=response.text[:65536] if status == 207 else "")
+            answer = response.text[:65536] if status == 207 or content_type == "application/json" else ""
+            return ExportResult(ok=True, status=status, answer=answer)
         summary = self._scrub(_body_summary(response.text))
         message = f"HTTP {status} from {target}" + (f": {summary}" if summary else "")
         retryable = status in (408, 429) or status >= 500
@@ -390,6 +418,87 @@ class LangfuseExporter(OtlpExporter):
             url=f"{self.base_url}/api/public/ingestion",
             content_type="application/json",
         )
+
+    def upload_media(
+        self, links: Sequence[tuple[dict[str, Any], Any]], *, timeout: float | None = None
+    ) -> ExportResult:
+        """Media (``(where, media.MediaLink)``; where: ``{"traceId", "observationId"}`` or ``{"datasetId",
+        "datasetItemId"}``) to Langfuse's media API, as the SDK uploads it:
+        announce it where it appears (``POST /api/public/media``), PUT its bytes to the upload URL Langfuse
+        answers with (none: Langfuse has them already), then report the upload (``PATCH``).
+
+        A failure worth retrying (no answer, 5xx, 429) stops here: the traces wait and their spans are not sent
+        yet. Langfuse refusing one media (another 4xx) is logged and the rest go on: its reference stays in the
+        spans. Everything within one ``timeout``.
+        """
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        for where, link in links:
+            announce = {
+                **where,
+                "contentType": link.content_type,
+                "contentLength": len(link.content),
+                "sha256Hash": link.sha256,
+                "field": link.field,
+            }
+            result = self.send(
+                json.dumps(announce).encode(),
+                timeout=max(deadline - time.monotonic(), 0.05),
+                url=f"{self.base_url}/api/public/media",
+                content_type="application/json",
+            )
+            if not result.ok:
+                if result.retryable:
+                    return result
+                log.warning("lftrace: Langfuse refused media %s (%s): %s", link.media_id, where, result.message)
+                continue
+            try:
+                answer = json.loads(result.answer or "{}")
+            except ValueError:
+                answer = {}
+            upload_url = answer.get("uploadUrl") if isinstance(answer, dict) else None
+            if isinstance(answer, dict) and answer.get("mediaId") not in (None, link.media_id):
+                log.warning(
+                    "lftrace: Langfuse gave media %s the id %s; not uploaded", link.media_id, answer.get("mediaId")
+                )
+                continue
+            if not isinstance(upload_url, str) or not upload_url:
+                continue  # Langfuse has these bytes already
+            result = self._put_media(link, upload_url, deadline)
+            if not result.ok and result.retryable:
+                return result
+        return ExportResult(ok=True)
+
+    def _put_media(self, link: Any, upload_url: str, deadline: float) -> ExportResult:
+        headers = {"x-amz-checksum-sha256": link.sha256}  # presigned for it (S3); Azure wants a block blob
+        if "storage.googleapis.com" not in upload_url:  # GCS refuses headers it does not know
+            headers["x-ms-blob-type"] = "BlockBlob"
+        started = time.monotonic()
+        put = self.send(
+            link.content,
+            timeout=max(deadline - started, 0.05),
+            url=upload_url,
+            content_type=link.content_type,
+            method="PUT",
+            headers=headers,
+        )
+        if put.status is None:  # no answer: nothing to report, try again later
+            return put
+        report = {
+            "uploadedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "uploadHttpStatus": put.status,
+            "uploadHttpError": None if put.ok else put.message,
+            "uploadTimeMs": int((time.monotonic() - started) * 1000),
+        }
+        patched = self.send(
+            json.dumps(report).encode(),
+            timeout=max(deadline - time.monotonic(), 0.05),
+            url=f"{self.base_url}/api/public/media/{link.media_id}",
+            content_type="application/json",
+            method="PATCH",
+        )
+        if not put.ok:
+            return put
+        return patched if not patched.ok and patched.retryable else ExportResult(ok=True)
 
     def _auth_hint(self) -> str:
         return (

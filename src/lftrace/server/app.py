@@ -30,7 +30,7 @@ from ..errors import InputError, LftraceError
 from ..model import Trace
 from ..prompts import check_new_prompt
 from ..store import TraceStore
-from . import api, ingest_legacy, ingest_otlp, web
+from . import api, ingest_legacy, ingest_otlp, media, web
 from .ingest_otlp import BadRequest
 
 T = TypeVar("T")
@@ -114,7 +114,9 @@ class AuthMiddleware:
             return
         settings = self.settings
         problem: str | None = None
-        if settings.keys_configured:
+        if settings.keys_configured and scope["path"].startswith(media.SIGNED_PATHS):
+            pass  # a presigned upload or download URL (no Basic auth, as a storage bucket's): its signature is checked
+        elif settings.keys_configured:
             headers = dict(scope.get("headers") or [])
             credentials = _basic_credentials((headers.get(b"authorization") or b"").decode("latin-1"))
             if credentials is None:
@@ -391,6 +393,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         Route("/v1/traces", otlp_traces, methods=["POST"]),
         Route("/api/public/ingestion", ingestion, methods=["POST"]),
         Route("/api/public/scores", create_scores, methods=["POST"]),
+        *media.routes(store, settings.max_body_bytes, read_body),
         *api.routes(store),
         *web.routes(store),
     ]

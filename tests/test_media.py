@@ -1,0 +1,218 @@
+"""Media (images, files) in traces, as Langfuse keeps it: taken out of the data, stored once, uploaded to Langfuse.
+
+A real LangGraph vision app (tests/graphs/vision.py: a chat model asked about images sent inline, in three of
+the block shapes LangChain apps use), lftrace's @observe with ``LangfuseMedia``, a real ``lftrace serve`` playing
+Langfuse (its media API), and the official Langfuse SDK as the reference (its ids and reference strings, its
+uploads to ``serve``, its ``resolve_media_references``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+
+from tests.graphs.vision import JPEG, PNG, PNG_B64, graph, question
+
+from lftrace import Langfuse
+from lftrace.langchain import CallbackHandler
+from lftrace.media import LangfuseMedia
+from lftrace.store import TraceStore
+from serve_process import ServeProcess
+
+PNG_URI = f"data:image/png;base64,{PNG_B64}"
+
+
+def vision_run(langfuse: Langfuse) -> str:
+    handler = CallbackHandler(public_key=langfuse.settings.public_key or "")
+    graph.invoke(question(), config={"callbacks": [handler]})
+    assert langfuse.flush()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def blocks(value: dict) -> list:
+    """The content blocks of the question in a stored input ({"messages": [...]}, or a chat model's messages)."""
+    messages = value["messages"] if isinstance(value, dict) else value
+    return messages[0]["content"]
+
+
+def official_reference(content: bytes, content_type: str, source: str) -> str:
+    from langfuse.media import LangfuseMedia as OfficialMedia
+
+    if source == "bytes":
+        media = OfficialMedia(content_bytes=content, content_type=content_type)
+    else:
+        media = OfficialMedia(base64_data_uri=f"data:{content_type};base64,{base64.b64encode(content).decode()}")
+    return str(media._reference_string)
+
+
+def test_images_leave_the_trace_s_data_for_references_and_come_back_whole(isolated_env):
+    langfuse = Langfuse(public_key="")
+    trace = langfuse.get_trace(vision_run(langfuse))
+    png_ref = official_reference(PNG, "image/png", "base64_data_uri")
+    jpeg_ref = official_reference(JPEG, "image/jpeg", "base64_data_uri")
+
+    # the question holds the references the official SDK makes, in each of the three shapes
+    image_url, standard, anthropic = blocks(trace.input)[1:]
+    assert image_url["image_url"]["url"] == png_ref
+    assert standard["data"] == jpeg_ref and standard["mime_type"] == "image/jpeg"
+    assert anthropic["source"]["data"] == png_ref
+    # so does the model's input (LangChain hands it the JPEG as an image_url), and no observation holds base64
+    generation = next(o for o in trace.observations if o.type == "GENERATION")
+    assert [b.get("image_url", {}).get("url") for b in blocks(generation.input)[1:3]] == [png_ref, jpeg_ref]
+    stored = json.dumps(trace.to_dict())
+    assert PNG_B64[:200] not in stored and base64.b64encode(JPEG).decode()[:200] not in stored
+    assert stored.count("@@@langfuseMedia:") >= 3 * len(trace.observations) - 3
+
+    with TraceStore(isolated_env, create=False) as store:
+        assert store.media(png_ref.split("id=")[1].split("|")[0]) == (PNG, "image/png")  # once, whatever the uses
+        count, total = store._read(lambda c: c.execute("SELECT count(*), sum(size) FROM media").fetchone())
+        assert (count, total) == (2, len(PNG) + len(JPEG))
+        links = store.trace_media([trace.id])[trace.id]
+        assert {(link.field, link.observation_id) for link in links} == {("input", None)}  # first seen: the trace's
+
+    resolved = LangfuseMedia.resolve_media_references(obj=trace.input, langfuse_client=langfuse)
+    image_url, standard, anthropic = blocks(resolved)[1:]
+    assert image_url["image_url"]["url"] == PNG_URI
+    assert standard["data"] == f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}"
+    assert anthropic["source"]["data"] == PNG_URI
+
+
+def test_with_media_upload_disabled_the_data_keeps_its_images(isolated_env, monkeypatch):
+    monkeypatch.setenv("LANGFUSE_MEDIA_UPLOAD_ENABLED", "false")  # the SDK's switch
+    langfuse = Langfuse(public_key="")
+    trace = langfuse.get_trace(vision_run(langfuse))
+    assert blocks(trace.input)[1]["image_url"]["url"] == PNG_URI
+    with TraceStore(isolated_env, create=False) as store:
+        assert store._read(lambda c: c.execute("SELECT count(*) FROM media").fetchone()) == (0,)
+
+
+OBSERVED = """
+from lftrace import get_client, observe
+from lftrace.media import LangfuseMedia
+
+@observe()
+def describe(picture, question):
+    return {"answer": "a lighthouse", "thumbnail": LangfuseMedia(content_bytes=b"thumb" * 50, content_type="image/jpeg")}
+
+picture = LangfuseMedia(content_bytes=bytes(range(256)) * 40, content_type="image/png")
+describe(picture, "what is it?")
+get_client().flush()
+"""
+
+
+def test_langfuse_media_in_observed_code_is_stored_once_and_referenced_as_the_sdk_does(isolated_env, tmp_path):
+    script = tmp_path / "observed.py"
+    script.write_text(OBSERVED, encoding="utf-8")
+    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    with TraceStore(isolated_env, create=False) as store:
+        (summary,) = store.list_traces()
+        trace = store.get_trace(summary.id)
+        (observation,) = trace.observations
+        picture = bytes(range(256)) * 40
+        assert observation.input["args"][0] == official_reference(picture, "image/png", "bytes")
+        assert observation.output["thumbnail"] == official_reference(b"thumb" * 50, "image/jpeg", "bytes")
+        by_field = {link.field: link for link in store.trace_media([trace.id])[trace.id]}
+        # first seen in the trace's own input (the root observation's): linked to the trace
+        assert by_field["input"].content == picture and by_field["input"].observation_id is None
+        assert by_field["output"].content == b"thumb" * 50
+
+
+def test_with_langfuse_keys_the_media_is_uploaded_through_the_media_api(tmp_path):
+    with ServeProcess(tmp_path / "langfuse.db") as server:
+        langfuse = Langfuse(public_key="pk-lf-media", secret_key="sk-lf-media", base_url=server.url)
+        trace_id = vision_run(langfuse)
+        assert langfuse.last_delivery.delivered == 1, langfuse.last_delivery.summary()
+        with TraceStore(tmp_path / "langfuse.db", create=False) as served:
+            trace = served.get_trace(trace_id)
+            assert blocks(trace.input)[1]["image_url"]["url"] == official_reference(PNG, "image/png", "base64_data_uri")
+            uploaded = served.trace_media([trace_id])[trace_id]
+            assert sorted((m.content_type, m.content) for m in uploaded) == [("image/jpeg", JPEG), ("image/png", PNG)]
+
+        # a second trace with the same image: announced again (its link), not uploaded again
+        second = vision_run(langfuse)
+        with TraceStore(tmp_path / "langfuse.db", create=False) as served:
+            assert len(served.trace_media([second])[second]) == 2
+            assert served._read(lambda c: c.execute("SELECT count(*) FROM media").fetchone()) == (2,)
+
+        # "Langfuse" gives the images back: to lftrace's resolver (keys: the media API) and to the official SDK's
+        ours = LangfuseMedia.resolve_media_references(obj=trace.input, langfuse_client=langfuse)
+        assert blocks(ours)[1]["image_url"]["url"] == PNG_URI
+        from langfuse import Langfuse as OfficialLangfuse
+        from langfuse.media import LangfuseMedia as OfficialMedia
+
+        official = OfficialLangfuse(public_key="pk-lf-media", secret_key="sk-lf-media", base_url=server.url)
+        theirs = OfficialMedia.resolve_media_references(
+            obj=trace.input, langfuse_client=official, resolve_with="base64_data_uri"
+        )
+        assert theirs == ours
+        official.shutdown()
+        langfuse.shutdown()
+
+
+def test_the_official_sdk_uploads_its_media_to_lftrace_serve(tmp_path):
+    """The official SDK's own upload (announce, PUT to the upload URL, PATCH) lands in serve's store."""
+    from langfuse import Langfuse as OfficialLangfuse
+    from langfuse.media import LangfuseMedia as OfficialMedia
+
+    with ServeProcess(tmp_path / "langfuse.db") as server:
+        official = OfficialLangfuse(public_key="pk-lf-o", secret_key="sk-lf-o", base_url=server.url)
+        media = OfficialMedia(content_bytes=JPEG, content_type="image/jpeg")
+        with official.start_as_current_observation(name="vision", input={"photo": media}) as span:
+            span.update(output="a lighthouse")
+            trace_id = span.trace_id
+        official.flush()
+        official.shutdown()
+        with TraceStore(tmp_path / "langfuse.db", create=False) as served:
+            (link,) = served.trace_media([trace_id])[trace_id]
+            assert (link.content, link.content_type, link.field) == (JPEG, "image/jpeg", "input")
+            assert link.media_id == media._media_id
+            assert served.get_trace(trace_id).input == {"photo": media._reference_string}
+
+
+def test_serve_s_media_api_refuses_what_langfuse_refuses(tmp_path):
+    import httpx
+
+    with ServeProcess(tmp_path / "langfuse.db") as server:
+        api = httpx.Client(base_url=server.url, auth=("pk-lf-x", "sk-lf-x"))
+        digest = base64.b64encode(__import__("hashlib").sha256(PNG).digest()).decode()
+        good = {"traceId": "t" * 32, "contentType": "image/png", "contentLength": len(PNG), "sha256Hash": digest,
+                "field": "input"}  # fmt: skip
+        assert api.post("/api/public/media", json={**good, "contentType": "image/x-unknown"}).status_code == 400
+        assert api.post("/api/public/media", json={**good, "sha256Hash": "abc"}).status_code == 400
+        assert api.post("/api/public/media", json={**good, "traceId": None}).status_code == 400
+        announced = api.post("/api/public/media", json=good).json()
+        upload = announced["uploadUrl"]
+        assert httpx.put(upload, content=JPEG).status_code == 400  # not the bytes announced
+        assert httpx.put(upload.replace("signature=", "signature=0"), content=PNG).status_code == 403
+        assert httpx.put(upload, content=PNG).status_code == 200
+        assert api.post("/api/public/media", json=good).json()["uploadUrl"] is None  # stored: nothing to upload
+        record = api.get(f"/api/public/media/{announced['mediaId']}").json()
+        assert (record["contentType"], record["contentLength"]) == ("image/png", len(PNG))
+        assert httpx.get(record["url"]).content == PNG
+        assert api.get("/api/public/media/nope").status_code == 404
+
+
+def test_a_dataset_item_s_media_is_kept_and_uploaded_as_the_sdk_does(tmp_path):
+    photo = LangfuseMedia(content_bytes=JPEG, content_type="image/jpeg")
+    local = Langfuse(public_key="")
+    local.create_dataset(name="photos")
+    item = local.create_dataset_item(dataset_name="photos", input={"photo": photo, "q": "what is it?"})
+    assert local.get_dataset("photos").items[0].input == {"photo": photo._reference_string, "q": "what is it?"}
+    assert local.store.media(str(photo._media_id)) == (JPEG, "image/jpeg")
+    links = local.store._read(lambda c: c.execute("SELECT dataset_item_id, field FROM media_links").fetchall())
+    assert links == [(item.id, "input")]
+
+    with ServeProcess(tmp_path / "langfuse.db") as server:
+        remote = Langfuse(public_key="pk-lf-d", secret_key="sk-lf-d", base_url=server.url)
+        remote.create_dataset(name="photos")
+        made = remote.create_dataset_item(dataset_name="photos", input="describe", expected_output={"photo": photo})
+        assert made.expected_output == {"photo": photo._reference_string}
+        with TraceStore(tmp_path / "langfuse.db", create=False) as served:
+            assert served.media(str(photo._media_id)) == (JPEG, "image/jpeg")
+            links = served._read(lambda c: c.execute("SELECT dataset_item_id, field FROM media_links").fetchall())
+            assert links == [(made.id, "expectedOutput")]
+        remote.shutdown()
