@@ -12,6 +12,7 @@ import base64
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.graphs.vision import JPEG, PNG, PNG_B64, graph, question
 
@@ -192,7 +193,9 @@ def test_serve_s_media_api_refuses_what_langfuse_refuses(tmp_path):
         assert api.post("/api/public/media", json=good).json()["uploadUrl"] is None  # stored: nothing to upload
         record = api.get(f"/api/public/media/{announced['mediaId']}").json()
         assert (record["contentType"], record["contentLength"]) == ("image/png", len(PNG))
-        assert httpx.get(record["url"]).content == PNG
+        downloaded = httpx.get(record["url"])
+        assert downloaded.content == PNG and downloaded.headers["content-type"] == "image/png"
+        assert "sandbox" in downloaded.headers["content-security-policy"]  # served from the web view's origin
         assert api.get("/api/public/media/nope").status_code == 404
 
 
@@ -216,3 +219,33 @@ def test_a_dataset_item_s_media_is_kept_and_uploaded_as_the_sdk_does(tmp_path):
             links = served._read(lambda c: c.execute("SELECT dataset_item_id, field FROM media_links").fetchall())
             assert links == [(made.id, "expectedOutput")]
         remote.shutdown()
+
+
+def test_lftrace_media_shows_and_writes_what_a_reference_names(isolated_env, tmp_path):
+    langfuse = Langfuse(public_key="")
+    trace_id = vision_run(langfuse)
+    langfuse.shutdown()
+    reference = official_reference(PNG, "image/png", "base64_data_uri")
+    media_id = reference.split("id=")[1].split("|")[0]
+    lftrace = [str(Path(sys.executable).parent / "lftrace"), "media"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*lftrace, *args], capture_output=True, text=True, timeout=60)
+
+    shown = run(media_id)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[:2] == [
+        f"image/png  {len(PNG):,} bytes  {media_id}",
+        f"  in trace {trace_id} input",
+    ]
+    written = run(reference, "-o", str(tmp_path / "picture.png"))  # a whole reference string works too
+    assert written.returncode == 0 and (tmp_path / "picture.png").read_bytes() == PNG
+    assert f"wrote {len(PNG):,} bytes (image/png)" in written.stderr
+    record = json.loads(run(media_id, "--json").stdout)
+    assert (record["contentType"], record["size"], record["stored"]) == ("image/png", len(PNG), True)
+    assert record["places"] == [{"traceId": trace_id, "observationId": None, "datasetItemId": None, "field": "input"}]
+    missing, malformed = run("nope"), run("@@@langfuseMedia:type=image/png@@@")
+    assert missing.returncode == 4 and "no media 'nope'" in missing.stderr
+    assert malformed.returncode == 2 and "not a media reference" in malformed.stderr
+    for result in (missing, malformed):
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr

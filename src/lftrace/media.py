@@ -101,11 +101,24 @@ MAX_DEPTH = 20
 
 def media_id(content: bytes) -> str:
     """Langfuse's id of a media record: the content's SHA-256, base64url, first 22 characters."""
-    return base64.urlsafe_b64encode(hashlib.sha256(content).digest()).decode()[:22]
+    return id_of_digest(sha256_base64(content))
+
+
+def id_of_digest(sha256: str) -> str:
+    """``media_id`` from the base64 SHA-256 a client announces (what the SDKs send as ``sha256Hash``)."""
+    return sha256.replace("+", "-").replace("/", "_")[:22]
 
 
 def sha256_base64(content: bytes) -> str:
     return base64.b64encode(hashlib.sha256(content).digest()).decode()
+
+
+def _decoded(data: str) -> bytes | None:
+    """Base64 (standard or URL-safe alphabet) decoded; None when it is not base64."""
+    try:
+        return base64.b64decode(data.translate(_URLSAFE), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def parse_data_uri(value: str) -> tuple[bytes, str] | None:
@@ -114,13 +127,8 @@ def parse_data_uri(value: str) -> tuple[bytes, str] | None:
         return None
     header, data = value[5:].split(",", 1)
     parts = header.split(";")
-    if "base64" not in parts[1:] or not parts[0] or not data:
-        return None
-    try:
-        content = base64.b64decode(data.translate(_URLSAFE), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return content, parts[0].lower()
+    content = _decoded(data) if "base64" in parts[1:] and parts[0] and data else None
+    return None if content is None else (content, parts[0].lower())
 
 
 _URLSAFE = str.maketrans("-_", "+/")
@@ -368,8 +376,5 @@ class Extractor:
     def _base64(self, data: str, content_type: Any, source: str) -> str | None:
         if not isinstance(content_type, str) or data.startswith(REFERENCE_PREFIX):
             return None
-        try:
-            content = base64.b64decode(data.translate(_URLSAFE), validate=True)
-        except (binascii.Error, ValueError):
-            return None
+        content = _decoded(data)
         return self.add(content, content_type, source) if content else None

@@ -1942,6 +1942,21 @@ class TraceStore:
         with self._errors():
             return self._read(work)
 
+    def media_places(self, media_id: str) -> list[dict[str, str | None]]:
+        """Where a media record appears: ``{"trace_id", "observation_id", "dataset_item_id", "field"}`` each."""
+
+        def work(conn: sqlite3.Connection) -> list[dict[str, str | None]]:
+            rows = conn.execute(
+                "SELECT trace_id, observation_id, dataset_item_id, field FROM media_links WHERE media_id = ? "
+                "ORDER BY trace_id, observation_id",
+                (media_id,),
+            ).fetchall()
+            keys = ("trace_id", "observation_id", "dataset_item_id", "field")
+            return [{k: (v or None) if k != "field" else v for k, v in zip(keys, row, strict=True)} for row in rows]
+
+        with self._errors():
+            return self._read(work)
+
     def trace_media(self, trace_ids: Sequence[str]) -> dict[str, list[Any]]:
         """{trace id: its media (``media.MediaLink``, with the bytes)} for the traces among ``trace_ids`` that
         have any (what the export uploads before their spans)."""

@@ -38,7 +38,6 @@ class _Serialisers(NamedTuple):
 
     to_jsonable: Callable[[Any], Any]  # a JSON-able copy
     json_bytes: Callable[[Any], bytes | None]  # the same value's JSON text in one pass (None: orjson refused it)
-    with_media: Callable[[Any], Any]  # to_jsonable, then media (images, files) taken out (media.Extractor)
 
 
 log = logging.getLogger("lftrace")
@@ -567,7 +566,7 @@ class TraceWriter:
         media = self._media
         MEDIA_SINK.extractor = media  # LangfuseMedia objects leave their bytes here as they are converted
         try:
-            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes, self._with_media), cost_for)
+            self._convert_trace(trace, _Serialisers(to_jsonable, json_bytes), cost_for)
         finally:  # let go of the captured lists and messages
             self._converter.end_trace()
             forget_messages()
@@ -604,7 +603,7 @@ class TraceWriter:
             direct = inline_json(value, ser.json_bytes, refuse=refuse)
             if direct is not None:
                 return direct
-        return as_json(self._masked(self._convert(value, ser.with_media)))
+        return as_json(self._masked(self._convert(value, self._with_media)))
 
     def _with_media(self, value: Any) -> Any:
         """``to_jsonable(value)`` with its media taken out; walked only when its JSON text hints at media."""

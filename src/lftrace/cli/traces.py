@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import ExitStatus, TraceNotFound
+from ..errors import ExitStatus, InputError, TraceNotFound
 from ..model import Trace
 from ..sanitize import clean_line
 from .app import (
@@ -431,3 +431,85 @@ def tail_command(
         raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
     finally:
         store.close()
+
+
+@app.command("media")
+def media_command(
+    media_ref: Annotated[
+        str, typer.Argument(help="A media id, or a whole reference string (@@@langfuseMedia:...|id=ID|...@@@).")
+    ],
+    out: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Write the media's bytes to this file ('-': to stdout, for a pipe)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Show an image, audio clip or file a trace refers to, or write it to a file.
+
+    Inputs and outputs hold media as references (@@@langfuseMedia:type=image/png|id=ID|...@@@); the store keeps
+    the bytes once. Without --output: the type, the size and where it appears.
+
+    [bold]Example[/bold]
+
+      lftrace media 46D9Sf5Qssd4pj227Jcr3d
+      lftrace media 46D9Sf5Qssd4pj227Jcr3d -o screenshot.png
+    """
+    from ..media import REFERENCE_PREFIX, LangfuseMedia
+
+    media_id = media_ref.strip()
+    if media_id.startswith(REFERENCE_PREFIX):
+        try:
+            media_id = LangfuseMedia.parse_reference_string(media_id)["media_id"]
+        except ValueError as exc:
+            raise InputError(f"not a media reference: {exc}") from None
+    store = open_store()
+    try:
+        record = store.media_record(media_id)
+        places = store.media_places(media_id) if record is not None else []
+        found = store.media(media_id) if record is not None and out is not None else None
+    finally:
+        store.close()
+    if record is None:
+        raise TraceNotFound(
+            f"no media '{clean_line(media_id)}' in {store_path()} (its id is the id= of a reference string)"
+        )
+    if out is not None:
+        if found is None:
+            raise TraceNotFound(f"media '{media_id}' was announced but its bytes never arrived in {store_path()}")
+        content, kind = found
+        if out == "-":
+            sys.stdout.buffer.write(content)
+            sys.stdout.flush()
+            return
+        try:
+            with open(out, "wb") as fh:
+                fh.write(content)
+        except OSError as exc:
+            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+        err_console().print(f"wrote {len(content):,} bytes ({clean_line(kind)}) to {clean_line(out)}", highlight=False)
+        return
+    if json_out:
+        print_json(
+            {
+                "id": media_id,
+                "contentType": record["content_type"],
+                "size": record["size"],
+                "sha256": record["sha256"],
+                "stored": bool(record["content"]),
+                "places": [
+                    {"traceId": p["trace_id"], "observationId": p["observation_id"],
+                     "datasetItemId": p["dataset_item_id"], "field": p["field"]}
+                    for p in places
+                ],
+            }
+        )  # fmt: skip
+        return
+    stored = "" if record["content"] else "  (bytes never uploaded)"
+    console().print(
+        f"{clean_line(record['content_type'])}  {record['size']:,} bytes  {media_id}{stored}", highlight=False
+    )
+    for p in places:
+        owner = f"trace {p['trace_id']}" if p["trace_id"] else f"dataset item {p['dataset_item_id']}"
+        where = f" observation {p['observation_id']}" if p["observation_id"] else ""
+        console().print(f"  in {clean_line(owner)}{clean_line(where)} {clean_line(p['field'] or '')}", highlight=False)
+    console().print(f"write it: lftrace media {media_id} -o FILE", highlight=False)

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import LftraceError
-from ..media import MEDIA_TYPES
+from ..media import MEDIA_TYPES, id_of_digest
 from ..store import TraceStore
 
 UPLOAD_PATH = "/media-upload/"
@@ -87,7 +87,7 @@ def routes(
         trace, item = data.get("traceId"), data.get("datasetItemId")
         if not (isinstance(trace, str) and trace) and not (isinstance(item, str) and item):
             return _error(400, "give a traceId (and observationId) or a datasetId and datasetItemId")
-        media_id = digest.replace("+", "-").replace("/", "_")[:22]  # the id the SDKs derive
+        media_id = id_of_digest(digest)  # the id the SDKs derive
         observation = data.get("observationId")
         try:
             stored = await run_in_threadpool(
@@ -155,7 +155,15 @@ def routes(
         if found is None:
             return _error(404, f"no uploaded media {media_id[:40]}")
         content, kind = found
-        return Response(content, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
+        # served from the web view's origin: an uploaded HTML or SVG file must not run script there
+        headers = {
+            "Cache-Control": "private, max-age=3600",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if not kind.startswith(("image/", "audio/", "video/")) or kind == "image/svg+xml":
+            headers["Content-Disposition"] = "attachment"
+        return Response(content, media_type=kind, headers=headers)
 
     return [
         Route("/api/public/media", announce, methods=["POST"]),
