@@ -75,6 +75,7 @@ def test_images_leave_the_trace_s_data_for_references_and_come_back_whole(isolat
         assert {(link.field, link.observation_id) for link in links} == {("input", None)}  # first seen: the trace's
 
     resolved = LangfuseMedia.resolve_media_references(obj=trace.input, langfuse_client=langfuse)
+    assert langfuse.resolve_media_references(obj=trace.input, resolve_with="base64_data_uri") == resolved
     image_url, standard, anthropic = blocks(resolved)[1:]
     assert image_url["image_url"]["url"] == PNG_URI
     assert standard["data"] == f"data:image/jpeg;base64,{base64.b64encode(JPEG).decode()}"

@@ -137,6 +137,26 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
             self._api = PublicApi(self)
         return self._api
 
+    def resolve_media_references(
+        self,
+        *,
+        obj: Any,
+        resolve_with: str = "base64_data_uri",
+        max_depth: int = 10,
+        content_fetch_timeout_seconds: int = 5,
+    ) -> Any:
+        """``obj`` with its media reference strings replaced by data URIs (``LangfuseMedia.resolve_media_references``
+        with this client, as the SDK's method)."""
+        from .media import LangfuseMedia
+
+        return LangfuseMedia.resolve_media_references(
+            obj=obj,
+            langfuse_client=self,
+            resolve_with=resolve_with,  # type: ignore[arg-type]
+            max_depth=max_depth,
+            content_fetch_timeout_seconds=content_fetch_timeout_seconds,
+        )
+
     def _media_fetcher(self, timeout: float) -> Callable[[str], tuple[bytes, str] | None]:
         """How ``LangfuseMedia.resolve_media_references`` gets media by id: Langfuse's media API and its download
         URL with keys (no auth sent to the URL: it is presigned), else the store through ``api``."""
