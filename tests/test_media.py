@@ -250,3 +250,33 @@ def test_lftrace_media_shows_and_writes_what_a_reference_names(isolated_env, tmp
     assert malformed.returncode == 2 and "not a media reference" in malformed.stderr
     for result in (missing, malformed):
         assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_serve_forward_relays_the_media_an_sdk_uploads_after_its_spans(tmp_path):
+    """The SDK sends spans and uploads media on separate queues: a relay that forwarded the trace before the
+    bytes arrived sends it again with them."""
+    import time
+
+    from langfuse import Langfuse as OfficialLangfuse
+    from langfuse.media import LangfuseMedia as OfficialMedia
+
+    with ServeProcess(tmp_path / "upstream.db") as upstream:
+        keys = {"LANGFUSE_PUBLIC_KEY": "pk-lf-r", "LANGFUSE_SECRET_KEY": "sk-lf-r"}
+        env = {**keys, "LANGFUSE_BASE_URL": upstream.url, "LANGFUSE_FLUSH_INTERVAL": "0.2"}
+        with ServeProcess(tmp_path / "relay.db", "--forward", env=env) as relay:
+            official = OfficialLangfuse(public_key="pk-lf-r", secret_key="sk-lf-r", base_url=relay.url)
+            media = OfficialMedia(content_bytes=JPEG, content_type="image/jpeg")
+            with official.start_as_current_observation(name="vision", input={"photo": media}) as span:
+                trace_id = span.trace_id
+            official.flush()
+            official.shutdown()
+            arrived: list = []
+            deadline = time.monotonic() + 20
+            while not arrived and time.monotonic() < deadline:
+                time.sleep(0.2)
+                if (tmp_path / "upstream.db").exists():
+                    with TraceStore(tmp_path / "upstream.db", create=False) as up:
+                        arrived = up.trace_media([trace_id]).get(trace_id, [])
+            assert [(m.content, m.content_type) for m in arrived] == [(JPEG, "image/jpeg")]
+            with TraceStore(tmp_path / "upstream.db", create=False) as up:
+                assert up.get_trace(trace_id).input == {"photo": media._reference_string}

@@ -2012,15 +2012,21 @@ class TraceStore:
             return self._write(work)
 
     def store_media_content(self, media_id: str, content: bytes) -> None:
-        """The bytes of announced media, uploaded (``lftrace serve``'s upload URL)."""
+        """The bytes of announced media, uploaded (``lftrace serve``'s upload URL). The traces that show it go
+        back to pending where they were delivered without it (``serve --forward``: SDKs upload media after the
+        spans)."""
         now = time.time_ns()
-        with self._errors():
-            self._write(
-                lambda c: c.execute(
-                    "UPDATE media SET content = ?, size = ?, uploaded_ns = ? WHERE id = ?",
-                    (content, len(content), now, media_id),
-                )
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE media SET content = ?, size = ?, uploaded_ns = ? WHERE id = ?",
+                (content, len(content), now, media_id),
             )
+            linked = "SELECT trace_id FROM media_links WHERE media_id = ? AND trace_id <> ''"
+            conn.execute(f"{_REQUEUE} WHERE trace_id IN ({linked})", (now, media_id))
+
+        with self._errors():
+            self._write(work)
 
     def get_dataset(self, name: str) -> dict[str, Any] | None:
         with self._errors():
@@ -2335,6 +2341,13 @@ def _tag_rows(trace_id: str, tags: Iterable[Any]) -> list[tuple[str, str, int]]:
     return rows
 
 
+# a trace's delivery rows back to pending (a delivered trace is sent again: it changed, or its media arrived)
+_REQUEUE = (
+    "UPDATE deliveries SET revision = revision + 1, updated_ns = ?, "
+    "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
+    "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
+    "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END"
+)
 _MEDIA_INSERT = "INSERT OR IGNORE INTO media (id, content_type, size, sha256, content, created_ns)"
 _MEDIA_LINK_INSERT = "INSERT OR IGNORE INTO media_links (trace_id, observation_id, dataset_item_id, field, media_id)"
 
@@ -2479,14 +2492,7 @@ def _merge_trace(
         ),
     )
     # Every destination that has (or had) this trace gets the merged version: rows go back to pending.
-    conn.execute(
-        "UPDATE deliveries SET revision = revision + 1, updated_ns = ?, "
-        "status = CASE WHEN status = 'delivered' THEN 'pending' ELSE status END, "
-        "next_attempt_ns = CASE WHEN status = 'delivered' THEN 0 ELSE next_attempt_ns END, "
-        "delivered_ns = CASE WHEN status = 'delivered' THEN NULL ELSE delivered_ns END "
-        "WHERE trace_id = ?",
-        (now, tid),
-    )
+    conn.execute(f"{_REQUEUE} WHERE trace_id = ?", (now, tid))
     insert_rows(conn, f"INSERT OR IGNORE {_DELIVERY_INSERT[7:]}", [(tid, dest, now, now) for dest in destinations])
 
 
