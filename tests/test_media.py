@@ -280,3 +280,23 @@ def test_serve_forward_relays_the_media_an_sdk_uploads_after_its_spans(tmp_path)
             assert [(m.content, m.content_type) for m in arrived] == [(JPEG, "image/jpeg")]
             with TraceStore(tmp_path / "upstream.db", create=False) as up:
                 assert up.get_trace(trace_id).input == {"photo": media._reference_string}
+
+
+def test_show_names_the_media_instead_of_printing_it(isolated_env, monkeypatch):
+    lftrace = str(Path(sys.executable).parent / "lftrace")
+    for upload in ("true", "false"):  # referenced, or inline as data URIs: the same lines, never base64
+        monkeypatch.setenv("LANGFUSE_MEDIA_UPLOAD_ENABLED", upload)
+        langfuse = Langfuse(public_key="")
+        trace_id = vision_run(langfuse)
+        langfuse.shutdown()
+        tree = subprocess.run([lftrace, "show", trace_id], capture_output=True, text=True, timeout=60)
+        assert tree.returncode == 0, tree.stderr
+        assert "in: What is in these pictures? [image/png] [image/jpeg] [image/png]" in tree.stdout, tree.stdout
+        detail = subprocess.run([lftrace, "show", trace_id, "look"], capture_output=True, text=True, timeout=60)
+        assert detail.returncode == 0, detail.stderr
+        assert "[image/png]\n  [image/jpeg]\n  [image/png]" in detail.stdout
+        for shown in (tree.stdout, detail.stdout):
+            assert PNG_B64[:100] not in shown and len(shown) < 3000
+        png_id = official_reference(PNG, "image/png", "base64_data_uri").split("id=")[1].split("|")[0]
+        listed = f"lftrace media {png_id} -o" in detail.stdout.replace("\n", "")
+        assert listed == (upload == "true")  # the Media section lists what the store keeps

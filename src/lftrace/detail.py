@@ -15,6 +15,7 @@ from rich.console import Group, RenderableType
 from rich.rule import Rule
 from rich.text import Text
 
+from .media import REFERENCE, LangfuseMedia
 from .model import Observation, Trace
 from .render import (
     LEVEL_STYLES,
@@ -26,6 +27,7 @@ from .render import (
     format_duration,
     format_local_time,
     is_routing,
+    media_kind,
     node_name,
     pretty,
     step_of,
@@ -77,9 +79,7 @@ def transcript(messages: list[Any]) -> Text | None:
         text.append(f"{_role(message)}:", style="bold cyan")
         content = message.get("content")
         if isinstance(content, list):
-            content = "\n".join(
-                str(b.get("text", "")) if isinstance(b, dict) and "text" in b else pretty(b) for b in content
-            )
+            content = "\n".join(_block_body(b) for b in content)
         body = content if isinstance(content, str) else pretty(content)
         if body:
             text.append("\n" + _indent(clean(body)))
@@ -87,6 +87,30 @@ def transcript(messages: list[Any]) -> Text | None:
             if isinstance(call, dict):
                 text.append("\n" + _indent(f"→ {clean(_call_text(call))}"), style="yellow")
     return text
+
+
+def _block_body(block: Any) -> str:
+    """A content block in a transcript: its text, ``[image/png]`` for media, else its JSON."""
+    if isinstance(block, dict) and "text" in block:
+        return str(block["text"])
+    kind = media_kind(block) if isinstance(block, dict) else None
+    return f"[{kind}]" if kind else pretty(block)
+
+
+def _media_rows(*values: Any) -> list[tuple[str, str]]:
+    """(content type, "ID  lftrace media ID -o FILE") for each media a value refers to, once."""
+    rows: dict[str, str] = {}
+    for value in values:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        for match in REFERENCE.finditer(text):
+            try:
+                ref = LangfuseMedia.parse_reference_string(match.group(0))
+            except ValueError:
+                continue
+            rows.setdefault(ref["media_id"], ref["content_type"])
+    return [
+        (clean_line(kind), f"{clean_line(mid)}  lftrace media {clean_line(mid)} -o FILE") for mid, kind in rows.items()
+    ]
 
 
 def _indent(text: str) -> str:
@@ -209,6 +233,9 @@ def render_observation(trace: Trace, obs: Observation) -> RenderableType:
     for label, value in (("Input", obs.input), ("Output", obs.output)):
         if value is not None:
             parts += [Text(""), _section(label), render_value(value)]
+    media = _media_rows(obs.input, obs.output, obs.metadata)
+    if media:
+        parts += [Text(""), _section("Media"), _pairs(media)]
     metadata = {k: v for k, v in (obs.metadata or {}).items() if k not in _NOISY_METADATA}
     tags = [t for t in metadata.get("tags") or [] if not (isinstance(t, str) and t.startswith(_STEP_TAGS))]
     if "tags" in metadata:  # LangChain's own position tags (seq:step:1, graph:step:2) say nothing here

@@ -9,6 +9,7 @@ Every row is truncated with an ellipsis to the console width, so nothing wraps i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,12 +117,37 @@ def format_tokens(usage: dict[str, int] | None) -> str:
     return text + (f" ({', '.join(extras)})" if extras else "")
 
 
+_MEDIA_KIND = re.compile(r"@@@langfuseMedia:type=([^|@\"]+)|\bdata:([\w.+-]+/[\w.+-]+)[;,]")
+
+
+def media_kind(block: dict[str, Any]) -> str | None:
+    """The content type of the media a message's content block holds: a reference, a data URI, or a provider's
+    base64 block (LangChain's, Anthropic's) inline."""
+    found = _MEDIA_KIND.search(json.dumps(block, default=str))
+    if found:
+        return found.group(1) or found.group(2)
+    for part in (block, block.get("source")):
+        if isinstance(part, dict) and isinstance(part.get("data") or part.get("base64"), str):
+            kind = part.get("mime_type") or part.get("media_type")
+            if isinstance(kind, str):
+                return kind
+    return None
+
+
+def block_text(block: Any) -> str:
+    """A message's content block as one line's text: its text, else what it holds (``[image/png]``, ``[type]``),
+    never a base64 payload."""
+    if not isinstance(block, dict):
+        return str(block)
+    if "text" in block:
+        return str(block["text"])
+    return f"[{media_kind(block) or block.get('type') or 'block'}]"
+
+
 def _message_text(message: dict[str, Any]) -> str:
     content = message.get("content")
-    if isinstance(content, list):  # content blocks: keep the text ones
-        content = " ".join(
-            str(b.get("text", "")) if isinstance(b, dict) else str(b) for b in content if b is not None
-        ).strip()
+    if isinstance(content, list):  # content blocks: the text ones, and what the others hold
+        content = " ".join(block_text(b) for b in content if b is not None).strip()
     text = content if isinstance(content, str) else _compact(content)
     calls = message.get("tool_calls") or []
     if calls and isinstance(calls, list):
