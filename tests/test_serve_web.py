@@ -117,3 +117,36 @@ def test_trace_page_default_selection_and_404(server):
     assert f'data-shown="{"7" * 15 + "1"}"' in dom  # the first observation is shown when none is named
     missing = dump_dom(f"{server.url}/trace/{'99' * 16}")
     assert "No trace" in missing
+
+
+def _tiny_png(width: int = 3, height: int = 2) -> bytes:
+    """A real PNG (red pixels) a browser decodes."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_the_panel_shows_the_images_an_observation_refers_to(server):
+    """lftrace uploads a traced image to serve's media API; the page shows it, loaded from a signed URL."""
+    from lftrace import Langfuse
+    from lftrace.media import LangfuseMedia
+
+    langfuse = Langfuse(public_key="pk-lf-web", secret_key="sk-lf-web", base_url=server.url)
+    picture = LangfuseMedia(content_bytes=_tiny_png(), content_type="image/png")
+    with langfuse.start_as_current_observation(name="look", input={"picture": picture, "q": "what?"}) as span:
+        span.update(output="a red rectangle")
+        trace_id = span.trace_id
+    assert langfuse.flush()
+    report = langfuse.last_delivery  # delivered by this flush or by the background delivery before it
+    assert (report.pending, report.failed) == (0, 0), report.summary()
+    langfuse.shutdown()
+    dom = dump_dom(f"{server.url}/trace/{trace_id}")
+    panel = dom[dom.index('id="panel"') :]
+    assert 'class="media"' in panel and 'data-loaded="3x2"' in panel  # decoded by the browser: the bytes arrived
+    assert f"/media-content/{picture._media_id}?expires=" in panel

@@ -384,6 +384,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
             return error_response(404, f"dataset {data['datasetName'][:200]!r} not found: create it first")
         return json_response(made)
 
+    urls = media.SignedUrls()  # the media's upload and download URLs (the web view shows them too)
     routes = [
         Route("/api/public/v2/datasets", create_dataset, methods=["POST"]),
         Route("/api/public/dataset-items", create_dataset_item, methods=["POST"]),
@@ -393,9 +394,9 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         Route("/v1/traces", otlp_traces, methods=["POST"]),
         Route("/api/public/ingestion", ingestion, methods=["POST"]),
         Route("/api/public/scores", create_scores, methods=["POST"]),
-        *media.routes(store, settings.max_body_bytes, read_body),
+        *media.routes(store, settings.max_body_bytes, read_body, urls),
         *api.routes(store),
-        *web.routes(store),
+        *web.routes(store, urls),
     ]
     app = Starlette(routes=routes)
     app.state.store = store

@@ -45,24 +45,40 @@ def _iso(ns: int | None) -> str | None:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
 
 
-def routes(
-    store: TraceStore, max_body_bytes: int, read_body: Callable[[Request, int], Awaitable[bytes]]
-) -> list[Route]:
-    key = secrets.token_bytes(32)  # signs this server's upload and download URLs
+class SignedUrls:
+    """This server's upload and download URLs of media, signed with a key of its own and valid for an hour."""
 
-    def signed(request: Request, path: str, media_id: str) -> tuple[str, int]:
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+
+    def _mac(self, path: str, media_id: str, expires: str) -> str:
+        return hmac.new(self._key, f"{path}{media_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, request: Request, path: str, media_id: str) -> tuple[str, int]:
+        """(the URL, its expiry in seconds since the epoch); ``path`` is UPLOAD_PATH or DOWNLOAD_PATH."""
         expires = int(time.time()) + URL_TTL_S
-        mac = hmac.new(key, f"{path}{media_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+        mac = self._mac(path, media_id, str(expires))
         return f"{str(request.base_url).rstrip('/')}{path}{media_id}?expires={expires}&signature={mac}", expires
 
-    def check_signature(request: Request, path: str) -> str:
-        media_id = request.path_params["media_id"]
+    def check(self, request: Request, path: str) -> str:
+        """The media id of a signed request; PermissionError when the signature is wrong or has expired."""
+        media_id = str(request.path_params["media_id"])
         expires = request.query_params.get("expires", "")
-        given = request.query_params.get("signature", "")
-        wanted = hmac.new(key, f"{path}{media_id}:{expires}".encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given, wanted) or not expires.isdigit() or int(expires) < time.time():
-            raise PermissionError("this URL is not signed by this server or has expired")
-        return str(media_id)
+        wanted = self._mac(path, media_id, expires)
+        if not hmac.compare_digest(request.query_params.get("signature", ""), wanted) or not expires.isdigit():
+            raise PermissionError("this URL is not signed by this server")
+        if int(expires) < time.time():
+            raise PermissionError("this URL has expired")
+        return media_id
+
+
+def routes(
+    store: TraceStore,
+    max_body_bytes: int,
+    read_body: Callable[[Request, int], Awaitable[bytes]],
+    urls: SignedUrls,
+) -> list[Route]:
+    signed, check_signature = urls.sign, urls.check
 
     async def announce(request: Request) -> Response:
         """``POST /api/public/media``: media a client is about to upload, and where it appears."""

@@ -18,8 +18,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ..errors import LftraceError
+from ..media import REFERENCE, LangfuseMedia
 from ..model import Observation, Trace, TraceSummary, iso_from_ns, ns_from_iso
 from ..store import TraceStore
+from .media import DOWNLOAD_PATH, SignedUrls
 
 PAGE_SIZE = 100
 _STATUS_CLASS = {"ok": "ok", "error": "err", "interrupted": "warn", "running": "run"}
@@ -50,12 +52,14 @@ form.filters input,form.filters select{padding:4px 6px}
 .label{position:absolute;left:4px;font-size:11px;top:1px;white-space:nowrap}
 #panel{background:#fff;border:1px solid #e5e5e5;padding:12px;min-height:200px}
 #panel pre{white-space:pre-wrap;word-break:break-word;background:#f5f5f5;padding:8px;max-height:400px;overflow:auto}
+.media img,.media video{display:block;max-width:100%;max-height:320px;margin:4px 0;border:1px solid #e5e5e5}
 .meta span{margin-right:12px}
 """
 
-SCRIPT = """
+SCRIPT = r"""
 (function () {
   var data = JSON.parse(document.getElementById('observations').textContent);
+  var media = JSON.parse(document.getElementById('media').textContent);
   var byId = {};
   data.forEach(function (o) { byId[o.id] = o; });
   function text(tag, value, cls) {
@@ -69,6 +73,37 @@ SCRIPT = """
     var wrap = document.createElement('section');
     wrap.appendChild(text('h4', title));
     wrap.appendChild(text('pre', typeof value === 'string' ? value : JSON.stringify(value, null, 2)));
+    return wrap;
+  }
+  function mediaSection(o) {
+    var found = {};
+    [o.input, o.output, o.metadata].forEach(function (v) {
+      var s = typeof v === 'string' ? v : JSON.stringify(v === undefined ? null : v);
+      (s.match(/@@@langfuseMedia:[^@]*@@@/g) || []).forEach(function (ref) {
+        var m = ref.match(/\|id=([^|@]+)/);
+        if (m && media[m[1]]) found[m[1]] = media[m[1]];
+      });
+    });
+    var ids = Object.keys(found);
+    if (!ids.length) return null;
+    var wrap = document.createElement('section');
+    wrap.className = 'media';
+    wrap.appendChild(text('h4', 'Media'));
+    ids.forEach(function (mid) {
+      var m = found[mid], kind = m.type.split('/')[0], el;
+      if (kind === 'image' || kind === 'audio' || kind === 'video') {
+        el = document.createElement(kind === 'image' ? 'img' : kind);
+        if (kind === 'image') el.onload = function () { el.setAttribute('data-loaded', el.naturalWidth + 'x' + el.naturalHeight); };
+        else el.controls = true;
+        el.src = m.url;
+      } else {
+        el = text('a', m.type + ' ' + mid);
+        el.href = m.url;
+        el.setAttribute('download', mid);
+      }
+      el.title = m.type + ' ' + mid;
+      wrap.appendChild(el);
+    });
     return wrap;
   }
   function show(id) {
@@ -92,6 +127,8 @@ SCRIPT = """
       var el = block(pair[0], pair[1]);
       if (el) panel.appendChild(el);
     });
+    var shownMedia = mediaSection(o);
+    if (shownMedia) panel.appendChild(shownMedia);
     if (history.replaceState) history.replaceState(null, '', '#obs=' + id);
   }
   document.querySelectorAll('[data-obs]').forEach(function (el) {
@@ -229,7 +266,7 @@ def _json_for_script(value: Any) -> str:
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode().replace("<", "\\u003c")
 
 
-def routes(store: TraceStore) -> list[Route]:
+def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
     async def index(request: Request) -> Response:
         q = {k: v for k, v in request.query_params.items() if v}
         try:
@@ -255,6 +292,26 @@ def routes(store: TraceStore) -> list[Route]:
         more = len(rows) > PAGE_SIZE
         return _page("Traces", _list_html(rows[:PAGE_SIZE], q, more))
 
+    def _media_urls(request: Request, observations: str) -> dict[str, dict[str, str]]:
+        """{media id: {"url", "type"}} of the stored media the observations refer to (signed download URLs)."""
+        shown: dict[str, dict[str, str]] = {}
+        seen: set[str] = set()
+        for match in REFERENCE.finditer(observations):
+            try:
+                media_id = LangfuseMedia.parse_reference_string(match.group(0))["media_id"]
+            except ValueError:
+                continue
+            if media_id in seen:
+                continue
+            seen.add(media_id)
+            record = store.media_record(media_id)
+            if record is not None and record["content"]:
+                shown[media_id] = {
+                    "url": urls.sign(request, DOWNLOAD_PATH, media_id)[0],
+                    "type": record["content_type"],
+                }
+        return shown
+
     async def trace_page(request: Request) -> Response:
         trace_id = request.path_params["trace_id"]
         found = await run_in_threadpool(store.get_traces, [trace_id])
@@ -265,9 +322,11 @@ def routes(store: TraceStore) -> list[Route]:
                 status_code=404,
             )
         trace = found[0]
-        observations = [o.to_dict() for o in trace.observations]
+        observations = _json_for_script([o.to_dict() for o in trace.observations])
+        media = await run_in_threadpool(_media_urls, request, observations)
         script = (
-            f'<script type="application/json" id="observations">{_json_for_script(observations)}</script>'
+            f'<script type="application/json" id="observations">{observations}</script>'
+            f'<script type="application/json" id="media">{_json_for_script(media)}</script>'
             f"<script>{SCRIPT}</script>"
         )
         return _page(trace.name or trace.id, _trace_html(trace), script)
