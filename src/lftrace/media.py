@@ -326,25 +326,16 @@ class Extractor:
             return value
         if depth >= MAX_DEPTH:
             return value
-        if kind is list:
-            out: list[Any] | None = None
-            for index, item in enumerate(value):
-                new = self.extract(item, depth + 1)
-                if new is not item:
-                    if out is None:
-                        out = list(value)
-                    out[index] = new
-            return value if out is None else out
-        if kind is dict:
-            block = self._block(value)
+        if kind is list or kind is dict:
+            block = self._block(value) if kind is dict else None
             if block is not None:
                 return block
-            changed: dict[str, Any] | None = None
-            for key, item in value.items():
+            changed: Any = None
+            for key, item in enumerate(value) if kind is list else value.items():
                 new = self.extract(item, depth + 1)
                 if new is not item:
                     if changed is None:
-                        changed = dict(value)
+                        changed = kind(value)
                     changed[key] = new
             return value if changed is None else changed
         if isinstance(value, LangfuseMedia):

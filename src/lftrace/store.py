@@ -434,6 +434,12 @@ def m013_media(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(14)
+def m014_media_links_by_media(conn: sqlite3.Connection) -> None:
+    """Where a media record appears, by its id (``lftrace media``; traces to send again once its bytes arrive)."""
+    conn.execute("CREATE INDEX IF NOT EXISTS media_links_media ON media_links (media_id)")
+
+
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
     """The index ``name`` exactly as ``sql`` makes it: made when missing, made again when it differs."""
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
@@ -1951,8 +1957,10 @@ class TraceStore:
                 "ORDER BY trace_id, observation_id",
                 (media_id,),
             ).fetchall()
-            keys = ("trace_id", "observation_id", "dataset_item_id", "field")
-            return [{k: (v or None) if k != "field" else v for k, v in zip(keys, row, strict=True)} for row in rows]
+            return [
+                {"trace_id": tid or None, "observation_id": oid or None, "dataset_item_id": iid or None, "field": f}
+                for tid, oid, iid, f in rows
+            ]
 
         with self._errors():
             return self._read(work)
