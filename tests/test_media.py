@@ -18,7 +18,7 @@ from tests.graphs.vision import JPEG, PNG, PNG_B64, graph, question
 
 from lftrace import Langfuse
 from lftrace.langchain import CallbackHandler
-from lftrace.media import LangfuseMedia
+from lftrace.media import LangfuseMedia, LangfuseMediaReference
 from lftrace.store import TraceStore
 from serve_process import ServeProcess
 
@@ -162,7 +162,7 @@ def test_the_official_sdk_uploads_its_media_to_lftrace_serve(tmp_path):
     from langfuse.media import LangfuseMedia as OfficialMedia
 
     with ServeProcess(tmp_path / "langfuse.db") as server:
-        official = OfficialLangfuse(public_key="pk-lf-o", secret_key="sk-lf-o", base_url=server.url)
+        official = OfficialLangfuse(public_key="pk-lf-media-o", secret_key="sk-lf-media-o", base_url=server.url)
         media = OfficialMedia(content_bytes=JPEG, content_type="image/jpeg")
         with official.start_as_current_observation(name="vision", input={"photo": media}) as span:
             span.update(output="a lighthouse")
@@ -206,7 +206,15 @@ def test_a_dataset_item_s_media_is_kept_and_uploaded_as_the_sdk_does(tmp_path):
     local = Langfuse(public_key="")
     local.create_dataset(name="photos")
     item = local.create_dataset_item(dataset_name="photos", input={"photo": photo, "q": "what is it?"})
-    assert local.get_dataset("photos").items[0].input == {"photo": photo._reference_string, "q": "what is it?"}
+    assert item.input == {"photo": photo._reference_string, "q": "what is it?"}
+    # get_dataset resolves it as SDK 5 does: a LangfuseMediaReference where the reference string was
+    (got,) = local.get_dataset("photos").items
+    assert isinstance(got.input["photo"], LangfuseMediaReference) and got.input["q"] == "what is it?"
+    assert (got.input["photo"].reference_string, got.input["photo"].content_type) == (
+        photo._reference_string,
+        "image/jpeg",
+    )
+    assert got.input["photo"].fetch_bytes() == JPEG
     assert local.store.media(str(photo._media_id)) == (JPEG, "image/jpeg")
     links = local.store._read(lambda c: c.execute("SELECT dataset_item_id, field FROM media_links").fetchall())
     assert links == [(item.id, "input")]
@@ -216,6 +224,17 @@ def test_a_dataset_item_s_media_is_kept_and_uploaded_as_the_sdk_does(tmp_path):
         remote.create_dataset(name="photos")
         made = remote.create_dataset_item(dataset_name="photos", input="describe", expected_output={"photo": photo})
         assert made.expected_output == {"photo": photo._reference_string}
+        # "Langfuse" (serve) lists the item's mediaReferences: the official SDK and lftrace resolve them alike
+        from langfuse import Langfuse as OfficialLangfuse
+
+        official = OfficialLangfuse(public_key="pk-lf-d", secret_key="sk-lf-d", base_url=server.url)
+        theirs = official.get_dataset("photos").items[0].expected_output["photo"]
+        ours = remote.get_dataset("photos").items[0].expected_output["photo"]
+        assert theirs.fetch_bytes() == ours.fetch_bytes() == JPEG
+        for name in ("media_id", "content_type", "content_length", "reference_string"):
+            assert getattr(ours, name) == getattr(theirs, name), name
+        assert theirs.fetch_data_uri() == ours.fetch_data_uri()
+        official.shutdown()
         with TraceStore(tmp_path / "langfuse.db", create=False) as served:
             assert served.media(str(photo._media_id)) == (JPEG, "image/jpeg")
             links = served._read(lambda c: c.execute("SELECT dataset_item_id, field FROM media_links").fetchall())
@@ -262,10 +281,10 @@ def test_serve_forward_relays_the_media_an_sdk_uploads_after_its_spans(tmp_path)
     from langfuse.media import LangfuseMedia as OfficialMedia
 
     with ServeProcess(tmp_path / "upstream.db") as upstream:
-        keys = {"LANGFUSE_PUBLIC_KEY": "pk-lf-r", "LANGFUSE_SECRET_KEY": "sk-lf-r"}
+        keys = {"LANGFUSE_PUBLIC_KEY": "pk-lf-media-r", "LANGFUSE_SECRET_KEY": "sk-lf-media-r"}
         env = {**keys, "LANGFUSE_BASE_URL": upstream.url, "LANGFUSE_FLUSH_INTERVAL": "0.2"}
         with ServeProcess(tmp_path / "relay.db", "--forward", env=env) as relay:
-            official = OfficialLangfuse(public_key="pk-lf-r", secret_key="sk-lf-r", base_url=relay.url)
+            official = OfficialLangfuse(public_key="pk-lf-media-r", secret_key="sk-lf-media-r", base_url=relay.url)
             media = OfficialMedia(content_bytes=JPEG, content_type="image/jpeg")
             with official.start_as_current_observation(name="vision", input={"photo": media}) as span:
                 trace_id = span.trace_id

@@ -38,6 +38,7 @@ __all__ = [
     "LangfuseGeneration",
     "LangfuseGuardrail",
     "LangfuseMedia",
+    "LangfuseMediaReference",
     "LangfuseRetriever",
     "LangfuseSpan",
     "LangfuseTool",
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from .batch_evaluation import BatchEvaluationResult, BatchEvaluationResumeToken, EvaluatorInputs
     from .client import Langfuse, get_client
     from .experiments import Evaluation
-    from .media import LangfuseMedia
+    from .media import LangfuseMedia, LangfuseMediaReference
     from .model import Observation, Trace
     from .sdk import (
         LangfuseAgent,
@@ -88,10 +89,10 @@ def __getattr__(name: str) -> Any:
         from . import batch_evaluation
 
         return getattr(batch_evaluation, name)
-    if name == "LangfuseMedia":
-        from .media import LangfuseMedia
+    if name in ("LangfuseMedia", "LangfuseMediaReference"):
+        from . import media
 
-        return LangfuseMedia
+        return getattr(media, name)
     if name in ("Trace", "Observation"):
         from . import model
 

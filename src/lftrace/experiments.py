@@ -77,6 +77,34 @@ class DatasetItem:
         return f"DatasetItem(id={self.id!r}, dataset_name={self.dataset_name!r})"
 
 
+def _with_media_references(row: Mapping[str, Any], store: Any = None) -> Mapping[str, Any]:
+    """An item's values with their media reference strings as ``LangfuseMediaReference`` objects, as SDK 5's
+    ``get_dataset`` gives them: from Langfuse's ``mediaReferences``, or (``store``: a local dataset) from the
+    store's media."""
+    from .media import LangfuseMedia, LangfuseMediaReference, reference_paths, with_references
+
+    fields: dict[str, dict[str, Any]] = {"input": {}, "expectedOutput": {}, "metadata": {}}  # {reference: ...}
+    for ref in row.get("mediaReferences") or []:
+        media = ref.get("media") or {}
+        if ref.get("field") in fields and media.get("mediaId"):
+            fields[ref["field"]][ref["referenceString"]] = LangfuseMediaReference(
+                media["mediaId"], media.get("contentType", ""), media.get("url", ""), media.get("urlExpiry"),
+                media.get("contentLength"), ref["referenceString"],
+            )  # fmt: skip
+    if store is not None:
+        for name, found in fields.items():
+            for _, reference in reference_paths(row.get(name)):
+                parsed = LangfuseMedia.parse_reference_string(reference)
+                record = store.media_record(parsed["media_id"])
+                if record is not None and record["content"]:
+                    found[reference] = LangfuseMediaReference(
+                        parsed["media_id"], record["content_type"], "", None, record["size"], reference, store.media
+                    )
+    if not any(fields.values()):
+        return row
+    return {**row, **{name: with_references(row.get(name), found) for name, found in fields.items() if found}}
+
+
 class DatasetClient:
     """A dataset and its items (``get_dataset``); ``run_experiment`` runs one on them."""
 
@@ -348,7 +376,8 @@ class ExperimentApi:
                     break
         if data is None:
             raise DatasetNotFound(f"no dataset {name!r}")
-        return DatasetClient(data, [DatasetItem(row) for row in rows], self)
+        local = None if self.settings.langfuse_enabled else self.store
+        return DatasetClient(data, [DatasetItem(_with_media_references(row, local)) for row in rows], self)
 
     # -- experiments ----------------------------------------------------------------------------------------
     def run_experiment(

@@ -21,7 +21,9 @@ import binascii
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -250,6 +252,74 @@ class LangfuseMedia:
             return value
 
         return walk(obj, 0)
+
+
+@dataclass(frozen=True)
+class LangfuseMediaReference:
+    """Media a dataset item holds, resolved (the SDK's class): what ``get_dataset`` puts where the item's value
+    had a reference string. ``fetch_bytes``/``fetch_base64``/``fetch_data_uri`` read it from its URL (Langfuse's
+    presigned one, or ``lftrace serve``'s), or from the local store for an item read from it."""
+
+    media_id: str
+    content_type: str
+    url: str
+    url_expiry: str | None = None
+    content_length: int | None = None
+    reference_string: str | None = None
+    _local: Callable[[str], tuple[bytes, str] | None] | None = field(default=None, repr=False, compare=False)
+
+    def is_url_expired(self) -> bool:
+        if self.url_expiry is None:
+            return False
+        try:
+            expiry = datetime.fromisoformat(self.url_expiry.replace("Z", "+00:00"))
+        except ValueError:
+            return False
+        return (expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)) <= datetime.now(UTC)
+
+    def fetch_bytes(self, *, timeout: float = 30.0, client: Any = None) -> bytes:
+        if self._local is not None:
+            found = self._local(self.media_id)
+            if found is None:
+                raise LookupError(f"media {self.media_id} is not in the store")
+            return found[0]
+        import httpx
+
+        response = (client or httpx).get(self.url, timeout=timeout)
+        response.raise_for_status()
+        return bytes(response.content)
+
+    def fetch_base64(self, *, timeout: float = 30.0, client: Any = None) -> str:
+        return base64.b64encode(self.fetch_bytes(timeout=timeout, client=client)).decode()
+
+    def fetch_data_uri(self, *, timeout: float = 30.0, client: Any = None) -> str:
+        return as_data_uri(self.fetch_bytes(timeout=timeout, client=client), self.content_type)
+
+
+def reference_paths(value: Any, path: str = "$", depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(JSONPath, reference string) of every value that is a reference string, in Langfuse's normalized
+    bracket notation (``$['photo']``, ``$['pages'][0]``), as its dataset items' ``mediaReferences`` give them."""
+    if isinstance(value, str):
+        if value.startswith(REFERENCE_PREFIX) and REFERENCE.fullmatch(value):
+            yield path, value
+    elif depth < MAX_DEPTH and isinstance(value, dict):
+        for key, item in value.items():
+            yield from reference_paths(item, f"{path}['{key}']", depth + 1)
+    elif depth < MAX_DEPTH and isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from reference_paths(item, f"{path}[{index}]", depth + 1)
+
+
+def with_references(value: Any, references: Mapping[str, LangfuseMediaReference]) -> Any:
+    """``value`` with each reference string that ``references`` resolves replaced by its LangfuseMediaReference
+    (what SDK 5's ``get_dataset`` hands out)."""
+    if isinstance(value, str):
+        return references.get(value, value)
+    if isinstance(value, dict):
+        return {key: with_references(item, references) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_references(item, references) for item in value]
+    return value
 
 
 def as_data_uri(content: bytes, content_type: str) -> str:

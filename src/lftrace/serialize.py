@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from .media import Extractor, LangfuseMedia
+from .media import Extractor, LangfuseMedia, LangfuseMediaReference
 
 MAX_DEPTH = 40
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
@@ -76,6 +76,8 @@ def _classify(obj: Any) -> str:
         return "exception"
     if isinstance(obj, LangfuseMedia):
         return "media"
+    if isinstance(obj, LangfuseMediaReference):
+        return "media_reference"
     if isinstance(getattr(type(obj), "model_fields", None), Mapping) and hasattr(obj, "model_dump"):
         return "pydantic"
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -234,6 +236,9 @@ class _Converter:
         if extractor is not None:
             return extractor.media(obj)
         return obj._reference_string or f"<LangfuseMedia without content: {obj._content_type}>"
+
+    def _media_reference(self, obj: LangfuseMediaReference, depth: int) -> str:  # a dataset item's media
+        return obj.reference_string or f"<media {obj.media_id}>"
 
     def _exception(self, obj: Any, depth: int) -> str:
         return f"{type(obj).__name__}: {_safe_str(obj)}"

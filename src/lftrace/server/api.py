@@ -20,9 +20,11 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import LftraceError
+from ..media import LangfuseMedia, reference_paths
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..store import TraceStore
 from .conditions import Condition, matches, parse_conditions
+from .media import DOWNLOAD_PATH, SignedUrls
 
 PROJECT_ID = "lftrace-local"
 PROJECT = {
@@ -411,7 +413,23 @@ def _sessions(store: TraceStore, request: Request) -> list[dict[str, Any]]:
     return rows
 
 
-def routes(store: TraceStore) -> list[Route]:
+def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
+    def with_media(request: Request, item: dict[str, Any]) -> dict[str, Any]:
+        """A dataset item with its ``mediaReferences``: each reference string in its values whose media the
+        store holds, with a signed download URL (SDK 5's ``get_dataset`` resolves them)."""
+        found = []
+        for field_name in ("input", "expectedOutput", "metadata"):
+            for path, reference in reference_paths(item.get(field_name)):
+                media_id = LangfuseMedia.parse_reference_string(reference)["media_id"]
+                record = store.media_record(media_id)
+                if record is None or not record["content"]:
+                    continue
+                url, expires = urls.sign(request, DOWNLOAD_PATH, media_id)
+                media = {"mediaId": media_id, "contentType": record["content_type"], "contentLength": record["size"]}
+                media.update(url=url, urlExpiry=iso_from_ns(expires * 1_000_000_000))
+                found.append({"field": field_name, "referenceString": reference, "jsonPath": path, "media": media})
+        return {**item, "mediaReferences": found}
+
     def endpoint(work: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def handle(request: Request) -> Response:
             try:
@@ -596,12 +614,14 @@ def routes(store: TraceStore) -> list[Route]:
         if store.get_dataset(name) is None:
             return _error(404, f"dataset {name[:200]!r} not found")
         rows, total = store.dataset_items(name, offset=(page - 1) * limit, limit=limit)
-        return {"data": rows, "meta": _meta(page, limit, total)}
+        return {"data": [with_media(request, row) for row in rows], "meta": _meta(page, limit, total)}
 
     def dataset_item(request: Request) -> Any:
         item_id = request.path_params["item_id"]
         found = store.get_dataset_item(item_id)
-        return found if found is not None else _error(404, f"dataset item {item_id[:64]!r} not found")
+        return (
+            with_media(request, found) if found is not None else _error(404, f"dataset item {item_id[:64]!r} not found")
+        )
 
     return [
         Route("/api/public/v2/datasets", endpoint(datasets), methods=["GET"]),

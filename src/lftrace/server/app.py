@@ -395,7 +395,7 @@ def create_app(settings: ServerSettings, store: TraceStore | None = None) -> Sta
         Route("/api/public/ingestion", ingestion, methods=["POST"]),
         Route("/api/public/scores", create_scores, methods=["POST"]),
         *media.routes(store, settings.max_body_bytes, read_body, urls),
-        *api.routes(store),
+        *api.routes(store, urls),
         *web.routes(store, urls),
     ]
     app = Starlette(routes=routes)
