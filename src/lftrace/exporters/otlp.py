@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._version import __version__
 from ..config import mask_secret
@@ -217,7 +217,7 @@ class OtlpExporter:
                     return result
             if request is None:
                 return result
-            flight = self._begin(request, max(deadline - time.monotonic(), 0.05), None, "application/x-protobuf")
+            flight = self._begin(_Request(request), max(deadline - time.monotonic(), 0.05))
 
     def send(
         self,
@@ -239,21 +239,13 @@ class OtlpExporter:
         gzip): a request to another host, such as a presigned upload URL.
         """
         limit = timeout if timeout is not None else self.timeout
-        return self._wait(self._begin(body, limit, url, content_type, method, headers))
+        return self._wait(self._begin(_Request(body, url, content_type, method, headers), limit))
 
-    def _begin(
-        self,
-        body: bytes,
-        limit: float,
-        url: str | None,
-        content_type: str,
-        method: str = "POST",
-        headers: Mapping[str, str] | None = None,
-    ) -> _Flight:
-        """Start POSTing ``body`` on a worker thread; ``_wait`` gives its result within ``limit`` seconds."""
+    def _begin(self, request: _Request, limit: float) -> _Flight:
+        """Start sending ``request`` on a worker thread; ``_wait`` gives its result within ``limit`` seconds."""
         flight = _Flight(time.monotonic() + limit, limit)
         flight.worker = threading.Thread(
-            target=lambda: flight.box.append(self._post(body, limit, url, content_type, method, headers)),
+            target=lambda: flight.box.append(self._post(request, limit)),
             name="lftrace-export",
             daemon=True,
         )
@@ -278,25 +270,18 @@ class OtlpExporter:
         client, self._client = self._client, None
         shutdown_connections(client)
 
-    def _post(
-        self,
-        body: bytes,
-        timeout: float,
-        url: str | None,
-        content_type: str,
-        method: str = "POST",
-        own_headers: Mapping[str, str] | None = None,
-    ) -> ExportResult:
-        headers = {**(self.headers if own_headers is None else own_headers), "Content-Type": content_type}
+    def _post(self, request: _Request, timeout: float) -> ExportResult:
+        body, url, content_type = request.body, request.url, request.content_type
+        headers = {**(self.headers if request.headers is None else request.headers), "Content-Type": content_type}
         headers["User-Agent"] = f"lftrace/{__version__}"
-        if self.gzip and own_headers is None:
+        if self.gzip and request.headers is None:
             headers["Content-Encoding"] = "gzip"
             body = gzip.compress(body, compresslevel=3)  # 1-3: half the CPU of 5, ~1.4x the bytes
         target = url or self.endpoint  # what the messages name: the scores API's URL is not the spans'
         try:
             import httpx
 
-            response = self._http().request(method, target, content=body, headers=headers, timeout=timeout)
+            response = self._http().request(request.method, target, content=body, headers=headers, timeout=timeout)
         except Exception as exc:
             reason = type(exc).__name__
             if "httpx" in locals() and isinstance(exc, httpx.TimeoutException):
@@ -332,6 +317,17 @@ class OtlpExporter:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class _Request(NamedTuple):
+    """One HTTP request of an exporter. ``headers``: sent instead of the exporter's own (auth) headers, and the
+    body as it is (no gzip): a request to another host, such as a presigned upload URL."""
+
+    body: bytes
+    url: str | None = None  # None: the exporter's endpoint
+    content_type: str = "application/x-protobuf"
+    method: str = "POST"
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass
