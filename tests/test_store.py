@@ -351,6 +351,28 @@ def test_store_from_newer_lftrace_is_refused(tmp_path: Path) -> None:
         TraceStore(path, create=False)
 
 
+def test_store_of_another_lftrace_build_is_refused_by_its_migration_names(tmp_path: Path) -> None:
+    """Same numbers, another schema (a branch's store): refused on open, naming the migration, not later by a
+    missing table; the CLI says so in one line, exit 7, and the file is left as it was."""
+    path = tmp_path / "branch.db"
+    with TraceStore(path) as store:
+        store.write_traces([make_trace()])
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE _migrations SET name = 'm002_something_else' WHERE version = 2")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    for create in (True, False):
+        with pytest.raises(StoreError, match="its migration 2 is 'm002_something_else', this lftrace's is 'm002_"):
+            TraceStore(path, create=create)
+    listed = subprocess.run(
+        [sys.executable, "-m", "lftrace", "--store", str(path), "list"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == ExitStatus.STORE and len(listed.stderr.splitlines()) == 1, listed.stderr
+    assert "made by another lftrace build" in listed.stderr and "move it away" in listed.stderr
+    assert path.read_bytes() == before
+
+
 def test_empty_file_becomes_a_store(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     path.touch()

@@ -885,6 +885,8 @@ class TraceStore:
                 f"the trace store {self.path} was created by a newer lftrace (schema {version}, this one knows "
                 f"{LATEST_VERSION}); upgrade lftrace or set LFTRACE_STORE to another path"
             )
+        if version:
+            self._check_history()
         if read_only:
             if version < LATEST_VERSION:
                 raise StoreError(
@@ -899,6 +901,24 @@ class TraceStore:
             if table_count:
                 self.verify()  # a migration writes: never into a damaged file (a reader's open included)
             self._migrate()
+
+    def _check_history(self) -> None:
+        """The migrations recorded in the store are this lftrace's, by name: a store made by another build (the
+        same numbers, another schema) is refused here, naming the difference, not later by a missing table."""
+
+        def recorded(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            try:
+                return conn.execute("SELECT version, name FROM _migrations ORDER BY version").fetchall()
+            except sqlite3.OperationalError:  # no _migrations table: nothing recorded to compare
+                return []
+
+        known = {version: name for version, name, _ in MIGRATIONS}
+        for version, name in self._read(recorded):
+            if version in known and name != known[version]:
+                raise StoreError(
+                    f"the trace store {self.path} was made by another lftrace build (its migration {version} is "
+                    f"{name!r}, this lftrace's is {known[version]!r}); {_FIX}"
+                )
 
     def _migrate(self) -> None:
         for version, name, fn in MIGRATIONS:
