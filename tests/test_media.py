@@ -320,3 +320,15 @@ def test_show_names_the_media_instead_of_printing_it(isolated_env, monkeypatch):
         png_id = official_reference(PNG, "image/png", "base64_data_uri").split("id=")[1].split("|")[0]
         listed = f"lftrace media {png_id} -o" in detail.stdout.replace("\n", "")
         assert listed == (upload == "true")  # the Media section lists what the store keeps
+
+
+def test_the_bytes_are_stored_once_not_again_in_the_trace_row(isolated_env):
+    langfuse = Langfuse(public_key="")
+    trace_id = vision_run(langfuse)
+    langfuse.shutdown()
+    with TraceStore(isolated_env, create=False) as store:
+        (row,) = store._read(lambda c: c.execute("SELECT length(data) FROM traces").fetchall())
+        stored = store._read(lambda c: c.execute("SELECT sum(size) FROM media").fetchone()[0])
+        assert row[0] < 2_000  # the trace's own fields only: its media went to the media table
+        assert stored == len(PNG) + len(JPEG)
+        assert not store.get_trace(trace_id).media  # a trace read back carries references, not media

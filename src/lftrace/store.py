@@ -2292,7 +2292,9 @@ _OBS_DATA_FIELDS = tuple(f.name for f in dataclasses.fields(Observation) if f.na
 # The same for traces (observations and scores have tables of their own; the rest are columns)
 _TRACE_COLUMN_FIELDS = ("id", "name", "timestamp", "end_time", "session_id", "user_id", "environment", "release")
 _TRACE_DATA_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Trace) if f.name not in (*_TRACE_COLUMN_FIELDS, "observations", "scores")
+    f.name
+    for f in dataclasses.fields(Trace)
+    if f.name not in (*_TRACE_COLUMN_FIELDS, "observations", "scores") and not f.metadata.get("transient")
 )
 
 
