@@ -9,6 +9,7 @@ strings in the shape of Langfuse's ``GET /api/public/traces/{id}``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -255,7 +256,7 @@ class Trace:
     scores: list[Score] = field(default_factory=list)
     # media.MediaLink: the media the writer took out of this trace's data, on its way to the store (which keeps
     # it in its media table, not in the trace's JSON: "transient")
-    media: list[Any] = field(default_factory=list, compare=False, repr=False, metadata={"transient": True})
+    media: Sequence[Any] = field(default=(), compare=False, repr=False, metadata={"transient": True})
 
     @property
     def latency(self) -> float | None:
