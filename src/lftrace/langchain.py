@@ -74,8 +74,8 @@ _CONTROL_FLOW = frozenset(("GraphBubbleUp", "GraphInterrupt", "ParentCommand"))
 STREAM_CLOSED = "stopped (the stream was closed before the run ended)"
 MAX_RESUMABLE = 1024  # paused LangGraph threads remembered per handler (the official handler's bound)
 FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the writer together (bounded memory)
-# ... doubling per fragment up to this: each part is merged into the stored trace (totals recounted over the whole
-# trace), so fewer, larger parts keep a 10,000-step run from recounting 25,000 observations 125 times
+# ... doubling per fragment up to this: each part is a transaction that merges it into the stored trace (its sums
+# added to the trace's, the trace's search document written again), so fewer, larger parts cost less per step
 FRAGMENT_MAX = 800
 # ... or sooner, once its observations hold this many captured list items in all: each step of an agent loop holds
 # the conversation so far (a reference, but the writer's converted copy is a list of that length), so 800 steps of a
