@@ -18,6 +18,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
 
 from lftrace import client as client_module
 from lftrace.langchain import FRAGMENT_MAX, FRAGMENT_SIZE, CallbackHandler
@@ -273,3 +275,43 @@ def test_stats_and_diff_read_long_traces_without_their_inputs(tmp_path, monkeypa
     assert stats.exit_code == 0 and json.loads(stats.output)["traces"] == 1
     diff = CliRunner().invoke(app, ["diff", trace_id, trace_id], env=runner_env)
     assert diff.exit_code == 0, diff.output
+
+
+def test_inputs_stay_exact_when_a_step_replaces_or_removes_an_earlier_message(tmp_path, monkeypatch):
+    """Structural sharing only shares a prefix that is really the same: a LangGraph step that replaces an earlier
+    message by id (add_messages swaps it in place in the new list) or removes one must show in every later input."""
+    seen: list[list[str]] = []  # what each node saw, in order
+
+    def step(state: MessagesState) -> dict:
+        messages = state["messages"]
+        seen.append([m.content for m in messages])
+        k = len(seen)
+        if k % 7 == 0:  # edit an early message in place, by id
+            target = messages[k % 5]
+            return {"messages": [AIMessage(f"edited at {k}", id=target.id)]}
+        if k % 11 == 0:  # remove one from the middle
+            return {"messages": [RemoveMessage(id=messages[len(messages) // 2].id)]}
+        return {"messages": [AIMessage(f"reply {k}") if k % 2 else HumanMessage(f"ask {k}")]}
+
+    def route(state: MessagesState) -> str:
+        return "stop" if len(seen) >= 60 else "go"
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("step", step)
+    builder.add_edge(START, "step")
+    builder.add_conditional_edges("step", route, {"go": "step", "stop": END})
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    builder.compile().invoke(
+        {"messages": [HumanMessage(f"start {i}") for i in range(12)]},
+        {"callbacks": [handler], "recursion_limit": 200},
+    )
+    client_module.get_client().shutdown()
+    with TraceStore(tmp_path / "t.db", create=False) as store:
+        trace = store.get_trace(handler.last_trace_id)
+    nodes = sorted((o for o in trace.observations if o.name == "step"), key=lambda o: o.start_time)
+    assert len(nodes) == len(seen) == 60
+    stored = [[m["content"] for m in node.input["messages"]] for node in nodes]
+    assert any("edited at 7" in contents for contents in stored)  # the edits are there to be checked
+    assert stored == seen
