@@ -53,6 +53,57 @@ class Frozen:
         return f"Frozen({self.size} items)"
 
 
+class Extended:
+    """A converted list told as the converted list it extends (``base``: a list or an ``Extended``) and its new
+    ``items``, instead of a copy of both.
+
+    What the writer's converter makes of a growing conversation in a part of a long run (``Converter.extend``):
+    at step k a copy costs k pointers written and k reference counts touched, and a list of k items more for
+    the garbage collector to walk until the part is written. The store's packer writes it as a list node after
+    ``base``'s without searching for the prefix (``Packer``). ``flat()`` is the whole list; ``len`` its length.
+    """
+
+    __slots__ = ("base", "items", "size")
+
+    def __init__(self, base: list[Any] | Extended, items: list[Any]) -> None:
+        self.base = base
+        self.items = items
+        self.size = len(base) + len(items)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def flat(self) -> list[Any]:
+        chain: list[list[Any]] = []
+        node: list[Any] | Extended = self
+        while type(node) is Extended:
+            chain.append(node.items)
+            node = node.base
+        out = list(node)  # type: ignore[arg-type]
+        for items in reversed(chain):
+            out.extend(items)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Extended({self.size} items)"
+
+
+def flat(value: Any) -> Any:
+    """``value`` with an ``Extended`` (alone or as a value of a dict) made a plain list again."""
+    if type(value) is Extended:
+        return value.flat()
+    if type(value) is dict and any(type(v) is Extended for v in value.values()):
+        return {k: (v.flat() if type(v) is Extended else v) for k, v in value.items()}
+    return value
+
+
+def json_default(value: Any) -> Any:
+    """``default`` for orjson where a prepared value is written: an ``Extended`` as its list, anything else as text."""
+    if type(value) is Extended:
+        return value.flat()
+    return str(value)
+
+
 def freeze(value: Any) -> Any:
     """What the handler keeps of an input/output: lists (also as dict values) by reference, O(number of keys)."""
     kind = type(value)
@@ -77,7 +128,7 @@ def _items_in(value: Any) -> int:
     kind = type(value)
     if kind is list:
         return len(value)
-    if kind is Frozen:
+    if kind is Frozen or kind is Extended:
         return value.size
     return -1
 
@@ -138,7 +189,7 @@ def text_default(value: Any) -> Any:
     """``default`` for the stdlib ``json.dumps`` fallbacks: a fragment as its value, anything else as text."""
     if type(value) is orjson.Fragment:
         return json_text(value)
-    return str(value)
+    return json_default(value)
 
 
 INT64 = (-(2**63), 2**63 - 1)  # what SQLite and orjson take as an integer
@@ -156,7 +207,7 @@ def big_ints_as_text(value: Any) -> Any:
     return value
 
 
-def _length(entry: tuple[list[Any], Any, bool]) -> int:
+def _length(entry: tuple[list[Any] | Extended, Any, bool]) -> int:
     return len(entry[0])
 
 
@@ -209,21 +260,28 @@ class _Prefixes:
     """
 
     def __init__(self, size: int = RECENT) -> None:
-        self.entries: deque[tuple[list[Any], Any, bool]] = deque(maxlen=size)
+        self.entries: deque[tuple[list[Any] | Extended, Any, bool]] = deque(maxlen=size)
 
     def find(self, seq: list[Any], *, private: bool = False) -> tuple[int, Any]:
         """(length of the longest remembered prefix of ``seq``, what was made of it); (0, None) when none."""
         n = len(seq)
         # longest first: the first match is the answer, and older (shorter) ones of the same lineage are not
         # compared again (each comparison is O(length), in C)
-        for items, result, items_private in sorted(self.entries, key=_length, reverse=True):
-            m = len(items)
+        for remembered, result, items_private in sorted(self.entries, key=_length, reverse=True):
+            m = len(remembered)
             if m > n or m == 0:
                 continue
             try:
                 # the last item first (cheap and decisive), then the whole prefix
-                if seq[m - 1] is not items[m - 1] and seq[m - 1] != items[m - 1]:
-                    continue
+                if isinstance(remembered, Extended):  # the packer's: compared as the whole list it tells
+                    last = remembered.items[-1]
+                    if seq[m - 1] is not last and seq[m - 1] != last:
+                        continue
+                    items, items_private = remembered.flat(), True
+                else:
+                    items = remembered
+                    if seq[m - 1] is not items[m - 1] and seq[m - 1] != items[m - 1]:
+                        continue
                 same = private and items_private and _same_items is not None and _same_items(seq, items, m)
                 if not same and seq[:m] != items:
                     continue
@@ -232,8 +290,15 @@ class _Prefixes:
             return m, result
         return 0, None
 
-    def add(self, seq: list[Any], result: Any, *, private: bool = False) -> None:
+    def add(self, seq: list[Any] | Extended, result: Any, *, private: bool = False) -> None:
         self.entries.appendleft((seq, result, private))
+
+    def result_for(self, seq: Any) -> Any:
+        """What was made of this very list (identity), None when it is not remembered."""
+        for items, result, _private in self.entries:
+            if items is seq:
+                return result
+        return None
 
 
 class Converter:
@@ -245,6 +310,8 @@ class Converter:
         # state list is the input of a node and of the runnables inside it: converted once, shared.
         self._seen: dict[tuple[int, int], tuple[list[Any], Any]] = {}
         self.share_within_trace = share_within_trace  # off when a mask function may change values in place
+        # a list that extends a recent one becomes an ``Extended`` (a part of a long run, no mask), else a copy
+        self.extend = False
 
     def end_trace(self) -> None:
         """Let go of the lists captured in the trace just converted."""
@@ -287,8 +354,18 @@ class Converter:
         m, made = self._prefixes.find(seq, private=private)
         if m and m == len(seq):
             # the same list again (a model's input is its node's): shared, not copied (a mask gets its own list)
+            if type(made) is Extended:
+                return made if self.extend else made.flat()
             return made if self.share_within_trace else list(made)
-        out = (made if m else []) + [to_jsonable(item) for item in seq[m:]]
+        new = [to_jsonable(item) for item in seq[m:]]
+        out: list[Any] | Extended
+        if not m:
+            out = new
+        elif self.extend:
+            out = Extended(made, new)
+        else:
+            out = made.flat() if type(made) is Extended else list(made)
+            out.extend(new)
         self._prefixes.add(seq, out, private=private)
         return out
 
@@ -312,7 +389,7 @@ class Packer:
     def __init__(self, dumps: Callable[[Any], str]) -> None:
         self._dumps = dumps
         self._prefixes = _Prefixes()
-        self._saved: list[tuple[list[Any], Any, bool]] | None = None
+        self._saved: list[tuple[list[Any] | Extended, Any, bool]] | None = None
 
     def begin(self) -> None:
         self._saved = list(self._prefixes.entries)
@@ -329,17 +406,34 @@ class Packer:
     def pack(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
         """The value with its long lists (top level, or values of a top-level dict) replaced by node references."""
         kind = type(value)
-        if kind is list:
+        if kind is list or kind is Extended:
             return self._list(value, blobs)
         if kind is dict:
             if REF in value or ESCAPED in value:
-                return {ESCAPED: value}
-            if any(type(v) is list and len(v) >= MIN_SHARED for v in value.values()):
-                return {k: (self._list(v, blobs) if type(v) is list else v) for k, v in value.items()}
+                return {ESCAPED: flat(value)}
+            if any((type(v) is list and len(v) >= MIN_SHARED) or type(v) is Extended for v in value.values()):
+                return {k: (self._list(v, blobs) if type(v) in (list, Extended) else v) for k, v in value.items()}
         return value
 
-    def _list(self, seq: list[Any], blobs: dict[str, tuple[str | None, str]]) -> Any:
+    def _list(self, seq: list[Any] | Extended, blobs: dict[str, tuple[str | None, str]]) -> Any:
         # ``private``: the store's values are the writer's converted copies or JSON it parsed, held by no other thread
+        if isinstance(seq, Extended):
+            node = self._prefixes.result_for(seq)  # the same list again (a node's input is its model's)
+            if node is not None:
+                return {REF: node}
+            prev = self._prefixes.result_for(seq.base)
+            if prev is None:  # its base is not among the lists just stored: searched for as any list is
+                return self._searched(seq.flat(), blobs, seq)
+            data = self._dumps(seq.items)
+            node = _hash(prev, data.encode())
+            blobs[node] = (prev, data)
+            self._prefixes.add(seq, node, private=True)
+            return {REF: node}
+        return self._searched(seq, blobs, seq)
+
+    def _searched(
+        self, seq: list[Any], blobs: dict[str, tuple[str | None, str]], remembered: list[Any] | Extended
+    ) -> Any:
         if len(seq) < MIN_SHARED:
             return seq
         m, prev = self._prefixes.find(seq, private=True)
@@ -349,7 +443,7 @@ class Packer:
             data = self._dumps(seq[m:] if m else seq)
             node = _hash(prev if m else None, data.encode())
             blobs[node] = (prev if m else None, data)
-        self._prefixes.add(seq, node, private=True)
+        self._prefixes.add(remembered, node, private=True)
         return {REF: node}
 
 

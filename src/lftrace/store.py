@@ -46,9 +46,11 @@ from .model import (
     score_key,
 )
 from .sharing import (
+    Extended,
     Packer,
     big_ints_as_text,
     is_json_text,
+    json_default,
     json_text,
     materialize,
     references,
@@ -549,13 +551,13 @@ def _as_stored(value: Any) -> Any:
         return value
     if is_json_text(value):
         return json_text(value)
-    return orjson.loads(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
+    return orjson.loads(orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS))
 
 
 def dumps(value: Any) -> str:
     """JSON text for a column; an odd value (huge int, cycle, odd key) never breaks a write."""
     try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
         try:
             return json.dumps(big_ints_as_text(value), default=text_default, ensure_ascii=False)
@@ -2298,14 +2300,17 @@ _TRACE_DATA_FIELDS = tuple(
 )
 
 
+_PACKABLE = (list, dict, Extended)
+
+
 def _observation_row(
     num: int, trace_id: str, seq: int, obs: Observation, pack: Callable[[Any], Any] = _same
 ) -> tuple[Any, ...]:
     data = {key: value for key in _OBS_DATA_FIELDS if (value := getattr(obs, key)) is not None}
     # only a list or a dict can be packed (a long list shared); JSON text, strings and numbers are kept as they are
-    if type(obs.input) is list or type(obs.input) is dict:
+    if type(obs.input) in _PACKABLE:
         data["input"] = pack(obs.input)
-    if type(obs.output) is list or type(obs.output) is dict:
+    if type(obs.output) in _PACKABLE:
         data["output"] = pack(obs.output)
     return (
         num,

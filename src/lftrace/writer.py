@@ -30,7 +30,7 @@ from .errors import StoreError
 from .media import Extractor, media_hint
 from .model import Observation, Score, Trace
 from .sanitize import encodable
-from .sharing import INT64, Converter, as_json, inline_json, is_json_text
+from .sharing import INT64, Converter, Extended, as_json, inline_json, is_json_text
 
 
 class _Serialisers(NamedTuple):
@@ -558,7 +558,9 @@ class TraceWriter:
     def prepare(self, trace: Trace, *, complete: bool = True) -> Trace:
         """JSON-able values, masked; generations priced. Mutates and returns the trace.
 
-        ``complete=False``: a part of a running trace, whose end is not known yet.
+        ``complete=False``: a part of a running trace, whose end is not known yet. Its growing lists are
+        ``sharing.Extended`` (only the store reads a part, and its packer takes them as they are); a whole trace
+        gets plain lists, as the export and the helper read it from memory.
         """
         from .pricing import cost_for
         from .serialize import MEDIA_SINK
@@ -566,9 +568,11 @@ class TraceWriter:
 
         media = self._media
         MEDIA_SINK.extractor = media  # LangfuseMedia objects leave their bytes here as they are converted
+        self._converter.extend = not complete and self._mask is None
         try:
             self._convert_trace(trace, self._serialisers(), cost_for)
         finally:  # let go of the captured lists and messages
+            self._converter.extend = False
             self._converter.end_trace()
             forget_messages()
             MEDIA_SINK.extractor = None
@@ -668,6 +672,8 @@ class TraceWriter:
 def _repaired_value(value: Any) -> Any:
     if is_json_text(value):  # written by orjson: valid UTF-8, nothing to repair
         return value
+    if type(value) is Extended:
+        value = value.flat()
     if isinstance(value, str):
         return encodable(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):

@@ -1,0 +1,64 @@
+"""Structural sharing (sharing.py): what a part of a long run hands to the store reads back as the full lists."""
+
+from __future__ import annotations
+
+import orjson
+
+from lftrace.sharing import REF, Converter, Extended, Frozen, Packer, materialize, unpack
+from lftrace.store import dumps
+
+
+def _convert_steps(converter: Converter, steps: int) -> list[object]:
+    """A growing conversation captured at every step, as the handler captures it (a new list per step)."""
+    conversation: list[dict[str, str]] = []
+    out = []
+    for step in range(steps):
+        conversation = [*conversation, {"role": "user", "content": f"message {step}"}]
+        out.append(converter.convert(Frozen(conversation), lambda item: dict(item)))
+    return out
+
+
+def _read_back(packed: list[object], blobs: dict[str, tuple[str | None, str]]) -> list[object]:
+    nodes = {h: (prev, data) for h, (prev, data) in blobs.items()}
+    wanted = [p[REF] for p in packed if isinstance(p, dict) and REF in p]
+    lists = materialize(nodes, wanted)
+    return [unpack(p, lists) for p in packed]
+
+
+def test_a_part_tells_each_list_as_the_one_it_extends_and_the_store_reads_back_every_full_list():
+    converter = Converter()
+    converter.extend = True
+    made = _convert_steps(converter, 40)
+    assert all(type(m) is Extended for m in made[8:])  # MIN_SHARED: shorter lists are plain
+    assert made[-1].flat() == [{"role": "user", "content": f"message {i}"} for i in range(40)]
+    packer, blobs = Packer(dumps), {}
+    packed = [packer.pack(m, blobs) for m in made]
+    # every list of 8+ items is a node holding only its new item (no copy of the conversation stored)
+    assert all(len(orjson.loads(data)) == 1 for prev, data in blobs.values() if prev is not None)
+    assert _read_back(packed, blobs) == [m.flat() if type(m) is Extended else m for m in made]
+
+
+def test_an_extended_list_whose_base_the_store_did_not_see_is_stored_in_full_and_reads_back():
+    converter = Converter()
+    converter.extend = True
+    made = _convert_steps(converter, 20)
+    packer, blobs = Packer(dumps), {}
+    packed = packer.pack(made[-1], blobs)  # its base (step 18's list) was never packed
+    assert _read_back([packed], blobs) == [made[-1].flat()]
+    # and a plain list that extends it (a whole trace after the parts) still shares its prefix
+    longer = [*made[-1].flat(), {"role": "user", "content": "one more"}]
+    packed_longer = packer.pack(longer, blobs)
+    prev, data = blobs[packed_longer[REF]]
+    assert prev == packed[REF] and orjson.loads(data) == [longer[-1]]
+    assert _read_back([packed_longer], blobs) == [longer]
+
+
+def test_outside_a_part_the_converter_makes_plain_lists_and_a_stray_extended_is_written_as_its_list():
+    converter = Converter()
+    converter.extend = True
+    parts = _convert_steps(converter, 12)
+    converter.extend = False  # the whole trace at the end: read from memory by the export, so plain lists
+    conversation = [{"role": "user", "content": f"message {i}"} for i in range(13)]
+    whole = converter.convert(Frozen(conversation), lambda item: dict(item))
+    assert type(whole) is list and whole == conversation
+    assert orjson.loads(dumps({"input": parts[-1]})) == {"input": parts[-1].flat()}
