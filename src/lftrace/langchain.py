@@ -78,8 +78,8 @@ FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the wr
 # added to the trace's, the trace's search document written again), so fewer, larger parts cost less per step
 FRAGMENT_MAX = 800
 # ... or sooner, once its observations hold this many captured list items in all: each step of an agent loop holds
-# the conversation so far (a reference, but the writer's converted copy is a list of that length), so 800 steps of a
-# 20,000-message conversation held ~250 MB; this keeps a part's lists to ~8 MB of pointers on each side
+# the conversation so far (a reference to LangGraph's list of that length, kept alive until the part is written),
+# so 800 steps of a 20,000-message conversation held ~250 MB; this keeps a part's lists to ~8 MB of pointers
 FRAGMENT_WEIGHT = 1_000_000
 RECENT_MAX = 64  # finished observations kept for the live view
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")

@@ -6,7 +6,8 @@ what is unchanged instead:
 
 * the handler (user's thread) captures a list as ``Frozen(list)``: a reference and its length, O(1);
 * the writer (``Converter``) turns a captured list that extends a recently converted one into
-  ``earlier result + converted new items``: only new items are converted, the rest is one C-level copy;
+  ``earlier result + converted new items``: only new items are converted; in a part of a long run the result
+  is an ``Extended`` (the earlier result and the new items), elsewhere the earlier one is copied (C level);
 * the store (``Packer``) writes a list that extends a recently stored one as a content-addressed *list node*:
   ``blobs(hash, prev, data)`` = the hash of the list it extends and the new items only. Rows hold
   ``{"\\u0000lf": hash}`` in place of the list; ``materialize`` rebuilds full lists on read.

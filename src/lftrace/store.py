@@ -2307,7 +2307,8 @@ def _observation_row(
     num: int, trace_id: str, seq: int, obs: Observation, pack: Callable[[Any], Any] = _same
 ) -> tuple[Any, ...]:
     data = {key: value for key in _OBS_DATA_FIELDS if (value := getattr(obs, key)) is not None}
-    # only a list or a dict can be packed (a long list shared); JSON text, strings and numbers are kept as they are
+    # only a list, a dict or a part's Extended list can be packed (a long list shared); JSON text, strings and
+    # numbers are kept as they are
     if type(obs.input) in _PACKABLE:
         data["input"] = pack(obs.input)
     if type(obs.output) in _PACKABLE:
