@@ -291,12 +291,15 @@ def test_serve_forward_relays_the_media_an_sdk_uploads_after_its_spans(tmp_path)
             official.flush()
             official.shutdown()
             arrived: list = []
+            stored = None
             deadline = time.monotonic() + 20
-            while not arrived and time.monotonic() < deadline:
+            # the upstream may take the media upload before it has written the relayed spans: wait for both
+            while (not arrived or stored is None) and time.monotonic() < deadline:
                 time.sleep(0.2)
                 if (tmp_path / "upstream.db").exists():
                     with TraceStore(tmp_path / "upstream.db", create=False) as up:
                         arrived = up.trace_media([trace_id]).get(trace_id, [])
+                        stored = next((t for t in up.list_traces(limit=10) if t.id == trace_id), None)
             assert [(m.content, m.content_type) for m in arrived] == [(JPEG, "image/jpeg")]
             with TraceStore(tmp_path / "upstream.db", create=False) as up:
                 assert up.get_trace(trace_id).input == {"photo": media._reference_string}
