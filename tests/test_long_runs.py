@@ -23,6 +23,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 
 from lftrace import client as client_module
 from lftrace.langchain import FRAGMENT_MAX, FRAGMENT_SIZE, CallbackHandler
+from lftrace.sharing import Frozen
 from lftrace.store import TraceStore
 from support.signals import with_ctrl_c
 
@@ -130,6 +131,40 @@ def test_memory_held_by_the_handler_stays_bounded(tmp_path, monkeypatch):
     # parts of 200, 400, 800, 800 observations went to the writer: never more than one part is held
     assert sizes and max(sizes) <= FRAGMENT_MAX + 10
     assert max(sizes) < 2501 // 2
+
+
+def _held_items(value: object, seen: set[int]) -> int:
+    """Items of the user's lists a captured value still holds (each capture counted once, bases included)."""
+    captures = list(value.values()) if isinstance(value, dict) else [value]
+    total = 0
+    for capture in captures:
+        while isinstance(capture, Frozen) and id(capture) not in seen:
+            seen.add(id(capture))
+            total += len(capture.items or ())
+            capture = getattr(capture, "base", None)
+    return total
+
+
+def test_the_handler_keeps_what_each_step_added_not_each_steps_conversation(tmp_path, monkeypatch):
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    held: list[tuple[int, int]] = []  # (observations held, items of the conversation they hold)
+
+    steps = 600
+    for index, _ in enumerate(build_graph().stream(loop_input(steps), run_config(steps, [handler]))):
+        if index % 100 == 99:
+            state = next(iter(handler._traces.values()))
+            opened = [run.obs for run in handler._runs.values() if run.state is state and run.obs is not None]
+            observations = [*state.done, *state.trace.observations, *state.recent, *opened]
+            seen: set[int] = set()
+            items = sum(_held_items(o.input, seen) + _held_items(o.output, seen) for o in observations)
+            held.append((len(observations), items))
+    client_module.get_client().shutdown()
+    # by reference, every node's and model's input held its whole conversation: ~k items per observation at
+    # step k (60,000+ here); now one list per lineage plus what each step added
+    assert held and all(items <= 2 * observations + 2 * steps for observations, items in held), held
+    assert max(observations for observations, _ in held) > 100  # there was something held to count
 
 
 CRASHING_RUN = textwrap.dedent(

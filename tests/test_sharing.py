@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from lftrace.sharing import REF, Converter, Extended, Frozen, Packer, materialize, unpack
+from lftrace.sharing import MIN_SHARED, REF, Captures, Converter, Extended, Frozen, Packer, materialize, unpack
 from lftrace.store import dumps
 
 
@@ -62,3 +62,42 @@ def test_outside_a_part_the_converter_makes_plain_lists_and_a_stray_extended_is_
     whole = converter.convert(Frozen(conversation), lambda item: dict(item))
     assert type(whole) is list and whole == conversation
     assert orjson.loads(dumps({"input": parts[-1]})) == {"input": parts[-1].flat()}
+
+
+def test_the_users_thread_keeps_a_growing_list_as_the_capture_it_extends_and_its_new_items():
+    captures = Captures()
+    messages = [{"role": "user", "content": f"m{i}"} for i in range(10)]
+    first = captures.capture(messages)
+    assert first.base is None and first.items is messages  # a new lineage: the list itself, not copied
+    assert captures.capture(messages) is first  # the same list again
+    assert captures.capture(list(messages)) is first  # a model's own copy of its node's messages
+    grown = [*messages, {"role": "assistant", "content": "m10"}]
+    second = captures.capture(grown)
+    assert second.base is first and second.items == [grown[-1]] and second.size == 11  # no reference to grown
+    edited = [*grown[:3], {"role": "user", "content": "edited"}, *grown[4:]]  # same length, one item replaced
+    third = captures.capture(edited)
+    assert third.base is None and third.items is edited
+    removed = grown[:5] + grown[6:]  # shorter and not a prefix of anything captured
+    assert captures.capture(removed).base is None
+    short = messages[: MIN_SHARED - 1]
+    assert captures.capture(short).items is short and captures.capture(short).base is None
+    assert second.value() == grown and third.value() == edited
+
+    # the writer: every capture converted to its whole list, in a part (Extended) and outside one (plain)
+    for extend in (True, False):
+        converter = Converter()
+        converter.extend = extend
+        made = [converter.convert(f, dict) for f in (first, second, third)]
+        assert [m.flat() if type(m) is Extended else m for m in made] == [messages, grown, edited]
+        assert (type(made[1]) is Extended) is extend
+        # converted captures are cut (no reference to the user's lists any more) and still read in full
+        assert first.items is None and second.base is None and second.value() == grown
+        later = captures.capture([*grown, {"role": "user", "content": "m11"}])
+        assert later.base is second
+        assert flat_list(converter.convert(later, dict)) == [*grown, {"role": "user", "content": "m11"}]
+        captures = Captures()  # captured afresh for the next mode
+        first, second, third = captures.capture(messages), captures.capture(grown), captures.capture(edited)
+
+
+def flat_list(value: object) -> object:
+    return value.flat() if type(value) is Extended else value

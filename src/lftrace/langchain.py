@@ -35,7 +35,7 @@ from .ids import new_span_id, new_trace_id
 from .model import CANCELLED_KEY, EXPERIMENT_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sdk import _current as _current_span
 from .sdk import current_observation, prompt_reference, propagated_attributes
-from .sharing import Frozen, freeze
+from .sharing import Captures, Frozen
 from .usage import usage_from_result
 
 if TYPE_CHECKING:
@@ -77,9 +77,10 @@ FRAGMENT_SIZE = 200  # finished observations of a running trace handed to the wr
 # ... doubling per fragment up to this: each part is a transaction that merges it into the stored trace (its sums
 # added to the trace's, the trace's search document written again), so fewer, larger parts cost less per step
 FRAGMENT_MAX = 800
-# ... or sooner, once its observations hold this many captured list items in all: each step of an agent loop holds
-# the conversation so far (a reference to LangGraph's list of that length, kept alive until the part is written),
-# so 800 steps of a 20,000-message conversation held ~250 MB; this keeps a part's lists to ~8 MB of pointers
+# ... or sooner, once its observations hold this many items of the user's lists in all (``_weight``). A list that
+# extends one captured just before holds only its new items (sharing.Captures), so an agent loop's steps weigh a
+# few items each; a list that starts a new lineage is held whole (a reference to the user's list, alive until
+# the part is written): 800 of 20,000 messages would hold ~130 MB of pointers, this keeps it to ~8 MB
 FRAGMENT_WEIGHT = 1_000_000
 RECENT_MAX = 64  # finished observations kept for the live view
 _TRACE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -149,11 +150,6 @@ _SUBMITTED.submitted = True
 _SUBMITTED_RUN = _Run(None, _SUBMITTED)
 
 
-# Inputs/outputs are captured without copying lists (sharing.freeze: a reference and its length, O(1)): a node's
-# input holds the whole growing conversation, and copying it at every step made long runs quadratic.
-_snapshot = freeze
-
-
 def _drain(done: deque[Observation]) -> list[Observation]:
     """Everything in ``done`` now (popleft is atomic: an observation appended meanwhile waits for the next drain)."""
     out: list[Observation] = []
@@ -166,15 +162,15 @@ def _drain(done: deque[Observation]) -> list[Observation]:
 
 
 def _weight(value: Any) -> int:
-    """Captured list items a value holds (``Frozen`` lists, alone or as values of a dict): what a part costs."""
+    """Items of the user's lists a captured value holds (``Frozen`` lists, alone or as values of a dict)."""
     kind = type(value)
     if kind is Frozen:
-        return value.size
+        return value.held()
     if kind is dict:
         total = 0
         for item in value.values():
             if type(item) is Frozen:
-                total += item.size
+                total += item.held()
         return total
     if kind is list:
         return len(value)
@@ -409,6 +405,8 @@ class CallbackHandler(BaseCallbackHandler):
         self._prompts: dict[UUID, tuple[str, int | None]] = {}  # chain run -> prompt its next generation uses
         self._resumable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # thread_id -> (trace id, root obs id)
         self._warned: set[str] = set()
+        # the last few long lists captured: a growing conversation is kept as what each step added
+        self._captures = Captures()
         self.last_trace_id: str | None = None
         # why the run was stopped (`lftrace run` sets it on Ctrl-C/SIGTERM of an async run): the nodes the event loop
         # then cancels end with it instead of a bare "cancelled"
@@ -671,7 +669,7 @@ class CallbackHandler(BaseCallbackHandler):
                 obs.level = "WARNING"
                 obs.status_message = interrupted
             elif _is_parent_command(error):  # a handoff to the parent graph: the node's output is the Command
-                self._close(run_id, _snapshot(error.args[0]))
+                self._close(run_id, self._captures.freeze(error.args[0]))
                 return
             elif _is_control_flow(error):  # a LangGraph interrupt is control flow, not a failure
                 if not _note_interrupts(error, obs, state):
@@ -769,7 +767,15 @@ class CallbackHandler(BaseCallbackHandler):
             is_agent = "agent" in name.lower() or (
                 isinstance(ids, list) and any("agent" in str(part).lower() for part in ids)
             )
-            self._open(run_id, parent_run_id, "AGENT" if is_agent else "CHAIN", name, _snapshot(inputs), tags, metadata)
+            self._open(
+                run_id,
+                parent_run_id,
+                "AGENT" if is_agent else "CHAIN",
+                name,
+                self._captures.freeze(inputs),
+                tags,
+                metadata,
+            )
             if parent_run_id is not None and (self._prompts or (metadata and "langfuse_prompt" in metadata)):
                 self._register_prompt(run_id, parent_run_id, metadata)
         except Exception:
@@ -782,8 +788,8 @@ class CallbackHandler(BaseCallbackHandler):
                 # Streamed runs start with a placeholder ({"input": ""}); the real input arrives here.
                 obs = self._observation(run_id)
                 if obs is not None:
-                    obs.input = _snapshot(inputs)
-            self._close(run_id, _snapshot(outputs))
+                    obs.input = self._captures.freeze(inputs)
+            self._close(run_id, self._captures.freeze(outputs))
         except Exception:
             self._internal_error("on_chain_end")
 
@@ -822,8 +828,8 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            # one batch (the usual case): keep LangChain's own list by reference instead of copying it
-            inputs: Any = Frozen(messages[0]) if len(messages) == 1 else [m for batch in messages for m in batch]
+            # one batch (the usual case): LangChain's own list, captured (no copy) unless tools are added to it
+            inputs: Any = messages[0] if len(messages) == 1 else [m for batch in messages for m in batch]
             self._start_generation(serialized, inputs, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception:
             self._internal_error("on_chat_model_start")
@@ -858,11 +864,10 @@ class CallbackHandler(BaseCallbackHandler):
         params = kwargs.get("invocation_params") or {}
         tools = params.get("tools")
         if tools and isinstance(tools, list):
-            if isinstance(inputs, Frozen):
-                inputs = inputs.value()
-            elif not isinstance(inputs, list):
-                inputs = [inputs]
+            inputs = [*inputs] if isinstance(inputs, list) else [inputs]
             inputs.extend({"role": "tool", "content": _tool_definition(t)} for t in tools)
+        elif type(inputs) is list:
+            inputs = self._captures.capture(inputs)
         name = _run_name(serialized, kwargs.get("name"), "llm")
         obs = self._open(run_id, parent_run_id, "GENERATION", name, inputs, tags, metadata)
         if obs is not None:
@@ -922,7 +927,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = _run_name(serialized, kwargs.get("name"), "tool")
-            tool_input = _snapshot(inputs) if inputs is not None else input_str
+            tool_input = self._captures.freeze(inputs) if inputs is not None else input_str
             obs = self._open(run_id, parent_run_id, "TOOL", name, tool_input, tags, metadata)
             if obs is not None and kwargs.get("tool_call_id"):
                 obs.metadata = {**(obs.metadata or {}), "tool_call_id": kwargs["tool_call_id"]}
@@ -936,7 +941,7 @@ class CallbackHandler(BaseCallbackHandler):
                 obs.level = "ERROR"
                 content = getattr(output, "content", "")
                 obs.status_message = content if isinstance(content, str) else str(content)
-            self._close(run_id, _snapshot(output))
+            self._close(run_id, self._captures.freeze(output))
         except Exception:
             self._internal_error("on_tool_end")
             self._safe_close(run_id)

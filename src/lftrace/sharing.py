@@ -35,23 +35,107 @@ ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF
 
 
 class Frozen:
-    """A list captured on the user's thread without copying it: the list and its length at capture time.
+    """A list captured on the user's thread without copying it.
 
-    LangGraph builds a new list for every state update; a node that appends to its input list in place only
-    adds items past ``size``, so ``items[:size]`` is still what the run saw.
+    Either the list itself and its length at capture time (``base`` None): LangGraph builds a new list for
+    every state update, and a node that appends to its input list in place only adds items past ``size``, so
+    ``items[:size]`` is still what the run saw. Or, for a list that extends one captured just before
+    (``Captures``), that capture (``base``) and only the new items: the handler then keeps no reference to
+    the whole conversation, only to what each step added.
+
+    The writer's converter sets ``made`` (what it made of the value) and lets go of ``items`` and ``base``
+    (``cut``): a later capture that extends this one only needs ``made``.
     """
 
-    __slots__ = ("items", "size")
+    __slots__ = ("base", "items", "made", "size")
 
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-        self.size = len(items)
+    def __init__(self, items: list[Any], size: int | None = None, base: Frozen | None = None) -> None:
+        self.items: list[Any] | None = items
+        self.size = len(items) if size is None else size
+        self.base = base
+        self.made: Any = None
 
     def value(self) -> list[Any]:
-        return self.items[: self.size]
+        """The whole list (a new one): its items, after those of its bases."""
+        chain: list[list[Any]] = []
+        node = self
+        while node.base is not None:
+            chain.append(node.items or [])
+            node = node.base
+        # a capture already converted and cut: what was made of it (JSON-able; converting it again is a no-op)
+        out = node.items[: node.size] if node.items is not None else list(flat(node.made) or ())
+        for items in reversed(chain):
+            out.extend(items)
+        return out
+
+    def held(self) -> int:
+        """Items of the user's list this capture holds itself (its new items; 0 once cut)."""
+        items = self.items  # read once: the writer may cut it meanwhile
+        return len(items) if items is not None else 0
+
+    def cut(self, made: Any) -> None:
+        self.made = made
+        self.items = self.base = None
 
     def __repr__(self) -> str:
         return f"Frozen({self.size} items)"
+
+
+class Captures:
+    """The user's thread: the last few long lists captured, so that a list extending one of them (the next
+    state of a growing conversation, the model's copy of its node's messages) is kept as that capture plus
+    its new items (``Frozen(new items, size, base)``), not as a reference to the whole list.
+
+    Holding every step's conversation until the writer converts it kept hundreds of conversation-sized lists
+    alive per part, each walked by the garbage collector's young passes, and the writer then sliced each one
+    (a reference count written on every message, from another core). Here the check is made once, where the
+    list is at hand: its last remembered item by identity, then the prefix by ``==`` on a slice (identity
+    first, in C). Lists shorter than ``MIN_SHARED`` are captured as they are.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._recent: deque[tuple[list[Any], int, Frozen]] = deque(maxlen=size)
+
+    def capture(self, seq: list[Any]) -> Frozen:
+        n = len(seq)
+        if n < MIN_SHARED:
+            return Frozen(seq, n)
+        # a snapshot (tuple() of a deque is atomic): other threads of the program capture too
+        for known, m, frozen in sorted(tuple(self._recent), key=_entry_size, reverse=True):
+            if m > n:
+                continue
+            try:
+                if seq[m - 1] is not known[m - 1]:
+                    continue
+                if known is not seq:
+                    prefix = known if len(known) == m else known[:m]
+                    # ``==`` is identity first, in C; a slice only where the list is longer (the one that grows)
+                    if (seq if n == m else seq[:m]) != prefix:
+                        continue
+            except Exception:  # a list changed in place since, an item whose == raises: not this one
+                continue
+            if m == n:
+                return frozen  # the same list again (a model's input is its node's)
+            captured = Frozen(seq[m:n], n, frozen)
+            self._recent.appendleft((seq, n, captured))
+            return captured
+        captured = Frozen(seq, n)
+        self._recent.appendleft((seq, n, captured))
+        return captured
+
+    def freeze(self, value: Any) -> Any:
+        """What the handler keeps of an input/output: lists (also as dict values) captured, O(number of keys)
+        plus one comparison per long list."""
+        kind = type(value)
+        if kind is dict:
+            return {k: (self.capture(v) if type(v) is list else v) for k, v in value.items()}
+        if kind is list:
+            return self.capture(value)
+        return value
+
+
+def _entry_size(entry: tuple[list[Any], int, Frozen]) -> int:
+    return entry[1]
 
 
 class Extended:
@@ -103,16 +187,6 @@ def json_default(value: Any) -> Any:
     if type(value) is Extended:
         return value.flat()
     return str(value)
-
-
-def freeze(value: Any) -> Any:
-    """What the handler keeps of an input/output: lists (also as dict values) by reference, O(number of keys)."""
-    kind = type(value)
-    if kind is dict:
-        return {k: (Frozen(v) if type(v) is list else v) for k, v in value.items()}
-    if kind is list:
-        return Frozen(value)
-    return value
 
 
 def thaw(value: Any) -> Any:
@@ -339,14 +413,41 @@ class Converter:
         return to_jsonable(value)
 
     def _captured(self, frozen: Frozen, to_jsonable: Callable[[Any], Any]) -> Any:
-        if not self.share_within_trace:
+        if not self.share_within_trace:  # a mask may change what it is given in place: its own copy
             return self._list(frozen.value(), to_jsonable)
-        key = (id(frozen.items), frozen.size)
-        seen = self._seen.get(key)
-        if seen is not None and seen[0] is frozen.items:
-            return seen[1]
-        made = self._list(frozen.value(), to_jsonable, private=True)  # value(): a slice made here
-        self._seen[key] = (frozen.items, made)
+        made = frozen.made
+        if made is None:
+            made = self._made(frozen, to_jsonable)
+        if type(made) is Extended and not self.extend:
+            return made.flat()
+        return made
+
+    def _made(self, frozen: Frozen, to_jsonable: Callable[[Any], Any]) -> Any:
+        """What is made of a capture and of the captures it extends that are not converted yet, each cut."""
+        chain: list[Frozen] = []
+        node = frozen
+        while node.made is None and node.base is not None:
+            chain.append(node)
+            node = node.base
+        made = node.made
+        if made is None:  # the first capture of a lineage: the list itself, compared with the recent ones
+            items = node.items if node.items is not None else []
+            key = (id(items), node.size)
+            seen = self._seen.get(key)
+            if seen is not None and seen[0] is items:
+                made = seen[1]
+            else:
+                made = self._list(node.value(), to_jsonable, private=True)  # value(): a slice made here
+                self._seen[key] = (items, made)
+            node.cut(made)
+        for link in reversed(chain):  # only the items each step added are converted
+            new = [to_jsonable(item) for item in link.items or ()]
+            if self.extend:
+                made = Extended(made, new)
+            else:
+                made = made.flat() if type(made) is Extended else list(made)
+                made.extend(new)
+            link.cut(made)
         return made
 
     def _list(self, seq: list[Any], to_jsonable: Callable[[Any], Any], *, private: bool = False) -> Any:
