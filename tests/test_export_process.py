@@ -56,10 +56,17 @@ if sys.argv[1] == "fork":  # a child made with fork() traces too: on its own, no
     child = os.fork()
     if child == 0:
         RunnableLambda(lambda x: x).invoke("child", config={"callbacks": [handler], "run_name": "child"})
-        ok = client.flush() and client.last_delivery.pending == 0
+        flushed = client.flush()
         own = getattr(client._deliverer, "_proc", None)
-        os._exit(0 if ok and (own is None or own is not parent_helper) else 3)
-    assert os.waitpid(child, 0)[1] == 0
+        report = client.last_delivery
+        problem = (
+            "" if flushed else "the child's flush did not write its trace; ",
+            "" if report is not None and report.pending == 0 else f"the child's delivery left {report}; ",
+            "" if own is None or own is not parent_helper else "the child used its parent's helper; ",
+        )
+        os.write(2, "".join(problem).encode())
+        os._exit(3 if any(problem) else 0)
+    assert os.waitpid(child, 0)[1] == 0, "the forked child failed (its reasons are above)"
     RunnableLambda(lambda x: x).invoke("parent", config={"callbacks": [handler], "run_name": "parent"})
 if sys.argv[1] == "atexit":  # no flush: the client's exit handler writes and delivers
     sys.exit(0)
@@ -147,7 +154,9 @@ def test_a_forked_child_traces_on_its_own_and_nothing_is_lost(tmp_path: Path, re
     """multiprocessing, gunicorn and Celery workers are made with fork() after the parent traced: the child has
     none of the parent's threads (its writer's flush waited forever, its trace was lost) and must not use the
     parent's SQLite connection. It gets its own writer, store connection and delivery."""
-    done = run_program(tmp_path, receiver, "fork", LFTRACE_EXPORT_PROCESS=helper)
+    # a generous delivery deadline: the child imports the exporters and starts its own delivery, which took over
+    # the 5 s default once on a loaded machine (the suite's two workers): its flush then reported a pending span
+    done = run_program(tmp_path, receiver, "fork", LFTRACE_EXPORT_PROCESS=helper, LANGFUSE_TIMEOUT="30")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["waiting"] == 0
