@@ -381,16 +381,9 @@ class Converter:
 
     def __init__(self, *, share_within_trace: bool = True) -> None:
         self._prefixes = _Prefixes()
-        # within one trace: (id of a captured list, its length) -> (the list, what was made of it). The same
-        # state list is the input of a node and of the runnables inside it: converted once, shared.
-        self._seen: dict[tuple[int, int], tuple[list[Any], Any]] = {}
         self.share_within_trace = share_within_trace  # off when a mask function may change values in place
         # a list that extends a recent one becomes an ``Extended`` (a part of a long run, no mask), else a copy
         self.extend = False
-
-    def end_trace(self) -> None:
-        """Let go of the lists captured in the trace just converted."""
-        self._seen.clear()
 
     def convert(self, value: Any, to_jsonable: Callable[[Any], Any]) -> Any:
         kind = type(value)
@@ -430,15 +423,9 @@ class Converter:
             chain.append(node)
             node = node.base
         made = node.made
-        if made is None:  # the first capture of a lineage: the list itself, compared with the recent ones
-            items = node.items if node.items is not None else []
-            key = (id(items), node.size)
-            seen = self._seen.get(key)
-            if seen is not None and seen[0] is items:
-                made = seen[1]
-            else:
-                made = self._list(node.value(), to_jsonable, private=True)  # value(): a slice made here
-                self._seen[key] = (items, made)
+        if made is None:  # the first capture of a lineage: the list itself, compared with the recent ones (the same
+            # list captured again as another capture is found there whole, and shares what was made of it)
+            made = self._list(node.value(), to_jsonable, private=True)  # value(): a slice made here
             node.cut(made)
         for link in reversed(chain):  # only the items each step added are converted
             new = [to_jsonable(item) for item in link.items or ()]

@@ -573,7 +573,6 @@ class TraceWriter:
             self._convert_trace(trace, self._serialisers(), cost_for)
         finally:  # let go of the captured lists and messages
             self._converter.extend = False
-            self._converter.end_trace()
             forget_messages()
             MEDIA_SINK.extractor = None
             trace.media = (*trace.media, *media.end_trace())
