@@ -155,3 +155,25 @@ def test_batches_split_under_the_limit_and_hold_every_span(isolated_env):
         s for r in requests for s in ExportTraceServiceRequest.FromString(r).resource_spans[0].scope_spans[0].spans
     ]
     assert [s.span_id.hex() for s in spans] == [o.id for t in traces for o in t.observations]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "y" * 600_000,  # over the 250 KB the export once re-encoded from, under the 1 MB cut: sent whole
+        "é" * 499_900,  # ~1 MB of UTF-8 in half as many characters: still whole
+        "é" * 500_100,  # just over 1 MB of UTF-8: cut with a marker
+        "y" * 1_000_100,
+    ],
+    ids=["600k-ascii", "under-1mb-utf8", "over-1mb-utf8", "over-1mb-ascii"],
+)
+def test_large_values_are_cut_exactly_where_the_reference_cuts_them(isolated_env, output):
+    """A span is encoded once unless its bytes could break a limit (more than ``MAX_VALUE_BYTES``); at and around
+    the limit, in one-byte and two-byte characters, the request is still byte for byte the reference's, which
+    applies ``limit_attribute_sizes`` to every span."""
+    trace = sample_trace(tool_output=output)
+    ours = encode_request([trace])
+    assert ours == reference([trace])
+    tool = next(s for s in encode_traces([trace]).resource_spans[0].scope_spans[0].spans if s.name == "get_weather")
+    sent = next(kv.value.string_value for kv in tool.attributes if kv.key == "langfuse.observation.output")
+    assert ("truncated by lftrace" in sent) == (len(output.encode()) + 2 > 1_000_000)

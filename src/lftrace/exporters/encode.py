@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 
 MAX_VALUE_BYTES = 1_000_000  # one attribute value
 MAX_SPAN_BYTES = 4_000_000  # all attribute values of one span (Langfuse drops spans over ~9.5 MB)
-# A span encoded at most this big has no value that limit_attribute_sizes would cut: checked on the bytes, once,
-# instead of summing every attribute's length before encoding
-_SURELY_UNDER_LIMITS = min(MAX_VALUE_BYTES // 4, MAX_SPAN_BYTES)
+# A span encoded at most this big has no value that limit_attribute_sizes would cut (no value over MAX_VALUE_BYTES
+# of UTF-8, all of them under MAX_SPAN_BYTES): checked on the bytes, once, instead of summing every attribute's
+# length before encoding. Any bigger span is measured and encoded again: at MAX_VALUE_BYTES // 4, every span of a
+# long run's second half (inputs of 250 KB to 1 MB) was encoded three times
+_SURELY_UNDER_LIMITS = min(MAX_VALUE_BYTES, MAX_SPAN_BYTES)
 MAX_REQUEST_BYTES = 4_000_000  # one request, before gzip (Langfuse: keep well under 16 MB)
 # ... and one request sent without gzip (an endpoint on this machine): a long run's requests are all this size,
 # and at 4 MB each the process's peak RSS grew by ~80 MB more than at 1 MB (4,000-step loop, bench/long_run.py)
