@@ -379,28 +379,33 @@ def describe(result: dict[str, Any]) -> str:
 
 
 def summarise(runs: dict[tuple[int, str], list[dict[str, Any]]]) -> None:
-    """The table of medians: ratios against the plain run of the same size (median against median)."""
+    """The table of medians: ratios against the plain run of the same size (median against median), and the
+    median of each round's ratio against that round's plain run ("paired"): this VM's speed drifts by up to 1.7x
+    over minutes, mostly slowly, so a ratio within one round is steadier than one between medians of rounds."""
 
     def median(rs: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in rs)
 
     print(
-        "\n| steps | case | runs | run+flush s (median, min-max) | x plain | x noop handler | CPU x plain "
-        "| peak RSS MB | RSS - plain MB | store MB |"
+        "\n| steps | case | runs | run+flush s (median, min-max) | x plain | x plain, paired (min-max) | x noop handler "
+        "| CPU x plain | peak RSS MB | RSS - plain MB | store MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (steps, case), rs in runs.items():
         base, floor = runs.get((steps, "plain")), runs.get((steps, "noop"))
         total = median(rs, "total")
         spread = f"{min(r['total'] for r in rs):.2f}-{max(r['total'] for r in rs):.2f}"
         ratio = fmt(total / median(base, "total"), ".2f") if base else "-"
+        plain_of_round = {r["round"]: r["total"] for r in base or ()}
+        paired = [r["total"] / plain_of_round[r["round"]] for r in rs if r["round"] in plain_of_round]
+        in_round = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})" if paired else "-"
         over_noop = fmt(total / median(floor, "total"), ".2f") if floor else "-"
         cpu_ratio = fmt(median(rs, "cpu") / median(base, "cpu"), ".2f") if base else "-"
         rss = median(rs, "rss_mb")
         delta = fmt(rss - median(base, "rss_mb"), ".0f") if base else "-"
         store = fmt(statistics.median(r["store_mb"] for r in rs) if rs[0]["store_mb"] is not None else None, ".1f")
         print(
-            f"| {steps:,} | {case} | {len(rs)} | {total:.2f} ({spread}) | {ratio} | {over_noop} | {cpu_ratio} "
+            f"| {steps:,} | {case} | {len(rs)} | {total:.2f} ({spread}) | {ratio} | {in_round} | {over_noop} | {cpu_ratio} "
             f"| {rss:.0f} | {delta} | {store} |"
         )
     stores = sorted((steps, median(rs, "store_mb")) for (steps, case), rs in runs.items() if case == "store")
@@ -466,6 +471,7 @@ def main() -> None:
                 result = measure(case, steps, sink, args.timeout)
                 if result is None:
                     continue
+                result["round"] = round_no
                 runs.setdefault((steps, case), []).append(result)
                 print(f"  round {round_no}  {steps:>6} steps  {case:<11} {describe(result)}", flush=True)
     summarise(runs)
