@@ -90,6 +90,16 @@ def helper_cpu(client: Any) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def paired(series: dict[str, list[float]], name: str) -> str:
+    """The median over rounds of each round's overhead ratio ``name``/langfuse (both against that round's
+    ``none`` block): this VM's speed drifts over a run of the benchmark, and a round's blocks are seconds apart."""
+    ratios = []
+    for none, ours, theirs in zip(series["none"], series[name], series["langfuse"], strict=True):
+        if theirs > none:
+            ratios.append((ours - none) / (theirs - none))
+    return f"{statistics.median(ratios):.3f}" if ratios else "-"
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
@@ -235,7 +245,8 @@ def main() -> None:
             print(f"[{mode}] {label:4s} overhead per span: {line}")
             print(
                 f"[{mode}] {label:4s} ratio lftrace/langfuse {ratio:.3f} (export from a {default_mode}; "
-                f"from a {other_mode}: {other:.3f}; store only: {local:.3f})"
+                f"from a {other_mode}: {other:.3f}; store only: {local:.3f}); "
+                f"paired: {paired(series, 'lftrace')} ({paired(series, 'lftrace-other')}; {paired(series, 'lftrace-local')})"
             )
 
     # memory: many lftrace runs through one handler, flushed
