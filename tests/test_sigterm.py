@@ -195,23 +195,30 @@ _SIGNAL_ON_A_WORKER_THREAD = textwrap.dedent(
         topic: str
 
     def hung(state):
-        # the kernel may hand a process's SIGTERM to any thread: here, deterministically, the executor's thread that
-        # runs this sync node (an async run), once the main thread sleeps in the event loop's select
+        # the kernel may hand a process's SIGTERM to any thread: here, deterministically, a thread of LangGraph's
+        # executor that runs a sync node, once the main thread waits for it (the event loop's select in an async
+        # run, concurrent.futures.wait for parallel branches in invoke(); a branch LangGraph runs on the main
+        # thread just sleeps)
         time.sleep(1)
-        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        if threading.current_thread() is not threading.main_thread():
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
         time.sleep(60)
         return {}
 
     builder = StateGraph(State)
-    builder.add_node("hung", hung)
-    builder.add_edge(START, "hung")
-    builder.add_edge("hung", END)
+    for name in ("left", "right"):
+        builder.add_node(name, hung)
+        builder.add_edge(START, name)
+        builder.add_edge(name, END)
     graph = builder.compile()
     """
 )
 
 
-def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_an_async_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--async"]], ids=["invoke", "async"])
+def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_the_run(tmp_path: Path, mode: list[str]) -> None:
+    """Python only marks a signal another thread caught; the main thread, asleep in a lock or a select, did not
+    wake up for it (1 run in ~15 under load hung after a CI runner's SIGTERM). signals.Forwarding sends it on."""
     (tmp_path / "worker_signal.py").write_text(_SIGNAL_ON_A_WORKER_THREAD, encoding="utf-8")
     env = {
         **os.environ,
@@ -221,13 +228,38 @@ def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_an_async_run(
     lftrace = Path(sys.executable).parent / "lftrace"
     started = time.monotonic()
     done = subprocess.run(
-        [str(lftrace), "run", "worker_signal.py:graph", "--input", '{"topic": "x"}', "--async"],
+        [str(lftrace), "run", "worker_signal.py:graph", "--input", '{"topic": "x"}', *mode],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env=env,
         timeout=45,
     )
-    assert time.monotonic() - started < 15  # not the 60 s the node sleeps (it hung for all of them before)
+    assert time.monotonic() - started < 15  # not the 60 s the nodes sleep (it hung for all of them before)
     assert done.returncode == 143, done.stderr
     assert done.stderr.startswith("error: terminated (SIGTERM); partial trace saved: "), done.stderr
+
+
+def test_a_sigterm_a_case_thread_catches_still_stops_lftrace_test(tmp_path: Path) -> None:
+    """`lftrace test` runs its cases on threads; its main thread waits for them with a timeout (``SIGNAL_POLL_S``),
+    so it runs its handler for a signal a case's thread caught: kept so."""
+    (tmp_path / "worker_signal.py").write_text(_SIGNAL_ON_A_WORKER_THREAD, encoding="utf-8")
+    (tmp_path / "cases.jsonl").write_text(json.dumps({"name": "hangs", "input": {"topic": "x"}}) + "\n")
+    env = {
+        **os.environ,
+        "LFTRACE_STORE": str(tmp_path / "traces.db"),
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+    }
+    lftrace = Path(sys.executable).parent / "lftrace"
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(lftrace), "test", "worker_signal.py:graph", "cases.jsonl", "--sync"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=45,
+    )
+    assert time.monotonic() - started < 15  # not the 60 s the nodes sleep
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: terminated (SIGTERM): 0 of 1 case(s) finished"), done.stderr

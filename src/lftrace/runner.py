@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,6 +35,7 @@ from .errors import (
     stop_reason,
 )
 from .model import Trace
+from .signals import Forwarding
 
 if TYPE_CHECKING:
     from .client import Langfuse
@@ -709,59 +709,16 @@ async def _drive_async(run: _Run) -> tuple[Any, list[Any]]:
     from . import threads
 
     plan, value = run.plan, run.value
-    with _signals_wake_the_loop(asyncio.get_running_loop()):
-        async with threads.aattached(run.runnable, plan.checkpoints if plan.attach else None, plan.memory) as graph:
-            if threads.asked_checkpoint(run.config):
-                threads.check_checkpoint(await graph.aget_state(run.config), run.config)
-            if plan.resume:
-                assert plan.thread_id is not None
-                value = _resume_value(plan, await threads.apending_interrupts(graph, plan.thread_id))
-            output = await _run_async(graph, value, run.config, run.stream, run.emit, **run.graph_kwargs)
-            if plan.checkpointed and plan.thread_id is not None:
-                return output, await threads.apending_interrupts(graph, plan.thread_id)
-            return output, threads.interrupts_in_output(output) if is_graph(run.runnable) else []
-
-
-@contextlib.contextmanager
-def _signals_wake_the_loop(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """While an async run goes on: a signal makes the event loop wake up, whichever thread the kernel gave it to.
-
-    The kernel may hand Ctrl-C or SIGTERM to any thread, e.g. one of the executor's threads running a sync node.
-    Python then marks the signal for the main thread, which stays asleep in the loop's select until its next event
-    (a hung node: never), so the run did not stop (1 run in ~10 under load). A wakeup fd the loop watches wakes it,
-    and the handler runs at once. Nothing changes where a wakeup fd is set already (asyncio's own, for
-    ``add_signal_handler``: ``lftrace test --async``) or where signals cannot be handled (not the main thread).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    readable, writable = socket.socketpair()
-    readable.setblocking(False)
-    writable.setblocking(False)
-    try:
-        earlier = signal.set_wakeup_fd(writable.fileno(), warn_on_full_buffer=False)
-    except ValueError:  # an embedded interpreter
-        earlier = None
-    if earlier != -1:  # another wakeup fd (kept as it was), or none could be set
-        if earlier is not None:
-            signal.set_wakeup_fd(earlier)
-        readable.close()
-        writable.close()
-        yield
-        return
-
-    def drain() -> None:
-        with contextlib.suppress(OSError):
-            readable.recv(512)
-
-    loop.add_reader(readable.fileno(), drain)
-    try:
-        yield
-    finally:
-        loop.remove_reader(readable.fileno())
-        signal.set_wakeup_fd(-1)
-        readable.close()
-        writable.close()
+    async with threads.aattached(run.runnable, plan.checkpoints if plan.attach else None, plan.memory) as graph:
+        if threads.asked_checkpoint(run.config):
+            threads.check_checkpoint(await graph.aget_state(run.config), run.config)
+        if plan.resume:
+            assert plan.thread_id is not None
+            value = _resume_value(plan, await threads.apending_interrupts(graph, plan.thread_id))
+        output = await _run_async(graph, value, run.config, run.stream, run.emit, **run.graph_kwargs)
+        if plan.checkpointed and plan.thread_id is not None:
+            return output, await threads.apending_interrupts(graph, plan.thread_id)
+        return output, threads.interrupts_in_output(output) if is_graph(run.runnable) else []
 
 
 STOP_REPEAT_S = 1.0  # a run still going this long after Ctrl-C or SIGTERM is stopped again (see signals_as_interrupt)
@@ -796,6 +753,7 @@ def signals_as_interrupt(
     timers: list[threading.Timer] = []
     main = threading.main_thread().ident
     repeat = repeat and hasattr(signal, "pthread_kill")
+    forwarding = Forwarding(raises)  # a signal another thread caught still stops the run (signals.py)
 
     def again(signum: int) -> None:
         with lock:
@@ -803,6 +761,7 @@ def signals_as_interrupt(
                 signal.pthread_kill(main, signum)
 
     def stop(signum: int, frame: Any) -> None:
+        forwarding.ran(signum)
         if not inside[0]:  # a repeat that arrived as the block ended: it is over already
             return
         if repeat:
@@ -825,7 +784,8 @@ def signals_as_interrupt(
         yield
         return
     try:
-        yield
+        with forwarding:
+            yield
     finally:
         try:
             inside[0] = False  # a repeat due right now may still raise here: the handlers go all the same
