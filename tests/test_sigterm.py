@@ -215,10 +215,8 @@ _SIGNAL_ON_A_WORKER_THREAD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", [[], ["--async"]], ids=["invoke", "async"])
-def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_the_run(tmp_path: Path, mode: list[str]) -> None:
-    """Python only marks a signal another thread caught; the main thread, asleep in a lock or a select, did not
-    wake up for it (1 run in ~15 under load hung after a CI runner's SIGTERM). signals.Forwarding sends it on."""
+def _signalled_on_a_worker(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``lftrace ARGS`` on the graph above, in ``tmp_path``: how it ended, and the seconds it took."""
     (tmp_path / "worker_signal.py").write_text(_SIGNAL_ON_A_WORKER_THREAD, encoding="utf-8")
     env = {
         **os.environ,
@@ -227,15 +225,16 @@ def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_the_run(tmp_p
     }
     lftrace = Path(sys.executable).parent / "lftrace"
     started = time.monotonic()
-    done = subprocess.run(
-        [str(lftrace), "run", "worker_signal.py:graph", "--input", '{"topic": "x"}', *mode],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=45,
-    )
-    assert time.monotonic() - started < 15  # not the 60 s the nodes sleep (it hung for all of them before)
+    done = subprocess.run([str(lftrace), *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=45)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("mode", [[], ["--async"]], ids=["invoke", "async"])
+def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_the_run(tmp_path: Path, mode: list[str]) -> None:
+    """Python only marks a signal another thread caught; the main thread, asleep in a lock or a select, did not
+    wake up for it (1 run in ~15 under load hung after a CI runner's SIGTERM). signals.Forwarding sends it on."""
+    done, took = _signalled_on_a_worker(tmp_path, "run", "worker_signal.py:graph", "--input", '{"topic": "x"}', *mode)
+    assert took < 15  # not the 60 s the nodes sleep (it hung for all of them before)
     assert done.returncode == 143, done.stderr
     assert done.stderr.startswith("error: terminated (SIGTERM); partial trace saved: "), done.stderr
 
@@ -243,23 +242,8 @@ def test_a_sigterm_the_kernel_gives_to_a_worker_thread_still_stops_the_run(tmp_p
 def test_a_sigterm_a_case_thread_catches_still_stops_lftrace_test(tmp_path: Path) -> None:
     """`lftrace test` runs its cases on threads; its main thread waits for them with a timeout (``SIGNAL_POLL_S``),
     so it runs its handler for a signal a case's thread caught: kept so."""
-    (tmp_path / "worker_signal.py").write_text(_SIGNAL_ON_A_WORKER_THREAD, encoding="utf-8")
     (tmp_path / "cases.jsonl").write_text(json.dumps({"name": "hangs", "input": {"topic": "x"}}) + "\n")
-    env = {
-        **os.environ,
-        "LFTRACE_STORE": str(tmp_path / "traces.db"),
-        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
-    }
-    lftrace = Path(sys.executable).parent / "lftrace"
-    started = time.monotonic()
-    done = subprocess.run(
-        [str(lftrace), "test", "worker_signal.py:graph", "cases.jsonl", "--sync"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=45,
-    )
-    assert time.monotonic() - started < 15  # not the 60 s the nodes sleep
+    done, took = _signalled_on_a_worker(tmp_path, "test", "worker_signal.py:graph", "cases.jsonl", "--sync")
+    assert took < 15  # not the 60 s the nodes sleep
     assert done.returncode == 143, done.stderr
     assert done.stderr.splitlines()[-1].startswith("error: terminated (SIGTERM): 0 of 1 case(s) finished"), done.stderr
