@@ -7,6 +7,7 @@ the wire format itself); every request is compared byte for byte, and decoded by
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from lftrace._version import __version__
 from lftrace.exporters import wire
 from lftrace.exporters.attributes import PROFILES, observation_attributes
 from lftrace.exporters.encode import (
+    TRUNCATION_MARKER,
     encode_batches,
     encode_request,
     encode_traces,
@@ -164,8 +166,9 @@ def test_batches_split_under_the_limit_and_hold_every_span(isolated_env):
         "é" * 499_900,  # ~1 MB of UTF-8 in half as many characters: still whole
         "é" * 500_100,  # just over 1 MB of UTF-8: cut with a marker
         "y" * 1_000_100,
+        'a "quote", a \\ backslash,\n\x01 controls, é and 😀 ' * 25_000,  # escapes to write in the cut value
     ],
-    ids=["600k-ascii", "under-1mb-utf8", "over-1mb-utf8", "over-1mb-ascii"],
+    ids=["600k-ascii", "under-1mb-utf8", "over-1mb-utf8", "over-1mb-ascii", "over-1mb-escapes"],
 )
 def test_large_values_are_cut_exactly_where_the_reference_cuts_them(isolated_env, output):
     """A span is encoded once unless its bytes could break a limit (more than ``MAX_VALUE_BYTES``); at and around
@@ -176,4 +179,8 @@ def test_large_values_are_cut_exactly_where_the_reference_cuts_them(isolated_env
     assert ours == reference([trace])
     tool = next(s for s in encode_traces([trace]).resource_spans[0].scope_spans[0].spans if s.name == "get_weather")
     sent = next(kv.value.string_value for kv in tool.attributes if kv.key == "langfuse.observation.output")
-    assert ("truncated by lftrace" in sent) == (len(output.encode()) + 2 > 1_000_000)
+    # the cut value is the head of the value's JSON text and the marker, as one JSON string (json.dumps' text)
+    raw = json.dumps(output, ensure_ascii=False).encode()
+    assert ("truncated by lftrace" in sent) == (len(raw) > 1_000_000)
+    marked = raw[:999_800].decode("utf-8", "ignore") + TRUNCATION_MARKER.format(size=len(raw))
+    assert sent == (json.dumps(marked, ensure_ascii=False) if len(raw) > 1_000_000 else raw.decode())
