@@ -4,10 +4,11 @@ In a LangGraph agent every node's input holds the whole conversation so far: ste
 copying, converting or storing every input in full costs the square of the run's length. Three places share
 what is unchanged instead:
 
-* the handler (user's thread) captures a list as ``Frozen(list)``: a reference and its length, O(1);
-* the writer (``Converter``) turns a captured list that extends a recently converted one into
-  ``earlier result + converted new items``: only new items are converted; in a part of a long run the result
-  is an ``Extended`` (the earlier result and the new items), elsewhere the earlier one is copied (C level);
+* the handler (user's thread, ``Captures``) keeps a list that extends one it captured just before as that
+  capture and the new items (``Frozen(new items, size, base)``), any other list by reference and length;
+* the writer (``Converter``) converts only a capture's new items, after what it made of its base (and a list
+  that extends a recently converted one likewise); in a part of a long run the result is an ``Extended`` (the
+  earlier result and the new items), elsewhere the earlier one is copied (C level);
 * the store (``Packer``) writes a list that extends a recently stored one as a content-addressed *list node*:
   ``blobs(hash, prev, data)`` = the hash of the list it extends and the new items only. Rows hold
   ``{"\\u0000lf": hash}`` in place of the list; ``materialize`` rebuilds full lists on read.
@@ -190,7 +191,7 @@ def json_default(value: Any) -> Any:
 
 
 def thaw(value: Any) -> Any:
-    """``freeze`` undone: plain lists again (a shallow copy of each captured list)."""
+    """``Captures.freeze`` undone: plain lists again (a shallow copy of each captured list)."""
     if type(value) is Frozen:
         return value.value()
     if type(value) is dict:
