@@ -1247,6 +1247,25 @@ class TraceStore:
             for key, value in self._read(work):
                 by_key[key].input = value
 
+    def get_observation(self, trace_id: str, observation_id: str) -> Observation | None:
+        """One observation (exact ids) with its full values, read alone: the web view's panel asks for the one
+        clicked instead of holding every input of a long run. None when the trace has no such observation."""
+
+        def work(conn: sqlite3.Connection) -> Observation | None:
+            row = conn.execute(
+                f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num = {_NUM_OF} AND id = ?",
+                (trace_id, observation_id),
+            ).fetchone()
+            if row is None:
+                return None
+            with _collector_paused():
+                obs = _observation_from_row(row)
+                _unpack_shared(conn, [Trace(id=trace_id, name=None, timestamp=0, observations=[obs])])
+            return obs
+
+        with self._errors():
+            return self._read(work)
+
     def iter_observations(self, trace_id: str, size: int = 200) -> Iterator[Observation]:
         """Every observation of a trace with its full values, in ``get_trace``'s order (start time, parents
         first), read ``size`` at a time: a 20,000-observation trace streams in bounded memory (``show --json``,

@@ -1,23 +1,27 @@
 """The read-only web view at ``/``: the traces list with filters, one trace as a tree and a timeline, and the
 observation panel. Plain server-rendered HTML (every value escaped) and a little JavaScript; no build step.
 
-The trace page embeds its observations as JSON (``<script type="application/json">``, with ``<`` escaped) and
-the script fills the panel for the observation clicked, or the one named in the URL (``#obs=<id>``).
+The trace page embeds an outline of each observation as JSON (``<script type="application/json">``, with ``<``
+escaped: id, type, name, start, latency, level, model, status) and folds repeated sequences of siblings as ``show``
+does; the script fills the panel for the observation clicked, or the one named in the URL (``#obs=<id>``), with
+its values fetched from ``/trace/<trace id>/observations/<id>``. A long agent run's inputs hold the conversation
+so far at every step (the square of its length: 144 MB of page at 1,000 steps when the page held them all);
+the page is linear in the number of observations and one observation's values are read at a time.
 """
 
 from __future__ import annotations
 
 import html
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from ..errors import LftraceError
+from ..errors import InputError, LftraceError, TraceNotFound
+from ..fold import Fold, fold_siblings
 from ..media import REFERENCE, LangfuseMedia
 from ..model import Observation, Trace, TraceSummary, iso_from_ns, ns_from_iso
 from ..store import TraceStore
@@ -54,12 +58,16 @@ form.filters input,form.filters select{padding:4px 6px}
 #panel pre{white-space:pre-wrap;word-break:break-word;background:#f5f5f5;padding:8px;max-height:400px;overflow:auto}
 .media img,.media video{display:block;max-width:100%;max-height:320px;margin:4px 0;border:1px solid #e5e5e5}
 .meta span{margin-right:12px}
+.fold summary{cursor:pointer;color:#444}.bar.fold{background:#dadce0}.row.fold{cursor:default}
 """
 
 SCRIPT = r"""
 (function () {
+  // the page holds each observation's outline; its values (input, output, metadata: a long run's inputs are
+  // most of its size) are fetched when it is shown
   var data = JSON.parse(document.getElementById('observations').textContent);
-  var media = JSON.parse(document.getElementById('media').textContent);
+  var panel = document.getElementById('panel');
+  var traceId = panel.getAttribute('data-trace');
   var byId = {};
   data.forEach(function (o) { byId[o.id] = o; });
   function text(tag, value, cls) {
@@ -75,22 +83,14 @@ SCRIPT = r"""
     wrap.appendChild(text('pre', typeof value === 'string' ? value : JSON.stringify(value, null, 2)));
     return wrap;
   }
-  function mediaSection(o) {
-    var found = {};
-    [o.input, o.output, o.metadata].forEach(function (v) {
-      var s = typeof v === 'string' ? v : JSON.stringify(v === undefined ? null : v);
-      (s.match(/@@@langfuseMedia:[^@]*@@@/g) || []).forEach(function (ref) {
-        var m = ref.match(/\|id=([^|@]+)/);
-        if (m && media[m[1]]) found[m[1]] = media[m[1]];
-      });
-    });
-    var ids = Object.keys(found);
+  function mediaSection(media) {
+    var ids = Object.keys(media || {});
     if (!ids.length) return null;
     var wrap = document.createElement('section');
     wrap.className = 'media';
     wrap.appendChild(text('h4', 'Media'));
     ids.forEach(function (mid) {
-      var m = found[mid], kind = m.type.split('/')[0], el;
+      var m = media[mid], kind = m.type.split('/')[0], el;
       if (kind === 'image' || kind === 'audio' || kind === 'video') {
         el = document.createElement(kind === 'image' ? 'img' : kind);
         if (kind === 'image') el.onload = function () { el.setAttribute('data-loaded', el.naturalWidth + 'x' + el.naturalHeight); };
@@ -106,14 +106,28 @@ SCRIPT = r"""
     });
     return wrap;
   }
+  function fill(id, found) {
+    var body = document.getElementById('values');
+    if (panel.getAttribute('data-shown') !== id || !body) return;  // another observation was chosen meanwhile
+    body.textContent = '';
+    var o = found.observation;
+    [['Input', o.input], ['Output', o.output], ['Usage', o.usageDetails], ['Cost (USD)', o.costDetails],
+     ['Model parameters', o.modelParameters], ['Metadata', o.metadata]].forEach(function (pair) {
+      var el = block(pair[0], pair[1]);
+      if (el) body.appendChild(el);
+    });
+    var shownMedia = mediaSection(found.media);
+    if (shownMedia) body.appendChild(shownMedia);
+    panel.setAttribute('data-loaded', id);
+  }
   function show(id) {
     var o = byId[id];
     if (!o) return;
     document.querySelectorAll('.selected').forEach(function (el) { el.classList.remove('selected'); });
     document.querySelectorAll('[data-obs="' + id + '"]').forEach(function (el) { el.classList.add('selected'); });
-    var panel = document.getElementById('panel');
     panel.textContent = '';
     panel.setAttribute('data-shown', id);
+    panel.removeAttribute('data-loaded');
     panel.appendChild(text('h3', o.type + ' ' + o.name));
     var meta = document.createElement('div');
     meta.className = 'meta';
@@ -122,13 +136,15 @@ SCRIPT = r"""
       if (pair[1] !== null && pair[1] !== undefined) meta.appendChild(text('span', pair[0] + ': ' + pair[1]));
     });
     panel.appendChild(meta);
-    [['Input', o.input], ['Output', o.output], ['Usage', o.usageDetails], ['Cost (USD)', o.costDetails],
-     ['Model parameters', o.modelParameters], ['Metadata', o.metadata]].forEach(function (pair) {
-      var el = block(pair[0], pair[1]);
-      if (el) panel.appendChild(el);
-    });
-    var shownMedia = mediaSection(o);
-    if (shownMedia) panel.appendChild(shownMedia);
+    var body = text('div', 'loading…');
+    body.id = 'values';
+    panel.appendChild(body);
+    fetch('/trace/' + encodeURIComponent(traceId) + '/observations/' + encodeURIComponent(id))
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(new Error('HTTP ' + r.status)); })
+      .then(function (found) { fill(id, found); })
+      .catch(function (err) {
+        if (panel.getAttribute('data-shown') === id) body.textContent = 'could not load its values: ' + err.message;
+      });
     if (history.replaceState) history.replaceState(null, '', '#obs=' + id);
   }
   document.querySelectorAll('[data-obs]').forEach(function (el) {
@@ -201,44 +217,82 @@ def _list_html(rows: list[TraceSummary], query: dict[str, str], more: bool) -> s
     return f"<h2>Traces</h2>{form}{table}{empty}{note}"
 
 
-def _tree_html(trace: Trace) -> str:
+def _tree_html(trace: Trace) -> tuple[str, list[Observation | Fold]]:
+    """The tree, and what of it is shown before any fold is opened (the timeline's rows).
+
+    Repeated sequences of siblings are folded as ``show`` folds them (fold.py): the fold is a ``<details>``
+    that holds the folded observations, so a 10,000-step loop is one screen and still all there."""
     kids = trace.children()
     known = {o.id for o in trace.observations}
     roots = [o for o in trace.observations if o.parent_id is None or o.parent_id not in known]
     roots.sort(key=lambda o: o.start_time)
+    visible: list[Observation | Fold] = []
 
-    def node(obs: Observation, depth: int) -> str:
-        level = f' <span class="err">{_e(obs.level)}</span>' if obs.level in ("ERROR", "WARNING") else ""
+    def level(siblings: list[Observation], depth: int, shown: bool) -> str:
+        return "".join(item(x, depth, shown) for x in fold_siblings(siblings, kids))
+
+    def item(x: Observation | Fold, depth: int, shown: bool) -> str:
+        if not isinstance(x, Fold):
+            return node(x, depth, shown)
+        if shown:
+            visible.append(x)
+        inner = "".join(node(obs, depth, False) for obs in x.observations)
+        return (
+            f'<li class="fold"><details><summary><b>{_e(x.label())}</b> <small>{_e(x.totals())}</small></summary>'
+            f"<ul>{inner}</ul></details></li>"
+        )
+
+    def node(obs: Observation, depth: int, shown: bool) -> str:
+        if shown:
+            visible.append(obs)
+        level_mark = f' <span class="err">{_e(obs.level)}</span>' if obs.level in ("ERROR", "WARNING") else ""
         label = (
             f'<span class="obs" data-obs="{_e(obs.id)}"><span class="type t-{_e(obs.type)}">{_e(obs.type)}</span>'
-            f"{_e(obs.name)} <small>{_e(_seconds(obs.latency))}</small>{level}</span>"
+            f"{_e(obs.name)} <small>{_e(_seconds(obs.latency))}</small>{level_mark}</span>"
         )
-        children = kids.get(obs.id, []) if depth < 200 else []
-        inner = "".join(node(child, depth + 1) for child in children if child.id != obs.id)
+        children = [c for c in kids.get(obs.id, []) if c.id != obs.id] if depth < 200 else []
+        inner = level(children, depth + 1, shown)
         return f"<li>{label}{f'<ul>{inner}</ul>' if inner else ''}</li>"
 
-    return '<div class="tree"><ul>' + "".join(node(r, 0) for r in roots) + "</ul></div>"
+    tree = '<div class="tree"><ul>' + level(roots, 0, True) + "</ul></div>"
+    return tree, visible
 
 
-def _timeline_html(trace: Trace) -> str:
+def _timeline_html(trace: Trace, visible: list[Observation | Fold]) -> str:
+    """A bar per observation shown in the tree, and one per fold over the time its observations took."""
     if not trace.observations:
         return ""
     start = min(o.start_time for o in trace.observations)
     end = max((o.end_time or o.start_time) for o in trace.observations)
     span = max(end - start, 1)
+
+    def bounds(x: Observation | Fold) -> tuple[int, int]:
+        if isinstance(x, Fold):
+            return min(o.start_time for o in x.observations), max((o.end_time or end) for o in x.observations)
+        return x.start_time, x.end_time or end
+
     rows = []
-    for obs in sorted(trace.observations, key=lambda o: o.start_time):
-        left = (obs.start_time - start) / span * 100
-        width = max(((obs.end_time or end) - obs.start_time) / span * 100, 0.2)
+    for x in sorted(visible, key=lambda x: bounds(x)[0]):
+        first, last = bounds(x)
+        left = (first - start) / span * 100
+        width = max((last - first) / span * 100, 0.2)
+        style = f"left:{left:.3f}%;width:{width:.3f}%"
+        if isinstance(x, Fold):
+            rows.append(
+                f'<div class="row fold" title="{_e(x.totals())}"><div class="bar fold" style="{style}"></div>'
+                f'<span class="label">{_e(x.label())}</span></div>'
+            )
+            continue
         rows.append(
-            f'<div class="row" data-obs="{_e(obs.id)}" title="{_e(obs.name)} {_e(_seconds(obs.latency))}">'
-            f'<div class="bar {_e(obs.type)} lvl-{_e(obs.level)}" style="left:{left:.3f}%;width:{width:.3f}%"></div>'
-            f'<span class="label">{_e(obs.name)}</span></div>'
+            f'<div class="row" data-obs="{_e(x.id)}" title="{_e(x.name)} {_e(_seconds(x.latency))}">'
+            f'<div class="bar {_e(x.type)} lvl-{_e(x.level)}" style="{style}"></div>'
+            f'<span class="label">{_e(x.name)}</span></div>'
         )
     return f'<h3>Timeline</h3><div class="timeline">{"".join(rows)}</div>'
 
 
 def _trace_html(trace: Trace) -> str:
+    tree, visible = _tree_html(trace)
     status = trace.status
     facts = [
         ("id", trace.id),
@@ -256,9 +310,18 @@ def _trace_html(trace: Trace) -> str:
     return (
         f'<h2>{_e(trace.name or "(unnamed)")} <span class="{_STATUS_CLASS.get(status, "")}">{_e(status)}</span></h2>'
         f'<div class="meta">{meta}</div>'
-        f'<div class="cols"><div>{_tree_html(trace)}{_timeline_html(trace)}</div>'
-        '<div id="panel">Select an observation.</div></div>'
+        f'<div class="cols"><div>{tree}{_timeline_html(trace, visible)}</div>'
+        f'<div id="panel" data-trace="{_e(trace.id)}">Select an observation.</div></div>'
     )
+
+
+_OUTLINE_KEYS = ("id", "type", "name", "startTime", "latency", "level", "model", "statusMessage")
+
+
+def _outline(obs: Observation) -> dict[str, Any]:
+    """What the page holds of an observation: the panel's heading (its values are fetched when it is shown)."""
+    data = obs.to_dict()
+    return {key: data.get(key) for key in _OUTLINE_KEYS}
 
 
 def _json_for_script(value: Any) -> str:
@@ -314,21 +377,41 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
 
     async def trace_page(request: Request) -> Response:
         trace_id = request.path_params["trace_id"]
-        found = await run_in_threadpool(store.get_traces, [trace_id])
-        if not found:
-            back = urlencode({})
+        try:  # without the observations' inputs: a long run's are most of its size (the panel fetches one)
+            trace = await run_in_threadpool(lambda: store.get_trace(trace_id, inputs=False))
+        except (TraceNotFound, InputError) as exc:
+            why = f"No trace {_e(trace_id)}." if isinstance(exc, TraceNotFound) else _e(exc)  # InputError: ambiguous
             return HTMLResponse(
-                f"<!doctype html><title>not found</title><p>No trace {_e(trace_id)}. <a href='/?{back}'>All traces</a>",
-                status_code=404,
+                f"<!doctype html><title>not found</title><p>{why} <a href='/'>All traces</a>", status_code=404
             )
-        trace = found[0]
-        observations = _json_for_script([o.to_dict() for o in trace.observations])
-        media = await run_in_threadpool(_media_urls, request, observations)
-        script = (
-            f'<script type="application/json" id="observations">{observations}</script>'
-            f'<script type="application/json" id="media">{_json_for_script(media)}</script>'
-            f"<script>{SCRIPT}</script>"
-        )
+        except LftraceError as exc:
+            return _page("Trace", f"<p class=err>{_e(exc)}</p>")
+        observations = _json_for_script([_outline(o) for o in trace.observations])
+        script = f'<script type="application/json" id="observations">{observations}</script><script>{SCRIPT}</script>'
         return _page(trace.name or trace.id, _trace_html(trace), script)
 
-    return [Route("/", index, methods=["GET"]), Route("/trace/{trace_id}", trace_page, methods=["GET"])]
+    async def observation_values(request: Request) -> Response:
+        """One observation in full (what the panel shows) and the media it refers to, as JSON."""
+        trace_id, obs_id = request.path_params["trace_id"], request.path_params["observation_id"]
+
+        def load() -> bytes | None:
+            obs = store.get_observation(trace_id, obs_id)
+            if obs is None:
+                return None
+            text = orjson.dumps(obs.to_dict(), default=str, option=orjson.OPT_NON_STR_KEYS)
+            media = orjson.dumps(_media_urls(request, text.decode()))
+            return b'{"observation":' + text + b',"media":' + media + b"}"
+
+        try:
+            body = await run_in_threadpool(load)
+        except LftraceError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=500)
+        if body is None:
+            return JSONResponse({"message": f"no observation {obs_id} in trace {trace_id}"}, status_code=404)
+        return Response(body, media_type="application/json")
+
+    return [
+        Route("/", index, methods=["GET"]),
+        Route("/trace/{trace_id}", trace_page, methods=["GET"]),
+        Route("/trace/{trace_id}/observations/{observation_id}", observation_values, methods=["GET"]),
+    ]
