@@ -1247,20 +1247,26 @@ class TraceStore:
             for key, value in self._read(work):
                 by_key[key].input = value
 
-    def get_observation(self, trace_id: str, observation_id: str) -> Observation | None:
+    def get_observation(self, trace_id: str | None, observation_id: str) -> Observation | None:
         """One observation (exact ids) with its full values, read alone: the web view's panel asks for the one
-        clicked instead of holding every input of a long run. None when the trace has no such observation."""
+        clicked instead of holding every input of a long run. None when the trace has no such observation.
+        ``trace_id`` None: the first observation with that id in any trace (a scan of the ids)."""
 
         def work(conn: sqlite3.Connection) -> Observation | None:
-            row = conn.execute(
-                f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num = {_NUM_OF} AND id = ?",
-                (trace_id, observation_id),
-            ).fetchone()
+            if trace_id is None:
+                row = conn.execute(
+                    f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE id = ? LIMIT 1", (observation_id,)
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num = {_NUM_OF} AND id = ?",
+                    (trace_id, observation_id),
+                ).fetchone()
             if row is None:
                 return None
             with _collector_paused():
                 obs = _observation_from_row(row)
-                _unpack_shared(conn, [Trace(id=trace_id, name=None, timestamp=0, observations=[obs])])
+                _unpack_shared(conn, [Trace(id=obs.trace_id, name=None, timestamp=0, observations=[obs])])
             return obs
 
         with self._errors():
@@ -1324,11 +1330,12 @@ class TraceStore:
                 return
             yield observations
 
-    def get_traces(self, trace_ids: Sequence[str]) -> list[Trace]:
-        """Full traces for exact ids in one read (for delivery batches); unknown ids are skipped, order is kept."""
+    def get_traces(self, trace_ids: Sequence[str], *, inputs: bool = True, outputs: bool = True) -> list[Trace]:
+        """Full traces for exact ids in one read (for delivery batches); unknown ids are skipped, order is kept.
+        ``inputs``/``outputs=False``: their observations without them (as ``iter_traces``)."""
         ids = list(dict.fromkeys(trace_ids))
         with self._errors():
-            return self._read(lambda c: _load_traces(c, ids))
+            return self._read(lambda c: _load_traces(c, ids, inputs=inputs, outputs=outputs))
 
     def scores(self) -> list[Score]:
         """Every stored score, the newest first (``lftrace serve``'s scores API filters them)."""

@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
 from ..errors import LftraceError
+from ..jsonout import trace_chunks
 from ..media import LangfuseMedia, reference_paths
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..store import TraceStore
@@ -233,7 +234,7 @@ def trace_with_details(trace: Trace) -> dict[str, Any]:
     return data
 
 
-def observation_view(obs: Observation, trace: Trace) -> dict[str, Any]:
+def observation_view(obs: Observation) -> dict[str, Any]:
     data = obs.to_dict()
     data["projectId"] = PROJECT_ID
     return data
@@ -282,7 +283,7 @@ def _traces_matching(store: TraceStore, request: Request) -> list[str]:
     version, release = q.get("version"), q.get("release")
     if environments or version or release:
         kept = []
-        for trace in store.get_traces(ids):
+        for trace in store.get_traces(ids, inputs=False, outputs=False):
             if environments and trace.environment not in environments:
                 continue
             if version and trace.version != version:
@@ -308,11 +309,14 @@ def _traces_matching(store: TraceStore, request: Request) -> list[str]:
     return ids
 
 
-def _all_observations(store: TraceStore, trace_ids: Iterable[str] | None) -> Iterable[tuple[Observation, Trace]]:
+def _all_observations(
+    store: TraceStore, trace_ids: Iterable[str] | None, *, values: bool = True
+) -> Iterable[tuple[Observation, Trace]]:
+    """``values=False``: without their inputs and outputs (see ``_with_values``)."""
     if trace_ids is not None:
-        traces: Iterable[Trace] = store.get_traces(list(trace_ids))
+        traces: Iterable[Trace] = store.get_traces(list(trace_ids), inputs=values, outputs=values)
     else:
-        traces = store.iter_traces()
+        traces = store.iter_traces(inputs=values, outputs=values)
     for trace in traces:
         for obs in trace.observations:
             yield obs, trace
@@ -341,7 +345,9 @@ def _observations_matching(store: TraceStore, request: Request) -> list[tuple[Ob
         raise QueryError(str(exc)) from None
     roots: dict[str, set[str]] = {}
     out = []
-    for obs, trace in _all_observations(store, trace_ids):
+    # matched without their inputs and outputs (a long run's inputs are most of a store) unless a filter condition
+    # reads the answer's fields; the page returned is read in full after (``_with_values``)
+    for obs, trace in _all_observations(store, trace_ids, values=bool(conditions)):
         if q.get("name") and obs.name != q.get("name"):
             continue
         if wanted_type and obs.type != wanted_type:
@@ -367,6 +373,11 @@ def _observations_matching(store: TraceStore, request: Request) -> list[tuple[Ob
         out.append((obs, trace))
     out.sort(key=lambda pair: pair[0].start_time, reverse=True)
     return out
+
+
+def _with_values(store: TraceStore, rows: list[tuple[Observation, Trace]]) -> list[tuple[Observation, Trace]]:
+    """The page of observations chosen, each read again with its input and output (one row each)."""
+    return [(store.get_observation(trace.id, obs.id) or obs, trace) for obs, trace in rows]
 
 
 def _holds(conditions: list[Condition], obs: Observation, trace: Trace, roots: dict[str, set[str]]) -> bool:
@@ -455,23 +466,27 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
         ids = _traces_matching(store, request)
         chosen = ids[(page - 1) * limit : page * limit]
-        return {"data": [trace_with_details(t) for t in store.get_traces(chosen)], "meta": _meta(page, limit, len(ids))}
+        # a list row names its observations: their values (a long run's inputs are most of a store) are not read
+        rows = store.get_traces(chosen, inputs=False, outputs=False)
+        return {"data": [trace_with_details(t) for t in rows], "meta": _meta(page, limit, len(ids))}
 
     def trace(request: Request) -> Any:
+        """Streamed from the store a page of observations at a time (jsonout): a long agent run's trace is GBs of
+        JSON (every input holds the conversation so far), never all in the server's memory."""
         trace_id = request.path_params["trace_id"]
-        found = store.get_traces([trace_id])
-        if not found:
+        outline = store.trace_outline(trace_id)
+        if outline is None:
             return _error(404, f"trace {trace_id[:64]!r} not found")
-        data = found[0].to_dict()
-        data["projectId"] = PROJECT_ID
-        return data
+        header = {**outline.to_dict(observations=False), "projectId": PROJECT_ID}
+        chunks = trace_chunks(header, store.iter_observations(trace_id), indent=False)
+        return StreamingResponse(chunks, media_type="application/json")
 
     def observations(request: Request) -> Any:
         page = _int_param(request, "page", 1)
         limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
         rows = _observations_matching(store, request)
-        chosen = rows[(page - 1) * limit : page * limit]
-        return {"data": [observation_view(o, t) for o, t in chosen], "meta": _meta(page, limit, len(rows))}
+        chosen = _with_values(store, rows[(page - 1) * limit : page * limit])
+        return {"data": [observation_view(o) for o, _ in chosen], "meta": _meta(page, limit, len(rows))}
 
     def observations_v2(request: Request) -> Any:
         if (request.query_params.get("parseIoAsJson") or "").lower() == "true":
@@ -479,7 +494,7 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
         offset = _decode_cursor(request.query_params.get("cursor"))
         rows = _observations_matching(store, request)
-        chosen = rows[offset : offset + limit]
+        chosen = _with_values(store, rows[offset : offset + limit])
         roots_by_trace = {t.id: _roots_of(t) for _, t in chosen}
         data = [observation_v2(o, t, roots_by_trace[t.id]) for o, t in chosen]
         more = offset + limit < len(rows)
@@ -487,10 +502,10 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
 
     def observation(request: Request) -> Any:
         wanted = request.path_params["observation_id"]
-        for obs, trace in _all_observations(store, None):
-            if obs.id == wanted:
-                return observation_view(obs, trace)
-        return _error(404, f"observation {wanted[:64]!r} not found")
+        obs = store.get_observation(None, wanted)
+        if obs is None:
+            return _error(404, f"observation {wanted[:64]!r} not found")
+        return observation_view(obs)
 
     def sessions(request: Request) -> Any:
         page = _int_param(request, "page", 1)
@@ -503,7 +518,7 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         summaries = store.list_traces(limit=None, session_id=session_id)
         if not summaries:
             return _error(404, f"session {session_id[:64]!r} not found")
-        traces = store.get_traces([s.id for s in reversed(summaries)])
+        traces = store.get_traces([s.id for s in reversed(summaries)], inputs=False, outputs=False)
         rows = []
         for t in traces:
             data = t.to_dict()
@@ -536,7 +551,12 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         def row(score: Score, trace: dict[str, Any] | None) -> dict[str, Any]:
             return {**score.to_v2_dict(), "trace": trace}
 
-        traces = store.get_traces([trace_id]) if trace_id else store.iter_traces()
+        # a score row takes the trace's user, tags and environment: not its observations' values
+        traces = (
+            store.get_traces([trace_id], inputs=False, outputs=False)
+            if trace_id
+            else store.iter_traces(inputs=False, outputs=False)
+        )
         rows = []
         for t in traces:
             if q.get("userId") and t.user_id != q.get("userId"):
