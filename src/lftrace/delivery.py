@@ -508,6 +508,10 @@ class Deliverer:
                 self._failures.pop(dest.name, None)
                 self._not_before.pop(dest.name, None)
                 return True
+            if result.timed_out and timeout < self.settings.timeout:
+                # the request had only what was left of the deadline: say so, or "timed out after 0.1s" reads as
+                # a server that answers in 0.1 s or never (a long run's last parts when a flush's time runs out)
+                result = dataclasses.replace(result, message=f"delivery deadline reached: {result.message}")
             report.last_error = result.message
             if not result.retryable:
                 self.store.mark_failed(dest.name, ids, result.message)

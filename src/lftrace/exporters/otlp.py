@@ -37,6 +37,7 @@ class ExportResult:
     message: str = ""
     retry_after: float | None = None  # seconds, from the server's Retry-After
     answer: str = ""  # the body of a 207 (a batch accepted in part says there what it rejected)
+    timed_out: bool = False  # no whole answer within the request's time limit
 
 
 _SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-langfuse-public-key", "cookie")
@@ -263,6 +264,7 @@ class OtlpExporter:
             ok=False,
             retryable=True,
             message=f"timed out after {flight.limit:.1f}s (the server at {self.endpoint} did not finish answering)",
+            timed_out=True,
         )
 
     def _abandon(self) -> None:
@@ -286,6 +288,7 @@ class OtlpExporter:
             reason = type(exc).__name__
             if "httpx" in locals() and isinstance(exc, httpx.TimeoutException):
                 message = f"timed out after {timeout or self.timeout:.1f}s"
+                return ExportResult(ok=False, retryable=True, message=self._scrub(message), timed_out=True)
             elif "httpx" in locals() and isinstance(exc, httpx.ConnectError):
                 message = f"cannot connect to {target}"
             elif "httpx" in locals() and isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
