@@ -119,6 +119,8 @@ def test_lftrace_run_against_a_trickling_backend_is_bounded(tmp_path: Path) -> N
         took = time.monotonic() - started
     assert ran.returncode == 0, ran.stderr
     assert "queued: 1 trace pending" in ran.stdout
+    assert "delivery deadline reached: timed out after" in ran.stdout  # the reason: time, not a failing server
+    assert "LANGFUSE_TIMEOUT gives a run's delivery more time" in ran.stdout
     # the request gets what is left of the one-second deadline (the export helper started meanwhile)
     waited = re.search(r"timed out after (\d+\.\d)s", ran.stdout)
     assert waited and 0.5 <= float(waited.group(1)) <= 1.0, ran.stdout

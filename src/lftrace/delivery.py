@@ -44,6 +44,7 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_IN_CALL_S = 2.0
 BACKOFF_MAX_BETWEEN_CALLS_S = 60.0
 MAX_RETRY_AFTER_S = 300.0  # a server's Retry-After is honoured up to 5 minutes, never more
+DEADLINE_REACHED = "delivery deadline reached"  # a reason's start: the request had what was left of the deadline
 MAX_ATTEMPTS_IN_CALL = 4  # per batch and call: a long `lftrace push` deadline must not hammer a dead server
 
 
@@ -511,7 +512,7 @@ class Deliverer:
             if result.timed_out and timeout < self.settings.timeout:
                 # the request had only what was left of the deadline: say so, or "timed out after 0.1s" reads as
                 # a server that answers in 0.1 s or never (a long run's last parts when a flush's time runs out)
-                result = dataclasses.replace(result, message=f"delivery deadline reached: {result.message}")
+                result = dataclasses.replace(result, message=f"{DEADLINE_REACHED}: {result.message}")
             report.last_error = result.message
             if not result.retryable:
                 self.store.mark_failed(dest.name, ids, result.message)

@@ -311,7 +311,7 @@ def describe_destination_result(
     ``report`` is the client's ``last_delivery`` (for the reason of a failure); without it the store's
     last error is used. No destination configured -> no lines (the trace is local only).
     """
-    from ..delivery import destination_names
+    from ..delivery import DEADLINE_REACHED, destination_names
 
     names = destination_names(settings)
     if not names:
@@ -335,7 +335,10 @@ def describe_destination_result(
         reason = reason or entry.get("last_error") or "not sent yet"
         noun = "trace" if waiting == 1 else "traces"
         kind = "failed" if status == "failed" else "pending"
-        lines.append(f"queued: {waiting} {noun} {kind} for {name} ({reason}); run `lftrace push` to retry")
+        fix = "run `lftrace push` to retry"
+        if reason.startswith(DEADLINE_REACHED):  # a slow or long delivery, not a failing one
+            fix = "run `lftrace push` to send the rest (LANGFUSE_TIMEOUT gives a run's delivery more time)"
+        lines.append(f"queued: {waiting} {noun} {kind} for {name} ({reason}); {fix}")
     return lines
 
 
