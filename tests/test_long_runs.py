@@ -218,6 +218,10 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     latest = max(thinks, key=lambda o: o["startTime"])
     assert len(latest["input"]["messages"]) > 200  # full inputs, rebuilt from the shared lists
     assert latest["input"]["messages"][0]["content"] == "Plan a three-day trip to Lisbon."
+    tree = subprocess.run([lftrace, "show", row["id"]], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert tree.returncode == 0, tree.stderr
+    header = tree.stdout.splitlines()[0]
+    assert "… running" in header and "✓ ok" not in header, header  # as `list` says: it never ended
 
 
 def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch):

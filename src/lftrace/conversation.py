@@ -121,7 +121,7 @@ def render_conversation(session_id: str, traces: Sequence[Trace], scores: Sequen
             ("  ", ""),
             (format_duration(trace.latency), "cyan"),
             ("  ", ""),
-            (status_text(trace), STATUS_STYLES.get(trace.status, "")),
+            (status_text(trace), STATUS_STYLES.get(trace.shown_status, "")),
             (f"  {trace.total_tokens} tok" if trace.total_tokens else "", ""),
             ("  ", ""),
             (clean_line(trace.id), "dim"),

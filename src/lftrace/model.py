@@ -296,6 +296,14 @@ class Trace:
         return "interrupted" if self.interrupts else "ok"
 
     @property
+    def shown_status(self) -> str:
+        """``status`` as ``list``, ``show`` and the web view name it: ``running`` for an ok trace without an end (a
+        long run whose parts are stored while it goes on, or one whose process died), as the store's summaries
+        and ``--status running`` have it."""
+        status = self.status
+        return "running" if status == "ok" and self.end_time is None else status
+
+    @property
     def handled_errors(self) -> int:
         """ERROR observations of a run that did not raise (0 for an error or cancelled trace)."""
         if self.status in ("error", "cancelled"):

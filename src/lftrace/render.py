@@ -556,7 +556,7 @@ def format_trace_tokens(trace: Trace) -> str:
 
 
 def status_text(trace: Trace) -> str:
-    status = trace.status
+    status = trace.shown_status
     mark = STATUS_MARKS.get(status, status)
     handled = handled_errors(trace)
     if handled:
@@ -573,7 +573,7 @@ def trace_drop(parts: list[Part]) -> tuple[int, ...]:
 
 def trace_parts(trace: Trace) -> list[Part]:
     """The root line: name, status, total duration, tokens, cost, observation count (most important first)."""
-    status = trace.status
+    status = trace.shown_status
     parts: list[Part] = [
         (clean_line(trace.name or "(unnamed trace)"), "bold"),
         (f"  {status_text(trace)}", STATUS_STYLES.get(status, "")),

@@ -293,7 +293,7 @@ def _timeline_html(trace: Trace, visible: list[Observation | Fold]) -> str:
 
 def _trace_html(trace: Trace) -> str:
     tree, visible = _tree_html(trace)
-    status = trace.status
+    status = trace.shown_status
     facts = [
         ("id", trace.id),
         ("start (UTC)", (iso_from_ns(trace.timestamp) or "")[:23].replace("T", " ")),
