@@ -442,6 +442,15 @@ def m014_media_links_by_media(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS media_links_media ON media_links (media_id)")
 
 
+@migration(15)
+def m015_observations_by_write_position(conn: sqlite3.Connection) -> None:
+    """A trace's observations by write position (``seq``): what a long run's part adds to the stored trace
+    (``next_seq``: its ``max(seq)``), and what the export helper streams of it (``trace_pages(written=...)``,
+    ``last_written``). Without it each of those read every row of the trace so far, for every part: at 4,000
+    steps the helper's reads of the parts took 2.5 s of CPU, 1.2 s with it."""
+    conn.execute("CREATE INDEX IF NOT EXISTS observations_written ON observations (trace_num, seq)")
+
+
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
     """The index ``name`` exactly as ``sql`` makes it: made when missing, made again when it differs."""
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
