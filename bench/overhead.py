@@ -215,6 +215,7 @@ def main() -> None:
             flush()
         wall: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
+        flushes: dict[str, list[float]] = {name: [] for name in variants}
         for round_no in range(args.rounds):
             order = list(variants) if round_no % 2 == 0 else list(reversed(variants))
             for name in order:
@@ -224,7 +225,9 @@ def main() -> None:
                 helper_before = helper_cpu(clients.get(name))
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runner(callbacks, args.block)
+                flush_start = time.perf_counter()
                 flush()
+                flushes[name].append(time.perf_counter() - flush_start)
                 wall[name].append((time.perf_counter() - start) / args.block)
                 used = time.process_time() - start_cpu + helper_cpu(clients.get(name)) - helper_before
                 cpu[name].append(used / args.block)
@@ -233,6 +236,12 @@ def main() -> None:
             "    "
             + ", ".join(
                 f"{n} {statistics.median(wall[n]) * 1e3:.2f}/{statistics.median(cpu[n]) * 1e3:.2f} ms" for n in variants
+            )
+        )
+        print(
+            "    flush() at the end of a block (median): "
+            + ", ".join(
+                f"{n} {statistics.median(flushes[n]) * 1e3:.2f} ms" for n in variants if n.startswith("lftrace")
             )
         )
         for label, series in (("wall", wall), ("cpu", cpu)):
