@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
@@ -236,21 +237,24 @@ def test_a_mask_changing_a_shared_state_in_place_changes_only_its_own_span(isola
     assert len(seen) == len({id(x) for x in seen})  # every span's value was its own list
 
 
-def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tmp_path):
-    """A run that makes parts faster than they are written waits (bounded memory); every part is written."""
-    from lftrace.writer import MAX_QUEUED_PARTS
+@pytest.mark.parametrize("streamed", [False, True])
+def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tmp_path, streamed):
+    """A run that makes parts faster than they are written waits (bounded memory); every part is written. Parts
+    sent while the run goes on wait for the one before to be written: the helper gets each one as soon as it can."""
+    from lftrace.writer import MAX_QUEUED_PARTS, MAX_QUEUED_STREAMED_PARTS
 
+    limit = MAX_QUEUED_STREAMED_PARTS if streamed else MAX_QUEUED_PARTS
     store = TraceStore(tmp_path / "s.db")
     real = store.write_traces
     queued_at_write: list[int] = []
 
     def slow_disk(traces, *args, **kwargs):
+        time.sleep(0.05)  # the program, waiting for a part before this one to be written, has handed the next over
         queued_at_write.append(writer._queued_parts)
-        time.sleep(0.05)
         return real(traces, *args, **kwargs)
 
     store.write_traces = slow_disk  # type: ignore[method-assign]
-    writer = TraceWriter(lambda: store, lambda: ())
+    writer = TraceWriter(lambda: store, lambda: (), streamed_parts=streamed)
     trace = make_trace(name="long run")
     started = time.monotonic()
     for index, obs in enumerate(trace.observations * 3):
@@ -259,8 +263,8 @@ def test_parts_of_a_running_trace_wait_for_a_slow_writer_instead_of_piling_up(tm
         writer.submit_fragment(part)
     submitted = time.monotonic() - started
     assert writer.flush(timeout=20) is True
-    assert max(queued_at_write) <= MAX_QUEUED_PARTS
-    assert submitted >= 0.05 * (len(trace.observations) * 3 - MAX_QUEUED_PARTS - 1)  # it waited for the disk
+    assert max(queued_at_write) == limit  # a part being written, and those queued behind it
+    assert submitted >= 0.05 * (len(trace.observations) * 3 - limit - 1)  # it waited for the disk
     assert len(store.get_trace(trace.id).observations) == len(trace.observations) * 3
     writer.stop()
 

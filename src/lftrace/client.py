@@ -115,6 +115,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
             batch_size=self.settings.flush_at,
             on_written=self._on_written,
             helper=self._helper,
+            streamed_parts=self.settings.streams_parts,
         )
         self.last_delivery: Any = None  # the DeliveryReport of the last flush, for the CLI
         self._store_checked = False

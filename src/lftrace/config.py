@@ -261,6 +261,12 @@ class Settings:
         return bool(self.public_key and self.secret_key)
 
     @property
+    def streams_parts(self) -> bool:
+        """A long run's parts are sent while it runs: there is a backend, and delivery is (or moves, at a long
+        run's first part) in the export helper, unless LFTRACE_EXPORT_PROCESS=false."""
+        return (self.langfuse_enabled or bool(self.otlp_endpoint)) and self.export_process is not False
+
+    @property
     def langfuse_otlp_url(self) -> str:
         return self.base_url.rstrip("/") + "/api/public/otel/v1/traces"
 

@@ -49,6 +49,12 @@ MAX_UNWRITTEN = 10_000  # traces kept in memory while the store cannot be writte
 RETRY_FIRST_S = 0.5  # first retry of an unwritable store; doubles up to RETRY_MAX_S
 RETRY_MAX_S = 30.0
 MAX_QUEUED_PARTS = 2  # parts of running traces queued before submit_fragment waits for the writer
+# ... and when the parts are sent while the run goes on (Settings.streams_parts): a part is handed over once the one
+# before it is written. While the program runs, this thread wins the GIL back after each SQLite call (~80 per part)
+# only when the program's switch interval (5 ms) ends: a 400-observation part took 0.42 s to write for 12 ms of
+# CPU, and the export helper could send it only then. Waiting for it gives this thread the GIL at once. Store only,
+# two: the wait made a 1,000-step run slower (its parts' SQLite work no longer runs beside the program's).
+MAX_QUEUED_STREAMED_PARTS = 1
 PART_WAIT_S = 10.0
 LINGER_S = 0.05  # after a trace arrives, wait this long for more to write them in one transaction (flush: at once)
 
@@ -123,6 +129,7 @@ class TraceWriter:
         linger: float = LINGER_S,
         on_written: Callable[[list[Trace], list[str], list[str]], None] | None = None,
         helper: Callable[[], Helper | None] | None = None,
+        streamed_parts: bool = False,
     ) -> None:
         self._open_store = open_store
         self._destinations = destinations
@@ -145,6 +152,7 @@ class TraceWriter:
         # written or dropped): stored without queuing them for export
         self._parts: set[int] = set()
         self._queued_parts = 0  # parts submitted and not written yet (submit_fragment waits while too many)
+        self._max_queued_parts = MAX_QUEUED_STREAMED_PARTS if streamed_parts else MAX_QUEUED_PARTS
         self._parts_queued = threading.Condition()
         self._pace_parts = True  # off after one wait timed out (a stuck disk)
         self._thread: threading.Thread | None = None
@@ -169,18 +177,18 @@ class TraceWriter:
         """Part of a trace still running (``client._submit_fragment``): merged into the store, exported at the end.
 
         Back-pressure: a run that makes parts faster than this thread writes them (a CPU-bound loop holds the GIL;
-        this thread gets it every 5 ms) waits here while ``MAX_QUEUED_PARTS`` are queued, so a long run's memory
-        stays bounded. The wait hands the GIL to this thread, so run + flush take no longer; it gives up after
+        this thread gets it every 5 ms) waits here while ``MAX_QUEUED_PARTS`` (``MAX_QUEUED_STREAMED_PARTS``) are
+        queued, so a long run's memory stays bounded. The wait hands the GIL to this thread, so run + flush take no longer; it gives up after
         ``PART_WAIT_S`` (a stuck disk must not stop the program).
         """
         self._ensure_thread()
         try:
             with self._parts_queued:
-                if self._queued_parts >= MAX_QUEUED_PARTS and self._pace_parts:
+                if self._queued_parts >= self._max_queued_parts and self._pace_parts:
                     thread = self._thread
                     if thread is not None and thread.is_alive():
                         caught_up = self._parts_queued.wait_for(
-                            lambda: self._queued_parts < MAX_QUEUED_PARTS, timeout=PART_WAIT_S
+                            lambda: self._queued_parts < self._max_queued_parts, timeout=PART_WAIT_S
                         )
                         if not caught_up:  # a stuck store: never stall the program again, let parts queue up
                             self._pace_parts = False
