@@ -117,6 +117,57 @@ def test_a_running_trace_is_stored_in_parts_and_completed_at_the_end(tmp_path, m
     assert len({o.id for o in final.observations}) == len(final.observations)
 
 
+def _items(value) -> int:
+    """List items an observation's input or output sends: its message list, or the lists in its state dict."""
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(item) for item in value.values() if isinstance(item, list))
+    return 0
+
+
+@pytest.mark.parametrize("exported", [True, False])
+def test_an_exported_long_run_is_cut_into_parts_by_what_its_spans_send(tmp_path, monkeypatch, receiver, exported):
+    """Every span carries its whole input, so a loop's late steps send thousands of messages each: with a backend,
+    parts are cut by the list items they send (at least PART_ITEMS, or a share of the parts before), and the flush
+    at the run's end sends only the last one; store only, they stay 200, 400, then 800 observations."""
+    from lftrace import langchain as langchain_module
+
+    monkeypatch.setattr(langchain_module, "PART_ITEMS", 4_000)  # the loop below sends ~100,000 items in all
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    if exported:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{receiver.url}/v1/traces")
+    client_module.reset_clients()
+    client = client_module.get_client()
+    parts: list[list[str]] = []
+    submit = client._submit_fragment
+
+    def record(part):
+        parts.append([o.id for o in part.observations])
+        submit(part)
+
+    monkeypatch.setattr(client, "_submit_fragment", record)
+    handler = CallbackHandler()
+    steps = 250
+    build_graph().invoke(loop_input(steps), run_config(steps, [handler]))
+    assert client.flush() is True
+    trace = client.get_trace(handler.last_trace_id)
+    items = {o.id: _items(o.input) + _items(o.output) for o in trace.observations}
+    in_parts = [sum(items[i] for i in ids) for ids in parts]
+    rest = sum(items[o.id] for o in trace.observations if o.id not in {i for ids in parts for i in ids})
+    step_items = max(items.values())  # what one observation may add past the limit
+    if not exported:
+        assert [len(ids) for ids in parts] == [200, 400]  # 625 observations
+        return
+    assert len(parts) >= 10
+    for index, sent in enumerate(in_parts):
+        limit = max(4_000, sum(in_parts[:index]) >> langchain_module.PART_SHIFT)
+        assert sent <= limit + step_items or len(parts[index]) >= 200, (index, sent, limit)
+    assert rest <= max(4_000, sum(in_parts) >> langchain_module.PART_SHIFT) + step_items  # left to the flush
+    spans = receiver.wait_for_spans(len(trace.observations))
+    assert sorted(s.span_id.hex() for s in spans) == sorted(items)  # each observation once, parts and rest
+
+
 def test_memory_held_by_the_handler_stays_bounded(tmp_path, monkeypatch):
     monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
     client_module.reset_clients()
