@@ -275,6 +275,39 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     assert "… running" in header and "✓ ok" not in header, header  # as `list` says: it never ended
 
 
+def test_parts_read_for_the_export_start_from_the_lists_read_before(tmp_path, monkeypatch):
+    """The export helper reads a running trace's parts one after the other: a part's lists extend those of the
+    part before, so its read starts where they end instead of walking back to the run's first step. Shown by
+    deleting the nodes the first read went through: the second still gives every observation its full lists."""
+    path = tmp_path / "t.db"
+    trace_id = traced_loop(150, path, monkeypatch)  # 376 observations
+    with TraceStore(path, create=False) as store:
+        expected = {o.id: (o.input, o.output) for o in store.get_trace(trace_id).observations}
+        upto = store.last_written(trace_id)
+        assert upto is not None
+        middle = upto // 2
+        first = list(store.trace_pages(trace_id, 200, as_text=True, written=(-1, middle), ids=False))
+        kept = store._text_lists.known()
+        assert 0 < len(kept) <= 8
+        with sqlite3.connect(path) as conn:  # the nodes of every list the first read built
+            conn.execute(
+                "WITH RECURSIVE chain(hash) AS (SELECT value FROM json_each(?) UNION "
+                "SELECT b.prev FROM blobs b JOIN chain c ON b.hash = c.hash WHERE b.prev IS NOT NULL) "
+                "DELETE FROM blobs WHERE hash IN chain",
+                (json.dumps(kept),),
+            )
+            assert conn.total_changes > 50
+        with TraceStore(path, create=False) as fresh:  # without them, a read finds lists missing
+            late = list(fresh.trace_pages(trace_id, 200, as_text=True, written=(middle, upto), ids=False))
+        assert any("<missing shared list" in orjson.dumps(o.input).decode() for p in late for o in p.observations)
+        second = list(store.trace_pages(trace_id, 200, as_text=True, written=(middle, upto), ids=False))
+    read = [o for page in first + second for o in page.observations]
+    assert sorted(o.id for o in read) == sorted(expected)
+    for obs in read:
+        assert orjson.loads(orjson.dumps(obs.input)) == expected[obs.id][0], obs.name
+        assert orjson.loads(orjson.dumps(obs.output)) == expected[obs.id][1], obs.name
+
+
 def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch):
     from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
     from support.otlp_receiver import attributes, running_receiver

@@ -386,9 +386,12 @@ class Deliverer:
                 after = self._sent_through.get(key, -1)
                 if upto <= after:
                     continue
-                for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=(after, upto)):
+                pages = self.store.trace_pages(
+                    trace_id, PAGE_OBSERVATIONS, as_text=True, written=(after, upto), ids=False
+                )
+                for page in pages:
                     # its observations' parents may be running still: not roots (those carry the trace's fields)
-                    page.ids = page.ids | {o.parent_id for o in page.observations if o.parent_id}
+                    page.ids = frozenset(o.parent_id for o in page.observations if o.parent_id)
                     if not self._send_part(dest, page, deadline):
                         break
                 else:

@@ -550,17 +550,22 @@ def references(value: Any, out: set[str]) -> None:
 
 
 def materialize(
-    nodes: Mapping[str, tuple[str | None, bytes | str]], wanted: Iterable[str], *, as_text: bool = False
+    nodes: Mapping[str, tuple[str | None, bytes | str]],
+    wanted: Iterable[str],
+    *,
+    as_text: bool = False,
+    built: Mapping[str, list[Any]] | None = None,
 ) -> dict[str, list[Any]]:
     """Full lists for node hashes, from ``nodes`` ({hash: (prev, JSON of its items)}, every node of each chain).
 
     Each wanted list is built once (and shared: do not mutate what you read); the nodes in between cost only
     their own items. ``as_text``: each item as its JSON text (an ``orjson.Fragment``), for values that are only
     serialised again (the export of a long trace: a span's input is then its messages' texts joined, where
-    serialising every message again for every span cost most of the export).
+    serialising every message again for every span cost most of the export). ``built``: lists built before (in
+    the same form), where the chains may stop (``nodes`` then holds only the nodes after them).
     """
     wanted_set = set(wanted)
-    built: dict[str, list[Any]] = {}
+    built = dict(built or {})
     items: dict[str, list[Any]] = {}  # parsed once per node, even when several chains pass through it
     for head in wanted_set:  # a long chain built first also builds the wanted lists along it
         if head in built:

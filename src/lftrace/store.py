@@ -21,7 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -728,6 +728,8 @@ class TraceStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._packer = Packer(dumps)  # guarded by _lock (writes only)
+        # the last shared lists built as text for the export (hash -> items), guarded by _lock: see _TextLists
+        self._text_lists = _TextLists()
         self._check_file(create)
         conn = self._connect(create)
         self._conn = conn
@@ -1154,12 +1156,19 @@ class TraceStore:
             return self._read(work)
 
     def trace_pages(
-        self, trace_id: str, size: int = 200, *, as_text: bool = False, written: tuple[int, int] | None = None
+        self,
+        trace_id: str,
+        size: int = 200,
+        *,
+        as_text: bool = False,
+        written: tuple[int, int] | None = None,
+        ids: bool = True,
     ) -> Iterator[TracePage]:
         """A long trace in pages of ``size`` observations (start order), each read on its own: bounded memory.
 
-        Every page carries the trace's fields and the ids of all its observations; the first page is read in
-        full before the next one is (the lock is not held between pages). Nothing for an unknown id.
+        Every page carries the trace's fields and the ids of all its observations (``ids=False``: none, for a
+        reader that knows which are roots: a running trace's parts have none); the first page is read in full
+        before the next one is (the lock is not held between pages). Nothing for an unknown id.
         ``written=(after, upto)``: only the observations written (or rewritten) in that range of ``last_written``
         positions, in the order they were written.
         """
@@ -1167,11 +1176,11 @@ class TraceStore:
             headers = self._read(lambda c: _load_traces(c, [trace_id], with_observations=False))
             if not headers:
                 return
-            ids = self._observation_ids(trace_id)
+            known = self._observation_ids(trace_id) if ids else frozenset()
         header = headers[0]
         fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}
         for observations in self._observation_pages(trace_id, size, as_text=as_text, written=written):
-            yield TracePage(**fields, observations=observations, ids=ids)
+            yield TracePage(**fields, observations=observations, ids=known)
 
     def last_written(self, trace_id: str, *, running: bool = False) -> int | None:
         """Where a trace's writes are up to: each write (a part of a running trace, a merge) gives the observations
@@ -1330,7 +1339,7 @@ class TraceStore:
                 with _collector_paused():
                     observations = [_observation_from_row(row) for row in rows]
                     page_trace = Trace(id=trace_id, name=None, timestamp=0, observations=observations)
-                    _unpack_shared(conn, [page_trace], as_text=as_text)
+                    _unpack_shared(conn, [page_trace], as_text=as_text, known=self._text_lists if as_text else None)
                 return observations, position
 
             with self._errors():
@@ -2899,10 +2908,59 @@ _CHAIN_SQL = (
 )
 
 
-def _shared_lists(conn: sqlite3.Connection, wanted: set[str], as_text: bool = False) -> dict[str, list[Any]]:
+# ... and only the nodes after lists already built (?2): the chains stop where they reach one
+_CHAIN_AFTER_SQL = (
+    "WITH RECURSIVE known(hash) AS (SELECT value FROM json_each(?2)), "
+    "chain(hash) AS (SELECT value FROM json_each(?1) WHERE value NOT IN (SELECT hash FROM known) "
+    "UNION SELECT b.prev FROM blobs b JOIN chain c ON b.hash = c.hash "
+    "WHERE b.prev IS NOT NULL AND b.prev NOT IN (SELECT hash FROM known)) "
+    "SELECT b.hash, b.prev, b.data FROM blobs b JOIN chain c ON b.hash = c.hash"
+)
+TEXT_LISTS_KEPT = 8
+
+
+class _TextLists:
+    """The last ``TEXT_LISTS_KEPT`` shared lists built as text (``as_text``) by one store, by node hash.
+
+    A running trace's parts are exported as they are written, each read on its own: every read walked its lists'
+    chains back to the run's first step (at 4,000 steps, reading parts of ~90 observations took 4.4 s of CPU
+    against 1.2 s in parts of 800). Nodes are content-addressed, so a list built once is the same list for as long
+    as the store lives, and a later part's lists, which extend it, need only the nodes after it. Items are
+    ``orjson.Fragment``s, shared by the lists that hold them: readers must not mutate a list they get.
+    """
+
+    def __init__(self) -> None:
+        self._lists: dict[str, list[Any]] = {}
+
+    def get(self, hashes: Iterable[str]) -> dict[str, list[Any]]:
+        return {h: self._lists[h] for h in hashes if h in self._lists}
+
+    def known(self) -> list[str]:
+        return list(self._lists)
+
+    def keep(self, lists: Mapping[str, list[Any]]) -> None:
+        """The longest of ``lists`` (a long run's newest), dropping the oldest kept beyond the limit."""
+        for head in sorted(lists, key=lambda h: len(lists[h]))[-TEXT_LISTS_KEPT:]:
+            self._lists.pop(head, None)
+            self._lists[head] = lists[head]
+        while len(self._lists) > TEXT_LISTS_KEPT:
+            del self._lists[next(iter(self._lists))]
+
+
+def _shared_lists(
+    conn: sqlite3.Connection, wanted: set[str], as_text: bool = False, known: _TextLists | None = None
+) -> dict[str, list[Any]]:
     # one recursive query for every chain (a JSON array parameter has no variable limit; chains share nodes)
-    rows = conn.execute(_CHAIN_SQL, (orjson.dumps(sorted(wanted)).decode(),)).fetchall()
-    return materialize({node: (prev, data) for node, prev, data in rows}, wanted, as_text=as_text)
+    heads = orjson.dumps(sorted(wanted)).decode()
+    if known is None:
+        rows = conn.execute(_CHAIN_SQL, (heads,)).fetchall()
+        return materialize({node: (prev, data) for node, prev, data in rows}, wanted, as_text=as_text)
+    stops = known.known()
+    rows = conn.execute(_CHAIN_AFTER_SQL, (heads, orjson.dumps(stops).decode())).fetchall()
+    nodes = {node: (prev, data) for node, prev, data in rows}
+    built = materialize(nodes, wanted, as_text=as_text, built=known.get(stops))
+    known.keep({head: built[head] for head in wanted if head in built})
+    return built
 
 
 def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
@@ -2923,11 +2981,12 @@ def _unpack_shared(
     inputs: bool = True,
     outputs: bool = True,
     as_text: bool = False,
+    known: _TextLists | None = None,
 ) -> None:
     """Replace list node references in inputs/outputs by the full lists (each distinct list built once).
 
     ``inputs=False``: observations' inputs are left out (None): what stats and diff read of a long trace;
-    ``outputs=False``: their outputs too (stats).
+    ``outputs=False``: their outputs too (stats). ``known``: lists built as text before (with ``as_text``).
     """
     wanted: set[str] = set()
     for trace in traces:
@@ -2944,7 +3003,7 @@ def _unpack_shared(
                 obs.output = None
     if not wanted:
         return
-    lists = _shared_lists(conn, wanted, as_text)
+    lists = _shared_lists(conn, wanted, as_text, known)
     for trace in traces:
         trace.input = unpack(trace.input, lists)
         trace.output = unpack(trace.output, lists)
