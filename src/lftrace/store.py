@@ -2923,10 +2923,10 @@ class _TextLists:
     """The last ``TEXT_LISTS_KEPT`` shared lists built as text (``as_text``) by one store, by node hash.
 
     A running trace's parts are exported as they are written, each read on its own: every read walked its lists'
-    chains back to the run's first step (at 4,000 steps, reading parts of ~90 observations took 4.4 s of CPU
-    against 1.2 s in parts of 800). Nodes are content-addressed, so a list built once is the same list for as long
-    as the store lives, and a later part's lists, which extend it, need only the nodes after it. Items are
-    ``orjson.Fragment``s, shared by the lists that hold them: readers must not mutate a list they get.
+    chains back to the run's first step (a 4,000-step trace read in parts of ~90 observations: 1.41 s of CPU, 0.23 s
+    with these; in parts of 800: 0.80 and 0.20 s). Nodes are content-addressed, so a list built once is the same
+    list for as long as the store lives, and a later part's lists, which extend it, need only the nodes after it.
+    Items are ``orjson.Fragment``s, shared by the lists that hold them: readers must not mutate a list they get.
     """
 
     def __init__(self) -> None:

@@ -178,8 +178,8 @@ class TraceWriter:
 
         Back-pressure: a run that makes parts faster than this thread writes them (a CPU-bound loop holds the GIL;
         this thread gets it every 5 ms) waits here while ``MAX_QUEUED_PARTS`` (``MAX_QUEUED_STREAMED_PARTS``) are
-        queued, so a long run's memory stays bounded. The wait hands the GIL to this thread, so run + flush take no longer; it gives up after
-        ``PART_WAIT_S`` (a stuck disk must not stop the program).
+        queued, so a long run's memory stays bounded. The wait hands the GIL to this thread, so run + flush take
+        no longer; it gives up after ``PART_WAIT_S`` (a stuck disk must not stop the program).
         """
         self._ensure_thread()
         try:
