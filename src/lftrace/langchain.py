@@ -87,7 +87,7 @@ FRAGMENT_WEIGHT = 1_000_000
 # 1/2**PART_SHIFT of what the run's earlier parts held, whichever is more. The export sends a part after it is
 # written, so what the flush at the end still sends is the last part: 800 observations at a loop's end held half of
 # its bytes (1,000 steps: 134 of 143 MB, 0.40 s of the flush; now ~0.05 s). The share keeps the parts of a very
-# long run few (at 10,007 steps: ~40 of 200-800 observations, ~200 of this size).
+# long run few: 173 at 10,007 steps, against 34 cut by observations alone.
 PART_ITEMS = 50_000
 PART_SHIFT = 5
 RECENT_MAX = 64  # finished observations kept for the live view
