@@ -73,6 +73,29 @@ def test_a_live_processes_lease_is_respected_and_the_reason_is_said(tmp_path):
         assert len(store.claim_pending(DEST, lease_owner(), 100)) == 5  # killed: its lease died with it
 
 
+def test_looking_for_due_deliveries_takes_no_write_lock_when_none_is_due(tmp_path):
+    """The export helper looks for due rows each time a long run writes a part: with none due, it must not take
+    the store's write lock, which made the program's writer (and so the program) wait for it."""
+    path = tmp_path / "traces.db"
+    with TraceStore(path) as store:
+        store.write_traces([sample_trace()], destinations=[DEST])
+        assert len(store.claim_pending(DEST, lease_owner(), 100)) == 1
+        store.mark_delivered(DEST, [store.last_trace_id()])
+        import sqlite3
+
+        writer = sqlite3.connect(path, isolation_level=None)  # another process's writer, mid-transaction
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            assert store.claim_pending(DEST, lease_owner(), 100) == []  # nothing due: answered from a read
+            assert time.monotonic() - started < 1.0  # not after the busy handler's waits (up to 30 s)
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        store.write_traces([sample_trace()], destinations=[DEST])
+        assert len(store.claim_pending(DEST, lease_owner(), 100)) == 1  # one due: claimed as before
+
+
 def test_owner_alive_rules():
     assert owner_alive(lease_owner())
     assert owner_alive("some-other-host:1:0:abcd")  # another host: trust the lease

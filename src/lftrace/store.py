@@ -1606,10 +1606,22 @@ class TraceStore:
         lease_seconds: float = 60,
         include_failed: bool = False,
     ) -> list[tuple[str, int]]:
-        """``claim_pending`` with each row's revision: 0 means the trace was written once and never changed since."""
+        """``claim_pending`` with each row's revision: 0 means the trace was written once and never changed since.
+
+        With nothing due, a read says so and no write transaction is begun: the export helper looks for due rows
+        each time a part of a running trace is written, and its write lock made the program's writer wait for it
+        (SQLite's busy handler sleeps 1 to 100 ms at a time) while the program waited for that writer.
+        """
         if limit <= 0:
             return []
         statuses = ("pending", "failed") if include_failed else ("pending",)
+        due = (
+            "SELECT 1 FROM deliveries WHERE destination = ? "
+            f"AND status IN ({_marks(len(statuses))}) AND next_attempt_ns <= ? LIMIT 1"
+        )
+        with self._errors():
+            if not self._read(lambda c: c.execute(due, (destination, *statuses, time.time_ns())).fetchone()):
+                return []
 
         def work(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             now = time.time_ns()
