@@ -308,6 +308,34 @@ def test_parts_read_for_the_export_start_from_the_lists_read_before(tmp_path, mo
         assert orjson.loads(orjson.dumps(obs.output)) == expected[obs.id][1], obs.name
 
 
+def test_the_lists_kept_to_read_a_long_trace_go_once_it_is_exported(tmp_path, monkeypatch, receiver):
+    """A program that delivers from its own thread keeps no conversation's text after exporting a long trace."""
+    from lftrace.config import Settings
+    from lftrace.delivery import PAGED_OVER, Deliverer, destinations_for
+
+    path = tmp_path / "t.db"
+    trace_id = traced_loop(420, path, monkeypatch)  # 1,051 observations: exported page by page
+    settings = Settings(store=path, otlp_endpoint=receiver.url + "/v1/traces")
+    with TraceStore(path) as store:
+        assert len(store.get_trace(trace_id).observations) > PAGED_OVER
+        deliverer = Deliverer(store, destinations_for(settings), settings)
+        store.enqueue(deliverer.destinations[0].name, [trace_id])
+        read = store.trace_pages  # the pages as delivery reads them, and what the store keeps meanwhile
+        kept: list[int] = []
+
+        def pages(*args, **kwargs):
+            for page in read(*args, **kwargs):
+                kept.append(len(store._text_lists.known()))
+                yield page
+
+        monkeypatch.setattr(store, "trace_pages", pages)
+        assert deliverer.deliver_now().delivered == 1
+        assert len(kept) >= 5 and max(kept) > 0  # kept while its pages were read
+        assert store._text_lists.known() == []  # and let go after
+        deliverer.stop()
+    assert len({s.span_id.hex() for s in receiver.spans()}) == 1 + 420 * 2 + 210
+
+
 def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch):
     from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
     from support.otlp_receiver import attributes, running_receiver

@@ -346,10 +346,13 @@ class Deliverer:
         through = self._sent_through.get((trace_id, dest.name))
         upto = None if through is None else self.store.last_written(trace_id)
         written = None if through is None else (through, through if upto is None else upto)
-        for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=written):
-            if not self._export_batch(dest, [page], report, deadline, page=True):
-                return False
-            sent = True
+        try:
+            for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=written):
+                if not self._export_batch(dest, [page], report, deadline, page=True):
+                    return False
+                sent = True
+        finally:  # the lists kept to read its pages (and parts) are not needed again
+            self.store.forget_text_lists()
         if not sent and written is None:
             self.store.mark_failed(dest.name, [trace_id], "trace could not be read from the local store")
             return True

@@ -1182,6 +1182,12 @@ class TraceStore:
         for observations in self._observation_pages(trace_id, size, as_text=as_text, written=written):
             yield TracePage(**fields, observations=observations, ids=known)
 
+    def forget_text_lists(self) -> None:
+        """Let go of the lists kept for reading parts as text (``_TextLists``: a long conversation's text, ~40 MB
+        at 10,007 steps), once the trace they were kept for is exported."""
+        with self._lock:
+            self._text_lists = _TextLists()
+
     def last_written(self, trace_id: str, *, running: bool = False) -> int | None:
         """Where a trace's writes are up to: each write (a part of a running trace, a merge) gives the observations
         it writes higher positions (``seq``) than any before; -1 for a trace with none. ``running``: None unless
