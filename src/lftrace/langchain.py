@@ -412,6 +412,7 @@ class CallbackHandler(BaseCallbackHandler):
         self._environment: str = getattr(settings, "environment", "default") or "default"
         self._release: str | None = getattr(settings, "release", None)
         self._version: str | None = getattr(settings, "version", None)
+        self._streams_parts = bool(getattr(settings, "streams_parts", False))  # parts also cut by PART_ITEMS
         self._trace_id, self._parent_span_id = self._check_trace_context(trace_context)
         self._update_trace = update_trace
         self._runs: dict[UUID, _Run] = {}  # read through _observation(); one dict operation each: GIL-atomic
@@ -513,9 +514,7 @@ class CallbackHandler(BaseCallbackHandler):
             tags=trace_tags,
             environment=self._environment,
         )
-        settings = getattr(client, "settings", None)
-        streams = bool(getattr(settings, "streams_parts", False))
-        state = _TraceState(trace, run_id, bool(client.should_sample(trace_id)), streams)
+        state = _TraceState(trace, run_id, bool(client.should_sample(trace_id)), self._streams_parts)
         thread_id = meta.get("thread_id")
         if thread_id is not None and self._trace_id is None:
             state.resume_key = str(thread_id)
