@@ -99,10 +99,10 @@ class _MediaSink(threading.local):
 MEDIA_SINK = _MediaSink()
 _KINDS: dict[type, str] = {}
 _MEMO_LIMIT = 4096
-# id(message) -> (the message, its stamp, what it became). Kept for one trace (the writer calls ``forget``): the
-# same messages recur in most spans of a trace; kept longer, every entry ages into the garbage collector's oldest
-# generation, and each object promoted there costs ~2 us of later full collections.
-_MESSAGE_MEMO: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+# id(message) -> [the message, its stamp, what it became, that as JSON text once asked for]. Kept for one trace (the
+# writer calls ``forget``): the same messages recur in most spans of a trace; kept longer, every entry ages into the
+# garbage collector's oldest generation, and each object promoted there costs ~2 us of later full collections.
+_MESSAGE_MEMO: dict[int, list[Any]] = {}
 
 
 def forget() -> None:
@@ -207,7 +207,7 @@ class _Converter:
         if stamp is not None:
             if len(_MESSAGE_MEMO) >= _MEMO_LIMIT:
                 _MESSAGE_MEMO.clear()
-            _MESSAGE_MEMO[id(msg)] = (msg, stamp, out)
+            _MESSAGE_MEMO[id(msg)] = [msg, stamp, out, None]
         return out if self.shared else dict(out)
 
     def _document(self, obj: Any, depth: int) -> dict[str, Any]:
@@ -278,15 +278,31 @@ def _safe_str(obj: Any) -> str:
         return f"<unrepresentable {type(obj).__name__}>"
 
 
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def _unknown(obj: Any) -> Any:
-    """orjson's ``default``: an object it cannot serialise itself, as JSON-able values (read once, by orjson)."""
-    if id(obj) in _MESSAGE_MEMO:  # a message converted before (the common case): no walk at all
-        hit = _remembered(obj, _stamp(obj, _fields(obj)))
-        if hit is not None:
-            return hit
+def orjson_default(obj: Any) -> Any:
+    """orjson's ``default``: an object it cannot serialise itself, as JSON-able values (read once, by orjson).
+
+    A message met before in the trace (the common case: each recurs in most spans) is its JSON text, made at the
+    second meeting; the check is ``_remembered``'s, inline (it runs ~3 times per span)."""
+    hit = _MESSAGE_MEMO.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        stamper = _STAMPERS.get(type(obj))
+        fields = getattr(obj, "__dict__", None)
+        if stamper is not None and type(fields) is dict:
+            try:
+                same = stamper(fields) == hit[1]
+            except KeyError:
+                same = False
+            if same:
+                text = hit[3]
+                if text is None:
+                    try:
+                        text = hit[3] = orjson.Fragment(orjson.dumps(hit[2], option=ORJSON_OPTIONS))
+                    except Exception:  # a value orjson refuses: as before, it fails the whole value again
+                        return hit[2]
+                return text
     return _Converter(shared=True).convert(obj)
 
 
@@ -294,7 +310,7 @@ def json_bytes(obj: Any) -> bytes | None:
     """The JSON text of ``to_jsonable(obj)`` in one pass (no JSON-able copy made); None when orjson refuses it
     (a cycle, an int over 64 bits, a lone surrogate, a tuple key): ``to_jsonable`` then takes the Python walk."""
     try:
-        return orjson.dumps(obj, default=_unknown, option=_ORJSON_OPTIONS)
+        return orjson.dumps(obj, default=orjson_default, option=ORJSON_OPTIONS)
     except Exception:
         return None
 
@@ -306,7 +322,7 @@ def to_jsonable(obj: Any) -> Any:
         return obj
     if kind is dict or kind is list or kind is tuple:
         try:
-            return orjson.loads(orjson.dumps(obj, default=_unknown, option=_ORJSON_OPTIONS))
+            return orjson.loads(orjson.dumps(obj, default=orjson_default, option=ORJSON_OPTIONS))
         except Exception:  # a cycle, an int over 64 bits, a lone surrogate, a tuple key...: the Python walk
             pass
     try:
