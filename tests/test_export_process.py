@@ -463,7 +463,7 @@ def test_what_the_program_hands_over_and_what_it_writes_itself() -> None:
         return Trace(id="a" * 32, name="t", timestamp=5, input="hi", tags=["k"], observations=[obs], **fields)
 
     original = trace(orjson.Fragment(b'[{"role":"user","content":"hi \\u00e9"}]'), end_time=9, public=True)
-    (back,) = unshipped([orjson.loads(orjson.dumps(shipped(original)))])
+    (back,) = unshipped([orjson.loads(orjson.dumps(shipped(original)))], lambda t: t)
     assert type(back.observations[0].input) is orjson.Fragment  # stored and sent as the very same text
     assert orjson.dumps(back.observations[0].input) == orjson.dumps(original.observations[0].input)
     assert orjson.dumps(back) == orjson.dumps(original)  # every field of the trace and its observation
@@ -474,3 +474,110 @@ def test_what_the_program_hands_over_and_what_it_writes_itself() -> None:
     assert shipped(trace(2**70)) is None
     score = Score(id="s", trace_id="a" * 32, name="ok", timestamp=5, value=1.0)
     assert shipped(trace("hi", scores=[score])) is None
+
+
+def _comparable(trace: object) -> str:
+    """A stored trace as JSON with what differs between two runs of one graph (ids, times, uuids) masked."""
+    import re
+
+    import orjson
+
+    text = orjson.dumps(trace.to_dict(), default=str, option=orjson.OPT_SORT_KEYS).decode()  # type: ignore[attr-defined]
+    for pattern, mask in (
+        (r'"[0-9a-f]{16}(?:[0-9a-f]{16})?"', '"ID"'),
+        (r"/trace/[0-9a-f]{32}", "/trace/ID"),
+        (r"\d{4}-\d\d-\d\dT[0-9:.]+Z", "TIME"),
+        (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID"),
+        (r'"(latency|timeToFirstToken)":[0-9.e-]+', r'"\1":0'),
+    ):
+        text = re.sub(pattern, mask, text)
+    return text
+
+
+def test_a_trace_the_helper_prepares_from_what_was_captured_is_the_one_the_program_would_store(
+    receiver, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The program hands a finished trace over as captured (one orjson pass) and the helper prepares it: messages,
+    tool calls, LangGraph's metadata, usage and cost, and an image taken out as media come out as when the
+    program prepares and stores the trace itself (store only)."""
+    import base64
+
+    from langchain_core.messages import HumanMessage
+
+    import lftrace
+    from lftrace.langchain import CallbackHandler
+    from lftrace.writer import TraceWriter
+    from support.fake_models import ToolCallingFakeModel, build_agent
+
+    prepared_here: list[str] = []  # traces the program's own writer prepared (a spy: each call goes through)
+    prepare = TraceWriter.prepare
+    monkeypatch.setattr(
+        TraceWriter, "prepare", lambda self, t, **kw: prepared_here.append(t.id) or prepare(self, t, **kw)
+    )
+    image = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"pixels" * 40).decode()
+    question = HumanMessage(
+        content=[{"type": "text", "text": "Paris?"}, {"type": "image_url", "image_url": {"url": image}}]
+    )
+    graph = build_agent(ToolCallingFakeModel())
+
+    helper = lftrace.Langfuse(public_key="pk-lf-helper", secret_key="sk-lf-helper", base_url=receiver.url)
+    local = lftrace.Langfuse(public_key="", store=isolated_env.with_name("local.db"))
+    ids = []
+    for client, key in ((helper, "pk-lf-helper"), (local, "")):
+        handler = CallbackHandler(public_key=key)
+        graph.invoke({"messages": [question]}, config={"callbacks": [handler]})
+        assert client.flush() is True
+        ids.append(handler.last_trace_id)
+
+    assert type(helper._deliverer).__name__ == "DeliveryProcess"
+    assert prepared_here == [ids[1]]  # the helper prepared the first trace, the program only the store-only one
+    from_helper, from_program = helper.get_trace(ids[0]), local.get_trace(ids[1])
+    assert _comparable(from_helper) == _comparable(from_program)
+    generation = next(o for o in from_helper.observations if o.type == "GENERATION")
+    assert generation.cost_details and generation.cost_details["total"] > 0  # priced in the helper
+    assert "@@@langfuseMedia:type=image/png" in json.dumps(from_helper.observations[1].input)
+    media = helper.store.trace_media([ids[0]])[ids[0]], local.store.trace_media([ids[1]])[ids[1]]
+    assert [(m.content_type, m.field, m.content) for m in media[0]] == [
+        (m.content_type, m.field, m.content) for m in media[1]
+    ]
+    assert {m.content_type for m in media[0]} == {"image/png"}
+    assert len(receiver.wait_for_spans(len(from_helper.observations))) == len(from_helper.observations)
+
+
+def test_what_the_program_hands_over_as_captured_and_what_it_prepares_itself() -> None:
+    """A finished trace goes to the helper as captured unless it holds media objects (their bytes are taken out
+    here), a value orjson refuses, a long captured conversation (shared by the program's converter) or scores;
+    then the program prepares it and ``shipped`` decides."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from lftrace.export_process import MAX_SHIPPED_ITEMS, captured, unshipped
+    from lftrace.media import LangfuseMedia
+    from lftrace.model import Observation, Score, Trace
+    from lftrace.sharing import Frozen
+    from lftrace.writer import TraceWriter
+
+    def trace(value: object, **fields: object) -> Trace:
+        obs = Observation(
+            id="1" * 16, trace_id="a" * 32, parent_id=None, type="GENERATION", name="llm", start_time=5, end_time=9,
+            model="gpt-4o-mini", input=value, output=AIMessage("ok"), metadata={"langgraph_path": ("__pregel_pull", "agent")},
+            usage_details={"input": 3, "output": 1, "total": 4},
+        )  # fmt: skip
+        return Trace(id="a" * 32, name="t", timestamp=5, input="hi", tags=["k"], observations=[obs], **fields)
+
+    conversation = [HumanMessage("hi"), AIMessage("hello", tool_calls=[{"name": "f", "args": {"x": 1}, "id": "c1"}])]
+    import orjson
+
+    writer = TraceWriter(lambda: None, lambda: [])
+    form = captured(trace({"messages": Frozen(conversation)}))
+    assert form is not None
+    (from_helper,) = unshipped([orjson.loads(orjson.dumps(form))], writer.prepare)
+    here = writer.prepare(trace({"messages": Frozen(conversation)}))
+    assert orjson.dumps(from_helper) == orjson.dumps(here)  # every field, the priced generation included
+    assert from_helper.observations[0].cost_details == here.observations[0].cost_details != None  # noqa: E711
+
+    assert captured(trace([LangfuseMedia(content_bytes=b"%PDF-1.4", content_type="application/pdf")])) is None
+    assert captured(trace(2**70)) is None
+    assert captured(trace(Frozen(list(range(MAX_SHIPPED_ITEMS))))) is not None
+    assert captured(trace({"messages": Frozen(list(range(MAX_SHIPPED_ITEMS + 1)))})) is None
+    score = Score(id="s", trace_id="a" * 32, name="ok", timestamp=5, value=1.0)
+    assert captured(trace("hi", scores=[score])) is None

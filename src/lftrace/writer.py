@@ -6,11 +6,12 @@ turn captured objects into JSON-able values, apply the user's mask, price
 generations, and commit to the store (PERF_FACTS.md: ~15-30 us of CPU per span
 that must not run on the user's thread).
 
-With an export helper process (export_process.py), the commit moves there too: the writer hands it the
-prepared traces (``Helper.ship``, ~6 us per span instead of ~20 to commit) and keeps them until the helper says
-they are in the store; a helper that dies or hangs leaves them to be written here. With the encoding and sending
-gone too, the program's CPU per span is store-only's (bench/overhead.py on 2 cores: ~78 against ~129 us when a
-thread of the program exports).
+With an export helper process (export_process.py), preparing and committing move there too: the writer hands
+it each finished trace as captured, in one orjson pass (``Helper.capturable``), and keeps that JSON until the
+helper says the trace is in the store; a helper that dies or hangs leaves it to be prepared and written here.
+Cachegrind, bench/overhead.py's agent: this thread's instructions per span fell from ~180k (preparing, then
+``Helper.shippable``) to ~73k. Masked traces, parts of running traces and traces the helper cannot take as
+captured are prepared here, then shipped prepared or written here.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Helper(Protocol):
 
     def shippable(self, trace: Trace) -> Any: ...  # the trace as it goes over the pipe; None: written here
 
+    def capturable(self, trace: Trace) -> Any: ...  # a trace not prepared yet, for the helper to prepare; or None
+
     def ship(self, traces: list[Any]) -> int | None: ...  # a batch handed over: its number; None: no helper
 
     def written_through(self) -> int: ...  # the number of the last batch it wrote (or tried to)
@@ -99,6 +102,17 @@ class _Scores:
 
     def __init__(self, scores: list[Score]) -> None:
         self.scores = scores
+
+
+class _Captured:
+    """A finished trace the helper is to prepare (``Helper.capturable``): its JSON form, all the writer keeps of it.
+    Written here after all (the helper went away) it is read back and prepared (``export_process.uncaptured``)."""
+
+    __slots__ = ("form", "id")
+
+    def __init__(self, trace_id: str, form: Any) -> None:
+        self.id = trace_id
+        self.form = form
 
 
 def _is_data_problem(exc: BaseException) -> bool:
@@ -140,7 +154,7 @@ class TraceWriter:
         self._helper = helper
         # batches handed to the helper and not yet written by it: (number, traces), oldest first; and the trace
         # ids among them (a trace id written here later waits for the helper: versions land in order)
-        self._shipped: deque[tuple[int, list[Trace]]] = deque()
+        self._shipped: deque[tuple[int, list[Trace | _Captured]]] = deque()
         self._shipped_ids: set[str] = set()
         self._shipped_to: Helper | None = None
         self.helper_error: str | None = None  # why the helper did not write all it was handed at the last flush
@@ -280,7 +294,7 @@ class TraceWriter:
                 continue
             # each trace is prepared as it arrives (its captured objects let go at once, before they age into the
             # garbage collector's older generations); the batch is committed in one transaction
-            prepared: list[Trace] = []
+            prepared: list[Trace | _Captured] = []
             markers: list[_FlushMarker] = []
             deadline: float | None = None
             while True:
@@ -347,18 +361,43 @@ class TraceWriter:
         if not self._unwritten:
             self._written_again()
 
-    def _prepare_item(self, item: Trace | _Fragment, prepared: list[Trace]) -> None:
+    def _prepare_item(self, item: Trace | _Fragment, prepared: list[Trace | _Captured]) -> None:
         trace = item.trace if isinstance(item, _Fragment) else item
         try:
             if isinstance(item, _Fragment):
                 prepared.append(self.prepare(trace, complete=False))
                 self._parts.add(id(trace))
             else:
-                prepared.append(self.prepare(trace))
+                prepared.append(self._captured(trace) or self.prepare(trace))
         except Exception:  # one broken trace must not sink the batch
             log.warning("lftrace: could not prepare trace %s", trace.id, exc_info=True)
 
-    def _write(self, prepared: list[Trace]) -> None:
+    def _captured(self, trace: Trace) -> _Captured | None:
+        """The trace for the export helper to prepare, when there is one and it can take the trace as captured (no
+        mask: the user's function runs in this process). On the user's GIL that one orjson pass costs ~1/4 of
+        preparing the trace here and shipping it prepared (bench/overhead.py's agent)."""
+        if self._mask is not None or self._helper is None or self._unwritten:
+            return None
+        helper = self._helper()
+        form = helper.capturable(trace) if helper is not None else None
+        return _Captured(trace.id, form) if form is not None else None
+
+    def _ready(self, items: Sequence[Trace | _Captured]) -> list[Trace]:
+        """Traces to write here: the captured ones prepared now (the helper did not take them)."""
+        ready: list[Trace] = []
+        for item in items:
+            if not isinstance(item, _Captured):
+                ready.append(item)
+                continue
+            from .export_process import uncaptured
+
+            try:
+                ready += uncaptured(item.form, self.prepare)
+            except Exception:
+                log.warning("lftrace: could not prepare trace %s", item.id, exc_info=True)
+        return ready
+
+    def _write(self, prepared: list[Trace | _Captured]) -> None:
         helper = self._helper() if self._helper is not None else None
         if helper is None or self._unwritten or not prepared:
             self._settle_shipped()  # a helper gone since: what it was handed is written here first, in order
@@ -379,13 +418,20 @@ class TraceWriter:
         return None
 
     # -- handing traces to the export helper --------------------------------------------------
-    def _ship(self, helper: Helper, prepared: list[Trace]) -> list[Trace]:
+    def _ship(self, helper: Helper, prepared: list[Trace | _Captured]) -> list[Trace | _Captured]:
         """Hand the helper what it can write; return the rest (parts of running traces, long shared lists, all
         of it when the helper is gone), to be written here."""
         if self._shipped_to not in (None, helper):
             self._settle_shipped()
         self._reap_shipped()
-        forms = [None if id(trace) in self._parts else helper.shippable(trace) for trace in prepared]
+        forms = [
+            trace.form
+            if isinstance(trace, _Captured)
+            else None
+            if id(trace) in self._parts
+            else helper.shippable(trace)
+            for trace in prepared
+        ]
         shipped = [trace for trace, form in zip(prepared, forms, strict=True) if form is not None]
         here = [trace for trace, form in zip(prepared, forms, strict=True) if form is None]
         if shipped and here and not {t.id for t in shipped}.isdisjoint(t.id for t in here):
@@ -401,7 +447,7 @@ class TraceWriter:
             return self._here_after_shipped(here)  # an earlier version of a trace went to the helper
         return here
 
-    def _here_after_shipped(self, traces: list[Trace]) -> list[Trace]:
+    def _here_after_shipped(self, traces: list[Trace | _Captured]) -> list[Trace | _Captured]:
         self._settle_shipped()
         return traces
 
@@ -449,7 +495,8 @@ class TraceWriter:
         self._shipped.append((batch, []))
         self._shipped_to = helper
 
-    def _write_here(self, prepared: list[Trace]) -> None:
+    def _write_here(self, items: Sequence[Trace | _Captured]) -> None:
+        prepared = self._ready(items)
         if self._unwritten:
             prepared = self._unwritten + prepared
         if not prepared:
