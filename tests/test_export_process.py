@@ -451,8 +451,8 @@ def test_what_the_program_hands_over_and_what_it_writes_itself() -> None:
     values orjson refuses stay with the program."""
     import orjson
 
-    from lftrace.export_process import MAX_SHIPPED_BYTES, MAX_SHIPPED_ITEMS, shipped, unshipped
     from lftrace.model import Observation, Score, Trace
+    from lftrace.shipping import MAX_SHIPPED_BYTES, MAX_SHIPPED_ITEMS, shipped, unshipped
 
     def trace(value: object, **fields: object) -> Trace:
         obs = Observation(
@@ -550,10 +550,10 @@ def test_what_the_program_hands_over_as_captured_and_what_it_prepares_itself() -
     then the program prepares it and ``shipped`` decides."""
     from langchain_core.messages import AIMessage, HumanMessage
 
-    from lftrace.export_process import MAX_SHIPPED_ITEMS, captured, unshipped
     from lftrace.media import LangfuseMedia
     from lftrace.model import Observation, Score, Trace
     from lftrace.sharing import Frozen
+    from lftrace.shipping import MAX_SHIPPED_ITEMS, captured, unshipped
     from lftrace.writer import TraceWriter
 
     def trace(value: object, **fields: object) -> Trace:

@@ -106,7 +106,7 @@ class _Scores:
 
 class _Captured:
     """A finished trace the helper is to prepare (``Helper.capturable``): its JSON form, all the writer keeps of it.
-    Written here after all (the helper went away) it is read back and prepared (``export_process.uncaptured``)."""
+    Written here after all (the helper went away) it is read back and prepared (``shipping.uncaptured``)."""
 
     __slots__ = ("form", "id")
 
@@ -389,7 +389,7 @@ class TraceWriter:
             if not isinstance(item, _Captured):
                 ready.append(item)
                 continue
-            from .export_process import uncaptured
+            from .shipping import uncaptured
 
             try:
                 ready += uncaptured(item.form, self.prepare)
