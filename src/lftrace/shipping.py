@@ -151,7 +151,7 @@ def unshipped(items: Sequence[Any], prepare: Callable[[Trace], Trace]) -> list[T
         if len(item) == 3:  # captured
             _, head, rows = item
             trace = Trace(**dict(zip(_TRACE_FIELDS, head, strict=True)))
-            trace.observations = [Observation(**dict(zip(_OBSERVATION_FIELDS, row, strict=True))) for row in rows]
+            trace.observations = [Observation(*row) for row in rows]  # every field, in order (_OBSERVATION_VALUES)
             try:
                 traces.append(prepare(trace))
             except Exception:
