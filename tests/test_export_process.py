@@ -549,6 +549,7 @@ def test_what_the_program_hands_over_as_captured_and_what_it_prepares_itself() -
     here), a value orjson refuses, a long captured conversation (shared by the program's converter) or scores;
     then the program prepares it and ``shipped`` decides."""
     from langchain_core.messages import AIMessage, HumanMessage
+    from pydantic import BaseModel, ConfigDict
 
     from lftrace.media import LangfuseMedia
     from lftrace.model import Observation, Score, Trace
@@ -564,6 +565,11 @@ def test_what_the_program_hands_over_as_captured_and_what_it_prepares_itself() -
         )  # fmt: skip
         return Trace(id="a" * 32, name="t", timestamp=5, input="hi", tags=["k"], observations=[obs], **fields)
 
+    class Report(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        title: str
+        attachment: LangfuseMedia
+
     conversation = [HumanMessage("hi"), AIMessage("hello", tool_calls=[{"name": "f", "args": {"x": 1}, "id": "c1"}])]
     import orjson
 
@@ -575,7 +581,9 @@ def test_what_the_program_hands_over_as_captured_and_what_it_prepares_itself() -
     assert orjson.dumps(from_helper) == orjson.dumps(here)  # every field, the priced generation included
     assert from_helper.observations[0].cost_details == here.observations[0].cost_details != None  # noqa: E711
 
-    assert captured(trace([LangfuseMedia(content_bytes=b"%PDF-1.4", content_type="application/pdf")])) is None
+    pdf = LangfuseMedia(content_bytes=b"%PDF-1.4", content_type="application/pdf")
+    assert captured(trace([pdf])) is None
+    assert captured(trace({"report": Report(title="q3", attachment=pdf)})) is None  # inside a model too
     assert captured(trace(2**70)) is None
     assert captured(trace(Frozen(list(range(MAX_SHIPPED_ITEMS))))) is not None
     assert captured(trace({"messages": Frozen(list(range(MAX_SHIPPED_ITEMS + 1)))})) is None

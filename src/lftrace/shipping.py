@@ -100,6 +100,7 @@ def captured(trace: Trace) -> orjson.Fragment | None:
         return None
     MEDIA_SINK.extractor = _REFUSE_MEDIA
     _CAPTURING.items = MAX_SHIPPED_ITEMS
+    _CAPTURING.media = False
     try:
         data = orjson.dumps(
             [_CAPTURED, _TRACE_VALUES(trace), [_OBSERVATION_VALUES(obs) for obs in trace.observations]],
@@ -111,6 +112,8 @@ def captured(trace: Trace) -> orjson.Fragment | None:
     finally:
         MEDIA_SINK.extractor = None
         forget_messages()
+    if _CAPTURING.media:  # met inside a model, where the converter may have gone on without it (model_dump)
+        return None
     return orjson.Fragment(data) if len(data) <= MAX_SHIPPED_BYTES else None
 
 
@@ -119,6 +122,7 @@ _CAPTURED = 0  # first item of a ``captured`` trace (a ``shipped`` one is [head,
 
 class _Capturing(threading.local):
     items = 0  # captured list items ``captured`` may still write out (a program's clients each have a writer)
+    media = False  # a LangfuseMedia object was met
 
 
 _CAPTURING = _Capturing()
@@ -126,6 +130,7 @@ _CAPTURING = _Capturing()
 
 class _MediaRefused(Extractor):
     def media(self, media: Any) -> str:
+        _CAPTURING.media = True
         raise TypeError("a LangfuseMedia object: its bytes are taken out by the program's writer")
 
 
