@@ -119,6 +119,21 @@ def test_a_program_s_traces_are_sent_by_a_helper_process_not_by_the_program(tmp_
     assert span.trace_id.hex() == result["trace"]
 
 
+def test_a_helper_slow_to_start_is_waited_for_not_given_up(tmp_path: Path, receiver) -> None:
+    """A helper whose start takes 3 s (its imports on a busy machine) still writes and sends the first trace; the
+    program does not give it up after 2 s and write the trace itself (it did, and delivered from a thread
+    from then on)."""
+    slow = ROOT / "tests" / "support" / "slow_helper"
+    path = os.pathsep.join([str(slow), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
+    done = run_program(tmp_path, receiver, "flush", PYTHONPATH=path, LFTRACE_TEST_SLOW_HELPER="3")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["commits"] == 0  # the helper wrote the trace
+    assert (result["waiting"], result["delivered"]) == (0, 1)
+    assert result["helper"] not in (None, os.getpid())
+    assert result["exporters_loaded"] is False  # and sent it: no fallback to a thread of the program
+
+
 def test_with_export_process_false_the_program_sends_them_itself(tmp_path: Path, receiver) -> None:
     done = run_program(tmp_path, receiver, "flush", LFTRACE_EXPORT_PROCESS="false")
     assert done.returncode == 0, done.stderr
@@ -383,6 +398,10 @@ def test_a_helper_that_stops_answering_is_replaced_and_its_traces_still_go_out(
     client.prepare_delivery()
     helper = client._deliverer._proc
     value = "x" if written_by == "helper" else [f"item {i}" for i in range(3_000)]  # too long to hand over
+    deadline = time.monotonic() + 30
+    while not client._deliverer._ready:  # started (a helper still starting is given START_WAIT_S more)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     os.kill(helper.pid, signal.SIGSTOP)  # alive, holding its pipe, answering nothing
     try:
         RunnableLambda(lambda x: x).invoke(value, config={"callbacks": [CallbackHandler()]})

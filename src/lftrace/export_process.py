@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lftrace.delivery")
 
 MIN_CPUS = 2  # LFTRACE_EXPORT_PROCESS unset: a helper only when this process may run on at least this many CPUs
+START_WAIT_S = 5.0  # a helper not ready yet (its imports on a busy machine) gets this long before a write's wait starts
 REPLY_GRACE_S = 2.0  # a delivery's answer may come this long after its deadline before the helper is given up
 STOP_WAIT_S = 0.2  # at shutdown, wait this long for the helper to exit (busy sending, it ends that on its own)
 _NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does not need
@@ -138,6 +139,7 @@ class DeliveryProcess:
         self._write_error: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._alive = False
+        self._ready = False  # it said it is ready (its store open)
         self._pid = os.getpid()
         self._thread_deliverer: Deliverer | None = None
         self._start()
@@ -178,8 +180,11 @@ class DeliveryProcess:
     def wait_written(self, batch: int, timeout: float) -> tuple[bool, str | None]:
         """(True, problem) once the helper wrote ``batch`` (problem: why some of it is not in the store, else
         None); (False, None) if it died or did not answer within ``timeout``, when it is stopped (it writes
-        nothing more) and delivery moves to a thread of this process."""
+        nothing more) and delivery moves to a thread of this process. A helper still starting gets
+        ``START_WAIT_S`` first: on a busy machine its imports took over 2 s, and it was given up for good."""
         with self._state:
+            if not self._ready:
+                self._state.wait_for(lambda: self._ready or not self._alive, timeout=START_WAIT_S)
             self._state.wait_for(lambda: self._wrote >= batch or not self._alive, timeout=timeout)
             if self._wrote >= batch:
                 return True, self._write_error
@@ -255,6 +260,10 @@ class DeliveryProcess:
             if "log" in message:
                 level, name, text = message["log"]
                 logging.getLogger(str(name)).log(int(level), "%s", text)
+            elif "ready" in message:
+                with self._state:
+                    self._ready = True
+                    self._state.notify_all()
             elif "wrote" in message:
                 with self._state:
                     self._wrote = max(self._wrote, int(message["wrote"]))
