@@ -60,26 +60,18 @@ def counts(path: Path) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     return totals, per_function
 
 
+def valgrind(out: Path, *command: str, cache_sim: bool = True, ll: str | None = None) -> list[str]:
+    """The command line running ``command`` under cachegrind, its counts written to ``out`` (``ll``: the last-level
+    cache to simulate, ``size,ways,line``)."""
+    simulate = [f"--cache-sim={'yes' if cache_sim else 'no'}", *([f"--LL={ll}"] if ll else [])]
+    return ["valgrind", "--tool=cachegrind", *simulate, f"--cachegrind-out-file={out}", *command]
+
+
 def run(case: str, steps: int, outdir: Path, timeout: float, ll: str | None = None) -> Path:
     out = outdir / f"{case}-{steps}.cg"
     with tempfile.TemporaryDirectory(prefix="lftrace-cg-") as tmp:
-        cmd = [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=yes",
-            *([f"--LL={ll}"] if ll else []),
-            f"--cachegrind-out-file={out}",
-            sys.executable,
-            str(ROOT / "bench" / "long_run.py"),
-            "--child",
-            case,
-            "--steps",
-            str(steps),
-            "--workdir",
-            tmp,
-            "--url",
-            "http://127.0.0.1:9",  # unused: no case here exports
-        ]
+        child = [str(ROOT / "bench" / "long_run.py"), "--child", case, "--steps", str(steps), "--workdir", tmp]
+        cmd = valgrind(out, sys.executable, *child, "--url", "http://127.0.0.1:9", ll=ll)  # url unused: no export
         proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout)
     if proc.returncode != 0 or not out.exists():
         raise SystemExit(f"{case} at {steps} steps failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")

@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cachegrind import counts  # noqa: E402
+from cachegrind import counts, valgrind  # noqa: E402
 
 CASES = ("none", "noop", "handler", "store", "helper", "thread", "langfuse")
 SPANS = 11  # per invoke of the agent (counted from a real trace by overhead.py)
@@ -102,18 +102,8 @@ def child_env(case: str, url: str, workdir: str) -> dict[str, str]:
 def run(case: str, invokes: int, url: str, outdir: Path, timeout: float) -> Path:
     out = outdir / f"{case}-{invokes}.cg"
     with tempfile.TemporaryDirectory(prefix="lftrace-cg-") as workdir:
-        cmd = [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            f"--cachegrind-out-file={out}",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--child",
-            case,
-            "--invokes",
-            str(invokes),
-        ]
+        script = [str(Path(__file__).resolve()), "--child", case, "--invokes", str(invokes)]
+        cmd = valgrind(out, sys.executable, *script, cache_sim=False)
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=child_env(case, url, workdir), cwd=workdir, timeout=timeout
         )
