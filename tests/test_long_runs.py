@@ -287,7 +287,7 @@ def test_parts_read_for_the_export_start_from_the_lists_read_before(tmp_path, mo
         assert upto is not None
         middle = upto // 2
         first = list(store.trace_pages(trace_id, 200, as_text=True, written=(-1, middle), ids=False))
-        kept = store._text_lists.known()
+        kept = list(store._text_lists.lists())
         assert 0 < len(kept) <= 8
         with sqlite3.connect(path) as conn:  # the nodes of every list the first read built
             conn.execute(
@@ -325,13 +325,13 @@ def test_the_lists_kept_to_read_a_long_trace_go_once_it_is_exported(tmp_path, mo
 
         def pages(*args, **kwargs):
             for page in read(*args, **kwargs):
-                kept.append(len(store._text_lists.known()))
+                kept.append(len(list(store._text_lists.lists())))
                 yield page
 
         monkeypatch.setattr(store, "trace_pages", pages)
         assert deliverer.deliver_now().delivered == 1
         assert len(kept) >= 5 and max(kept) > 0  # kept while its pages were read
-        assert store._text_lists.known() == []  # and let go after
+        assert list(store._text_lists.lists()) == []  # and let go after
         deliverer.stop()
     assert len({s.span_id.hex() for s in receiver.spans()}) == 1 + 420 * 2 + 210
 

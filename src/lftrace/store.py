@@ -2950,11 +2950,9 @@ class _TextLists:
     def __init__(self) -> None:
         self._lists: dict[str, list[Any]] = {}
 
-    def get(self, hashes: Iterable[str]) -> dict[str, list[Any]]:
-        return {h: self._lists[h] for h in hashes if h in self._lists}
-
-    def known(self) -> list[str]:
-        return list(self._lists)
+    def lists(self) -> Mapping[str, list[Any]]:
+        """The lists kept, by hash (read only: ``materialize`` copies what it is given)."""
+        return self._lists
 
     def keep(self, lists: Mapping[str, list[Any]]) -> None:
         """The longest of ``lists`` (a long run's newest), dropping the oldest kept beyond the limit."""
@@ -2973,10 +2971,10 @@ def _shared_lists(
     if known is None:
         rows = conn.execute(_CHAIN_SQL, (heads,)).fetchall()
         return materialize({node: (prev, data) for node, prev, data in rows}, wanted, as_text=as_text)
-    stops = known.known()
-    rows = conn.execute(_CHAIN_AFTER_SQL, (heads, orjson.dumps(stops).decode())).fetchall()
+    kept = known.lists()
+    rows = conn.execute(_CHAIN_AFTER_SQL, (heads, orjson.dumps(list(kept)).decode())).fetchall()
     nodes = {node: (prev, data) for node, prev, data in rows}
-    built = materialize(nodes, wanted, as_text=as_text, built=known.get(stops))
+    built = materialize(nodes, wanted, as_text=as_text, built=kept)
     known.keep({head: built[head] for head in wanted if head in built})
     return built
 
