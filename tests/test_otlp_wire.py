@@ -35,6 +35,8 @@ from support.traces import every_field_trace, sample_trace
 def _set(target: Any, value: Any) -> None:
     if isinstance(value, str):
         target.string_value = value
+    elif isinstance(value, bytes):  # a string as its UTF-8 (inputs and outputs: wire.py)
+        target.string_value = value.decode()
     elif isinstance(value, bool):
         target.bool_value = value
     elif isinstance(value, int):

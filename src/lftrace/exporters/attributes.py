@@ -21,7 +21,8 @@ Two profiles (``PROFILES``) differ only where the backends disagree:
   ``lftrace.observation.name``. Input/output ride on OpenInference ``input.value``/``output.value`` (JSON,
   with mime types), which Phoenix displays and Langfuse also reads when pointed at it.
 
-Values are str, bool, int, float or a list of str; size limits are applied later (encode.py). Pure Python:
+Values are str, bool, int, float or a list of str, and inputs and outputs bytes (their JSON as UTF-8: wire.py
+writes them as strings); size limits are applied later (encode.py). Pure Python:
 importing this module costs nothing.
 """
 
@@ -88,14 +89,31 @@ _REQUEST_PARAMS = {
 def dumps(value: Any) -> str:
     """JSON text of a value from the store (already JSON-able, or JSON text from the writer: ``sharing.as_json``;
     anything else falls back to str)."""
+    try:
+        return _orjson_dumps(value).decode()
+    except TypeError:  # e.g. integers beyond 64 bits
+        return _json_dumps(value)
+
+
+def dumps_utf8(value: Any) -> bytes:
+    """``dumps`` as UTF-8 bytes, which the wire takes as they are: for inputs and outputs, megabytes per span in a
+    long run, where decoding orjson's bytes to encode them again copied each value twice more."""
+    try:
+        return _orjson_dumps(value)
+    except TypeError:
+        return _json_dumps(value).encode("utf-8", "backslashreplace")
+
+
+def _orjson_dumps(value: Any) -> bytes:
     import orjson
 
-    try:
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # e.g. integers beyond 64 bits
-        from ..sharing import text_default
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
 
-        return json.dumps(value, default=text_default, ensure_ascii=False)
+
+def _json_dumps(value: Any) -> str:
+    from ..sharing import text_default
+
+    return json.dumps(value, default=text_default, ensure_ascii=False)
 
 
 def _number(value: Any) -> bool:
@@ -204,9 +222,9 @@ def langfuse_cost_attributes(a: dict[str, Any], obs: Observation, trace: Trace) 
 def langfuse_io_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> None:
     """Input and output where Langfuse reads them first."""
     if obs.input is not None:
-        a["langfuse.observation.input"] = dumps(obs.input)
+        a["langfuse.observation.input"] = dumps_utf8(obs.input)
     if obs.output is not None:
-        a["langfuse.observation.output"] = dumps(obs.output)
+        a["langfuse.observation.output"] = dumps_utf8(obs.output)
 
 
 def genai_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> None:
@@ -277,10 +295,10 @@ def openinference_attributes(a: dict[str, Any], obs: Observation, trace: Trace) 
 def openinference_io_attributes(a: dict[str, Any], obs: Observation, trace: Trace) -> None:
     """Input and output as OpenInference JSON values (Phoenix shows them; Langfuse reads them too)."""
     if obs.input is not None:
-        a["input.value"] = dumps(obs.input)
+        a["input.value"] = dumps_utf8(obs.input)
         a["input.mime_type"] = "application/json"
     if obs.output is not None:
-        a["output.value"] = dumps(obs.output)
+        a["output.value"] = dumps_utf8(obs.output)
         a["output.mime_type"] = "application/json"
 
 
@@ -296,9 +314,9 @@ def trace_attributes(trace: Trace) -> dict[str, Any]:
     if trace.name:
         a["langfuse.trace.name"] = trace.name
     if trace.input is not None:
-        a["langfuse.trace.input"] = dumps(trace.input)
+        a["langfuse.trace.input"] = dumps_utf8(trace.input)
     if trace.output is not None:
-        a["langfuse.trace.output"] = dumps(trace.output)
+        a["langfuse.trace.output"] = dumps_utf8(trace.output)
     if trace.tags:
         a["langfuse.trace.tags"] = [str(t) for t in trace.tags]
     for key, value in (trace.metadata or {}).items():

@@ -8,6 +8,10 @@ compares both byte for byte and decodes every request with the generated classes
 
 Field numbers: opentelemetry/proto/trace/v1/trace.proto, common/v1/common.proto, resource/v1/resource.proto,
 collector/trace/v1/trace_service.proto. Stdlib only.
+
+Attribute values are str, bool, int, float or lists of those; a ``bytes`` value is a string given as its UTF-8
+bytes (the JSON text of an input or output, as orjson wrote it: a long run's spans carry megabytes each, and
+decoding it to be encoded again copied every byte twice more).
 """
 
 from __future__ import annotations
@@ -55,10 +59,13 @@ def field(tag: bytes, data: bytes) -> bytes:
 
 
 def any_value(value: Any) -> bytes:
-    """AnyValue of an attribute value (str, bool, int, float, list/tuple of those; anything else as text)."""
+    """AnyValue of an attribute value (str, bool, int, float, list/tuple of those; bytes: a string's UTF-8; anything
+    else as text)."""
     kind = type(value)
     if kind is str:
         return field(_ANY_STRING, value.encode("utf-8", "backslashreplace"))
+    if kind is bytes:
+        return field(_ANY_STRING, value)
     if kind is bool:
         return _ANY_BOOL + (b"\x01" if value else b"\x00")
     if kind is int:
@@ -94,13 +101,13 @@ def _key(name: str) -> bytes:
 
 _MEMO_CHARS = 256  # attribute values up to this long are memoised with their name
 _MEMO_SIZE = 8192
-_PAIRS: dict[tuple[bytes, str, str], bytes] = {}
+_PAIRS: dict[tuple[bytes, str, str | bytes], bytes] = {}
 
 
-def _string_pair(tag: bytes, key: bytes, value: str) -> list[bytes]:
-    """One KeyValue field (with its tag) of a string attribute, in parts: a long value is copied once, by the
-    caller's join."""
-    data = value.encode("utf-8", "backslashreplace")
+def _string_pair(tag: bytes, key: bytes, value: str | bytes) -> list[bytes]:
+    """One KeyValue field (with its tag) of a string attribute (bytes: its UTF-8), in parts: a long value is copied
+    once, by the caller's join."""
+    data = value if isinstance(value, bytes) else value.encode("utf-8", "backslashreplace")
     head = varint(len(data))
     any_size = 1 + len(head) + len(data)
     any_head = varint(any_size)
@@ -121,7 +128,8 @@ def key_value_parts(tag: bytes, attributes: Mapping[str, Any], parts: list[bytes
     for name, value in attributes.items():
         if value is None:
             continue
-        if type(value) is str and len(value) <= _MEMO_CHARS:
+        kind = type(value)
+        if (kind is str or kind is bytes) and len(value) <= _MEMO_CHARS:
             # most attributes repeat exactly from span to span (type, level, environment, metadata, model):
             # written once, then looked up
             memo_key = (tag, name, value)
@@ -134,7 +142,7 @@ def key_value_parts(tag: bytes, attributes: Mapping[str, Any], parts: list[bytes
             append(encoded)
             continue
         key = _key(name)
-        if type(value) is str:
+        if kind is str or kind is bytes:
             parts += _string_pair(tag, key, value)
         else:
             encoded = field(_KV_VALUE, any_value(value))
