@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import orjson
 
-from lftrace.sharing import MIN_SHARED, REF, Captures, Converter, Extended, Frozen, Packer, materialize, unpack
+from lftrace import sharing
+from lftrace.sharing import (
+    BLOCK_ITEMS,
+    MIN_SHARED,
+    REF,
+    Captures,
+    Converter,
+    Extended,
+    Frozen,
+    Packer,
+    TextBlocks,
+    materialize,
+    unpack,
+)
 from lftrace.store import dumps
 
 
@@ -101,3 +114,42 @@ def test_the_users_thread_keeps_a_growing_list_as_the_capture_it_extends_and_its
 
 def flat_list(value: object) -> object:
     return value.flat() if type(value) is Extended else value
+
+
+def test_lists_read_as_text_are_written_in_shared_runs_with_the_same_json(monkeypatch):
+    """The export reads a long trace's lists as their items' JSON texts and writes each run of ``BLOCK_ITEMS`` items
+    as one fragment: the JSON is the values' own, byte for byte, and lists with the same start share its runs
+    (built once), also after the runs kept were dropped."""
+    converter = Converter()
+    converter.extend = True
+    steps = 3 * BLOCK_ITEMS + 10
+    made = _convert_steps(converter, steps)
+    packer, blobs = Packer(dumps), {}
+    packed = [packer.pack(m, blobs) for m in made]
+    heads = [p[REF] for p in packed if isinstance(p, dict) and REF in p]
+    nodes = {h: (prev, data) for h, (prev, data) in blobs.items()}
+    values = materialize(nodes, heads)
+    texts = materialize(nodes, heads, as_text=True)
+    assert all(type(item) is bytes for item in texts[heads[-1]])
+    blocks = TextBlocks()
+    ready = {head: blocks.ready(texts[head]) for head in heads}
+    for head in heads:
+        assert orjson.dumps({"messages": ready[head]}) == orjson.dumps({"messages": values[head]})
+    longest, shorter = ready[heads[-1]], ready[heads[-20]]  # 2 whole runs in common
+    assert len(longest) == 4 and longest[:2] == shorter[:2]
+    assert all(a is b for a, b in zip(longest[:2], shorter[:2], strict=True))  # the same fragments
+    monkeypatch.setattr(sharing, "BLOCKS_KEPT_BYTES", 1)  # every run kept is dropped at the next one
+    again = TextBlocks()
+    for head in reversed(heads):
+        assert orjson.dumps(again.ready(texts[head])) == orjson.dumps(values[head])
+
+
+def test_a_run_with_an_item_that_is_not_text_keeps_its_items_one_by_one():
+    """A missing node's marker (or an item orjson refused) is not JSON text: its run is written item by item."""
+    items = [orjson.dumps({"n": n}) for n in range(BLOCK_ITEMS + 3)]
+    items[5] = "<missing shared list abc>"
+    ready = TextBlocks().ready(items)
+    assert len(ready) == BLOCK_ITEMS + 1  # the first run item by item, the 3 after it as one fragment
+    expected = [{"n": n} for n in range(BLOCK_ITEMS + 3)]
+    expected[5] = "<missing shared list abc>"
+    assert orjson.loads(orjson.dumps(ready)) == expected

@@ -48,6 +48,7 @@ from .model import (
 from .sharing import (
     Extended,
     Packer,
+    TextBlocks,
     big_ints_as_text,
     is_json_text,
     json_default,
@@ -2944,11 +2945,13 @@ class _TextLists:
     chains back to the run's first step (a 4,000-step trace read in parts of ~90 observations: 1.41 s of CPU, 0.23 s
     with these; in parts of 800: 0.80 and 0.20 s). Nodes are content-addressed, so a list built once is the same
     list for as long as the store lives, and a later part's lists, which extend it, need only the nodes after it.
-    Items are ``orjson.Fragment``s, shared by the lists that hold them: readers must not mutate a list they get.
+    Items are their JSON texts (bytes), shared by the lists that hold them: readers must not mutate a list they get.
+    ``blocks`` makes a read's lists ready for orjson, sharing their runs of items between reads as the lists do.
     """
 
     def __init__(self) -> None:
         self._lists: dict[str, list[Any]] = {}
+        self.blocks = TextBlocks()
 
     def lists(self) -> Mapping[str, list[Any]]:
         """The lists kept, by hash (read only: ``materialize`` copies what it is given)."""
@@ -3020,6 +3023,9 @@ def _unpack_shared(
     if not wanted:
         return
     lists = _shared_lists(conn, wanted, as_text, known)
+    if as_text:  # items as JSON bytes: made into fragments for orjson
+        blocks = known.blocks if known is not None else TextBlocks()
+        lists = {head: blocks.ready(lists[head]) for head in wanted if head in lists}
     for trace in traces:
         trace.input = unpack(trace.input, lists)
         trace.output = unpack(trace.output, lists)
