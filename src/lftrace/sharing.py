@@ -624,7 +624,7 @@ class TextBlocks:
     """
 
     def __init__(self) -> None:
-        self._runs: dict[int, tuple[Any, orjson.Fragment, int]] = {}  # id(last item) -> (it, the run, its size)
+        self._runs: dict[int, tuple[Any, orjson.Fragment]] = {}  # id(last item) -> (that item, the run)
         self._bytes = 0
 
     def ready(self, items: list[Any]) -> list[Any]:
@@ -645,9 +645,10 @@ class TextBlocks:
             if self._bytes > BLOCKS_KEPT_BYTES:
                 runs.clear()
                 self._bytes = 0
-            runs[id(last)] = (last, block[0], block[1])
-            self._bytes += block[1]
-            out.append(block[0])
+            fragment, size = block
+            runs[id(last)] = (last, fragment)
+            self._bytes += size
+            out.append(fragment)
         tail = items[whole:]
         block = self._block(tail) if tail else None
         if block is not None:
@@ -659,9 +660,8 @@ class TextBlocks:
     @staticmethod
     def _block(run: list[Any]) -> tuple[orjson.Fragment, int] | None:
         """The run as one fragment and its size; None if an item is not text (orjson refused it: kept as is)."""
-        for item in run:
-            if type(item) is not bytes:
-                return None
+        if not all(type(item) is bytes for item in run):
+            return None
         text = b",".join(run)
         return orjson.Fragment(text), len(text)
 
