@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import gc
 import gzip
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from google.protobuf.json_format import MessageToDict
@@ -339,3 +343,61 @@ def test_requests_sent_without_gzip_are_cut_at_a_megabyte_and_gzip_ones_at_four(
     (zipped,) = receiver.otlp_requests()[len(plain) :]
     assert MAX_PLAIN_REQUEST_BYTES < len(zipped.body) <= MAX_REQUEST_BYTES
     assert len(zipped.spans()) == len(trace.observations)
+
+
+def export_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "lftrace-export"]
+
+
+def test_requests_go_out_on_one_kept_thread_that_ends_with_close(receiver):
+    others = set(export_threads())  # other tests' exporters
+    exporter = OtlpExporter(receiver.url + "/v1/traces")
+    seen = set()
+    for _ in range(5):
+        assert exporter.export([sample_trace()]).ok
+        seen.update(set(export_threads()) - others)
+    assert len(receiver.otlp_requests()) == 5
+    assert len(seen) == 1  # one thread served every request, and is still there for the next one
+    (thread,) = seen
+    exporter.close()
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_an_exporter_dropped_without_close_leaves_no_thread(receiver):
+    others = set(export_threads())
+    exporter = OtlpExporter(receiver.url + "/v1/traces")
+    assert exporter.export([sample_trace()]).ok
+    (thread,) = set(export_threads()) - others
+    del exporter
+    gc.collect()
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_a_request_after_one_that_timed_out_is_sent_and_answered(receiver):
+    receiver.script(Reply(200, "{}", delay=1.5))
+    exporter = OtlpExporter(receiver.url + "/v1/traces", timeout=0.3)
+    first = exporter.export([sample_trace()])
+    assert (first.ok, first.timed_out, first.retryable) == (False, True, True)
+    second = exporter.export([sample_trace()], timeout=3)
+    assert second.ok, second
+    assert len(receiver.otlp_requests()) == 2
+    exporter.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_sends_on_a_thread_of_its_own(receiver):
+    exporter = OtlpExporter(receiver.url + "/v1/traces")
+    assert exporter.export([sample_trace()]).ok  # the parent's worker thread exists now
+    pid = os.fork()
+    if pid == 0:  # the child has the exporter but not its thread: it must start one, not wait forever
+        ok = False
+        try:
+            ok = exporter.export([sample_trace()], timeout=3).ok
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(receiver.otlp_requests()) == 2
+    exporter.close()

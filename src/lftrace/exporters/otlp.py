@@ -11,9 +11,12 @@ import gzip
 import json
 import logging
 import math
+import os
+import queue
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -166,6 +169,7 @@ class OtlpExporter:
         self.timeout = timeout
         self.resource_attributes = dict(resource_attributes or {})
         self._client: Any = None
+        self._worker: _Worker | None = None
         # every value a server might echo back: auth-like headers, and any other header value long enough to be
         # a key (a vendor's API-key header); lftrace's own short values (versions) stay readable
         self._secrets = [v for k, v in self.headers.items() if v and (k.lower() in _SECRET_HEADERS or len(v) >= 8)]
@@ -243,23 +247,32 @@ class OtlpExporter:
         return self._wait(self._begin(_Request(body, url, content_type, method, headers), limit))
 
     def _begin(self, request: _Request, limit: float) -> _Flight:
-        """Start sending ``request`` on a worker thread; ``_wait`` gives its result within ``limit`` seconds."""
+        """Start sending ``request`` on the exporter's worker thread; ``_wait`` gives its result within ``limit``
+        seconds."""
         flight = _Flight(time.monotonic() + limit, limit)
-        flight.worker = threading.Thread(
-            target=lambda: flight.box.append(self._post(request, limit)),
-            name="lftrace-export",
-            daemon=True,
-        )
-        flight.worker.start()
+
+        def job() -> None:
+            flight.box.append(self._post(request, limit))
+
+        worker = self._worker
+        if worker is None or not worker.usable():
+            worker = self._worker = _Worker()
+            weakref.finalize(self, worker.retire)  # an exporter dropped without close() leaves no thread behind
+        if not worker.submit(job, flight.done):  # busy with another thread's request: a thread of its own
+            worker = _Worker(keep=False)
+            worker.submit(job, flight.done)
+        flight.worker = worker
         return flight
 
     def _wait(self, flight: _Flight) -> ExportResult:
-        assert flight.worker is not None
-        flight.worker.join(max(flight.until - time.monotonic(), 0.0))
-        if flight.box:
+        if flight.done.wait(max(flight.until - time.monotonic(), 0.0)) and flight.box:
             return flight.box[0]
         self._abandon()
-        flight.worker.join(0.5)  # the shut-down socket ends the read; don't wait longer than that
+        # the shut-down socket ends the read; don't wait longer than that, and if the worker is still stuck
+        # let it go (it ends when its request does) so that the next request gets a new one
+        if not flight.done.wait(0.5) and flight.worker is self._worker and self._worker is not None:
+            self._worker.retire()
+            self._worker = None
         return ExportResult(
             ok=False,
             retryable=True,
@@ -317,6 +330,9 @@ class OtlpExporter:
         return " (check the authorization in OTEL_EXPORTER_OTLP_HEADERS)"
 
     def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.retire()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -335,12 +351,62 @@ class _Request(NamedTuple):
 
 @dataclass
 class _Flight:
-    """A request on its way: its worker thread, the time by which it must be answered, its result once there."""
+    """A request on its way: the worker sending it, the time by which it must be answered, its result once
+    there (``done`` is set when ``box`` holds it or the request failed)."""
 
     until: float
     limit: float
-    worker: threading.Thread | None = None
+    worker: _Worker | None = None
     box: list[ExportResult] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Worker:
+    """The daemon thread an exporter sends its requests on, one at a time, kept between requests: handing a
+    request to a waiting thread costs about a third of starting a thread for it (a long run's export is
+    hundreds of requests). ``keep=False``: a thread for one request only."""
+
+    def __init__(self, *, keep: bool = True) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], threading.Event] | None] = queue.SimpleQueue()
+        self._busy = threading.Lock()  # held from submit until the job has ended
+        self._pid = os.getpid()
+        self._keep = keep
+        self._retired = False
+        self.thread = threading.Thread(target=self._loop, name="lftrace-export", daemon=True)
+        self.thread.start()
+
+    def usable(self) -> bool:
+        """Alive and of this process (a forked child has the parent's object but not its thread)."""
+        return not self._retired and self._pid == os.getpid() and self.thread.is_alive()
+
+    def submit(self, job: Callable[[], None], done: threading.Event) -> bool:
+        """Run ``job`` on this thread, then set ``done``; False (and nothing done) if it is running another one."""
+        if not self._busy.acquire(blocking=False):
+            return False
+        self._jobs.put((job, done))
+        return True
+
+    def retire(self) -> None:
+        """End the thread once its current job (if any) has ended; it takes no more."""
+        self._retired = True
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, done = item
+            try:
+                job()
+            except BaseException:  # the job reports its own errors; nothing may end the thread
+                log.debug("lftrace: export worker job failed", exc_info=True)
+            # free before done: the caller's next request, made as soon as done is set, finds the thread idle
+            self._busy.release()
+            done.set()
+            del item, job, done  # the job holds its exporter: don't keep it alive while waiting for the next
+            if not self._keep:
+                return
 
 
 class LangfuseExporter(OtlpExporter):
