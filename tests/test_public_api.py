@@ -112,3 +112,35 @@ def test_with_keys_the_api_is_langfuse_s_and_answers_as_the_official_client_does
         assert langfuse.api.datasets.get("remote-only").name == "remote-only"
         assert langfuse.store.get_dataset("remote-only") is None
         langfuse.shutdown()
+
+
+def test_without_keys_a_long_run_s_trace_is_read_whole_with_its_messages_shared(isolated_env):
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    from lftrace.sharing import MIN_SHARED
+
+    langfuse = Langfuse(public_key="")
+    handler = CallbackHandler()
+    build_graph().invoke(loop_input(30), config=run_config(30, [handler]))
+    langfuse.flush()
+    trace_id = handler.last_trace_id
+    assert trace_id is not None
+
+    trace = langfuse.api.trace.get(trace_id)
+    as_served = langfuse.api.http().get(f"/api/public/traces/{trace_id}").json()
+    assert trace.model_dump() == as_served  # the route's JSON, field for field
+    assert trace.project_id == "lftrace-local" and isinstance(trace.timestamp, dt.datetime)
+
+    # read from the store, not through JSON text: a message in the conversation is one object in every input
+    lists = [
+        o.input["messages"]
+        for o in trace.observations
+        if isinstance(o.input, dict) and len(o.input.get("messages") or []) >= MIN_SHARED
+    ]
+    assert len(lists) > 10
+    first_messages = {id(messages[0]) for messages in lists}
+    assert len(first_messages) == 1
+
+    with pytest.raises(ApiError) as missing:  # an unknown id is still the route's 404
+        langfuse.api.trace.get("e" * 32)
+    assert missing.value.status_code == 404
