@@ -26,6 +26,7 @@ from .config import Settings, mask_secret, redact_url
 from .errors import InputError, LftraceError, StoreError, TraceNotFound
 from .experiments import ExperimentApi
 from .model import Score, Trace, TraceSummary
+from .pricing import keep_rates_beside
 from .prompts import PromptApi, PromptCache
 from .writer import TraceWriter
 
@@ -117,6 +118,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
             helper=self._helper,
             streamed_parts=self.settings.streams_parts,
         )
+        keep_rates_beside(self.settings.store)  # the next process prices from the rates this one measures
         self.last_delivery: Any = None  # the DeliveryReport of the last flush, for the CLI
         self._store_checked = False
         self._delivered_through = 0  # the writer's count of written traces when delivery last started

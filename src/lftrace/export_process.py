@@ -367,6 +367,7 @@ def main() -> int:
     deliverer.stream_running = True  # a long run's parts go out while it runs, off the program's CPU
     deliverer.start_background(settings.flush_interval)
     from .delivery import destination_names
+    from .pricing import keep_rates_beside
     from .writer import TraceWriter
 
     names = destination_names(settings)
@@ -379,6 +380,7 @@ def main() -> int:
         media=settings.media_upload_enabled,
         on_written=lambda *args: committed.append(args),
     )
+    keep_rates_beside(settings.store)
     emit({"ready": os.getpid()})
     return _serve(commands, emit, deliverer, writer, committed)
 
