@@ -164,6 +164,8 @@ def test_rates_measured_in_one_process_price_the_next_without_genai_prices(tmp_p
     assert first["imported"] is True
     saved = tmp_path / "traces.db.prices.json"
     assert "gpt-4o-mini" in json_of(saved)["models"]
+    assert saved.stat().st_mode & 0o777 == 0o600  # private, as the store is
+    assert [p.name for p in tmp_path.iterdir()] == [saved.name]  # no temporary file left
 
     second = price_in_a_new_process(store, *_USAGES, {"input": 7, "output": 3, "total": 10})
     assert second["imported"] is False  # priced from the saved rates alone

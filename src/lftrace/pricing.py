@@ -319,7 +319,10 @@ def _save(model: str, entry: dict[str, Any]) -> None:
         if len(models) > _CACHE_LIMIT:
             return
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"data": _data_identity(), "models": models}, sort_keys=True), encoding="utf-8")
+        text = json.dumps({"data": _data_identity(), "models": models}, sort_keys=True)
+        # private as the store is (the models a project uses): 0600 whatever the umask
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
         _saved_models = models
     except Exception as exc:
