@@ -230,7 +230,9 @@ _saved_models: dict[str, Any] | None = None  # the file's models as read (once p
 
 
 def keep_rates_beside(store: str | os.PathLike[str]) -> None:
-    """Keep measured rates in ``<store>.prices.json`` and price from that file's rates (see the module docstring)."""
+    """Keep measured rates in ``<store>.prices.json`` and price from that file's rates (see the module docstring).
+
+    One file per process: with clients on several stores, the last one created names it (a cache either way)."""
     global _saved_path, _saved_models
     path = Path(f"{os.fspath(store)}.prices.json")
     with _lock:
