@@ -72,6 +72,8 @@ def test_timeline_bars_are_to_scale_and_show_parallel_branches_and_the_first_tok
     assert "↳" in next(line for line in lines if "continue_to_jokes" in line)  # routing, not work
     assert "generate_topics ·1" in "\n".join(lines)  # the LangGraph step
     assert "░ before the first token" in lines[-1]
+    # a finished trace's legend: "running" is the status of a trace that never ended, not what a bar means
+    assert lines[-1].lstrip().startswith("█ start to end") and "running" not in lines[-1]
 
 
 def test_timeline_marks_open_observations():

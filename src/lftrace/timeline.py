@@ -97,7 +97,7 @@ class Timeline:
             used.update(kinds)
             parts.append((cells, "red" if bar.error else _BAR_STYLES.get(bar.style, "blue")))
             lines.append(parts)
-        legend = [("█ running", "")]
+        legend = [("█ start to end", "")]  # not "running": that is the status of a trace that never ended
         if WAIT in used:
             legend.append(("░ before the first token", ""))
         if OPEN in used:
