@@ -70,6 +70,65 @@ def test_resume_errors_are_usage_errors():
     assert result.exit_code == 2 and "--interactive needs a terminal" in result.stderr
 
 
+def test_resume_without_a_thread_names_the_thread_the_last_paused_run_waits_on():
+    first = lftrace("run", REVIEW, "--input", "release notes", "--json")
+    assert first.returncode == 0, first.stderr
+    thread = json.loads(first.stdout)["sessionId"]
+    again = lftrace("run", REVIEW, "--resume", '"yes"')  # nothing is resumed on a guess: exit 2, one line
+    assert again.returncode == 2 and again.stdout == "", again.stdout
+    [line] = again.stderr.splitlines()
+    command = f"lftrace run {REVIEW} --thread-id {thread} --resume VALUE"
+    assert line.startswith("error: --resume needs the thread to resume: give --thread-id. The last paused run of ")
+    assert line.endswith(f"waits on thread {thread}: {command}"), line
+    # the command it names is the one that resumes the run
+    resumed = lftrace(*command.split()[1:-1], '"yes"', "--expect-complete")
+    assert resumed.returncode == 0, resumed.stderr
+    # that run is no longer paused: the hint has nothing to name, the plain message stays
+    after = lftrace("run", REVIEW, "--resume", '"yes"')
+    assert after.returncode == 2
+    assert (
+        after.stderr.strip()
+        == "error: --resume needs the thread to resume: give --thread-id (printed when the run paused)"
+    )
+
+
+def test_resume_without_a_thread_answers_each_of_several_interrupts_and_names_only_this_target(tmp_path):
+    two = target("shapes", "two_interrupts_graph")
+    first = invoke("run", two, "--input", "plan", "--json")
+    assert first.exit_code == 0, first.stderr
+    paused = json.loads(first.stdout)
+    ids = [p["id"] for p in paused["metadata"]["langgraph_interrupts"]]
+    assert len(ids) == 2
+    result = invoke("run", two, "--resume", "yes")
+    assert result.exit_code == 2
+    answers = " ".join(f"--resume {i}=VALUE" for i in ids)
+    assert f"--thread-id {paused['sessionId']} {answers}" in result.stderr, result.stderr
+    # another target paused nowhere: the plain message, not the other graph's thread
+    result = invoke("run", REVIEW, "--resume", "yes")
+    assert result.exit_code == 2 and "(printed when the run paused)" in result.stderr
+    assert paused["sessionId"] not in result.stderr
+
+
+def test_resume_without_a_thread_after_a_pause_without_checkpoints_says_to_run_with_a_thread(tmp_path):
+    app_file = tmp_path / "pauses.py"
+    app_file.write_text(
+        "from typing_extensions import TypedDict\n"
+        "from langgraph.graph import StateGraph, START, END\n"
+        "from langgraph.types import interrupt\n\n"
+        "class S(TypedDict):\n    q: str\n    answer: str\n\n"
+        "def ask(s: S):\n    return {'answer': str(interrupt({'question': 'approve ' + s['q'] + '?'}))}\n\n"
+        "b = StateGraph(S)\nb.add_node('ask', ask)\nb.add_edge(START, 'ask')\nb.add_edge('ask', END)\n"
+        "graph = b.compile()  # no checkpointer\n"
+    )
+    first = lftrace("run", f"{app_file}:graph", "--input", '{"q": "deploy"}')
+    assert first.returncode == 0, first.stderr
+    assert "the graph keeps no checkpoints: run it with --thread-id ID to be able to resume" in first.stdout
+    again = lftrace("run", f"{app_file}:graph", "--resume", "yes")
+    assert again.returncode == 2
+    [line] = again.stderr.splitlines()
+    assert "has none: the graph keeps no checkpoints. Run it again with --thread-id ID" in line, line
+
+
 def test_interactive_asks_on_the_terminal_and_goes_on_in_the_same_process():
     answers = [b"make it shorter\n", b"yes\n"]
 

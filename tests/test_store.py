@@ -43,6 +43,18 @@ def test_round_trip_keeps_every_field(store: TraceStore) -> None:
     assert got.observations[2].completion_start_time == trace.observations[2].completion_start_time
 
 
+def test_trace_heads_read_a_traces_own_fields_without_its_observations(store: TraceStore) -> None:
+    first = make_trace(session_id="s1", tags=["a"])
+    first.metadata = {"thread_id": "t-1", "k": [1, 2]}
+    second = make_trace(session_id="s2")
+    store.write_traces([first, second])
+    assert first.observations  # make_trace gives it some: the heads leave them out
+    heads = store.trace_heads([second.id, new_id(32), first.id, second.id])  # unknown ids skipped, order kept
+    assert [h.id for h in heads] == [second.id, first.id]
+    assert heads[1].metadata == {"thread_id": "t-1", "k": [1, 2]} and heads[1].session_id == "s1"
+    assert heads[1].tags == ["a"] and heads[1].observations == []
+
+
 def test_round_trip_survives_reopen_and_odd_values(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     trace = make_trace()

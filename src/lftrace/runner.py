@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import signal
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from .client import Langfuse
     from .config import Settings
     from .langchain import CallbackHandler
+
+log = logging.getLogger("lftrace")
 
 Progress = Callable[[str, Any], None]  # (event, payload): "loading"/"running"/"chunk"/"finishing"
 
@@ -652,7 +655,9 @@ class _Thread:
     notes: list[str] = field(default_factory=list)
 
 
-def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | None, store: Path) -> _Thread:
+def _plan_thread(
+    runnable: Any, config: dict[str, Any], resume: Sequence[str] | None, store: Path, label: str | None = None
+) -> _Thread:
     from . import threads
 
     thread_id = config_thread_id(config)
@@ -661,7 +666,7 @@ def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | 
             raise InputError("--resume continues a LangGraph graph paused at interrupt(); this target is not a graph")
         return _Thread(thread_id)
     if resume and thread_id is None:
-        raise InputError("--resume needs the thread to resume: give --thread-id (printed when the run paused)")
+        raise _no_thread_to_resume(store, label)
     plan = _Thread(thread_id, resume=resume, checkpoints=threads.checkpoint_path(store))
     plan.memory = threads.memory_path(store) if threads.needs_store(runnable) else None
     plan.attach = threads.needs_checkpointer(runnable, thread_id)
@@ -670,6 +675,69 @@ def _plan_thread(runnable: Any, config: dict[str, Any], resume: Sequence[str] | 
         plan.thread_id, plan.new = threads.new_thread_id(), True
         config["configurable"] = {**(config.get("configurable") or {}), "thread_id": plan.thread_id}
     return plan
+
+
+RECENT_RUNS = 20  # the newest traces read to find the last paused run of a target (an error message's hint)
+
+
+def _no_thread_to_resume(store: Path, label: str | None) -> InputError:
+    """``--resume`` without ``--thread-id``: nothing is resumed on a guess, but the error names the thread the last
+    paused run of this target waits on, with the command that resumes it (or why it cannot be resumed)."""
+    message = "--resume needs the thread to resume: give --thread-id (printed when the run paused)"
+    paused = _last_paused(store, label) if label else None
+    if paused is None:
+        return InputError(message)
+    trace_id, thread_id, pending = paused
+    if thread_id is None:
+        return InputError(
+            f"--resume needs the thread to resume, and the last paused run of {label} (trace {trace_id[:8]}) has "
+            "none: the graph keeps no checkpoints. Run it again with --thread-id ID, then resume it with "
+            "--thread-id ID --resume VALUE"
+        )
+    import shlex
+
+    answers = ["--resume", "VALUE"] if len(pending) <= 1 else [a for p in pending for a in ("--resume", f"{p}=VALUE")]
+    command = " ".join(shlex.quote(a) for a in ["lftrace", "run", label or "", "--thread-id", thread_id, *answers])
+    return InputError(
+        f"--resume needs the thread to resume: give --thread-id. The last paused run of {label} "
+        f"(trace {trace_id[:8]}) waits on thread {thread_id}: {command}"
+    )
+
+
+def _last_paused(store: Path, label: str) -> tuple[str, str | None, list[str]] | None:
+    """(trace id, thread id or None, ids of the interrupts it waits on) of the newest run of ``label`` among the
+    store's ``RECENT_RUNS`` newest traces that paused and whose thread has not gone on since; None when there is
+    none (or the store cannot be read: the plain message is enough then)."""
+    from .langchain import TARGET_KEY
+    from .model import INTERRUPTS_KEY
+    from .store import TraceStore
+
+    if not store.is_file():
+        return None
+    try:
+        with contextlib.closing(TraceStore(store, create=False)) as traces:
+            summaries = traces.list_traces(limit=RECENT_RUNS)
+            status = {summary.id: summary.status for summary in summaries}
+            heads = traces.trace_heads(list(status))
+    except Exception:  # an error message's hint: a store problem is for the commands that read it to report
+        log.debug("lftrace: could not look up the last paused run of %s", label, exc_info=True)
+        return None
+    threads_seen: set[str] = set()
+    for head in heads:  # newest first
+        metadata = head.metadata or {}
+        if metadata.get(TARGET_KEY) != label:
+            continue
+        thread = metadata.get("thread_id")
+        thread_id = str(thread) if thread not in (None, "") else None
+        if thread_id is not None:
+            if thread_id in threads_seen:  # an older pause of a thread that went on since (resumed)
+                continue
+            threads_seen.add(thread_id)
+        pending = metadata.get(INTERRUPTS_KEY)
+        if status.get(head.id) == "interrupted" and isinstance(pending, list) and pending:
+            ids = [str(p.get("id")) for p in pending if isinstance(p, dict) and p.get("id")]
+            return head.id, thread_id, ids
+    return None
 
 
 def _resume_value(plan: _Thread, pending: list[Any]) -> Any:
@@ -1029,7 +1097,7 @@ def _prepare(
     if client.tracing_active:
         client.check_store()  # a corrupted, foreign or unwritable store stops here too, not after the run
         client.prepare_delivery()  # the export helper starts while the graph runs, not at the flush after it
-    plan = _plan_thread(runnable, asked, resume, client.settings.store)
+    plan = _plan_thread(runnable, asked, resume, client.settings.store, label)
     run_async = is_async_only(runnable) if use_async is None else use_async
     handler = CallbackHandler(**{"client": client, **dict(handler_extra or {})})
     run_config = build_config(

@@ -1362,6 +1362,13 @@ class TraceStore:
         with self._errors():
             return self._read(lambda c: _load_traces(c, ids, inputs=inputs, outputs=outputs))
 
+    def trace_heads(self, trace_ids: Sequence[str]) -> list[Trace]:
+        """Traces for exact ids without their observations (their own fields: name, metadata, tags, ...), in one
+        read whatever the traces' length; unknown ids are skipped, order is kept."""
+        ids = list(dict.fromkeys(trace_ids))
+        with self._errors():
+            return self._read(lambda c: _load_traces(c, ids, with_observations=False))
+
     def scores(self) -> list[Score]:
         """Every stored score, the newest first (``lftrace serve``'s scores API filters them)."""
         with self._errors():
