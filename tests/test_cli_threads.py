@@ -129,6 +129,37 @@ def test_resume_without_a_thread_after_a_pause_without_checkpoints_says_to_run_w
     assert "has none: the graph keeps no checkpoints. Run it again with --thread-id ID" in line, line
 
 
+def test_durability_exit_keeps_one_checkpoint_per_run_and_a_pause_stays_resumable():
+    loop = f"{REPO / 'sample_graphs' / 'long_loop.py'}:graph"
+    given = json.dumps({"messages": [{"role": "user", "content": "Go"}], "max_steps": 40})
+    checkpoints = {}
+    for durability in ("async", "exit"):
+        ran = lftrace("run", loop, "--input", given, "--thread-id", f"t-{durability}", "--durability", durability)
+        assert ran.returncode == 0, ran.stderr
+        history = lftrace("history", loop, "--thread-id", f"t-{durability}", "--json")
+        assert history.returncode == 0, history.stderr
+        checkpoints[durability] = len(json.loads(history.stdout))
+    # LangGraph's default writes the growing state at every step; exit once, when the run ends
+    assert checkpoints["async"] > 40 and checkpoints["exit"] == 1, checkpoints
+    # a pause is an exit too: its checkpoint is written, and a second process resumes it
+    first = lftrace("run", REVIEW, "--input", "notes", "--thread-id", "dur-1", "--durability", "exit")
+    assert first.returncode == 0, first.stderr
+    second = lftrace(
+        "run", REVIEW, "--thread-id", "dur-1", "--resume", '"yes"', "--durability", "exit", "--expect-complete"
+    )
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[0].startswith("human_review  ✓ ok")
+
+
+def test_durability_errors_are_usage_errors():
+    chain = f"{REPO / 'sample_graphs' / 'joke_chain.py'}:chain"
+    result = invoke("run", chain, "--input", '{"topic": "cats"}', "--durability", "exit")
+    assert result.exit_code == 2 and "--durability is LangGraph's checkpoint durability" in result.stderr
+    assert "is not a graph" in result.stderr
+    result = invoke("run", REVIEW, "--input", "notes", "--durability", "never")
+    assert result.exit_code == 2 and "--durability takes async, sync, exit, not 'never'" in result.stderr
+
+
 def test_interactive_asks_on_the_terminal_and_goes_on_in_the_same_process():
     answers = [b"make it shorter\n", b"yes\n"]
 

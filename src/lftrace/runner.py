@@ -394,6 +394,28 @@ def check_context(runnable: Any, context: Mapping[str, Any] | None, label: str) 
         ) from None
 
 
+DURABILITIES = ("async", "sync", "exit")
+
+
+def check_durability(runnable: Any, durability: str | None, label: str) -> None:
+    """InputError (exit 2, before the run) for ``--durability`` on a non-graph, an unknown value, or a LangGraph
+    too old to take it (``durability`` came in 0.6)."""
+    if durability is None:
+        return
+    if durability not in DURABILITIES:
+        raise InputError(f"--durability takes {', '.join(DURABILITIES)}, not '{durability}'")
+    if not is_graph(runnable):
+        raise InputError(f"--durability is LangGraph's checkpoint durability; '{label}' is not a graph")
+    import inspect
+
+    try:
+        takes = "durability" in inspect.signature(runnable.stream).parameters
+    except (TypeError, ValueError):
+        takes = True  # no signature to read: LangGraph says so itself if it does not take it
+    if not takes:
+        raise InputError("--durability needs LangGraph 0.6 or newer (pip install -U langgraph)")
+
+
 def _context_fields(schema: Any) -> list[str]:
     """The context schema's field names, each marked " (required)" when it has no default (for messages)."""
     if dataclasses.is_dataclass(schema):
@@ -902,6 +924,7 @@ def execute(
     context: str | Mapping[str, Any] | None = None,
     thread_id: str | None = None,
     recursion_limit: int | None = None,
+    durability: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     resume: Sequence[str] | None = None,
     session_id: str | None = None,
@@ -925,6 +948,7 @@ def execute(
     ``recursion_limit`` and ``metadata`` go on top of ``config`` (JSON, ``@file`` or a dict); a graph that keeps
     checkpoints gets lftrace's persistent saver when it has none or an in-memory one, and a fresh thread id
     when none is given. ``resume``: ``--resume`` values, sent as ``Command(resume=...)`` to the paused thread.
+    ``durability``: LangGraph's checkpoint durability for a graph run (``async``, ``sync`` or ``exit``).
     ``value``: an already parsed input (``lftrace test`` cases), instead of ``input``/``input_file`` text.
     ``deliver=False``: write the trace but leave delivery to the caller (``lftrace test`` delivers once, after
     its cases, so a slow backend never sits on the cases' path).
@@ -945,6 +969,7 @@ def execute(
         context=context,
         thread_id=thread_id,
         recursion_limit=recursion_limit,
+        durability=durability,
         metadata=metadata,
         resume=resume,
         session_id=session_id,
@@ -1023,11 +1048,15 @@ class _Run:
     emit: Callable[[str, Any], None]
     deliver: bool = True
     context: dict[str, Any] | None = None  # LangGraph's runtime context (graphs only)
+    durability: str | None = None  # LangGraph's checkpoint durability (graphs only)
 
     @property
     def graph_kwargs(self) -> dict[str, Any]:
         """What only a graph's invoke/stream takes."""
-        return {} if self.context is None else {"context": self.context}
+        kwargs: dict[str, Any] = {} if self.context is None else {"context": self.context}
+        if self.durability is not None:
+            kwargs["durability"] = self.durability
+        return kwargs
 
 
 def _prepare(
@@ -1041,6 +1070,7 @@ def _prepare(
     context: str | Mapping[str, Any] | None = None,
     thread_id: str | None = None,
     recursion_limit: int | None = None,
+    durability: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     resume: Sequence[str] | None = None,
     session_id: str | None = None,
@@ -1077,6 +1107,7 @@ def _prepare(
     else:
         runnable = target
     check_context(runnable, run_context, label)
+    check_durability(runnable, durability, label)
     if not resume:
         given = parse_input(raw) if value is _UNSET else value
         if given is None and config_thread_id(asked) is not None and is_graph(runnable):
@@ -1124,6 +1155,7 @@ def _prepare(
         emit,
         deliver,
         run_context,
+        durability,
     )
 
 

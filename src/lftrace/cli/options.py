@@ -109,6 +109,18 @@ RecursionLimitOption = Annotated[
         "--recursion-limit", metavar="N", min=1, help="LangGraph's step limit for the run.", rich_help_panel=RUN_PANEL
     ),
 ]
+DurabilityOption = Annotated[
+    str | None,
+    typer.Option(
+        "--durability",
+        metavar="async|sync|exit",
+        help=(
+            "When a graph that keeps checkpoints writes them (LangGraph's durability): after every step (async, "
+            "LangGraph's default; sync waits for each write), or once when the run ends or pauses (exit)."
+        ),
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 SessionIdOption = Annotated[
     str | None,
     typer.Option(

@@ -26,6 +26,7 @@ from .options import (
     BaselineOption,
     ConfigOption,
     ContextOption,
+    DurabilityOption,
     ExpectNodeOption,
     ExpectOutputOption,
     ExpectToolOption,
@@ -205,6 +206,7 @@ def run_command(
         ),
     ] = False,
     recursion_limit: RecursionLimitOption = None,
+    durability: DurabilityOption = None,
     session_id: SessionIdOption = None,
     user_id: UserIdOption = None,
     tag: TagOption = None,
@@ -248,6 +250,7 @@ def run_command(
       lftrace run chains.jokes:chain --input '{"topic": "cats"}' --stream
       echo 'hello' | lftrace run app.py:graph --input-file - --json > trace.json
       lftrace run review.py:graph --thread-id 7f3a --resume '"yes"'
+      lftrace run loop.py:graph -i "Go" --thread-id t1 --durability exit
       lftrace run assistant.py:graph -i "Hi" --context '{"user_id": "u-1"}'
       lftrace run agent -i "Hi"                      # a graph of ./langgraph.json
     """
@@ -291,6 +294,7 @@ def run_command(
         "config": run_config,
         "context": context,
         "recursion_limit": recursion_limit,
+        "durability": durability,
         "metadata": run_metadata,
         "session_id": session_id,
         "user_id": user_id,
