@@ -120,3 +120,21 @@ def test_show_expand_and_steps_on_the_command_line(loop_trace):
     assert "step 9 " not in steps.output
     bad = runner.invoke(app, ["show", loop_trace.id, "--steps", "12..10"])
     assert bad.exit_code == 2 and "error: --steps '12..10'" in bad.output
+
+
+def test_the_timeline_folds_a_loop_as_the_tree_does_and_expand_and_steps_show_every_row(loop_trace):
+    folded = runner.invoke(app, ["show", loop_trace.id, "--timeline"], env={"COLUMNS": "120"})
+    assert folded.exit_code == 0
+    lines = folded.output.splitlines()
+    [fold_row] = [line for line in lines if "× 28  think -> critic" in line]
+    # the folded rounds' bar spans the middle of the run: from near the start to near the end of the axis
+    bar = fold_row.rstrip().rsplit("  ", 1)[-1]
+    assert set(bar.strip()) == {"█"} and len(bar.strip()) > len(bar) // 2, fold_row
+    rows = [line for line in lines if "think ·" in line or "critic ·" in line]
+    assert len(rows) == 4  # the first and the last round, as the tree shows them
+    expanded = runner.invoke(app, ["show", loop_trace.id, "--timeline", "--expand"], env={"COLUMNS": "120"})
+    assert expanded.exit_code == 0 and "×" not in expanded.output
+    assert sum(1 for line in expanded.output.splitlines() if "think ·" in line) == 30
+    steps = runner.invoke(app, ["show", loop_trace.id, "--timeline", "--steps", "10..12"], env={"COLUMNS": "120"})
+    assert steps.exit_code == 0
+    assert [line.split()[0] for line in steps.output.splitlines() if "·" in line] == ["critic", "think", "critic"]

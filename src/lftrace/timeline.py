@@ -4,7 +4,9 @@ Parallel branches and ``Send`` fan-out overlap on screen, and the slow step is t
 name (indented by depth), its start offset from the trace's start, its duration, and a bar placed on a
 common time axis. A generation's bar is light (``░``) until its first token and solid (``█``) after it, so
 time to first token is visible; an observation still open when the trace was saved is ``▒`` to the end.
-Pure: builds a renderable, prints nothing.
+Long runs are folded as ``show``'s tree folds them (fold.py): a repeated sequence of nodes is one row
+(``× 1,498  think -> critic``) whose bar spans the folded rounds, a level longer than a screen is cut in the
+middle; ``expand`` shows every observation. Pure: builds a renderable, prints nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
 from rich.style import Style
 
+from .fold import Fold, fold_siblings
 from .model import Observation, Trace
 from .render import (
     LEVEL_STYLES,
@@ -154,14 +157,28 @@ def _bar_cells(bar: _Bar, t0: int, span: int, width: int, t_end: int) -> tuple[s
     return " " * start + "".join(cells), set(cells)
 
 
-def build_timeline(trace: Trace, *, depth: int | None = None, delivered: tuple[str, ...] | list[str] = ()) -> Timeline:
-    """Every observation in tree order (parents before children, siblings by start time)."""
+def build_timeline(
+    trace: Trace,
+    *,
+    depth: int | None = None,
+    delivered: tuple[str, ...] | list[str] = (),
+    expand: bool = False,
+) -> Timeline:
+    """Every observation in tree order (parents before children, siblings by start time); repeated sequences
+    folded into one row each unless ``expand``."""
     roots, kids = _child_map(trace)
     by_id = {o.id: o for o in trace.observations}
+
+    def shown(siblings: list[Observation]) -> list[Observation | Fold]:
+        return list(siblings) if expand else fold_siblings(siblings, kids)
+
     bars: list[_Bar] = []
-    stack: list[tuple[Observation, int]] = [(o, 0) for o in reversed(roots)]
+    stack: list[tuple[Observation | Fold, int]] = [(o, 0) for o in reversed(shown(roots))]
     while stack:
         obs, level = stack.pop()
+        if isinstance(obs, Fold):
+            bars.append(_folded_bar(obs, level))
+            continue
         children = kids.get(obs.id, [])
         parent = by_id.get(obs.parent_id) if obs.parent_id else None
         routing = is_routing(obs, parent, bool(children))
@@ -186,5 +203,22 @@ def build_timeline(trace: Trace, *, depth: int | None = None, delivered: tuple[s
         )
         if depth is not None and level + 1 >= depth:
             continue
-        stack.extend((child, level + 1) for child in reversed(children))
+        stack.extend((child, level + 1) for child in reversed(shown(children)))
     return Timeline(trace, bars, tuple(delivered))
+
+
+def _folded_bar(fold: Fold, level: int) -> _Bar:
+    """One row for a folded stretch: its label (``× 1,498  think -> critic``, ``… 1,200 more``), a bar from the
+    first folded start to the last folded end (open to the end if one of them never ended)."""
+    starts = [o.start_time for o in fold.observations]
+    ends = [o.end_time for o in fold.observations]
+    open_ = any(end is None for end in ends)
+    return _Bar(
+        label=clean_line(fold.label()),
+        depth=level,
+        style="dim",
+        start=min(starts),
+        end=None if open_ else max(e for e in ends if e is not None),
+        first_token=None,
+        error=fold.errors > 0,
+    )

@@ -168,7 +168,7 @@ def _show_trace(
     if timeline:
         from ..timeline import build_timeline
 
-        console().print(build_timeline(trace, depth=depth, delivered=delivered), crop=False)
+        console().print(build_timeline(trace, depth=depth, delivered=delivered, expand=expand), crop=False)
         return
     from ..render import render_trace
 
