@@ -66,6 +66,29 @@ def test_added_and_removed_observations_with_signed_deltas():
     assert reverse.tokens_delta == -22
 
 
+def test_a_long_run_of_removed_observations_is_folded_with_its_totals_unless_expanded():
+    # A ran 20 rounds of a node with a model call, B one: 38 observations only in A, in one run
+    a = build_trace(Spec("LangGraph", "CHAIN", [node("agent", gen(tokens=10, cost=0.001)) for _ in range(20)]))
+    b = build_trace(Spec("LangGraph", "CHAIN", [node("agent", gen(tokens=10, cost=0.001))]))
+    diff = diff_traces(a, b)
+    assert diff.counts()["removed"] == 38
+    lines = list(diff_lines(diff))
+    removed = [line for line in lines if line.startswith("- ")]
+    assert len(removed) == 3 + 1 + 2  # the first three, one summary, the last two
+    [summary] = [line for line in removed if "more removed" in line]
+    # 33 folded: agent#3's model call, then nodes 4-19 with theirs. Tokens and cost of all 17 model calls; time of
+    # the outermost only (a node's 0.1 s holds its model call's): 16 nodes and agent#3's model call, 1.7 s
+    first, last = "LangGraph/agent#3/ChatOpenAI", "LangGraph/agent#19/ChatOpenAI"
+    assert summary.startswith(f"- … 33 more removed (only in A: {first} … {last}): -1.700s, -170 tokens, "), summary
+    assert summary.endswith(signed_cost(-0.017)), summary
+    assert removed[-1].startswith("- LangGraph/agent#20/ChatOpenAI (GENERATION) removed")
+    assert len([line for line in diff_lines(diff, expand=True) if line.startswith("- ")]) == 38
+    # the other way round the same run is added, and a short run is never folded
+    assert any("more added (only in B: " in line for line in diff_lines(diff_traces(b, a)))
+    short = diff_traces(a, build_trace(Spec("LangGraph", "CHAIN", [node("agent", gen()) for _ in range(15)])))
+    assert not any("more removed" in line for line in diff_lines(short))
+
+
 def test_latency_delta_is_signed():
     a = build_trace(Spec("root", latency=2.0))
     b = build_trace(Spec("root", latency=1.2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -138,3 +139,20 @@ def test_the_timeline_folds_a_loop_as_the_tree_does_and_expand_and_steps_show_ev
     steps = runner.invoke(app, ["show", loop_trace.id, "--timeline", "--steps", "10..12"], env={"COLUMNS": "120"})
     assert steps.exit_code == 0
     assert [line.split()[0] for line in steps.output.splitlines() if "·" in line] == ["critic", "think", "critic"]
+
+
+def test_diff_of_two_loops_folds_the_steps_only_one_of_them_ran(loop_trace):
+    handler = CallbackHandler()
+    build_graph().invoke(loop_input(20), run_config(20, [handler]))
+    shorter = handler.last_trace_id
+    client_module.get_client().flush()
+    folded = runner.invoke(app, ["diff", loop_trace.id, shorter], env={"COLUMNS": "200"})
+    assert folded.exit_code == 0, folded.output
+    removed = [line for line in folded.output.splitlines() if line.startswith("- ")]
+    assert len(removed) == 6 and "more removed (only in A: " in removed[3], removed
+    expanded = runner.invoke(app, ["diff", loop_trace.id, shorter, "--expand"], env={"COLUMNS": "200"})
+    listed = [line for line in expanded.output.splitlines() if line.startswith("- ")]
+    assert len(listed) > 90 and not any("more removed" in line for line in listed)  # 40 steps' observations
+    as_json = runner.invoke(app, ["diff", loop_trace.id, shorter, "--json"])  # JSON lists every one
+    data = json.loads(as_json.output)
+    assert data["counts"]["removed"] == len(listed) == sum(o["status"] == "removed" for o in data["observations"])

@@ -235,8 +235,16 @@ def signed_cost(value: float | None) -> str:
     return f"{sign}${abs(value):.6f}".rstrip("0").rstrip(".") if value else "+$0"
 
 
-def diff_lines(diff: TraceDiff, *, show_same: bool = False) -> Iterator[str]:
-    """Plain text report: totals, then one line per observation, then the output diffs."""
+FOLD_RUN = 12  # consecutive added (or removed) observations listed one by one; a longer run is folded
+RUN_HEAD, RUN_TAIL = 3, 2  # what is listed of a folded run around its one summary line
+
+
+def diff_lines(diff: TraceDiff, *, show_same: bool = False, expand: bool = False) -> Iterator[str]:
+    """Plain text report: totals, then one line per observation, then the output diffs.
+
+    A run of more than ``FOLD_RUN`` consecutive added (or removed) observations, the steps one long run has and
+    the other has not, is listed as its first and last few and one line with the count and totals of the rest,
+    unless ``expand``."""
     counts = diff.counts()
     yield f"A {diff.a_id}  ->  B {diff.b_id}"
     yield (
@@ -244,16 +252,14 @@ def diff_lines(diff: TraceDiff, *, show_same: bool = False) -> Iterator[str]:
         f"{signed_cost(diff.cost_delta)}; observations: {counts['added']} added, {counts['removed']} removed, "
         f"{counts['changed']} changed, {counts['same']} same"
     )
-    marks = {"added": "+", "removed": "-", "changed": "~", "same": "="}
-    for change in diff.observations:
-        if change.status == "same" and not (show_same or change.tokens_delta or change.cost_delta):
-            continue  # latency alone always moves a little: not worth a line
-        deltas = f"{signed_seconds(change.latency_delta)}, {signed_tokens(change.tokens_delta)}"
-        if change.cost_delta:
-            deltas += f", {signed_cost(change.cost_delta)}"
-        notes = f"  [{'; '.join(change.notes)}]" if change.notes else ""
-        status = "" if change.status == "same" else f" {change.status}"
-        yield f"{marks[change.status]} {change.path} ({change.type}){status}: {deltas}{notes}"
+    listed = [
+        change
+        for change in diff.observations
+        # latency alone always moves a little: not worth a line
+        if change.status != "same" or show_same or change.tokens_delta or change.cost_delta
+    ]
+    for item in listed if expand else _fold_runs(listed):
+        yield _folded_line(item) if isinstance(item, list) else _change_line(item)
     # a changed output shows up again in every ancestor's output: print only where a change starts
     changed = [c.path for c in diff.observations if c.output_diff]
     origins = [c.output_diff for c in diff.observations if c.output_diff and not _has_changed_child(c.path, changed)]
@@ -266,6 +272,53 @@ def diff_lines(diff: TraceDiff, *, show_same: bool = False) -> Iterator[str]:
             yield from lines
     if not diff.changed:
         yield "no change in structure or outputs"
+
+
+_MARKS = {"added": "+", "removed": "-", "changed": "~", "same": "="}
+
+
+def _change_line(change: ObservationChange) -> str:
+    deltas = f"{signed_seconds(change.latency_delta)}, {signed_tokens(change.tokens_delta)}"
+    if change.cost_delta:
+        deltas += f", {signed_cost(change.cost_delta)}"
+    notes = f"  [{'; '.join(change.notes)}]" if change.notes else ""
+    status = "" if change.status == "same" else f" {change.status}"
+    return f"{_MARKS[change.status]} {change.path} ({change.type}){status}: {deltas}{notes}"
+
+
+def _fold_runs(changes: list[ObservationChange]) -> list[ObservationChange | list[ObservationChange]]:
+    """``changes`` with the middle of each long run of added (or removed) observations as one list."""
+    out: list[ObservationChange | list[ObservationChange]] = []
+    start = 0
+    while start < len(changes):
+        status = changes[start].status
+        end = start + 1
+        if status in ("added", "removed"):
+            while end < len(changes) and changes[end].status == status:
+                end += 1
+        run = changes[start:end]
+        if len(run) > FOLD_RUN:
+            out += [*run[:RUN_HEAD], run[RUN_HEAD : len(run) - RUN_TAIL], *run[len(run) - RUN_TAIL :]]
+        else:
+            out += run
+        start = end
+    return out
+
+
+def _folded_line(run: list[ObservationChange]) -> str:
+    """``- … 2,495 more removed (LangGraph/think#1002 … LangGraph/critic#1500/route): -4.200s, -26304499 tokens``"""
+    status = run[0].status
+    paths = {c.path for c in run}
+    # a parent's latency holds its children's: time is summed over the run's outermost observations only
+    outer = [c for c in run if c.path.rpartition("/")[0] not in paths]
+    latencies = [c.latency_delta for c in outer if c.latency_delta is not None]
+    costs = [c.cost_delta for c in run if c.cost_delta is not None]
+    seconds = signed_seconds(sum(latencies) if latencies else None)
+    deltas = f"{seconds}, {signed_tokens(sum(c.tokens_delta for c in run))}"
+    if costs and any(costs):
+        deltas += f", {signed_cost(sum(costs))}"
+    where = "only in A" if status == "removed" else "only in B"
+    return f"{_MARKS[status]} … {len(run):,} more {status} ({where}: {run[0].path} … {run[-1].path}): {deltas}"
 
 
 def _has_changed_child(path: str, changed: list[str]) -> bool:

@@ -743,6 +743,10 @@ def diff_command(
         bool, typer.Option("--fail-on-change", help="Exit 5 when the structure or an output changed.")
     ] = False,
     show_same: Annotated[bool, typer.Option("--all", help="List unchanged observations too.")] = False,
+    expand: Annotated[
+        bool,
+        typer.Option("--expand", help="List every added and removed observation (long runs of them are folded)."),
+    ] = False,
 ) -> None:
     """Compare two traces: added, removed and changed observations, deltas of latency, tokens and cost.
 
@@ -767,7 +771,7 @@ def diff_command(
 
         out = console()
         styles = {"+": "green", "-": "red", "~": "yellow", "@": "cyan"}
-        for line in diff_lines(diff, show_same=show_same):
+        for line in diff_lines(diff, show_same=show_same, expand=expand):
             style = "bold" if line.startswith(("A ", "total:", "---", "+++")) else styles.get(line[:1], "")
             out.print(Text(clean_line(line), style=style), soft_wrap=True)
     if fail_on_change and diff.changed:
