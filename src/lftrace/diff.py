@@ -315,7 +315,7 @@ def _folded_line(run: list[ObservationChange]) -> str:
     costs = [c.cost_delta for c in run if c.cost_delta is not None]
     seconds = signed_seconds(sum(latencies) if latencies else None)
     deltas = f"{seconds}, {signed_tokens(sum(c.tokens_delta for c in run))}"
-    if costs and any(costs):
+    if any(costs):
         deltas += f", {signed_cost(sum(costs))}"
     where = "only in A" if status == "removed" else "only in B"
     return f"{_MARKS[status]} … {len(run):,} more {status} ({where}: {run[0].path} … {run[-1].path}): {deltas}"

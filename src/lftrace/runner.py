@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .client import Langfuse
     from .config import Settings
     from .langchain import CallbackHandler
+    from .threads import PendingInterrupt
 
 log = logging.getLogger("lftrace")
 
@@ -716,23 +717,22 @@ def _no_thread_to_resume(store: Path, label: str | None) -> InputError:
             "none: the graph keeps no checkpoints. Run it again with --thread-id ID, then resume it with "
             "--thread-id ID --resume VALUE"
         )
-    import shlex
+    from .threads import resume_hint
 
-    answers = ["--resume", "VALUE"] if len(pending) <= 1 else [a for p in pending for a in ("--resume", f"{p}=VALUE")]
-    command = " ".join(shlex.quote(a) for a in ["lftrace", "run", label or "", "--thread-id", thread_id, *answers])
     return InputError(
         f"--resume needs the thread to resume: give --thread-id. The last paused run of {label} "
-        f"(trace {trace_id[:8]}) waits on thread {thread_id}: {command}"
+        f"(trace {trace_id[:8]}) waits on thread {thread_id}: {resume_hint(label or '', thread_id, pending)}"
     )
 
 
-def _last_paused(store: Path, label: str) -> tuple[str, str | None, list[str]] | None:
-    """(trace id, thread id or None, ids of the interrupts it waits on) of the newest run of ``label`` among the
+def _last_paused(store: Path, label: str) -> tuple[str, str | None, list[PendingInterrupt]] | None:
+    """(trace id, thread id or None, the interrupts it waits on) of the newest run of ``label`` among the
     store's ``RECENT_RUNS`` newest traces that paused and whose thread has not gone on since; None when there is
     none (or the store cannot be read: the plain message is enough then)."""
     from .langchain import TARGET_KEY
     from .model import INTERRUPTS_KEY
     from .store import TraceStore
+    from .threads import PendingInterrupt
 
     if not store.is_file():
         return None
@@ -757,8 +757,10 @@ def _last_paused(store: Path, label: str) -> tuple[str, str | None, list[str]] |
             threads_seen.add(thread_id)
         pending = metadata.get(INTERRUPTS_KEY)
         if status.get(head.id) == "interrupted" and isinstance(pending, list) and pending:
-            ids = [str(p.get("id")) for p in pending if isinstance(p, dict) and p.get("id")]
-            return head.id, thread_id, ids
+            # as the run stored them (PendingInterrupt.to_dict): resume_hint then says what each one takes
+            fields = ("id", "value", "node", "breakpoint")
+            waiting = [PendingInterrupt(**{k: p.get(k) for k in fields}) for p in pending if isinstance(p, dict)]
+            return head.id, thread_id, waiting
     return None
 
 
