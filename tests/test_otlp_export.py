@@ -400,3 +400,29 @@ def test_a_forked_child_sends_on_a_thread_of_its_own(receiver):
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(receiver.otlp_requests()) == 2
     exporter.close()
+
+
+def test_a_sent_request_is_let_go_at_once_not_left_to_the_garbage_collector(receiver):
+    """httpx's response and its stream refer to each other (encode/httpx#3733): without ``release`` every request
+    body stayed alive until a collection, and a long run's export piled up megabytes of them."""
+    import tracemalloc
+
+    from lftrace.exporters import wire
+
+    exporter = OtlpExporter(receiver.url + "/v1/traces")
+    trace = sample_trace(tool_output="x" * 200_000)
+    assert exporter.export([trace]).ok  # the worker thread and the connection exist before measuring
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        for _ in range(10):
+            assert exporter.export([trace]).ok
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+        exporter.close()
+    held = snapshot.filter_traces([tracemalloc.Filter(True, wire.__file__)]).statistics("filename")
+    assert len(receiver.otlp_requests()) == 11
+    assert sum(stat.size for stat in held) < 200_000  # one request body at most (each is ~200 KB)

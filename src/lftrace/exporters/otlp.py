@@ -309,6 +309,12 @@ class OtlpExporter:
             else:
                 message = f"{reason}: {exc}"
             return ExportResult(ok=False, retryable=True, message=self._scrub(message))
+        try:
+            return self._result(response, target, content_type)
+        finally:
+            release(response)
+
+    def _result(self, response: Any, target: str, content_type: str) -> ExportResult:
         status = response.status_code
         if 200 <= status < 300:
             answer = response.text[:65536] if status == 207 or content_type == "application/json" else ""
@@ -336,6 +342,23 @@ class OtlpExporter:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def release(response: Any) -> None:
+    """Let go of a read and closed httpx response's request, and so of its body, now.
+
+    httpx's ``Response`` and the ``BoundSyncStream`` it reads from refer to each other (encode/httpx#3733, open
+    for httpx 0.28-0.29), so a response, its request and the request's body live until the garbage collector's
+    next full enough pass. An exporter mostly moves bytes and makes few objects the collector counts: it runs
+    rarely, and the bodies piled up (25 requests of ~1 MB alive at once, 22 MB of 68 MB at the peak of a
+    4,000-step trace's push). Replacing the response's stream, no longer read, breaks the cycle.
+    """
+    try:
+        import httpx
+
+        response.stream = httpx.ByteStream(b"")
+    except Exception:  # another client's response, or an httpx without the attribute: the collector frees it
+        pass
 
 
 class _Request(NamedTuple):
