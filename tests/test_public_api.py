@@ -144,3 +144,25 @@ def test_without_keys_a_long_run_s_trace_is_read_whole_with_its_messages_shared(
     with pytest.raises(ApiError) as missing:  # an unknown id is still the route's 404
         langfuse.api.trace.get("e" * 32)
     assert missing.value.status_code == 404
+
+
+def test_an_answer_read_is_let_go_at_once_not_left_to_the_garbage_collector(tmp_path):
+    """httpx's responses sit in a reference cycle (encode/httpx#3733): each answer from Langfuse, megabytes for
+    a long trace, lived until a collection; the client lets go of it once read."""
+    import gc
+
+    import httpx
+
+    with ServeProcess(tmp_path / "langfuse.db") as server:
+        langfuse = Langfuse(public_key="pk-lf-api", secret_key="sk-lf-api", base_url=server.url)
+        assert langfuse.api.health.health().status == "OK"  # the HTTP client exists before counting
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(10):
+                assert langfuse.api.health.health().status == "OK"
+            alive = sum(1 for obj in gc.get_objects() if isinstance(obj, httpx.Response))
+        finally:
+            gc.enable()
+            langfuse.shutdown()
+    assert alive == 0

@@ -207,11 +207,17 @@ class PublicApi:
         sent = {"params" if verb == "GET" else "json": dict(fields)}  # GET: query parameters; else a JSON body
         answer = http.request(verb, path, **sent)
         try:
-            body = answer.json()
-        except ValueError:
-            body = answer.text
-        if answer.status_code >= 400:
-            raise ApiError(status_code=answer.status_code, body=body, headers=dict(answer.headers))
+            try:
+                body = answer.json()
+            except ValueError:
+                body = answer.text
+            status, headers = answer.status_code, dict(answer.headers)
+        finally:  # a trace's answer can be megabytes: not kept until a garbage collection (otlp.release)
+            from .exporters.otlp import release
+
+            release(answer)
+        if status >= 400:
+            raise ApiError(status_code=status, body=body, headers=headers)
         return ApiObject(body) if isinstance(body, dict) else body
 
     def _local_trace(self, path: str) -> ApiObject | None:
