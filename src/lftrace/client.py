@@ -174,8 +174,13 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
                 got = httpx.get(record.url, timeout=timeout)
             else:
                 got = api.http().get(record.url)  # the store's own server, in this process
-            got.raise_for_status()
-            return got.content, str(record.content_type)
+            from .exporters.otlp import release
+
+            try:
+                got.raise_for_status()
+                return got.content, str(record.content_type)
+            finally:  # the download is not kept until a garbage collection (httpx's response cycle)
+                release(got)
 
         return fetch
 

@@ -285,9 +285,14 @@ class LangfuseMediaReference:
             return found[0]
         import httpx
 
+        from .exporters.otlp import release
+
         response = (client or httpx).get(self.url, timeout=timeout)
-        response.raise_for_status()
-        return bytes(response.content)
+        try:
+            response.raise_for_status()
+            return bytes(response.content)
+        finally:  # the download is not kept until a garbage collection (httpx's response cycle)
+            release(response)
 
     def fetch_base64(self, *, timeout: float = 30.0, client: Any = None) -> str:
         return base64.b64encode(self.fetch_bytes(timeout=timeout, client=client)).decode()
