@@ -71,12 +71,16 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# with bytecode caches: PYTHONDONTWRITEBYTECODE=1 (some shells set it) makes every import compile lftrace's modules
+# from source, so start-up and a short run's first writes would measure the compiler (lftrace.store 30 -> 60-78 ms)
+BENCH := env -u PYTHONDONTWRITEBYTECODE $(PY)
+
 bench: install
-	$(PY) bench/overhead.py
-	$(PY) bench/cli.py
-	$(PY) bench/export.py
-	$(PY) bench/ci.py
-	$(PY) bench/serve.py
+	$(BENCH) bench/overhead.py
+	$(BENCH) bench/cli.py
+	$(BENCH) bench/export.py
+	$(BENCH) bench/ci.py
+	$(BENCH) bench/serve.py
 
 clean:
 	rm -rf $(VENV) $(PHOENIX_VENV) .node-test .lftrace .pytest_cache build src/*.egg-info
