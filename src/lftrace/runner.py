@@ -758,8 +758,7 @@ def _last_paused(store: Path, label: str) -> tuple[str, str | None, list[Pending
         pending = metadata.get(INTERRUPTS_KEY)
         if status.get(head.id) == "interrupted" and isinstance(pending, list) and pending:
             # as the run stored them (PendingInterrupt.to_dict): resume_hint then says what each one takes
-            fields = ("id", "value", "node", "breakpoint")
-            waiting = [PendingInterrupt(**{k: p.get(k) for k in fields}) for p in pending if isinstance(p, dict)]
+            waiting = [PendingInterrupt.from_dict(p) for p in pending if isinstance(p, dict)]
             return head.id, thread_id, waiting
     return None
 

@@ -1173,10 +1173,10 @@ class TraceStore:
         ``written=(after, upto)``: only the observations written (or rewritten) in that range of ``last_written``
         positions, in the order they were written.
         """
+        headers = self.trace_heads([trace_id])
+        if not headers:
+            return
         with self._errors():
-            headers = self._read(lambda c: _load_traces(c, [trace_id], with_observations=False))
-            if not headers:
-                return
             known = self._observation_ids(trace_id) if ids else frozenset()
         header = headers[0]
         fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}

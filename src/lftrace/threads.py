@@ -45,6 +45,11 @@ class PendingInterrupt:
         found = {"id": self.id, "value": self.value, "node": self.node}
         return {**found, "breakpoint": self.breakpoint} if self.breakpoint else found
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingInterrupt:
+        """``to_dict`` undone (a stored trace's pending interrupts)."""
+        return cls(data.get("id"), data.get("value"), data.get("node"), data.get("breakpoint"))
+
 
 def checkpoint_path(store: Path) -> Path:
     """The checkpoint file beside the trace store: ``lftrace.db`` -> ``lftrace-checkpoints.db``."""
