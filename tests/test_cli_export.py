@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -271,3 +272,34 @@ def test_push_in_a_real_subprocess(isolated_env, langfuse_env):
     assert "delivered 2" in run.stdout
     assert SK not in run.stdout + run.stderr
     assert sorted(set(langfuse_env.trace_ids())) == sorted(ids)
+
+
+def test_a_remote_answer_is_let_go_once_read_not_left_to_the_garbage_collector(isolated_env, receiver):
+    """httpx's response and its stream refer to each other (encode/httpx#3733): every answer of the Langfuse API
+    (a remote trace's pages, dataset items) stayed alive, body and all, until a garbage collection."""
+    import httpx
+
+    settings = Settings(public_key=PK, secret_key=SK, base_url=receiver.url, store=isolated_env)
+    trace = sample_trace(tool_output="x" * 100_000)
+    with TraceStore(isolated_env) as store:
+        store.write_traces([trace], destinations=[f"langfuse:{receiver.url}"])
+        assert deliver_all(settings, store).delivered == 1
+
+    def responses() -> int:
+        return sum(1 for obj in gc.get_objects() if isinstance(obj, httpx.Response))
+
+    fetch_remote_trace(settings, trace.id)
+    gc.collect()
+    gc.disable()
+    try:
+        before = responses()
+        for _ in range(3):
+            assert fetch_remote_trace(settings, trace.id).id == trace.id
+        with pytest.raises(TraceNotFound):
+            fetch_remote_trace(settings, "0" * 32)  # a 404 answer too
+        left = responses() - before
+    finally:
+        gc.enable()
+    pages = [r for r in receiver.requests if r.path == "/api/public/v2/observations"]
+    assert len(pages) >= 8  # the answers were real: 2 pages per fetch
+    assert left == 0

@@ -55,7 +55,7 @@ def _call(
     """One request with a JSON answer: (status, data) for 2xx and 404, BackendError otherwise."""
     import httpx
 
-    from .otlp import call_with_deadline, shutdown_connections
+    from .otlp import call_with_deadline, release, shutdown_connections
 
     host = _check_base_url(base_url)
     url = host + path
@@ -82,6 +82,14 @@ def _call(
         ) from None
     finally:
         client.close()
+    try:
+        return _answer(response, host, url, path, auth)
+    finally:  # the response and its stream refer to each other (encode/httpx#3733): let go of the body now
+        release(response)
+
+
+def _answer(response: Any, host: str, url: str, path: str, auth: tuple[str, str] | None) -> tuple[int, Any]:
+    """A read answer's (status, data), or the BackendError that says what is wrong with it."""
     status = response.status_code
     if status in (401, 403):
         public_key = mask_secret(auth[0]) if auth else "(no key)"
