@@ -257,8 +257,14 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     listing = subprocess.run([lftrace, "list", "--json"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     (row,) = json.loads(listing.stdout)
-    assert row["status"] == "running" and row["latency"] is None  # incomplete: it never ended
+    assert row["status"] == "incomplete" and row["latency"] is None  # its process is gone: it never ended
     assert row["observationCount"] >= 3 * FRAGMENT_SIZE
+    for status, found in (("incomplete", [row["id"]]), ("running", [])):
+        listed = subprocess.run(
+            [lftrace, "list", "--status", status, "--json"], env=env, capture_output=True, text=True, cwd=tmp_path
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert [r["id"] for r in json.loads(listed.stdout)] == found, status
     shown = subprocess.run(
         [lftrace, "show", row["id"], "--json"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
@@ -272,7 +278,7 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     tree = subprocess.run([lftrace, "show", row["id"]], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert tree.returncode == 0, tree.stderr
     header = tree.stdout.splitlines()[0]
-    assert "… running" in header and "✓ ok" not in header, header  # as `list` says: it never ended
+    assert "✗ incomplete" in header and "running" not in header, header  # as `list` says: it never ended
 
 
 def test_parts_read_for_the_export_start_from_the_lists_read_before(tmp_path, monkeypatch):

@@ -175,7 +175,7 @@ def test_a_store_of_schema_9_keeps_its_scores_through_migration_10(tmp_path: Pat
         before = store.get_trace(trace.id).scores
     _downgrade_scores_to_schema_9(path)
     with TraceStore(path) as store:
-        assert store.migrations()[-1][0] == LATEST_VERSION == 15
+        assert store.migrations()[-1][0] == LATEST_VERSION == 16
         assert store.get_trace(trace.id).scores == before
         session_score = Score.create(
             id="s-score", trace_id=None, name="csat", value=3, data_type=None, timestamp=BASE_NS, session_id="s1"

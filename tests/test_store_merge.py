@@ -290,3 +290,62 @@ def test_parts_add_their_totals_and_rewrites_recount_as_a_whole_trace_would(stor
     store._connection().execute("UPDATE traces SET data = json_remove(data, '$._totals') WHERE id = ?", (tid,))
     store.write_traces([fragment(tid, BASE_NS + 9 * MS)], merge=True)
     assert _stored_totals(store, tid) == _totals(store.get_trace(tid))
+
+
+_PART_WRITER = textwrap.dedent(
+    """
+    import sys
+    sys.path[:0] = [sys.argv[3], sys.argv[4]]
+    from support.traces import make_trace
+    from lftrace.store import TraceStore
+
+    part = make_trace(sys.argv[2], finished=False)
+    part.observations = part.observations[:2]
+    for obs in part.observations:
+        obs.end_time = None
+    with TraceStore(sys.argv[1]) as store:
+        store.write_traces([part], merge=True)  # a long run's part: no end yet
+    """
+)
+
+
+def _write_part_in_a_process(path: Path, tid: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _PART_WRITER, str(path), tid, str(SRC), str(Path(__file__).parent)],
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_a_trace_without_an_end_is_running_while_its_process_lives_then_incomplete(tmp_path: Path) -> None:
+    """A killed or crashed run's stored parts never get an end: once the process that wrote them is gone (a zombie
+    not reaped yet counts as gone) the trace is `incomplete` in every reader, not `running` forever."""
+    path = tmp_path / "store.db"
+    ours, reaped, zombie = new_id(), new_id(), new_id()
+    with TraceStore(path) as store:
+        part = make_trace(ours, finished=False)
+        part.observations = part.observations[:2]
+        for obs in part.observations:
+            obs.end_time = None
+        store.write_traces([part], merge=True)  # written by this process, which is still here
+    done = _write_part_in_a_process(path, reaped)
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 0, err
+    child = _write_part_in_a_process(path, zombie)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited; not reaped: a zombie until wait()
+    try:
+        with TraceStore(path, create=False) as store:
+            status = {s.id: s.status for s in store.list_traces()}
+            assert status == {ours: "running", reaped: "incomplete", zombie: "incomplete"}
+            assert [s.id for s in store.list_traces(status="running")] == [ours]
+            assert {s.id for s in store.list_traces(status="incomplete")} == {reaped, zombie}
+            assert store.get_trace(ours).shown_status == "running"
+            assert store.get_trace(reaped).shown_status == "incomplete"
+            assert store.get_trace(zombie, inputs=False).shown_status == "incomplete"
+    finally:
+        child.wait()
+
+    with TraceStore(path) as store:  # the run that was cut off is written again to its end: no longer incomplete
+        whole = make_trace(reaped)
+        store.write_traces([whole], merge=True)
+        assert {s.id: s.status for s in store.list_traces()}[reaped] == "ok"
+        assert store.get_trace(reaped).shown_status == "ok"

@@ -18,7 +18,7 @@ from typing import Any
 from .errors import InputError
 from .model import LEVELS
 
-STATUS_CHOICES = ("ok", "error", "interrupted", "cancelled", "running", "handled")
+STATUS_CHOICES = ("ok", "error", "interrupted", "cancelled", "running", "incomplete", "handled")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _INT64 = 2**63 - 1
 
@@ -80,8 +80,10 @@ class TraceFilter:
             params.append(self.name)
         if self.status is not None:
             status = self.status.lower()
-            if status == "running":
-                clauses.append("t.end_ns IS NULL AND t.status = 'ok'")
+            if status == "running":  # no end yet, its process still there (lftrace_alive: store.py, per connection)
+                clauses.append("t.end_ns IS NULL AND t.status = 'ok' AND lftrace_alive(t.running_in)")
+            elif status == "incomplete":  # no end, and the process that wrote it is gone: it will never end
+                clauses.append("t.end_ns IS NULL AND t.status = 'ok' AND NOT lftrace_alive(t.running_in)")
             elif status == "handled":
                 clauses.append("t.status IN ('ok', 'interrupted') AND t.level = 'ERROR'")
             elif status == "ok":

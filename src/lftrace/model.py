@@ -257,6 +257,8 @@ class Trace:
     # media.MediaLink: the media the writer took out of this trace's data, on its way to the store (which keeps
     # it in its media table, not in the trace's JSON: "transient")
     media: Sequence[Any] = field(default=(), compare=False, repr=False, metadata={"transient": True})
+    # read from the store: no end, and the process that was writing it is gone (killed, crashed): it never will
+    abandoned: bool = field(default=False, compare=False, repr=False, metadata={"transient": True})
 
     @property
     def latency(self) -> float | None:
@@ -297,11 +299,13 @@ class Trace:
 
     @property
     def shown_status(self) -> str:
-        """``status`` as ``list``, ``show`` and the web view name it: ``running`` for an ok trace without an end (a
-        long run whose parts are stored while it goes on, or one whose process died), as the store's summaries
-        and ``--status running`` have it."""
+        """``status`` as ``list``, ``show`` and the web view name it, as the store's summaries and ``--status`` have
+        it: for an ok trace without an end, ``running`` (a long run whose parts are stored while it goes on) or
+        ``incomplete`` (its process is gone: it will never end)."""
         status = self.status
-        return "running" if status == "ok" and self.end_time is None else status
+        if status == "ok" and self.end_time is None:
+            return "incomplete" if self.abandoned else "running"
+        return status
 
     @property
     def handled_errors(self) -> int:
@@ -574,7 +578,7 @@ class TraceSummary:
     session_id: str | None = None
     user_id: str | None = None
     tags: list[str] = field(default_factory=list)
-    status: str = "ok"  # one of STATUSES, or running
+    status: str = "ok"  # one of STATUSES, or running / incomplete (no end: its process is there / gone)
     handled_errors: int = 0  # ERROR observations inside a run that finished
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,13 +39,21 @@ TYPE_STYLES = {
     "EVENT": "dim",
 }
 LEVEL_STYLES = {"ERROR": "bold red", "WARNING": "yellow", "DEBUG": "dim"}
-STATUS_STYLES = {"ok": "green", "error": "bold red", "interrupted": "yellow", "cancelled": "yellow", "running": "cyan"}
+STATUS_STYLES = {
+    "ok": "green",
+    "error": "bold red",
+    "interrupted": "yellow",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "incomplete": "red",
+}
 STATUS_MARKS = {
     "ok": "✓ ok",
     "error": "✗ error",
     "interrupted": "⏸ interrupted",
     "cancelled": "⚠ cancelled",
     "running": "… running",
+    "incomplete": "✗ incomplete",
 }
 
 

@@ -452,6 +452,15 @@ def m015_observations_by_write_position(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS observations_written ON observations (trace_num, seq)")
 
 
+@migration(16)
+def m016_running_in(conn: sqlite3.Connection) -> None:
+    """The process writing a trace that has not ended yet (``host:pid:start``, as outbox leases name it): a long
+    run's parts are stored while it goes on, and a trace whose process is gone without ending it (killed, a
+    crash, a lost machine) is ``incomplete``, not ``running`` forever. NULL for a trace written whole or ended."""
+    if not any(row[1] == "running_in" for row in conn.execute("PRAGMA table_info(traces)")):
+        conn.execute("ALTER TABLE traces ADD COLUMN running_in TEXT")
+
+
 def _ensure_index(conn: sqlite3.Connection, name: str, sql: str) -> None:
     """The index ``name`` exactly as ``sql`` makes it: made when missing, made again when it differs."""
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
@@ -659,19 +668,37 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
         start += count
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time (Linux: /proc/PID/stat field 22), so a reused pid is not taken for the owner."""
+def _process_state(pid: int) -> tuple[str, str]:
+    """(state, start time) of a process (Linux: /proc/PID/stat fields 3 and 22; ("", "") elsewhere): a reused pid
+    is not taken for the owner (another start time), nor a zombie (killed, not reaped yet: state Z) for a live one."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), fields[19].decode()
     except (OSError, IndexError):
-        return ""
+        return "", ""
+
+
+def _process_start(pid: int) -> str:
+    return _process_state(pid)[1]
 
 
 def lease_owner() -> str:
     """``host:pid:start:random`` naming this process in the outbox's claims."""
     pid = os.getpid()
     return f"{socket.gethostname()}:{pid}:{_process_start(pid)}:{os.urandom(4).hex()}"
+
+
+_THIS_PROCESS: tuple[int, str] = (0, "")
+
+
+def this_process() -> str:
+    """``lease_owner()`` of this process, made once per process (a forked child gets its own)."""
+    global _THIS_PROCESS
+    pid, owner = _THIS_PROCESS
+    if pid != os.getpid():
+        _THIS_PROCESS = pid, owner = os.getpid(), lease_owner()
+    return owner
 
 
 def owner_alive(owner: str) -> bool:
@@ -691,8 +718,19 @@ def owner_alive(owner: str) -> bool:
         return False
     except OSError:  # exists, owned by another user
         pass
+    state, started = _process_state(pid)
+    if state in ("Z", "X"):  # exited (a zombie until its parent reaps it) or dead
+        return False
     start = parts[2] if len(parts) >= 4 else ""
-    return not start or _process_start(pid) in ("", start)
+    return not start or started in ("", start)
+
+
+def _alive(owner: Any) -> int:
+    """``owner_alive`` for SQL (``lftrace_alive(running_in)``): 1 for a process still there or not known."""
+    try:
+        return 1 if not isinstance(owner, str) or owner_alive(owner) else 0
+    except Exception:  # never fail a query over it
+        return 1
 
 
 def _owner_label(owner: str) -> str:
@@ -819,6 +857,8 @@ class TraceStore:
                     check_same_thread=False,
                 )
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # filters.py's `running` and `incomplete`: whether the process writing a trace is still there
+            conn.create_function("lftrace_alive", 1, _alive, deterministic=False)
         except sqlite3.Error as exc:
             if not create and mode == "rw" and _is_unwritable(exc):
                 return self._connect(False, "ro")
@@ -1105,12 +1145,13 @@ class TraceStore:
             nums = _new_nums(conn, [tid for tid in counts if tid not in existing])
             # The common case stays batched: ids not stored yet and not repeated in this batch.
             fresh = [t for t in traces if t.id not in existing and counts[t.id] == 1]
-            _insert_traces(conn, fresh, nums, destinations, now, pack=pack)
+            writer = this_process()  # a trace without an end yet is running in this process
+            _insert_traces(conn, fresh, nums, destinations, now, pack=pack, running_in=writer)
             for trace in traces:
                 if trace.id in existing:
-                    _merge_trace(conn, trace, existing[trace.id], destinations, now, pack=pack)
+                    _merge_trace(conn, trace, existing[trace.id], destinations, now, pack=pack, running_in=writer)
                 elif counts[trace.id] > 1:  # the first of several fragments in this batch creates the trace
-                    _insert_traces(conn, [trace], nums, destinations, now, pack=pack)
+                    _insert_traces(conn, [trace], nums, destinations, now, pack=pack, running_in=writer)
                     existing[trace.id] = nums[trace.id]
             _write_media(conn, traces, now)
             save_blobs(conn)  # before indexing: the index reads the lists back
@@ -1460,7 +1501,7 @@ class TraceStore:
         clause, params = _combine(where, name, level, session_id, user_id, tag, since_ns, status).where()
         sql = (
             "SELECT id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
-            f"observation_count, session_id, user_id, handled_errors FROM traces t {clause} "
+            f"observation_count, session_id, user_id, handled_errors, running_in FROM traces t {clause} "
             "ORDER BY timestamp_ns DESC, rowid DESC"
         )
         if limit is not None:
@@ -1520,7 +1561,7 @@ class TraceStore:
         """
         columns = (
             "id, name, timestamp_ns, end_ns, latency, level, status, total_tokens, total_cost, "
-            "observation_count, session_id, user_id, handled_errors"
+            "observation_count, session_id, user_id, handled_errors, running_in"
         )
 
         def work(conn: sqlite3.Connection) -> tuple[list[TraceSummary], int]:
@@ -2331,7 +2372,9 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _trace_row(trace: Trace, num: int, pack: Callable[[Any], Any] = _same) -> tuple[Any, ...]:
+def _trace_row(
+    trace: Trace, num: int, pack: Callable[[Any], Any] = _same, running_in: str | None = None
+) -> tuple[Any, ...]:
     data = {key: getattr(trace, key) for key in _TRACE_DATA_FIELDS}
     data["input"], data["output"], data["tags"] = pack(trace.input), pack(trace.output), list(trace.tags)
     sums = data[_TOTALS_KEY] = _totals_of(trace.observations)
@@ -2354,6 +2397,7 @@ def _trace_row(trace: Trace, num: int, pack: Callable[[Any], Any] = _same) -> tu
         dumps(data),
         trace.handled_errors,
         num,
+        running_in if trace.end_time is None else None,
     )
 
 
@@ -2402,7 +2446,7 @@ def _observation_row(
 _TAG_INSERT = "INSERT INTO trace_tags (trace_id, tag, position)"
 _TRACE_COLUMNS = (
     "id, name, timestamp_ns, end_ns, latency, level, status, session_id, user_id, environment, release, "
-    "total_tokens, total_cost, observation_count, data, handled_errors, num"
+    "total_tokens, total_cost, observation_count, data, handled_errors, num, running_in"
 )
 _OBSERVATION_INSERT = f"INSERT INTO observations (trace_num, {_OBSERVATION_COLUMNS})"  # and insert_rows
 _OBSERVATION_UPSERT = (
@@ -2488,8 +2532,10 @@ def _insert_traces(
     *,
     replace: bool = False,
     pack: Callable[[Any], Any] = _same,
+    running_in: str | None = None,
 ) -> None:
-    """Write whole traces under their numbers (``replace``: dropping what was stored under their ids first)."""
+    """Write whole traces under their numbers (``replace``: dropping what was stored under their ids first);
+    ``running_in``: the process writing them, kept for those that have not ended (``m016_running_in``)."""
     if not traces:
         return
     trace_rows: list[tuple[Any, ...]] = []
@@ -2497,7 +2543,7 @@ def _insert_traces(
     tag_rows: list[tuple[str, str, int]] = []
     for trace in traces:
         num = nums[trace.id]
-        trace_rows.append(_trace_row(trace, num, pack))
+        trace_rows.append(_trace_row(trace, num, pack, running_in))
         obs_rows.extend(_observation_row(num, trace.id, seq, obs, pack) for seq, obs in enumerate(trace.observations))
         tag_rows.extend(_tag_rows(trace.id, trace.tags))
     if replace:
@@ -2521,8 +2567,10 @@ def _merge_trace(
     destinations: Sequence[str],
     now: int,
     pack: Callable[[Any], Any] = _same,
+    running_in: str | None = None,
 ) -> None:
-    """Combine ``incoming`` with the stored trace of the same id (inside the caller's write transaction)."""
+    """Combine ``incoming`` with the stored trace of the same id (inside the caller's write transaction);
+    ``running_in``: the process writing it, kept while the merged trace has no end."""
     tid = incoming.id
     row = conn.execute(
         "SELECT name, timestamp_ns, end_ns, status, session_id, user_id, environment, release, data "
@@ -2577,7 +2625,7 @@ def _merge_trace(
     conn.execute(
         "UPDATE traces SET name = ?, timestamp_ns = ?, end_ns = ?, latency = ?, level = ?, status = ?, "
         "session_id = ?, user_id = ?, environment = ?, release = ?, total_tokens = ?, total_cost = ?, "
-        "observation_count = ?, data = ?, handled_errors = ? WHERE id = ?",
+        "observation_count = ?, data = ?, handled_errors = ?, running_in = ? WHERE id = ?",
         (
             pick(incoming.name, name),
             start,
@@ -2594,6 +2642,7 @@ def _merge_trace(
             count,
             dumps(merged_data),
             handled,
+            running_in if end is None else None,
             tid,
         ),
     )
@@ -2886,12 +2935,12 @@ def _read_traces(
     for chunk in _chunks(ids):
         marks = _marks(len(chunk))
         rows = conn.execute(
-            "SELECT id, name, timestamp_ns, end_ns, session_id, user_id, environment, release, data, num "
-            f"FROM traces WHERE id IN ({marks})",
+            "SELECT id, name, timestamp_ns, end_ns, session_id, user_id, environment, release, data, num, "
+            f"running_in FROM traces WHERE id IN ({marks})",
             list(chunk),
         ).fetchall()
-        nums = [row[-1] for row in rows]
-        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob, _num in rows:
+        nums = [row[-2] for row in rows]
+        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob, _num, writer in rows:
             data = orjson.loads(blob)
             values = {key: data[key] for key in _TRACE_DATA_FIELDS if key in data}
             values["tags"] = list(data.get("tags") or [])
@@ -2905,6 +2954,7 @@ def _read_traces(
                 release=release,
                 environment=environment or "default",
                 end_time=end_ns,
+                abandoned=end_ns is None and writer is not None and not _alive(writer),
                 **values,
             )
         if not with_observations:
@@ -3065,9 +3115,9 @@ def _combine(
 
 
 def _summary(row: Sequence[Any], tags: list[str]) -> TraceSummary:
-    (tid, name, ts, end_ns, latency, level, status, tokens, cost, count, session_id, user_id, handled) = row
-    if end_ns is None and status == "ok":
-        status = "running"  # a partial trace written while the run was still going
+    (tid, name, ts, end_ns, latency, level, status, tokens, cost, count, session_id, user_id, handled, writer) = row
+    if end_ns is None and status == "ok":  # a partial trace written while the run was still going
+        status = "incomplete" if writer is not None and not _alive(writer) else "running"
     return TraceSummary(
         id=tid,
         name=name,

@@ -156,7 +156,10 @@ StatusFilter = Annotated[
     typer.Option(
         "--status",
         metavar="STATUS",
-        help="ok, error, interrupted, cancelled, running, or handled (finished ok after an error it handled).",
+        help=(
+            "ok, error, interrupted, cancelled, running, incomplete (never ended: its process is gone), or "
+            "handled (finished ok after an error it handled)."
+        ),
         rich_help_panel=FILTERS,
     ),
 ]

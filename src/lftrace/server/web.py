@@ -28,7 +28,7 @@ from ..store import TraceStore
 from .media import DOWNLOAD_PATH, SignedUrls
 
 PAGE_SIZE = 100
-_STATUS_CLASS = {"ok": "ok", "error": "err", "interrupted": "warn", "running": "run"}
+_STATUS_CLASS = {"ok": "ok", "error": "err", "interrupted": "warn", "running": "run", "incomplete": "err"}
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
@@ -173,7 +173,7 @@ def _page(title: str, body: str, script: str = "") -> HTMLResponse:
 
 def _seconds(value: float | None) -> str:
     if value is None:
-        return "running"
+        return "open"  # no end (yet): as `show` says it; the status tells running from incomplete
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
@@ -184,7 +184,7 @@ def _list_html(rows: list[TraceSummary], query: dict[str, str], more: bool) -> s
     status = query.get("status", "")
     options = "".join(
         f'<option value="{v}"{" selected" if v == status else ""}>{v or "any status"}</option>'
-        for v in ("", "ok", "error", "interrupted", "running")
+        for v in ("", "ok", "error", "interrupted", "running", "incomplete")
     )
     form = (
         '<form class="filters" method="get" action="/">'
