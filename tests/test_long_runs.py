@@ -281,6 +281,65 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     assert "✗ incomplete" in header and "running" not in header, header  # as `list` says: it never ended
 
 
+def _stored_observations(store: Path) -> int:
+    if not store.exists():
+        return 0
+    try:
+        with sqlite3.connect(store, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM observations").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):
+    """Exporting, the trace of a long run is queued by its first part but held while the run goes on (status says
+    `running`, `push` sends nothing); killed midway, its stored steps go out with the next `push`, as the spans an
+    OpenTelemetry SDK had sent before a crash would have."""
+    from support.otlp_receiver import running_receiver
+
+    store = tmp_path / "t.db"
+    script = tmp_path / "run.py"
+    script.write_text(CRASHING_RUN.format(repo=str(REPO)))
+    lftrace = str(Path(sys.executable).with_name("lftrace"))
+    with running_receiver() as receiver:
+        endpoint = receiver.url + "/v1/traces"
+        env = {
+            **os.environ,
+            "LFTRACE_STORE": str(store),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+            "LFTRACE_EXPORT_PROCESS": "false",  # no helper left sending after the kill: only `push` sends
+        }
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            done = subprocess.run([lftrace, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
+            assert done.returncode == 0, (args, done.stderr)
+            return done
+
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _stored_observations(store) < 3 * FRAGMENT_SIZE:
+                time.sleep(0.1)
+            assert proc.poll() is None, "the run ended by itself"
+            (dest,) = json.loads(cli("status", "--json").stdout)["destinations"]
+            assert (dest["name"], dest["running"], dest["pending"]) == (f"otlp:{endpoint}", 1, 0)
+            assert f"otlp:{endpoint}: delivered 0, pending 0, failed 0" in cli("push").stdout  # held: it runs
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert receiver.spans() == []
+        (row,) = json.loads(cli("list", "--json").stdout)
+        assert row["status"] == "incomplete"
+        assert f"otlp:{endpoint}: delivered 1, pending 0, failed 0" in cli("push").stdout
+        stored = json.loads(cli("show", row["id"], "--json").stdout)
+        sent = receiver.spans()
+        assert {s.span_id.hex() for s in sent} == {o["id"] for o in stored["observations"]}
+        assert len(sent) >= 3 * FRAGMENT_SIZE
+        assert {s.trace_id.hex() for s in sent} == {row["id"]}
+        (dest,) = json.loads(cli("status", "--json").stdout)["destinations"]
+        assert (dest["delivered"], dest["running"], dest["pending"]) == (1, 0, 0)
+
+
 def test_parts_read_for_the_export_start_from_the_lists_read_before(tmp_path, monkeypatch):
     """The export helper reads a running trace's parts one after the other: a part's lists extend those of the
     part before, so its read starts where they end instead of walking back to the run's first step. Shown by

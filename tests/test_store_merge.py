@@ -304,14 +304,14 @@ _PART_WRITER = textwrap.dedent(
     for obs in part.observations:
         obs.end_time = None
     with TraceStore(sys.argv[1]) as store:
-        store.write_traces([part], merge=True)  # a long run's part: no end yet
+        store.write_traces([part], destinations=sys.argv[5:], merge=True)  # a long run's part: no end yet
     """
 )
 
 
-def _write_part_in_a_process(path: Path, tid: str) -> subprocess.Popen[bytes]:
+def _write_part_in_a_process(path: Path, tid: str, *destinations: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", _PART_WRITER, str(path), tid, str(SRC), str(Path(__file__).parent)],
+        [sys.executable, "-c", _PART_WRITER, str(path), tid, str(SRC), str(Path(__file__).parent), *destinations],
         stderr=subprocess.PIPE,
     )
 
@@ -349,3 +349,30 @@ def test_a_trace_without_an_end_is_running_while_its_process_lives_then_incomple
         store.write_traces([whole], merge=True)
         assert {s.id: s.status for s in store.list_traces()}[reaped] == "ok"
         assert store.get_trace(reaped).shown_status == "ok"
+
+
+def test_a_running_traces_export_is_held_until_it_ends_or_its_process_is_gone(tmp_path: Path) -> None:
+    """A long run's parts queue its trace for export, held while the run goes on: it goes out whole when the run
+    ends, or as far as it got once the process is gone (a killed run's steps reach the backend with `push`)."""
+    path = tmp_path / "store.db"
+    ours, theirs = new_id(), new_id()
+    with TraceStore(path) as store:
+        part = make_trace(ours, finished=False)
+        part.observations = part.observations[:2]
+        for obs in part.observations:
+            obs.end_time = None
+        store.write_traces([part], destinations=("d",), merge=True)
+        assert store.claim_pending("d", "me", 10) == []  # held: its process (this one) is still running it
+        assert store.waiting_counts(["d"])["d"]["pending"] == 0
+        counts = store.delivery_counts()["d"]
+        assert (counts["pending"], counts["running"]) == (0, 1)
+
+        child = _write_part_in_a_process(path, theirs, "d")
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
+        assert store.claim_pending("d", "me", 10) == [theirs]  # its process is gone: incomplete, sent as it is
+        store.mark_delivered("d", [theirs])
+
+        store.write_traces([make_trace(ours)], destinations=("d",), merge=True)  # the run ends
+        assert store.claim_pending("d", "me", 10) == [ours]
+        assert store.delivery_counts()["d"]["running"] == 0

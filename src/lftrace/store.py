@@ -744,6 +744,7 @@ def no_deliveries() -> dict[str, Any]:
         "pending": 0,
         "delivered": 0,
         "failed": 0,
+        "running": 0,  # queued by a running trace's parts, held until its run ends (or its process is gone)
         "last_error": None,
         "scores": {"pending": 0, "delivered": 0, "failed": 0},
     }
@@ -1671,8 +1672,8 @@ class TraceStore:
             return []
         statuses = ("pending", "failed") if include_failed else ("pending",)
         due = (
-            "SELECT 1 FROM deliveries WHERE destination = ? "
-            f"AND status IN ({_marks(len(statuses))}) AND next_attempt_ns <= ? LIMIT 1"
+            "SELECT 1 FROM deliveries d WHERE destination = ? "
+            f"AND status IN ({_marks(len(statuses))}) AND next_attempt_ns <= ? AND NOT {_HELD} LIMIT 1"
         )
         with self._errors():
             if not self._read(lambda c: c.execute(due, (destination, *statuses, time.time_ns())).fetchone()):
@@ -1694,6 +1695,7 @@ class TraceStore:
                 "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ? "
                 f"OR d.claimed_by IN ({_marks(len(dead))})) "
                 f"AND (t.id IS NOT NULL OR d.trace_id LIKE '{SCORE_KEY}%') "
+                "AND (t.running_in IS NULL OR NOT lftrace_alive(t.running_in)) "
                 "ORDER BY coalesce(t.timestamp_ns, d.enqueued_ns), d.trace_id LIMIT ?",
                 (destination, *statuses, now, now, *dead, limit),
             ).fetchall()
@@ -1831,9 +1833,10 @@ class TraceStore:
 
         def work(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
             counts: dict[str, dict[str, Any]] = {}
+            # a running trace's row (queued by its parts, held until the run ends) is counted as "running"
             rows = conn.execute(
-                f"SELECT destination, status, count(*), total(trace_id LIKE '{SCORE_KEY}%') FROM deliveries "
-                "GROUP BY destination, status ORDER BY destination"
+                f"SELECT destination, CASE WHEN status = 'pending' AND {_HELD} THEN 'running' ELSE status END, "
+                f"count(*), total(trace_id LIKE '{SCORE_KEY}%') FROM deliveries d GROUP BY 1, 2 ORDER BY destination"
             ).fetchall()
             for dest, status, n, scores in rows:
                 entry = counts.setdefault(dest, no_deliveries())
@@ -1859,16 +1862,16 @@ class TraceStore:
             counts: dict[str, dict[str, Any]] = {}
             for dest in destinations:
                 entry: dict[str, Any] = {"pending": 0, "failed": 0, "scores": 0, "last_error": None}
-                waiting = "destination = ? AND status IN ('pending', 'failed')"
+                waiting = f"destination = ? AND status IN ('pending', 'failed') AND NOT {_HELD}"
                 for status, n, scores in conn.execute(
-                    f"SELECT status, count(*), total(trace_id LIKE '{SCORE_KEY}%') FROM deliveries WHERE {waiting} "
-                    "GROUP BY status",
+                    f"SELECT status, count(*), total(trace_id LIKE '{SCORE_KEY}%') FROM deliveries d "
+                    f"WHERE {waiting} GROUP BY status",
                     (dest,),
                 ):
                     entry[status] = n
                     entry["scores"] += int(scores)  # standalone scores' rows among them
                 last = conn.execute(
-                    f"SELECT last_error FROM deliveries WHERE {waiting} AND last_error IS NOT NULL "
+                    f"SELECT last_error FROM deliveries d WHERE {waiting} AND last_error IS NOT NULL "
                     "ORDER BY updated_ns DESC LIMIT 1",
                     (dest,),
                 ).fetchone()
@@ -2456,6 +2459,12 @@ _OBSERVATION_UPSERT = (
     "level = excluded.level, model = excluded.model, data = excluded.data"
 )
 _DELIVERY_INSERT = "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns)"
+# An outbox row ``d`` held back: its trace has no end yet and the process writing it is still there (a long run's
+# parts queue it; it goes out whole when the run ends, or as far as it got once that process is gone)
+_HELD = (
+    "EXISTS (SELECT 1 FROM traces h WHERE h.id = d.trace_id AND h.running_in IS NOT NULL "
+    "AND lftrace_alive(h.running_in))"
+)
 _DELIVERY_UPSERT = (
     "ON CONFLICT (trace_id, destination) DO UPDATE SET "
     "revision = revision + 1, updated_ns = excluded.updated_ns, "

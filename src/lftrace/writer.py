@@ -526,7 +526,9 @@ class TraceWriter:
     def _commit(self, traces: list[Trace]) -> set[str]:
         """Write (merge) the traces; the ids that were new to the store.
 
-        Parts of running traces first, without export: a trace is queued for export once, whole, when it ends.
+        Parts of running traces first. They queue the trace for export too, but the store holds its delivery while
+        the run goes on (``running_in``): it goes out whole when the run ends, or as far as it got once its process
+        is gone (killed, crashed: an incomplete trace is not left behind by ``push``).
         """
         parts = [t for t in traces if id(t) in self._parts]
         whole = [t for t in traces if id(t) not in self._parts] if parts else traces
@@ -534,7 +536,7 @@ class TraceWriter:
             try:
                 store = self._open_store()
                 if parts:
-                    store.write_traces(parts, destinations=(), merge=True)
+                    store.write_traces(parts, destinations=self._destinations(), merge=True)
                     parts = []
                 # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up, and
                 # so do the parts of a long run written while it went on

@@ -142,6 +142,8 @@ def status_command(as_json: JsonOption = False) -> None:
     for name, row in rows.items():
         note = "" if name in configured else " (not configured now)"
         line = f"{name}{note}: delivered {row['delivered']}, pending {row['pending']}, failed {row['failed']}"
+        if row.get("running"):  # queued by a long run's parts: sent when it ends (or once its process is gone)
+            line += f", running {row['running']} (sent when the run ends)"
         scores = row["scores"]
         if any(scores.values()):  # scores of sessions and dataset runs have outbox rows of their own
             line += (
