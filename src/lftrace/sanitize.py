@@ -36,21 +36,30 @@ _C0 = [c for c in range(0x20) if c not in (0x09, 0x0A)]
 _OTHER = [0x7F, *range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 _OTHER += [0x2028, 0x2029, *range(0xD800, 0xE000)]
 
-# One table for all: tab and newline entries are only used by the tables that escape them.
-_BASE: dict[int, str] = {c: _escaped(c) for c in (*_C0, *_OTHER)}
-_BASE[0x0D] = "\\r"
-_TABLES: dict[tuple[bool, bool], dict[int, str]] = {}
-_FINDERS: dict[tuple[bool, bool], re.Pattern[str]] = {}
-for _newlines in (True, False):
-    for _tabs in (True, False):
-        _table = dict(_BASE)
-        if not _newlines:
-            _table[0x0A] = "\\n"
-        if not _tabs:
-            _table[0x09] = "\\t"
-        _TABLES[_newlines, _tabs] = _table
-        _ranges = "".join(re.escape(chr(c)) for c in sorted(_table) if not 0xD800 <= c < 0xE000)
-        _FINDERS[_newlines, _tabs] = re.compile(f"[{_ranges}\ud800-\udfff]")
+# One table for all: tab and newline entries are only used by the tables that escape them. Each (newlines, tabs)
+# table and its finder are made the first time a text needs them: most texts are printable, and making all four
+# (2,000+ entries each) cost every `lftrace` command ~4 ms at start-up.
+_BASE: dict[int, str] = {}
+_TABLES: dict[tuple[bool, bool], tuple[re.Pattern[str], dict[int, str]]] = {}
+
+
+def _table(key: tuple[bool, bool]) -> tuple[re.Pattern[str], dict[int, str]]:
+    found = _TABLES.get(key)
+    if found is not None:
+        return found
+    if not _BASE:  # made whole, then added in one call: another thread sees all of it or none
+        base = {c: _escaped(c) for c in (*_C0, *_OTHER)}
+        base[0x0D] = "\\r"
+        _BASE.update(base)
+    newlines, tabs = key
+    table = dict(_BASE)
+    if not newlines:
+        table[0x0A] = "\\n"
+    if not tabs:
+        table[0x09] = "\\t"
+    ranges = "".join(re.escape(chr(c)) for c in sorted(table) if not 0xD800 <= c < 0xE000)
+    found = _TABLES[key] = (re.compile(f"[{ranges}\ud800-\udfff]"), table)
+    return found
 
 
 def clean(text: str, *, newlines: bool = True, tabs: bool = True) -> str:
@@ -62,10 +71,10 @@ def clean(text: str, *, newlines: bool = True, tabs: bool = True) -> str:
     """
     if text.isprintable():  # the common case, a C loop: no control, format or separator character at all
         return text
-    key = (newlines, tabs)
-    if _FINDERS[key].search(text) is None:
+    finder, table = _table((newlines, tabs))
+    if finder.search(text) is None:
         return text
-    return text.translate(_TABLES[key])
+    return text.translate(table)
 
 
 def clean_line(text: str) -> str:
