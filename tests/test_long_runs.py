@@ -279,6 +279,7 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     assert tree.returncode == 0, tree.stderr
     header = tree.stdout.splitlines()[0]
     assert "✗ incomplete" in header and "running" not in header, header  # as `list` says: it never ended
+    assert "never ended: its process is gone (killed or crashed)" in tree.stdout
 
 
 def _stored_observations(store: Path) -> int:

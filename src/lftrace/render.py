@@ -632,6 +632,8 @@ def trace_thread(trace: Trace) -> str | None:
 def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
     """What the trace is about, beyond its numbers: when, what ran, for whom, where it went."""
     items: list[Part] = [(f"started {format_local_time(trace.timestamp)}", "dim")]
+    if trace.shown_status == "incomplete":
+        items.append(("never ended: its process is gone (killed or crashed)", "red"))
     for label, value in (
         ("target", trace_target(trace)),
         ("session", trace.session_id),
