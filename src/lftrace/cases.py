@@ -8,7 +8,6 @@ session, each checked against its own ``expect``; the case stops at the first tu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -88,6 +87,8 @@ class CaseRunner:
         if case.thread_id is not None:
             return case.thread_id
         if len(case.steps()) > 1 or any(t.is_resume for t in case.steps()):
+            import hashlib  # here: every lftrace command imports this module (cli.ci), few run multi-turn cases
+
             digest = hashlib.sha256(case.name.encode("utf-8")).hexdigest()[:12]
             return f"lftrace-test-{self.run_id}-{digest}"  # fresh per test run: never resumes an old thread
         return None

@@ -20,8 +20,6 @@ identity first; LangGraph's messages are immutable in practice). Stdlib + orjson
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -300,6 +298,8 @@ def _pointer_compare() -> Callable[[list[Any], list[Any], int], bool] | None:
     try:
         if sys.implementation.name != "cpython" or not getattr(sys, "_is_gil_enabled", lambda: True)():
             return None
+        import ctypes
+
         memcmp = ctypes.PyDLL(None).memcmp
         memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
         memcmp.restype = ctypes.c_int
@@ -325,7 +325,17 @@ def _pointer_compare() -> Callable[[list[Any], list[Any], int], bool] | None:
     return same
 
 
-_same_items = _pointer_compare()
+_UNKNOWN: Any = object()
+_same_items_found: Any = _UNKNOWN  # made by the first writer that compares (a reading command never loads ctypes)
+
+
+def _same_items(a: list[Any], b: list[Any], m: int) -> bool:
+    """``_pointer_compare()``'s ``same``, False where there is none (the caller then compares a slice)."""
+    global _same_items_found
+    same = _same_items_found
+    if same is _UNKNOWN:
+        same = _same_items_found = _pointer_compare()
+    return same is not None and bool(same(a, b, m))
 
 
 class _Prefixes:
@@ -358,7 +368,7 @@ class _Prefixes:
                     items = remembered
                     if seq[m - 1] is not items[m - 1] and seq[m - 1] != items[m - 1]:
                         continue
-                same = private and items_private and _same_items is not None and _same_items(seq, items, m)
+                same = private and items_private and _same_items(seq, items, m)
                 if not same and seq[:m] != items:
                     continue
             except Exception:  # an item whose == raises (numpy arrays): no sharing with this one
@@ -461,6 +471,8 @@ class Converter:
 
 
 def _hash(prev: str | None, data: bytes) -> str:
+    import hashlib  # here: reading a store (show, list) never hashes
+
     digest = hashlib.blake2b(digest_size=16)
     digest.update((prev or "").encode())
     digest.update(b"\n")
