@@ -304,7 +304,7 @@ _PART_WRITER = textwrap.dedent(
     for obs in part.observations:
         obs.end_time = None
     with TraceStore(sys.argv[1]) as store:
-        store.write_traces([part], destinations=sys.argv[5:], merge=True)  # a long run's part: no end yet
+        store.write_traces([part], destinations=sys.argv[5:], merge=True, running=True)  # a long run's part
     """
 )
 
@@ -326,7 +326,7 @@ def test_a_trace_without_an_end_is_running_while_its_process_lives_then_incomple
         part.observations = part.observations[:2]
         for obs in part.observations:
             obs.end_time = None
-        store.write_traces([part], merge=True)  # written by this process, which is still here
+        store.write_traces([part], merge=True, running=True)  # written by this process, which is still here
     done = _write_part_in_a_process(path, reaped)
     _, err = done.communicate(timeout=60)
     assert done.returncode == 0, err
@@ -361,7 +361,7 @@ def test_a_running_traces_export_is_held_until_it_ends_or_its_process_is_gone(tm
         part.observations = part.observations[:2]
         for obs in part.observations:
             obs.end_time = None
-        store.write_traces([part], destinations=("d",), merge=True)
+        store.write_traces([part], destinations=("d",), merge=True, running=True)
         assert store.claim_pending("d", "me", 10) == []  # held: its process (this one) is still running it
         assert store.waiting_counts(["d"])["d"]["pending"] == 0
         counts = store.delivery_counts()["d"]
@@ -376,3 +376,13 @@ def test_a_running_traces_export_is_held_until_it_ends_or_its_process_is_gone(tm
         store.write_traces([make_trace(ours)], destinations=("d",), merge=True)  # the run ends
         assert store.claim_pending("d", "me", 10) == [ours]
         assert store.delivery_counts()["d"]["running"] == 0
+        store.mark_delivered("d", [ours])
+
+        # resumed after an interrupt: a delivered trace (it has an end) gets a long run's parts again: held too,
+        # not sent whole again after every part
+        resumed = make_trace(ours, start=BASE_NS + 10**9)
+        store.write_traces([resumed], destinations=("d",), merge=True, running=True)
+        assert {s.id: s.status for s in store.list_traces()}[ours] == "ok"  # it has an end: not shown running
+        assert store.claim_pending("d", "me", 10) == []
+        store.write_traces([make_trace(ours, start=BASE_NS + 2 * 10**9)], destinations=("d",), merge=True)
+        assert store.claim_pending("d", "me", 10) == [ours]

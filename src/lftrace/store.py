@@ -454,9 +454,10 @@ def m015_observations_by_write_position(conn: sqlite3.Connection) -> None:
 
 @migration(16)
 def m016_running_in(conn: sqlite3.Connection) -> None:
-    """The process writing a trace that has not ended yet (``host:pid:start``, as outbox leases name it): a long
+    """The process whose run a trace is a running part of (``host:pid:start``, as outbox leases name it): a long
     run's parts are stored while it goes on, and a trace whose process is gone without ending it (killed, a
-    crash, a lost machine) is ``incomplete``, not ``running`` forever. NULL for a trace written whole or ended."""
+    crash, a lost machine) is ``incomplete``, not ``running`` forever; its export is held until then. Set by a
+    part's write (``write_traces(running=True)``), NULL again once the whole trace is written."""
     if not any(row[1] == "running_in" for row in conn.execute("PRAGMA table_info(traces)")):
         conn.execute("ALTER TABLE traces ADD COLUMN running_in TEXT")
 
@@ -1081,7 +1082,9 @@ class TraceStore:
 
     # -- writing traces ------------------------------------------------------------------------------------------
 
-    def write_traces(self, traces: Sequence[Trace], destinations: Sequence[str] = (), merge: bool = False) -> set[str]:
+    def write_traces(
+        self, traces: Sequence[Trace], destinations: Sequence[str] = (), merge: bool = False, *, running: bool = False
+    ) -> set[str]:
         """Write traces in one transaction and add a 'pending' delivery per destination.
 
         ``merge=False``: a trace id written again replaces the trace, its observations and tags (``lftrace import``).
@@ -1092,7 +1095,8 @@ class TraceStore:
         stored observation.
 
         An already delivered trace that changes goes back to 'pending' so the update is delivered too; a merge does
-        that for every destination the trace has rows for. Returns the ids written as new traces: only for those
+        that for every destination the trace has rows for. ``running`` (with ``merge``): parts of runs still going
+        in this process (``running_in``): their export is held while it lives; a write without it ends the hold. Returns the ids written as new traces: only for those
         is the caller's in-memory ``Trace`` exactly what is stored (delivery exports them from memory).
         """
         if not traces:
@@ -1100,14 +1104,16 @@ class TraceStore:
         with self._lock:  # the packer remembers what this store holds: one writer at a time
             self._packer.begin()
             try:
-                fresh = self._write_traces(traces, destinations, merge)
+                fresh = self._write_traces(traces, destinations, merge, running)
             except BaseException:
                 self._packer.rollback()
                 raise
             self._packer.commit()
             return fresh
 
-    def _write_traces(self, traces: Sequence[Trace], destinations: Sequence[str], merge: bool) -> set[str]:
+    def _write_traces(
+        self, traces: Sequence[Trace], destinations: Sequence[str], merge: bool, running: bool
+    ) -> set[str]:
         blobs: dict[str, tuple[str | None, str]] = {}  # list nodes made by this write (kept across retries)
 
         def pack(value: Any) -> Any:
@@ -1146,7 +1152,7 @@ class TraceStore:
             nums = _new_nums(conn, [tid for tid in counts if tid not in existing])
             # The common case stays batched: ids not stored yet and not repeated in this batch.
             fresh = [t for t in traces if t.id not in existing and counts[t.id] == 1]
-            writer = this_process()  # a trace without an end yet is running in this process
+            writer = this_process() if running else None  # parts: the run goes on in this process
             _insert_traces(conn, fresh, nums, destinations, now, pack=pack, running_in=writer)
             for trace in traces:
                 if trace.id in existing:
@@ -2400,7 +2406,7 @@ def _trace_row(
         dumps(data),
         trace.handled_errors,
         num,
-        running_in if trace.end_time is None else None,
+        running_in,
     )
 
 
@@ -2544,7 +2550,7 @@ def _insert_traces(
     running_in: str | None = None,
 ) -> None:
     """Write whole traces under their numbers (``replace``: dropping what was stored under their ids first);
-    ``running_in``: the process writing them, kept for those that have not ended (``m016_running_in``)."""
+    ``running_in``: the process whose running runs they are parts of (``m016_running_in``), else None."""
     if not traces:
         return
     trace_rows: list[tuple[Any, ...]] = []
@@ -2579,7 +2585,7 @@ def _merge_trace(
     running_in: str | None = None,
 ) -> None:
     """Combine ``incoming`` with the stored trace of the same id (inside the caller's write transaction);
-    ``running_in``: the process writing it, kept while the merged trace has no end."""
+    ``running_in``: the process whose running run this is a part of (None: the hold ends)."""
     tid = incoming.id
     row = conn.execute(
         "SELECT name, timestamp_ns, end_ns, status, session_id, user_id, environment, release, data "
@@ -2651,7 +2657,7 @@ def _merge_trace(
             count,
             dumps(merged_data),
             handled,
-            running_in if end is None else None,
+            running_in,
             tid,
         ),
     )

@@ -536,7 +536,7 @@ class TraceWriter:
             try:
                 store = self._open_store()
                 if parts:
-                    store.write_traces(parts, destinations=self._destinations(), merge=True)
+                    store.write_traces(parts, destinations=self._destinations(), merge=True, running=True)
                     parts = []
                 # merge: runs sharing a trace id (trace_context, spans around runs, other processes) add up, and
                 # so do the parts of a long run written while it went on
