@@ -341,6 +341,48 @@ def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):
         assert (dest["delivered"], dest["running"], dest["pending"]) == (1, 0, 0)
 
 
+def test_a_killed_runs_steps_are_sent_by_the_export_helper_as_the_program_dies(tmp_path):
+    """With the export helper (the default on 2 CPUs or more), the program killed midway: the helper reads EOF on its
+    pipe, and sends the trace as far as it got (its hold ends with the program) before it exits; no `push` needed."""
+    from support.otlp_receiver import running_receiver
+
+    store = tmp_path / "t.db"
+    script = tmp_path / "run.py"
+    script.write_text(CRASHING_RUN.format(repo=str(REPO)))
+    with running_receiver() as receiver:
+        env = {
+            **os.environ,
+            "LFTRACE_STORE": str(store),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url + "/v1/traces",
+            "LFTRACE_EXPORT_PROCESS": "true",
+        }
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _stored_observations(store) < 3 * FRAGMENT_SIZE:
+                time.sleep(0.1)
+            assert proc.poll() is None, "the run ended by itself"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        with TraceStore(store, create=False) as opened:
+            (summary,) = opened.list_traces()
+            stored = {o.id for o in opened.get_trace(summary.id, inputs=False).observations}
+        assert summary.status == "incomplete" and len(stored) >= 3 * FRAGMENT_SIZE
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not stored <= {s.span_id.hex() for s in receiver.spans()}:
+            time.sleep(0.1)
+        assert stored <= {s.span_id.hex() for s in receiver.spans()}  # every stored step reached the backend
+        with TraceStore(store, create=False) as opened:
+            deadline = time.monotonic() + 10
+            while (
+                time.monotonic() < deadline
+                and opened.delivery_counts()[f"otlp:{receiver.url}/v1/traces"]["delivered"] < 1
+            ):
+                time.sleep(0.1)
+            assert opened.delivery_counts()[f"otlp:{receiver.url}/v1/traces"]["delivered"] == 1
+
+
 def test_parts_read_for_the_export_start_from_the_lists_read_before(tmp_path, monkeypatch):
     """The export helper reads a running trace's parts one after the other: a part's lists extend those of the
     part before, so its read starts where they end instead of walking back to the run's first step. Shown by

@@ -60,6 +60,7 @@ MIN_CPUS = 2  # LFTRACE_EXPORT_PROCESS unset: a helper only when this process ma
 START_WAIT_S = 5.0  # a helper not ready yet (its imports on a busy machine) gets this long before a write's wait starts
 REPLY_GRACE_S = 2.0  # a delivery's answer may come this long after its deadline before the helper is given up
 STOP_WAIT_S = 0.2  # at shutdown, wait this long for the helper to exit (busy sending, it ends that on its own)
+PARENT_EXIT_WAIT_S = 2.0  # the program's pipe closed without "exit": wait this long for it to be gone for good
 _NOT_SENT = ("dotenv", "sources", "notices")  # Settings fields the helper does not need
 
 
@@ -337,6 +338,7 @@ def main() -> int:
     """The helper: deliver what the program writes, as it tells us, until it says exit (or goes away)."""
     commands, out = sys.stdin.buffer, sys.stdout.buffer
     out_lock = threading.Lock()
+    parent = os.getppid()
 
     def emit(message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"
@@ -382,7 +384,15 @@ def main() -> int:
     )
     keep_rates_beside(settings.store)
     emit({"ready": os.getpid()})
-    return _serve(commands, emit, deliverer, writer, committed)
+    return _serve(commands, emit, deliverer, writer, committed, parent)
+
+
+def _wait_until_gone(parent: int, timeout: float) -> None:
+    """After the program's pipe closed: wait until it has exited (this process is then handed to another parent),
+    at most ``timeout``. Its pipe closes as it begins to exit, a moment before it stops being a live process."""
+    deadline = time.monotonic() + timeout
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _serve(
@@ -391,6 +401,7 @@ def _serve(
     deliverer: Deliverer,
     writer: TraceWriter,
     committed: list[tuple[list[Trace], list[str], list[str]]],
+    parent: int,
 ) -> int:
     def deliver_committed() -> None:
         for traces, merged, running in committed:
@@ -416,7 +427,9 @@ def _serve(
                 emit({"id": message["id"], "report": report.to_dict()})
             elif op == "exit":
                 return 0
-        # the program went away without saying so (killed, crashed): one last delivery of what it wrote
+        # the program went away without saying so (killed, crashed): one last delivery of what it wrote, once it is
+        # gone for good (its running traces' export is held while it is there: they go out as far as they got)
+        _wait_until_gone(parent, PARENT_EXIT_WAIT_S)
         deliverer.deliver(time.monotonic() + deliverer.settings.timeout)
         return 0
     except Exception:
