@@ -6,6 +6,7 @@ handler, writer and SQLite store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -231,28 +233,40 @@ CRASHING_RUN = textwrap.dedent(
 )
 
 
-def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp_path):
-    store = tmp_path / "t.db"
+def _stored_observations(store: Path) -> int:
+    if not store.exists():
+        return 0
+    try:
+        with sqlite3.connect(store, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM observations").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@contextlib.contextmanager
+def crashing_run(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """The loop in a subprocess (``env``: its store and backend), running until three parts are stored; killed
+    with SIGKILL when the block ends."""
+    store = Path(env["LFTRACE_STORE"])
     script = tmp_path / "run.py"
     script.write_text(CRASHING_RUN.format(repo=str(REPO)))
-    env = {**os.environ, "LFTRACE_STORE": str(store)}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
-        count = 0
-        while time.monotonic() < deadline and count < 3 * FRAGMENT_SIZE:
+        while time.monotonic() < deadline and _stored_observations(store) < 3 * FRAGMENT_SIZE:
             time.sleep(0.1)
-            if store.exists():
-                try:
-                    with sqlite3.connect(store, timeout=5) as conn:
-                        count = conn.execute("SELECT count(*) FROM observations").fetchone()[0]
-                except sqlite3.Error:
-                    count = 0
         assert proc.poll() is None, "the run ended by itself"
+        assert _stored_observations(store) >= 3 * FRAGMENT_SIZE
+        yield proc
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert count >= 3 * FRAGMENT_SIZE
+
+
+def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp_path):
+    env = {**os.environ, "LFTRACE_STORE": str(tmp_path / "t.db")}
+    with crashing_run(tmp_path, env):
+        pass
     lftrace = str(Path(sys.executable).with_name("lftrace"))
     listing = subprocess.run([lftrace, "list", "--json"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
@@ -282,31 +296,18 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     assert "never ended: its process is gone (killed or crashed)" in tree.stdout
 
 
-def _stored_observations(store: Path) -> int:
-    if not store.exists():
-        return 0
-    try:
-        with sqlite3.connect(store, timeout=5) as conn:
-            return int(conn.execute("SELECT count(*) FROM observations").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
 def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):
     """Exporting, the trace of a long run is queued by its first part but held while the run goes on (status says
     `running`, `push` sends nothing); killed midway, its stored steps go out with the next `push`, as the spans an
     OpenTelemetry SDK had sent before a crash would have."""
     from support.otlp_receiver import running_receiver
 
-    store = tmp_path / "t.db"
-    script = tmp_path / "run.py"
-    script.write_text(CRASHING_RUN.format(repo=str(REPO)))
     lftrace = str(Path(sys.executable).with_name("lftrace"))
     with running_receiver() as receiver:
         endpoint = receiver.url + "/v1/traces"
         env = {
             **os.environ,
-            "LFTRACE_STORE": str(store),
+            "LFTRACE_STORE": str(tmp_path / "t.db"),
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
             "LFTRACE_EXPORT_PROCESS": "false",  # no helper left sending after the kill: only `push` sends
         }
@@ -316,18 +317,10 @@ def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):
             assert done.returncode == 0, (args, done.stderr)
             return done
 
-        proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and _stored_observations(store) < 3 * FRAGMENT_SIZE:
-                time.sleep(0.1)
-            assert proc.poll() is None, "the run ended by itself"
+        with crashing_run(tmp_path, env):
             (dest,) = json.loads(cli("status", "--json").stdout)["destinations"]
             assert (dest["name"], dest["running"], dest["pending"]) == (f"otlp:{endpoint}", 1, 0)
             assert f"otlp:{endpoint}: delivered 0, pending 0, failed 0" in cli("push").stdout  # held: it runs
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
         assert receiver.spans() == []
         (row,) = json.loads(cli("list", "--json").stdout)
         assert row["status"] == "incomplete"
@@ -347,8 +340,6 @@ def test_a_killed_runs_steps_are_sent_by_the_export_helper_as_the_program_dies(t
     from support.otlp_receiver import running_receiver
 
     store = tmp_path / "t.db"
-    script = tmp_path / "run.py"
-    script.write_text(CRASHING_RUN.format(repo=str(REPO)))
     with running_receiver() as receiver:
         env = {
             **os.environ,
@@ -356,15 +347,8 @@ def test_a_killed_runs_steps_are_sent_by_the_export_helper_as_the_program_dies(t
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.url + "/v1/traces",
             "LFTRACE_EXPORT_PROCESS": "true",
         }
-        proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=tmp_path)
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and _stored_observations(store) < 3 * FRAGMENT_SIZE:
-                time.sleep(0.1)
-            assert proc.poll() is None, "the run ended by itself"
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        with crashing_run(tmp_path, env):
+            pass
         with TraceStore(store, create=False) as opened:
             (summary,) = opened.list_traces()
             stored = {o.id for o in opened.get_trace(summary.id, inputs=False).observations}
