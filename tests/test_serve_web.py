@@ -150,3 +150,29 @@ def test_the_panel_shows_the_images_an_observation_refers_to(server):
     panel = dom[dom.index('id="panel"') :]
     assert 'class="media"' in panel and 'data-loaded="3x2"' in panel  # decoded by the browser: the bytes arrived
     assert f"/media-content/{picture._media_id}?expires=" in panel
+
+
+_DEAD_PART = """
+import sys
+from lftrace.model import Observation, Trace
+from lftrace.store import TraceStore
+
+start = 1_700_000_100_000_000_000
+trace = Trace("66" * 16, "cut-short", start, end_time=None)
+trace.observations = [Observation("6" * 16, trace.id, None, "CHAIN", "think", start)]  # still open
+with TraceStore(sys.argv[1]) as store:
+    store.write_traces([trace], merge=True, running=True)  # a long run's part; then this process is gone
+"""
+
+
+def test_a_trace_whose_process_died_is_incomplete_in_the_web_view(server):
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _DEAD_PART, str(server.store)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    listed = dump_dom(server.url + "/?status=incomplete")
+    assert "cut-short" in listed and "weather-agent" not in listed
+    assert '<td class="err">incomplete</td>' in listed
+    assert "cut-short" not in dump_dom(server.url + "/?status=running")
+    page = dump_dom(f"{server.url}/trace/{'66' * 16}")
+    assert 'class="err">incomplete</span>' in page
