@@ -734,6 +734,11 @@ def _alive(owner: Any) -> int:
         return 1
 
 
+def _abandoned(end_ns: int | None, running_in: str | None) -> bool:
+    """A stored trace without an end whose run's process is gone: it never will end (``incomplete``)."""
+    return end_ns is None and running_in is not None and not _alive(running_in)
+
+
 def _owner_label(owner: str) -> str:
     parts = owner.split(":")
     return f"pid {parts[1]} on {parts[0]}" if len(parts) >= 2 else owner
@@ -1096,8 +1101,9 @@ class TraceStore:
 
         An already delivered trace that changes goes back to 'pending' so the update is delivered too; a merge does
         that for every destination the trace has rows for. ``running`` (with ``merge``): parts of runs still going
-        in this process (``running_in``): their export is held while it lives; a write without it ends the hold. Returns the ids written as new traces: only for those
-        is the caller's in-memory ``Trace`` exactly what is stored (delivery exports them from memory).
+        in this process (``running_in``): their export is held while it lives; a write without it ends the hold.
+        Returns the ids written as new traces: only for those is the caller's in-memory ``Trace`` exactly what is
+        stored (delivery exports them from memory).
         """
         if not traces:
             return set()
@@ -1701,7 +1707,7 @@ class TraceStore:
                 "AND (d.claimed_until_ns IS NULL OR d.claimed_until_ns <= ? "
                 f"OR d.claimed_by IN ({_marks(len(dead))})) "
                 f"AND (t.id IS NOT NULL OR d.trace_id LIKE '{SCORE_KEY}%') "
-                "AND (t.running_in IS NULL OR NOT lftrace_alive(t.running_in)) "
+                f"AND NOT {_HELD} "
                 "ORDER BY coalesce(t.timestamp_ns, d.enqueued_ns), d.trace_id LIMIT ?",
                 (destination, *statuses, now, now, *dead, limit),
             ).fetchall()
@@ -2465,8 +2471,8 @@ _OBSERVATION_UPSERT = (
     "level = excluded.level, model = excluded.model, data = excluded.data"
 )
 _DELIVERY_INSERT = "INSERT INTO deliveries (trace_id, destination, enqueued_ns, updated_ns)"
-# An outbox row ``d`` held back: its trace has no end yet and the process writing it is still there (a long run's
-# parts queue it; it goes out whole when the run ends, or as far as it got once that process is gone)
+# An outbox row ``d`` held back: its trace is a part of a run still going in a live process (``running_in``: a long
+# run's parts queue it; it goes out whole when the run ends, or as far as it got once that process is gone)
 _HELD = (
     "EXISTS (SELECT 1 FROM traces h WHERE h.id = d.trace_id AND h.running_in IS NOT NULL "
     "AND lftrace_alive(h.running_in))"
@@ -2969,7 +2975,7 @@ def _read_traces(
                 release=release,
                 environment=environment or "default",
                 end_time=end_ns,
-                abandoned=end_ns is None and writer is not None and not _alive(writer),
+                abandoned=_abandoned(end_ns, writer),
                 **values,
             )
         if not with_observations:
@@ -3132,7 +3138,7 @@ def _combine(
 def _summary(row: Sequence[Any], tags: list[str]) -> TraceSummary:
     (tid, name, ts, end_ns, latency, level, status, tokens, cost, count, session_id, user_id, handled, writer) = row
     if end_ns is None and status == "ok":  # a partial trace written while the run was still going
-        status = "incomplete" if writer is not None and not _alive(writer) else "running"
+        status = "incomplete" if _abandoned(end_ns, writer) else "running"
     return TraceSummary(
         id=tid,
         name=name,
