@@ -144,8 +144,8 @@ def test_an_exported_long_run_is_cut_into_parts_by_what_its_spans_send(tmp_path,
     parts: list[list[str]] = []
     submit = client._submit_fragment
 
-    def record(part):
-        parts.append([o.id for o in part.observations])
+    def record(part):  # the first part's open copy of the graph's root is not sent: it goes whole at the end
+        parts.append([o.id for o in part.observations if o.parent_id is not None])
         submit(part)
 
     monkeypatch.setattr(client, "_submit_fragment", record)
@@ -287,6 +287,14 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     thinks = [o for o in data["observations"] if o["name"] == "think"]
     assert len(thinks) > 100
     latest = max(thinks, key=lambda o: o["startTime"])
+    # the graph's own run, stored open with the first part: the steps hang under it, the trace has its input
+    (root,) = [o for o in data["observations"] if o["parentObservationId"] is None]
+    assert (root["name"], root["endTime"]) == ("LangGraph", None)
+    by_id = {o["id"]: o for o in data["observations"]}
+    for think in thinks:
+        parent = by_id[think["parentObservationId"]]
+        assert parent["parentObservationId"] == root["id"] or parent["id"] == root["id"]
+    assert data["input"]["messages"][0]["content"] == "Plan a three-day trip to Lisbon."
     assert len(latest["input"]["messages"]) > 200  # full inputs, rebuilt from the shared lists
     assert latest["input"]["messages"][0]["content"] == "Plan a three-day trip to Lisbon."
     tree = subprocess.run([lftrace, "show", row["id"]], env=env, capture_output=True, text=True, cwd=tmp_path)
@@ -294,6 +302,8 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     header = tree.stdout.splitlines()[0]
     assert "✗ incomplete" in header and "running" not in header, header  # as `list` says: it never ended
     assert "never ended: its process is gone (killed or crashed)" in tree.stdout
+    # the tree starts at the graph's run
+    assert tree.stdout.splitlines()[3].startswith("└── CHAIN LangGraph  open"), tree.stdout
 
 
 def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):

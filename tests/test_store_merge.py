@@ -286,10 +286,72 @@ def test_parts_add_their_totals_and_rewrites_recount_as_a_whole_trace_would(stor
     assert _stored_totals(store, tid) == _totals(store.get_trace(tid))
     assert store.get_trace(tid).total_tokens == before - old_total + 101
 
+    # the observation that held the worst level written again with a lower one: the level is recounted
+    failed = next(o for o in store.get_trace(tid).observations if o.level == "ERROR")
+    calmer = fragment(tid, BASE_NS)
+    calmer.observations = [dataclasses.replace(failed, level="DEFAULT", status_message=None)]
+    store.write_traces([calmer], merge=True)
+    assert _stored_totals(store, tid) == _totals(store.get_trace(tid))
+    assert _stored_totals(store, tid)[1] == "WARNING"
+    # the only observation with a cost written again without one: no cost left, not a cost of 0.0
+    priced = [o for o in store.get_trace(tid).observations if (o.cost_details or {}).get("total") is not None]
+    unpriced = fragment(tid, BASE_NS)
+    unpriced.observations = [dataclasses.replace(o, cost_details={}) for o in priced]
+    store.write_traces([unpriced], merge=True)
+    assert _stored_totals(store, tid) == _totals(store.get_trace(tid))
+    assert _stored_totals(store, tid)[3] is None
+
     # a trace stored before the sums were kept (no "_totals" in its data): recounted, then kept
     store._connection().execute("UPDATE traces SET data = json_remove(data, '$._totals') WHERE id = ?", (tid,))
     store.write_traces([fragment(tid, BASE_NS + 9 * MS)], merge=True)
     assert _stored_totals(store, tid) == _totals(store.get_trace(tid))
+
+
+def test_a_long_runs_root_written_open_then_whole_is_counted_once_without_a_recount(store: TraceStore) -> None:
+    """A long run's first part holds its root still open (so a run killed later shows its tree); the whole trace at
+    its end writes the root again: the stored sums lose the open copy's and gain the final one's, read from those
+    rows only, not recounted over the whole trace."""
+    tid = new_id()
+    root = Observation(
+        id=new_id(8), trace_id=tid, parent_id=None, type="CHAIN", name="LangGraph", start_time=BASE_NS, end_time=None
+    )
+    steps = [
+        Observation(
+            id=new_id(8),
+            trace_id=tid,
+            parent_id=root.id,
+            type="GENERATION",
+            name="think",
+            start_time=BASE_NS + (i + 1) * MS,
+            end_time=BASE_NS + (i + 2) * MS,
+            usage_details={"input": 3, "output": 2, "total": 5},
+            cost_details={"total": 0.5},
+        )
+        for i in range(300)
+    ]
+    first = Trace(id=tid, name="LangGraph", timestamp=BASE_NS, observations=[dataclasses.replace(root), *steps[:100]])
+    store.write_traces([first], merge=True, running=True)
+    assert _stored_totals(store, tid) == (101, "DEFAULT", 500, 50.0)
+    store.write_traces([Trace(id=tid, name="LangGraph", timestamp=BASE_NS, observations=steps[100:200])], merge=True)
+    statements: list[str] = []
+    store._connection().set_trace_callback(statements.append)
+    try:
+        final_root = dataclasses.replace(root, end_time=BASE_NS + 400 * MS, output={"done": True})
+        end = Trace(
+            id=tid,
+            name="LangGraph",
+            timestamp=BASE_NS,
+            end_time=final_root.end_time,
+            observations=[*steps[200:], final_root],
+        )
+        store.write_traces([end], merge=True)
+    finally:
+        store._connection().set_trace_callback(None)
+    got = store.get_trace(tid)
+    assert _stored_totals(store, tid) == _totals(got) == (301, "DEFAULT", 1500, 150.0)
+    assert next(o for o in got.observations if o.id == root.id).end_time == final_root.end_time
+    totals = [s for s in statements if "json_each(o.data, '$.usage_details')" in s]
+    assert totals and all("o.id IN" in s for s in totals), totals  # only the rewritten root's row was summed
 
 
 _PART_WRITER = textwrap.dedent(

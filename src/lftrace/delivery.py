@@ -347,7 +347,8 @@ class Deliverer:
         upto = None if through is None else self.store.last_written(trace_id)
         written = None if through is None else (through, through if upto is None else upto)
         try:
-            for page in self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=written):
+            pages = self.store.trace_pages(trace_id, PAGE_OBSERVATIONS, as_text=True, written=written, open_before=True)
+            for page in pages:  # what the parts did not send: written since, and the open ones they skipped
                 if not self._export_batch(dest, [page], report, deadline, page=True):
                     return False
                 sent = True
@@ -393,9 +394,11 @@ class Deliverer:
                     trace_id, PAGE_OBSERVATIONS, as_text=True, written=(after, upto), ids=False
                 )
                 for page in pages:
+                    # the run's own root is stored open with its first part: it goes once, whole, at the run's end
+                    page.observations = [o for o in page.observations if o.end_time is not None]
                     # its observations' parents may be running still: not roots (those carry the trace's fields)
                     page.ids = frozenset(o.parent_id for o in page.observations if o.parent_id)
-                    if not self._send_part(dest, page, deadline):
+                    if page.observations and not self._send_part(dest, page, deadline):
                         break
                 else:
                     self._sent_through[key] = upto

@@ -618,6 +618,13 @@ class CallbackHandler(BaseCallbackHandler):
             return
         state.fragments += 1
         trace = state.trace
+        trace_input = None
+        if state.fragments == 1:  # the top-level run, still open, as a copy: a run killed later shows its tree
+            root = self._observation(state.root_run_id)  # under it and its input (its final version replaces it)
+            if root is not None:
+                batch.insert(0, dataclasses.replace(root))
+                if self._update_trace and not state.nested:
+                    trace_input = root.input
         fragment = Trace(
             id=trace.id,
             name=trace.name,
@@ -627,6 +634,7 @@ class CallbackHandler(BaseCallbackHandler):
             release=trace.release,
             version=trace.version,
             metadata=trace.metadata if state.fragments == 1 else None,
+            input=trace_input,
             tags=trace.tags,
             environment=trace.environment,
             observations=batch,

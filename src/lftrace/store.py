@@ -1218,6 +1218,7 @@ class TraceStore:
         as_text: bool = False,
         written: tuple[int, int] | None = None,
         ids: bool = True,
+        open_before: bool = False,
     ) -> Iterator[TracePage]:
         """A long trace in pages of ``size`` observations (start order), each read on its own: bounded memory.
 
@@ -1225,7 +1226,8 @@ class TraceStore:
         reader that knows which are roots: a running trace's parts have none); the first page is read in full
         before the next one is (the lock is not held between pages). Nothing for an unknown id.
         ``written=(after, upto)``: only the observations written (or rewritten) in that range of ``last_written``
-        positions, in the order they were written.
+        positions, in the order they were written; ``open_before``: first those written before that range and
+        still open (no end: a running trace's parts send none of them; the root of a long run killed midway).
         """
         headers = self.trace_heads([trace_id])
         if not headers:
@@ -1234,6 +1236,11 @@ class TraceStore:
             known = self._observation_ids(trace_id) if ids else frozenset()
         header = headers[0]
         fields = {f.name: getattr(header, f.name) for f in dataclasses.fields(Trace) if f.name != "observations"}
+        if written is not None and open_before:
+            for observations in self._observation_pages(
+                trace_id, size, as_text=as_text, written=(-1, written[0]), open_only=True
+            ):
+                yield TracePage(**fields, observations=observations, ids=known)
         for observations in self._observation_pages(trace_id, size, as_text=as_text, written=written):
             yield TracePage(**fields, observations=observations, ids=known)
 
@@ -1369,11 +1376,19 @@ class TraceStore:
         )
 
     def _observation_pages(
-        self, trace_id: str, size: int, *, as_text: bool = False, written: tuple[int, int] | None = None
+        self,
+        trace_id: str,
+        size: int,
+        *,
+        as_text: bool = False,
+        written: tuple[int, int] | None = None,
+        open_only: bool = False,
     ) -> Iterator[list[Observation]]:
         """Observations in start order, ``size`` per read (keyset paging: each page is an index range).
         ``as_text``: the items of shared lists as JSON text (``sharing.materialize``), for the export.
-        ``written``: only those with ``after < seq <= upto``, in seq order (``trace_pages``)."""
+        ``written``: only those with ``after < seq <= upto``, in seq order (``trace_pages``); ``open_only``: of
+        those, the ones without an end."""
+        still_open = "AND end_ns IS NULL " if open_only else ""
         after: tuple[int, int] = (-(2**63), -1)  # keyset position: (start_ns, seq) of the last row read
         if written is not None:
             after = (written[0], 0)
@@ -1392,7 +1407,7 @@ class TraceStore:
                 else:
                     rows = conn.execute(
                         f"SELECT {_OBSERVATION_COLUMNS} FROM observations WHERE trace_num = {_NUM_OF} "
-                        "AND seq > ? AND seq <= ? "
+                        f"AND seq > ? AND seq <= ? {still_open}"
                         "ORDER BY seq LIMIT ?",
                         (trace_id, after[0], written[1], size),
                     ).fetchall()
@@ -2617,11 +2632,16 @@ def _merge_trace(
         "version": pick(incoming.version, data.get("version")),
         "public": bool(incoming.public or data.get("public")),
     }
-    # totals: a part of new observations adds its sums to the stored ones; a rewrite of stored observations (or a
-    # trace stored before the sums were kept) is recounted over the whole trace in SQL
-    stored_sums = data.get(_TOTALS_KEY)
-    incoming_ids = [o.id for o in incoming.observations]
-    incremental = _valid_totals(stored_sums) and not _stored_ids(conn, num, incoming_ids)
+    # totals: a part adds its sums to the stored ones, less those of the stored versions of observations it writes
+    # again (a long run's root, written open with its first part and whole at its end); recounted over the whole
+    # trace in SQL when that cannot be known (a trace stored before the sums were kept, a rewrite of its worst level)
+    sums = data.get(_TOTALS_KEY)
+    if not _valid_totals(sums):
+        sums = None
+    else:
+        incoming_ids = [o.id for o in incoming.observations]
+        if _stored_ids(conn, num, incoming_ids):
+            sums = _without(sums, _observation_totals(conn, num, incoming_ids))
     next_seq = conn.execute("SELECT coalesce(max(seq), -1) + 1 FROM observations WHERE trace_num = ?", (num,))
     first_seq = next_seq.fetchone()[0]
     insert_rows(
@@ -2633,8 +2653,8 @@ def _merge_trace(
     _write_scores(conn, incoming.scores)
     conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (tid,))
     insert_rows(conn, _TAG_INSERT, _tag_rows(tid, merged_tags))
-    if incremental:
-        sums = _combined_totals(stored_sums, _totals_of(incoming.observations))
+    if sums is not None:
+        sums = _combined_totals(sums, _totals_of(incoming.observations))
     else:
         sums = _observation_totals(conn, num)
     merged_data[_TOTALS_KEY] = sums
@@ -2786,6 +2806,16 @@ def _combined_totals(a: list[Any], b: list[Any]) -> list[Any]:
     return [a[0] + b[0], max(a[1], b[1]), *(x + y for x, y in zip(a[2:], b[2:], strict=True))]
 
 
+def _without(sums: list[Any], removed: list[Any]) -> list[Any] | None:
+    """``sums`` less ``removed`` (sums of some of the same observations); None when the worst level of the rest is
+    not known (the removed ones held the worst level, above DEFAULT: another one may or may not have it too)."""
+    rank, removed_rank = sums[1], removed[1]
+    if removed[0] and removed_rank >= rank and removed_rank > LEVEL_RANK["DEFAULT"]:
+        return None
+    count, _, n_total, total, ints, n_cost, cost = (x - y for x, y in zip(sums, removed, strict=True))
+    return [count, rank, n_total, total, ints, n_cost, cost if n_cost else 0.0]
+
+
 def _valid_totals(value: Any) -> bool:
     return (
         isinstance(value, list)
@@ -2801,8 +2831,20 @@ def _totals_result(sums: list[Any]) -> tuple[int, str, int, float | None]:
     return int(count), level, int(total if n_total else ints), (float(cost) if n_cost else None)
 
 
-def _observation_totals(conn: sqlite3.Connection, num: int) -> list[Any]:
-    """The ``_totals_of`` sums over every stored observation of a trace, aggregated in SQL (no Python parse)."""
+def _observation_totals(conn: sqlite3.Connection, num: int, ids: Sequence[str] | None = None) -> list[Any]:
+    """The ``_totals_of`` sums over every stored observation of a trace (or of those of ``ids`` stored), aggregated
+    in SQL (no Python parse)."""
+    if ids is not None:
+        sums = [0, LEVEL_RANK["DEFAULT"], 0, 0, 0, 0, 0.0]
+        for chunk in _chunks(ids):
+            sums = _combined_totals(
+                sums, _observation_totals_where(conn, num, f"AND o.id IN ({_marks(len(chunk))})", chunk)
+            )
+        return sums
+    return _observation_totals_where(conn, num, "", ())
+
+
+def _observation_totals_where(conn: sqlite3.Connection, num: int, clause: str, params: Sequence[str]) -> list[Any]:
     ranks = " ".join(f"WHEN '{name}' THEN {rank}" for name, rank in LEVEL_RANK.items())
     count, rank, n_total, total, n_cost, cost = conn.execute(
         f"SELECT count(*), max(CASE level {ranks} ELSE 1 END), "
@@ -2812,13 +2854,13 @@ def _observation_totals(conn: sqlite3.Connection, num: int) -> list[Any]:
         "count(CASE WHEN json_type(data, '$.cost_details.total') IN ('integer', 'real') THEN 1 END), "
         "sum(CASE WHEN json_type(data, '$.cost_details.total') IN ('integer', 'real') "
         "THEN json_extract(data, '$.cost_details.total') END) "
-        "FROM observations WHERE trace_num = ?",
-        (num,),
+        f"FROM observations o WHERE o.trace_num = ? {clause}",
+        (num, *params),
     ).fetchone()
     ints = conn.execute(
         "SELECT sum(u.value) FROM observations o, json_each(o.data, '$.usage_details') u "
-        "WHERE o.trace_num = ? AND u.type = 'integer'",
-        (num,),
+        f"WHERE o.trace_num = ? {clause} AND u.type = 'integer'",
+        (num, *params),
     ).fetchone()[0]
     return [
         int(count),
