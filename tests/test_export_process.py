@@ -174,11 +174,16 @@ def test_a_forked_child_traces_on_its_own_and_nothing_is_lost(tmp_path: Path, re
     done = run_program(tmp_path, receiver, "fork", LFTRACE_EXPORT_PROCESS=helper, LANGFUSE_TIMEOUT="30")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["waiting"] == 0
+    # the parent's flush may count its last trace as waiting: the child's helper, as the child exits, delivers what
+    # is pending in the store, and may hold that trace's claim (a lease of another process) at that moment
+    assert result["waiting"] in (0, 1)
     spans = receiver.wait_for_spans(3)
     assert sorted(s.name for s in spans) == ["child", "parent", "shout"]
     with TraceStore(tmp_path / "traces.db") as store:
         assert sorted(t.name for t in store.list_traces()) == ["child", "parent", "shout"]
+        deadline = time.monotonic() + 10
+        while store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert store.delivery_counts()[f"langfuse:{receiver.url}"]["delivered"] == 3
 
 
