@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -310,7 +311,7 @@ def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):
     """Exporting, the trace of a long run is queued by its first part but held while the run goes on (status says
     `running`, `push` sends nothing); killed midway, its stored steps go out with the next `push`, as the spans an
     OpenTelemetry SDK had sent before a crash would have."""
-    from support.otlp_receiver import running_receiver
+    from support.otlp_receiver import attributes, running_receiver
 
     lftrace = str(Path(sys.executable).with_name("lftrace"))
     with running_receiver() as receiver:
@@ -340,6 +341,19 @@ def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):
         assert {s.span_id.hex() for s in sent} == {o["id"] for o in stored["observations"]}
         assert len(sent) >= 3 * FRAGMENT_SIZE
         assert {s.trace_id.hex() for s in sent} == {row["id"]}
+        # the graph's run, still open when the process died: sent ending with the last stored step, as a WARNING
+        # that says why (Langfuse would otherwise show a root of no duration and no word of what happened)
+        (root,) = [s for s in sent if not s.parent_span_id]
+        last_end = max(o["endTime"] for o in stored["observations"] if o["endTime"])
+        root_attributes = attributes(root.attributes)
+        assert root.name == "LangGraph" and root_attributes["langfuse.observation.level"] == "WARNING"
+        assert (
+            root_attributes["langfuse.observation.status_message"]
+            == "never ended: its process is gone (killed or crashed)"
+        )
+        assert "Plan a three-day trip to Lisbon." in root_attributes["langfuse.trace.input"]
+        assert root.end_time_unix_nano > root.start_time_unix_nano
+        assert abs(root.end_time_unix_nano / 1e9 - datetime.fromisoformat(last_end).timestamp()) < 0.002
         (dest,) = json.loads(cli("status", "--json").stdout)["destinations"]
         assert (dest["delivered"], dest["running"], dest["pending"]) == (1, 0, 0)
 

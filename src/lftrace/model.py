@@ -28,6 +28,7 @@ OBSERVATION_TYPES = (
 )
 LEVELS = ("DEBUG", "DEFAULT", "WARNING", "ERROR")
 LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+NEVER_ENDED = "never ended: its process is gone (killed or crashed)"  # an incomplete trace, as shown and exported
 # What happened to a run, worst first. cancelled: stopped by Ctrl-C/SIGTERM (partial trace); error: the run
 # raised; interrupted: paused at a LangGraph interrupt(), waiting to be resumed; ok: finished (maybe with
 # handled errors). ``running`` is a store-only status: a partial trace written while the run goes on.
@@ -259,6 +260,8 @@ class Trace:
     media: Sequence[Any] = field(default=(), compare=False, repr=False, metadata={"transient": True})
     # read from the store: no end, and the process that was writing it is gone (killed, crashed): it never will
     abandoned: bool = field(default=False, compare=False, repr=False, metadata={"transient": True})
+    # ... and the last end such a trace recorded (its export ends its still-open observations there)
+    last_seen: int | None = field(default=None, compare=False, repr=False, metadata={"transient": True})
 
     @property
     def latency(self) -> float | None:

@@ -22,7 +22,7 @@ from rich.style import Style
 from rich.text import Text
 
 from .errors import InputError, TraceNotFound
-from .model import EXPERIMENT_KEY, Observation, Score, Trace, TraceSummary
+from .model import EXPERIMENT_KEY, NEVER_ENDED, Observation, Score, Trace, TraceSummary
 from .sanitize import clean, clean_line
 from .usage import gross_counts
 
@@ -633,7 +633,7 @@ def context_parts(trace: Trace, delivered: Sequence[str] = ()) -> list[Part]:
     """What the trace is about, beyond its numbers: when, what ran, for whom, where it went."""
     items: list[Part] = [(f"started {format_local_time(trace.timestamp)}", "dim")]
     if trace.shown_status == "incomplete":
-        items.append(("never ended: its process is gone (killed or crashed)", "red"))
+        items.append((NEVER_ENDED, "red"))
     for label, value in (
         ("target", trace_target(trace)),
         ("session", trace.session_id),

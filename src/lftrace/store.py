@@ -3003,7 +3003,7 @@ def _read_traces(
             list(chunk),
         ).fetchall()
         nums = [row[-2] for row in rows]
-        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob, _num, writer in rows:
+        for tid, name, ts, end_ns, session_id, user_id, environment, release, blob, num, writer in rows:
             data = orjson.loads(blob)
             values = {key: data[key] for key in _TRACE_DATA_FIELDS if key in data}
             values["tags"] = list(data.get("tags") or [])
@@ -3020,6 +3020,10 @@ def _read_traces(
                 abandoned=_abandoned(end_ns, writer),
                 **values,
             )
+            if by_id[tid].abandoned:  # rare: a run killed midway
+                by_id[tid].last_seen = conn.execute(
+                    "SELECT max(end_ns) FROM observations WHERE trace_num = ?", (num,)
+                ).fetchone()[0]
         if not with_observations:
             continue
         obs_rows = conn.execute(

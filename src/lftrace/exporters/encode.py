@@ -12,6 +12,7 @@ requests under 16 MB).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._version import __version__
-from ..model import Observation, ScoreItem, Trace, TracePage
+from ..model import NEVER_ENDED, Observation, ScoreItem, Trace, TracePage
 from . import wire
 from .attributes import PROFILES, observation_attributes
 
@@ -105,6 +106,17 @@ def _synthetic_root(trace: Trace) -> Observation:
     )
 
 
+def _never_ended(obs: Observation, last_seen: int | None) -> Observation:
+    """An observation left open by a run whose process died (an ``incomplete`` trace: a long run's root): sent
+    ending where the trace's record stops, as a WARNING saying why, as a run stopped by Ctrl-C is sent."""
+    return dataclasses.replace(
+        obs,
+        end_time=max(last_seen or obs.start_time, obs.start_time),
+        level="ERROR" if obs.level == "ERROR" else "WARNING",
+        status_message=obs.status_message or NEVER_ENDED,
+    )
+
+
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -130,6 +142,8 @@ def _span_fields(trace: Trace, profile: str) -> Iterator[bytes]:
     foreign_parent = foreign_parent_span_id(trace)
     trace_id = bytes.fromhex(trace.id)
     for obs in trace.observations or [_synthetic_root(trace)]:
+        if obs.end_time is None and trace.abandoned:
+            obs = _never_ended(obs, trace.last_seen)
         is_root = obs.parent_id is None or obs.parent_id not in known
         attributes = observation_attributes(obs, trace, is_root=is_root, profile=profile)
         parent_id = obs.parent_id
