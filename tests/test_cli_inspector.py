@@ -260,6 +260,74 @@ def test_tail_follows_traces_written_by_other_processes(tmp_path):
     assert proc.returncode == 130  # stopped with Ctrl-C
 
 
+GATED_LOOP = """
+import time
+from pathlib import Path
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+
+class State(TypedDict):
+    step: int
+
+
+def work(state: State) -> dict:
+    time.sleep(0.001)
+    return {"step": state["step"] + 1}
+
+
+def more(state: State) -> str:
+    return END if state["step"] > 300 and Path(__file__).with_name("stop").exists() else "work"
+
+
+builder = StateGraph(State)
+builder.add_node("work", work)
+builder.add_edge(START, "work")
+builder.add_conditional_edges("work", more, ["work", END])
+graph = builder.compile()
+"""
+
+
+def test_tail_started_during_a_long_run_prints_it_once_it_finishes(tmp_path):
+    """A long run's trace is stored from its first part and completed in place at the end: tail, started while it
+    runs, still prints it when it finishes (it used to wait for traces written after it started only)."""
+    (tmp_path / "gated.py").write_text(GATED_LOOP)
+    run = subprocess.Popen(
+        [LFTRACE, "run", f"{tmp_path}/gated.py:graph", "-i", '{"step": 0}', "--config", '{"recursion_limit": 100000}'],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    proc, master = None, None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # its first part is stored: the trace is there, running
+            listed = lftrace("list", "--status", "running", "--json")
+            if listed.returncode == 0 and json.loads(listed.stdout):
+                break
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            time.sleep(0.2)
+        (running,) = json.loads(listed.stdout)
+        proc, master = spawn_in_pty([LFTRACE, "tail", "--count", "1", "--interval", "0.1"], tmp_path)
+        assert "Ctrl-C stops" in read_pty(master, time.monotonic() + 30, stop="Ctrl-C stops")
+        (tmp_path / "stop").touch()
+        _, errors = run.communicate(timeout=60)
+        assert run.returncode == 0, errors
+        text = read_pty(master, time.monotonic() + 20, stop="\n")
+        proc.wait(15)
+    finally:
+        run.kill()
+        if proc is not None:
+            proc.kill()
+        if master is not None:
+            os.close(master)
+    assert proc.returncode == 0, text  # --count 1: the long run's trace was printed
+    (line,) = [line for line in text.splitlines() if running["id"][:8] in line]
+    assert " gated " in line and " ok " in line, line
+
+
 def test_tail_tree_and_count_stop_by_themselves(tmp_path):
     assert lftrace("run", f"{SAMPLES}/chatbot.py:graph", "-i", "before").returncode == 0
     proc, master = spawn_in_pty([LFTRACE, "tail", "--tree", "--count", "1", "--interval", "0.1"], tmp_path)

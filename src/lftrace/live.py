@@ -10,7 +10,7 @@ Pure of printing; ``follow`` only reads the store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,15 +92,17 @@ def follow(
     *,
     interval: float = 0.5,
     stop: Callable[[], bool] = lambda: False,
+    running: Sequence[str] = (),
 ) -> Iterator[TraceSummary]:
     """Finished traces written after ``start`` (a store position), each once, as they appear.
 
     ``read(position, unfinished_ids)`` returns the summaries written after ``position`` plus those of
     ``unfinished_ids``, and the new position (``TraceStore.changes_since``). A trace still running (written
-    while its run goes on) is held back until it has finished.
+    while its run goes on) is held back until it has finished; ``running``: ids of traces running at ``start``
+    (a long run's trace is stored at its first part and completed in place: no newer position shows its end).
     """
     position = start
-    waiting: list[str] = []
+    waiting: list[str] = list(running)
     seen: set[str] = set()
     while not stop():
         summaries, position = read(position, waiting)

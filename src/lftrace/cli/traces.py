@@ -393,7 +393,7 @@ def tail_command(
 ) -> None:
     """Follow the store: print each trace other processes write into it, one line each as it finishes (Ctrl-C stops).
 
-    Only traces written after tail starts are shown; a trace written while its run is still going is printed once it has finished. --tree prints each trace's tree instead of one line.
+    Only traces written after tail starts are shown, and runs going on when it starts; a trace written while its run is still going is printed once it has finished (or, killed midway, as incomplete). --tree prints each trace's tree instead of one line.
 
     [bold]Example[/bold]
 
@@ -412,9 +412,11 @@ def tail_command(
     shown = 0
     try:
         start = store.latest_position()
+        # runs going on now (a long run's trace is stored from its first part): shown once they finish, too
+        running = [summary.id for summary in store.list_traces(limit=None, status="running")]
         if sys.stderr.isatty():  # says it is listening (and from when): traces written from now on are shown
             err_console().print(f"following {clean_line(str(path))} (Ctrl-C stops)", style="dim", soft_wrap=True)
-        for summary in follow(store.changes_since, start, interval=interval):
+        for summary in follow(store.changes_since, start, interval=interval, running=running):
             if json_out:
                 sys.stdout.write(json.dumps(summary.to_dict(), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
