@@ -247,3 +247,61 @@ def test_a_sigterm_a_case_thread_catches_still_stops_lftrace_test(tmp_path: Path
     assert took < 15  # not the 60 s the nodes sleep
     assert done.returncode == 143, done.stderr
     assert done.stderr.splitlines()[-1].startswith("error: terminated (SIGTERM): 0 of 1 case(s) finished"), done.stderr
+
+
+_STOP_SURFACES_AS_ANOTHER_ERROR = textwrap.dedent(
+    """
+    import sys
+    import time
+    from typing_extensions import TypedDict
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        topic: str
+
+    def wait(state):
+        print("STARTED", flush=True)
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:  # as CPython's threading does when the stop lands inside its lock handling
+            raise RuntimeError("release unlocked lock")
+        return {}
+
+    builder = StateGraph(State)
+    builder.add_node("wait", wait)
+    builder.add_edge(START, "wait")
+    builder.add_edge("wait", END)
+    graph = builder.compile()
+    """
+)
+
+
+def test_an_error_raised_while_the_stop_goes_through_library_code_is_the_stop(tmp_path: Path) -> None:
+    """A stop lands between any two bytecodes: inside threading's lock handling (a thread pool starting a node's
+    thread) it came out as `RuntimeError: release unlocked lock`, and the stopped branch was recorded as failed and
+    the trace as an error. An error whose context is the stop is the stop: cancelled, exit 143. (The node runs on the
+    main thread here, where the signal lands; `--async` runs it in a pool's thread, which the signal never reaches.)"""
+    (tmp_path / "wait.py").write_text(_STOP_SURFACES_AS_ANOTHER_ERROR, encoding="utf-8")
+    store = tmp_path / "traces.db"
+    env = {**os.environ, "LFTRACE_STORE": str(store), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    lftrace = Path(sys.executable).parent / "lftrace"
+    proc = subprocess.Popen(
+        [str(lftrace), "run", "wait.py:graph", "--input", '{"topic": "x"}'],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "STARTED"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert err.startswith("error: terminated (SIGTERM); partial trace saved: "), err
+    with TraceStore(store, create=False) as opened:
+        trace = opened.get_trace(err.split()[-1])
+    ended = {o.name: (o.level, o.status_message) for o in trace.observations}
+    assert trace.status == "cancelled", ended
+    assert ended["wait"] == ("WARNING", "terminated (SIGTERM)")
+    assert ended["LangGraph"][0] != "ERROR", ended

@@ -73,3 +73,20 @@ TERMINATED = "terminated (SIGTERM)"  # the same for SIGTERM
 def stop_reason(interrupt: KeyboardInterrupt) -> str:
     """CANCELLED for Ctrl-C, TERMINATED for SIGTERM (``Terminated``)."""
     return TERMINATED if isinstance(interrupt, Terminated) else CANCELLED
+
+
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that ``error`` was raised while handling, if any (its ``__context__`` chain).
+
+    A stop raised in the main thread lands between any two bytecodes, library code's too: inside
+    ``threading``'s own lock handling (a thread pool starting a thread for a node) it surfaces as
+    ``RuntimeError: release unlocked lock`` with the stop as its context. Such an error is the stop's doing.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -30,7 +30,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from .errors import CANCELLED, TERMINATED, CtrlC, LftraceError, Terminated
+from .errors import CANCELLED, TERMINATED, CtrlC, LftraceError, Terminated, interrupt_behind
 from .ids import new_span_id, new_trace_id
 from .model import CANCELLED_KEY, EXPERIMENT_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sdk import _current as _current_span
@@ -691,7 +691,11 @@ class CallbackHandler(BaseCallbackHandler):
         run = self._runs.get(run_id)
         obs, state = (run.obs, run.state) if run is not None else (None, None)
         interrupted = _interruption(error)
-        if self.stopped_by is not None and isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        if self.stopped_by is not None and (
+            isinstance(error, (asyncio.CancelledError, GeneratorExit))
+            or (interrupted is None and interrupt_behind(error) is not None)
+        ):  # the run is being stopped (Ctrl-C, SIGTERM): a cancelled task, a closed stream, or an error raised
+            # while the stop went through library code, ends with the stop's reason
             interrupted = self.stopped_by
         if obs is not None and state is not None:
             message = str(error) or type(error).__name__

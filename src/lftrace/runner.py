@@ -33,6 +33,7 @@ from .errors import (
     StoreError,
     Terminated,
     TraceNotFound,
+    interrupt_behind,
     stop_reason,
 )
 from .model import Trace
@@ -1006,7 +1007,8 @@ def execute(
     except LftraceError:
         raise
     except Exception as err:  # the user's graph raised: its trace is saved with the error
-        error = err
+        # unless it was raised while a stop went through library code (see interrupt_behind): that is the stop
+        error = interrupt_behind(err) or err
     return _finish(run, output, pending, error, time.perf_counter() - started)
 
 
