@@ -1027,7 +1027,7 @@ async def aexecute(target: Any, input: str | None = None, **options: Any) -> Run
     except LftraceError:
         raise
     except Exception as err:
-        error = err
+        error = interrupt_behind(err) or err  # raised while a stop went through library code: the stop
     except asyncio.CancelledError:  # the whole test run was stopped: keep the partial trace, stay cancelled
         _finish(run, None, [], asyncio.CancelledError(), time.perf_counter() - started)
         raise
