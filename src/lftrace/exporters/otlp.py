@@ -26,6 +26,7 @@ from .._version import __version__
 from ..config import mask_secret
 from ..model import Trace
 from .encode import MAX_PLAIN_REQUEST_BYTES, MAX_REQUEST_BYTES, EncodedTrace, Exportable, iter_batches
+from .plainhttp import PlainConnectError, PlainHttp, PlainResponse, PlainTimeout, usable_for
 
 log = logging.getLogger("lftrace")
 
@@ -94,6 +95,9 @@ def shutdown_connections(client: Any) -> None:
     """Shut down the sockets of an httpx client's pool: a read blocked on them ends at once (closing alone may not
     wake it). Best effort: reaches into httpcore's pool, and does nothing if its shape changed."""
     if client is None:
+        return
+    if isinstance(client, PlainHttp):
+        client.shutdown()
         return
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     for connection in list(getattr(pool, "connections", None) or []):
@@ -169,6 +173,8 @@ class OtlpExporter:
         self.timeout = timeout
         self.resource_attributes = dict(resource_attributes or {})
         self._client: Any = None
+        self._plain: PlainHttp | None = None  # requests to this machine (plainhttp.py); the rest go through httpx
+        self._plain_urls: dict[str, bool] = {}
         self._worker: _Worker | None = None
         # every value a server might echo back: auth-like headers, and any other header value long enough to be
         # a key (a vendor's API-key header); lftrace's own short values (versions) stay readable
@@ -178,6 +184,17 @@ class OtlpExporter:
         password = urlparse(endpoint).password  # https://user:pass@host: the password is a secret too
         if password:
             self._secrets.append(password)
+
+    def _http_for(self, url: str) -> Any:
+        """The HTTP client for ``url``: the standard library's for plain http to this machine, else httpx."""
+        plain = self._plain_urls.get(url)
+        if plain is None:
+            plain = self._plain_urls[url] = usable_for(url)
+        if plain:
+            if self._plain is None:
+                self._plain = PlainHttp()
+            return self._plain
+        return self._http()
 
     def _http(self) -> Any:
         if self._client is None:
@@ -283,7 +300,9 @@ class OtlpExporter:
     def _abandon(self) -> None:
         """Shut down the connections of a request past its deadline, and start a new client next time."""
         client, self._client = self._client, None
+        plain, self._plain = self._plain, None
         shutdown_connections(client)
+        shutdown_connections(plain)
 
     def _post(self, request: _Request, timeout: float) -> ExportResult:
         body, url, content_type = request.body, request.url, request.content_type
@@ -294,15 +313,16 @@ class OtlpExporter:
             body = gzip.compress(body, compresslevel=3)  # 1-3: half the CPU of 5, ~1.4x the bytes
         target = url or self.endpoint  # what the messages name: the scores API's URL is not the spans'
         try:
-            import httpx
-
-            response = self._http().request(request.method, target, content=body, headers=headers, timeout=timeout)
+            client = self._http_for(target)
+            if not isinstance(client, PlainHttp):
+                import httpx
+            response = client.request(request.method, target, content=body, headers=headers, timeout=timeout)
         except Exception as exc:
             reason = type(exc).__name__
-            if "httpx" in locals() and isinstance(exc, httpx.TimeoutException):
+            if isinstance(exc, PlainTimeout) or ("httpx" in locals() and isinstance(exc, httpx.TimeoutException)):
                 message = f"timed out after {timeout or self.timeout:.1f}s"
                 return ExportResult(ok=False, retryable=True, message=self._scrub(message), timed_out=True)
-            elif "httpx" in locals() and isinstance(exc, httpx.ConnectError):
+            elif isinstance(exc, PlainConnectError) or ("httpx" in locals() and isinstance(exc, httpx.ConnectError)):
                 message = f"cannot connect to {target}"
             elif "httpx" in locals() and isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
                 return ExportResult(ok=False, retryable=False, message=f"invalid URL {target}: {exc}")
@@ -312,7 +332,8 @@ class OtlpExporter:
         try:
             return self._result(response, target, content_type)
         finally:
-            release(response)
+            if not isinstance(response, PlainResponse):
+                release(response)
 
     def _result(self, response: Any, target: str, content_type: str) -> ExportResult:
         status = response.status_code
@@ -342,6 +363,9 @@ class OtlpExporter:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._plain is not None:
+            self._plain.close()
+            self._plain = None
 
 
 def release(response: Any) -> None:
