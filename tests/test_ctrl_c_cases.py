@@ -299,8 +299,15 @@ def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
         text=True,
         env=env,
     )
+    assert proc.stderr is not None
     try:
-        assert asked.wait(20)  # the export is under way
+        # the case's line, then the request: the export after the cases is under way. With a backend on this
+        # machine the export helper sends each trace as soon as it is written, which can be before the cases loop
+        # has returned (the request alone once let the signal land there): a moment more for it to get there
+        shown = proc.stderr.readline()
+        assert "quick" in shown, shown
+        assert asked.wait(20)
+        time.sleep(0.5)
         started = time.monotonic()
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
@@ -321,6 +328,69 @@ def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
     assert suite is not None and [c.get("name") for c in suite.findall("testcase")] == ["quick"]
     listed = _lftrace_json("list")
     assert isinstance(listed, list) and [t["status"] for t in listed] == ["ok"]
+
+
+@EITHER_SIGNAL
+def test_a_stop_during_the_cases_exits_at_once_even_with_a_backend_that_hangs(
+    tmp_path: Path, signum: signal.Signals, code: int, said: str
+) -> None:
+    """A case's trace went to a backend that takes the request and never answers (sent as soon as it was written:
+    the backend is on this machine), then Ctrl-C or SIGTERM while the next case runs. The stopped cases' traces get
+    a short delivery, as `lftrace run`'s after a stop: was the whole LANGFUSE_TIMEOUT (30 s here) at the exit."""
+    (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
+    cases = [_QUICK, _stuck("stuck", "slow b")]
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
+    hung = socket.create_server(("127.0.0.1", 0))
+    asked = threading.Event()
+    held: list[socket.socket] = []
+
+    def take_requests() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = hung.accept()
+                held.append(conn)  # never answered, never closed
+                conn.recv(65536)
+                asked.set()
+
+    threading.Thread(target=take_requests, daemon=True).start()
+    env = {
+        **_env(),
+        "LANGFUSE_HOST": f"http://127.0.0.1:{hung.getsockname()[1]}",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "LANGFUSE_TIMEOUT": "30",
+    }
+    proc = subprocess.Popen(
+        with_ctrl_c([LFTRACE, "test", "slow_graph.py:graph", "cases.jsonl", "--concurrency", "1"]),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "STARTED"  # the stuck case runs
+        assert asked.wait(20)  # and the quick case's trace is on its way to the backend that hangs
+        started = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=40)
+    finally:
+        hung.close()
+        for conn in held:
+            conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert time.monotonic() - started < 8  # not the 30 s of LANGFUSE_TIMEOUT
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"error: {said}: 1 of 2 case(s) finished, 1 stopped while running (partial traces saved), 0 not run"
+    )
+    assert "1/2 passed" in out
+    listed = _lftrace_json("list")
+    assert isinstance(listed, list) and sorted(t["status"] for t in listed) == ["cancelled", "ok"]
 
 
 def test_ctrl_c_typed_on_a_terminal_stops_lftrace_test_and_gives_the_cursor_back(tmp_path: Path) -> None:

@@ -462,7 +462,12 @@ def test_cases_command(
                 if runner.store_error is not None:
                     raise runner.store_error
             if stopped_by is not None:
-                client_for(settings).flush(deliver=False)  # the stopped cases' partial traces, in the store now
+                from ..runner import STOPPED_DELIVERY_S
+
+                # the stopped cases' partial traces, in the store now; they want out, so the delivery is short (as
+                # `lftrace run`'s after a stop): what it does not send stays queued, and the exit does not send it
+                # again (a backend that hangs held the exit for LANGFUSE_TIMEOUT)
+                client_for(settings).flush(deliver_within=STOPPED_DELIVERY_S)
             else:
                 if dataset_run is not None:
                     _score_items(client_for(settings), results)
