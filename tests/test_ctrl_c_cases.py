@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,50 @@ _GRAPH = (Path(__file__).resolve().parent / "graphs" / "hung_cases.py").read_tex
 
 _QUICK = {"name": "quick", "input": {"topic": "a"}, "expect": {"output": "thinking about a!"}}
 _LATER = {"name": "never started", "input": {"topic": "d"}}
+
+
+@contextlib.contextmanager
+def _test_against_a_hung_backend(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], threading.Event]]:
+    """`lftrace test slow_graph.py:graph cases.jsonl *args` (started with Ctrl-C live) whose backend, on this
+    machine, takes every request and never answers (LANGFUSE_TIMEOUT 30 s); yields the process and an event set
+    once a request arrived. The backend and the process are gone afterwards."""
+    hung = socket.create_server(("127.0.0.1", 0))
+    asked = threading.Event()
+    held: list[socket.socket] = []
+
+    def take_requests() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = hung.accept()
+                held.append(conn)  # never answered, never closed
+                conn.recv(65536)
+                asked.set()
+
+    threading.Thread(target=take_requests, daemon=True).start()
+    env = {
+        **_env(),
+        "LANGFUSE_HOST": f"http://127.0.0.1:{hung.getsockname()[1]}",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "LANGFUSE_TIMEOUT": "30",
+    }
+    proc = subprocess.Popen(
+        with_ctrl_c([LFTRACE, "test", "slow_graph.py:graph", "cases.jsonl", *args]),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        yield proc, asked
+    finally:
+        hung.close()
+        for conn in held:
+            conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _stuck(name: str, topic: str) -> dict[str, object]:
@@ -273,37 +318,11 @@ def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
     Was: exit 130 with nothing written (SIGTERM: killed outright)."""
     (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
     (tmp_path / "cases.jsonl").write_text(json.dumps(_QUICK) + "\n", encoding="utf-8")
-    hung = socket.create_server(("127.0.0.1", 0))  # a backend that takes the request and never answers
-    asked = threading.Event()
-
-    def take_requests() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = hung.accept()
-                conn.recv(65536)
-                asked.set()
-
-    threading.Thread(target=take_requests, daemon=True).start()
-    env = {
-        **_env(),
-        "LANGFUSE_HOST": f"http://127.0.0.1:{hung.getsockname()[1]}",
-        "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
-        "LANGFUSE_SECRET_KEY": "sk-lf-test",
-        "LANGFUSE_TIMEOUT": "30",
-    }
-    proc = subprocess.Popen(
-        with_ctrl_c([LFTRACE, "test", "slow_graph.py:graph", "cases.jsonl", "--junit", "report.xml"]),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stderr is not None
-    try:
+    with _test_against_a_hung_backend(tmp_path, "--junit", "report.xml") as (proc, asked):
+        assert proc.stderr is not None
         # the case's line, then the request: the export after the cases is under way. With a backend on this
-        # machine the export helper sends each trace as soon as it is written, which can be before the cases loop
-        # has returned (the request alone once let the signal land there): a moment more for it to get there
+        # machine the export helper sends each trace as soon as it is written, which can be before the cases
+        # loop has returned (the request alone once let the signal land there): a moment more to get there
         shown = proc.stderr.readline()
         assert "quick" in shown, shown
         assert asked.wait(20)
@@ -311,11 +330,6 @@ def test_ctrl_c_during_the_export_after_the_cases_still_writes_the_report(
         started = time.monotonic()
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
-    finally:
-        hung.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert time.monotonic() - started < 10  # not the 30 s export deadline
     assert proc.returncode == code, err
     assert "Traceback" not in err
@@ -340,48 +354,13 @@ def test_a_stop_during_the_cases_exits_at_once_even_with_a_backend_that_hangs(
     (tmp_path / "slow_graph.py").write_text(_GRAPH, encoding="utf-8")
     cases = [_QUICK, _stuck("stuck", "slow b")]
     (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
-    hung = socket.create_server(("127.0.0.1", 0))
-    asked = threading.Event()
-    held: list[socket.socket] = []
-
-    def take_requests() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = hung.accept()
-                held.append(conn)  # never answered, never closed
-                conn.recv(65536)
-                asked.set()
-
-    threading.Thread(target=take_requests, daemon=True).start()
-    env = {
-        **_env(),
-        "LANGFUSE_HOST": f"http://127.0.0.1:{hung.getsockname()[1]}",
-        "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
-        "LANGFUSE_SECRET_KEY": "sk-lf-test",
-        "LANGFUSE_TIMEOUT": "30",
-    }
-    proc = subprocess.Popen(
-        with_ctrl_c([LFTRACE, "test", "slow_graph.py:graph", "cases.jsonl", "--concurrency", "1"]),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    try:
+    with _test_against_a_hung_backend(tmp_path, "--concurrency", "1") as (proc, asked):
+        assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "STARTED"  # the stuck case runs
         assert asked.wait(20)  # and the quick case's trace is on its way to the backend that hangs
         started = time.monotonic()
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=40)
-    finally:
-        hung.close()
-        for conn in held:
-            conn.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert time.monotonic() - started < 8  # not the 30 s of LANGFUSE_TIMEOUT
     assert proc.returncode == code, err
     assert "Traceback" not in err
