@@ -174,7 +174,6 @@ class OtlpExporter:
         self.resource_attributes = dict(resource_attributes or {})
         self._client: Any = None
         self._plain: PlainHttp | None = None  # requests to this machine (plainhttp.py); the rest go through httpx
-        self._plain_urls: dict[str, bool] = {}
         self._worker: _Worker | None = None
         # every value a server might echo back: auth-like headers, and any other header value long enough to be
         # a key (a vendor's API-key header); lftrace's own short values (versions) stay readable
@@ -187,10 +186,7 @@ class OtlpExporter:
 
     def _http_for(self, url: str) -> Any:
         """The HTTP client for ``url``: the standard library's for plain http to this machine, else httpx."""
-        plain = self._plain_urls.get(url)
-        if plain is None:
-            plain = self._plain_urls[url] = usable_for(url)
-        if plain:
+        if usable_for(url):  # a few microseconds against a request's ~400: not cached (media URLs differ per upload)
             if self._plain is None:
                 self._plain = PlainHttp()
             return self._plain
