@@ -81,7 +81,9 @@ def test_the_users_thread_keeps_a_growing_list_as_the_capture_it_extends_and_its
     captures = Captures()
     messages = [{"role": "user", "content": f"m{i}"} for i in range(10)]
     first = captures.capture(messages)
-    assert first.base is None and first.items is messages  # a new lineage: the list itself, not copied
+    # a new lineage: a copy of the list as it is now, its dict items copied too (a node may change them in place)
+    assert first.base is None and first.items == messages and first.items is not messages
+    assert all(mine is not theirs for mine, theirs in zip(first.items, messages, strict=True))
     assert captures.capture(messages) is first  # the same list again
     assert captures.capture(list(messages)) is first  # a model's own copy of its node's messages
     grown = [*messages, {"role": "assistant", "content": "m10"}]
@@ -89,11 +91,11 @@ def test_the_users_thread_keeps_a_growing_list_as_the_capture_it_extends_and_its
     assert second.base is first and second.items == [grown[-1]] and second.size == 11  # no reference to grown
     edited = [*grown[:3], {"role": "user", "content": "edited"}, *grown[4:]]  # same length, one item replaced
     third = captures.capture(edited)
-    assert third.base is None and third.items is edited
+    assert third.base is None and third.items == edited
     removed = grown[:5] + grown[6:]  # shorter and not a prefix of anything captured
     assert captures.capture(removed).base is None
     short = messages[: MIN_SHARED - 1]
-    assert captures.capture(short).items is short and captures.capture(short).base is None
+    assert captures.capture(short).items == short and captures.capture(short).base is None
     assert second.value() == grown and third.value() == edited
 
     # the writer: every capture converted to its whole list, in a part (Extended) and outside one (plain)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar, overload
 from .ids import new_span_id
 from .ids import new_trace_id as _random_trace_id
 from .model import OBSERVATION_TYPES, Observation, Score, Trace
+from .sharing import snapshot
 
 log = logging.getLogger("lftrace")
 
@@ -263,12 +264,13 @@ class LangfuseObservation:
         obs = self._observation
         if name is not None:
             obs.name = str(name)
+        # dicts and lists copied: the caller may change them in place after this call (the SDK serialises here)
         if input is not None:
-            obs.input = input
+            obs.input = input = snapshot(input)
             if self.is_trace_root:  # Langfuse: the root span's input/output are the trace's
                 self._fragment.trace.input = input
         if output is not None:
-            obs.output = output
+            obs.output = output = snapshot(output)
             if self.is_trace_root:
                 self._fragment.trace.output = output
         if metadata is not None:
@@ -435,7 +437,7 @@ def _update_trace(trace: Trace, **values: Any) -> None:
             setattr(trace, key, str(values[key]))
     for key in ("input", "output"):
         if values.get(key) is not None:
-            setattr(trace, key, values[key])
+            setattr(trace, key, snapshot(values[key]))
     metadata = values.get("metadata")
     if metadata is not None:
         trace.metadata = (

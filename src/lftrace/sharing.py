@@ -36,11 +36,11 @@ ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF
 class Frozen:
     """A list captured on the user's thread without copying it.
 
-    Either the list itself and its length at capture time (``base`` None): LangGraph builds a new list for
-    every state update, and a node that appends to its input list in place only adds items past ``size``, so
-    ``items[:size]`` is still what the run saw. Or, for a list that extends one captured just before
-    (``Captures``), that capture (``base``) and only the new items: the handler then keeps no reference to
-    the whole conversation, only to what each step added.
+    Either a copy of the list as it was at capture time (``base`` None), or, for a list that extends one
+    captured just before (``Captures``), that capture (``base``) and a copy of only the new items: the handler
+    then keeps no reference to the whole conversation, only to what each step added. Copies, because a node may
+    change its input in place (sort it, pop from it, clear it) after the callback has seen it; dicts and lists
+    among the items are copied too (``snapshot``). Other objects (messages, models) are kept as they are.
 
     The writer's converter sets ``made`` (what it made of the value) and lets go of ``items`` and ``base``
     (``cut``): a later capture that extends this one only needs ``made``.
@@ -98,7 +98,7 @@ class Captures:
     def capture(self, seq: list[Any]) -> Frozen:
         n = len(seq)
         if n < MIN_SHARED:
-            return Frozen(seq, n)
+            return Frozen(_copied_items(seq[:n]), n)
         # a snapshot (tuple() of a deque is atomic): other threads of the program capture too
         for known, m, frozen in sorted(tuple(self._recent), key=_entry_size, reverse=True):
             if m > n:
@@ -106,31 +106,62 @@ class Captures:
             try:
                 if seq[m - 1] is not known[m - 1]:
                     continue
-                if known is not seq:
-                    prefix = known if len(known) == m else known[:m]
-                    # ``==`` is identity first, in C; a slice only where the list is longer (the one that grows)
-                    if (seq if n == m else seq[:m]) != prefix:
-                        continue
-            except Exception:  # a list changed in place since, an item whose == raises: not this one
+                # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
+                # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
+                # list is longer (the one that grows)
+                if (seq if n == m else seq[:m]) != known:
+                    continue
+            except Exception:  # an item whose == raises: not this one
                 continue
             if m == n:
                 return frozen  # the same list again (a model's input is its node's)
-            captured = Frozen(seq[m:n], n, frozen)
-            self._recent.appendleft((seq, n, captured))
+            new = seq[m:n]
+            captured = Frozen(_copied_items(new), n, frozen)
+            self._recent.appendleft((known + new, n, captured))
             return captured
-        captured = Frozen(seq, n)
-        self._recent.appendleft((seq, n, captured))
+        own = seq[:n]
+        captured = Frozen(_copied_items(own), n)
+        self._recent.appendleft((own, n, captured))
         return captured
 
     def freeze(self, value: Any) -> Any:
-        """What the handler keeps of an input/output: lists (also as dict values) captured, O(number of keys)
-        plus one comparison per long list."""
+        """What the handler keeps of an input/output, as it is now: lists (also as dict values) captured, other
+        dicts and lists copied (``snapshot``); O(size of what is not a long list seen before)."""
         kind = type(value)
         if kind is dict:
-            return {k: (self.capture(v) if type(v) is list else v) for k, v in value.items()}
+            return {k: (self.capture(v) if type(v) is list else snapshot(v)) for k, v in value.items()}
         if kind is list:
             return self.capture(value)
         return value
+
+
+SNAPSHOT_DEPTH = 32  # nested deeper than this (or a dict that holds itself): kept as it is
+
+
+def snapshot(value: Any, depth: int = 0) -> Any:
+    """``value`` with its dicts and lists copied, recursively (other objects as they are): what the run passed,
+    even if a node changes it in place after the callback (``state["doc"]["text"] = ...``). The writer converts
+    it later, on its own thread."""
+    kind = type(value)
+    if kind is dict:
+        if depth >= SNAPSHOT_DEPTH:
+            return value
+        return {k: snapshot(v, depth + 1) for k, v in value.items()}
+    if kind is list:
+        if depth >= SNAPSHOT_DEPTH:
+            return value
+        return [snapshot(v, depth + 1) for v in value]
+    return value
+
+
+def _copied_items(items: list[Any]) -> list[Any]:
+    """A captured list's own items: ``items`` (a copy already) itself, or, when it holds a dict or a list, a new
+    list with those copied (``items`` keeps the user's objects: the next capture finds its prefix by identity)."""
+    for i, item in enumerate(items):
+        kind = type(item)
+        if kind is dict or kind is list:
+            return [*items[:i], *[snapshot(x, 1) for x in items[i:]]]
+    return items
 
 
 def _entry_size(entry: tuple[list[Any], int, Frozen]) -> int:
