@@ -266,3 +266,38 @@ def test_streamed_chat_model_usage_and_model(official):
 
     spans, trace = run_both(official, work)
     assert_same(spans, trace)
+
+
+class Shelf(TypedDict):
+    items: list[int]
+    doc: dict[str, Any]
+
+
+def test_a_node_that_changes_its_input_in_place_shows_the_same_input_in_both(official):
+    # the official handler serialises each input when its run starts; ours copies what it keeps and serialises
+    # later: a node that sorts, clears or edits its state in place afterwards must not change either's record
+    def sort_and_edit(state: Shelf) -> dict[str, Any]:
+        state["items"].sort()
+        state["doc"]["text"] = "edited in place"
+        return {"items": [9, 8, 7]}
+
+    def clear(state: Shelf) -> dict[str, Any]:
+        state["items"].clear()
+        return {}
+
+    graph = StateGraph(Shelf)
+    graph.add_node("sort_and_edit", sort_and_edit)
+    graph.add_node("clear", clear)
+    graph.add_edge(START, "sort_and_edit")
+    graph.add_edge("sort_and_edit", "clear")
+    graph.add_edge("clear", END)
+    app = graph.compile()
+    spans, trace = run_both(
+        official, lambda cb: app.invoke({"items": [3, 1, 2], "doc": {"text": "original"}}, config={"callbacks": cb})
+    )
+    assert_same(spans, trace)
+    theirs = {s["name"]: json.loads(s["attrs"]["langfuse.observation.input"]) for s in spans}
+    ours = {o.name: o.input for o in trace.observations}
+    assert theirs["sort_and_edit"] == ours["sort_and_edit"] == {"items": [3, 1, 2], "doc": {"text": "original"}}
+    assert theirs["clear"] == ours["clear"] == {"items": [9, 8, 7], "doc": {"text": "edited in place"}}
+    assert theirs["LangGraph"] == ours["LangGraph"] == trace.input
