@@ -6,6 +6,7 @@ export must come back the same). One server process for the module; each test us
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
 import os
@@ -242,6 +243,29 @@ def test_otlp_json_encoding_and_spans_split_out_of_order(server):
     with TraceStore(server.store, create=False) as store:
         stored = store.get_trace(trace_id)
     assert stored.to_dict() == original.to_dict()
+
+
+def test_a_span_sent_twice_in_one_request_is_one_observation_in_list_and_its_totals(server):
+    # an exporter that retried a batch into the next one sends a span again: the store keeps its last version,
+    # and `lftrace list` counts it once (it counted both: 3 observations, 25 tokens)
+    trace_id = "4d" * 16
+    original = _sample_trace(trace_id, 1_700_000_200_000_000_000)
+    root, generation = original.observations
+    again = dataclasses.replace(generation, usage_details={"input": 10, "output": 3, "total": 13})
+    original.observations = [root, generation, again]
+    body = encode_traces([original], profile=with_cost("langfuse", True)).SerializeToString()
+    response = server.post(
+        "/api/public/otel/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
+    )
+    assert response.status_code == 200, response.text
+    env = {**os.environ, "LFTRACE_STORE": str(server.store)}
+    listed = subprocess.run([*LFTRACE, "list", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    row = next(r for r in json.loads(listed.stdout) if r["id"] == trace_id)
+    assert (row["observationCount"], row["totalTokens"], row["totalCost"]) == (2, 13, 0.003)
+    with TraceStore(server.store, create=False) as store:
+        stored = store.get_trace(trace_id)
+    assert [o.usage_details for o in stored.observations] == [None, {"input": 10, "output": 3, "total": 13}]
 
 
 def test_plain_opentelemetry_sdk_genai_spans(server):

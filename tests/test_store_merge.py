@@ -123,6 +123,27 @@ def test_same_id_twice_in_one_batch_is_merged_not_dropped(store: TraceStore) -> 
     assert store.delivery_state(tid) == {"d": "pending"}
 
 
+@pytest.mark.parametrize("merge", [True, False])
+def test_an_observation_twice_in_one_trace_is_stored_and_counted_once_as_its_last_version(
+    store: TraceStore, merge: bool
+) -> None:
+    stored_before = make_trace()
+    store.write_traces([stored_before], merge=merge)
+    for trace in (make_trace(), make_trace(stored_before.id)):  # a new trace, and one written over a stored one
+        gen = next(o for o in trace.observations if o.type == "GENERATION")
+        again = dataclasses.replace(gen, usage_details={"input": 1, "output": 1, "total": 2}, level="WARNING")
+        trace.observations.append(again)
+        fresh = store.write_traces([trace], destinations=("d",), merge=merge)
+        # not "fresh": what is stored is not the trace as given, so delivery must read it from the store
+        assert fresh == set()
+        got = store.get_trace(trace.id)
+        assert [o for o in got.observations if o.id == gen.id] == [again]
+        kept = len(stored_before.observations) if merge and trace.id == stored_before.id else 0
+        assert len(got.observations) == kept + len(trace.observations) - 1
+        assert _stored_totals(store, trace.id) == _totals(got)
+        assert _totals(got)[1] == "WARNING"
+
+
 def test_replace_is_still_the_default(store: TraceStore) -> None:
     tid = new_id()
     store.write_traces([fragment(tid, BASE_NS)])
