@@ -10,6 +10,12 @@ import pytest
 _PREFIXES = ("LANGFUSE_", "OTEL_", "LFTRACE_", "OPENAI_")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``heavy`` first (the rest in their order): xdist hands tests out in this order, and a minute-long
+    test collected last kept one worker busy while the other sat idle at the end of the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """Point the store at tmp_path, drop LANGFUSE_*/OTEL_*/LFTRACE_*/OPENAI_* and run from tmp_path (no stray .env)."""

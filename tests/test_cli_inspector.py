@@ -239,6 +239,7 @@ def test_run_without_a_terminal_prints_plain_output():
     assert done.returncode == 0 and "\x1b" not in done.stdout and "running " not in done.stdout
 
 
+@pytest.mark.heavy
 def test_tail_follows_traces_written_by_other_processes(tmp_path):
     assert lftrace("run", f"{SAMPLES}/chatbot.py:graph", "-i", "before").returncode == 0  # not shown: older
     proc, master = spawn_in_pty(with_ctrl_c([LFTRACE, "tail", "--interval", "0.1"]), tmp_path)

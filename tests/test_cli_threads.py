@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from lftrace.cli import app
@@ -129,6 +130,7 @@ def test_resume_without_a_thread_after_a_pause_without_checkpoints_says_to_run_w
     assert "has none: the graph keeps no checkpoints. Run it again with --thread-id ID" in line, line
 
 
+@pytest.mark.heavy
 def test_durability_exit_keeps_one_checkpoint_per_run_and_a_pause_stays_resumable():
     loop = f"{REPO / 'sample_graphs' / 'long_loop.py'}:graph"
     given = json.dumps({"messages": [{"role": "user", "content": "Go"}], "max_steps": 40})

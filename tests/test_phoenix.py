@@ -27,6 +27,7 @@ pytestmark = [
     pytest.mark.phoenix,
     pytest.mark.skipif(os.environ.get("LFTRACE_SKIP_PHOENIX") == "1", reason="LFTRACE_SKIP_PHOENIX=1"),
     pytest.mark.timeout(180),
+    pytest.mark.heavy,  # the Phoenix server takes ~40 s to start
 ]
 
 

@@ -176,6 +176,7 @@ def test_the_readme_parses_into_runnable_blocks():
 
 
 @pytest.mark.timeout(600)  # ~40 real `lftrace` processes in a row (~1 min alone, more on a loaded machine)
+@pytest.mark.heavy
 def test_every_readme_command_block_runs_as_shown(tmp_path):
     if not LFTRACE.exists():
         pytest.fail(f"{LFTRACE} is missing: install the package (make install) first")

@@ -34,6 +34,7 @@ def names(trace_json: str) -> list[str]:
     return [o["name"] for o in json.loads(trace_json)["observations"] if o["type"] in ("TOOL", "GENERATION")]
 
 
+@pytest.mark.heavy
 def test_history_lists_the_checkpoints_and_a_run_replays_or_forks_one(isolated_env):
     first = lftrace("run", AGENT, "-i", "What is 6 times 7?", "--thread-id", "tt-1")
     assert first.returncode == 0, first.stderr
