@@ -34,7 +34,7 @@ ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF
 
 
 class Frozen:
-    """A list captured on the user's thread without copying it.
+    """A list captured on the user's thread, without copying again what an earlier capture holds.
 
     Either a copy of the list as it was at capture time (``base`` None), or, for a list that extends one
     captured just before (``Captures``), that capture (``base``) and a copy of only the new items: the handler
@@ -129,7 +129,11 @@ class Captures:
         dicts and lists copied (``snapshot``); O(size of what is not a long list seen before)."""
         kind = type(value)
         if kind is dict:
-            return {k: (self.capture(v) if type(v) is list else snapshot(v)) for k, v in value.items()}
+            # the type checked here, not by a call per key (the handler's hot path: most values are text or objects)
+            return {
+                k: (self.capture(v) if type(v) is list else snapshot(v) if type(v) is dict else v)
+                for k, v in value.items()
+            }
         if kind is list:
             return self.capture(value)
         return value
