@@ -292,14 +292,16 @@ def test_compression_is_gzip_for_a_remote_endpoint_none_on_this_machine_and_the_
 ):
     """Compressing for a collector on this machine only costs the traced program CPU (a 1,000-step loop sends
     143 MB before gzip, 0.27 s of gzip); OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION overrides, as in OpenTelemetry."""
-    from lftrace.config import ConfigError, Settings
+    from lftrace.config import ConfigError, Settings, is_loopback, is_loopback_host
     from lftrace.delivery import destinations_for
-    from lftrace.exporters.otlp import OtlpExporter, _is_loopback
+    from lftrace.exporters.otlp import OtlpExporter
 
-    assert [_is_loopback(u) for u in ("http://127.0.0.1:4318", "http://localhost/x", "http://[::1]:4318/")] == [
-        True
-    ] * 3
-    assert not any(_is_loopback(u) for u in ("https://cloud.langfuse.com", "http://10.0.0.5:4318", "http://otel"))
+    assert [is_loopback(u) for u in ("http://127.0.0.1:4318", "http://localhost/x", "http://[::1]:4318/")] == [True] * 3
+    assert not any(is_loopback(u) for u in ("https://cloud.langfuse.com", "http://10.0.0.5:4318", "http://otel"))
+    # one check for URLs and for hosts (`lftrace serve`'s clients and its bind address)
+    assert [is_loopback_host(h) for h in ("127.0.0.2", "::1", "[::1]", "LOCALHOST", "app.localhost")] == [True] * 5
+    assert not any(is_loopback_host(h) for h in (None, "", "10.0.0.1", "0.0.0.0", "127.example.com", "::"))
+    assert not is_loopback("http://[::1")  # not a URL: not this machine, and no exception
     assert OtlpExporter("https://collector.example.com/v1/traces").gzip is True
 
     trace = sample_trace()

@@ -202,12 +202,27 @@ def redact_urls(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
 
 
-def is_loopback(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost") or host == "::1":
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` (or a name under it), 127.0.0.0/8 or ::1: this machine."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
         return True
-    parts = host.split(".")
-    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+    import ipaddress  # only here: `show` and `list` import this module
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback(url: str) -> bool:
+    """The URL's host is this machine (a local collector, Phoenix, `lftrace serve`)."""
+    try:
+        return is_loopback_host(urlparse(url).hostname)
+    except ValueError:
+        return False
 
 
 def parse_headers(text: str | None) -> dict[str, str]:

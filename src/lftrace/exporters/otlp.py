@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from .._version import __version__
-from ..config import mask_secret
+from ..config import is_loopback, mask_secret
 from ..model import Trace
 from .encode import MAX_PLAIN_REQUEST_BYTES, MAX_REQUEST_BYTES, EncodedTrace, Exportable, iter_batches
 from .plainhttp import PlainConnectError, PlainHttp, PlainResponse, PlainTimeout, usable_for
@@ -134,23 +134,6 @@ def call_with_deadline(work: Any, seconds: float, on_late: Any) -> tuple[bool, A
     return True, value
 
 
-def _is_loopback(url: str) -> bool:
-    """The URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
-    import ipaddress
-    from urllib.parse import urlparse
-
-    try:
-        host = urlparse(url).hostname or ""
-    except ValueError:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class OtlpExporter:
     """POST protobuf (gzip unless the endpoint is local) to an OTLP/HTTP traces endpoint. ``export`` never raises."""
 
@@ -168,7 +151,7 @@ class OtlpExporter:
         self.endpoint = endpoint
         # gzip, or none: by default none for an endpoint on this machine (a local collector, Phoenix, `lftrace
         # serve`), where it only costs CPU; OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION decides otherwise
-        self.gzip = compression == "gzip" or (compression is None and not _is_loopback(endpoint))
+        self.gzip = compression == "gzip" or (compression is None and not is_loopback(endpoint))
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.resource_attributes = dict(resource_attributes or {})

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import ipaddress
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..config import is_loopback_host
 from ..errors import InputError, LftraceError
 from ..model import Trace
 from ..prompts import check_new_prompt
@@ -51,17 +51,6 @@ class ServerSettings:
     @property
     def keys_configured(self) -> bool:
         return bool(self.public_key and self.secret_key)
-
-
-def is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class HttpError(Exception):
@@ -128,7 +117,7 @@ class AuthMiddleware:
                     problem = "invalid public key or secret key for this lftrace server"
         elif settings.loopback_only:
             client = scope.get("client")
-            if not is_loopback(client[0] if client else None):
+            if not is_loopback_host(client[0] if client else None):
                 problem = "this lftrace server has no keys configured and only accepts loopback clients"
         if problem is None:
             await self.app(scope, receive, send)

@@ -22,9 +22,9 @@ from urllib.parse import urlparse
 
 import uvicorn
 
-from ..config import Settings, mask_secret
+from ..config import Settings, is_loopback_host, mask_secret
 from ..errors import ConfigError, ExitStatus
-from .app import ServerSettings, create_app, is_loopback
+from .app import ServerSettings, create_app
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -46,7 +46,7 @@ def check_options(options: ServeOptions, settings: Settings) -> tuple[str | None
     secret_key = options.secret_key or settings.secret_key
     if bool(public_key) != bool(secret_key):
         raise ConfigError("give both --public-key and --secret-key (or LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)")
-    if not is_loopback(options.host) and not (public_key and secret_key):
+    if not is_loopback_host(options.host) and not (public_key and secret_key):
         raise ConfigError(
             f"refusing to listen on {options.host} without keys: anyone on the network could write traces; "
             "set --public-key/--secret-key (or LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY), or use --host 127.0.0.1"
@@ -99,7 +99,7 @@ def _upstream_is_self(settings: Settings, host: str, port: int) -> bool:
         if not url:
             continue
         parsed = urlparse(url)
-        same_host = parsed.hostname == host or (is_loopback(parsed.hostname) and is_loopback(host))
+        same_host = parsed.hostname == host or (is_loopback_host(parsed.hostname) and is_loopback_host(host))
         if same_host and (parsed.port or (443 if parsed.scheme == "https" else 80)) == port:
             return True
     return False
