@@ -145,8 +145,8 @@ def test_an_exported_long_run_is_cut_into_parts_by_what_its_spans_send(tmp_path,
     parts: list[list[str]] = []
     submit = client._submit_fragment
 
-    def record(part):  # the first part's open copy of the graph's root is not sent: it goes whole at the end
-        parts.append([o.id for o in part.observations if o.parent_id is not None])
+    def record(part):  # open copies (the graph's root, a node still running) are not sent: each goes when it ends
+        parts.append([o.id for o in part.observations if o.end_time is not None])
         submit(part)
 
     monkeypatch.setattr(client, "_submit_fragment", record)
@@ -305,6 +305,99 @@ def test_a_run_killed_midway_leaves_its_steps_readable_and_marked_incomplete(tmp
     assert "never ended: its process is gone (killed or crashed)" in tree.stdout
     # the tree starts at the graph's run
     assert tree.stdout.splitlines()[3].startswith("└── CHAIN LangGraph  open"), tree.stdout
+
+
+RESUMED_THEN_KILLED = textwrap.dedent(
+    """
+    import time
+    from typing import Annotated
+    import operator
+    from typing_extensions import TypedDict
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    class State(TypedDict):
+        notes: Annotated[list, operator.add]
+
+    model = FakeListChatModel(responses=["noted"])
+
+    def ask(state):
+        return {{"notes": [interrupt("Go on?")]}}
+
+    def draft(state):  # inside the subgraph: {calls} model calls, then it hangs until it is killed
+        for i in range({calls}):
+            model.invoke(f"note {{i}}")
+        time.sleep(120)
+        return {{"notes": ["never"]}}
+
+    inner = StateGraph(State)
+    inner.add_node("draft", draft)
+    inner.add_edge(START, "draft")
+    inner.add_edge("draft", END)
+
+    builder = StateGraph(State)
+    builder.add_node("ask", ask)
+    builder.add_node("write", inner.compile())
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", "write")
+    builder.add_edge("write", END)
+    graph = builder.compile()
+    """
+)
+
+
+def test_a_resumed_run_killed_inside_a_node_shows_its_steps_under_the_open_nodes(tmp_path):
+    """The parts of a running trace store the open observations their own hang under (open, with no end), so a
+    run killed inside a node, here a subgraph's node after `--resume`, shows its model calls under that node and
+    the subgraph, not as orphans at the top of the tree."""
+    (tmp_path / "g.py").write_text(RESUMED_THEN_KILLED.format(calls=FRAGMENT_SIZE + 50))
+    store = tmp_path / "t.db"
+    env = {**os.environ, "LFTRACE_STORE": str(store)}
+    lftrace = str(Path(sys.executable).with_name("lftrace"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([lftrace, *args], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+
+    paused = cli("run", "g.py:graph", "--thread-id", "t1", "--input", '{"notes": []}')
+    assert paused.returncode == 0 and "Go on?" in paused.stdout, paused.stdout + paused.stderr
+    before = _stored_observations(store)
+    proc = subprocess.Popen(
+        [lftrace, "run", "g.py:graph", "--thread-id", "t1", "--resume", '"yes"'],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stored_observations(store) < before + FRAGMENT_SIZE:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended by itself"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    listing = cli("list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    killed = next(row for row in json.loads(listing.stdout) if row["status"] == "incomplete")
+    shown = cli("show", killed["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    observations = json.loads(shown.stdout)["observations"]
+    by_id = {o["id"]: o for o in observations}
+    assert killed["observationCount"] == len(observations)  # each open one counted once
+    assert all(o["parentObservationId"] in by_id for o in observations if o["parentObservationId"]), "orphans"
+    (root,) = [o for o in observations if o["parentObservationId"] is None]
+    calls = [o for o in observations if o["type"] == "GENERATION"]
+    assert len(calls) >= FRAGMENT_SIZE - 5
+    chain = []  # from a model call up to the root: draft, the subgraph, its node in the graph
+    node = by_id[calls[0]["parentObservationId"]]
+    while node is not root:
+        chain.append((node["name"], node["endTime"]))
+        node = by_id[node["parentObservationId"]]
+    assert chain == [("draft", None), ("LangGraph", None), ("write", None)] and root["endTime"] is None, chain
+    assert {o["parentObservationId"] for o in calls} == {calls[0]["parentObservationId"]}
+    tree = cli("show", killed["id"], "--expand")
+    assert tree.returncode == 0, tree.stderr
+    top = [line for line in tree.stdout.splitlines() if line.startswith(("├── ", "└── "))]
+    assert len(top) == 1 and top[0].startswith("└── CHAIN LangGraph  open"), tree.stdout[:2000]
+    assert "CHAIN draft  step 1  open" in tree.stdout and "× " not in tree.stdout
 
 
 def test_a_killed_runs_steps_reach_the_backend_with_the_next_push(tmp_path):

@@ -120,6 +120,7 @@ class _TraceState:
         "root_parent_id",
         "root_run_id",
         "sampled",
+        "stored_open",
         "submitted",
         "trace",
     )
@@ -140,6 +141,7 @@ class _TraceState:
         self.done_items = 0 if streams else -1
         self.parted_items = 0
         self.fragments = 0
+        self.stored_open: set[str] = set()  # ids of open observations a part stored as parents of its own
         self.recent: deque[Observation] = deque(maxlen=RECENT_MAX)  # newest finished ones, for a live view
         self.nested = False  # inside an SDK span: the span sets the trace's name, input and output
 
@@ -623,8 +625,10 @@ class CallbackHandler(BaseCallbackHandler):
             root = self._observation(state.root_run_id)  # under it and its input (its final version replaces it)
             if root is not None:
                 batch.insert(0, dataclasses.replace(root))
+                state.stored_open.add(root.id)
                 if self._update_trace and not state.nested:
                     trace_input = root.input
+        batch.extend(self._open_parents(state, batch))
         fragment = Trace(
             id=trace.id,
             name=trace.name,
@@ -641,6 +645,32 @@ class CallbackHandler(BaseCallbackHandler):
         )
         if self._client is not None:  # always set once a trace exists (_new_trace checks it)
             self._client._submit_fragment(fragment)
+
+    def _open_parents(self, state: _TraceState, batch: list[Observation]) -> list[Observation]:
+        """Copies of the still open observations that ``batch``'s ones hang under (and their open parents), each
+        stored once, open: a run killed before they end shows its last steps under them, not as orphans at the
+        top. Their final versions replace them. O(batch + open runs), once per part."""
+        in_batch = {obs.id for obs in batch}
+        wanted = {obs.parent_id for obs in batch if obs.parent_id is not None} - in_batch - state.stored_open
+        if not wanted:
+            return []
+        still_open: dict[str, Observation] = {}
+        for run_id in list(state.open_runs):  # a copy: other threads of the run open and end runs meanwhile
+            obs = self._observation(run_id)
+            if obs is not None:
+                still_open[obs.id] = obs
+        parents: list[Observation] = []
+        while wanted:
+            obs_id = wanted.pop()
+            state.stored_open.add(obs_id)
+            parent = still_open.get(obs_id)
+            if parent is None:  # ended meanwhile (its final version follows) or in the run this one resumes
+                continue
+            parents.append(dataclasses.replace(parent))
+            up = parent.parent_id
+            if up is not None and up not in in_batch and up not in state.stored_open:
+                wanted.add(up)
+        return parents
 
     def _finish_trace(self, state: _TraceState, root: Observation | None, *, interrupted: str | None = None) -> None:
         """Submit the trace once; ``interrupted``: still-open runs end now as WARNING with that message."""
