@@ -5,6 +5,7 @@ handlers attached to the very same run, and the trees, types, levels, models, us
 
 from __future__ import annotations
 
+import asyncio
 import json
 import operator
 import uuid
@@ -17,7 +18,10 @@ from langchain_core.documents import Document
 from langchain_core.messages import HumanMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langgraph.graph import END, START, StateGraph
+from langchain_core.runnables import RunnableLambda, RunnableParallel
+from langchain_core.tools import tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Send
 
 from lftrace import get_client
@@ -301,3 +305,90 @@ def test_a_node_that_changes_its_input_in_place_shows_the_same_input_in_both(off
     assert theirs["sort_and_edit"] == ours["sort_and_edit"] == {"items": [3, 1, 2], "doc": {"text": "original"}}
     assert theirs["clear"] == ours["clear"] == {"items": [9, 8, 7], "doc": {"text": "edited in place"}}
     assert theirs["LangGraph"] == ours["LangGraph"] == trace.input
+
+
+def levels_and_messages(spans: list[dict], trace: Trace) -> tuple[list[tuple], list[tuple]]:
+    """(name, level, status message) of every observation: theirs, ours."""
+    theirs = sorted((s["name"], s["level"], s["attrs"].get("langfuse.observation.status_message")) for s in spans)
+    return theirs, sorted((o.name, o.level, o.status_message) for o in trace.observations)
+
+
+def test_fallbacks_and_retries_record_each_failed_attempt_as_error(official):
+    fallback = ToolCallingFakeModel(fail_with="rate limited").with_fallbacks(
+        [ToolCallingFakeModel(model_name="gpt-4o")]
+    )
+    attempts = {"n": 0}
+
+    def flaky(text: str) -> str:
+        attempts["n"] += 1
+        if attempts["n"] < 3:
+            raise ValueError(f"attempt {attempts['n']} failed")
+        return text
+
+    retried = RunnableLambda(flaky).with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
+    for chain, failed in ((fallback, 1), (retried, 2)):
+        spans, trace = run_both(official, lambda cb, chain=chain: chain.invoke("Riga", config={"callbacks": cb}))
+        assert_same(spans, trace)
+        theirs, ours = levels_and_messages(spans, trace)
+        assert ours == theirs
+        assert [level for _, level, _ in ours].count("ERROR") == failed
+        assert (trace.status, trace.handled_errors) == ("ok", failed)  # the run still finished: handled errors
+
+
+def test_parallel_steps_and_a_tool_node_that_handles_its_tools_error(official):
+    parallel = RunnableParallel(answer=ToolCallingFakeModel(tool_name=None), shout=RunnableLambda(str.upper))
+    spans, trace = run_both(official, lambda cb: parallel.invoke("oslo", config={"callbacks": cb}))
+    assert sorted(our_tree(trace)) == sorted(their_tree(spans))  # the two steps may start in either order
+    assert levels_and_messages(spans, trace)[1] == levels_and_messages(spans, trace)[0]
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        raise ValueError("weather service down")
+
+    model = ToolCallingFakeModel().bind_tools([get_weather])
+
+    def agent(state: MessagesState) -> dict:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", ToolNode([get_weather], handle_tool_errors=True))  # the error goes back to the model
+    graph.add_edge(START, "agent")
+    graph.add_conditional_edges("agent", tools_condition)
+    graph.add_edge("tools", "agent")
+    app = graph.compile()
+    spans, trace = run_both(
+        official, lambda cb: app.invoke({"messages": [HumanMessage("Oslo")]}, config={"callbacks": cb})
+    )
+    assert_same(spans, trace)
+    theirs, ours = levels_and_messages(spans, trace)
+    assert ours == theirs and ("get_weather", "ERROR", "weather service down") in ours
+    assert (trace.status, trace.handled_errors) == ("ok", 1)  # the run ended well: a handled error
+
+
+def test_async_subgraph_streamed_in_messages_mode(official):
+    model = ToolCallingFakeModel(tool_name=None)
+
+    async def answer(state: MessagesState) -> dict:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    inner = StateGraph(MessagesState)
+    inner.add_node("answer", answer)
+    inner.add_edge(START, "answer")
+    inner.add_edge("answer", END)
+    graph = StateGraph(MessagesState)
+    graph.add_node("inner", inner.compile())
+    graph.add_edge(START, "inner")
+    graph.add_edge("inner", END)
+    app = graph.compile()
+
+    async def work(cb: list[Any]) -> None:
+        stream = app.astream(
+            {"messages": [HumanMessage("Oslo")]}, config={"callbacks": cb}, stream_mode="messages", subgraphs=True
+        )
+        assert [chunk async for chunk in stream]
+
+    spans, trace = run_both(official, lambda cb: asyncio.run(work(cb)))
+    assert_same(spans, trace)
+    assert [depth for kind, _, depth, _ in our_tree(trace) if kind == "GENERATION"] == [4]
