@@ -392,3 +392,32 @@ def test_async_subgraph_streamed_in_messages_mode(official):
     spans, trace = run_both(official, lambda cb: asyncio.run(work(cb)))
     assert_same(spans, trace)
     assert [depth for kind, _, depth, _ in our_tree(trace) if kind == "GENERATION"] == [4]
+
+
+def test_a_named_prebuilt_agent_s_model_output_is_what_the_model_returned(official):
+    # LangGraph's create_react_agent (and LangChain's create_agent) set `response.name = name` on the model's
+    # message after the model call ended: the official handler serialised it at the end of the call, so must we
+    from langgraph.prebuilt import create_react_agent
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    agent = create_react_agent(ToolCallingFakeModel(), [get_weather], name="weather_agent")
+    spans, trace = run_both(
+        official, lambda cb: agent.invoke({"messages": [HumanMessage("Oslo")]}, config={"callbacks": cb})
+    )
+    assert_same(spans, trace)
+    theirs = [
+        json.loads(s["attrs"]["langfuse.observation.output"])
+        for s in sorted(spans, key=lambda s: s["start"])
+        if s["type"] == "GENERATION"
+    ]
+    ours = [o.output for o in sorted(trace.observations, key=lambda o: o.start_time) if o.type == "GENERATION"]
+    assert len(ours) == len(theirs) == 2
+    assert [o.get("name") for o in ours] == [t.get("name") for t in theirs] == [None, None]
+    assert [o["content"] for o in ours] == [t["content"] for t in theirs]
+    # the node's output is the message after the agent named it, in both
+    node_out = [o.output for o in trace.observations if o.name == "agent"]
+    assert {m["name"] for out in node_out for m in out["messages"]} == {"weather_agent"}

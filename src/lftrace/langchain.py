@@ -16,6 +16,7 @@ appear when a retriever/tool wraps them; this handler never invents them.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
@@ -164,6 +165,17 @@ class _Run:
 _SUBMITTED = _TraceState(Trace(id="0" * 32, name="submitted", timestamp=0), _NO_RUN, False)
 _SUBMITTED.submitted = True
 _SUBMITTED_RUN = _Run(None, _SUBMITTED)
+
+
+def _as_returned(message: Any) -> Any:
+    """The model's message as it is when the call ends (a shallow copy, ~4.5 us per call): agents change it in
+    place afterwards (LangGraph's ``create_react_agent`` and LangChain's ``create_agent`` set ``response.name``),
+    and the writer converts it later. The official handler serialises it here, so the generation shows what the
+    model returned; the node's output, which ends after the change, shows the changed message in both."""
+    try:
+        return copy.copy(message)
+    except Exception:  # an object that cannot be copied: kept as it is
+        return message
 
 
 def _drain(done: deque[Observation]) -> list[Observation]:
@@ -959,7 +971,7 @@ class CallbackHandler(BaseCallbackHandler):
                 self._close(run_id, None)
                 return
             generations = [g for batch in (response.generations or ()) for g in batch]
-            outputs = [g.message if hasattr(g, "message") else g.text for g in generations]
+            outputs = [_as_returned(g.message) if hasattr(g, "message") else g.text for g in generations]
             llm_output = response.llm_output
             obs.usage_details = usage_from_result(response.generations or (), llm_output)
             obs.model = _response_model(generations, llm_output) or obs.model
