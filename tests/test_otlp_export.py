@@ -302,6 +302,8 @@ def test_compression_is_gzip_for_a_remote_endpoint_none_on_this_machine_and_the_
     assert [is_loopback_host(h) for h in ("127.0.0.2", "::1", "[::1]", "LOCALHOST", "app.localhost")] == [True] * 5
     assert not any(is_loopback_host(h) for h in (None, "", "10.0.0.1", "0.0.0.0", "127.example.com", "::"))
     assert not is_loopback("http://[::1")  # not a URL: not this machine, and no exception
+    # where it guards access (serve without keys, its clients), a name under localhost does not count
+    assert is_loopback_host("localhost", subdomains=False) and not is_loopback_host("a.localhost", subdomains=False)
     assert OtlpExporter("https://collector.example.com/v1/traces").gzip is True
 
     trace = sample_trace()

@@ -75,10 +75,11 @@ def _serve_fails(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*LFTRACE, *args], env=env, capture_output=True, text=True, timeout=30)
 
 
-def test_refuses_non_loopback_without_keys(tmp_path):
-    proc = _serve_fails(tmp_path, "--host", "0.0.0.0", "--port", "0")
+@pytest.mark.parametrize("host", ["0.0.0.0", "app.localhost"])  # a name under localhost: a hosts file may move it
+def test_refuses_non_loopback_without_keys(tmp_path, host):
+    proc = _serve_fails(tmp_path, "--host", host, "--port", "0")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: refusing to listen on 0.0.0.0 without keys")
+    assert proc.stderr.startswith(f"error: refusing to listen on {host} without keys")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -202,12 +202,14 @@ def redact_urls(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group()), text)
 
 
-def is_loopback_host(host: str | None) -> bool:
-    """``localhost`` (or a name under it), 127.0.0.0/8 or ::1: this machine."""
+def is_loopback_host(host: str | None, *, subdomains: bool = True) -> bool:
+    """``localhost`` (or, with ``subdomains``, a name under it), 127.0.0.0/8 or ::1: this machine. Where it guards
+    access (`lftrace serve` without keys binds only to this machine) a name under localhost, which a hosts file
+    may point anywhere, does not count."""
     if not host:
         return False
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost" or (subdomains and host.endswith(".localhost")):
         return True
     import ipaddress  # only here: `show` and `list` import this module
 

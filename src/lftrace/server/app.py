@@ -117,7 +117,7 @@ class AuthMiddleware:
                     problem = "invalid public key or secret key for this lftrace server"
         elif settings.loopback_only:
             client = scope.get("client")
-            if not is_loopback_host(client[0] if client else None):
+            if not is_loopback_host(client[0] if client else None, subdomains=False):
                 problem = "this lftrace server has no keys configured and only accepts loopback clients"
         if problem is None:
             await self.app(scope, receive, send)

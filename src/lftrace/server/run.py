@@ -46,7 +46,7 @@ def check_options(options: ServeOptions, settings: Settings) -> tuple[str | None
     secret_key = options.secret_key or settings.secret_key
     if bool(public_key) != bool(secret_key):
         raise ConfigError("give both --public-key and --secret-key (or LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY)")
-    if not is_loopback_host(options.host) and not (public_key and secret_key):
+    if not is_loopback_host(options.host, subdomains=False) and not (public_key and secret_key):
         raise ConfigError(
             f"refusing to listen on {options.host} without keys: anyone on the network could write traces; "
             "set --public-key/--secret-key (or LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY), or use --host 127.0.0.1"
