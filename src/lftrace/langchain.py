@@ -633,14 +633,13 @@ class CallbackHandler(BaseCallbackHandler):
         state.fragments += 1
         trace = state.trace
         trace_input = None
-        if state.fragments == 1:  # the top-level run, still open, as a copy: a run killed later shows its tree
-            root = self._observation(state.root_run_id)  # under it and its input (its final version replaces it)
-            if root is not None:
-                batch.insert(0, dataclasses.replace(root))
-                state.stored_open.add(root.id)
-                if self._update_trace and not state.nested:
-                    trace_input = root.input
+        # the runs still open above these (the top-level run among them, with the first part), as copies: a run
+        # killed later shows its tree under them, and the trace its input (their final versions replace them)
         batch.extend(self._open_parents(state, batch))
+        if state.fragments == 1 and self._update_trace and not state.nested:
+            root = self._observation(state.root_run_id)
+            if root is not None:
+                trace_input = root.input
         fragment = Trace(
             id=trace.id,
             name=trace.name,
