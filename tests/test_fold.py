@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import sys
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -84,6 +88,28 @@ def test_an_error_inside_a_loop_is_never_folded_away():
     assert len(folds) == 2 and all(f.names == ["think", "act"] and f.errors == 0 for f in folds)
     shown = sum(1 for item in items if isinstance(item, Observation))
     assert shown + sum(len(f.observations) for f in folds) == 40  # nothing lost, only folded
+
+
+def test_a_send_fan_out_folds_its_branches_as_one_step():
+    """LangGraph's map-reduce how-to: ``Send`` to one node per item; every branch runs in the same step."""
+
+    class State(TypedDict):
+        items: list[int]
+        out: Annotated[list[int], operator.add]
+
+    def work(state: State) -> dict:
+        return {"out": [state["items"][0] * 2]}
+
+    builder = StateGraph(State)
+    builder.add_node("work", work)
+    builder.add_conditional_edges(START, lambda s: [Send("work", {"items": [i], "out": []}) for i in s["items"]])
+    builder.add_edge("work", END)
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    builder.compile().invoke({"items": list(range(60)), "out": []}, {"callbacks": [handler]})
+    trace = client_module.get_client().get_trace(handler.last_trace_id)
+    (fold,) = [line for line in text_of(render_trace(trace)).splitlines() if "× 58" in line]
+    assert "× 58  work  58 observations" in fold and fold.endswith("step 1"), fold
 
 
 def test_a_level_longer_than_a_screen_is_cut_in_the_middle_with_its_totals():

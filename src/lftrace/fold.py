@@ -48,7 +48,7 @@ class Fold:
         return f"… {len(self.observations):,} more"
 
     def totals(self) -> str:
-        """``2,500 observations  12.3s  40,210 tok  $0.0123  2 errors  steps 3..2498``."""
+        """``2,500 observations  12.3s  40,210 tok  $0.0123  2 errors  steps 3..2498`` (``step 1``: one step)."""
         parts = [f"{self.total_observations:,} observations"]
         if self.duration is not None:
             parts.append(_duration(self.duration))
@@ -58,8 +58,9 @@ class Fold:
             parts.append(f"${self.cost:.4f}")
         if self.errors:
             parts.append(f"{self.errors:,} error{'s' * (self.errors != 1)}")
-        if self.steps:
-            parts.append(f"steps {self.steps[0]}..{self.steps[1]}")
+        if self.steps:  # parallel branches (Send) all run in one step
+            first, last = self.steps
+            parts.append(f"step {first}" if first == last else f"steps {first}..{last}")
         return "  ".join(parts)
 
 
