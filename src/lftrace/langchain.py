@@ -83,6 +83,9 @@ FRAGMENT_MAX = 800
 # few items each; a list that starts a new lineage is held whole (a reference to the user's list, alive until
 # the part is written): 800 of 20,000 messages would hold ~130 MB of pointers, this keeps it to ~8 MB
 FRAGMENT_WEIGHT = 1_000_000
+# a key of a dict among an input's values (a state field merged into at every step) counts as this many items:
+# the dict is copied whole at every step, and its converted copy is ~130 bytes a key (a shared message: a pointer)
+MAP_KEY_WEIGHT = 8
 # ... or, when the parts are sent while the run goes on (``Settings.streams_parts``), once its inputs and outputs
 # hold PART_ITEMS list items counted whole (what exporting them sends: every span carries its whole input), or
 # 1/2**PART_SHIFT of what the run's earlier parts held, whichever is more. The export sends a part after it is
@@ -190,7 +193,8 @@ def _drain(done: deque[Observation]) -> list[Observation]:
 
 
 def _weight(value: Any, whole: bool = False) -> int:
-    """Items of the user's lists a captured value holds (``Frozen`` lists, alone or as values of a dict);
+    """Items of the user's lists a captured value holds (``Frozen`` lists, alone or as values of a dict; the keys of
+    dicts among those values);
     ``whole``: the lists' whole lengths (what exporting the value sends)."""
     kind = type(value)
     if kind is Frozen:
@@ -198,8 +202,12 @@ def _weight(value: Any, whole: bool = False) -> int:
     if kind is dict:
         total = 0
         for item in value.values():
-            if type(item) is Frozen:
+            item_kind = type(item)
+            if item_kind is Frozen:
                 total += item.size if whole else item.held()
+            elif item_kind is dict:  # a copy (a state field that grows by merging: held whole at every step), and
+                # each key converted costs the writer far more than a shared list item: parts come sooner
+                total += len(item) * MAP_KEY_WEIGHT
         return total
     if kind is list:
         return len(value)

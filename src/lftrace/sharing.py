@@ -12,6 +12,9 @@ what is unchanged instead:
 * the store (``Packer``) writes a list that extends a recently stored one as a content-addressed *list node*:
   ``blobs(hash, prev, data)`` = the hash of the list it extends and the new items only. Rows hold
   ``{"\\u0000lf": hash}`` in place of the list; ``materialize`` rebuilds full lists on read.
+  A dict of ``MIN_SHARED_MAP`` keys or more among the values of an input (a state field that grows by merging
+  a few keys in at every step) is stored the same way as the list of its ``[key, value]`` pairs, in order:
+  ``{"\\u0000lf-map": hash}``; ``unpack`` makes it a dict again.
 
 Prefixes are found among the last few lists seen: on CPython by comparing the two lists' item pointers
 (``_same_items``), else (or when the items are equal but not the same objects) by ``==`` on a slice (C speed,
@@ -23,6 +26,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -30,7 +34,10 @@ import orjson
 MIN_SHARED = 8  # shorter lists are cheaper inline
 RECENT = 8  # lists remembered as possible prefixes
 REF = "\u0000lf"  # the key of a reference to a list node (a NUL never starts a real key)
-ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF
+MAP_REF = "\u0000lf-map"  # the key of a reference to a dict stored as a list node of its [key, value] pairs
+ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF or MAP_REF
+MIN_SHARED_MAP = 32  # a dict (a value of the state: notes merged in at every step) shared from this many keys
+MAPS_KEPT = 4  # long dicts the writer's converter remembers as possible prefixes
 
 
 class Frozen:
@@ -94,6 +101,8 @@ class Captures:
 
     def __init__(self, size: int = 4) -> None:
         self._recent: deque[tuple[list[Any], int, Frozen]] = deque(maxlen=size)
+        # long dicts captured (their keys, the copies of their values, the copy made): ``capture_map``
+        self._maps: deque[tuple[list[Any], list[Any], dict[Any, Any]]] = deque(maxlen=size)
 
     def capture(self, seq: list[Any]) -> Frozen:
         n = len(seq)
@@ -124,6 +133,33 @@ class Captures:
         self._recent.appendleft((own, n, captured))
         return captured
 
+    def capture_map(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
+        """A copy of a long dict (a state field merged into at every step), as ``snapshot`` makes it; when it starts
+        with the keys of one captured just before, in order, holding what that copy holds (``==``: identity first,
+        in C; a value changed in place since is not equal to its copy), a copy of that copy and copies of only the
+        values it adds: O(keys) at C speed per step instead of a Python-level copy of every value."""
+        n = len(mapping)
+        for keys, copies, made in sorted(tuple(self._maps), key=_keys_length, reverse=True):
+            m = len(keys)
+            if m > n:
+                continue
+            try:
+                if list(islice(mapping, m)) != keys or list(islice(mapping.values(), m)) != copies:
+                    continue
+            except Exception:  # a value whose == raises: not this one
+                continue
+            if m == n:
+                out = made.copy()
+            else:
+                out = made.copy()
+                for key, item in islice(mapping.items(), m, None):
+                    out[key] = snapshot(item, 1)
+            self._maps.appendleft((list(out), list(out.values()), out))
+            return out
+        out = {k: snapshot(v, 1) for k, v in mapping.items()}
+        self._maps.appendleft((list(out), list(out.values()), out))
+        return out
+
     def freeze(self, value: Any) -> Any:
         """What the handler keeps of an input/output, as it is now: lists (also as dict values) captured, other
         dicts and lists copied (``snapshot``); O(size of what is not a long list seen before)."""
@@ -131,7 +167,13 @@ class Captures:
         if kind is dict:
             # the type checked here, not by a call per key (the handler's hot path: most values are text or objects)
             return {
-                k: (self.capture(v) if type(v) is list else snapshot(v) if type(v) is dict else v)
+                k: (
+                    self.capture(v)
+                    if type(v) is list
+                    else (self.capture_map(v) if len(v) >= MIN_SHARED_MAP else snapshot(v))
+                    if type(v) is dict
+                    else v
+                )
                 for k, v in value.items()
             }
         if kind is list:
@@ -140,6 +182,7 @@ class Captures:
 
 
 SNAPSHOT_DEPTH = 32  # nested deeper than this (or a dict that holds itself): kept as it is
+_CONTAINERS = frozenset((dict, list))
 
 
 def snapshot(value: Any, depth: int = 0) -> Any:
@@ -150,6 +193,8 @@ def snapshot(value: Any, depth: int = 0) -> Any:
     if kind is dict:
         if depth >= SNAPSHOT_DEPTH:
             return value
+        if len(value) >= MIN_SHARED_MAP and not _CONTAINERS.intersection(map(type, value.values())):
+            return value.copy()  # a long dict of text and numbers (a state field that grows): copied in C
         return {k: snapshot(v, depth + 1) for k, v in value.items()}
     if kind is list:
         if depth >= SNAPSHOT_DEPTH:
@@ -248,9 +293,17 @@ def _kept_whole(value: Any) -> bool:
     kind = type(value)
     if kind is list or kind is Frozen:
         return _items_in(value) < MIN_SHARED
-    if kind is not dict or REF in value or ESCAPED in value:
+    if kind is not dict or REF in value or MAP_REF in value or ESCAPED in value:
         return False
-    return all(_items_in(item) < MIN_SHARED for item in value.values())
+    return all(
+        _items_in(item) < MIN_SHARED and not (type(item) is dict and len(item) >= MIN_SHARED_MAP)
+        for item in value.values()
+    )
+
+
+def _shared_map(value: Any) -> bool:
+    """A dict long enough for ``Packer.pack`` to store as a list node of its pairs (a growing state field)."""
+    return type(value) is dict and len(value) >= MIN_SHARED_MAP
 
 
 def as_json(value: Any) -> Any:
@@ -422,11 +475,68 @@ class _Prefixes:
         return None
 
 
+class _MapPrefixes:
+    """The last few long dicts seen (their keys and values, in order) and what was made of each; finds the longest
+    one a new dict starts with: the same keys in the same order, holding the same values.
+
+    The comparison reads pointers only (lists of the keys and of the values, compared identity first, in C): a
+    state field merged into at every step (``{**notes, **new}``) costs a few nanoseconds a key per step here, as
+    its merge costs the program.
+    """
+
+    def __init__(self, size: int = MAPS_KEPT) -> None:
+        self.entries: deque[tuple[list[Any], list[Any], Any]] = deque(maxlen=size)
+
+    def find(self, mapping: dict[Any, Any]) -> tuple[int, Any, list[Any]]:
+        """(length of the longest remembered dict whose keys ``mapping`` starts with, in order; what was made of it;
+        the keys among those whose value is another object now), or (0, None, []) when none. Setting the changed
+        keys and then adding the rest to a copy of the remembered dict makes ``mapping``, order included: a merge
+        (``{**notes, **new}``) keeps a rewritten key where it was."""
+        n = len(mapping)
+        for keys, values, result in sorted(self.entries, key=_keys_length, reverse=True):
+            m = len(keys)
+            if m > n or m == 0:
+                continue
+            try:
+                if list(islice(mapping, m)) != keys:
+                    continue
+                now = list(islice(mapping.values(), m))
+                if now == values:
+                    return m, result, []
+            except Exception:  # a value whose == raises (numpy arrays): no sharing with this one
+                continue
+            changed = [
+                keys[i] for i, (value, before) in enumerate(zip(now, values, strict=True)) if _differ(value, before)
+            ]
+            if len(changed) * 4 > m:  # mostly rewritten: a dict of its own
+                continue
+            return m, result, changed
+        return 0, None, []
+
+    def add(self, mapping: dict[Any, Any], result: Any) -> None:
+        self.entries.appendleft((list(mapping), list(mapping.values()), result))
+
+
+def _differ(value: Any, before: Any) -> bool:
+    """Another value now (the handler's captures copy dicts: an unchanged one is equal, not the same object)."""
+    if value is before:
+        return False
+    try:
+        return bool(value != before)
+    except Exception:
+        return True
+
+
+def _keys_length(entry: tuple[list[Any], list[Any], Any]) -> int:
+    return len(entry[0])
+
+
 class Converter:
     """Captured values -> JSON-able values (writer thread), converting only what a list adds to a recent one."""
 
     def __init__(self, *, share_within_trace: bool = True) -> None:
         self._prefixes = _Prefixes()
+        self._maps = _MapPrefixes()  # long dicts
         self.share_within_trace = share_within_trace  # off when a mask function may change values in place
         # a list that extends a recent one becomes an ``Extended`` (a part of a long run, no mask), else a copy
         self.extend = False
@@ -437,7 +547,10 @@ class Converter:
             return self._captured(value, to_jsonable)
         if kind is list:
             return self._list(value, to_jsonable)
-        if kind is dict and any(type(v) is Frozen or type(v) is list for v in value.values()):
+        if kind is dict and any(
+            type(v) is Frozen or type(v) is list or (type(v) is dict and len(v) >= MIN_SHARED_MAP)
+            for v in value.values()
+        ):
             out = {}
             for key, item in value.items():
                 item_kind = type(item)
@@ -445,6 +558,8 @@ class Converter:
                     converted = self._captured(item, to_jsonable)
                 elif item_kind is list:
                     converted = self._list(item, to_jsonable)
+                elif item_kind is dict and len(item) >= MIN_SHARED_MAP:
+                    converted = self._map(item, to_jsonable)
                 else:
                     converted = to_jsonable(item)
                 out[key if type(key) is str else str(key)] = converted
@@ -482,6 +597,20 @@ class Converter:
                 made.extend(new)
             link.cut(made)
         return made
+
+    def _map(self, mapping: dict[Any, Any], to_jsonable: Callable[[Any], Any]) -> dict[str, Any]:
+        """A long dict (a state field merged into at every step): only the keys it adds to a dict converted just
+        before are converted; the rest is a copy of that one's result (C level)."""
+        m, made, changed = self._maps.find(mapping)
+        if m and m == len(mapping) and not changed:
+            return made if self.share_within_trace else dict(made)
+        out: dict[str, Any] = dict(made) if m else {}
+        for key in changed:
+            out[key if type(key) is str else str(key)] = to_jsonable(mapping[key])
+        for key, item in islice(mapping.items(), m, None):
+            out[key if type(key) is str else str(key)] = to_jsonable(item)
+        self._maps.add(mapping, out)
+        return out
 
     def _list(self, seq: list[Any], to_jsonable: Callable[[Any], Any], *, private: bool = False) -> Any:
         if len(seq) < MIN_SHARED:
@@ -526,18 +655,22 @@ class Packer:
     def __init__(self, dumps: Callable[[Any], str]) -> None:
         self._dumps = dumps
         self._prefixes = _Prefixes()
-        self._saved: list[tuple[list[Any] | Extended, Any, bool]] | None = None
+        self._maps = _MapPrefixes()
+        self._saved: tuple[list[Any], list[Any]] | None = None
 
     def begin(self) -> None:
-        self._saved = list(self._prefixes.entries)
+        self._saved = (list(self._prefixes.entries), list(self._maps.entries))
 
     def commit(self) -> None:
         self._saved = None
 
     def rollback(self) -> None:
         if self._saved is not None:
+            lists, maps = self._saved
             self._prefixes.entries.clear()
-            self._prefixes.entries.extend(self._saved)
+            self._prefixes.entries.extend(lists)
+            self._maps.entries.clear()
+            self._maps.entries.extend(maps)
             self._saved = None
 
     def pack(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
@@ -546,10 +679,34 @@ class Packer:
         if kind is list or kind is Extended:
             return self._list(value, blobs)
         if kind is dict:
-            if REF in value or ESCAPED in value:
+            if REF in value or MAP_REF in value or ESCAPED in value:
                 return {ESCAPED: flat(value)}
-            if any((type(v) is list and len(v) >= MIN_SHARED) or type(v) is Extended for v in value.values()):
-                return {k: (self._list(v, blobs) if type(v) in (list, Extended) else v) for k, v in value.items()}
+            if any(
+                (type(v) is list and len(v) >= MIN_SHARED) or type(v) is Extended or _shared_map(v)
+                for v in value.values()
+            ):
+                return {k: self._value(v, blobs) for k, v in value.items()}
+        return value
+
+    def _value(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
+        kind = type(value)
+        if kind is list or kind is Extended:
+            return self._list(value, blobs)
+        if kind is dict and len(value) >= MIN_SHARED_MAP:
+            # a dict that grows by merging (``Annotated[dict, merge]``): its pairs, in order, as a list node, so
+            # the next step's dict (the same pairs and a few more) stores only the pairs it adds
+            m, node, changed = self._maps.find(value)
+            if not m or m < len(value) or changed:
+                # (key, value) tuples, written as [key, value]: the rewritten pairs, then the new ones (read back in
+                # order into one dict, a rewritten key keeps its place and takes its last value: ``_mapping``)
+                pairs = [(key, value[key]) for key in changed]
+                pairs += islice(value.items(), m, None)
+                data = self._dumps(pairs)
+                prev = node if m else None
+                node = _hash(prev, data.encode())
+                blobs[node] = (prev, data)
+            self._maps.add(value, node)
+            return {MAP_REF: node}
         return value
 
     def _list(self, seq: list[Any] | Extended, blobs: dict[str, tuple[str | None, str]]) -> Any:
@@ -592,8 +749,10 @@ def references(value: Any, out: set[str]) -> None:
             out.add(ref)
             return
         for item in value.values():
-            if type(item) is dict and len(item) == 1 and type(item.get(REF)) is str:
-                out.add(item[REF])
+            if type(item) is dict and len(item) == 1:
+                ref = item.get(REF, item.get(MAP_REF))
+                if type(ref) is str:
+                    out.add(ref)
 
 
 def materialize(
@@ -727,6 +886,35 @@ def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
             return lists.get(ref, [f"<missing shared list {ref}>"])
         if ESCAPED in value:
             return value[ESCAPED]
-    if any(type(v) is dict and len(v) == 1 and REF in v for v in value.values()):
-        return {k: unpack(v, lists) if type(v) is dict else v for k, v in value.items()}
+    if any(type(v) is dict and len(v) == 1 and (REF in v or MAP_REF in v) for v in value.values()):
+        return {k: _unpacked_item(v, lists) if type(v) is dict else v for k, v in value.items()}
     return value
+
+
+def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any:
+    ref = value.get(MAP_REF) if len(value) == 1 else None
+    if type(ref) is not str:
+        return unpack(value, lists)
+    pairs = lists.get(ref)
+    if pairs is None:
+        return {"<missing shared dict>": ref}
+    return _mapping(pairs)
+
+
+def _mapping(pairs: list[Any]) -> Any:
+    """A dict stored as its pairs, again (a key met again takes the later value, in its first place: the chain's
+    later nodes rewrite it); read as text (the export), its JSON text as one fragment."""
+    out: dict[str, Any] = {}
+    as_text = False
+    for pair in pairs:
+        if type(pair) is orjson.Fragment:  # a block of pairs' texts (TextBlocks): parsed back to pairs
+            as_text = True
+            for key, value in orjson.loads(b"[" + orjson.dumps(pair) + b"]"):
+                out[key] = value
+            continue
+        if type(pair) is bytes:
+            as_text = True
+            pair = orjson.loads(pair)
+        key, value = pair
+        out[key] = value
+    return orjson.Fragment(orjson.dumps(out)) if as_text else out

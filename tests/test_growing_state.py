@@ -1,0 +1,176 @@
+"""Long runs whose state grows as a dict (issue 11: "a state that grows"): a field merged into at every step
+(``Annotated[dict, merge]``, as LangGraph's how-tos keep notes or documents by id) is stored as a chain of list
+nodes of its pairs, so the store grows linearly, and every observation still reads back, shows and exports its
+full input. Real LangGraph loops, the real handler, writer and SQLite store, a real OTLP receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import orjson
+import pytest
+from langgraph.graph import END, START, StateGraph
+
+from lftrace import client as client_module
+from lftrace.langchain import CallbackHandler
+from lftrace.sharing import MAP_REF, MIN_SHARED_MAP
+from lftrace.store import TraceStore
+from test_long_runs import stored_bytes
+
+
+def merge(left: dict, right: dict) -> dict:
+    return {**left, **right}
+
+
+class Notes(TypedDict):
+    n: int
+    limit: int
+    notes: Annotated[dict[str, Any], merge]
+
+
+def add_note(state: Notes) -> dict:
+    n = state["n"] + 1
+    update: dict[str, Any] = {f"note-{n}": {"text": f"note number {n}", "step": n}}
+    if n % 10 == 0 and "note-3" in state["notes"]:  # now and then an earlier note is rewritten, not only added to
+        update["note-3"] = {"text": f"note 3, revised at {n}", "step": n}
+    return {"n": n, "notes": update}
+
+
+def build() -> Any:
+    builder = StateGraph(Notes)
+    builder.add_node("add_note", add_note)
+    builder.add_edge(START, "add_note")
+    builder.add_conditional_edges("add_note", lambda s: "add_note" if s["n"] < s["limit"] else END, ["add_note", END])
+    return builder.compile()
+
+
+def expected_notes(n: int) -> dict[str, Any]:
+    """The notes after ``n`` steps, as the graph builds them."""
+    notes: dict[str, Any] = {}
+    for i in range(1, n + 1):
+        notes = merge(notes, add_note({"n": i - 1, "limit": 0, "notes": notes})["notes"])
+    return notes
+
+
+def traced(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LFTRACE_STORE", str(store))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    build().invoke({"n": 0, "limit": steps, "notes": {}}, {"callbacks": [handler], "recursion_limit": 10 * steps})
+    client_module.get_client().shutdown()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def test_a_dict_that_grows_at_every_step_grows_the_store_linearly(tmp_path, monkeypatch):
+    traced(150, tmp_path / "small.db", monkeypatch)
+    traced(300, tmp_path / "large.db", monkeypatch)
+    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
+    # each step's input held every note so far: before, 2x the steps was ~3.7x the bytes
+    assert 1.7 < ratio < 2.3, ratio
+    with sqlite3.connect(tmp_path / "large.db") as conn:
+        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
+        refs = conn.execute("SELECT count(*) FROM observations WHERE data LIKE ?", (f"%{MAP_REF[1:]}%",)).fetchone()
+    assert longest_row < 4000  # no row holds the notes
+    assert refs[0] > 250
+
+
+def test_every_step_reads_back_and_shows_its_full_notes_in_order(tmp_path, monkeypatch):
+    steps = 80
+    trace_id = traced(steps, tmp_path / "t.db", monkeypatch)
+    with TraceStore(tmp_path / "t.db", create=False) as store:
+        trace = store.get_trace(trace_id)
+    nodes = sorted((o for o in trace.observations if o.name == "add_note"), key=lambda o: o.start_time)
+    assert len(nodes) == steps
+    for index, node in enumerate(nodes):
+        notes = node.input["notes"]
+        assert notes == expected_notes(index)
+        assert list(notes) == list(expected_notes(index))  # the keys in the order the program holds them
+        assert node.output["notes"] == {k: v for k, v in expected_notes(index + 1).items() if v["step"] == index + 1}
+    assert nodes[-1].input["notes"]["note-3"]["text"] == f"note 3, revised at {(steps - 1) // 10 * 10}"
+    assert trace.output["notes"] == expected_notes(steps)
+    data = json.loads(json.dumps(trace.to_dict()))  # what `show --json` prints
+    last = max((o for o in data["observations"] if o["name"] == "add_note"), key=lambda o: o["startTime"])
+    assert len(last["input"]["notes"]) == steps - 1 and MAP_REF not in json.dumps(data)
+
+
+def test_a_growing_dict_is_exported_in_full_from_the_store(monkeypatch):
+    from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
+    from support.otlp_receiver import attributes, running_receiver
+
+    steps = 600  # more observations than PAGED_OVER: streamed from the store in pages, read as text
+    with running_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")
+        client_module.reset_clients()
+        handler = CallbackHandler()
+        build().invoke({"n": 0, "limit": steps, "notes": {}}, {"callbacks": [handler], "recursion_limit": 10 * steps})
+        client = client_module.get_client()
+        client.flush()
+        stored = client.get_trace(handler.last_trace_id)
+        assert len(stored.observations) > PAGED_OVER
+        spans = receiver.spans()
+        assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
+        last = max((s for s in spans if s.name == "add_note"), key=lambda s: s.start_time_unix_nano)
+        sent = attributes(last.attributes)
+        sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
+        assert sent_input["notes"] == expected_notes(steps - 1)
+        as_text = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS, as_text=True)
+        as_values = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS)
+        compared = 0
+        for text_page, value_page in zip(as_text, as_values, strict=True):
+            for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
+                assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
+                compared += 1
+        assert compared == len(stored.observations)
+
+
+def test_a_users_dict_holding_the_reference_key_reads_back_as_it_was(tmp_path, monkeypatch):
+    odd = {MAP_REF: "not a reference", **{f"k{i}": i for i in range(MIN_SHARED_MAP)}}
+
+    class State(TypedDict):
+        odd: dict[str, Any]
+        other: dict[str, Any]
+
+    builder = StateGraph(State)
+    builder.add_node("echo", lambda s: {"other": {f"o{i}": [i] for i in range(MIN_SHARED_MAP)}})
+    builder.add_edge(START, "echo")
+    builder.add_edge("echo", END)
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    builder.compile().invoke({"odd": odd, "other": {}}, {"callbacks": [handler]})
+    trace = client_module.get_client().get_trace(handler.last_trace_id)
+    echo = next(o for o in trace.observations if o.name == "echo")
+    assert echo.input == {"odd": odd, "other": {}}
+    assert echo.output == {"other": {f"o{i}": [i] for i in range(MIN_SHARED_MAP)}}
+    assert trace.output["odd"] == odd
+
+
+def test_a_note_changed_in_place_shows_as_it_was_at_each_step(tmp_path, monkeypatch):
+    """A node that edits a value of the long dict in place (not through the reducer): the steps before still show
+    the value as it was when they ran, the steps after the edit show the edit."""
+
+    def edit_in_place(state: Notes) -> dict:
+        n = state["n"] + 1
+        if n == 50:
+            state["notes"]["note-1"]["text"] = "edited in place"
+        return {"n": n, "notes": {f"note-{n}": {"text": f"note number {n}", "step": n}}}
+
+    builder = StateGraph(Notes)
+    builder.add_node("add_note", edit_in_place)
+    builder.add_edge(START, "add_note")
+    builder.add_conditional_edges("add_note", lambda s: "add_note" if s["n"] < s["limit"] else END, ["add_note", END])
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    builder.compile().invoke({"n": 0, "limit": 60, "notes": {}}, {"callbacks": [handler], "recursion_limit": 600})
+    trace = client_module.get_client().get_trace(handler.last_trace_id)
+    nodes = sorted((o for o in trace.observations if o.name == "add_note"), key=lambda o: o.start_time)
+    texts = [node.input["notes"]["note-1"]["text"] for node in nodes[1:]]
+    assert texts[:49] == ["note number 1"] * 49  # steps 2..50 ran before the edit
+    assert texts[49:] == ["edited in place"] * 10
+    assert [len(node.input["notes"]) for node in nodes] == list(range(60))
