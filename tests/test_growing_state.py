@@ -1,7 +1,8 @@
-"""Long runs whose state grows as a dict (issue 11: "a state that grows"): a field merged into at every step
-(``Annotated[dict, merge]``, as LangGraph's how-tos keep notes or documents by id) is stored as a chain of list
-nodes of its pairs, so the store grows linearly, and every observation still reads back, shows and exports its
-full input. Real LangGraph loops, the real handler, writer and SQLite store, a real OTLP receiver.
+"""Long runs whose state grows as a dict or a text (issue 11: "a state that grows"): a field merged into at every
+step (``Annotated[dict, merge]``, as LangGraph's how-tos keep notes or documents by id) is stored as a chain of
+list nodes of its pairs, a draft appended to at every step as a chain of the pieces it adds, so the store grows
+linearly, and every observation still reads back, shows and exports its full input. Real LangGraph loops, the
+real handler, writer and SQLite store, a real OTLP receiver.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from langgraph.graph import END, START, StateGraph
 
 from lftrace import client as client_module
 from lftrace.langchain import CallbackHandler
-from lftrace.sharing import MAP_REF, MIN_SHARED_MAP
+from lftrace.sharing import MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, TEXT_REF
 from lftrace.store import TraceStore
 from test_long_runs import stored_bytes
 
@@ -174,3 +175,74 @@ def test_a_note_changed_in_place_shows_as_it_was_at_each_step(tmp_path, monkeypa
     assert texts[:49] == ["note number 1"] * 49  # steps 2..50 ran before the edit
     assert texts[49:] == ["edited in place"] * 10
     assert [len(node.input["notes"]) for node in nodes] == list(range(60))
+
+
+class Draft(TypedDict):
+    n: int
+    limit: int
+    draft: str
+
+
+def write_more(state: Draft) -> dict:
+    n = state["n"] + 1
+    return {"n": n, "draft": state["draft"] + f"Paragraph {n}: " + "more words about the plan. " * 3 + "\n"}
+
+
+def drafting(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    builder = StateGraph(Draft)
+    builder.add_node("write_more", write_more)
+    builder.add_edge(START, "write_more")
+    builder.add_conditional_edges(
+        "write_more", lambda s: "write_more" if s["n"] < s["limit"] else END, ["write_more", END]
+    )
+    monkeypatch.setenv("LFTRACE_STORE", str(store))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    initial = {"n": 0, "limit": steps, "draft": ""}
+    builder.compile().invoke(initial, {"callbacks": [handler], "recursion_limit": 10 * steps})
+    client_module.get_client().shutdown()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def draft_after(n: int) -> str:
+    draft = ""
+    for i in range(n):
+        draft = write_more({"n": i, "limit": 0, "draft": draft})["draft"]
+    return draft
+
+
+def test_a_text_appended_to_at_every_step_grows_the_store_linearly_and_reads_back_whole(tmp_path, monkeypatch):
+    drafting(150, tmp_path / "small.db", monkeypatch)
+    trace_id = drafting(300, tmp_path / "large.db", monkeypatch)
+    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
+    # each step's input held the whole draft: before, 2x the steps was ~3.8x the bytes
+    assert 1.4 < ratio < 2.2, ratio
+    assert len(draft_after(150)) > 5 * MIN_SHARED_TEXT
+    with TraceStore(tmp_path / "large.db", create=False) as store:
+        trace = store.get_trace(trace_id)
+        nodes = sorted((o for o in trace.observations if o.name == "write_more"), key=lambda o: o.start_time)
+        assert [node.input["draft"] for node in nodes] == [draft_after(i) for i in range(300)]
+        assert trace.output["draft"] == draft_after(300)
+        # the export reads the texts from the store's pieces as JSON text: the same bytes
+        as_text = store.trace_pages(trace_id, 100, as_text=True)
+        as_values = store.trace_pages(trace_id, 100)
+        for text_page, value_page in zip(as_text, as_values, strict=True):
+            for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
+                assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
+
+
+def test_a_users_dict_holding_the_text_reference_key_reads_back_as_it_was(tmp_path, monkeypatch):
+    odd = {TEXT_REF: "x" * MIN_SHARED_TEXT, "long": "y" * MIN_SHARED_TEXT}
+    builder = StateGraph(dict)
+    builder.add_node("echo", lambda s: {"reply": "z" * MIN_SHARED_TEXT})
+    builder.add_edge(START, "echo")
+    builder.add_edge("echo", END)
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    builder.compile().invoke(odd, {"callbacks": [handler]})
+    trace = client_module.get_client().get_trace(handler.last_trace_id)
+    echo = next(o for o in trace.observations if o.name == "echo")
+    assert echo.input == odd
+    assert echo.output == {"reply": "z" * MIN_SHARED_TEXT}

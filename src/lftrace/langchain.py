@@ -86,6 +86,8 @@ FRAGMENT_WEIGHT = 1_000_000
 # a key of a dict among an input's values (a state field merged into at every step) counts as this many items:
 # the dict is copied whole at every step, and its converted copy is ~130 bytes a key (a shared message: a pointer)
 MAP_KEY_WEIGHT = 8
+# ... and a text among them one item per 2**TEXT_WEIGHT_SHIFT characters (a part holds ~16 MB of texts at most)
+TEXT_WEIGHT_SHIFT = 4
 # ... or, when the parts are sent while the run goes on (``Settings.streams_parts``), once its inputs and outputs
 # hold PART_ITEMS list items counted whole (what exporting them sends: every span carries its whole input), or
 # 1/2**PART_SHIFT of what the run's earlier parts held, whichever is more. The export sends a part after it is
@@ -208,6 +210,8 @@ def _weight(value: Any, whole: bool = False) -> int:
             elif item_kind is dict:  # a copy (a state field that grows by merging: held whole at every step), and
                 # each key converted costs the writer far more than a shared list item: parts come sooner
                 total += len(item) * MAP_KEY_WEIGHT
+            elif item_kind is str:  # a text held until the part is written (a draft that grows: a new one per step)
+                total += len(item) >> TEXT_WEIGHT_SHIFT
         return total
     if kind is list:
         return len(value)

@@ -14,7 +14,9 @@ what is unchanged instead:
   ``{"\\u0000lf": hash}`` in place of the list; ``materialize`` rebuilds full lists on read.
   A dict of ``MIN_SHARED_MAP`` keys or more among the values of an input (a state field that grows by merging
   a few keys in at every step) is stored the same way as the list of its ``[key, value]`` pairs, in order:
-  ``{"\\u0000lf-map": hash}``; ``unpack`` makes it a dict again.
+  ``{"\\u0000lf-map": hash}``; ``unpack`` makes it a dict again. A text of ``MIN_SHARED_TEXT`` characters or
+  more that starts with one stored just before (a draft appended to) is a node of the piece it adds:
+  ``{"\\u0000lf-text": hash}``, joined again on read.
 
 Prefixes are found among the last few lists seen: on CPython by comparing the two lists' item pointers
 (``_same_items``), else (or when the items are equal but not the same objects) by ``==`` on a slice (C speed,
@@ -38,6 +40,8 @@ MAP_REF = "\u0000lf-map"  # the key of a reference to a dict stored as a list no
 ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF or MAP_REF
 MIN_SHARED_MAP = 32  # a dict (a value of the state: notes merged in at every step) shared from this many keys
 MAPS_KEPT = 4  # long dicts the writer's converter remembers as possible prefixes
+TEXT_REF = "\u0000lf-text"  # the key of a reference to a text stored as a list node of its pieces
+MIN_SHARED_TEXT = 2048  # a text (a value of the state: a draft appended to at every step) shared from this long
 
 
 class Frozen:
@@ -293,10 +297,12 @@ def _kept_whole(value: Any) -> bool:
     kind = type(value)
     if kind is list or kind is Frozen:
         return _items_in(value) < MIN_SHARED
-    if kind is not dict or REF in value or MAP_REF in value or ESCAPED in value:
+    if kind is not dict or REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
         return False
     return all(
-        _items_in(item) < MIN_SHARED and not (type(item) is dict and len(item) >= MIN_SHARED_MAP)
+        _items_in(item) < MIN_SHARED
+        and not (type(item) is dict and len(item) >= MIN_SHARED_MAP)
+        and not (type(item) is str and len(item) >= MIN_SHARED_TEXT)
         for item in value.values()
     )
 
@@ -531,6 +537,26 @@ def _keys_length(entry: tuple[list[Any], list[Any], Any]) -> int:
     return len(entry[0])
 
 
+class _TextPrefixes:
+    """The last few long texts stored and their nodes; finds the longest one a new text starts with (memcmp)."""
+
+    def __init__(self, size: int = MAPS_KEPT) -> None:
+        self.entries: deque[tuple[str, str]] = deque(maxlen=size)
+
+    def find(self, text: str) -> tuple[str | None, Any]:
+        for before, node in sorted(self.entries, key=_text_length, reverse=True):
+            if len(before) <= len(text) and text.startswith(before):
+                return before, node
+        return None, None
+
+    def add(self, text: str, node: str) -> None:
+        self.entries.appendleft((text, node))
+
+
+def _text_length(entry: tuple[str, str]) -> int:
+    return len(entry[0])
+
+
 class Converter:
     """Captured values -> JSON-able values (writer thread), converting only what a list adds to a recent one."""
 
@@ -656,21 +682,24 @@ class Packer:
         self._dumps = dumps
         self._prefixes = _Prefixes()
         self._maps = _MapPrefixes()
-        self._saved: tuple[list[Any], list[Any]] | None = None
+        self._texts = _TextPrefixes()
+        self._saved: tuple[list[Any], list[Any], list[Any]] | None = None
 
     def begin(self) -> None:
-        self._saved = (list(self._prefixes.entries), list(self._maps.entries))
+        self._saved = (list(self._prefixes.entries), list(self._maps.entries), list(self._texts.entries))
 
     def commit(self) -> None:
         self._saved = None
 
     def rollback(self) -> None:
         if self._saved is not None:
-            lists, maps = self._saved
+            lists, maps, texts = self._saved
             self._prefixes.entries.clear()
             self._prefixes.entries.extend(lists)
             self._maps.entries.clear()
             self._maps.entries.extend(maps)
+            self._texts.entries.clear()
+            self._texts.entries.extend(texts)
             self._saved = None
 
     def pack(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
@@ -679,10 +708,13 @@ class Packer:
         if kind is list or kind is Extended:
             return self._list(value, blobs)
         if kind is dict:
-            if REF in value or MAP_REF in value or ESCAPED in value:
+            if REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
                 return {ESCAPED: flat(value)}
             if any(
-                (type(v) is list and len(v) >= MIN_SHARED) or type(v) is Extended or _shared_map(v)
+                (type(v) is list and len(v) >= MIN_SHARED)
+                or type(v) is Extended
+                or _shared_map(v)
+                or (type(v) is str and len(v) >= MIN_SHARED_TEXT)
                 for v in value.values()
             ):
                 return {k: self._value(v, blobs) for k, v in value.items()}
@@ -707,6 +739,17 @@ class Packer:
                 blobs[node] = (prev, data)
             self._maps.add(value, node)
             return {MAP_REF: node}
+        if kind is str and len(value) >= MIN_SHARED_TEXT:
+            # a text that grows (a draft appended to at every step): the piece it adds after a text stored just
+            # before, as a list node of pieces (read back joined)
+            before, node = self._texts.find(value)
+            if before is None or len(before) < len(value):
+                data = self._dumps([value[len(before) :] if before is not None else value])
+                prev = node if before is not None else None
+                node = _hash(prev, data.encode())
+                blobs[node] = (prev, data)
+            self._texts.add(value, node)
+            return {TEXT_REF: node}
         return value
 
     def _list(self, seq: list[Any] | Extended, blobs: dict[str, tuple[str | None, str]]) -> Any:
@@ -750,7 +793,7 @@ def references(value: Any, out: set[str]) -> None:
             return
         for item in value.values():
             if type(item) is dict and len(item) == 1:
-                ref = item.get(REF, item.get(MAP_REF))
+                ref = item.get(REF, item.get(MAP_REF, item.get(TEXT_REF)))
                 if type(ref) is str:
                     out.add(ref)
 
@@ -886,12 +929,15 @@ def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
             return lists.get(ref, [f"<missing shared list {ref}>"])
         if ESCAPED in value:
             return value[ESCAPED]
-    if any(type(v) is dict and len(v) == 1 and (REF in v or MAP_REF in v) for v in value.values()):
+    if any(type(v) is dict and len(v) == 1 and (REF in v or MAP_REF in v or TEXT_REF in v) for v in value.values()):
         return {k: _unpacked_item(v, lists) if type(v) is dict else v for k, v in value.items()}
     return value
 
 
 def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any:
+    if len(value) == 1 and type(value.get(TEXT_REF)) is str:
+        pieces = lists.get(value[TEXT_REF])
+        return _text(pieces) if pieces is not None else f"<missing shared text {value[TEXT_REF]}>"
     ref = value.get(MAP_REF) if len(value) == 1 else None
     if type(ref) is not str:
         return unpack(value, lists)
@@ -899,6 +945,14 @@ def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any
     if pairs is None:
         return {"<missing shared dict>": ref}
     return _mapping(pairs)
+
+
+def _text(pieces: list[Any]) -> Any:
+    """A text stored as its pieces, joined again; read as text (the export), its JSON string as one fragment."""
+    if all(type(piece) is str for piece in pieces):
+        return "".join(pieces)
+    texts = [orjson.dumps(piece) if type(piece) is not bytes else piece for piece in pieces]  # fragments: their text
+    return orjson.Fragment(orjson.dumps("".join(orjson.loads(b"[" + b",".join(texts) + b"]"))))
 
 
 def _mapping(pairs: list[Any]) -> Any:
