@@ -25,6 +25,10 @@ process, store size (the store file after the client shut down). One run of a ca
     .venv/bin/python bench/long_run.py --sizes 500,1000 --cases plain,store --ctrl-c
     .venv/bin/python bench/long_run.py --inspect       # show/list/stats/diff/export on 5k/10k/20k observations
 
+``--state notes`` / ``--state draft`` run another loop instead, one whose state grows as a dict (a note merged
+into ``Annotated[dict, merge]`` at every step) or as a text (a paragraph appended to a draft at every step), no
+model: what lftrace's sharing of growing dicts and texts costs (store, RSS, time); the default is ``messages``.
+
 ``--inspect`` (only that, unless ``--cases`` is given too) stores two runs of the loop per size (2,000, 4,000 and
 8,000 steps by default: ~5,000, 10,000 and 20,000 observations) and times the commands that read them as
 ``lftrace`` subprocesses: wall time and peak RSS of each, ratios against ``lftrace list`` on an empty store
@@ -48,7 +52,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (500, 1000)
@@ -110,7 +114,51 @@ def _store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
+STATES = ("messages", "notes", "draft")
+
+
+def merge(left: dict, right: dict) -> dict:
+    return {**left, **right}
+
+
+class Notes(TypedDict):
+    """The state of the ``--state notes`` / ``draft`` loops (at module level: LangGraph reads its annotations)."""
+
+    n: int
+    limit: int
+    notes: Annotated[dict[str, Any], merge]
+    draft: str
+
+
+def loop_for(state: str) -> tuple[Any, Any, Any]:
+    """(compiled graph, input for N steps, config for N steps and callbacks) of the loop whose state grows so."""
+    from sample_graphs.long_loop import build_graph, loop_input, run_config
+
+    if state == "messages":
+        return build_graph(), loop_input, run_config
+    from langgraph.graph import END, START, StateGraph
+
+    def step(s: Notes) -> dict[str, Any]:
+        n = s["n"] + 1
+        if state == "notes":
+            return {"n": n, "notes": {f"note-{n}": {"text": f"note {n}: what step {n} found out", "step": n}}}
+        return {"n": n, "draft": s["draft"] + f"Paragraph {n}: what step {n} found out about the plan.\n"}
+
+    builder = StateGraph(Notes)
+    builder.add_node("step", step)
+    builder.add_edge(START, "step")
+    builder.add_conditional_edges("step", lambda s: "step" if s["n"] < s["limit"] else END, ["step", END])
+
+    def state_input(steps: int) -> dict[str, Any]:
+        return {"n": 0, "limit": steps, "notes": {}, "draft": ""}
+
+    def state_config(steps: int, callbacks: list[Any] | None = None) -> dict[str, Any]:
+        return {"recursion_limit": 2 * steps + 10, "callbacks": callbacks or []}
+
+    return builder.compile(), state_input, state_config
+
+
+def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messages") -> dict[str, Any]:
     """Runs in the child process; returns the figures as a dict (printed as JSON)."""
     store = workdir / "traces.db"
     for name in [n for n in os.environ if n.startswith(("LANGFUSE_", "OTEL_", "LFTRACE_"))]:
@@ -124,9 +172,7 @@ def run_case(case: str, steps: int, workdir: Path, url: str) -> dict[str, Any]:
     if case == "langfuse":
         os.environ.update(LANGFUSE_BASE_URL=url, LANGFUSE_PUBLIC_KEY=PK, LANGFUSE_SECRET_KEY=SK)
 
-    from sample_graphs.long_loop import build_graph, loop_input, run_config
-
-    graph = build_graph()
+    graph, loop_input, run_config = loop_for(state)
     callbacks: list[Any] = []
     flush: Any = lambda: None  # noqa: E731
     shutdown: Any = lambda: None  # noqa: E731
@@ -216,10 +262,11 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def measure(case: str, steps: int, sink: Sink, timeout: float) -> dict[str, Any] | None:
+def measure(case: str, steps: int, sink: Sink, timeout: float, state: str = "messages") -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory(prefix="lftrace-long-") as tmp:
         before = (sink.requests, sink.bytes)
         cmd = [sys.executable, __file__, "--child", case, "--steps", str(steps), "--workdir", tmp, "--url", sink.url]
+        cmd += ["--state", state]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -432,6 +479,9 @@ def main() -> None:
     parser.add_argument(
         "--inspect", action="store_true", help="time show/list/stats/diff/show --json/export on long stored traces"
     )
+    parser.add_argument(
+        "--state", choices=STATES, default="messages", help="what grows at every step (default: the conversation)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -444,7 +494,7 @@ def main() -> None:
         return
     if args.child:
         sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-        print(json.dumps(run_case(args.child, args.steps, Path(args.workdir), args.url)))
+        print(json.dumps(run_case(args.child, args.steps, Path(args.workdir), args.url, args.state)))
         return
 
     if args.inspect and not args.cases:
@@ -457,7 +507,12 @@ def main() -> None:
     repeat = args.repeat if args.repeat is not None else (1 if args.full else DEFAULT_REPEAT)
     sink = Sink()
     print(
-        f"LangGraph loop think -> critic (sample_graphs/long_loop.py), fake model; cases: {', '.join(cases)}; "
+        (
+            "LangGraph loop think -> critic (sample_graphs/long_loop.py), fake model"
+            if args.state == "messages"
+            else f"LangGraph loop whose state grows as a {'dict' if args.state == 'notes' else 'text'} (--state {args.state})"
+        )
+        + f"; cases: {', '.join(cases)}; "
         f"{repeat} round(s), each case once per round, medians below"
     )
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -468,7 +523,7 @@ def main() -> None:
                     case.startswith("otlp") and steps > args.otlp_max
                 ):
                     continue
-                result = measure(case, steps, sink, args.timeout)
+                result = measure(case, steps, sink, args.timeout, args.state)
                 if result is None:
                     continue
                 result["round"] = round_no
