@@ -675,3 +675,32 @@ def test_inputs_stay_exact_when_a_step_replaces_or_removes_an_earlier_message(tm
     stored = [[m["content"] for m in node.input["messages"]] for node in nodes]
     assert any("edited at 7" in contents for contents in stored)  # the edits are there to be checked
     assert stored == seen
+
+
+def test_lftrace_run_prints_a_long_run_reading_only_the_inputs_it_shows(tmp_path):
+    """`lftrace run` on a run of more than READ_INPUTS_UP_TO observations reads its trace back without the inputs
+    (each the conversation so far), as `show` does: the tree fills in those of its rows, --json streams them all."""
+    from lftrace.runner import READ_INPUTS_UP_TO
+
+    steps = 500  # ~1,250 observations
+    env = {**os.environ, "LFTRACE_STORE": str(tmp_path / "t.db"), "COLUMNS": "200"}
+    lftrace = str(Path(sys.executable).with_name("lftrace"))
+    payload = json.dumps({"messages": [{"role": "user", "content": "Plan a trip"}], "max_steps": steps})
+    target = str(REPO / "sample_graphs" / "long_loop.py") + ":graph"
+    run = [lftrace, "run", target, "--input", payload, "--recursion-limit", str(steps + 10)]
+    shown = subprocess.run(run, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    tree = shown.stdout
+    assert "×" in tree  # folded
+    first_think = tree.index("CHAIN think  step 1 ")
+    assert "in: Plan a trip" in tree[first_think : first_think + 300]  # the inputs of the rows shown, read back
+    dumped = subprocess.run([*run, "--json"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert dumped.returncode == 0, dumped.stderr
+    trace = json.loads(dumped.stdout)
+    assert len(trace["observations"]) > READ_INPUTS_UP_TO
+    thinks = sorted((o for o in trace["observations"] if o["name"] == "think"), key=lambda o: o["startTime"])
+    assert [len(o["input"]["messages"]) for o in thinks] == list(range(1, steps, 2))  # every input, in full
+    stored = subprocess.run(
+        [lftrace, "show", trace["id"], "--json"], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert json.loads(stored.stdout) == trace

@@ -302,8 +302,9 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
             return False
         return True
 
-    def get_trace(self, trace_id: str) -> Trace:
-        """A stored trace by full id or unique prefix (``last`` for the newest)."""
+    def get_trace(self, trace_id: str, *, inputs: bool = True) -> Trace:
+        """A stored trace by full id or unique prefix (``last`` for the newest). ``inputs=False``: without its
+        observations' inputs (a long run's are most of it; ``store.load_inputs`` fills in those wanted)."""
         self._writer.flush()
         store = self._read_store(trace_id)
         if trace_id == "last":
@@ -311,7 +312,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
             if last is None:
                 raise TraceNotFound(f"no traces in {self.settings.store} yet (run `lftrace run ...` first)")
             trace_id = last
-        return store.get_trace(trace_id)
+        return store.get_trace(trace_id, inputs=inputs)
 
     def get_trace_url(self, *, trace_id: str | None = None) -> str | None:
         """The trace's page in Langfuse, as the SDK gives it: ``{host}/project/{projectId}/traces/{id}`` for

@@ -17,7 +17,19 @@ from rich.text import Text
 
 from ..errors import ExitStatus, InputError, LftraceError
 from ..sanitize import clean, clean_line
-from .app import app, console, enable_debug, err_console, print_json, print_trace, resolve_settings, state
+from .app import (
+    app,
+    console,
+    enable_debug,
+    err_console,
+    open_store,
+    print_json,
+    print_json_chunks,
+    print_trace,
+    resolve_settings,
+    state,
+    stdout_takes_utf8,
+)
 from .ci import enforce_run_assertions, expectations_from_options, load_baseline
 from .options import (
     PANEL,
@@ -45,6 +57,7 @@ from .options import (
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..model import Trace
     from ..runner import RunResult
 
 
@@ -435,13 +448,34 @@ def ask_resume(pending: list[Any]) -> list[str] | None:
     return answers
 
 
+def _print_long_trace(trace: Trace, *, json_out: bool, full: bool) -> None:
+    """A long run's trace, read back without its observations' inputs (``RunResult.inputs_left_out``): the tree
+    fills in those of the rows it prints, the JSON streams the trace from the store, as `show` does."""
+    from ..jsonout import stored_trace_chunks
+
+    store = open_store(read_only=True)
+    try:
+        if json_out:
+            chunks = stored_trace_chunks(store, trace.id, ascii_only=not stdout_takes_utf8())
+            if chunks is not None:
+                print_json_chunks(chunks)
+                return
+            print_json(trace.to_dict())
+        else:
+            print_trace(trace, full=full, load_inputs=store.load_inputs)
+    finally:
+        store.close()
+
+
 def report_run(
     result: RunResult, *, json_out: bool = False, full: bool = False, settings: Settings | None = None
 ) -> None:
     """Print what a run produced and raise the matching LftraceError (exit 1 / 130) when it did not succeed."""
     for note in result.notes:
         err_console().print(Text(clean_line(f"note: {note}"), style="yellow"), soft_wrap=True)
-    if json_out:
+    if result.trace is not None and result.inputs_left_out:  # a long run: its inputs read from the store as needed
+        _print_long_trace(result.trace, json_out=json_out, full=full)
+    elif json_out:
         print_json(result.trace.to_dict() if result.trace is not None else None)
     elif result.trace is not None:
         print_trace(result.trace, full=full)
