@@ -12,7 +12,6 @@ import sqlite3
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-import orjson
 import pytest
 from langgraph.graph import END, START, StateGraph
 
@@ -20,7 +19,7 @@ from lftrace import client as client_module
 from lftrace.langchain import CallbackHandler
 from lftrace.sharing import MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, TEXT_REF
 from lftrace.store import TraceStore
-from test_long_runs import stored_bytes
+from test_long_runs import pages_read_as_text, stored_bytes
 
 
 def merge(left: dict, right: dict) -> dict:
@@ -119,14 +118,7 @@ def test_a_growing_dict_is_exported_in_full_from_the_store(monkeypatch):
         sent = attributes(last.attributes)
         sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
         assert sent_input["notes"] == expected_notes(steps - 1)
-        as_text = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS, as_text=True)
-        as_values = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS)
-        compared = 0
-        for text_page, value_page in zip(as_text, as_values, strict=True):
-            for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
-                assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
-                compared += 1
-        assert compared == len(stored.observations)
+        assert pages_read_as_text(client.store, handler.last_trace_id, PAGE_OBSERVATIONS) == len(stored.observations)
 
 
 def test_a_users_dict_holding_the_reference_key_reads_back_as_it_was(tmp_path, monkeypatch):
@@ -225,11 +217,7 @@ def test_a_text_appended_to_at_every_step_grows_the_store_linearly_and_reads_bac
         assert [node.input["draft"] for node in nodes] == [draft_after(i) for i in range(300)]
         assert trace.output["draft"] == draft_after(300)
         # the export reads the texts from the store's pieces as JSON text: the same bytes
-        as_text = store.trace_pages(trace_id, 100, as_text=True)
-        as_values = store.trace_pages(trace_id, 100)
-        for text_page, value_page in zip(as_text, as_values, strict=True):
-            for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
-                assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
+        assert pages_read_as_text(store, trace_id, 100) == len(trace.observations)
 
 
 def test_a_users_dict_holding_the_text_reference_key_reads_back_as_it_was(tmp_path, monkeypatch):

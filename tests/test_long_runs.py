@@ -56,6 +56,20 @@ def stored_bytes(store: Path) -> int:
     return int(rows + nodes + traces)
 
 
+def pages_read_as_text(store: TraceStore, trace_id: str, size: int) -> int:
+    """Read the trace's pages as the export reads them (``as_text``: shared lists, dicts and texts as JSON text)
+    and as values, assert both give the same JSON for every input and output; the observations compared."""
+    as_text = store.trace_pages(trace_id, size, as_text=True)
+    as_values = store.trace_pages(trace_id, size)
+    compared = 0
+    for text_page, value_page in zip(as_text, as_values, strict=True):
+        for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
+            assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
+            assert orjson.dumps(text_obs.output) == orjson.dumps(value_obs.output)
+            compared += 1
+    return compared
+
+
 def test_store_grows_linearly_with_the_steps(tmp_path, monkeypatch):
     small = traced_loop(150, tmp_path / "small.db", monkeypatch)
     large = traced_loop(300, tmp_path / "large.db", monkeypatch)
@@ -573,15 +587,7 @@ def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch
         assert len(sent_input["messages"]) == steps - 1  # the full conversation, rebuilt from the shared lists
         assert client.store.delivery_counts()[f"otlp:{receiver.url}/v1/traces"]["delivered"] == 1
         # the export reads the pages' shared lists as each item's JSON text: the same bytes as the values
-        as_text = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS, as_text=True)
-        as_values = client.store.trace_pages(handler.last_trace_id, PAGE_OBSERVATIONS)
-        compared = 0
-        for text_page, value_page in zip(as_text, as_values, strict=True):
-            for text_obs, value_obs in zip(text_page.observations, value_page.observations, strict=True):
-                assert orjson.dumps(text_obs.input) == orjson.dumps(value_obs.input)
-                assert orjson.dumps(text_obs.output) == orjson.dumps(value_obs.output)
-                compared += 1
-        assert compared == len(stored.observations)
+        assert pages_read_as_text(client.store, handler.last_trace_id, PAGE_OBSERVATIONS) == len(stored.observations)
 
 
 def test_ctrl_c_stops_a_long_run_at_once_and_keeps_its_steps(tmp_path):
