@@ -299,12 +299,17 @@ def _kept_whole(value: Any) -> bool:
         return _items_in(value) < MIN_SHARED
     if kind is not dict or REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
         return False
-    return all(
-        _items_in(item) < MIN_SHARED
-        and not (type(item) is dict and len(item) >= MIN_SHARED_MAP)
-        and not (type(item) is str and len(item) >= MIN_SHARED_TEXT)
-        for item in value.values()
-    )
+    for item in value.values():  # by type, one test each (the writer's path for every input and output)
+        item_kind = type(item)
+        if item_kind is str:
+            if len(item) >= MIN_SHARED_TEXT:
+                return False
+        elif item_kind is list or item_kind is dict:
+            if len(item) >= (MIN_SHARED if item_kind is list else MIN_SHARED_MAP):
+                return False
+        elif (item_kind is Frozen or item_kind is Extended) and item.size >= MIN_SHARED:
+            return False
+    return True
 
 
 def _shared_map(value: Any) -> bool:
