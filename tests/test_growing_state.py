@@ -234,3 +234,16 @@ def test_a_users_dict_holding_the_text_reference_key_reads_back_as_it_was(tmp_pa
     echo = next(o for o in trace.observations if o.name == "echo")
     assert echo.input == odd
     assert echo.output == {"reply": "z" * MIN_SHARED_TEXT}
+
+
+def test_a_dict_whose_stored_nodes_are_gone_reads_back_saying_so(tmp_path, monkeypatch):
+    trace_id = traced(60, tmp_path / "t.db", monkeypatch)
+    with sqlite3.connect(tmp_path / "t.db") as conn:  # a damaged store: the first node of every chain deleted
+        gone = conn.execute("DELETE FROM blobs WHERE prev IS NULL").rowcount
+    assert gone > 0
+    with TraceStore(tmp_path / "t.db", create=False) as store:
+        trace = store.get_trace(trace_id)
+        last = max((o for o in trace.observations if o.name == "add_note"), key=lambda o: o.start_time)
+        assert "<missing shared dict>" in last.input["notes"]
+        assert last.input["notes"]["note-59"] == {"text": "note number 59", "step": 59}  # what is left is read
+        assert pages_read_as_text(store, trace_id, 50) == len(trace.observations)

@@ -974,6 +974,8 @@ def _mapping(pairs: list[Any]) -> Any:
         if type(pair) is bytes:
             as_text = True
             pair = orjson.loads(pair)
-        key, value = pair
-        out[key] = value
+        if type(pair) is list and len(pair) == 2 and type(pair[0]) is str:
+            out[pair[0]] = pair[1]
+        else:  # "<missing shared list ...>": a node gone from the store (said, not failing the read)
+            out.setdefault("<missing shared dict>", str(pair))
     return orjson.Fragment(orjson.dumps(out)) if as_text else out
