@@ -278,9 +278,9 @@ def big_trace(n: int = 5000) -> Trace:
 def test_renders_5000_observations_in_well_under_a_second():
     trace = big_trace()
     best = float("inf")
-    for _ in range(3):  # best of three: the machine is shared
-        started = time.perf_counter()
+    for _ in range(3):  # best of three, in this thread's CPU time: the machine is shared (3 test workers on 2 cores)
+        started = time.thread_time()
         text = render_text(render_trace(trace, expand=True))  # every row: long levels are cut without --expand
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.thread_time() - started)
     assert text.count("\n") > 15_000
     assert best < 1.0, f"rendering 5,000 observations took {best:.2f}s"
