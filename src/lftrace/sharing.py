@@ -152,12 +152,9 @@ class Captures:
                     continue
             except Exception:  # a value whose == raises: not this one
                 continue
-            if m == n:
-                out = made.copy()
-            else:
-                out = made.copy()
-                for key, item in islice(mapping.items(), m, None):
-                    out[key] = snapshot(item, 1)
+            out = made.copy()
+            for key, item in islice(mapping.items(), m, None):  # none when it is the same dict again
+                out[key] = snapshot(item, 1)
             self._maps.appendleft((list(out), list(out.values()), out))
             return out
         out = {k: snapshot(v, 1) for k, v in mapping.items()}

@@ -24,11 +24,9 @@ from .app import (
     err_console,
     open_store,
     print_json,
-    print_json_chunks,
     print_trace,
     resolve_settings,
     state,
-    stdout_takes_utf8,
 )
 from .ci import enforce_run_assertions, expectations_from_options, load_baseline
 from .options import (
@@ -451,18 +449,14 @@ def ask_resume(pending: list[Any]) -> list[str] | None:
 def _print_long_trace(trace: Trace, *, json_out: bool, full: bool) -> None:
     """A long run's trace, read back without its observations' inputs (``RunResult.inputs_left_out``): the tree
     fills in those of the rows it prints, the JSON streams the trace from the store, as `show` does."""
-    from ..jsonout import stored_trace_chunks
+    if json_out:
+        from .traces import print_stored_json
 
+        print_stored_json(trace.id)
+        return
     store = open_store(read_only=True)
     try:
-        if json_out:
-            chunks = stored_trace_chunks(store, trace.id, ascii_only=not stdout_takes_utf8())
-            if chunks is not None:
-                print_json_chunks(chunks)
-                return
-            print_json(trace.to_dict())
-        else:
-            print_trace(trace, full=full, load_inputs=store.load_inputs)
+        print_trace(trace, full=full, load_inputs=store.load_inputs)
     finally:
         store.close()
 

@@ -109,7 +109,7 @@ def show_command(
         _show_session(session, json_out=json_out)
         return
     if json_out and not remote and observation_ref is None and steps is None and observation is None:
-        _print_stored_json(trace_id)
+        print_stored_json(trace_id)
         return
     if remote:
         _show_trace(load_remote_trace(trace_id), None, observation_ref, json_out=json_out, full=full, depth=depth,
@@ -183,7 +183,7 @@ def _show_trace(
     )  # fmt: skip
 
 
-def _print_stored_json(ref: str) -> None:
+def print_stored_json(ref: str) -> None:
     """``show --json``: the trace streamed from the store observation by observation (jsonout.py), so a
     20,000-observation trace is written in bounded memory and in time linear in its size."""
     from ..jsonout import stored_trace_chunks
