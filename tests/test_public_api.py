@@ -74,6 +74,39 @@ def test_without_keys_the_api_reads_the_local_store(isolated_env):
     assert asyncio.run(read_async()) == sorted(o.id for o in stored.observations)
 
 
+def test_observation_pages_are_iterated_as_the_sdk_5_pages_them(isolated_env):
+    langfuse = Langfuse(public_key="")
+    trace_id = traced_run(langfuse)
+    traced_run(langfuse)  # another trace: the filter must keep it out
+    stored = sorted(o.id for o in langfuse.get_trace(trace_id).observations)
+    assert len(stored) > 7
+
+    pages = list(langfuse.iter_observation_pages(trace_id=trace_id, limit=3))
+    assert [len(p.data) for p in pages[:-1]] == [3] * (len(pages) - 1) and 0 < len(pages[-1].data) <= 3
+    assert pages[-1].meta.cursor is None and all(p.meta.cursor for p in pages[:-1])
+    assert sorted(o.id for p in pages for o in p.data) == stored
+
+    # max_items: the last request asks only for what is left, and its cursor resumes right after it
+    head = list(langfuse.iter_observation_pages(trace_id=trace_id, limit=3, max_items=4))
+    assert [len(p.data) for p in head] == [3, 1]
+    rest = langfuse.iter_observation_pages(trace_id=trace_id, limit=100, cursor=head[-1].meta.cursor)
+    assert sorted([o.id for p in head for o in p.data] + [o.id for p in rest for o in p.data]) == stored
+
+    generations = [o for p in langfuse.iter_observation_pages(trace_id=trace_id, type="GENERATION") for o in p.data]
+    assert generations and {o.type for o in generations} == {"GENERATION"}
+    assert {o.trace_id for o in generations} == {trace_id}
+
+    async def read_async() -> list[list[str]]:
+        return [[o.id for o in p.data] async for p in langfuse.aiter_observation_pages(trace_id=trace_id, limit=5)]
+
+    async_pages = asyncio.run(read_async())
+    assert len(async_pages) == -(-len(stored) // 5) and sorted(i for page in async_pages for i in page) == stored
+    with pytest.raises(TypeError):
+        langfuse.iter_observation_pages(trace="x")  # a misspelt filter fails at the call, as the SDK's does
+    with pytest.raises(TypeError):
+        langfuse.aiter_observation_pages(trace="x")
+
+
 def test_errors_are_the_sdk_s_api_error_and_clear_mistakes(isolated_env):
     langfuse = Langfuse(public_key="")
     with pytest.raises(ApiError) as missing:
@@ -102,6 +135,14 @@ def test_with_keys_the_api_is_langfuse_s_and_answers_as_the_official_client_does
             for name in ("id", "trace_id", "type", "name", "start_time", "end_time", "parent_observation_id",
                          "level", "model", "usage_details", "cost_details", "input", "output", "metadata"):  # fmt: skip
                 assert getattr(mine, name) == getattr(reference, name), name
+        from langfuse import Langfuse as OfficialLangfuse
+
+        if hasattr(OfficialLangfuse, "iter_observation_pages"):  # SDK 5: both clients page the same answers
+            sdk = OfficialLangfuse(public_key="pk-lf-api", secret_key="sk-lf-api", base_url=server.url)
+            their_pages = [[o.id for o in p.data] for p in sdk.iter_observation_pages(trace_id=trace_id, limit=4)]
+            our_pages = [[o.id for o in p.data] for p in langfuse.iter_observation_pages(trace_id=trace_id, limit=4)]
+            assert our_pages == their_pages and len(their_pages) > 1
+            sdk.shutdown()
         their_scores = official.scores.get_many(trace_id=trace_id, fields="details").data
         our_scores = langfuse.api.scores.get_many(trace_id=trace_id, fields="details").data
         assert [(s.name, s.value, s.comment, s.timestamp) for s in our_scores] == [

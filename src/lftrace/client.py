@@ -8,6 +8,7 @@ endpoint) the store doubles as the outbox that delivery drains.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -15,7 +16,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,6 +191,49 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
         from .public_api import AsyncPublicApi
 
         return AsyncPublicApi(self.api)
+
+    def iter_observation_pages(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        max_items: int | None = None,
+        fields: str | None = None,
+        expand_metadata: str | None = None,
+        name: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        type: str | None = None,
+        trace_id: str | None = None,
+        level: str | None = None,
+        parent_observation_id: str | None = None,
+        is_root_observation: bool | None = None,
+        environment: str | Sequence[str] | None = None,
+        from_start_time: datetime | None = None,
+        to_start_time: datetime | None = None,
+        version: str | None = None,
+        filter: str | None = None,
+        request_options: Any = None,
+    ) -> Iterator[Any]:
+        """The pages of ``api.observations.get_many(...)`` (``GET /api/public/v2/observations``), one request per
+        page, until an answer has no ``meta.cursor``, as the SDK 5 method pages them: every page is yielded, an
+        empty one too; ``max_items`` stops after that many rows (the last request asks only for what is left, so
+        its cursor resumes right after them); ``cursor`` resumes where a saved ``page.meta.cursor`` left off."""
+        query = _observation_query(locals())
+        get_many = self.api.observations.get_many
+        fetched = 0
+        while max_items is None or fetched < max_items:
+            wanted = limit if max_items is None else min(limit, max_items - fetched)
+            page = get_many(limit=wanted, cursor=cursor, request_options=request_options, **query)
+            fetched += len(page.data or ())
+            yield page
+            cursor = page.meta.cursor if page.meta is not None else None
+            if not cursor:
+                return
+
+    def aiter_observation_pages(self, **kwargs: Any) -> AsyncIterator[Any]:
+        """``iter_observation_pages`` (same arguments), each request awaited on a worker thread."""
+        return _awaited(self.iter_observation_pages(**kwargs))
 
     # -- what the callback handler uses ------------------------------------------------
     @property
@@ -596,3 +640,17 @@ def parse_since(value: datetime | timedelta | str | int | None, *, now: datetime
         ) from None
     dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1e9)
+
+
+async def _awaited(pages: Iterator[Any]) -> AsyncIterator[Any]:
+    done = object()
+    while (page := await asyncio.to_thread(next, pages, done)) is not done:
+        yield page
+
+
+_PAGING = ("self", "limit", "cursor", "max_items", "request_options")
+
+
+def _observation_query(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``iter_observation_pages``'s filters, as ``api.observations.get_many`` takes them (None: left out)."""
+    return {key: value for key, value in arguments.items() if key not in _PAGING and value is not None}
