@@ -393,6 +393,47 @@ def test_official_sdk_scores_are_created_and_read_back_through_v3(server, tmp_pa
         assert sorted(s.name for s in store.get_trace(trace_id).scores) == ["accuracy", "helpful", "label"]
 
 
+_PROMPT_LINKING_APP = """
+import sys
+from langfuse import Langfuse, propagate_attributes
+
+langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=sys.argv[1])
+langfuse.create_prompt(name="movie-critic", prompt="Review {{movie}}", labels=["production"])
+prompt = langfuse.get_prompt("movie-critic")
+with langfuse.start_as_current_observation(name="review-request") as root:
+    with langfuse.start_as_current_observation(name="explicit", as_type="generation", prompt=prompt):
+        pass
+    with propagate_attributes(environment="staging", prompt={"name": "critic-v2", "version": 3}):
+        with langfuse.start_as_current_observation(name="propagated", as_type="generation"):
+            pass
+        with langfuse.start_as_current_observation(name="plain-span"):
+            pass
+langfuse.flush()
+print("TRACE_ID", root.trace_id, prompt.version)
+"""
+
+
+def test_official_sdk_prompt_links_and_propagated_environment_are_kept(server, tmp_path):
+    """A generation's prompt (``prompt=`` or SDK 5's ``propagate_attributes(prompt=...)``) arrives as
+    ``langfuse.observation.prompt.name``/``.version``: kept on generations (Langfuse links no other type) and
+    answered by the API; a propagated environment is the environment of the spans started inside."""
+    ran = server.run_sdk_program(tmp_path / "prompt_linking_app.py", _PROMPT_LINKING_APP)
+    trace_id, version = re.search(r"TRACE_ID ([0-9a-f]{32}) (\d+)", ran.stdout).groups()
+    with TraceStore(server.store, create=False) as store:
+        stored = {o.name: o for o in store.get_trace(trace_id).observations}
+    assert (stored["explicit"].prompt_name, stored["explicit"].prompt_version) == ("movie-critic", int(version))
+    assert (stored["propagated"].prompt_name, stored["propagated"].prompt_version) == ("critic-v2", 3)
+    assert (stored["plain-span"].prompt_name, stored["review-request"].prompt_name) == (None, None)
+    assert [stored[n].environment for n in ("review-request", "explicit", "propagated", "plain-span")] == [
+        "staging",  # the span current when propagate_attributes began takes it too (the SDK sets it there)
+        "default",
+        "staging",
+        "staging",
+    ]
+    answered = {o["name"]: o for o in server.get(f"/api/public/traces/{trace_id}").json()["observations"]}
+    assert (answered["propagated"]["promptName"], answered["propagated"]["promptVersion"]) == ("critic-v2", 3)
+
+
 _SESSION_SCORING_APP = """
 import sys
 from langfuse import Langfuse

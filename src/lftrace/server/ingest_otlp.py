@@ -409,7 +409,21 @@ def span_to_observation(
         cost_details={k: float(v) for k, v in cost.items() if isinstance(v, int | float)} if cost else None,
         environment=env if isinstance(env, str) and env else environment,
         version=str(version) if version else None,
+        **_prompt_link(a, obs_type),
     )
+
+
+def _prompt_link(a: dict[str, Any], obs_type: str) -> dict[str, Any]:
+    """The Langfuse prompt a generation was made from (``langfuse.observation.prompt.name``/``.version``, set by the
+    SDKs and propagated by SDK 5's ``propagate_attributes(prompt=...)``); Langfuse links generations only."""
+    name = a.get("langfuse.observation.prompt.name")
+    if obs_type != "GENERATION" or not isinstance(name, str) or not name:
+        return {}
+    version = a.get("langfuse.observation.prompt.version")
+    if isinstance(version, str) and version.isdigit():
+        version = int(version)
+    valid = isinstance(version, int) and not isinstance(version, bool)
+    return {"prompt_name": name, "prompt_version": version if valid else None}
 
 
 def _apply_trace_attributes(
