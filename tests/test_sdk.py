@@ -177,6 +177,59 @@ def test_langchain_runs_inside_spans_nest_under_them():
     assert trace.total_tokens == 2 * 19
 
 
+def test_propagated_environment_and_prompt_reach_spans_and_langchain_runs_inside(isolated_env, caplog):
+    """SDK 5's propagate_attributes(environment=..., prompt=...), as its docstring's two examples use it."""
+    langfuse = get_client()
+    prompt = langfuse.create_prompt(name="greeting", prompt="Say hello to {{name}}", labels=["production"])
+    with langfuse.start_as_current_observation(name="user_workflow") as workflow:
+        with propagate_attributes(environment="staging", prompt={"name": "movie-critic", "version": 3}):
+            with langfuse.start_as_current_observation(name="llm_call"):
+                pass
+            with langfuse.start_as_current_observation(name="completion", as_type="generation"):
+                pass
+            with langfuse.start_as_current_observation(name="own", as_type="generation", prompt=prompt):
+                pass
+        trace_id = workflow.trace_id
+    langfuse.flush()
+    trace = langfuse.get_trace(trace_id)
+    obs = by_name(trace)
+    assert trace.environment == "staging"  # the current span took it, and what started inside
+    assert {o.name: o.environment for o in trace.observations} == dict.fromkeys(obs, "staging")
+    assert (obs["completion"].prompt_name, obs["completion"].prompt_version) == ("movie-critic", 3)
+    assert (obs["own"].prompt_name, obs["own"].prompt_version) == ("greeting", prompt.version)  # its own wins
+    assert obs["llm_call"].prompt_name is None  # a span links no prompt
+
+    graph = build_agent(ToolCallingFakeModel())
+    with propagate_attributes(environment="qa", prompt=prompt, user_id="u-1"):
+        graph.invoke({"messages": [HumanMessage("Paris")]}, config={"callbacks": [CallbackHandler()]})
+    trace = last_trace()
+    generations = [o for o in trace.observations if o.type == "GENERATION"]
+    assert (trace.environment, trace.user_id) == ("qa", "u-1") and len(generations) == 2
+    assert {o.environment for o in trace.observations} == {"qa"}
+    assert {(o.prompt_name, o.prompt_version) for o in generations} == {("greeting", prompt.version)}
+    assert {o.prompt_name for o in trace.observations if o.type != "GENERATION"} == {None}
+
+    # what Langfuse would refuse is left out with a warning; a fallback prompt links nothing, as in the SDK
+    with caplog.at_level("WARNING", logger="lftrace"):
+        with (
+            propagate_attributes(environment="Production!", prompt={"name": "unversioned"}),
+            langfuse.start_as_current_observation(name="refused", as_type="generation") as refused,
+        ):
+            pass
+        with (
+            propagate_attributes(prompt={"name": "fallback", "version": 1, "is_fallback": True}),
+            langfuse.start_as_current_observation(name="fallback", as_type="generation") as fallback,
+        ):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if "propagate_attributes" in r.getMessage()]
+    assert len(warnings) == 2 and "'Production!'" in warnings[0] and "integer version" in warnings[1]
+    langfuse.flush()
+    for span in (refused, fallback):
+        stored = langfuse.get_trace(span.trace_id)
+        assert (stored.environment, stored.observations[0].environment) == ("default", "default")
+        assert stored.observations[0].prompt_name is None
+
+
 def test_scores_are_stored_exported_shape_and_shown(isolated_env):
     langfuse = get_client()
     with langfuse.start_as_current_span(name="qa") as span:

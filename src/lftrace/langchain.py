@@ -512,7 +512,9 @@ class CallbackHandler(BaseCallbackHandler):
         user_id = meta.get("langfuse_user_id")
         trace_name = meta.get("langfuse_trace_name")
         propagated = propagated_attributes()
+        environment = self._environment
         if propagated:  # propagate_attributes(...) around this run
+            environment = propagated.get("environment") or environment
             session_id = session_id if session_id is not None else propagated.get("session_id")
             user_id = user_id if user_id is not None else propagated.get("user_id")
             trace_name = trace_name or propagated.get("name")
@@ -538,7 +540,7 @@ class CallbackHandler(BaseCallbackHandler):
             version=self._version,
             metadata=trace_metadata or None,
             tags=trace_tags,
-            environment=self._environment,
+            environment=environment,
         )
         state = _TraceState(trace, run_id, bool(client.should_sample(trace_id)), self._streams_parts)
         thread_id = meta.get("thread_id")
@@ -589,7 +591,7 @@ class CallbackHandler(BaseCallbackHandler):
             input=inputs,
             metadata=_observation_metadata(metadata, tags, parent_run_id is None),
             level="DEBUG" if tags and HIDDEN_TAG in tags else "DEFAULT",
-            environment=self._environment,
+            environment=state.trace.environment,
             version=self._version,
         )
         # @observe / start_as_current_span inside this run (a tool, a node) nest under it, as with the official
@@ -958,10 +960,12 @@ class CallbackHandler(BaseCallbackHandler):
         name = _run_name(serialized, kwargs.get("name"), "llm")
         obs = self._open(run_id, parent_run_id, "GENERATION", name, inputs, tags, metadata)
         if obs is not None:
-            if self._prompts and parent_run_id is not None:
-                prompt = self._prompts.pop(parent_run_id, None)
-                if prompt is not None:
-                    obs.prompt_name, obs.prompt_version = prompt
+            prompt = self._prompts.pop(parent_run_id, None) if self._prompts and parent_run_id is not None else None
+            if prompt is None:  # propagate_attributes(prompt=...) around the model call
+                propagated = propagated_attributes()
+                prompt = propagated.get("prompt") if propagated else None
+            if prompt is not None:
+                obs.prompt_name, obs.prompt_version = prompt
             obs.model = _model_name(serialized, metadata, params)
             obs.model_parameters = {
                 k: v for k, v in params.items() if k not in _PARAMETER_NOISE and v is not None

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -89,6 +90,9 @@ class _Fragment:
     def __init__(self, client: Any, trace_id: str, *, remote_parent: bool) -> None:
         self.client = client
         self.trace = Trace(id=trace_id, name=None, timestamp=0, environment=_environment(client))
+        propagated = _propagated.get()
+        if propagated and "environment" in propagated:  # propagate_attributes(environment=...) around this span
+            self.trace.environment = propagated["environment"]
         self.remote_parent = remote_parent  # started under a span of another process: not the trace's root
         self.open = 0
         self.lock = threading.Lock()
@@ -209,6 +213,11 @@ class LangfuseObservation:
             start_time=start_time or time.time_ns(),
             environment=fragment.trace.environment,
         )
+        propagated = _propagated.get()
+        if propagated:  # propagate_attributes(environment=..., prompt=...) around this observation
+            self._observation.environment = propagated.get("environment") or fragment.trace.environment
+            if prompt is None and kind == "GENERATION" and "prompt" in propagated:
+                prompt = {"name": propagated["prompt"][0], "version": propagated["prompt"][1]}
         self.update(
             input=input,
             output=output,
@@ -676,9 +685,16 @@ def propagate_attributes(
     version: str | None = None,
     tags: list[str] | None = None,
     trace_name: str | None = None,
+    environment: str | None = None,
+    prompt: Any = None,
     **ignored: Any,
 ) -> Iterator[None]:
-    """The SDK v4/v5's way to set trace attributes for everything inside (spans and LangChain runs)."""
+    """The SDK v4/v5's way to set trace attributes for everything inside (spans and LangChain runs).
+
+    ``environment`` (SDK 5) is the environment of the current span's trace and of every trace and observation
+    started inside, over the client's; ``prompt`` (a prompt client or ``{"name", "version"}``) links the
+    generations started inside that do not name a prompt of their own. An environment or a prompt that is not
+    valid is left out with a warning, as the SDK drops it."""
     given: dict[str, Any] = {
         "user_id": user_id,
         "session_id": session_id,
@@ -686,17 +702,50 @@ def propagate_attributes(
         "version": version,
         "tags": tags,
         "name": trace_name,
+        "environment": _valid_environment(environment) if environment is not None else None,
+        "prompt": _propagated_prompt(prompt) if prompt is not None else None,
     }
     values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     current = _current_span()
     if current is not None:
         current.update_trace(**values)
+        if "environment" in values and not isinstance(current, _RunSpan):  # the span and its trace (the SDK's)
+            current._observation.environment = current._fragment.trace.environment = values["environment"]
     merged = {**(_propagated.get() or {}), **values}
     token = _propagated.set(merged)
     try:
         yield
     finally:
         _propagated.reset(token)
+
+
+_ENVIRONMENT = re.compile(r"(?!langfuse)[a-z0-9_-]{1,40}")
+
+
+def _valid_environment(value: Any) -> str | None:
+    """A propagated environment as Langfuse takes it (lowercase letters, digits, ``-``, ``_``; at most 40; not
+    ``langfuse...``), else None and a warning."""
+    if isinstance(value, str) and _ENVIRONMENT.fullmatch(value):
+        return value
+    log.warning(
+        "lftrace: propagate_attributes(environment=%r) left out: an environment is up to 40 lowercase letters, "
+        "digits, '-' or '_', not starting with 'langfuse'",
+        str(value)[:60],
+    )
+    return None
+
+
+def _propagated_prompt(prompt: Any) -> tuple[str, int] | None:
+    """(name, version) to link generations to; None for a fallback prompt, and with a warning for a prompt with no
+    name or no integer version (the SDK needs both to link a propagated prompt)."""
+    found = prompt_reference(prompt)
+    is_fallback = prompt.get("is_fallback") if isinstance(prompt, Mapping) else getattr(prompt, "is_fallback", False)
+    if is_fallback is True:
+        return None
+    if found is None or found[1] is None:
+        log.warning("lftrace: propagate_attributes(prompt=...) left out: a prompt needs a name and an integer version")
+        return None
+    return found[0], found[1]
 
 
 # -- @observe ---------------------------------------------------------------------------------------------------
