@@ -87,3 +87,70 @@ def test_the_datasets_api_answers_as_langfuse_does(server):
     assert server.get("/api/public/dataset-items").status_code == 400  # datasetName is required
     listed = server.get("/api/public/v2/datasets", params={"limit": 1}).json()
     assert len(listed["data"]) == 1 and listed["meta"]["totalItems"] == 2
+
+
+_VERSIONED_APP = """
+import sys, time
+from datetime import datetime, timezone
+from langfuse import Langfuse
+
+langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=sys.argv[1])
+langfuse.create_dataset(name="qa")
+langfuse.create_dataset_item(dataset_name="qa", input="a", id="a")
+langfuse.create_dataset_item(dataset_name="qa", input="b", id="b")
+time.sleep(0.05)
+before_c = datetime.now(timezone.utc)
+time.sleep(0.05)
+langfuse.create_dataset_item(dataset_name="qa", input="c", id="c")
+print("THEN", sorted(i.id for i in langfuse.get_dataset("qa", version=before_c).items))
+print("NOW", sorted(i.id for i in langfuse.get_dataset("qa").items))
+print("BEFORE_C", before_c.isoformat())
+langfuse.create_dataset_item(dataset_name="qa", input="b2", id="b")  # b changes: its old input is not kept
+try:
+    langfuse.get_dataset("qa", version=before_c)
+    print("REFUSED no")
+except Exception as exc:
+    print("REFUSED", getattr(exc, "status_code", None), "changed after" in str(exc))
+"""
+
+
+def test_dataset_items_as_they_were_at_a_version(server, tmp_path):
+    """SDK 5's ``get_dataset(name, version=datetime)``: the official SDK against lftrace serve, lftrace's client
+    with keys (asking that server) and without (its own store) give the items as they were then, or say clearly
+    that an item changed since, as the store keeps no item's history."""
+    import datetime as dt
+
+    from lftrace import Langfuse
+    from lftrace.errors import BackendError, DatasetHistoryMissing
+
+    ran = server.run_sdk_program(tmp_path / "versioned_app.py", _VERSIONED_APP, quiet=False)
+    lines = dict(line.split(" ", 1) for line in ran.stdout.strip().splitlines())
+    assert (lines["THEN"], lines["NOW"]) == ("['a', 'b']", "['a', 'b', 'c']")
+    assert lines["REFUSED"] == "400 True"
+    before_c = dt.datetime.fromisoformat(lines["BEFORE_C"])
+
+    remote = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=server.url, store=tmp_path / "r.db")
+    with pytest.raises(BackendError, match=r"answered 400 .*changed after"):  # b changed: "Langfuse" refuses
+        remote.get_dataset("qa", version=before_c)
+    assert sorted(i.id for i in remote.get_dataset("qa").items) == ["a", "b", "c"]
+    remote.create_dataset(name="remote-docs")
+    remote.create_dataset_item(dataset_name="remote-docs", input="x", id="x")
+    remote_then = dt.datetime.now(dt.UTC)
+    remote.create_dataset_item(dataset_name="remote-docs", input="y", id="y")
+    assert [i.id for i in remote.get_dataset("remote-docs", version=remote_then).items] == ["x"]
+    remote.shutdown()
+
+    local = Langfuse(public_key="", store=tmp_path / "local.db")
+    local.create_dataset(name="docs")
+    local.create_dataset_item(dataset_name="docs", input="first", id="one")
+    then = dt.datetime.now(dt.UTC)
+    local.create_dataset_item(dataset_name="docs", input="second", id="two")
+    dataset = local.get_dataset("docs", version=then, fetch_items_page_size=1)
+    assert [i.id for i in dataset.items] == ["one"] and dataset.version == then
+    assert sorted(i.id for i in local.get_dataset("docs").items) == ["one", "two"]
+    local.create_dataset_item(dataset_name="docs", input="first, edited", id="one")
+    with pytest.raises(DatasetHistoryMissing, match=r"'one' of 'docs' changed after .*leave out version="):
+        local.get_dataset("docs", version=then)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        local.get_dataset("docs", version=dt.datetime(2026, 1, 1))
+    local.shutdown()

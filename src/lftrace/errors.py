@@ -53,6 +53,11 @@ class InputError(LftraceError):
     exit_code = ExitStatus.USAGE
 
 
+class DatasetHistoryMissing(InputError):
+    """A dataset's items asked for as they were at a time (``version``) when one has changed since: the store keeps
+    only the current version of an item."""
+
+
 class BackendError(LftraceError):
     exit_code = ExitStatus.BACKEND
 

@@ -116,6 +116,7 @@ class DatasetClient:
         self.input_schema, self.expected_output_schema = data.get("inputSchema"), data.get("expectedOutputSchema")
         self.created_at, self.updated_at = data.get("createdAt"), data.get("updatedAt")
         self.items = items
+        self.version: datetime | None = None  # get_dataset(version=...): the items as they were then
         self._client = client
 
     def run_experiment(self, *, name: str, **options: Any) -> ExperimentResult:
@@ -358,26 +359,45 @@ class ExperimentApi:
         if not result.ok:
             raise LftraceError(f"the dataset item's media could not be uploaded to Langfuse: {result.message}")
 
-    def get_dataset(self, name: str, *, fetch_items_page_size: int | None = 50, **ignored: Any) -> DatasetClient:
-        """The dataset and all its items (page by page from Langfuse)."""
+    def get_dataset(
+        self,
+        name: str,
+        *,
+        fetch_items_page_size: int | None = 50,
+        version: datetime | None = None,
+        **ignored: Any,
+    ) -> DatasetClient:
+        """The dataset and all its items (page by page from Langfuse); with ``version`` (a timezone-aware
+        datetime) its items as they were at that time, as SDK 5 asks Langfuse for them. The local store keeps no
+        history of an item: there, items created since are left out, and an item changed since is an
+        ``InputError`` (``DatasetHistoryMissing``) rather than its current content presented as the old one."""
         size = max(1, fetch_items_page_size or 50)
+        if version is not None and (not isinstance(version, datetime) or version.tzinfo is None):
+            raise ValueError("version must be a timezone-aware datetime (UTC), as the Langfuse SDK takes it")
         if self.settings.langfuse_enabled:
             from .exporters import langfuse_api
 
             data = langfuse_api.get_dataset(self.settings, name)
-            rows = langfuse_api.dataset_items(self.settings, name, page_size=size) if data is not None else []
+            rows = (
+                langfuse_api.dataset_items(self.settings, name, page_size=size, version=version)
+                if data is not None
+                else []
+            )
         else:
+            as_of = _ns_of(version) if version is not None else None
             data = self.store.get_dataset(name)
             rows = []
             while data is not None:
-                page, total = self.store.dataset_items(name, offset=len(rows), limit=size)
+                page, total = self.store.dataset_items(name, offset=len(rows), limit=size, as_of_ns=as_of)
                 rows += page
                 if not page or len(rows) >= total:
                     break
         if data is None:
             raise DatasetNotFound(f"no dataset {name!r}")
         local = None if self.settings.langfuse_enabled else self.store
-        return DatasetClient(data, [DatasetItem(_with_media_references(row, local)) for row in rows], self)
+        dataset = DatasetClient(data, [DatasetItem(_with_media_references(row, local)) for row in rows], self)
+        dataset.version = version
+        return dataset
 
     # -- experiments ----------------------------------------------------------------------------------------
     def run_experiment(
@@ -579,3 +599,9 @@ def run_to_end(coroutine: Any) -> Any:
         return asyncio.run(coroutine)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+def _ns_of(moment: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime, exactly (no float rounding of the microseconds)."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .errors import InputError, StoreError, TraceNotFound
+from .errors import DatasetHistoryMissing, InputError, StoreError, TraceNotFound
 from .filters import TraceFilter, legacy_level
 from .model import (
     LEVEL_RANK,
@@ -2250,17 +2250,36 @@ class TraceStore:
         with self._errors():
             return self._write(work)
 
-    def dataset_items(self, dataset_name: str, *, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
-        """(a page of the dataset's items, newest first; how many it has)."""
+    def dataset_items(
+        self, dataset_name: str, *, offset: int = 0, limit: int = 50, as_of_ns: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(a page of the dataset's items, newest first; how many it has). ``as_of_ns``: the items as they were then
+        (Langfuse's ``version``): those created since are left out; the store keeps no history of an item, so
+        ``DatasetHistoryMissing`` when one of the others changed since (its content then is not known)."""
+        as_of = _clamp_int64(as_of_ns) if as_of_ns is not None else 2**63 - 1
 
         def work(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
             dataset = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset_name,)).fetchone()
             if dataset is None:
                 return [], 0
-            (total,) = conn.execute("SELECT count(*) FROM dataset_items WHERE dataset_id = ?", (dataset[0],)).fetchone()
+            if as_of_ns is not None:
+                changed = conn.execute(
+                    "SELECT id FROM dataset_items WHERE dataset_id = ? AND created_ns <= ? AND updated_ns > ? LIMIT 1",
+                    (dataset[0], as_of, as_of),
+                ).fetchone()
+                if changed is not None:
+                    raise DatasetHistoryMissing(
+                        f"dataset item {changed[0][:64]!r} of {dataset_name[:200]!r} changed after "
+                        f"{iso_from_ns(as_of)}; lftrace keeps only the current version of an item, so its "
+                        "version at that time is not known (leave out version= for the current items)"
+                    )
+            (total,) = conn.execute(
+                "SELECT count(*) FROM dataset_items WHERE dataset_id = ? AND created_ns <= ?", (dataset[0], as_of)
+            ).fetchone()
             ids = conn.execute(
-                "SELECT id FROM dataset_items WHERE dataset_id = ? ORDER BY created_ns DESC, id LIMIT ? OFFSET ?",
-                (dataset[0], limit, offset),
+                "SELECT id FROM dataset_items WHERE dataset_id = ? AND created_ns <= ? "
+                "ORDER BY created_ns DESC, id LIMIT ? OFFSET ?",
+                (dataset[0], as_of, limit, offset),
             ).fetchall()
             return [item for (found,) in ids if (item := self._dataset_item_row(conn, found)) is not None], total
 

@@ -7,6 +7,7 @@ garbage answer (wrong URL), rejected keys (401/403), an invalid URL. ``httpx`` i
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
 
@@ -223,9 +224,14 @@ def get_dataset(settings: Settings, name: str) -> dict[str, Any] | None:
     return _project_call(settings, "GET", f"/api/public/v2/datasets/{quote(name, safe='')}")
 
 
-def dataset_items(settings: Settings, name: str, *, page_size: int = 50) -> list[dict[str, Any]]:
-    """Every item of a dataset, page by page."""
-    return _pages(settings, "/api/public/dataset-items", {"datasetName": name}, page_size) or []
+def dataset_items(
+    settings: Settings, name: str, *, page_size: int = 50, version: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Every item of a dataset, page by page; with ``version``, as they were at that time (Langfuse keeps them)."""
+    params: dict[str, Any] = {"datasetName": name}
+    if version is not None:
+        params["version"] = version.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return _pages(settings, "/api/public/dataset-items", params, page_size) or []
 
 
 def _auth(settings: Settings) -> tuple[str, str]:

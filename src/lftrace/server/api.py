@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import LftraceError
+from ..errors import DatasetHistoryMissing, LftraceError
 from ..jsonout import trace_chunks
 from ..media import LangfuseMedia, reference_paths
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
@@ -633,7 +633,11 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         limit = _int_param(request, "limit", DEFAULT_LIMIT, high=MAX_LIMIT)
         if store.get_dataset(name) is None:
             return _error(404, f"dataset {name[:200]!r} not found")
-        rows, total = store.dataset_items(name, offset=(page - 1) * limit, limit=limit)
+        try:  # version: the items as they were then (SDK 5's get_dataset(version=...))
+            as_of = _time_param(request, "version")
+            rows, total = store.dataset_items(name, offset=(page - 1) * limit, limit=limit, as_of_ns=as_of)
+        except DatasetHistoryMissing as exc:
+            return _error(400, str(exc))
         return {"data": [with_media(request, row) for row in rows], "meta": _meta(page, limit, total)}
 
     def dataset_item(request: Request) -> Any:
