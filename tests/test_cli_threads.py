@@ -47,6 +47,8 @@ def test_interrupt_then_resume_in_a_second_process_on_the_same_thread():
     second = lftrace("run", REVIEW, "--thread-id", thread, "--resume", '"yes"', "--expect-complete")
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[0].startswith("human_review  ✓ ok")
+    root_input = next(line for line in second.stdout.splitlines() if "in: " in line)
+    assert root_input.endswith("in: resume: yes")  # the Command(resume=...), not its empty graph/update/goto
     listed = lftrace("list", "--json")
     statuses = [(t["status"], t["sessionId"]) for t in json.loads(listed.stdout)]
     assert statuses == [("ok", thread), ("interrupted", thread)]

@@ -209,6 +209,8 @@ def readable(value: Any) -> Any:
         inner = next(iter(value.values()))
         if _is_message(inner):
             return _message_text(inner)
+    if _is_command(value):  # a run resumed or steered with Command(resume=...): what it says, not its empty fields
+        return _command_text(value)
     if (
         isinstance(value, dict)
         and value.get("__type") == "tool_call_with_context"
