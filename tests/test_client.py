@@ -205,3 +205,38 @@ def test_parse_since():
     assert parse_since("2026-01-01") == 1767225600 * 10**9
     with pytest.raises(InputError, match="--since"):
         parse_since("yesterday-ish")
+
+
+def test_sdk_5_request_headers_compression_and_export_path_reach_langfuse(receiver, isolated_env, monkeypatch, caplog):
+    """``Langfuse(additional_headers=..., otel_compression=...)`` and ``LANGFUSE_OTEL_TRACES_EXPORT_PATH``, as the
+    official SDK 5 takes them (a proxy in front of Langfuse that wants its own token, on its own path): every
+    request to Langfuse carries the headers, the spans go to that path, compressed as asked; the header values are
+    never shown."""
+    monkeypatch.setenv("LANGFUSE_OTEL_TRACES_EXPORT_PATH", "v1/traces")  # the receiver serves OTLP there too
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "none")  # Langfuse's own setting wins over this
+    langfuse = Langfuse(
+        public_key="pk-lf-proxy",
+        secret_key="sk-lf-proxy",
+        base_url=receiver.url,
+        additional_headers={"X-Proxy-Token": "proxy-secret-123"},
+        otel_compression="gzip",
+    )
+    with langfuse.start_as_current_observation(name="through-the-proxy"):
+        pass
+    assert langfuse.flush() is not False
+    assert langfuse.auth_check()
+    langfuse.shutdown()
+    [spans] = receiver.otlp_requests()
+    assert spans.path == "/v1/traces" and spans.headers["content-encoding"] == "gzip"
+    assert [s.name for s in spans.spans()] == ["through-the-proxy"]
+    projects = [r for r in receiver.requests if r.path == "/api/public/projects"]
+    assert projects and all(r.headers["x-proxy-token"] == "proxy-secret-123" for r in [spans, *projects])
+    assert "proxy-secret-123" not in repr(langfuse.settings) + str(langfuse.settings.masked())
+
+    monkeypatch.setenv("LANGFUSE_OTEL_COMPRESSION", "brotli")  # not one the SDK sends: passed over, as it does
+    with caplog.at_level("WARNING", logger="lftrace"):
+        settings = Langfuse(public_key="pk-lf-x", secret_key="sk-lf-x", base_url=receiver.url).settings
+    assert settings.langfuse_compression is None and "LANGFUSE_OTEL_COMPRESSION: 'brotli'" in caplog.text
+    monkeypatch.setenv("LANGFUSE_OTEL_TRACES_EXPORT_PATH", "https://elsewhere/otel")
+    with pytest.raises(ConfigError, match=r"LANGFUSE_OTEL_TRACES_EXPORT_PATH: .* is not a path on the Langfuse host"):
+        Langfuse(public_key="pk-lf-x", secret_key="sk-lf-x", base_url=receiver.url)

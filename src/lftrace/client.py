@@ -71,7 +71,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
         **sdk_only: Any,
     ) -> None:
         # Arguments of the official SDK that have no meaning here (httpx_client, media_upload_thread_count, ...)
-        # are accepted so that code written for it keeps working.
+        # are accepted so that code written for it keeps working; additional_headers and otel_compression apply.
         self.settings = Settings.resolve(
             {
                 "public_key": public_key,
@@ -89,6 +89,9 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
                 "store": store,
                 "otlp_endpoint": otlp_endpoint,
                 "otlp_headers": otlp_headers,
+                # the SDK's names for Langfuse's own request headers and compression
+                "langfuse_headers": sdk_only.pop("additional_headers", None),
+                "langfuse_compression": sdk_only.pop("otel_compression", None),
             }
         )
         if sdk_only:
@@ -340,6 +343,7 @@ class Langfuse(_sdk.TracingApi, PromptApi, ExperimentApi, BatchEvaluationApi):
                 self.settings.public_key or "",
                 self.settings.secret_key or "",
                 timeout=self.settings.timeout,
+                headers=self.settings.langfuse_headers,
             )
         except Exception as exc:
             log.warning("lftrace: auth check failed: %s", exc)

@@ -6,6 +6,7 @@ README's configuration table lists the same names (a test keeps them in step).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -43,6 +44,8 @@ OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 OTLP_HEADERS = "OTEL_EXPORTER_OTLP_HEADERS"
 OTLP_TRACES_HEADERS = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
 OTLP_COMPRESSION = "OTEL_EXPORTER_OTLP_COMPRESSION"
+LANGFUSE_COMPRESSION = "LANGFUSE_OTEL_COMPRESSION"  # SDK 5: Langfuse's requests only, over the OTEL_* ones
+LANGFUSE_EXPORT_PATH = "LANGFUSE_OTEL_TRACES_EXPORT_PATH"  # SDK 5: where on the host the spans go
 OTLP_TRACES_COMPRESSION = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
 
 ALL_ENV_VARS = (
@@ -242,6 +245,9 @@ def parse_headers(text: str | None) -> dict[str, str]:
     return headers
 
 
+DEFAULT_OTLP_PATH = "/api/public/otel/v1/traces"
+
+
 @dataclass(frozen=True)
 class Settings:
     public_key: str | None = field(default=None, repr=False)
@@ -262,6 +268,11 @@ class Settings:
     # request bodies: "gzip", "none", or None: gzip unless the endpoint is on this machine (loopback), where
     # compressing only costs the traced program CPU (a long run's requests are hundreds of MB before gzip)
     otlp_compression: str | None = None
+    # Langfuse's own: headers sent with every request to it (the SDK's additional_headers: a proxy's token, ...),
+    # its compression (otel_compression / LANGFUSE_OTEL_COMPRESSION; None: otlp_compression's), its OTLP path
+    langfuse_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    langfuse_compression: str | None = None
+    langfuse_otlp_path: str = DEFAULT_OTLP_PATH
     export_cost: bool = (
         False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
     )
@@ -285,7 +296,7 @@ class Settings:
 
     @property
     def langfuse_otlp_url(self) -> str:
-        return self.base_url.rstrip("/") + "/api/public/otel/v1/traces"
+        return self.base_url.rstrip("/") + self.langfuse_otlp_path
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
@@ -294,7 +305,8 @@ class Settings:
             shown = shown.replace(repr(self.otlp_endpoint), repr(redact_url(self.otlp_endpoint)))
         return (
             f"Settings(public_key={mask_secret(self.public_key)!r}, secret_key={mask_secret(self.secret_key)!r}, "
-            f"{shown}, otlp_headers={ {k: '***' for k in self.otlp_headers} })"
+            f"{shown}, otlp_headers={ {k: '***' for k in self.otlp_headers} }, "
+            f"langfuse_headers={ {k: '***' for k in self.langfuse_headers} })"
         )
 
     def masked(self) -> dict[str, Any]:
@@ -303,6 +315,7 @@ class Settings:
         out["public_key"] = mask_secret(self.public_key)
         out["secret_key"] = mask_secret(self.secret_key)
         out["otlp_headers"] = {k: "***" for k in self.otlp_headers}
+        out["langfuse_headers"] = {k: "***" for k in self.langfuse_headers}
         out["store"] = str(self.store)
         out["base_url"] = redact_url(self.base_url)
         out["otlp_endpoint"] = redact_url(self.otlp_endpoint) if self.otlp_endpoint else None
@@ -313,8 +326,6 @@ class Settings:
 
     def announce(self) -> None:
         """Say the notices (a .env deciding where traces go) on stderr, each once per process."""
-        import logging
-
         for notice in self.notices:
             if notice not in _ANNOUNCED:
                 _ANNOUNCED.add(notice)
@@ -400,6 +411,17 @@ class Settings:
         got = pick("otlp_compression", OTLP_TRACES_COMPRESSION, OTLP_COMPRESSION)
         if got:
             values["otlp_compression"] = _compression(got)
+        got = pick("langfuse_compression", LANGFUSE_COMPRESSION)
+        if got:  # as the SDK: a value it cannot use is passed over for the OTEL_* variables (with a warning here)
+            try:
+                values["langfuse_compression"] = _compression(got)
+            except ConfigError as exc:
+                logging.getLogger("lftrace").warning("lftrace: %s; ignored", exc)
+        got = pick("langfuse_otlp_path", LANGFUSE_EXPORT_PATH)
+        if got:
+            values["langfuse_otlp_path"] = _otlp_path(got)
+        if "langfuse_headers" in args:
+            values["langfuse_headers"] = {str(k): str(v) for k, v in dict(args["langfuse_headers"]).items()}
         if "otlp_headers" in args:
             values["otlp_headers"] = {str(k).lower(): str(v) for k, v in dict(args["otlp_headers"]).items()}
         else:
@@ -482,6 +504,15 @@ def _check_environment(value: str, source: str) -> str:
             "(use at most 40 lowercase letters, digits, '-' or '_', not starting with 'langfuse')"
         )
     return value
+
+
+def _otlp_path(got: tuple[Any, str]) -> str:
+    """A path on Langfuse's host (``api/public/otel/v1/traces``, a proxy's ``/langfuse/otel``), as ``/...``."""
+    value, source = got
+    path = "/" + str(value).strip().lstrip("/")
+    if path == "/" or any(c in path for c in "?# ") or "://" in path:
+        raise ConfigError(f"{source}: '{value}' is not a path on the Langfuse host (e.g. /api/public/otel/v1/traces)")
+    return path
 
 
 def _compression(got: tuple[Any, str]) -> str:

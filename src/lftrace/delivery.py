@@ -89,7 +89,9 @@ def destinations_for(settings: Settings) -> list[Destination]:
             settings.secret_key,
             settings.timeout,
             resource,
-            compression=settings.otlp_compression,
+            compression=settings.langfuse_compression or settings.otlp_compression,
+            extra_headers=settings.langfuse_headers,
+            path=settings.langfuse_otlp_path,
         )
         exporter.profile = with_cost(exporter.profile, settings.export_cost)
         out.append(Destination(langfuse_destination_name(settings.base_url), exporter))

@@ -14,17 +14,32 @@ cached) gives the ``fallback`` (``is_fallback=True``: it links nothing), else th
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import ExitStatus, InputError, LftraceError
+from .errors import ConfigError, ExitStatus, InputError, LftraceError
 
 log = logging.getLogger("lftrace")
 
 DEFAULT_TTL_S = 60
+TTL_ENV = "LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS"  # the SDK's variable for the default
+
+
+def default_ttl() -> int:
+    """Seconds a prompt from Langfuse is kept when ``get_prompt`` is not told: ``LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_
+    SECONDS`` (read at each call), else 60; a value that is not a whole number of seconds >= 0 is a ConfigError."""
+    raw = os.environ.get(TTL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TTL_S
+    if not raw.isdigit():
+        raise ConfigError(f"{TTL_ENV}: '{raw[:40]}' is not a number of seconds (0 or more; 0 fetches every time)")
+    return int(raw)
+
+
 _VARIABLE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _LANGCHAIN_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
@@ -320,16 +335,17 @@ class PromptApi:
     ) -> PromptClient:
         """A prompt version: ``version``, else the one labelled ``label`` (default "production").
 
-        From Langfuse, kept ``cache_ttl_seconds`` (60; 0 fetches every time), retried ``max_retries`` times (2,
+        From Langfuse, kept ``cache_ttl_seconds`` (``LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS``, else 60; 0 fetches
+        every time), retried ``max_retries`` times (2,
         at most 4). When it cannot be had: a copy fetched before, else ``fallback``, else the error."""
         if version is not None and label is not None:
             raise ValueError("give a prompt's version or its label, not both")
         if not name:
             raise ValueError("a prompt needs a name")
+        ttl = default_ttl() if cache_ttl_seconds is None else cache_ttl_seconds
         try:
             if not self.settings.langfuse_enabled:
                 return self._prompt_from_store(name, version, label)  # the store is the source: always current
-            ttl = DEFAULT_TTL_S if cache_ttl_seconds is None else cache_ttl_seconds
             retries = min(max(2 if max_retries is None else max_retries, 0), 4)
             timeout = float(fetch_timeout_seconds or self.settings.timeout)
             return self._prompt_cache.get(

@@ -256,6 +256,7 @@ class PublicApi:
             return httpx.Client(
                 base_url=settings.base_url.rstrip("/"),
                 auth=(settings.public_key, settings.secret_key),
+                headers=settings.langfuse_headers,
                 timeout=settings.timeout,
             )
         # no keys: `lftrace serve`'s routes answer in this process, over the client's own store

@@ -215,12 +215,14 @@ def _check_langfuse(settings: Settings) -> list[str]:
         missing = "LANGFUSE_SECRET_KEY" if settings.public_key else "LANGFUSE_PUBLIC_KEY"
         return [_bad(f"Langfuse: {missing} is not set (both keys are needed; export is off)")]
     try:
-        info = langfuse_api.health(host, timeout=settings.timeout)
+        info = langfuse_api.health(host, timeout=settings.timeout, headers=settings.langfuse_headers)
         _ok(f"Langfuse at {host} is up (status {info.get('status')}, version {info.get('version', '?')})")
     except BackendError as exc:
         return [_bad(str(exc))]
     try:
-        pid = langfuse_api.project_id(host, settings.public_key, settings.secret_key, timeout=settings.timeout)
+        pid = langfuse_api.project_id(
+            host, settings.public_key, settings.secret_key, timeout=settings.timeout, headers=settings.langfuse_headers
+        )
     except BackendError as exc:
         return [_bad(str(exc))]
     _ok(f"Langfuse keys accepted ({mask_secret(settings.public_key)}), project {pid}")
@@ -351,5 +353,10 @@ def fetch_remote_trace(settings: Settings, trace_id: str) -> Trace:
     if not (settings.public_key and settings.secret_key):
         raise ConfigError("--remote needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY (and LANGFUSE_BASE_URL)")
     return langfuse_api.fetch_trace(
-        settings.base_url, settings.public_key, settings.secret_key, trace_id, timeout=settings.timeout
+        settings.base_url,
+        settings.public_key,
+        settings.secret_key,
+        trace_id,
+        timeout=settings.timeout,
+        headers=settings.langfuse_headers,
     )

@@ -7,6 +7,7 @@ garbage answer (wrong URL), rejected keys (401/403), an invalid URL. ``httpx`` i
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlparse
@@ -38,9 +39,10 @@ def _get(
     auth: tuple[str, str] | None = None,
     params: dict[str, Any] | None = None,
     timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, Any]:
     """GET and decode JSON; returns (status, data) for 2xx and 404, raises BackendError otherwise."""
-    return _call("GET", base_url, path, auth=auth, params=params, timeout=timeout)
+    return _call("GET", base_url, path, auth=auth, params=params, timeout=timeout, headers=headers)
 
 
 def _call(
@@ -52,8 +54,10 @@ def _call(
     params: dict[str, Any] | None = None,
     body: Any = None,
     timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, Any]:
-    """One request with a JSON answer: (status, data) for 2xx and 404, BackendError otherwise."""
+    """One request with a JSON answer: (status, data) for 2xx and 404, BackendError otherwise. ``headers``: the
+    client's ``additional_headers`` (a proxy's), sent with every request to Langfuse, as the SDK sends them."""
     import httpx
 
     from .otlp import call_with_deadline, release, shutdown_connections
@@ -61,7 +65,7 @@ def _call(
     host = _check_base_url(base_url)
     url = host + path
     host = redact_url(host)  # in messages: a password inside the URL is never shown
-    client = httpx.Client(timeout=timeout, follow_redirects=True)
+    client = httpx.Client(timeout=timeout, follow_redirects=True, headers=dict(headers or {}))
     try:
         # one deadline for the whole call: httpx's timeouts bound each read, not a server trickling its answer
         done, response = call_with_deadline(
@@ -110,9 +114,9 @@ def _answer(response: Any, host: str, url: str, path: str, auth: tuple[str, str]
     raise BackendError(f"Langfuse at {host} answered {status} for {path}" + (f": {message}" if message else ""))
 
 
-def health(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
+def health(base_url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``{"status": "OK", "version": ...}`` or BackendError."""
-    status, data = _get(base_url, "/api/public/health", timeout=timeout)
+    status, data = _get(base_url, "/api/public/health", timeout=timeout, headers=headers)
     if status != 200 or not isinstance(data, dict) or "status" not in data:
         raise BackendError(
             f"{base_url.rstrip('/')}/api/public/health is not a Langfuse health endpoint (check LANGFUSE_BASE_URL)"
@@ -120,9 +124,13 @@ def health(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
     return data
 
 
-def projects(base_url: str, public_key: str, secret_key: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+def projects(
+    base_url: str, public_key: str, secret_key: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """The key's projects (one for a project key): the credentials check and the project id."""
-    status, data = _get(base_url, "/api/public/projects", auth=(public_key, secret_key), timeout=timeout)
+    status, data = _get(
+        base_url, "/api/public/projects", auth=(public_key, secret_key), timeout=timeout, headers=headers
+    )
     if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise BackendError(
             f"{base_url.rstrip('/')}/api/public/projects gave an unexpected answer (check LANGFUSE_BASE_URL)"
@@ -130,8 +138,10 @@ def projects(base_url: str, public_key: str, secret_key: str, timeout: float = 5
     return data["data"]
 
 
-def project_id(base_url: str, public_key: str, secret_key: str, timeout: float = 5.0) -> str:
-    found = projects(base_url, public_key, secret_key, timeout)
+def project_id(
+    base_url: str, public_key: str, secret_key: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> str:
+    found = projects(base_url, public_key, secret_key, timeout, headers)
     if not found or not found[0].get("id"):
         raise BackendError(f"Langfuse at {base_url.rstrip('/')} lists no project for {mask_secret(public_key)}")
     return str(found[0]["id"])
@@ -159,6 +169,7 @@ def _project_call(
         params=params,
         body=body,
         timeout=timeout or settings.timeout,
+        headers=settings.langfuse_headers,
     )
     return data if status != 404 and isinstance(data, dict) else None
 
@@ -256,7 +267,13 @@ def cached_project_id(settings: Settings, store: TraceStore | None) -> str | Non
         pid = None
     if pid is None:
         try:
-            pid = project_id(settings.base_url, settings.public_key, settings.secret_key, timeout=settings.timeout)
+            pid = project_id(
+                settings.base_url,
+                settings.public_key,
+                settings.secret_key,
+                timeout=settings.timeout,
+                headers=settings.langfuse_headers,
+            )
         except BackendError:
             return None
         if store is not None:
@@ -265,7 +282,14 @@ def cached_project_id(settings: Settings, store: TraceStore | None) -> str | Non
     return pid
 
 
-def fetch_trace(base_url: str, public_key: str, secret_key: str, trace_id: str, timeout: float = 5.0) -> Trace:
+def fetch_trace(
+    base_url: str,
+    public_key: str,
+    secret_key: str,
+    trace_id: str,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> Trace:
     """A trace from Langfuse: v2 observations API (v4 servers), else v1 ``/api/public/traces/{id}``."""
     auth = (public_key, secret_key)
     observations: list[dict[str, Any]] = []
@@ -275,7 +299,9 @@ def fetch_trace(base_url: str, public_key: str, secret_key: str, trace_id: str, 
         params: dict[str, Any] = {"traceId": trace_id, "fields": V2_FIELDS, "limit": 1000, "expandMetadata": "true"}
         if cursor:
             params["cursor"] = cursor
-        status, data = _get(base_url, "/api/public/v2/observations", auth=auth, params=params, timeout=timeout)
+        status, data = _get(
+            base_url, "/api/public/v2/observations", auth=auth, params=params, timeout=timeout, headers=headers
+        )
         if status == 404:
             v2_available = False
             break
@@ -287,7 +313,7 @@ def fetch_trace(base_url: str, public_key: str, secret_key: str, trace_id: str, 
             break
     if observations:
         return trace_from_v2(trace_id, observations)
-    status, data = _get(base_url, f"/api/public/traces/{trace_id}", auth=auth, timeout=timeout)
+    status, data = _get(base_url, f"/api/public/traces/{trace_id}", auth=auth, timeout=timeout, headers=headers)
     if status == 404 or not isinstance(data, dict):
         where = "" if v2_available else " (v1 API)"
         raise TraceNotFound(

@@ -449,6 +449,8 @@ class LangfuseExporter(OtlpExporter):
         resource_attributes: Mapping[str, Any] | None = None,
         *,
         compression: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        path: str = "/api/public/otel/v1/traces",
     ) -> None:
         token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode("ascii")
         headers = {
@@ -457,9 +459,10 @@ class LangfuseExporter(OtlpExporter):
             "x-langfuse-sdk-name": "lftrace",
             "x-langfuse-sdk-version": __version__,
             "x-langfuse-public-key": public_key,
+            **(extra_headers or {}),  # the SDK's additional_headers: merged over these, as it merges them
         }
         super().__init__(
-            base_url.rstrip("/") + "/api/public/otel/v1/traces",
+            base_url.rstrip("/") + path,
             headers,
             timeout,
             resource_attributes,
@@ -467,7 +470,7 @@ class LangfuseExporter(OtlpExporter):
         )
         self.base_url = base_url.rstrip("/")
         self.public_key = public_key
-        self._secrets += [secret_key, token]
+        self._secrets += [secret_key, token, *(v for v in (extra_headers or {}).values() if len(v) >= 4)]
         self._scores_api = True  # False once the server showed it has no POST /api/public/scores for a list
 
     def export(self, traces: Sequence[Exportable], *, timeout: float | None = None) -> ExportResult:
