@@ -196,17 +196,19 @@ def test_with_langfuse_keys_prompts_come_from_langfuse_cached_and_kept_while_it_
         assert langfuse.update_prompt(name="team/critic", version=2, new_labels=["production"]).version == 2
         assert langfuse.get_prompt("team/critic", cache_ttl_seconds=0).prompt == "v2"
         assert api.prompts.get("team/critic", label="latest").version == 2
-        # the default time a prompt is kept: 60 s, or LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS (read at each call)
+        # the default time a prompt is kept: 60 s, or LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS
         langfuse.create_prompt(name="kept", prompt="one", labels=["production"])
         assert langfuse.get_prompt("kept").prompt == "one"
         api.prompts.create(request={"name": "kept", "prompt": "two", "labels": ["production"], "type": "text"})
         assert langfuse.get_prompt("kept").prompt == "one"  # changed elsewhere: this process keeps its copy
         monkeypatch.setenv("LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS", "0")
-        assert langfuse.get_prompt("kept").prompt == "two"
+        fresh = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=langfuse_server.url, timeout=2)
+        assert fresh.get_prompt("kept").prompt == "two" and fresh.get_prompt("kept").version == 2
         monkeypatch.setenv("LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS", "a minute")
-        with pytest.raises(ConfigError, match="LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS: 'a minute' is not a number"):
-            langfuse.get_prompt("kept", fallback="x")  # a mistake in the setting, not a reason to use the fallback
+        with pytest.raises(ConfigError, match="LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS"):
+            Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=langfuse_server.url)
         monkeypatch.delenv("LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS")
+        fresh.shutdown()
     assert not Path(isolated_env).exists() or Langfuse(public_key="").store.get_prompt("remote") is None  # not local
 
     # Langfuse is down: the cached copy is served (stale after 1 s: still served, refreshed in the background)

@@ -46,6 +46,7 @@ OTLP_TRACES_HEADERS = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
 OTLP_COMPRESSION = "OTEL_EXPORTER_OTLP_COMPRESSION"
 LANGFUSE_COMPRESSION = "LANGFUSE_OTEL_COMPRESSION"  # SDK 5: Langfuse's requests only, over the OTEL_* ones
 LANGFUSE_EXPORT_PATH = "LANGFUSE_OTEL_TRACES_EXPORT_PATH"  # SDK 5: where on the host the spans go
+PROMPT_CACHE_TTL = "LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS"  # how long get_prompt keeps a prompt by default
 OTLP_TRACES_COMPRESSION = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
 
 ALL_ENV_VARS = (
@@ -273,6 +274,7 @@ class Settings:
     langfuse_headers: dict[str, str] = field(default_factory=dict, repr=False)
     langfuse_compression: str | None = None
     langfuse_otlp_path: str = DEFAULT_OTLP_PATH
+    prompt_cache_ttl: int = 60  # seconds get_prompt keeps a prompt from Langfuse unless told (0: fetch every time)
     export_cost: bool = (
         False  # send the local cost estimate with exported spans (Langfuse then uses it, not its prices)
     )
@@ -420,6 +422,9 @@ class Settings:
         got = pick("langfuse_otlp_path", LANGFUSE_EXPORT_PATH)
         if got:
             values["langfuse_otlp_path"] = _otlp_path(got)
+        got = pick("prompt_cache_ttl", PROMPT_CACHE_TTL)
+        if got:
+            values["prompt_cache_ttl"] = _number(got, int, low=0)
         if "langfuse_headers" in args:
             values["langfuse_headers"] = {str(k): str(v) for k, v in dict(args["langfuse_headers"]).items()}
         if "otlp_headers" in args:

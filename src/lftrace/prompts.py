@@ -14,30 +14,17 @@ cached) gives the ``fallback`` (``is_fallback=True``: it links nothing), else th
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import ConfigError, ExitStatus, InputError, LftraceError
+from .errors import ExitStatus, InputError, LftraceError
 
 log = logging.getLogger("lftrace")
 
 DEFAULT_TTL_S = 60
-TTL_ENV = "LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_SECONDS"  # the SDK's variable for the default
-
-
-def default_ttl() -> int:
-    """Seconds a prompt from Langfuse is kept when ``get_prompt`` is not told: ``LANGFUSE_PROMPT_CACHE_DEFAULT_TTL_
-    SECONDS`` (read at each call), else 60; a value that is not a whole number of seconds >= 0 is a ConfigError."""
-    raw = os.environ.get(TTL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TTL_S
-    if not raw.isdigit():
-        raise ConfigError(f"{TTL_ENV}: '{raw[:40]}' is not a number of seconds (0 or more; 0 fetches every time)")
-    return int(raw)
 
 
 _VARIABLE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -342,7 +329,7 @@ class PromptApi:
             raise ValueError("give a prompt's version or its label, not both")
         if not name:
             raise ValueError("a prompt needs a name")
-        ttl = default_ttl() if cache_ttl_seconds is None else cache_ttl_seconds
+        ttl = self.settings.prompt_cache_ttl if cache_ttl_seconds is None else cache_ttl_seconds
         try:
             if not self.settings.langfuse_enabled:
                 return self._prompt_from_store(name, version, label)  # the store is the source: always current
