@@ -326,3 +326,25 @@ def test_observe_inside_a_langchain_tool_nests_under_the_tool_run():
     assert trace.name == "get_weather"  # the LangChain run stays the trace's root
     # after the run, code is outside it again
     assert get_client().get_current_trace_id() is None
+
+
+def test_the_sdk_s_type_names_import_from_lftrace_types(isolated_env):
+    """``from langfuse.types import TraceContext, SpanLevel, ...`` with only the import changed: the same shapes."""
+    from typing import get_args
+
+    import langfuse.types as theirs
+
+    from lftrace.types import ExperimentScoreType, ScoreDataType, SpanLevel, TraceContext
+
+    for ours, reference in ((SpanLevel, theirs.SpanLevel), (ScoreDataType, theirs.ScoreDataType)):
+        assert get_args(ours) == get_args(reference)
+    assert get_args(ExperimentScoreType) == get_args(theirs.ExperimentScoreType)
+    assert TraceContext.__required_keys__ == theirs.TraceContext.__required_keys__ == {"trace_id"}
+    assert TraceContext.__optional_keys__ == theirs.TraceContext.__optional_keys__ == {"parent_span_id"}
+
+    langfuse = get_client()
+    context = TraceContext(trace_id="ab" * 16, parent_span_id="cd" * 8)
+    with langfuse.start_as_current_observation(name="joined", trace_context=context) as span:
+        assert (span.trace_id, span.is_trace_root) == ("ab" * 16, False)
+    langfuse.flush()
+    assert langfuse.get_trace("ab" * 16).observations[0].parent_id == "cd" * 8
