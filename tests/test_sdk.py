@@ -238,10 +238,17 @@ def test_scores_are_stored_exported_shape_and_shown(isolated_env):
         langfuse.score_current_trace(name="tone", value="friendly")
         trace_id = span.trace_id
     langfuse.create_score(name="user-feedback", value=1, trace_id=trace_id, data_type="NUMERIC")
+    # SDK 5's correction score: the corrected output, as text (Langfuse keeps value 0 and the text)
+    langfuse.create_score(name="fixed", value="Paris, France", trace_id=trace_id, data_type="CORRECTION")
     langfuse.flush()
     trace = langfuse.get_trace(trace_id)
     scores = {s.name: s for s in trace.scores}
-    assert set(scores) == {"relevance", "correct", "tone", "user-feedback"}
+    assert set(scores) == {"relevance", "correct", "tone", "user-feedback", "fixed"}
+    assert (scores["fixed"].data_type, scores["fixed"].value, scores["fixed"].string_value) == (
+        "CORRECTION",
+        0.0,
+        "Paris, France",
+    )
     assert (scores["relevance"].value, scores["relevance"].observation_id) == (0.8, trace.observations[0].id)
     assert (scores["correct"].data_type, scores["correct"].value, scores["correct"].string_value) == (
         "BOOLEAN",
@@ -254,6 +261,7 @@ def test_scores_are_stored_exported_shape_and_shown(isolated_env):
     shown = subprocess.run([LFTRACE, "show", trace_id], capture_output=True, text=True, timeout=60, check=False)
     assert shown.returncode == 0, shown.stderr
     assert "relevance 0.8" in shown.stdout and "tone friendly" in shown.stdout
+    assert "fixed Paris" in shown.stdout  # its text (cut to the width), not its 0
 
 
 def test_code_written_for_the_official_sdk_runs_with_only_the_import_changed(tmp_path):

@@ -398,7 +398,7 @@ class Trace:
         )
 
 
-SCORE_DATA_TYPES = ("NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT")
+SCORE_DATA_TYPES = ("NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT", "CORRECTION")
 
 
 @dataclass(slots=True)
@@ -406,8 +406,8 @@ class Score:
     """An evaluation of a trace or one of its observations (``create_score``, ``span.score``), or of a session
     or a dataset run (``trace_id`` None: a *standalone* score, stored and delivered on its own).
 
-    ``value`` is numeric (NUMERIC, BOOLEAN as 1/0, CATEGORICAL's mapped number), ``string_value`` the text
-    (CATEGORICAL, TEXT, BOOLEAN as "True"/"False").
+    ``value`` is numeric (NUMERIC, BOOLEAN as 1/0, CATEGORICAL's mapped number, CORRECTION's 0), ``string_value``
+    the text (CATEGORICAL, TEXT, CORRECTION's corrected output, BOOLEAN as "True"/"False").
     """
 
     id: str
@@ -473,7 +473,7 @@ class Score:
         )
 
     def display_value(self) -> str:
-        if self.data_type in ("CATEGORICAL", "TEXT", "BOOLEAN") and self.string_value is not None:
+        if self.data_type in ("CATEGORICAL", "TEXT", "BOOLEAN", "CORRECTION") and self.string_value is not None:
             return self.string_value
         if self.value is None:
             return ""
