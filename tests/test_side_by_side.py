@@ -421,3 +421,65 @@ def test_a_named_prebuilt_agent_s_model_output_is_what_the_model_returned(offici
     # the node's output is the message after the agent named it, in both
     node_out = [o.output for o in trace.observations if o.name == "agent"]
     assert {m["name"] for out in node_out for m in out["messages"]} == {"weather_agent"}
+
+
+def test_langchain_v1_agent_with_middleware(official):
+    # create_agent's middleware hooks are graph nodes of their own ("<name>.before_model", ...) and wrap_model_call
+    # wraps the model inside the "model" node: the trees agree, hook by hook
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import ModelCallLimitMiddleware, after_model, before_model, wrap_model_call
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    @before_model
+    def note_turn(state: Any, runtime: Any) -> None:
+        return None
+
+    @after_model
+    def check_reply(state: Any, runtime: Any) -> None:
+        return None
+
+    @wrap_model_call
+    def passthrough(request: Any, handler: Any) -> Any:
+        return handler(request)
+
+    agent = create_agent(
+        model=ToolCallingFakeModel(),
+        tools=[get_weather],
+        middleware=[note_turn, check_reply, passthrough, ModelCallLimitMiddleware(run_limit=5)],
+    )
+    spans, trace = run_both(
+        official, lambda cb: agent.invoke({"messages": [HumanMessage("Oslo")]}, config={"callbacks": cb})
+    )
+    assert_same(spans, trace)
+    names = [name for _, name, *_ in our_tree(trace)]
+    assert {"note_turn.before_model", "check_reply.after_model", "ModelCallLimitMiddleware.after_model"} <= set(names)
+
+
+def test_propagated_environment_and_prompt_reach_the_runs_inside_in_both(official):
+    # SDK 5's propagate_attributes(environment=..., prompt=...) around a LangChain run: the official SDK sets them
+    # on every span started inside (Langfuse links the prompt to generations only); ours, on the trace and its
+    # observations, and on its generations
+    from langfuse import propagate_attributes as their_propagate
+
+    from lftrace import propagate_attributes as our_propagate
+
+    chain = ChatPromptTemplate.from_template("Weather in {city}?") | ToolCallingFakeModel()
+    prompt = {"name": "weather", "version": 4}
+
+    def work(cb: list[Any]) -> None:
+        with (
+            their_propagate(environment="staging", prompt=prompt),
+            our_propagate(environment="staging", prompt=prompt),
+        ):
+            chain.invoke({"city": "Riga"}, config={"callbacks": cb})
+
+    spans, trace = run_both(official, work)
+    assert_same(spans, trace)  # the generations' prompt links included
+    assert {s["attrs"]["langfuse.environment"] for s in spans} == {"staging"}
+    assert trace.environment == "staging" and {o.environment for o in trace.observations} == {"staging"}
+    linked = [(o.prompt_name, o.prompt_version) for o in trace.observations if o.type == "GENERATION"]
+    assert linked == [("weather", 4)]
