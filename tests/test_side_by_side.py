@@ -483,3 +483,36 @@ def test_propagated_environment_and_prompt_reach_the_runs_inside_in_both(officia
     assert trace.environment == "staging" and {o.environment for o in trace.observations} == {"staging"}
     linked = [(o.prompt_name, o.prompt_version) for o in trace.observations if o.type == "GENERATION"]
     assert linked == [("weather", 4)]
+
+
+def test_attributes_propagated_inside_a_node_reach_what_it_starts_in_both(official):
+    # propagate_attributes entered inside a graph node: the model call it makes there gets the environment and the
+    # prompt; the nodes before it keep the client's environment
+    from langfuse import propagate_attributes as their_propagate
+
+    from lftrace import propagate_attributes as our_propagate
+
+    model = ToolCallingFakeModel()
+
+    def plan(state: MessagesState) -> dict:
+        return {"messages": [HumanMessage("plan: ask the model")]}
+
+    def ask(state: MessagesState) -> dict:
+        prompt = {"name": "asker", "version": 7}
+        with their_propagate(environment="eval", prompt=prompt), our_propagate(environment="eval", prompt=prompt):
+            return {"messages": [model.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("plan", plan)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", "ask")
+    app = graph.compile()
+    spans, trace = run_both(
+        official, lambda cb: app.invoke({"messages": [HumanMessage("Oslo")]}, config={"callbacks": cb})
+    )
+    assert_same(spans, trace)
+    their_env = {s["name"]: s["attrs"].get("langfuse.environment", "default") for s in spans}
+    our_env = {o.name: o.environment for o in trace.observations}
+    assert our_env == their_env
+    assert our_env["ToolCallingFakeModel"] == "eval" and our_env["plan"] == "default"

@@ -581,6 +581,7 @@ class CallbackHandler(BaseCallbackHandler):
         if not state.sampled:
             self._runs[run_id] = _Run(None, state)
             return None
+        propagated = propagated_attributes()  # propagate_attributes(environment=...) inside the run (a node)
         obs = Observation(
             id=new_span_id(),
             trace_id=state.trace.id,
@@ -591,7 +592,7 @@ class CallbackHandler(BaseCallbackHandler):
             input=inputs,
             metadata=_observation_metadata(metadata, tags, parent_run_id is None),
             level="DEBUG" if tags and HIDDEN_TAG in tags else "DEFAULT",
-            environment=state.trace.environment,
+            environment=(propagated and propagated.get("environment")) or state.trace.environment,
             version=self._version,
         )
         # @observe / start_as_current_span inside this run (a tool, a node) nest under it, as with the official

@@ -709,8 +709,10 @@ def propagate_attributes(
     current = _current_span()
     if current is not None:
         current.update_trace(**values)
-        if "environment" in values and not isinstance(current, _RunSpan):  # the span and its trace (the SDK's)
-            current._observation.environment = current._fragment.trace.environment = values["environment"]
+        if "environment" in values:  # the current span takes it, as the SDK sets it there (a LangChain run too)
+            current._observation.environment = values["environment"]
+            if not isinstance(current, _RunSpan):  # ... and the trace of an SDK span (a run's is the handler's)
+                current._fragment.trace.environment = values["environment"]
     merged = {**(_propagated.get() or {}), **values}
     token = _propagated.set(merged)
     try:
