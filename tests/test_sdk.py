@@ -337,7 +337,8 @@ def test_observe_inside_a_langchain_tool_nests_under_the_tool_run():
 
 
 def test_the_sdk_s_type_names_import_from_lftrace_types(isolated_env):
-    """``from langfuse.types import TraceContext, SpanLevel, ...`` with only the import changed: the same shapes."""
+    """``from langfuse.types import TraceContext, SpanLevel, ...`` (and ``langfuse.experiment``'s names) with only
+    the import changed: the same shapes."""
     from typing import get_args
 
     import langfuse.types as theirs
@@ -350,6 +351,10 @@ def test_the_sdk_s_type_names_import_from_lftrace_types(isolated_env):
     assert TraceContext.__required_keys__ == theirs.TraceContext.__required_keys__ == {"trace_id"}
     assert TraceContext.__optional_keys__ == theirs.TraceContext.__optional_keys__ == {"parent_span_id"}
 
+    from lftrace import Evaluation
+    from lftrace.experiment import Evaluation as FromExperiment  # langfuse.experiment's names, import changed
+
+    assert FromExperiment is Evaluation
     langfuse = get_client()
     context = TraceContext(trace_id="ab" * 16, parent_span_id="cd" * 8)
     with langfuse.start_as_current_observation(name="joined", trace_context=context) as span:
