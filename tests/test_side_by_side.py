@@ -516,3 +516,4 @@ def test_attributes_propagated_inside_a_node_reach_what_it_starts_in_both(offici
     our_env = {o.name: o.environment for o in trace.observations}
     assert our_env == their_env
     assert our_env["ToolCallingFakeModel"] == "eval" and our_env["plan"] == "default"
+    assert trace.environment == "default"  # the trace began outside: it keeps the client's environment

@@ -708,7 +708,9 @@ def propagate_attributes(
     values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     current = _current_span()
     if current is not None:
-        current.update_trace(**values)
+        trace_values = {k: v for k, v in values.items() if k not in ("environment", "prompt")}
+        if trace_values:  # (inside a LangChain run, each call writes a fragment of its trace: none for nothing)
+            current.update_trace(**trace_values)
         if "environment" in values:  # the current span takes it, as the SDK sets it there (a LangChain run too)
             current._observation.environment = values["environment"]
             if not isinstance(current, _RunSpan):  # ... and the trace of an SDK span (a run's is the handler's)
