@@ -19,7 +19,7 @@ from lftrace import client as client_module
 from lftrace.langchain import CallbackHandler
 from lftrace.sharing import MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, TEXT_REF
 from lftrace.store import TraceStore
-from test_long_runs import pages_read_as_text, stored_bytes
+from test_long_runs import exported_long_run, pages_read_as_text, stored_bytes
 
 
 def merge(left: dict, right: dict) -> dict:
@@ -99,21 +99,16 @@ def test_every_step_reads_back_and_shows_its_full_notes_in_order(tmp_path, monke
 
 
 def test_a_growing_dict_is_exported_in_full_from_the_store(monkeypatch):
-    from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
-    from support.otlp_receiver import attributes, running_receiver
+    from lftrace.delivery import PAGE_OBSERVATIONS
+    from support.otlp_receiver import attributes
 
     steps = 600  # more observations than PAGED_OVER: streamed from the store in pages, read as text
-    with running_receiver() as receiver:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")
-        client_module.reset_clients()
-        handler = CallbackHandler()
-        build().invoke({"n": 0, "limit": steps, "notes": {}}, {"callbacks": [handler], "recursion_limit": 10 * steps})
-        client = client_module.get_client()
-        client.flush()
-        stored = client.get_trace(handler.last_trace_id)
-        assert len(stored.observations) > PAGED_OVER
-        spans = receiver.spans()
-        assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
+    with exported_long_run(
+        monkeypatch,
+        lambda callbacks: build().invoke(
+            {"n": 0, "limit": steps, "notes": {}}, {"callbacks": callbacks, "recursion_limit": 10 * steps}
+        ),
+    ) as (client, handler, stored, spans, _):
         last = max((s for s in spans if s.name == "add_note"), key=lambda s: s.start_time_unix_nano)
         sent = attributes(last.attributes)
         sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -54,6 +55,28 @@ def stored_bytes(store: Path) -> int:
         nodes = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM blobs").fetchone()[0]
         traces = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM traces").fetchone()[0]
     return int(rows + nodes + traces)
+
+
+@contextlib.contextmanager
+def exported_long_run(monkeypatch: pytest.MonkeyPatch, run: Callable[[list[Any]], Any]) -> Iterator[Any]:
+    """``run(callbacks)`` traced by lftrace exporting to a real OTLP receiver on 127.0.0.1, flushed; yields
+    (client, handler, stored trace, spans received, receiver) once every stored observation was received, and
+    the trace has more observations than PAGED_OVER (so it was streamed from the store in pages)."""
+    from lftrace.delivery import PAGED_OVER
+    from support.otlp_receiver import running_receiver
+
+    with running_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")
+        client_module.reset_clients()
+        handler = CallbackHandler()
+        run([handler])
+        client = client_module.get_client()
+        client.flush()
+        stored = client.get_trace(handler.last_trace_id)
+        assert len(stored.observations) > PAGED_OVER
+        spans = receiver.spans()
+        assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
+        yield client, handler, stored, spans, receiver
 
 
 def pages_read_as_text(store: TraceStore, trace_id: str, size: int) -> int:
@@ -560,21 +583,13 @@ def test_the_lists_kept_to_read_a_long_trace_go_once_it_is_exported(tmp_path, mo
 
 
 def test_a_long_trace_is_exported_page_by_page_with_every_full_input(monkeypatch):
-    from lftrace.delivery import PAGE_OBSERVATIONS, PAGED_OVER
-    from support.otlp_receiver import attributes, running_receiver
+    from lftrace.delivery import PAGE_OBSERVATIONS
+    from support.otlp_receiver import attributes
 
     steps = 500  # 1,251 observations: more than PAGED_OVER, so streamed from the store in pages
-    with running_receiver() as receiver:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")
-        client_module.reset_clients()
-        handler = CallbackHandler()
-        build_graph().invoke(loop_input(steps), run_config(steps, [handler]))
-        client = client_module.get_client()
-        client.flush()
-        stored = client.get_trace(handler.last_trace_id)
-        assert len(stored.observations) > PAGED_OVER
-        spans = receiver.spans()
-        assert {s.span_id.hex() for s in spans} == {o.id for o in stored.observations}
+    with exported_long_run(
+        monkeypatch, lambda callbacks: build_graph().invoke(loop_input(steps), run_config(steps, callbacks))
+    ) as (client, handler, stored, spans, receiver):
         assert len(spans) == len(stored.observations)  # each span once
         requests = [r for r in receiver.requests if r.request is not None]
         assert len(requests) >= len(stored.observations) // PAGE_OBSERVATIONS
