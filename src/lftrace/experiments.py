@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import LftraceError, TraceNotFound
-from .model import EXPERIMENT_KEY
+from .model import EXPERIMENT_KEY, ns_from_datetime
 
 log = logging.getLogger("lftrace")
 
@@ -384,7 +384,7 @@ class ExperimentApi:
                 else []
             )
         else:
-            as_of = _ns_of(version) if version is not None else None
+            as_of = ns_from_datetime(version) if version is not None else None
             data = self.store.get_dataset(name)
             rows = []
             while data is not None:
@@ -599,9 +599,3 @@ def run_to_end(coroutine: Any) -> Any:
         return asyncio.run(coroutine)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
-
-def _ns_of(moment: datetime) -> int:
-    """Nanoseconds since the epoch of an aware datetime, exactly (no float rounding of the microseconds)."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000

@@ -105,9 +105,17 @@ def ns_from_iso(text: str | None) -> int | None:
     if not text:
         return None
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1_000_000) * 1000
+    return ns_from_datetime(dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ns_from_datetime(moment: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime, exactly (integer arithmetic: no float rounding of the
+    microseconds, so a time and its ISO text give the same number everywhere)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar, overload
 
 from .ids import new_span_id
 from .ids import new_trace_id as _random_trace_id
-from .model import OBSERVATION_TYPES, Observation, Score, Trace
+from .model import OBSERVATION_TYPES, Observation, Score, Trace, ns_from_datetime
 from .sharing import snapshot
 
 log = logging.getLogger("lftrace")
@@ -62,7 +62,7 @@ def _ns(value: datetime | int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1_000_000) * 1000
+        return ns_from_datetime(value if value.tzinfo is not None else value.astimezone())  # naive: local time
     return int(value)
 
 
