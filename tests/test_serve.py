@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -492,3 +493,99 @@ def test_scores_endpoints_answer_as_langfuse_does(server):
     assert [(s["name"], s["value"]) for s in listed["data"]] == [("x", 3.0), ("ok", 2.0)] and listed["meta"] == {
         "limit": 50
     }
+
+
+_EXPERIMENT_APP = """
+import sys
+from datetime import datetime, timezone
+from langfuse import Langfuse, Evaluation
+
+langfuse = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=sys.argv[1])
+langfuse.create_dataset(name="capitals-exp")
+langfuse.create_dataset_item(dataset_name="capitals-exp", id="fr", input={"country": "France"}, expected_output="Paris",
+                             metadata={"difficulty": "easy"})
+langfuse.create_dataset_item(dataset_name="capitals-exp", id="es", input={"country": "Spain"}, expected_output="Madrid")
+version = datetime.now(timezone.utc)
+dataset = langfuse.get_dataset("capitals-exp", version=version)
+
+
+def task(*, item, **kwargs):
+    return {"France": "Paris"}.get(item.input["country"], "?")
+
+
+def exact(*, output, expected_output, **kwargs):
+    return Evaluation(name="exact", value=1.0 if output == expected_output else 0.0)
+
+
+def average(*, item_results, **kwargs):
+    return Evaluation(name="average", value=sum(r.evaluations[0].value for r in item_results) / len(item_results))
+
+
+result = dataset.run_experiment(name="capitals", run_name="capitals-run-1", description="first try", task=task,
+                                evaluators=[exact], run_evaluators=[average], metadata={"model": "fake"})
+langfuse.run_experiment(name="loose", data=[{"input": "a", "expected_output": "A"}], task=lambda *, item, **k: "A")
+langfuse.flush()
+print("EXPERIMENT", result.experiment_id, dataset.id, version.isoformat())
+"""
+
+
+def test_official_sdk_experiments_are_read_back_through_the_experiments_api(server, tmp_path):
+    """SDK 5 derives experiments from the ``langfuse.experiment.*`` attributes of its spans (no dataset run API):
+    ``serve`` keeps them on the trace and answers ``api.experiments.list`` / ``list_items`` from them: the run, its
+    items (dataset item, the dataset version they ran on, input, output, expected output), their scores and the
+    run's own scores. ``show`` names the experiment and the item."""
+    from datetime import datetime
+
+    from langfuse.api.client import LangfuseAPI
+
+    started = datetime.now(UTC)
+    ran = server.run_sdk_program(tmp_path / "experiment_app.py", _EXPERIMENT_APP)
+    experiment_id, dataset_id, version = re.search(r"EXPERIMENT (\S+) (\S+) (\S+)", ran.stdout).groups()
+    api = LangfuseAPI(base_url=server.url, username="pk-lf-any", password="sk-lf-any")
+
+    listed = api.experiments.list(from_start_time=started, fields="core,metadata,scores").data
+    assert [e.name.split(" - ")[0] for e in listed] == ["loose", "capitals-run-1"]  # latest activity first
+    (run,) = [e for e in listed if e.id == experiment_id]
+    assert (run.name, run.description, run.item_count, run.dataset_id) == ("capitals-run-1", "first try", 2, dataset_id)
+    assert run.metadata == {"model": "fake"}
+    assert [(s.name, s.value) for s in run.scores] == [("average", 0.5)]
+    assert run.start_time <= run.end_time and run.start_time >= started
+
+    page = api.experiments.list_items(
+        from_start_time=started,
+        experiment_id=experiment_id,
+        fields="core,dataset,io,itemMetadata,experimentMetadata,scores",
+    ).data
+    items = {i.experiment_item_id: i for i in page}
+    assert set(items) == {"fr", "es"}
+    fr = items["fr"]
+    assert (fr.input, fr.output, fr.expected_output) == ({"country": "France"}, "Paris", "Paris")
+    assert (fr.experiment_id, fr.experiment_name, fr.experiment_dataset_id) == (
+        experiment_id,
+        "capitals-run-1",
+        dataset_id,
+    )
+    assert fr.experiment_item_version == datetime.fromisoformat(version)  # the version the items were read at
+    assert (fr.experiment_item_metadata, fr.experiment_metadata) == ({"difficulty": "easy"}, {"model": "fake"})
+    assert (fr.level, fr.environment, fr.experiment_description) == ("DEFAULT", "sdk-experiment", "first try")
+    assert [(s.name, s.value) for s in fr.scores] == [("exact", 1.0)]
+    assert [(s.name, s.value) for s in items["es"].scores] == [("exact", 0.0)]
+    with TraceStore(server.store, create=False) as store:
+        task_span = next(o for o in store.get_trace(fr.trace_id).observations if o.name == "experiment-item-task")
+    assert fr.id == task_span.id  # an item is its root observation: the task span
+
+    # the default groups (core, dataset): no input or scores; pages follow the cursor; a filter narrows
+    first = api.experiments.list_items(from_start_time=started, experiment_id=experiment_id, limit=1)
+    assert first.data[0].input is None and first.data[0].scores is None and first.meta.cursor
+    second = api.experiments.list_items(
+        from_start_time=started, experiment_id=experiment_id, limit=1, cursor=first.meta.cursor
+    )
+    assert {first.data[0].experiment_item_id, second.data[0].experiment_item_id} == {"fr", "es"}
+    assert second.meta.cursor is None
+    assert [e.id for e in api.experiments.list(from_start_time=started, dataset_id=dataset_id).data] == [experiment_id]
+    assert api.experiments.list(from_start_time=datetime.now(UTC)).data == []
+    refused = server.get("/api/public/experiments")
+    assert refused.status_code == 400 and "fromStartTime" in refused.json()["message"]
+
+    shown = _show(server, fr.trace_id)
+    assert "capitals-run-1 (item fr)" in shown

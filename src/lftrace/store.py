@@ -1436,6 +1436,18 @@ class TraceStore:
         with self._errors():
             return self._read(lambda c: _load_traces(c, ids, inputs=inputs, outputs=outputs))
 
+    def experiment_trace_ids(self, since_ns: int, until_ns: int | None = None) -> list[str]:
+        """The traces of experiment items (``run_experiment``'s, ours or an SDK's sent to ``lftrace serve``) that
+        started in [since_ns, until_ns), newest first: those whose metadata names an experiment."""
+        sql = (
+            "SELECT id FROM traces WHERE timestamp_ns >= ? AND timestamp_ns < ?"
+            " AND json_extract(data, '$.metadata.\"langfuse.experiment\".id') IS NOT NULL"
+            " ORDER BY timestamp_ns DESC, id"
+        )
+        until = until_ns if until_ns is not None else 2**63 - 1
+        with self._errors():
+            return self._read(lambda c: [row[0] for row in c.execute(sql, (since_ns, until))])
+
     def trace_heads(self, trace_ids: Sequence[str]) -> list[Trace]:
         """Traces for exact ids without their observations (their own fields: name, metadata, tags, ...), in one
         read whatever the traces' length; unknown ids are skipped, order is kept."""

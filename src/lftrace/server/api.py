@@ -25,6 +25,7 @@ from ..media import LangfuseMedia, reference_paths
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..store import TraceStore
 from .conditions import Condition, matches, parse_conditions
+from .experiments import EXPERIMENT_GROUPS, ITEM_GROUPS, experiment_items, experiments_of
 from .media import DOWNLOAD_PATH, SignedUrls
 
 PROJECT_ID = "lftrace-local"
@@ -395,6 +396,72 @@ def _roots_of(trace: Trace) -> set[str]:
     return {o.id for o in trace.observations if o.parent_id is None or o.parent_id not in known}
 
 
+EXPERIMENTS_MAX_LIMIT = 100  # Langfuse's maximum page of experiments and of experiment items
+EXPERIMENT_SCORES_MAX = 50  # scoreLimit's maximum (and default)
+_EXPERIMENT_FILTERS = (("id", "id"), ("name", "name"), ("datasetId", "datasetId"))
+_ITEM_FILTERS = (
+    ("experimentId", "experimentId"),
+    ("experimentName", "experimentName"),
+    ("experimentItemId", "experimentItemId"),
+    ("experimentDatasetId", "datasetId"),
+)
+
+
+def _experiment_query(
+    request: Request, known: dict[str, tuple[str, ...]], default: tuple[str, ...]
+) -> tuple[int, int, set[str], list[Condition]]:
+    """(limit, scoreLimit, field groups, filter conditions) of an experiments request; QueryError as Langfuse's 400."""
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, high=EXPERIMENTS_MAX_LIMIT)
+    score_limit = _int_param(request, "scoreLimit", EXPERIMENT_SCORES_MAX, high=EXPERIMENT_SCORES_MAX)
+    groups = set(_list_param(request, "fields")) or set(default)
+    if groups - set(known):
+        unknown = ", ".join(sorted(groups - set(known)))
+        raise QueryError(f"fields takes {', '.join(known)}, not {unknown[:80]!r}")
+    raw = request.query_params.get("filter")
+    try:
+        conditions = parse_conditions(raw) if raw else []
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+    return limit, score_limit, groups | {"core"}, conditions
+
+
+def _required_time(request: Request, name: str) -> int:
+    found = _time_param(request, name)
+    if found is None:
+        raise QueryError(f"query parameter {name} is required (an ISO-8601 date-time): a lower bound on the time")
+    return found
+
+
+def _meets(conditions: list[Condition], row: dict[str, Any]) -> bool:
+    try:
+        return matches(conditions, row)
+    except ValueError as exc:  # a column the answer does not have
+        raise QueryError(str(exc)) from None
+
+
+def _shaped(
+    row: dict[str, Any],
+    groups: set[str],
+    known: dict[str, tuple[str, ...]],
+    score_limit: int,
+    scores: list[Score] | None,
+) -> dict[str, Any]:
+    """An experiment or item with the keys of the groups asked for (scores as ``ScoreV3``)."""
+    out = {key: row[key] for group in known if group in groups and group != "scores" for key in known[group]}
+    if "scores" in groups:
+        chosen = scores if scores is not None else row["scores"]
+        out["scores"] = [score_v3(s, {"details", "subject"}) for s in chosen[:score_limit]]
+    return out
+
+
+def _cursor_page(request: Request, rows: list[Any], limit: int, shape: Callable[[Any], Any]) -> dict[str, Any]:
+    offset = _decode_cursor(request.query_params.get("cursor"))
+    meta: dict[str, Any] = {}
+    if offset + limit < len(rows):
+        meta["cursor"] = _encode_cursor(offset + limit)  # absent on the last page, as Langfuse has it
+    return {"data": [shape(row) for row in rows[offset : offset + limit]], "meta": meta}
+
+
 def _decode_cursor(raw: str | None) -> int:
     if not raw:
         return 0
@@ -586,6 +653,34 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
             meta["cursor"] = _encode_cursor(offset + limit)  # absent on the last page, as Langfuse has it
         return {"data": [score_v3(s, groups) for s in rows[offset : offset + limit]], "meta": meta}
 
+    def experiments(request: Request) -> Any:
+        limit, score_limit, groups, conditions = _experiment_query(request, EXPERIMENT_GROUPS, ("core",))
+        since, until = _required_time(request, "fromStartTime"), _time_param(request, "toStartTime")
+        wanted = {key: set(_list_param(request, param)) for key, param in _EXPERIMENT_FILTERS}
+        rows = [
+            row
+            for row in experiments_of(experiment_items(store, since, until))
+            if all(not want or row[key] in want for key, want in wanted.items()) and _meets(conditions, row)
+        ]
+        run_scores: dict[str, list[Score]] = {}
+        if "scores" in groups:
+            for score in store.scores():  # newest first
+                if score.dataset_run_id:
+                    run_scores.setdefault(score.dataset_run_id, []).append(score)
+        return _cursor_page(request, rows, limit, lambda row: _shaped(row, groups, EXPERIMENT_GROUPS, score_limit,
+                                                                       run_scores.get(row["id"], [])))  # fmt: skip
+
+    def experiment_items_(request: Request) -> Any:
+        limit, score_limit, groups, conditions = _experiment_query(request, ITEM_GROUPS, ("core", "dataset"))
+        since, until = _required_time(request, "fromStartTime"), _time_param(request, "toStartTime")
+        wanted = {key: set(_list_param(request, param)) for key, param in _ITEM_FILTERS}
+        rows = [
+            row
+            for row in experiment_items(store, since, until)
+            if all(not want or row[key] in want for key, want in wanted.items()) and _meets(conditions, row)
+        ]
+        return _cursor_page(request, rows, limit, lambda row: _shaped(row, groups, ITEM_GROUPS, score_limit, None))
+
     def prompt(request: Request) -> Any:
         name = request.path_params["name"]
         raw_version = request.query_params.get("version")
@@ -666,4 +761,6 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         Route("/api/public/scores", endpoint(scores), methods=["GET"]),
         Route("/api/public/v2/scores", endpoint(scores), methods=["GET"]),
         Route("/api/public/v3/scores", endpoint(scores_v3), methods=["GET"]),
+        Route("/api/public/experiments", endpoint(experiments), methods=["GET"]),
+        Route("/api/public/experiment-items", endpoint(experiment_items_), methods=["GET"]),
     ]

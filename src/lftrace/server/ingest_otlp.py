@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ..model import LEVELS, OBSERVATION_TYPES, Observation, Trace, ns_from_iso
+from ..model import EXPERIMENT_KEY, LEVELS, OBSERVATION_TYPES, Observation, Trace, ns_from_iso
 
 
 class BadRequest(Exception):
@@ -456,6 +456,13 @@ def _apply_trace_attributes(
                 trace.tags.append(tag)
     if metadata:
         trace.metadata = {**(trace.metadata or {}), **metadata}
+    experiment = _experiment(a)
+    if experiment:  # run_experiment's item: which experiment, dataset item and version (the experiments API reads it)
+        known = (trace.metadata or {}).get(EXPERIMENT_KEY)
+        trace.metadata = {
+            **(trace.metadata or {}),
+            EXPERIMENT_KEY: {**(known if isinstance(known, dict) else {}), **experiment},
+        }
     if str(a.get("langfuse.trace.public", "")).lower() == "true":
         trace.public = True
     release = a.get("langfuse.release")
@@ -466,6 +473,20 @@ def _apply_trace_attributes(
         trace.version = version
     if is_root or trace.environment == "default":
         trace.environment = obs.environment
+
+
+_EXPERIMENT_DOT = EXPERIMENT_KEY + "."
+_EXPERIMENT_JSON = ("metadata", "item.metadata", "item.expected_output")  # the SDKs JSON-encode these (text stays)
+
+
+def _experiment(a: dict[str, Any]) -> dict[str, Any]:
+    """A span's ``langfuse.experiment.*`` attributes as the trace's experiment (``model.EXPERIMENT_KEY``) keeps them."""
+    found: dict[str, Any] = {}
+    for key, value in a.items():
+        if key.startswith(_EXPERIMENT_DOT):
+            name = key[len(_EXPERIMENT_DOT) :]
+            found[name] = _json(value) if name in _EXPERIMENT_JSON else value
+    return found
 
 
 def request_to_traces(request: Any) -> list[Trace]:

@@ -1,0 +1,131 @@
+"""Experiments as SDK 5's ``api.experiments`` reads them (``GET /api/public/experiments`` and ``/experiment-items``).
+
+An experiment item is one trace of ``run_experiment`` (the official SDK's sent here over OTLP, or lftrace's own):
+its ``langfuse.experiment.*`` attributes (kept as the trace's ``model.EXPERIMENT_KEY`` metadata) say which
+experiment, dataset item and dataset version it ran; its root observation (``item.root_observation_id``: the
+``experiment-item-task`` span) gives its times, level, input and output. An experiment is its items grouped by
+experiment id. Items are built whole here; ``api`` keeps the field groups asked for and pages them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import EXPERIMENT_KEY, Observation, Trace, iso_from_ns
+from ..store import TraceStore
+
+# the field groups of an ExperimentItem, and the keys each adds (core is always there)
+ITEM_GROUPS: dict[str, tuple[str, ...]] = {
+    "core": (
+        "id", "traceId", "startTime", "endTime", "level", "environment",
+        "experimentId", "experimentName", "experimentItemId",
+    ),
+    "dataset": ("experimentDatasetId", "experimentItemVersion"),
+    "io": ("input", "output", "expectedOutput"),
+    "metadata": ("metadata",),
+    "itemMetadata": ("experimentItemMetadata",),
+    "experimentMetadata": ("experimentMetadata", "experimentDescription"),
+    "scores": ("scores",),
+}  # fmt: skip
+EXPERIMENT_GROUPS: dict[str, tuple[str, ...]] = {
+    "core": ("id", "name", "description", "startTime", "endTime", "itemCount", "datasetId"),
+    "metadata": ("metadata",),
+    "scores": ("scores",),
+}
+
+
+def experiment_items(store: TraceStore, since_ns: int, until_ns: int | None) -> list[dict[str, Any]]:
+    """Every experiment item whose root observation started in [since_ns, until_ns), newest first, all groups;
+    ``scores`` holds the item's Score objects (``api`` shapes them). ``_start``/``_end`` are the times in ns."""
+    # a trace starts at or before its root observation: read from since_ns on, then keep the items in range
+    traces = store.get_traces(store.experiment_trace_ids(since_ns, until_ns))
+    items = [item for trace in traces if (item := _item(trace)) is not None]
+    items = [i for i in items if i["_start"] >= since_ns and (until_ns is None or i["_start"] < until_ns)]
+    items.sort(key=lambda i: (i["_start"], i["id"]), reverse=True)
+    return items
+
+
+def _item(trace: Trace) -> dict[str, Any] | None:
+    about = (trace.metadata or {}).get(EXPERIMENT_KEY)
+    if not isinstance(about, dict) or not isinstance(about.get("id"), str):
+        return None
+    root = _root(trace, about.get("item.root_observation_id"))
+    if root is None:
+        return None
+    return {
+        "id": root.id,
+        "traceId": trace.id,
+        "startTime": iso_from_ns(root.start_time),
+        "endTime": iso_from_ns(root.end_time) if root.end_time is not None else None,
+        "level": root.level,
+        "environment": root.environment or trace.environment or "default",
+        "experimentId": about["id"],
+        "experimentName": _text(about.get("name")) or about["id"],
+        "experimentItemId": _text(about.get("item.id")) or root.id,
+        "experimentDatasetId": _text(about.get("dataset.id")),
+        "experimentItemVersion": _text(about.get("item.version")),
+        "input": root.input,
+        "output": root.output,
+        "expectedOutput": about.get("item.expected_output"),  # as ingest decoded it (or lftrace's own, as it was)
+        "metadata": root.metadata if isinstance(root.metadata, dict) else None,
+        "experimentItemMetadata": _mapping(about.get("item.metadata")),
+        "experimentMetadata": _mapping(about.get("metadata")),
+        "experimentDescription": _text(about.get("description")),
+        "scores": list(trace.scores),
+        "_start": root.start_time,
+        "_end": root.end_time if root.end_time is not None else root.start_time,
+    }
+
+
+def _root(trace: Trace, root_id: Any) -> Observation | None:
+    """The item's root observation: the one its attributes name, else its task span, else the trace's first root."""
+    by_id = {o.id: o for o in trace.observations}
+    if isinstance(root_id, str) and root_id in by_id:
+        return by_id[root_id]
+    task = next((o for o in trace.observations if o.name == "experiment-item-task"), None)
+    if task is not None:
+        return task
+    return next((o for o in trace.observations if o.parent_id not in by_id), None)
+
+
+def experiments_of(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The experiments of these items (all groups but scores), the latest activity first."""
+    found: dict[str, dict[str, Any]] = {}
+    for item in items:
+        experiment = found.get(item["experimentId"])
+        if experiment is None:
+            experiment = found[item["experimentId"]] = {
+                "id": item["experimentId"],
+                "name": item["experimentName"],
+                "description": item["experimentDescription"],
+                "datasetId": item["experimentDatasetId"],
+                "metadata": item["experimentMetadata"],
+                "itemCount": 0,
+                "_start": item["_start"],
+                "_end": item["_end"],
+            }
+        experiment["itemCount"] += 1
+        experiment["_start"] = min(experiment["_start"], item["_start"])
+        experiment["_end"] = max(experiment["_end"], item["_end"])
+        for key, source in _FROM_ITEM:  # the first item that says it
+            if experiment[key] is None:
+                experiment[key] = item[source]
+    rows = sorted(found.values(), key=lambda e: (e["_end"], e["id"]), reverse=True)
+    for row in rows:
+        row["startTime"], row["endTime"] = iso_from_ns(row["_start"]), iso_from_ns(row["_end"])
+    return rows
+
+
+_FROM_ITEM = (
+    ("description", "experimentDescription"),
+    ("datasetId", "experimentDatasetId"),
+    ("metadata", "experimentMetadata"),
+)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
