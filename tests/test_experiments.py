@@ -13,7 +13,7 @@ import pytest
 from langchain_core.prompts import ChatPromptTemplate
 
 from lftrace import Evaluation, Langfuse
-from lftrace.experiments import DatasetNotFound, experiment_id_for
+from lftrace.experiments import DatasetNotFound, experiment_id_for, experiment_item_version
 from lftrace.langchain import CallbackHandler
 from serve_process import ServeProcess
 from support.fake_models import ToolCallingFakeModel
@@ -265,3 +265,47 @@ def test_our_experiment_item_has_the_official_sdk_s_spans_and_scores(isolated_en
     assert by_trace[our_run.item_results[0].trace_id] == [
         ("exact", 1.0, mine["experiment-item-task"]["span_id"]), ("overall", 1.0, mine["experiment-item-task"]["span_id"]),
     ]  # fmt: skip
+
+
+def test_a_versioned_dataset_s_experiment_says_which_version_it_ran_on(isolated_env, tmp_path):
+    """``get_dataset(version=...)`` then ``run_experiment``: every item's trace carries the version as SDK 5 sends
+    it (``langfuse.experiment.item.version``, the SDK's own text for it). Locally in the store; against a Langfuse
+    (here ``lftrace serve``) in the spans, which its experiments API answers from."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from langfuse import Langfuse as OfficialLangfuse
+    from langfuse.api.client import LangfuseAPI
+
+    version = datetime.now(UTC) + timedelta(seconds=1)  # after the items below were made
+    official_text = OfficialLangfuse._format_experiment_item_version(version)  # type: ignore[attr-defined]
+    assert official_text.endswith("Z")
+    assert experiment_item_version(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=5)))) == (
+        "2026-01-02T03:04:05+05:00"
+    )
+
+    local = Langfuse(public_key="")
+    local.create_dataset(name="versioned")
+    local.create_dataset_item(dataset_name="versioned", id="q1", input="a", expected_output="A")
+    dataset = local.get_dataset("versioned", version=version)
+    result = dataset.run_experiment(name="v", task=upper_of_item)
+    trace = local.get_trace(result.item_results[0].trace_id)
+    assert trace.metadata["langfuse.experiment"]["item.version"] == official_text
+    loose = local.run_experiment(name="loose", data=ITEMS[:1], task=upper)  # no dataset: no version
+    assert "item.version" not in local.get_trace(loose.item_results[0].trace_id).metadata["langfuse.experiment"]
+
+    started = datetime.now(UTC)
+    with ServeProcess(tmp_path / "langfuse.db") as langfuse_server:
+        remote = Langfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=langfuse_server.url)
+        remote.create_dataset(name="versioned")
+        remote.create_dataset_item(dataset_name="versioned", id="q1", input="a", expected_output="A")
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        ran = remote.get_dataset("versioned", version=later).run_experiment(
+            name="v", task=upper_of_item, evaluators=[exact]
+        )
+        api = LangfuseAPI(base_url=langfuse_server.url, username="pk-lf-any", password="sk-lf-any")
+        (item,) = api.experiments.list_items(
+            from_start_time=started, experiment_id=ran.experiment_id, fields="core,dataset,io,scores"
+        ).data
+    assert (item.experiment_item_id, item.experiment_item_version) == ("q1", later)
+    assert (item.input, item.output, item.expected_output) == ("a", "A", "A")
+    assert [(s.name, s.value) for s in item.scores] == [("exact", 1.0)]

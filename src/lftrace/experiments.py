@@ -120,6 +120,7 @@ class DatasetClient:
         self._client = client
 
     def run_experiment(self, *, name: str, **options: Any) -> ExperimentResult:
+        options.setdefault("_dataset_version", self.version)  # each item's trace says which version it ran on
         return self._client.run_experiment(name=name, data=self.items, **options)
 
     def __repr__(self) -> str:
@@ -218,6 +219,17 @@ def experiment_id_for(project_id: str | None, dataset_id: str | None, run_name: 
         ["langfuse-experiment-v1", project_id, dataset_id, run_name], separators=(",", ":"), ensure_ascii=False
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def experiment_item_version(version: datetime) -> str:
+    """A dataset version as ``langfuse.experiment.item.version`` carries it: ISO 8601, ``Z`` for UTC (as the SDK
+    writes it; a naive datetime is taken as this machine's local time, as the SDK takes it)."""
+    zoned = version if version.tzinfo is not None else version.astimezone()
+    try:
+        utc = zoned.tzinfo is not None and zoned.tzinfo.tzname(None) == UTC.tzname(None)
+    except Exception:  # a tzinfo that needs a datetime to name its zone: not UTC itself
+        utc = False
+    return zoned.isoformat().replace("+00:00", "Z") if utc else zoned.isoformat()
 
 
 def experiment_project(client: Any) -> str | None:
@@ -414,6 +426,7 @@ class ExperimentApi:
         metadata: dict[str, Any] | None = None,
         experiment_id: str | None = None,
         composite_evaluator: Callable[..., Any] | None = None,
+        _dataset_version: datetime | None = None,
         **ignored: Any,
     ) -> ExperimentResult:
         """Run ``task(item=...)`` on every item (dicts with ``input``/``expected_output``/``metadata``, or dataset
@@ -428,8 +441,9 @@ class ExperimentApi:
         )
         project_id = experiment_project(self)
         experiment = experiment_id or experiment_id_for(project_id, dataset_id, run_name)
+        version = experiment_item_version(_dataset_version) if _dataset_version is not None else None
         plan = _Plan(name, run_name, description, metadata, experiment, dataset_id, task, evaluators,
-                     composite_evaluator)  # fmt: skip
+                     composite_evaluator, version)  # fmt: skip
 
         async def everything() -> list[ExperimentItemResult | None]:
             gate = asyncio.Semaphore(max(1, max_concurrency))
@@ -491,6 +505,7 @@ class ExperimentApi:
                     "description": plan.description,
                     "metadata": plan.metadata,
                     "dataset.id": _field(item, "dataset_id") if item_id is not None else None,
+                    "item.version": plan.version if item_id is not None else None,
                     "item.id": item_id or hashlib.sha256(json.dumps(given, default=str).encode()).hexdigest()[:16],
                     "item.expected_output": expected,
                     "item.metadata": item_metadata if isinstance(item_metadata, dict) else None,
@@ -532,6 +547,7 @@ class _Plan:
     task: Callable[..., Any]
     evaluators: Sequence[Callable[..., Any]]
     composite: Callable[..., Any] | None
+    version: str | None  # the dataset version the items are from (get_dataset(version=...)), as Langfuse reads it
 
 
 async def _evaluate(root: Any, plan: _Plan, arguments: dict[str, Any]) -> list[Evaluation]:
