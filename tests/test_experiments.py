@@ -292,6 +292,13 @@ def test_a_versioned_dataset_s_experiment_says_which_version_it_ran_on(isolated_
     assert trace.metadata["langfuse.experiment"]["item.version"] == official_text
     loose = local.run_experiment(name="loose", data=ITEMS[:1], task=upper)  # no dataset: no version
     assert "item.version" not in local.get_trace(loose.item_results[0].trace_id).metadata["langfuse.experiment"]
+    # SDK 5's api.experiments over the local store (no server): the same answers as from Langfuse
+    experiments = local.api.experiments.list(from_start_time=datetime(2020, 1, 1, tzinfo=UTC), fields="core,metadata")
+    assert [(e.id, e.item_count) for e in experiments.data] == [(loose.experiment_id, 1), (result.experiment_id, 1)]
+    (item,) = local.api.experiments.list_items(
+        from_start_time=datetime(2020, 1, 1, tzinfo=UTC), experiment_id=result.experiment_id, fields="dataset,io"
+    ).data
+    assert (item.experiment_item_id, item.experiment_item_version, item.output) == ("q1", version, "A")
 
     started = datetime.now(UTC)
     with ServeProcess(tmp_path / "langfuse.db") as langfuse_server:
@@ -299,9 +306,15 @@ def test_a_versioned_dataset_s_experiment_says_which_version_it_ran_on(isolated_
         remote.create_dataset(name="versioned")
         remote.create_dataset_item(dataset_name="versioned", id="q1", input="a", expected_output="A")
         later = datetime.now(UTC) + timedelta(seconds=1)
-        ran = remote.get_dataset("versioned", version=later).run_experiment(
-            name="v", task=upper_of_item, evaluators=[exact]
-        )
+        pinned = remote.get_dataset("versioned", version=later)
+        ran = pinned.run_experiment(name="v", task=upper_of_item, evaluators=[exact])
+        # the item's times are datetimes, as the official SDK's models give them from the same server
+        theirs = OfficialLangfuse(public_key="pk-lf-any", secret_key="sk-lf-any", base_url=langfuse_server.url)
+        (their_item,) = theirs.get_dataset("versioned").items
+        (our_item,) = pinned.items
+        assert (our_item.version, our_item.created_at) == (their_item.version, their_item.created_at)
+        assert isinstance(our_item.version, datetime) and our_item.version <= later
+        assert pinned.created_at == theirs.get_dataset("versioned").created_at
         api = LangfuseAPI(base_url=langfuse_server.url, username="pk-lf-any", password="sk-lf-any")
         (item,) = api.experiments.list_items(
             from_start_time=started, experiment_id=ran.experiment_id, fields="core,dataset,io,scores"

@@ -71,10 +71,22 @@ class DatasetItem:
         self.source_observation_id: str | None = data.get("sourceObservationId")
         self.dataset_id: str | None = data.get("datasetId")
         self.dataset_name: str | None = data.get("datasetName")
-        self.created_at, self.updated_at = data.get("createdAt"), data.get("updatedAt")
+        # datetimes, as the SDK's models give them; version: when this version of the item became current
+        self.created_at, self.updated_at = _time(data.get("createdAt")), _time(data.get("updatedAt"))
+        self.version = _time(data.get("version"))
 
     def __repr__(self) -> str:
         return f"DatasetItem(id={self.id!r}, dataset_name={self.dataset_name!r})"
+
+
+def _time(value: Any) -> Any:
+    """An API time (ISO 8601 text) as a datetime; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    return value
 
 
 def _with_media_references(row: Mapping[str, Any], store: Any = None) -> Mapping[str, Any]:
@@ -114,7 +126,7 @@ class DatasetClient:
         self.description: str | None = data.get("description")
         self.metadata = data.get("metadata")
         self.input_schema, self.expected_output_schema = data.get("inputSchema"), data.get("expectedOutputSchema")
-        self.created_at, self.updated_at = data.get("createdAt"), data.get("updatedAt")
+        self.created_at, self.updated_at = _time(data.get("createdAt")), _time(data.get("updatedAt"))
         self.items = items
         self.version: datetime | None = None  # get_dataset(version=...): the items as they were then
         self._client = client

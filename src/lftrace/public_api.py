@@ -60,17 +60,21 @@ _ROUTES: dict[str, dict[str, tuple[str, str]]] = {
         "get": ("GET", "/api/public/media/{media_id}"),
         "patch": ("PATCH", "/api/public/media/{media_id}"),
     },
+    "experiments": {
+        "list": ("GET", "/api/public/experiments"),
+        "list_items": ("GET", "/api/public/experiment-items"),
+    },
     "projects": {"get": ("GET", "/api/public/projects")},
     "health": {"health": ("GET", "/api/public/health")},
 }
 # free-form JSON in Langfuse's schema (dicts there too): returned as they are, not as ApiObject
 _PLAIN = frozenset(
     ("metadata", "input", "output", "usageDetails", "costDetails", "modelParameters", "config", "expectedOutput",
-     "inputSchema", "expectedOutputSchema")
+     "inputSchema", "expectedOutputSchema", "experimentMetadata", "experimentItemMetadata")
 )  # fmt: skip
 # ``api.trace.get(id)`` without keys is answered from the store in this process (``_local_trace``)
 _TRACE_PATH = re.compile(r"/api/public/traces/([^/]+)")
-_TIME_KEY = re.compile(r"(?:^timestamp$|Time$|At$|Timestamp$)")
+_TIME_KEY = re.compile(r"(?:^timestamp$|Time$|At$|Timestamp$|^version$|^experimentItemVersion$)")
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 

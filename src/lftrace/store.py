@@ -2347,6 +2347,7 @@ class TraceStore:
             "mediaReferences": [],  # lftrace keeps no media: values are stored as given
             "createdAt": iso_from_ns(created),
             "updatedAt": iso_from_ns(updated),
+            "version": iso_from_ns(updated),  # when this version became current: the store keeps only the last
         }
 
     @staticmethod
