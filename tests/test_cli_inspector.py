@@ -147,7 +147,7 @@ def test_show_list_and_sessions_start_without_langchain(recorded):
         """
         import sys
         from lftrace.cli import main
-        for args in (["list", "--search", "oslo"], ["sessions"], ["show", "last", "--timeline"], ["show", "last", "check_budget"]):
+        for args in (["list", "--search", "oslo"], ["sessions"], ["experiments"], ["show", "last", "--timeline"], ["show", "last", "check_budget"]):
             try:
                 main(args)
             except SystemExit:

@@ -20,12 +20,12 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import DatasetHistoryMissing, LftraceError
+from ..experiment_runs import EXPERIMENT_GROUPS, ITEM_GROUPS, experiment_items, experiments_of
 from ..jsonout import trace_chunks
 from ..media import LangfuseMedia, reference_paths
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
 from ..store import TraceStore
 from .conditions import Condition, matches, parse_conditions
-from .experiments import EXPERIMENT_GROUPS, ITEM_GROUPS, experiment_items, experiments_of
 from .media import DOWNLOAD_PATH, SignedUrls
 
 PROJECT_ID = "lftrace-local"

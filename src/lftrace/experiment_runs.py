@@ -1,18 +1,19 @@
-"""Experiments as SDK 5's ``api.experiments`` reads them (``GET /api/public/experiments`` and ``/experiment-items``).
+"""Experiment runs in the store, as SDK 5's ``api.experiments`` reads them (``lftrace serve``'s
+``GET /api/public/experiments`` and ``/experiment-items``) and ``lftrace experiments`` shows them.
 
-An experiment item is one trace of ``run_experiment`` (the official SDK's sent here over OTLP, or lftrace's own):
+An experiment item is one trace of ``run_experiment`` (lftrace's own, or the official SDK's sent to ``serve``):
 its ``langfuse.experiment.*`` attributes (kept as the trace's ``model.EXPERIMENT_KEY`` metadata) say which
 experiment, dataset item and dataset version it ran; its root observation (``item.root_observation_id``: the
 ``experiment-item-task`` span) gives its times, level, input and output. An experiment is its items grouped by
-experiment id. Items are built whole here; ``api`` keeps the field groups asked for and pages them.
+experiment id. Items are built whole here; the API keeps the field groups asked for and pages them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import EXPERIMENT_KEY, Observation, Trace, iso_from_ns
-from ..store import TraceStore
+from .model import EXPERIMENT_KEY, Observation, Trace, iso_from_ns
+from .store import TraceStore
 
 # the field groups of an ExperimentItem, and the keys each adds (core is always there)
 ITEM_GROUPS: dict[str, tuple[str, ...]] = {
@@ -36,7 +37,8 @@ EXPERIMENT_GROUPS: dict[str, tuple[str, ...]] = {
 
 def experiment_items(store: TraceStore, since_ns: int, until_ns: int | None) -> list[dict[str, Any]]:
     """Every experiment item whose root observation started in [since_ns, until_ns), newest first, all groups;
-    ``scores`` holds the item's Score objects (``api`` shapes them). ``_start``/``_end`` are the times in ns."""
+    ``scores`` holds the item's Score objects (the API shapes them); ``_start``/``_end`` are its times in ns and
+    ``_cost`` its trace's cost (keys with ``_`` are for lftrace, not in the API's answer)."""
     # a trace starts at or before its root observation: read from since_ns on, then keep the items in range
     traces = store.get_traces(store.experiment_trace_ids(since_ns, until_ns))
     items = [item for trace in traces if (item := _item(trace)) is not None]
@@ -72,6 +74,7 @@ def _item(trace: Trace) -> dict[str, Any] | None:
         "experimentMetadata": _mapping(about.get("metadata")),
         "experimentDescription": _text(about.get("description")),
         "scores": list(trace.scores),
+        "_cost": trace.total_cost,
         "_start": root.start_time,
         "_end": root.end_time if root.end_time is not None else root.start_time,
     }
