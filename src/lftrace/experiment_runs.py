@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import EXPERIMENT_KEY, Observation, Trace, iso_from_ns
+from .model import EXPERIMENT_KEY, Observation, Score, Trace, iso_from_ns
 from .store import TraceStore
 
 # the field groups of an ExperimentItem, and the keys each adds (core is always there)
@@ -45,6 +45,15 @@ def experiment_items(store: TraceStore, since_ns: int, until_ns: int | None) -> 
     items = [i for i in items if i["_start"] >= since_ns and (until_ns is None or i["_start"] < until_ns)]
     items.sort(key=lambda i: (i["_start"], i["id"]), reverse=True)
     return items
+
+
+def run_scores(store: TraceStore) -> dict[str, list[Score]]:
+    """The scores of whole runs (``run_evaluators``: ``dataset_run_id`` is the experiment id), newest first."""
+    found: dict[str, list[Score]] = {}
+    for score in store.scores():
+        if score.dataset_run_id:
+            found.setdefault(score.dataset_run_id, []).append(score)
+    return found
 
 
 def _item(trace: Trace) -> dict[str, Any] | None:

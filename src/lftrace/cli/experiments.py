@@ -46,20 +46,18 @@ def experiments_command(
       lftrace experiments last
       lftrace experiments "capitals - 2026-12-03T10:00:00Z" --json
     """
-    from ..experiment_runs import experiment_items, experiments_of
+    from ..experiment_runs import experiment_items, experiments_of, run_scores
 
     where = trace_filter(since=since, until=until)
     items: list[dict[str, Any]] = []
     dataset_names: dict[str, str] = {}
-    run_scores: dict[str, list[Score]] = {}
+    of_runs: dict[str, list[Score]] = {}
     if store_path().exists():
         store = open_store(read_only=True)
         try:
             items = experiment_items(store, where.since_ns or 0, where.until_ns)
             dataset_names = {d["id"]: d["name"] for d in store.list_datasets()}
-            for score in store.scores():
-                if score.dataset_run_id:
-                    run_scores.setdefault(score.dataset_run_id, []).append(score)
+            of_runs = run_scores(store)
         finally:
             store.close()
     runs = experiments_of(items)
@@ -67,7 +65,7 @@ def experiments_command(
         mine = [i for i in items if i["experimentId"] == row["id"]]
         row["errors"] = sum(i["level"] == "ERROR" for i in mine)
         row["averages"] = averages([s for i in mine for s in i["scores"]])
-        row["runScores"] = run_scores.get(row["id"], [])
+        row["runScores"] = of_runs.get(row["id"], [])
         costs = [i["_cost"] for i in mine if i["_cost"] is not None]
         row["totalCost"] = sum(costs) if costs else None
         row["dataset"] = dataset_names.get(row["datasetId"] or "")

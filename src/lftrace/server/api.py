@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import DatasetHistoryMissing, LftraceError
-from ..experiment_runs import EXPERIMENT_GROUPS, ITEM_GROUPS, experiment_items, experiments_of
+from ..experiment_runs import EXPERIMENT_GROUPS, ITEM_GROUPS, experiment_items, experiments_of, run_scores
 from ..jsonout import trace_chunks
 from ..media import LangfuseMedia, reference_paths
 from ..model import Observation, Score, Trace, iso_from_ns, ns_from_iso
@@ -662,13 +662,9 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
             for row in experiments_of(experiment_items(store, since, until))
             if all(not want or row[key] in want for key, want in wanted.items()) and _meets(conditions, row)
         ]
-        run_scores: dict[str, list[Score]] = {}
-        if "scores" in groups:
-            for score in store.scores():  # newest first
-                if score.dataset_run_id:
-                    run_scores.setdefault(score.dataset_run_id, []).append(score)
+        of_runs = run_scores(store) if "scores" in groups else {}
         return _cursor_page(request, rows, limit, lambda row: _shaped(row, groups, EXPERIMENT_GROUPS, score_limit,
-                                                                       run_scores.get(row["id"], [])))  # fmt: skip
+                                                                       of_runs.get(row["id"], [])))  # fmt: skip
 
     def experiment_items_(request: Request) -> Any:
         limit, score_limit, groups, conditions = _experiment_query(request, ITEM_GROUPS, ("core", "dataset"))
