@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -125,3 +126,66 @@ def test_an_empty_store_says_how_runs_get_there(tmp_path):
     empty = subprocess.run([LFTRACE, "experiments"], capture_output=True, text=True, env=env, timeout=60)
     assert empty.returncode == 0 and "No experiment runs yet" in empty.stdout
     assert not (tmp_path / "none.db").exists()  # looking creates no store
+
+
+_SECOND_RUN = textwrap.dedent(
+    """
+    from lftrace import Evaluation, Langfuse
+
+    langfuse = Langfuse(public_key="")
+
+
+    def task(*, item, **kwargs):  # Spain and Italy right now, France wrong
+        return {"France": "Lyon", "Spain": "Madrid", "Italy": "Rome"}[item.input["country"]]
+
+
+    def exact(*, output, expected_output, **kwargs):
+        return Evaluation(name="exact", value=1.0 if output == expected_output else 0.0)
+
+
+    langfuse.get_dataset("capitals").run_experiment(name="capitals", run_name="capitals-v2", task=task, evaluators=[exact])
+    """
+)
+
+
+def test_a_run_against_a_baseline_item_by_item_and_its_exit_code_for_ci(recorded, tmp_path):
+    env = dict(recorded["env"])
+    env["LFTRACE_STORE"] = str(tmp_path / "compared.db")
+    source, copy = sqlite3.connect(recorded["env"]["LFTRACE_STORE"]), sqlite3.connect(env["LFTRACE_STORE"])
+    source.backup(copy)  # the runs above (WAL included), then a second one
+    source.close(), copy.close()
+    made = subprocess.run([sys.executable, "-c", _SECOND_RUN], capture_output=True, text=True, env=env, timeout=120)
+    assert made.returncode == 0, made.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LFTRACE, "experiments", *args], capture_output=True, text=True, env=env, timeout=60)
+
+    compared = run("capitals-v2", "--against", "capitals-v1")
+    assert compared.returncode == 0, compared.stderr
+    lines = compared.stdout.splitlines()
+    assert lines[0] == "capitals-v2 vs capitals-v1  3 items in both"
+    assert lines[1] == "exact  0.5 -> 0.6667  +0.1667"  # over the items scored: the failed one had no score
+    assert lines[2] == "failed items  1 -> 0"
+    rows = {line.split()[0]: line for line in lines[4:]}
+    assert "exact 1 -> exact 0" in rows["fr"] and "Paris -> Lyon" in rows["fr"] and " regressed " in rows["fr"]
+    assert "Barcelona -> Madrid" in rows["es"] and " improved " in rows["es"]
+    assert "Error: model timeout -> Rome" in rows["it"] and " improved " in rows["it"]
+
+    data = json.loads(run("capitals-v2", "--against", "capitals-v1", "--json").stdout)
+    assert (data["run"]["name"], data["base"]["name"], data["matched"], data["regressed"]) == (
+        "capitals-v2", "capitals-v1", 3, False
+    )  # fmt: skip
+    assert data["scores"]["exact"]["delta"] == pytest.approx(1 / 6)
+    assert {c["item"]: c["status"] for c in data["changed"]} == {"fr": "regressed", "es": "improved", "it": "improved"}
+
+    # CI: better than the baseline passes; the other way round (lower mean, more failures) is exit 5, one line
+    assert run("capitals-v2", "--against", "capitals-v1", "--fail-on-regression").returncode == 0
+    worse = run("capitals-v1", "--against", "capitals-v2", "--fail-on-regression")
+    assert worse.returncode == 5
+    assert worse.stderr.strip() == (
+        "lftrace: capitals-v1 regressed against capitals-v2: exact 0.6667 -> 0.5, failed items 0 -> 1"
+    )
+    unrelated = run("loose-1", "--against", "capitals-v1")
+    assert "0 items in both" in unrelated.stdout and "only in loose-1" in unrelated.stdout
+    assert run("--against", "capitals-v1").returncode == 2
+    assert run("capitals-v2", "--fail-on-regression").returncode == 2

@@ -141,3 +141,64 @@ def _text(value: Any) -> str | None:
 
 def _mapping(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
+
+
+def item_scores(item: dict[str, Any]) -> dict[str, float | str]:
+    """An item's scores by name: numeric and boolean as numbers (booleans 0/1; the mean when a name repeats), else
+    the value's text."""
+    numbers: dict[str, list[float]] = {}
+    texts: dict[str, str] = {}
+    for score in item["scores"]:
+        if score.data_type in ("NUMERIC", "BOOLEAN") and score.value is not None:
+            numbers.setdefault(score.name, []).append(float(score.value))
+        else:
+            texts[score.name] = score.display_value()
+    return {**texts, **{name: sum(found) / len(found) for name, found in numbers.items()}}
+
+
+def compare_runs(items: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's items against a baseline run's, matched by experiment item id (a dataset item, or a hash of the
+    input): per score the two means over the items both have and their difference, the items whose scores, output
+    or status changed, the items only one run has, and ``regressed``: a mean score lower, or more items failed."""
+    mine = {i["experimentItemId"]: i for i in items}
+    theirs = {i["experimentItemId"]: i for i in base}
+    matched = [key for key in theirs if key in mine]
+    now = {key: item_scores(mine[key]) for key in matched}
+    before = {key: item_scores(theirs[key]) for key in matched}
+    changed: list[dict[str, Any]] = []
+    for key in matched:
+        run, was = mine[key], theirs[key]
+        failed, failed_before = run["level"] == "ERROR", was["level"] == "ERROR"
+        if now[key] == before[key] and run["output"] == was["output"] and failed == failed_before:
+            continue
+        changed.append({
+            "item": key, "traceId": run["traceId"], "baseTraceId": was["traceId"], "scores": now[key],
+            "baseScores": before[key], "output": run["output"], "baseOutput": was["output"], "failed": failed,
+            "baseFailed": failed_before,
+        })  # fmt: skip
+    summary: dict[str, dict[str, float | None]] = {}
+    for name in sorted(
+        {n for scores in (*now.values(), *before.values()) for n, v in scores.items() if type(v) is float}
+    ):
+        run_mean, base_mean = _mean(now, name), _mean(before, name)
+        delta = run_mean - base_mean if run_mean is not None and base_mean is not None else None
+        summary[name] = {"base": base_mean, "run": run_mean, "delta": delta}
+    errors = sum(mine[key]["level"] == "ERROR" for key in matched)
+    base_errors = sum(theirs[key]["level"] == "ERROR" for key in matched)
+    lower = [name for name, s in summary.items() if s["delta"] is not None and s["delta"] < -1e-9]
+    return {
+        "matched": len(matched),
+        "scores": summary,
+        "errors": errors,
+        "baseErrors": base_errors,
+        "changed": changed,
+        "onlyInRun": sorted(key for key in mine if key not in theirs),
+        "onlyInBase": sorted(key for key in theirs if key not in mine),
+        "lower": lower,
+        "regressed": bool(lower) or errors > base_errors,
+    }
+
+
+def _mean(scores: dict[str, dict[str, float | str]], name: str) -> float | None:
+    values = [v for found in scores.values() if type(v := found.get(name)) is float]
+    return sum(values) / len(values) if values else None

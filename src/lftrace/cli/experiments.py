@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import TraceNotFound
+from ..errors import ExitStatus, InputError, TraceNotFound
 from ..model import Score
 from .app import app, console, open_store, print_json, store_path
 from .options import SinceFilter, UntilFilter, trace_filter
@@ -32,6 +32,20 @@ def experiments_command(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many runs.")] = 20,
     since: SinceFilter = None,
     until: UntilFilter = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="BASE",
+            help="Compare RUN with this earlier run item by item: the mean of each score, the items that changed.",
+        ),
+    ] = None,
+    fail_on_regression: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-regression", help="With --against: exit 5 when a mean score is lower or more items failed."
+        ),
+    ] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the runs (or the run and its items) as JSON.")
     ] = False,
@@ -45,7 +59,14 @@ def experiments_command(
       lftrace experiments
       lftrace experiments last
       lftrace experiments "capitals - 2026-12-03T10:00:00Z" --json
+      lftrace experiments capitals-v2 --against capitals-v1 --fail-on-regression
     """
+    if (against or fail_on_regression) and run is None:
+        raise InputError(
+            "--against and --fail-on-regression compare a RUN: name it (lftrace experiments RUN --against BASE)"
+        )
+    if fail_on_regression and against is None:
+        raise InputError("--fail-on-regression needs --against BASE: the run to compare with")
     from ..experiment_runs import experiment_items, experiments_of, run_scores
 
     where = trace_filter(since=since, until=until)
@@ -73,7 +94,28 @@ def experiments_command(
         _list(runs[:limit], json_out)
         return
     chosen = _find(runs, run)
-    _one(chosen, [i for i in items if i["experimentId"] == chosen["id"]], json_out)
+    mine = [i for i in items if i["experimentId"] == chosen["id"]]
+    if against is None:
+        _one(chosen, mine, json_out)
+        return
+    base = _find(runs, against)
+    from ..experiment_runs import compare_runs
+
+    comparison = compare_runs(mine, [i for i in items if i["experimentId"] == base["id"]])
+    _compared(chosen, base, comparison, json_out)
+    if fail_on_regression and comparison["regressed"]:
+        from ..sanitize import clean_line
+
+        lower = ", ".join(
+            f"{name} {_number(comparison['scores'][name]['base'])} -> {_number(comparison['scores'][name]['run'])}"
+            for name in comparison["lower"]
+        )
+        if comparison["errors"] > comparison["baseErrors"]:
+            lower = ", ".join(
+                filter(None, (lower, f"failed items {comparison['baseErrors']} -> {comparison['errors']}"))
+            )
+        typer.echo(clean_line(f"lftrace: {chosen['name']} regressed against {base['name']}: {lower}"), err=True)
+        raise typer.Exit(ExitStatus.ASSERTION_FAILED)
 
 
 def averages(scores: Sequence[Score]) -> dict[str, float | str]:
@@ -216,3 +258,74 @@ def _one(run: dict[str, Any], items: list[dict[str, Any]], json_out: bool) -> No
     # a table under the run's header whether stdout is a terminal or not (scripts read --json)
     # narrow: the input gives way first, then the expected output goes (the scores compare it), then the item id
     out.print(Table(headers, rows, flex=1, optional=(3, 0), status_column=5))
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _item_status(change: dict[str, Any]) -> str:
+    """improved / regressed / changed (only the output) for an item both runs have."""
+    if change["failed"] != change["baseFailed"]:
+        return "regressed" if change["failed"] else "improved"
+    deltas = [
+        value - was
+        for name, value in change["scores"].items()
+        if type(value) is float and type(was := change["baseScores"].get(name)) is float
+    ]
+    if any(d < 0 for d in deltas):
+        return "regressed"
+    return "improved" if any(d > 0 for d in deltas) else "changed"
+
+
+def _compared(run: dict[str, Any], base: dict[str, Any], comparison: dict[str, Any], json_out: bool) -> None:
+    changed = comparison["changed"]
+    for change in changed:
+        change["status"] = _item_status(change)
+    if json_out:
+        print_json({"run": _public(run), "base": _public(base), **comparison})
+        return
+    from rich.text import Text
+
+    from ..render import Table, preview
+    from ..sanitize import clean_line
+
+    out = console()
+    head = Text(clean_line(run["name"]), style="bold")
+    head.append(f" vs {clean_line(base['name'])}", style="bold")
+    head.append(f"  {comparison['matched']} items in both", style="dim")
+    out.print(head)
+    for name, means in comparison["scores"].items():
+        delta = means["delta"]
+        line = Text(f"{clean_line(name)}  {_number(means['base'])} -> {_number(means['run'])}")
+        if delta is not None:
+            line.append(f"  {delta:+.4g}", style="green" if delta > 0 else "red" if delta < 0 else "dim")
+        out.print(line)
+    if comparison["errors"] or comparison["baseErrors"]:
+        out.print(Text(f"failed items  {comparison['baseErrors']} -> {comparison['errors']}"))
+    for label, keys in (
+        ("only in " + run["name"], comparison["onlyInRun"]),
+        ("only in " + base["name"], comparison["onlyInBase"]),
+    ):
+        if keys:
+            out.print(Text(clean_line(f"{label}: {', '.join(keys)}"), style="dim"))
+    if not changed:
+        out.print(Text("no item changed: the same scores, outputs and statuses", style="dim"))
+        return
+
+    def scores(found: dict[str, Any]) -> str:
+        return ", ".join(f"{n} {v:g}" if type(v) is float else f"{n} {v}" for n, v in found.items()) or "—"
+
+    rows: list[tuple[str, ...]] = [
+        (
+            change["item"][:16],
+            f"{scores(change['baseScores'])} -> {scores(change['scores'])}",
+            f"{preview(change['baseOutput'], 40)} -> {preview(change['output'], 40)}",
+            change["status"],
+            change["traceId"][:8],
+        )
+        for change in changed
+    ]
+    out.print(
+        Table(("ITEM", "SCORES (base -> run)", "OUTPUT (base -> run)", "STATUS", "TRACE"), rows, flex=2, optional=(0,))
+    )
