@@ -35,15 +35,25 @@ EXPERIMENT_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def experiment_items(store: TraceStore, since_ns: int, until_ns: int | None) -> list[dict[str, Any]]:
+def experiment_items(
+    store: TraceStore, since_ns: int, until_ns: int | None, *, io: bool = True
+) -> list[dict[str, Any]]:
     """Every experiment item whose root observation started in [since_ns, until_ns), newest first, all groups;
     ``scores`` holds the item's Score objects (the API shapes them); ``_start``/``_end`` are its times in ns and
-    ``_cost`` its trace's cost (keys with ``_`` are for lftrace, not in the API's answer)."""
+    ``_cost`` its trace's cost (keys with ``_`` are for lftrace, not in the API's answer). ``io=False``: without
+    the items' input and output (None).
+
+    The traces are read without their observations' values (an item's task may be a whole agent run); only each
+    item's root observation is read whole."""
     # a trace starts at or before its root observation: read from since_ns on, then keep the items in range
-    traces = store.get_traces(store.experiment_trace_ids(since_ns, until_ns))
+    traces = store.get_traces(store.experiment_trace_ids(since_ns, until_ns), inputs=False, outputs=False)
     items = [item for trace in traces if (item := _item(trace)) is not None]
     items = [i for i in items if i["_start"] >= since_ns and (until_ns is None or i["_start"] < until_ns)]
     items.sort(key=lambda i: (i["_start"], i["id"]), reverse=True)
+    for item in items if io else ():
+        root = store.get_observation(item["traceId"], item["id"])
+        if root is not None:
+            item["input"], item["output"] = root.input, root.output
     return items
 
 

@@ -76,7 +76,8 @@ def experiments_command(
     if store_path().exists():
         store = open_store(read_only=True)
         try:
-            items = experiment_items(store, where.since_ns or 0, where.until_ns)
+            # the list needs no inputs and outputs: an item's task may be a whole agent run
+            items = experiment_items(store, where.since_ns or 0, where.until_ns, io=run is not None)
             dataset_names = {d["id"]: d["name"] for d in store.list_datasets()}
             of_runs = run_scores(store)
         finally:

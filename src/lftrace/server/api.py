@@ -659,7 +659,7 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         wanted = {key: set(_list_param(request, param)) for key, param in _EXPERIMENT_FILTERS}
         rows = [
             row
-            for row in experiments_of(experiment_items(store, since, until))
+            for row in experiments_of(experiment_items(store, since, until, io=False))
             if all(not want or row[key] in want for key, want in wanted.items()) and _meets(conditions, row)
         ]
         of_runs = run_scores(store) if "scores" in groups else {}
@@ -672,7 +672,7 @@ def routes(store: TraceStore, urls: SignedUrls) -> list[Route]:
         wanted = {key: set(_list_param(request, param)) for key, param in _ITEM_FILTERS}
         rows = [
             row
-            for row in experiment_items(store, since, until)
+            for row in experiment_items(store, since, until, io="io" in groups)
             if all(not want or row[key] in want for key, want in wanted.items()) and _meets(conditions, row)
         ]
         return _cursor_page(request, rows, limit, lambda row: _shaped(row, groups, ITEM_GROUPS, score_limit, None))
