@@ -725,3 +725,64 @@ def test_lftrace_run_prints_a_long_run_reading_only_the_inputs_it_shows(tmp_path
         [lftrace, "show", trace["id"], "--json"], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert json.loads(stored.stdout) == trace
+
+
+class _Probe:
+    """A state value whose text says which switch interval was in force when the writer converted it."""
+
+    seen: list[tuple[str, float]] = []  # noqa: RUF012 - one test's record
+
+    def __str__(self) -> str:
+        import threading
+
+        _Probe.seen.append((threading.current_thread().name, sys.getswitchinterval()))
+        return "probe"
+
+
+def test_the_writer_shortens_the_switch_interval_only_while_it_writes_a_part(tmp_path, monkeypatch):
+    """A long run's parts are written while the program runs at a short switch interval (at Python's 5 ms the
+    writer got a few percent of the GIL and the parts piled up until the run ended); the interval the program had
+    is put back after each part, and one the program sets meanwhile is kept."""
+    from typing import TypedDict
+
+    from lftrace.writer import BUSY_SWITCH_INTERVAL_S
+
+    class State(TypedDict):
+        n: int
+        limit: int
+        probe: Any
+
+    def step(state: State) -> dict[str, Any]:
+        if state["n"] == 300:  # the program changes its own interval while parts are written
+            sys.setswitchinterval(0.003)
+        return {"n": state["n"] + 1, "probe": _Probe()}
+
+    builder = StateGraph(State)
+    builder.add_node("step", step)
+    builder.add_edge(START, "step")
+    builder.add_conditional_edges("step", lambda s: "step" if s["n"] < s["limit"] else END, ["step", END])
+    graph = builder.compile()
+
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
+    client_module.reset_clients()
+    before = sys.getswitchinterval()
+    _Probe.seen = []
+    try:
+        sys.setswitchinterval(0.004)
+        handler = CallbackHandler()
+        steps = 600
+        graph.invoke({"n": 0, "limit": steps, "probe": None}, {"recursion_limit": steps + 10, "callbacks": [handler]})
+        client = client_module.get_client()
+        assert client.flush()
+        assert sys.getswitchinterval() == pytest.approx(0.003)  # the program's own setting, not ours nor the old one
+        stored = client.get_trace(handler.last_trace_id)
+    finally:
+        sys.setswitchinterval(before)
+    steps_stored = [o for o in stored.observations if o.name == "step"]
+    assert [o.output for o in steps_stored] == [{"n": i + 1, "probe": "probe"} for i in range(steps)]
+    in_writer = [interval for thread, interval in _Probe.seen if thread == "lftrace-writer"]
+    assert in_writer, "the writer converted the probes"
+    # parts: at the short interval; the rest of the trace, written once the run ended: at the program's own
+    assert BUSY_SWITCH_INTERVAL_S in in_writer
+    assert {round(interval, 6) for interval in in_writer} <= {BUSY_SWITCH_INTERVAL_S, 0.004, 0.003}
+    assert in_writer[-1] == pytest.approx(0.003)
