@@ -16,7 +16,8 @@ its own subprocess (clean peak RSS):
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
 
 Per case: wall time of run + flush (for ``otlp`` also until every span was delivered), peak RSS of the
-process, store size (the store file after the client shut down). One run of a case varies by up to 1.7x here
+process, store size (the store file after the client shut down); for lftrace, the CPU of its writer thread and
+the time the program's thread waited for the writer to take a part of the run (its back-pressure). One run of a case varies by up to 1.7x here
 (a shared 2-core VM), so every case runs ``--repeat`` times, the rounds interleaved, and the table gives medians
 (and the spread); ratios are median against the median of ``plain`` measured in the same rounds. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT mid-run and times the exit.
 
@@ -173,6 +174,7 @@ def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messa
         os.environ.update(LANGFUSE_BASE_URL=url, LANGFUSE_PUBLIC_KEY=PK, LANGFUSE_SECRET_KEY=SK)
 
     graph, loop_input, run_config = loop_for(state)
+    waited = [0.0]  # seconds the program's thread waited for the writer to take a part (its back-pressure)
     callbacks: list[Any] = []
     flush: Any = lambda: None  # noqa: E731
     shutdown: Any = lambda: None  # noqa: E731
@@ -195,6 +197,7 @@ def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messa
         client = lftrace.get_client()
         callbacks = [CallbackHandler()]
         flush, shutdown = client.flush, client.shutdown
+        _time_part_waits(client._writer, waited)
     elif case == "langfuse":
         from langfuse import Langfuse
         from langfuse.langchain import CallbackHandler as OfficialHandler
@@ -207,12 +210,15 @@ def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messa
     flush()
     before = _store_bytes(store)
 
+    waited[0] = 0.0
+    writer_cpu = _writer_cpu()
     start, cpu = time.perf_counter(), time.process_time()
     graph.invoke(loop_input(steps), run_config(steps, callbacks))
     ran = time.perf_counter()
     flush()
     flushed = time.perf_counter()
     cpu = time.process_time() - cpu  # every thread of the process: the user's and lftrace's
+    writer_end = _writer_cpu()
     shutdown()  # the export helper (otlp) exits and is reaped here: its CPU and peak RSS are the children's
     helper = resource.getrusage(resource.RUSAGE_CHILDREN)
     out: dict[str, Any] = {
@@ -224,10 +230,39 @@ def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messa
         "helper_rss_mb": helper.ru_maxrss / 1024,
         "store_mb": (_store_bytes(store) - before) / 1e6 if case.startswith(("store", "otlp")) else None,
     }
+    if case.startswith(("store", "otlp")):
+        out["waited"] = waited[0]
+        if writer_cpu is not None and writer_end is not None:
+            out["writer_cpu"] = writer_end - writer_cpu
     if case.startswith("otlp"):
         report = client.last_delivery
         out["pending"] = report.pending if report is not None else None
     return out
+
+
+def _time_part_waits(writer: Any, waited: list[float]) -> None:
+    """Add the time the program's thread spends handing parts of the run to lftrace's writer to ``waited[0]``:
+    the writer's back-pressure (``MAX_QUEUED_PARTS``), where the program waits for parts still being written."""
+    submit = writer.submit_fragment
+
+    def timed(trace: Any) -> None:
+        began = time.perf_counter()
+        try:
+            submit(trace)
+        finally:
+            waited[0] += time.perf_counter() - began
+
+    writer.submit_fragment = timed
+
+
+def _writer_cpu() -> float | None:
+    """CPU seconds lftrace's writer thread has used (Linux /proc, in clock ticks: +-10 ms); None without one."""
+    thread = next((t for t in threading.enumerate() if t.name == "lftrace-writer"), None)
+    try:
+        fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    except (AttributeError, OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def build_store(steps: int, workdir: Path) -> dict[str, Any]:
@@ -417,6 +452,9 @@ def describe(result: dict[str, Any]) -> str:
     extra = f", {result['sent_mb']:.1f} MB sent in {result['requests']} requests" if "pending" in result else ""
     if result.get("pending"):
         extra += f", {result['pending']} traces still pending"
+    if "waited" in result:  # lftrace's writer thread: its CPU is in the process's; the program's waits for it
+        writer = f"writer thread CPU {result['writer_cpu']:.2f} s, " if "writer_cpu" in result else ""
+        extra += f"; {writer}waited for the writer {result['waited']:.2f} s"
     if result.get("helper_cpu"):  # the export helper process: not in the CPU and RSS figures before it
         extra += f"; export helper CPU {result['helper_cpu']:.2f} s, peak RSS {result['helper_rss_mb']:.0f} MB"
     return (
@@ -455,6 +493,12 @@ def summarise(runs: dict[tuple[int, str], list[dict[str, Any]]]) -> None:
             f"| {steps:,} | {case} | {len(rs)} | {total:.2f} ({spread}) | {ratio} | {in_round} | {over_noop} | {cpu_ratio} "
             f"| {rss:.0f} | {delta} | {store} |"
         )
+    for (steps, case), rs in runs.items():
+        if all("writer_cpu" in r for r in rs):  # what the process's CPU holds of lftrace's own thread
+            print(
+                f"{steps:,} steps {case}: writer thread CPU {median(rs, 'writer_cpu'):.2f} s (median), the program "
+                f"waited {median(rs, 'waited'):.2f} s for it to take parts"
+            )
     stores = sorted((steps, median(rs, "store_mb")) for (steps, case), rs in runs.items() if case == "store")
     for (n1, s1), (n2, s2) in itertools.pairwise(stores):
         print(f"store growth {n1:,} -> {n2:,} steps ({n2 / n1:.2f}x steps): {s2 / s1:.2f}x size")
