@@ -207,6 +207,57 @@ def test_traces_arriving_together_are_written_in_one_transaction_and_flush_does_
     writer.stop()
 
 
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_part_of_a_running_trace_does_not_wait_for_the_linger_of_traces_queued_before_it(tmp_path):
+    """The writer sleeps through a batch's linger (not woken by every trace submitted), but a part of a long run
+    wakes it: the run waits for its parts to be taken (back-pressure), so a part must not wait the linger."""
+    store = TraceStore(tmp_path / "s.db")
+    writer = TraceWriter(lambda: store, lambda: (), linger=30.0)
+    for i in range(3):
+        writer.submit(make_trace(name=f"t{i}"))
+    time.sleep(0.3)  # the writer has taken them and sleeps through the linger
+    part = make_trace(name="long run")
+    started = time.monotonic()
+    writer.submit_fragment(part)
+    names = lambda: {t.name for t in store.list_traces(limit=None)}  # noqa: E731
+    assert _wait_for(lambda: "long run" in names()), "the part waited for the 30 s linger"
+    assert time.monotonic() - started < 10
+    assert len(store.list_traces(limit=None)) == 4  # the traces before it went in the same transaction
+    writer.submit(make_trace(name="last"))
+    time.sleep(0.3)
+    started = time.monotonic()
+    writer.stop(timeout=20)  # stop ends a linger too, and what was queued is written
+    assert time.monotonic() - started < 10
+    assert len(store.list_traces(limit=None)) == 5
+
+
+def test_traces_submitted_during_the_linger_are_all_taken_when_it_ends(tmp_path):
+    store = TraceStore(tmp_path / "s.db")
+    calls: list[int] = []
+    real = store.write_traces
+
+    def counting(traces, *args, **kwargs):
+        calls.append(len(traces))
+        return real(traces, *args, **kwargs)
+
+    store.write_traces = counting  # type: ignore[method-assign]
+    writer = TraceWriter(lambda: store, lambda: (), linger=0.5)
+    for i in range(5):
+        writer.submit(make_trace(name=f"t{i}"))
+        time.sleep(0.02)
+    assert _wait_for(lambda: sum(calls) == 5), calls  # written without a flush, once the linger ended
+    assert calls == [5]
+    writer.stop()
+
+
 def _agent_inputs(client) -> list:
     from langchain_core.messages import HumanMessage
 
