@@ -10,6 +10,9 @@ export to a tiny 200-OK HTTP server on 127.0.0.1 in its own process, as a real b
 point at it); blocks are interleaved in one process and each block ends with the tracer's ``flush()``, so export
 and store writes are paid inside the measurement. The export helper's CPU is added to the program's in the CPU
 figures (read from /proc in clock ticks, so +-10 ms per block). Then memory before/after many lftrace runs.
+First, a check of the machine: how much slower the agent with no handler runs while another process keeps one
+other CPU busy (on this project's 2-CPU VMs up to 1.3-1.5x over a long run: work on "the other" CPU is not free
+there, and the export helper's figures pay for it).
 
 Modes: ``sync`` and ``async`` are CPU-bound (the model answers at once): every microsecond a tracer spends, on the
 user's thread or on its own threads (which hold the GIL), shows. ``sync+wait`` gives each model call a 5 ms
@@ -98,6 +101,31 @@ def paired(series: dict[str, list[float]], name: str) -> str:
         if theirs > none:
             ratios.append((ours - none) / (theirs - none))
     return f"{statistics.median(ratios):.3f}" if ratios else "-"
+
+
+def beside_a_busy_cpu(run: Callable[[], None], blocks: int = 8, settle: float = 1.0) -> float | None:
+    """How much slower ``run`` (a block of the agent with no handler) is while another process keeps one other CPU
+    busy: what work beside the program (the export helper's, the receiver's) costs it on this machine even on
+    another CPU (a VM's CPUs can share a core, its caches or the host's time). The spinner runs ``settle``
+    seconds first: on this project's VMs the effect grows over the first seconds (1.03x after 0.05 s, 1.15x after
+    2 s, 1.3-1.5x over a minute-long run). The ratio of the medians, minus 1; None on one CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpus < 2:
+        return None
+    alone: list[float] = []
+    beside: list[float] = []
+    for series in (alone, None, beside):
+        if series is None:
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(settle)
+            continue
+        for _ in range(blocks):
+            start = time.perf_counter()
+            run()
+            series.append(time.perf_counter() - start)
+    spinner.kill()
+    spinner.wait()
+    return statistics.median(beside) / statistics.median(alone) - 1
 
 
 def rss_mb() -> float:
@@ -199,6 +227,13 @@ def main() -> None:
 
     print(f"LangGraph agent, {spans} spans per invoke; {args.rounds} rounds x {args.block} invokes per variant")
     print(f"export target: {url} (200 OK); lftrace store: {os.environ['LFTRACE_STORE']}")
+    slower = beside_a_busy_cpu(lambda: run_sync([], args.block))
+    if slower is not None:
+        print(
+            f"machine: the agent with no handler takes {slower:+.0%} longer while another process keeps one other CPU busy "
+            "(work on another CPU, as the export helper's and the receiver's, costs the program about that share "
+            "of its own CPU time here)"
+        )
 
     def run_waiting(callbacks: list[Any], n: int) -> None:
         model.wait = args.wait_ms / 1e3
