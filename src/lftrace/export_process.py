@@ -70,9 +70,13 @@ def wanted(settings: Settings) -> bool:
 
     The helper spends more CPU in all than the program would (2 cores: ~70-120 us per span for unpacking,
     committing, encoding and sending, against ~50 us the program's thread spends committing and encoding) but
-    none of it on the program's CPU or GIL: the program's CPU per span is store-only's, and its wall time per span
-    was lower in 20 of 28 interleaved rounds of bench/overhead.py's CPU-bound agent (median -15 us), about even
-    with a 5 ms model wait. On one CPU it would only compete with the program.
+    none of it on the program's GIL. Its wall time per span was lower in 20 of 28 interleaved rounds of
+    bench/overhead.py's CPU-bound agent (median -15 us) until the writer stopped waking for every trace when it
+    prepares them itself (ARCHITECTURE.md, round 26); since, the two are within the noise of each other there
+    (paired ratios to the official handler 0.22-0.25 either way; async and with a 5 ms model wait each ahead in
+    some runs), the thread using ~25% less CPU in all. Kept: the helper still writes and sends what it was handed
+    if the program is killed, and a long run's export stays off the program's GIL. On one CPU it would only
+    compete with the program.
     """
     if settings.export_process is not None:
         return settings.export_process
