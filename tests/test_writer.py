@@ -186,7 +186,8 @@ def test_warning_is_logged_once_per_outage(tmp_path, caplog):
     writer.stop(1)
 
 
-def test_traces_arriving_together_are_written_in_one_transaction_and_flush_does_not_wait_the_linger(tmp_path):
+def _counting_store(tmp_path: Path) -> tuple[TraceStore, list[int]]:
+    """A real store that notes how many traces each ``write_traces`` (one transaction) was given."""
     store = TraceStore(tmp_path / "s.db")
     calls: list[int] = []
     real = store.write_traces
@@ -196,6 +197,11 @@ def test_traces_arriving_together_are_written_in_one_transaction_and_flush_does_
         return real(traces, *args, **kwargs)
 
     store.write_traces = counting  # type: ignore[method-assign]
+    return store, calls
+
+
+def test_traces_arriving_together_are_written_in_one_transaction_and_flush_does_not_wait_the_linger(tmp_path):
+    store, calls = _counting_store(tmp_path)
     writer = TraceWriter(lambda: store, lambda: (), linger=30.0)
     for i in range(20):
         writer.submit(make_trace(name=f"t{i}"))
@@ -240,15 +246,7 @@ def test_a_part_of_a_running_trace_does_not_wait_for_the_linger_of_traces_queued
 
 
 def test_traces_submitted_during_the_linger_are_all_taken_when_it_ends(tmp_path):
-    store = TraceStore(tmp_path / "s.db")
-    calls: list[int] = []
-    real = store.write_traces
-
-    def counting(traces, *args, **kwargs):
-        calls.append(len(traces))
-        return real(traces, *args, **kwargs)
-
-    store.write_traces = counting  # type: ignore[method-assign]
+    store, calls = _counting_store(tmp_path)
     writer = TraceWriter(lambda: store, lambda: (), linger=0.5)
     for i in range(5):
         writer.submit(make_trace(name=f"t{i}"))
