@@ -112,20 +112,24 @@ def beside_a_busy_cpu(run: Callable[[], None], blocks: int = 8, settle: float = 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if cpus < 2:
         return None
-    alone: list[float] = []
-    beside: list[float] = []
-    for series in (alone, None, beside):
-        if series is None:
-            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            time.sleep(settle)
-            continue
+
+    def timed() -> float:
+        times = []
         for _ in range(blocks):
             start = time.perf_counter()
             run()
-            series.append(time.perf_counter() - start)
-    spinner.kill()
-    spinner.wait()
-    return statistics.median(beside) / statistics.median(alone) - 1
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    alone = timed()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(settle)
+        beside = timed()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    return beside / alone - 1
 
 
 def rss_mb() -> float:

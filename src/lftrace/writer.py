@@ -382,10 +382,10 @@ class TraceWriter:
 
         Without an export helper the wait sleeps through the traces submitted meanwhile and takes them all when it
         ends: woken by each one, this thread took the GIL from the program once per trace to prepare it
-        (bench/overhead.py's agent, interleaved: store only 62-67 -> 53-57 us per span, exporting from a thread
-        81-87 -> 71-74). A flush, a part of a running trace or ``stop`` wakes it at once (``_urgent``). With the
+        (bench/overhead.py's agent, interleaved: store only 60-67 -> 52-59 us per span, exporting from a thread
+        77-85 -> 69-79). A flush, a part of a running trace or ``stop`` wakes it at once (``_urgent``). With the
         helper each trace is taken as it comes: it only costs one orjson pass here, and taken at the linger's end
-        all together they reached the helper later (the flush at a block's end 7-9 -> 14-16 ms, 67-75 -> 80-92 us).
+        all together they reached the helper later (the flush at a block's end 7-9 -> 14-16 ms, 67-76 -> 80-92 us).
         """
         if self._helper is not None and self._helper() is not None:
             return self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
