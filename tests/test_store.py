@@ -16,7 +16,7 @@ import pytest
 
 from lftrace.errors import ExitStatus, InputError, StoreError, TraceNotFound
 from lftrace.model import Observation, Trace
-from lftrace.store import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, TraceStore, no_deliveries
+from lftrace.store import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, WAL_CHECKPOINT_PAGES, TraceStore, no_deliveries
 from support.traces import BASE_NS, make_trace, new_id
 
 HELPER = Path(__file__).parent / "support" / "store_worker.py"
@@ -323,6 +323,30 @@ def test_truncated_store_gives_store_error(tmp_path: Path) -> None:
         damaged.list_traces(limit=None)
         list(damaged.iter_traces())
     assert str(path) in str(err.value) and ("corrupted" in str(err.value) or "not an lftrace" in str(err.value))
+
+
+def test_writers_checkpoint_the_wal_every_few_thousand_pages(tmp_path: Path) -> None:
+    """The WAL goes back into the database once it holds WAL_CHECKPOINT_PAGES (not SQLite's default 1,000: each
+    checkpoint copies the hot pages every commit rewrote, with two fsyncs), and it does go back: the file stops
+    growing there (it keeps its size once reset; SQLite reuses it from the start)."""
+    path = tmp_path / "traces.db"
+    wal = tmp_path / "traces.db-wal"
+    with TraceStore(path) as store:
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_CHECKPOINT_PAGES
+        frame = conn.execute("PRAGMA page_size").fetchone()[0] + 24  # a WAL frame: page plus its header
+        answer = "lorem " * 8_000  # ~48 KB, in four values of each trace: ~50 pages a trace
+        written = 0
+        while wal.stat().st_size < 2_000 * frame:  # past the default's threshold, twice over
+            store.write_traces([make_trace(answer=answer)])
+            written += 1
+            assert written < 400, "the WAL never grew past 2,000 pages"
+        per_trace = wal.stat().st_size / written
+        for _ in range(int(3 * WAL_CHECKPOINT_PAGES * frame / per_trace)):  # three thresholds' worth more
+            store.write_traces([make_trace(answer=answer)])
+        assert wal.stat().st_size < WAL_CHECKPOINT_PAGES * frame + 4 * per_trace
+        assert store.count_traces() == written + int(3 * WAL_CHECKPOINT_PAGES * frame / per_trace)
 
 
 def test_foreign_sqlite_database_is_refused_and_left_alone(tmp_path: Path) -> None:
