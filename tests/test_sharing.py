@@ -155,3 +155,52 @@ def test_a_run_with_an_item_that_is_not_text_keeps_its_items_one_by_one():
     expected = [{"n": n} for n in range(BLOCK_ITEMS + 3)]
     expected[5] = "<missing shared list abc>"
     assert orjson.loads(orjson.dumps(ready)) == expected
+
+
+def test_a_state_object_is_captured_as_its_fields_and_messages_and_langgraph_commands_are_kept_as_they_are():
+    """``Captures(fields_of=state_fields)``, as the handler makes it: a pydantic model or a dataclass (a LangGraph
+    state schema) becomes its fields, its growing list captured as the one before plus its new items; the same
+    JSON as the object converted whole. A message (a pydantic model too), a document, a Command (a dataclass the
+    handler reads to find a resume) and text stay as they are."""
+    from dataclasses import dataclass
+
+    from langchain_core.documents import Document
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.types import Command, Interrupt
+    from pydantic import BaseModel
+
+    from lftrace.serialize import json_bytes, state_fields
+
+    class State(BaseModel):
+        messages: list[object]
+        turns: int = 0
+
+    @dataclass
+    class Plain:
+        messages: list[object]
+        note: str = "n"
+
+    captures = Captures(fields_of=state_fields)
+    conversation: list[object] = [HumanMessage(f"m{i}") for i in range(MIN_SHARED + 2)]
+    first = captures.freeze(State(messages=conversation))
+    conversation = [*conversation, AIMessage("next")]
+    second = captures.freeze(State(messages=conversation, turns=1))
+    assert type(first) is dict and type(second) is dict and second["turns"] == 1
+    assert type(second["messages"]) is Frozen and second["messages"].base is first["messages"]
+    assert second["messages"].items == conversation[-1:]  # only what the step added, the rest shared
+    as_object = State(messages=conversation, turns=1)
+    assert json_bytes(sharing.thaw(second)) == json_bytes(as_object)  # as the writer writes each
+
+    plain = captures.freeze(Plain(messages=conversation))
+    assert type(plain) is dict and plain["note"] == "n" and type(plain["messages"]) is Frozen
+
+    kept = [
+        AIMessage("hi"),
+        Document(page_content="doc"),
+        Command(resume="yes"),
+        Interrupt(value="ask"),
+        "text",
+        3,
+    ]
+    for value in kept:
+        assert captures.freeze(value) is value

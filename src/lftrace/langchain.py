@@ -36,6 +36,7 @@ from .ids import new_span_id, new_trace_id
 from .model import CANCELLED_KEY, EXPERIMENT_KEY, INTERRUPTS_KEY, Observation, Trace
 from .sdk import _current as _current_span
 from .sdk import current_observation, prompt_reference, propagated_attributes
+from .serialize import state_fields
 from .sharing import Captures, Frozen
 from .usage import usage_from_result
 
@@ -448,7 +449,7 @@ class CallbackHandler(BaseCallbackHandler):
         self._resumable: OrderedDict[str, tuple[str, str]] = OrderedDict()  # thread_id -> (trace id, root obs id)
         self._warned: set[str] = set()
         # the last few long lists captured: a growing conversation is kept as what each step added
-        self._captures = Captures()
+        self._captures = Captures(fields_of=state_fields)  # a state schema that is a model: its fields
         self.last_trace_id: str | None = None
         # why the run was stopped (`lftrace run` sets it on Ctrl-C/SIGTERM of an async run): the nodes the event loop
         # then cancels end with it instead of a bare "cancelled"

@@ -306,6 +306,35 @@ def orjson_default(obj: Any) -> Any:
     return _Converter(shared=True).convert(obj)
 
 
+# LangGraph's dataclasses that steer a run (a resume, a hand-off, a pause): the handler reads them as they are
+_CONTROL_DATACLASSES = frozenset(("Command", "Interrupt"))
+_DATACLASS_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def state_fields(obj: Any) -> dict[str, Any] | None:
+    """A pydantic model's or a dataclass's field values, as the converter reads them (``_pydantic``,
+    ``_dataclass``: the same JSON in the end), for the handler to capture like a dict's values: a LangGraph state
+    schema written as a model passes every node the whole state (a growing conversation in a field), and only a
+    dict's lists are captured as shared prefixes (sharing.Captures). None for anything else (messages, documents,
+    LangGraph's Command and Interrupt, text...). On the user's thread: a cached kind per type, never raises."""
+    kind_type = type(obj)
+    kind = _KINDS.get(kind_type)
+    try:
+        if kind is None:
+            kind = _KINDS[kind_type] = _classify(obj)
+        if kind == "pydantic":
+            data = _fields(obj)
+            return {name: data.get(name) for name in kind_type.model_fields}
+        if kind == "dataclass" and kind_type.__name__ not in _CONTROL_DATACLASSES:
+            names = _DATACLASS_FIELDS.get(kind_type)
+            if names is None:
+                names = _DATACLASS_FIELDS[kind_type] = tuple(f.name for f in dataclasses.fields(obj))
+            return {name: getattr(obj, name, None) for name in names}
+    except Exception:  # an odd model: kept as the object, converted later as before
+        return None
+    return None
+
+
 def json_bytes(obj: Any) -> bytes | None:
     """The JSON text of ``to_jsonable(obj)`` in one pass (no JSON-able copy made); None when orjson refuses it
     (a cycle, an int over 64 bits, a lone surrogate, a tuple key): ``to_jsonable`` then takes the Python walk."""

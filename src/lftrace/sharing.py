@@ -103,8 +103,11 @@ class Captures:
     first, in C). Lists shorter than ``MIN_SHARED`` are captured as they are.
     """
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(self, size: int = 4, fields_of: Callable[[Any], dict[str, Any] | None] | None = None) -> None:
         self._recent: deque[tuple[list[Any], int, Frozen]] = deque(maxlen=size)
+        # an object's field values to capture as a dict's (``serialize.state_fields``: a state schema that is a
+        # pydantic model or a dataclass), or None to keep the object as it is
+        self._fields_of = fields_of
         # long dicts captured (their keys, the copies of their values, the copy made): ``capture_map``
         self._maps: deque[tuple[list[Any], list[Any], dict[Any, Any]]] = deque(maxlen=size)
 
@@ -163,7 +166,8 @@ class Captures:
 
     def freeze(self, value: Any) -> Any:
         """What the handler keeps of an input/output, as it is now: lists (also as dict values) captured, other
-        dicts and lists copied (``snapshot``); O(size of what is not a long list seen before)."""
+        dicts and lists copied (``snapshot``), a model's fields (``fields_of``) as a dict's values; O(size of what
+        is not a long list seen before)."""
         kind = type(value)
         if kind is dict:
             # the type checked here, not by a call per key (the handler's hot path: most values are text or objects)
@@ -179,6 +183,10 @@ class Captures:
             }
         if kind is list:
             return self.capture(value)
+        if self._fields_of is not None and kind is not str:
+            fields = self._fields_of(value)
+            if fields is not None:
+                return self.freeze(fields)
         return value
 
 
