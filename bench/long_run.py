@@ -26,9 +26,11 @@ the time the program's thread waited for the writer to take a part of the run (i
     .venv/bin/python bench/long_run.py --sizes 500,1000 --cases plain,store --ctrl-c
     .venv/bin/python bench/long_run.py --inspect       # show/list/stats/diff/export on 5k/10k/20k observations
 
-``--state notes`` / ``--state draft`` run another loop instead, one whose state grows as a dict (a note merged
-into ``Annotated[dict, merge]`` at every step) or as a text (a paragraph appended to a draft at every step), no
-model: what lftrace's sharing of growing dicts and texts costs (store, RSS, time); the default is ``messages``.
+``--state pydantic`` runs a loop like it with its state written as a pydantic model and no model calls (every
+node gets a new state object holding the whole conversation). ``--state notes`` / ``--state draft`` run another loop instead, one whose
+state grows as a dict (a note merged into ``Annotated[dict, merge]`` at every step) or as a text (a paragraph
+appended to a draft at every step), no model: what lftrace's sharing of growing dicts and texts costs (store,
+RSS, time); the default is ``messages``.
 
 ``--inspect`` (only that, unless ``--cases`` is given too) stores two runs of the loop per size (2,000, 4,000 and
 8,000 steps by default: ~5,000, 10,000 and 20,000 observations) and times the commands that read them as
@@ -54,6 +56,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, Field
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = (500, 1000)
@@ -116,7 +122,7 @@ def _store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-STATES = ("messages", "notes", "draft")
+STATES = ("messages", "pydantic", "notes", "draft")
 
 
 def merge(left: dict, right: dict) -> dict:
@@ -132,6 +138,45 @@ class Notes(TypedDict):
     draft: str
 
 
+class ModelLoopState(BaseModel):
+    """The state of the ``--state pydantic`` loop, as LangGraph's guides write a state schema with pydantic."""
+
+    messages: Annotated[list[AnyMessage], add_messages] = Field(default_factory=list)
+    turns: int = 0
+    limit: int = 0
+
+
+def _model_loop() -> tuple[Any, Any, Any]:
+    """think -> critic on ``ModelLoopState``, no model: each node gets a new state object holding the whole
+    conversation (and returns one message)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.graph import END, START, StateGraph
+
+    def think(s: ModelLoopState) -> dict[str, Any]:
+        return {
+            "messages": [AIMessage(f"Thought {s.turns}: step {s.turns // 2} could be tighter.")],
+            "turns": s.turns + 1,
+        }
+
+    def critic(s: ModelLoopState) -> dict[str, Any]:
+        return {"messages": [HumanMessage(f"Critique {s.turns}: tighten step {s.turns // 2} and try again.")]}
+
+    builder = StateGraph(ModelLoopState)
+    builder.add_node("think", think)
+    builder.add_node("critic", critic)
+    builder.add_edge(START, "think")
+    builder.add_conditional_edges("think", lambda s: "critic" if s.turns < s.limit else END, ["critic", END])
+    builder.add_edge("critic", "think")
+
+    def model_input(steps: int) -> dict[str, Any]:
+        return {"messages": [HumanMessage("Plan a three-day trip to Lisbon.")], "limit": steps // 2}
+
+    def model_config(steps: int, callbacks: list[Any] | None = None) -> dict[str, Any]:
+        return {"recursion_limit": steps + 10, "callbacks": callbacks or []}
+
+    return builder.compile(), model_input, model_config
+
+
 def loop_for(state: str) -> tuple[Any, Any, Any]:
     """(compiled graph, input for N steps, config for N steps and callbacks) of the loop whose state grows so."""
     from sample_graphs.long_loop import build_graph, loop_input, run_config
@@ -139,6 +184,9 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
     if state == "messages":
         return build_graph(), loop_input, run_config
     from langgraph.graph import END, START, StateGraph
+
+    if state == "pydantic":
+        return _model_loop()
 
     def step(s: Notes) -> dict[str, Any]:
         n = s["n"] + 1
@@ -555,6 +603,8 @@ def main() -> None:
         (
             "LangGraph loop think -> critic (sample_graphs/long_loop.py), fake model"
             if args.state == "messages"
+            else "LangGraph loop think -> critic on a pydantic state, no model (--state pydantic)"
+            if args.state == "pydantic"
             else f"LangGraph loop whose state grows as a {'dict' if args.state == 'notes' else 'text'} (--state {args.state})"
         )
         + f"; cases: {', '.join(cases)}; "
