@@ -14,10 +14,11 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, Field
 
 from lftrace import client as client_module
 from lftrace.langchain import CallbackHandler
-from lftrace.sharing import MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, TEXT_REF
+from lftrace.sharing import MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, REF, TEXT_REF
 from lftrace.store import TraceStore
 from test_long_runs import exported_long_run, pages_read_as_text, stored_bytes
 
@@ -242,3 +243,107 @@ def test_a_dict_whose_stored_nodes_are_gone_reads_back_saying_so(tmp_path, monke
         assert "<missing shared dict>" in last.input["notes"]
         assert last.input["notes"]["note-59"] == {"text": "note number 59", "step": 59}  # what is left is read
         assert pages_read_as_text(store, trace_id, 50) == len(trace.observations)
+
+
+class Memory(BaseModel):
+    """A model held in a state field, with a list that grows (``state["memory"].facts``)."""
+
+    facts: list[str] = Field(default_factory=list)
+
+
+class Scratch(TypedDict):
+    n: int
+    limit: int
+    scratch: dict[str, Any]  # {"history": [...], "last": n}: a list that grows one level down
+    memory: Memory
+
+
+def look(state: Scratch) -> dict:
+    n = state["n"] + 1
+    return {
+        "n": n,
+        "scratch": {"history": [*state["scratch"].get("history", []), f"step {n}: read source {n}"], "last": n},
+    }
+
+
+def remember(state: Scratch) -> dict:
+    memory = state["memory"]
+    facts = memory.facts if isinstance(memory, Memory) else memory.get("facts", [])
+    return {"memory": Memory(facts=[*facts, f"fact {state['n']}"])}  # its output: the model alone
+
+
+def scratching() -> Any:
+    builder = StateGraph(Scratch)
+    builder.add_node("look", look)
+    builder.add_node("remember", remember)
+    builder.add_edge(START, "look")
+    builder.add_edge("look", "remember")
+    builder.add_conditional_edges("remember", lambda s: "look" if s["n"] < s["limit"] else END, ["look", END])
+    return builder.compile()
+
+
+def scratch_input(steps: int) -> dict[str, Any]:
+    return {"n": 0, "limit": steps, "scratch": {}, "memory": {"facts": []}}
+
+
+def traced_scratch(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LFTRACE_STORE", str(store))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    scratching().invoke(scratch_input(steps), {"callbacks": [handler], "recursion_limit": 10 * steps})
+    client_module.get_client().shutdown()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def test_a_list_that_grows_one_level_down_grows_the_store_linearly_and_reads_back_whole(tmp_path, monkeypatch):
+    """A list inside a dict or a model held in a state field: each step's input and output held it whole, and
+    the store kept every copy (2,000 steps: 176-247 MB, the square). Now it is a chain of list nodes one level
+    down, and every step still reads back, shows and exports its whole history."""
+    traced_scratch(150, tmp_path / "small.db", monkeypatch)
+    steps = 300
+    trace_id = traced_scratch(steps, tmp_path / "large.db", monkeypatch)
+    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
+    assert 1.6 < ratio < 2.3, ratio
+    with sqlite3.connect(tmp_path / "large.db") as conn:
+        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
+    assert longest_row < 2000  # no row holds the history or the facts
+    with TraceStore(tmp_path / "large.db", create=False) as store:
+        trace = store.get_trace(trace_id)
+        nodes = sorted((o for o in trace.observations if o.name == "look"), key=lambda o: o.start_time)
+        assert len(nodes) == steps
+        memories = sorted((o for o in trace.observations if o.name == "remember"), key=lambda o: o.start_time)
+        assert len(memories) == steps
+        for index, (node, memory) in enumerate(zip(nodes, memories, strict=True)):
+            history = [f"step {i}: read source {i}" for i in range(1, index + 1)]
+            facts = [f"fact {i}" for i in range(1, index + 1)]
+            assert node.input["scratch"] == ({"history": history, "last": index} if index else {})
+            assert node.input["memory"] == {"facts": facts}
+            assert node.output["scratch"]["history"] == [*history, f"step {index + 1}: read source {index + 1}"]
+            assert memory.output == {"memory": {"facts": [*facts, f"fact {index + 1}"]}}
+        assert trace.output["memory"]["facts"][-1] == f"fact {steps}"
+        data = json.dumps(trace.to_dict())  # what `show --json` prints
+        assert REF not in data and len(json.loads(data)["output"]["scratch"]["history"]) == steps
+        # the export reads the lists from the store's nodes as JSON text: the same bytes
+        assert pages_read_as_text(store, trace_id, 100) == len(trace.observations)
+
+
+def test_a_list_one_level_down_is_exported_in_full_from_the_store(monkeypatch):
+    from support.otlp_receiver import attributes
+
+    steps = 600  # more observations than PAGED_OVER: streamed from the store in pages, read as text
+    with exported_long_run(
+        monkeypatch,
+        lambda callbacks: scratching().invoke(
+            scratch_input(steps), {"callbacks": callbacks, "recursion_limit": 10 * steps}
+        ),
+    ) as (_client, _handler, _stored, spans, _):
+        last = max((s for s in spans if s.name == "look"), key=lambda s: s.start_time_unix_nano)
+        remembered = max((s for s in spans if s.name == "remember"), key=lambda s: s.start_time_unix_nano)
+        sent = attributes(last.attributes)
+        sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
+        assert sent_input["scratch"]["history"] == [f"step {i}: read source {i}" for i in range(1, steps)]
+        assert sent_input["memory"]["facts"] == [f"fact {i}" for i in range(1, steps)]
+        sent = attributes(remembered.attributes)
+        sent_output = json.loads(sent.get("langfuse.observation.output") or sent["output.value"])
+        assert sent_output == {"memory": {"facts": [f"fact {i}" for i in range(1, steps + 1)]}}

@@ -178,6 +178,8 @@ class Captures:
                     else (self.capture_map(v) if len(v) >= MIN_SHARED_MAP else snapshot(v))
                     if type(v) is dict
                     else v
+                    if type(v) in _PLAIN or self._fields_of is None
+                    else self._object(v)
                 )
                 for k, v in value.items()
             }
@@ -189,9 +191,19 @@ class Captures:
                 return self.freeze(fields)
         return value
 
+    def _object(self, value: Any) -> Any:
+        """A dict's value that is an object: a model's or a dataclass's fields (``fields_of``: a state field
+        holding one, ``state["memory"].history``) as a dict value is kept; anything else as it is."""
+        assert self._fields_of is not None
+        fields = self._fields_of(value)
+        if fields is None:
+            return value
+        return self.capture_map(fields) if len(fields) >= MIN_SHARED_MAP else snapshot(fields)
+
 
 SNAPSHOT_DEPTH = 32  # nested deeper than this (or a dict that holds itself): kept as it is
 _CONTAINERS = frozenset((dict, list))
+_PLAIN = frozenset((str, int, float, bool, type(None)))  # a dict's values that are never a model
 
 
 def snapshot(value: Any, depth: int = 0) -> Any:
@@ -208,6 +220,8 @@ def snapshot(value: Any, depth: int = 0) -> Any:
     if kind is list:
         if depth >= SNAPSHOT_DEPTH:
             return value
+        if not _CONTAINERS.intersection(map(type, value)):
+            return value.copy()  # no dict or list in it (texts, numbers, objects): copied in C
         return [snapshot(v, depth + 1) for v in value]
     return value
 
@@ -310,7 +324,7 @@ def _kept_whole(value: Any) -> bool:
             if len(item) >= MIN_SHARED_TEXT:
                 return False
         elif item_kind is list or item_kind is dict:
-            if len(item) >= (MIN_SHARED if item_kind is list else MIN_SHARED_MAP):
+            if len(item) >= (MIN_SHARED if item_kind is list else MIN_SHARED_MAP) or _holds_long_list(item):
                 return False
         elif (item_kind is Frozen or item_kind is Extended) and item.size >= MIN_SHARED:
             return False
@@ -320,6 +334,20 @@ def _kept_whole(value: Any) -> bool:
 def _shared_map(value: Any) -> bool:
     """A dict long enough for ``Packer.pack`` to store as a list node of its pairs (a growing state field)."""
     return type(value) is dict and len(value) >= MIN_SHARED_MAP
+
+
+def _holds_long_list(value: Any) -> bool:
+    """A short dict (a value of the top-level dict: ``state["scratch"]``) holding a list long enough to share
+    (``state["scratch"]["history"]``), and no reference key to escape: ``Packer.pack`` shares its lists too."""
+    if type(value) is not dict or len(value) >= MIN_SHARED_MAP:
+        return False
+    if REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
+        return False
+    for item in value.values():
+        kind = type(item)
+        if (kind is list and len(item) >= MIN_SHARED) or kind is Extended:
+            return True
+    return False
 
 
 def as_json(value: Any) -> Any:
@@ -584,7 +612,9 @@ class Converter:
         if kind is list:
             return self._list(value, to_jsonable)
         if kind is dict and any(
-            type(v) is Frozen or type(v) is list or (type(v) is dict and len(v) >= MIN_SHARED_MAP)
+            type(v) is Frozen
+            or type(v) is list
+            or (type(v) is dict and (len(v) >= MIN_SHARED_MAP or _holds_long_list(v)))
             for v in value.values()
         ):
             out = {}
@@ -596,11 +626,23 @@ class Converter:
                     converted = self._list(item, to_jsonable)
                 elif item_kind is dict and len(item) >= MIN_SHARED_MAP:
                     converted = self._map(item, to_jsonable)
+                elif item_kind is dict and _holds_long_list(item):
+                    converted = self._nested(item, to_jsonable)
                 else:
                     converted = to_jsonable(item)
                 out[key if type(key) is str else str(key)] = converted
             return out
         return to_jsonable(value)
+
+    def _nested(self, mapping: dict[Any, Any], to_jsonable: Callable[[Any], Any]) -> dict[str, Any]:
+        """A short dict holding a long list (``state["scratch"]["history"]``): its lists as ``_list`` makes them
+        (only what a list adds to a recent one converted), the rest converted."""
+        return {
+            key if type(key) is str else str(key): (
+                self._list(item, to_jsonable) if type(item) is list else to_jsonable(item)
+            )
+            for key, item in mapping.items()
+        }
 
     def _captured(self, frozen: Frozen, to_jsonable: Callable[[Any], Any]) -> Any:
         if not self.share_within_trace:  # a mask may change what it is given in place: its own copy
@@ -725,6 +767,7 @@ class Packer:
                 or type(v) is Extended
                 or _shared_map(v)
                 or (type(v) is str and len(v) >= MIN_SHARED_TEXT)
+                or _holds_long_list(v)
                 for v in value.values()
             ):
                 return {k: self._value(v, blobs) for k, v in value.items()}
@@ -734,6 +777,10 @@ class Packer:
         kind = type(value)
         if kind is list or kind is Extended:
             return self._list(value, blobs)
+        if _holds_long_list(value):  # a short dict holding a long list: its lists as nodes, one level down
+            return {
+                k: (self._list(v, blobs) if type(v) is list or type(v) is Extended else v) for k, v in value.items()
+            }
         if kind is dict and len(value) >= MIN_SHARED_MAP:
             # a dict that grows by merging (``Annotated[dict, merge]``): its pairs, in order, as a list node, so
             # the next step's dict (the same pairs and a few more) stores only the pairs it adds
@@ -802,10 +849,17 @@ def references(value: Any, out: set[str]) -> None:
             out.add(ref)
             return
         for item in value.values():
-            if type(item) is dict and len(item) == 1:
-                ref = item.get(REF, item.get(MAP_REF, item.get(TEXT_REF)))
-                if type(ref) is str:
-                    out.add(ref)
+            if type(item) is dict:
+                if len(item) == 1:
+                    ref = item.get(REF, item.get(MAP_REF, item.get(TEXT_REF)))
+                    if type(ref) is str:
+                        out.add(ref)
+                        continue
+                for inner in item.values():  # a short dict's lists, one level down (``_holds_long_list``)
+                    if type(inner) is dict and len(inner) == 1:
+                        ref = inner.get(REF)
+                        if type(ref) is str:
+                            out.add(ref)
 
 
 def materialize(
@@ -939,9 +993,18 @@ def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
             return lists.get(ref, [f"<missing shared list {ref}>"])
         if ESCAPED in value:
             return value[ESCAPED]
-    if any(type(v) is dict and len(v) == 1 and (REF in v or MAP_REF in v or TEXT_REF in v) for v in value.values()):
+    if any(type(v) is dict and (_is_ref(v) or any(_is_list_ref(x) for x in v.values())) for v in value.values()):
         return {k: _unpacked_item(v, lists) if type(v) is dict else v for k, v in value.items()}
     return value
+
+
+def _is_ref(value: dict[str, Any]) -> bool:
+    return len(value) == 1 and (REF in value or MAP_REF in value or TEXT_REF in value)
+
+
+def _is_list_ref(value: Any) -> bool:
+    """A list node reference one level down (``Packer._value``: a short dict's long list)."""
+    return type(value) is dict and len(value) == 1 and REF in value
 
 
 def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any:
