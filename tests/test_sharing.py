@@ -204,3 +204,23 @@ def test_a_state_object_is_captured_as_its_fields_and_messages_and_langgraph_com
     ]
     for value in kept:
         assert captures.freeze(value) is value
+
+
+def test_a_list_that_grows_inside_a_state_fields_dict_is_captured_as_the_one_it_extends():
+    """``state["scratch"]["history"]`` (a list one level down) is captured as a top-level list is: the capture
+    before it and the items the step added; thawed and converted, it is the list again."""
+    from lftrace.serialize import json_bytes, state_fields
+
+    captures = Captures(fields_of=state_fields)
+    history = [f"step {i}" for i in range(MIN_SHARED + 3)]
+    first = captures.freeze({"n": 1, "scratch": {"history": history, "last": 1}})
+    history = [*history, "one more"]
+    state = {"n": 2, "scratch": {"history": history, "last": 2, "short": [1, 2]}}
+    second = captures.freeze(state)
+    captured = second["scratch"]["history"]
+    assert type(captured) is Frozen and captured.base is first["scratch"]["history"]
+    assert captured.items == ["one more"]  # only what the step added, the rest shared
+    assert second["scratch"]["short"] == [1, 2] and second["scratch"]["short"] is not state["scratch"]["short"]
+    assert json_bytes(sharing.thaw(second)) == json_bytes(state)
+    converted = Converter().convert(second, lambda value: orjson.loads(orjson.dumps(value)))
+    assert converted == state

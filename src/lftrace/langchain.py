@@ -211,6 +211,9 @@ def _weight(value: Any, whole: bool = False) -> int:
             elif item_kind is dict:  # a copy (a state field that grows by merging: held whole at every step), and
                 # each key converted costs the writer far more than a shared list item: parts come sooner
                 total += len(item) * MAP_KEY_WEIGHT
+                for inner in item.values():  # its lists captured one level down (``Captures._inner``)
+                    if type(inner) is Frozen:
+                        total += inner.size if whole else inner.held()
             elif item_kind is str:  # a text held until the part is written (a draft that grows: a new one per step)
                 total += len(item) >> TEXT_WEIGHT_SHIFT
         return total

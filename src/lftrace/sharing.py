@@ -175,7 +175,7 @@ class Captures:
                 k: (
                     self.capture(v)
                     if type(v) is list
-                    else (self.capture_map(v) if len(v) >= MIN_SHARED_MAP else snapshot(v))
+                    else (self.capture_map(v) if len(v) >= MIN_SHARED_MAP else self._inner(v))
                     if type(v) is dict
                     else v
                     if type(v) in _PLAIN or self._fields_of is None
@@ -198,7 +198,18 @@ class Captures:
         fields = self._fields_of(value)
         if fields is None:
             return value
-        return self.capture_map(fields) if len(fields) >= MIN_SHARED_MAP else snapshot(fields)
+        return self.capture_map(fields) if len(fields) >= MIN_SHARED_MAP else self._inner(fields)
+
+    def _inner(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
+        """A short dict among a dict's values (``state["scratch"]``): ``snapshot``'s copy, its long lists captured
+        (``state["scratch"]["history"]``: kept as the capture it extends and its new items)."""
+        out: dict[Any, Any] = {}
+        for key, item in mapping.items():
+            if type(item) is list and len(item) >= MIN_SHARED:
+                out[key] = self.capture(item)
+            else:
+                out[key] = snapshot(item, 2)
+        return out
 
 
 SNAPSHOT_DEPTH = 32  # nested deeper than this (or a dict that holds itself): kept as it is
@@ -296,8 +307,18 @@ def thaw(value: Any) -> Any:
     if type(value) is Frozen:
         return value.value()
     if type(value) is dict:
-        return {k: (v.value() if type(v) is Frozen else v) for k, v in value.items()}
+        return {
+            k: (v.value() if type(v) is Frozen else _thawed_inner(v) if type(v) is dict else v)
+            for k, v in value.items()
+        }
     return value
+
+
+def _thawed_inner(value: dict[Any, Any]) -> dict[Any, Any]:
+    """A dict among a dict's values, its captured lists (``Captures._inner``) plain again."""
+    if not any(type(v) is Frozen for v in value.values()):
+        return value
+    return {k: (v.value() if type(v) is Frozen else v) for k, v in value.items()}
 
 
 def _items_in(value: Any) -> int:
@@ -345,7 +366,7 @@ def _holds_long_list(value: Any) -> bool:
         return False
     for item in value.values():
         kind = type(item)
-        if (kind is list and len(item) >= MIN_SHARED) or kind is Extended:
+        if (kind is list and len(item) >= MIN_SHARED) or kind is Extended or kind is Frozen:
             return True
     return False
 
@@ -639,7 +660,11 @@ class Converter:
         (only what a list adds to a recent one converted), the rest converted."""
         return {
             key if type(key) is str else str(key): (
-                self._list(item, to_jsonable) if type(item) is list else to_jsonable(item)
+                self._captured(item, to_jsonable)
+                if type(item) is Frozen
+                else self._list(item, to_jsonable)
+                if type(item) is list
+                else to_jsonable(item)
             )
             for key, item in mapping.items()
         }
