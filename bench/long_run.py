@@ -29,8 +29,9 @@ the time the program's thread waited for the writer to take a part of the run (i
 ``--state pydantic`` runs a loop like it with its state written as a pydantic model and no model calls (every
 node gets a new state object holding the whole conversation). ``--state notes`` / ``--state draft`` run another loop instead, one whose
 state grows as a dict (a note merged into ``Annotated[dict, merge]`` at every step) or as a text (a paragraph
-appended to a draft at every step), no model: what lftrace's sharing of growing dicts and texts costs (store,
-RSS, time); the default is ``messages``.
+appended to a draft at every step) or as a list inside a state field's dict (``--state scratch``:
+``state["scratch"]["history"]``), no model: what lftrace's sharing of growing dicts, texts and nested lists costs
+(store, RSS, time); the default is ``messages``.
 
 ``--inspect`` (only that, unless ``--cases`` is given too) stores two runs of the loop per size (2,000, 4,000 and
 8,000 steps by default: ~5,000, 10,000 and 20,000 observations) and times the commands that read them as
@@ -122,7 +123,10 @@ def _store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-STATES = ("messages", "pydantic", "notes", "draft")
+STATES = ("messages", "pydantic", "notes", "draft", "scratch")
+
+
+_GROWS = {"notes": "a dict", "draft": "a text", "scratch": "a list inside a dict"}
 
 
 def merge(left: dict, right: dict) -> dict:
@@ -130,12 +134,14 @@ def merge(left: dict, right: dict) -> dict:
 
 
 class Notes(TypedDict):
-    """The state of the ``--state notes`` / ``draft`` loops (at module level: LangGraph reads its annotations)."""
+    """The state of the ``--state notes`` / ``draft`` / ``scratch`` loops (at module level: LangGraph reads its
+    annotations)."""
 
     n: int
     limit: int
     notes: Annotated[dict[str, Any], merge]
     draft: str
+    scratch: dict[str, Any]
 
 
 class ModelLoopState(BaseModel):
@@ -192,6 +198,9 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
         n = s["n"] + 1
         if state == "notes":
             return {"n": n, "notes": {f"note-{n}": {"text": f"note {n}: what step {n} found out", "step": n}}}
+        if state == "scratch":  # a list that grows one level down, inside a state field's dict
+            history = [*s["scratch"].get("history", []), f"step {n}: what step {n} found out"]
+            return {"n": n, "scratch": {"history": history, "last": n}}
         return {"n": n, "draft": s["draft"] + f"Paragraph {n}: what step {n} found out about the plan.\n"}
 
     builder = StateGraph(Notes)
@@ -200,7 +209,7 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
     builder.add_conditional_edges("step", lambda s: "step" if s["n"] < s["limit"] else END, ["step", END])
 
     def state_input(steps: int) -> dict[str, Any]:
-        return {"n": 0, "limit": steps, "notes": {}, "draft": ""}
+        return {"n": 0, "limit": steps, "notes": {}, "draft": "", "scratch": {}}
 
     def state_config(steps: int, callbacks: list[Any] | None = None) -> dict[str, Any]:
         return {"recursion_limit": 2 * steps + 10, "callbacks": callbacks or []}
@@ -605,7 +614,7 @@ def main() -> None:
             if args.state == "messages"
             else "LangGraph loop think -> critic on a pydantic state, no model (--state pydantic)"
             if args.state == "pydantic"
-            else f"LangGraph loop whose state grows as a {'dict' if args.state == 'notes' else 'text'} (--state {args.state})"
+            else f"LangGraph loop whose state grows as {_GROWS[args.state]} (--state {args.state})"
         )
         + f"; cases: {', '.join(cases)}; "
         f"{repeat} round(s), each case once per round, medians below"
