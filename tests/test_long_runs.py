@@ -240,6 +240,24 @@ def _held_items(value: object, seen: set[int]) -> int:
     return total
 
 
+def _sample_held(
+    handler: CallbackHandler,
+    chunks: Iterator[Any],
+    held: list[tuple[int, int]],
+    inputs_held: Callable[[object, set[int]], int] = _held_items,
+) -> None:
+    """Every 100 chunks of a streamed run, append (observations the handler holds, items of the user's lists
+    they hold: ``inputs_held`` for inputs, ``_held_items`` for outputs) to ``held``."""
+    for index, _ in enumerate(chunks):
+        if index % 100 == 99:
+            state = next(iter(handler._traces.values()))
+            opened = [run.obs for run in handler._runs.values() if run.state is state and run.obs is not None]
+            observations = [*state.done, *state.trace.observations, *state.recent, *opened]
+            seen: set[int] = set()
+            items = sum(inputs_held(o.input, seen) + _held_items(o.output, seen) for o in observations)
+            held.append((len(observations), items))
+
+
 def test_the_handler_keeps_what_each_step_added_not_each_steps_conversation(tmp_path, monkeypatch):
     monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "t.db"))
     client_module.reset_clients()
@@ -247,14 +265,7 @@ def test_the_handler_keeps_what_each_step_added_not_each_steps_conversation(tmp_
     held: list[tuple[int, int]] = []  # (observations held, items of the conversation they hold)
 
     steps = 600
-    for index, _ in enumerate(build_graph().stream(loop_input(steps), run_config(steps, [handler]))):
-        if index % 100 == 99:
-            state = next(iter(handler._traces.values()))
-            opened = [run.obs for run in handler._runs.values() if run.state is state and run.obs is not None]
-            observations = [*state.done, *state.trace.observations, *state.recent, *opened]
-            seen: set[int] = set()
-            items = sum(_held_items(o.input, seen) + _held_items(o.output, seen) for o in observations)
-            held.append((len(observations), items))
+    _sample_held(handler, build_graph().stream(loop_input(steps), run_config(steps, [handler])), held)
     client_module.get_client().shutdown()
     # by reference, every node's and model's input held its whole conversation: ~k items per observation at
     # step k (60,000+ here); now one list per lineage plus what each step added
@@ -320,14 +331,8 @@ def test_a_state_schema_that_is_a_model_is_captured_as_its_fields(tmp_path, monk
     steps = 400
     config = {"recursion_limit": steps, "callbacks": [handler]}
     with contextlib.suppress(GraphRecursionError):  # the loop never ends by itself
-        for index, _ in enumerate(_model_state_loop(schema).stream({"messages": [HumanMessage("go")]}, config)):
-            if index % 100 == 99:
-                state = next(iter(handler._traces.values()))
-                opened = [run.obs for run in handler._runs.values() if run.state is state and run.obs is not None]
-                observations = [*state.done, *state.trace.observations, *state.recent, *opened]
-                seen: set[int] = set()
-                items = sum(_held_state_items(o.input, seen) + _held_items(o.output, seen) for o in observations)
-                held.append((len(observations), items))
+        chunks = _model_state_loop(schema).stream({"messages": [HumanMessage("go")]}, config)
+        _sample_held(handler, chunks, held, _held_state_items)
     client = client_module.get_client()
     client.flush()
     assert held and all(items <= 2 * observations + 2 * steps for observations, items in held), held
