@@ -224,3 +224,7 @@ def test_a_list_that_grows_inside_a_state_fields_dict_is_captured_as_the_one_it_
     assert json_bytes(sharing.thaw(second)) == json_bytes(state)
     converted = Converter().convert(second, lambda value: orjson.loads(orjson.dumps(value)))
     assert converted == state
+    expected = orjson.loads(orjson.dumps(state))
+    state["scratch"]["history"].sort(reverse=True)  # a node changing it in place after the callback
+    state["scratch"]["history"].append("later")
+    assert orjson.loads(json_bytes(sharing.thaw(second)) or b"") == expected  # as it was given

@@ -208,7 +208,7 @@ class Captures:
             if type(item) is list and len(item) >= MIN_SHARED:
                 out[key] = self.capture(item)
             else:
-                out[key] = snapshot(item, 2)
+                out[key] = snapshot(item, 1)
         return out
 
 
