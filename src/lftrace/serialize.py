@@ -244,7 +244,7 @@ class _Converter:
         return f"{type(obj).__name__}: {_safe_str(obj)}"
 
     def _dataclass(self, obj: Any, depth: int) -> dict[str, Any]:
-        return self._mapping({f.name: getattr(obj, f.name, None) for f in dataclasses.fields(obj)}, depth)
+        return self._mapping(_dataclass_values(obj), depth)
 
     def _send(self, obj: Any, depth: int) -> dict[str, Any]:  # LangGraph Send (slots, no __dict__)
         return {"node": self.convert(obj.node, depth), "arg": self.convert(obj.arg, depth)}
@@ -261,8 +261,7 @@ class _Converter:
     def _pydantic(self, obj: Any, depth: int) -> Any:
         try:
             # field by field, so messages/documents nested in a model keep their friendly shape
-            data = _fields(obj)
-            return self._mapping({name: data.get(name) for name in type(obj).model_fields}, depth)
+            return self._mapping(_pydantic_values(obj), depth)
         except Exception:
             pass
         try:
@@ -311,6 +310,21 @@ _CONTROL_DATACLASSES = frozenset(("Command", "Interrupt"))
 _DATACLASS_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def _pydantic_values(obj: Any) -> dict[str, Any]:
+    """A pydantic model's field values by name, in declaration order (raises for an odd model)."""
+    data = _fields(obj)
+    return {name: data.get(name) for name in type(obj).model_fields}
+
+
+def _dataclass_values(obj: Any) -> dict[str, Any]:
+    """A dataclass instance's field values by name, in declaration order (the names read once per type)."""
+    kind_type = type(obj)
+    names = _DATACLASS_FIELDS.get(kind_type)
+    if names is None:
+        names = _DATACLASS_FIELDS[kind_type] = tuple(f.name for f in dataclasses.fields(obj))
+    return {name: getattr(obj, name, None) for name in names}
+
+
 def state_fields(obj: Any) -> dict[str, Any] | None:
     """A pydantic model's or a dataclass's field values, as the converter reads them (``_pydantic``,
     ``_dataclass``: the same JSON in the end), for the handler to capture like a dict's values: a LangGraph state
@@ -323,13 +337,9 @@ def state_fields(obj: Any) -> dict[str, Any] | None:
         if kind is None:
             kind = _KINDS[kind_type] = _classify(obj)
         if kind == "pydantic":
-            data = _fields(obj)
-            return {name: data.get(name) for name in kind_type.model_fields}
+            return _pydantic_values(obj)
         if kind == "dataclass" and kind_type.__name__ not in _CONTROL_DATACLASSES:
-            names = _DATACLASS_FIELDS.get(kind_type)
-            if names is None:
-                names = _DATACLASS_FIELDS[kind_type] = tuple(f.name for f in dataclasses.fields(obj))
-            return {name: getattr(obj, name, None) for name in names}
+            return _dataclass_values(obj)
     except Exception:  # an odd model: kept as the object, converted later as before
         return None
     return None
