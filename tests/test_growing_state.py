@@ -347,3 +347,122 @@ def test_a_list_one_level_down_is_exported_in_full_from_the_store(monkeypatch):
         sent = attributes(remembered.attributes)
         sent_output = json.loads(sent.get("langfuse.observation.output") or sent["output.value"])
         assert sent_output == {"memory": {"facts": [f"fact {i}" for i in range(1, steps + 1)]}}
+
+
+class Team(TypedDict):
+    n: int
+    limit: int
+    # {"researcher": {"notes": [...], "log": {"entries": [...]}}}: lists that grow two and three levels down, the
+    # entries appended to in place (the same list object at every step)
+    team: dict[str, Any]
+    agents: list[dict[str, Any]]  # [{"name": "a", "tasks": [...]}, {"name": "b"}]: a list inside a short list
+
+
+SEEN_AT = 100  # the step that changes an earlier entry in place
+
+
+def research(state: Team) -> dict:
+    n = state["n"] + 1
+    researcher = state["team"]["researcher"]
+    entries = researcher["log"]["entries"]
+    if n == SEEN_AT:
+        entries[2]["seen"] = True  # an entry earlier steps recorded, changed in place: they showed it unchanged
+    entries.append({"step": n})  # in place too
+    return {"n": n, "team": {"researcher": {"notes": [*researcher["notes"], f"note {n}"], "log": {"entries": entries}}}}
+
+
+def delegate(state: Team) -> dict:
+    first, second = state["agents"]
+    return {"agents": [{**first, "tasks": [*first["tasks"], f"task {state['n']}"]}, second]}
+
+
+def teaming() -> Any:
+    builder = StateGraph(Team)
+    builder.add_node("research", research)
+    builder.add_node("delegate", delegate)
+    builder.add_edge(START, "research")
+    builder.add_edge("research", "delegate")
+    builder.add_conditional_edges("delegate", lambda s: "research" if s["n"] < s["limit"] else END, ["research", END])
+    return builder.compile()
+
+
+def team_input(steps: int) -> dict[str, Any]:
+    return {
+        "n": 0,
+        "limit": steps,
+        "team": {"researcher": {"notes": [], "log": {"entries": []}}},
+        "agents": [{"name": "a", "tasks": []}, {"name": "b"}],
+    }
+
+
+def researcher_at(k: int) -> dict[str, Any]:
+    """``state["team"]["researcher"]`` after ``k`` steps."""
+    entries = [{"step": i, "seen": True} if i == 3 and k >= SEEN_AT else {"step": i} for i in range(1, k + 1)]
+    return {"notes": [f"note {i}" for i in range(1, k + 1)], "log": {"entries": entries}}
+
+
+def agents_at(k: int) -> list[dict[str, Any]]:
+    """``state["agents"]`` after ``k`` delegations."""
+    return [{"name": "a", "tasks": [f"task {i}" for i in range(1, k + 1)]}, {"name": "b"}]
+
+
+def traced_team(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LFTRACE_STORE", str(store))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    teaming().invoke(team_input(steps), {"callbacks": [handler], "recursion_limit": 10 * steps})
+    client_module.get_client().shutdown()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def test_lists_that_grow_levels_down_or_in_a_list_of_dicts_grow_the_store_linearly_and_read_back_whole(
+    tmp_path, monkeypatch
+):
+    """A list two or three levels down (``state["team"]["researcher"]["log"]["entries"]``), one appended to and
+    changed in place, and one in a dict inside a short list (``state["agents"][0]["tasks"]``): each step's input and output
+    held them whole (1,000 / 2,000 steps: 100 / 349 MB stored, 462 MB RSS). Now they are chains of list nodes
+    where they sit, and every step reads back, shows and exports them whole, as they were at that step."""
+    traced_team(150, tmp_path / "small.db", monkeypatch)
+    steps = 300
+    trace_id = traced_team(steps, tmp_path / "large.db", monkeypatch)
+    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
+    assert 1.6 < ratio < 2.3, ratio
+    with sqlite3.connect(tmp_path / "large.db") as conn:
+        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
+    assert longest_row < 2000  # no row holds the notes, the entries or the tasks
+    with TraceStore(tmp_path / "large.db", create=False) as store:
+        trace = store.get_trace(trace_id)
+        studies = sorted((o for o in trace.observations if o.name == "research"), key=lambda o: o.start_time)
+        delegations = sorted((o for o in trace.observations if o.name == "delegate"), key=lambda o: o.start_time)
+        assert len(studies) == len(delegations) == steps
+        for index, (study, delegation) in enumerate(zip(studies, delegations, strict=True)):
+            assert study.input["team"] == {"researcher": researcher_at(index)}
+            assert study.input["agents"] == agents_at(index)
+            assert study.output["team"] == {"researcher": researcher_at(index + 1)}
+            assert delegation.input["team"] == {"researcher": researcher_at(index + 1)}
+            assert delegation.output == {"agents": agents_at(index + 1)}
+        assert trace.output["team"] == {"researcher": researcher_at(steps)}
+        data = json.dumps(trace.to_dict())  # what `show --json` prints
+        assert REF not in data and json.loads(data)["output"]["agents"] == agents_at(steps)
+        # the export reads the lists from the store's nodes as JSON text: the same bytes
+        assert pages_read_as_text(store, trace_id, 100) == len(trace.observations)
+
+
+def test_lists_levels_down_are_exported_in_full_from_the_store(monkeypatch):
+    from support.otlp_receiver import attributes
+
+    steps = 600  # more observations than PAGED_OVER: streamed from the store in pages, read as text
+    with exported_long_run(
+        monkeypatch,
+        lambda callbacks: teaming().invoke(team_input(steps), {"callbacks": callbacks, "recursion_limit": 10 * steps}),
+    ) as (_client, _handler, _stored, spans, _):
+        last = max((s for s in spans if s.name == "research"), key=lambda s: s.start_time_unix_nano)
+        delegated = max((s for s in spans if s.name == "delegate"), key=lambda s: s.start_time_unix_nano)
+        sent = attributes(last.attributes)
+        sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
+        assert sent_input["team"] == {"researcher": researcher_at(steps - 1)}
+        assert sent_input["agents"] == agents_at(steps - 1)
+        sent = attributes(delegated.attributes)
+        sent_output = json.loads(sent.get("langfuse.observation.output") or sent["output.value"])
+        assert sent_output == {"agents": agents_at(steps)}

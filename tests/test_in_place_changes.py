@@ -184,3 +184,36 @@ def test_observe_and_spans_record_values_as_they_were_when_given(tmp_path, monke
     assert manual.observations[0].output == [{"id": 1}, {"id": 2}]
     assert manual.input == {"asked": ["q1"]}
     langfuse.shutdown()
+
+
+class Steps(TypedDict):
+    n: int
+    steps: Annotated[list[dict[str, Any]], operator.add]
+
+
+def test_a_long_list_of_dicts_whose_last_item_is_changed_in_place_keeps_each_steps_input(tmp_path, monkeypatch):
+    """``state["steps"][-1]["done"] = True`` at every step on a list long enough to be captured as the capture it
+    extends: the item changed in place was copied when an earlier step captured it, and is not that copy any more;
+    every node's input shows the list as that node was given it (not the earlier copy of the item)."""
+    given: list[Any] = []
+
+    def work(state: Steps) -> dict[str, Any]:
+        given.append(copy.deepcopy(state))
+        state["steps"][-1]["done"] = True  # an item of the channel's own list
+        return {"n": state["n"] + 1, "steps": [{"step": state["n"] + 1}]}
+
+    builder = StateGraph(Steps)
+    builder.add_node("work", work)
+    builder.add_edge(START, "work")
+    builder.add_conditional_edges("work", lambda s: "work" if s["n"] < 30 else END, ["work", END])
+    graph = builder.compile()
+    first = [{"step": -i} for i in range(12)]  # long from the start (``MIN_SHARED``)
+    result: dict[str, Any] = {}
+    trace = _stored(
+        tmp_path, monkeypatch, lambda h: result.update(graph.invoke({"n": 0, "steps": first}, {"callbacks": [h]}))
+    )
+    works = sorted((o for o in trace.observations if o.name == "work"), key=lambda o: o.start_time)
+    assert len(works) == len(given) == 30
+    for node, truth in zip(works, given, strict=True):
+        assert node.input == truth
+    assert trace.output == result and result["steps"][-2] == {"step": 29, "done": True}

@@ -37,7 +37,7 @@ from .model import CANCELLED_KEY, EXPERIMENT_KEY, INTERRUPTS_KEY, Observation, T
 from .sdk import _current as _current_span
 from .sdk import current_observation, prompt_reference, propagated_attributes
 from .serialize import state_fields
-from .sharing import Captures, Frozen
+from .sharing import Captures, Frozen, held_in
 from .usage import usage_from_result
 
 if TYPE_CHECKING:
@@ -211,9 +211,9 @@ def _weight(value: Any, whole: bool = False) -> int:
             elif item_kind is dict:  # a copy (a state field that grows by merging: held whole at every step), and
                 # each key converted costs the writer far more than a shared list item: parts come sooner
                 total += len(item) * MAP_KEY_WEIGHT
-                for inner in item.values():  # its lists captured one level down (``Captures._inner``)
-                    if type(inner) is Frozen:
-                        total += inner.size if whole else inner.held()
+                total += held_in(item, whole)  # its lists captured levels down (``Captures._inner``)
+            elif item_kind is list:  # a short list holding dicts or lists (``state["agents"]``)
+                total += held_in(item, whole)
             elif item_kind is str:  # a text held until the part is written (a draft that grows: a new one per step)
                 total += len(item) >> TEXT_WEIGHT_SHIFT
         return total

@@ -42,6 +42,9 @@ MIN_SHARED_MAP = 32  # a dict (a value of the state: notes merged in at every st
 MAPS_KEPT = 4  # long dicts the writer's converter remembers as possible prefixes
 TEXT_REF = "\u0000lf-text"  # the key of a reference to a text stored as a list node of its pieces
 MIN_SHARED_TEXT = 2048  # a text (a value of the state: a draft appended to at every step) shared from this long
+# levels of short dicts and short lists under a value's top-level dict searched for growing lists
+# (``state["team"]["researcher"]["notes"]``, ``state["team"]["agents"][0]["notes"]``); deeper ones are copied whole
+NEST_DEPTH = 4
 
 
 class Frozen:
@@ -120,23 +123,25 @@ class Captures:
             if m > n:
                 continue
             try:
-                if seq[m - 1] is not known[m - 1]:
+                last = known[m - 1]
+                if seq[m - 1] is not last and (type(last) not in _CONTAINERS or seq[m - 1] != last):
                     continue
                 # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
-                # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
-                # list is longer (the one that grows)
+                # been sorted or cleared in place since), its dicts and lists copies too (a dict item changed in
+                # place since, ``steps[-1]["done"] = True``, is not equal to its copy): ``==`` is identity first,
+                # in C; a slice only where the list is longer (the one that grows)
                 if (seq if n == m else seq[:m]) != known:
                     continue
             except Exception:  # an item whose == raises: not this one
                 continue
             if m == n:
                 return frozen  # the same list again (a model's input is its node's)
-            new = seq[m:n]
-            captured = Frozen(_copied_items(new), n, frozen)
+            new = _copied_items(seq[m:n])
+            captured = Frozen(new, n, frozen)
             self._recent.appendleft((known + new, n, captured))
             return captured
-        own = seq[:n]
-        captured = Frozen(_copied_items(own), n)
+        own = _copied_items(seq[:n])
+        captured = Frozen(own, n)
         self._recent.appendleft((own, n, captured))
         return captured
 
@@ -173,7 +178,11 @@ class Captures:
             # the type checked here, not by a call per key (the handler's hot path: most values are text or objects)
             return {
                 k: (
-                    self.capture(v)
+                    (
+                        self.capture(v)
+                        if len(v) >= MIN_SHARED or not _CONTAINERS.intersection(map(type, v))
+                        else self._inner(v)
+                    )
                     if type(v) is list
                     else (self.capture_map(v) if len(v) >= MIN_SHARED_MAP else self._inner(v))
                     if type(v) is dict
@@ -200,16 +209,25 @@ class Captures:
             return value
         return self.capture_map(fields) if len(fields) >= MIN_SHARED_MAP else self._inner(fields)
 
-    def _inner(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
-        """A short dict among a dict's values (``state["scratch"]``): ``snapshot``'s copy, its long lists captured
-        (``state["scratch"]["history"]``: kept as the capture it extends and its new items)."""
-        out: dict[Any, Any] = {}
-        for key, item in mapping.items():
-            if type(item) is list and len(item) >= MIN_SHARED:
-                out[key] = self.capture(item)
-            else:
-                out[key] = snapshot(item, 1)
-        return out
+    def _inner(self, container: Any, depth: int = 1) -> Any:
+        """A short dict or a short list holding containers among a dict's values (``state["scratch"]``,
+        ``state["agents"]``): ``snapshot``'s copy, its long lists captured (``state["scratch"]["history"]``: kept as
+        the capture it extends and its new items), down to ``NEST_DEPTH`` levels of short dicts and lists
+        (``state["team"]["agents"][0]["notes"]``)."""
+        if type(container) is dict:
+            return {key: self._nested_item(item, depth) for key, item in container.items()}
+        return [self._nested_item(item, depth) for item in container]
+
+    def _nested_item(self, item: Any, depth: int) -> Any:
+        kind = type(item)
+        if kind is list:
+            if len(item) >= MIN_SHARED:
+                return self.capture(item)
+            if depth < NEST_DEPTH and _CONTAINERS.intersection(map(type, item)):
+                return self._inner(item, depth + 1)
+        elif kind is dict and depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
+            return self._inner(item, depth + 1)
+        return snapshot(item, 1)
 
 
 SNAPSHOT_DEPTH = 32  # nested deeper than this (or a dict that holds itself): kept as it is
@@ -239,7 +257,8 @@ def snapshot(value: Any, depth: int = 0) -> Any:
 
 def _copied_items(items: list[Any]) -> list[Any]:
     """A captured list's own items: ``items`` (a copy already) itself, or, when it holds a dict or a list, a new
-    list with those copied (``items`` keeps the user's objects: the next capture finds its prefix by identity)."""
+    list with those copied. ``Captures`` remembers this list: the next capture finds its prefix by identity of
+    the other items and by ``==`` of these copies (a dict item changed in place since is not its copy)."""
     for i, item in enumerate(items):
         kind = type(item)
         if kind is dict or kind is list:
@@ -308,17 +327,30 @@ def thaw(value: Any) -> Any:
         return value.value()
     if type(value) is dict:
         return {
-            k: (v.value() if type(v) is Frozen else _thawed_inner(v) if type(v) is dict else v)
+            k: (v.value() if type(v) is Frozen else _thawed_inner(v) if type(v) is dict or type(v) is list else v)
             for k, v in value.items()
         }
     return value
 
 
-def _thawed_inner(value: dict[Any, Any]) -> dict[Any, Any]:
-    """A dict among a dict's values, its captured lists (``Captures._inner``) plain again."""
-    if not any(type(v) is Frozen for v in value.values()):
+def _thawed_inner(value: Any, depth: int = 1) -> Any:
+    """A dict or a list among a dict's values, its captured lists (``Captures._inner``, any level down) plain
+    again."""
+    items = value.values() if type(value) is dict else value
+    if not any(type(v) is Frozen or type(v) is dict or type(v) is list for v in items):
         return value
-    return {k: (v.value() if type(v) is Frozen else v) for k, v in value.items()}
+    if type(value) is dict:
+        return {k: _thawed_item(v, depth) for k, v in value.items()}
+    return [_thawed_item(v, depth) for v in value]
+
+
+def _thawed_item(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind is Frozen:
+        return value.value()
+    if (kind is dict or kind is list) and depth < NEST_DEPTH:
+        return _thawed_inner(value, depth + 1)
+    return value
 
 
 def _items_in(value: Any) -> int:
@@ -357,18 +389,39 @@ def _shared_map(value: Any) -> bool:
     return type(value) is dict and len(value) >= MIN_SHARED_MAP
 
 
-def _holds_long_list(value: Any) -> bool:
-    """A short dict (a value of the top-level dict: ``state["scratch"]``) holding a list long enough to share
-    (``state["scratch"]["history"]``), and no reference key to escape: ``Packer.pack`` shares its lists too."""
-    if type(value) is not dict or len(value) >= MIN_SHARED_MAP:
+def _holds_long_list(value: Any, depth: int = 1) -> bool:
+    """A short dict or a short list (a value of the top-level dict: ``state["scratch"]``, ``state["agents"]``)
+    holding a list long enough to share (``state["scratch"]["history"]``), itself or down to ``NEST_DEPTH``
+    levels of short dicts and lists, and no reference key to escape: ``Packer.pack`` shares its lists too."""
+    kind = type(value)
+    if kind is dict:
+        if len(value) >= MIN_SHARED_MAP or REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
+            return False
+        items: Iterable[Any] = value.values()
+    elif kind is list and len(value) < MIN_SHARED:
+        items = value
+    else:
         return False
-    if REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
-        return False
-    for item in value.values():
-        kind = type(item)
-        if (kind is list and len(item) >= MIN_SHARED) or kind is Extended or kind is Frozen:
+    for item in items:
+        item_kind = type(item)
+        if item_kind is Extended or item_kind is Frozen or (item_kind is list and len(item) >= MIN_SHARED):
+            return True
+        if (item_kind is list or item_kind is dict) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
             return True
     return False
+
+
+def held_in(value: Any, whole: bool = False, depth: int = 1) -> int:
+    """Items of the captured lists in a short dict or list among a dict's values (``Captures._inner``), down to
+    ``NEST_DEPTH`` levels: what each new item holds (``Frozen.held``), or the lists' whole lengths (``whole``)."""
+    total = 0
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is Frozen:
+            total += item.size if whole else item.held()
+        elif (kind is dict or kind is list) and depth < NEST_DEPTH:
+            total += held_in(item, whole, depth + 1)
+    return total
 
 
 def as_json(value: Any) -> Any:
@@ -644,7 +697,11 @@ class Converter:
                 if item_kind is Frozen:
                     converted = self._captured(item, to_jsonable)
                 elif item_kind is list:
-                    converted = self._list(item, to_jsonable)
+                    converted = (
+                        self._nested(item, to_jsonable)
+                        if len(item) < MIN_SHARED and _holds_long_list(item)
+                        else self._list(item, to_jsonable)
+                    )
                 elif item_kind is dict and len(item) >= MIN_SHARED_MAP:
                     converted = self._map(item, to_jsonable)
                 elif item_kind is dict and _holds_long_list(item):
@@ -655,19 +712,24 @@ class Converter:
             return out
         return to_jsonable(value)
 
-    def _nested(self, mapping: dict[Any, Any], to_jsonable: Callable[[Any], Any]) -> dict[str, Any]:
-        """A short dict holding a long list (``state["scratch"]["history"]``): its lists as ``_list`` makes them
-        (only what a list adds to a recent one converted), the rest converted."""
-        return {
-            key if type(key) is str else str(key): (
-                self._captured(item, to_jsonable)
-                if type(item) is Frozen
-                else self._list(item, to_jsonable)
-                if type(item) is list
-                else to_jsonable(item)
-            )
-            for key, item in mapping.items()
-        }
+    def _nested(self, container: Any, to_jsonable: Callable[[Any], Any], depth: int = 1) -> Any:
+        """A short dict or list holding a long list (``state["scratch"]["history"]``, down to ``NEST_DEPTH``
+        levels): its long lists as ``_list`` makes them (only what a list adds to a recent one converted), the rest
+        converted."""
+
+        def one(item: Any) -> Any:
+            kind = type(item)
+            if kind is Frozen:
+                return self._captured(item, to_jsonable)
+            if kind is list and len(item) >= MIN_SHARED:
+                return self._list(item, to_jsonable)
+            if (kind is dict or kind is list) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
+                return self._nested(item, to_jsonable, depth + 1)
+            return to_jsonable(item)
+
+        if type(container) is dict:
+            return {key if type(key) is str else str(key): one(item) for key, item in container.items()}
+        return [one(item) for item in container]
 
     def _captured(self, frozen: Frozen, to_jsonable: Callable[[Any], Any]) -> Any:
         if not self.share_within_trace:  # a mask may change what it is given in place: its own copy
@@ -800,12 +862,12 @@ class Packer:
 
     def _value(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
         kind = type(value)
+        if kind is list and len(value) < MIN_SHARED and _holds_long_list(value):
+            return self._nested(value, blobs)  # a short list holding long ones (``state["agents"][0]["notes"]``)
         if kind is list or kind is Extended:
             return self._list(value, blobs)
-        if _holds_long_list(value):  # a short dict holding a long list: its lists as nodes, one level down
-            return {
-                k: (self._list(v, blobs) if type(v) is list or type(v) is Extended else v) for k, v in value.items()
-            }
+        if _holds_long_list(value):  # a short dict or list holding a long list: its lists as nodes, levels down
+            return self._nested(value, blobs)
         if kind is dict and len(value) >= MIN_SHARED_MAP:
             # a dict that grows by merging (``Annotated[dict, merge]``): its pairs, in order, as a list node, so
             # the next step's dict (the same pairs and a few more) stores only the pairs it adds
@@ -833,6 +895,21 @@ class Packer:
             self._texts.add(value, node)
             return {TEXT_REF: node}
         return value
+
+    def _nested(self, container: Any, blobs: dict[str, tuple[str | None, str]], depth: int = 1) -> Any:
+        """A short dict or list with its long lists (down to ``NEST_DEPTH`` levels) as list node references."""
+
+        def one(item: Any) -> Any:
+            kind = type(item)
+            if kind is Extended or (kind is list and len(item) >= MIN_SHARED):
+                return self._list(item, blobs)
+            if (kind is dict or kind is list) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
+                return self._nested(item, blobs, depth + 1)
+            return item
+
+        if type(container) is dict:
+            return {key: one(item) for key, item in container.items()}
+        return [one(item) for item in container]
 
     def _list(self, seq: list[Any] | Extended, blobs: dict[str, tuple[str | None, str]]) -> Any:
         # ``private``: the store's values are the writer's converted copies or JSON it parsed, held by no other thread
@@ -880,11 +957,26 @@ def references(value: Any, out: set[str]) -> None:
                     if type(ref) is str:
                         out.add(ref)
                         continue
-                for inner in item.values():  # a short dict's lists, one level down (``_holds_long_list``)
-                    if type(inner) is dict and len(inner) == 1:
-                        ref = inner.get(REF)
-                        if type(ref) is str:
-                            out.add(ref)
+                if len(item) < MIN_SHARED_MAP:
+                    _nested_references(item, out, 1)
+            elif type(item) is list and len(item) < MIN_SHARED:
+                _nested_references(item, out, 1)
+
+
+def _nested_references(container: Any, out: set[str], depth: int) -> None:
+    """The list nodes in a short dict or list among a stored dict's values (``Packer._nested``'s, any level)."""
+    for item in container.values() if type(container) is dict else container:
+        kind = type(item)
+        if kind is dict:
+            if len(item) == 1:
+                ref = item.get(REF)
+                if type(ref) is str:
+                    out.add(ref)
+                    continue
+            if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
+                _nested_references(item, out, depth + 1)
+        elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
+            _nested_references(item, out, depth + 1)
 
 
 def materialize(
@@ -1018,8 +1110,19 @@ def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
             return lists.get(ref, [f"<missing shared list {ref}>"])
         if ESCAPED in value:
             return value[ESCAPED]
-    if any(type(v) is dict and (_is_ref(v) or any(_is_list_ref(x) for x in v.values())) for v in value.values()):
-        return {k: _unpacked_item(v, lists) if type(v) is dict else v for k, v in value.items()}
+    if any(
+        (type(v) is dict and (_is_ref(v) or (len(v) < MIN_SHARED_MAP and _holds_refs(v, 1))))
+        or (type(v) is list and len(v) < MIN_SHARED and _holds_refs(v, 1))
+        for v in value.values()
+    ):
+        return {
+            k: _unpacked_item(v, lists)
+            if type(v) is dict
+            else _unpacked_nested(v, lists, 1)
+            if type(v) is list and len(v) < MIN_SHARED
+            else v
+            for k, v in value.items()
+        }
     return value
 
 
@@ -1028,8 +1131,41 @@ def _is_ref(value: dict[str, Any]) -> bool:
 
 
 def _is_list_ref(value: Any) -> bool:
-    """A list node reference one level down (``Packer._value``: a short dict's long list)."""
-    return type(value) is dict and len(value) == 1 and REF in value
+    """A list node reference levels down (``Packer._nested``: a short dict's or list's long list)."""
+    return type(value) is dict and len(value) == 1 and type(value.get(REF)) is str
+
+
+def _holds_refs(container: Any, depth: int) -> bool:
+    """A short dict or list among a stored dict's values with a list node reference in it (``Packer._nested``)."""
+    for item in container.values() if type(container) is dict else container:
+        kind = type(item)
+        if kind is dict:
+            if _is_list_ref(item):
+                return True
+            if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP and _holds_refs(item, depth + 1):
+                return True
+        elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED and _holds_refs(item, depth + 1):
+            return True
+    return False
+
+
+def _unpacked_nested(container: Any, lists: Mapping[str, list[Any]], depth: int) -> Any:
+    """``Packer._nested`` undone: its list node references replaced by the full lists, down to ``NEST_DEPTH``."""
+
+    def one(item: Any) -> Any:
+        kind = type(item)
+        if kind is dict:
+            if _is_list_ref(item):
+                return lists.get(item[REF], [f"<missing shared list {item[REF]}>"])
+            if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
+                return _unpacked_nested(item, lists, depth + 1)
+        elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
+            return _unpacked_nested(item, lists, depth + 1)
+        return item
+
+    if type(container) is dict:
+        return {key: one(item) for key, item in container.items()}
+    return [one(item) for item in container]
 
 
 def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any:
@@ -1038,7 +1174,9 @@ def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any
         return _text(pieces) if pieces is not None else f"<missing shared text {value[TEXT_REF]}>"
     ref = value.get(MAP_REF) if len(value) == 1 else None
     if type(ref) is not str:
-        return unpack(value, lists)
+        if _is_list_ref(value):
+            return lists.get(value[REF], [f"<missing shared list {value[REF]}>"])
+        return _unpacked_nested(value, lists, 1) if len(value) < MIN_SHARED_MAP else value
     pairs = lists.get(ref)
     if pairs is None:
         return {"<missing shared dict>": ref}
