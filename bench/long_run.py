@@ -30,7 +30,8 @@ the time the program's thread waited for the writer to take a part of the run (i
 node gets a new state object holding the whole conversation). ``--state notes`` / ``--state draft`` run another loop instead, one whose
 state grows as a dict (a note merged into ``Annotated[dict, merge]`` at every step) or as a text (a paragraph
 appended to a draft at every step) or as a list inside a state field's dict (``--state scratch``:
-``state["scratch"]["history"]``), no model: what lftrace's sharing of growing dicts, texts and nested lists costs
+``state["scratch"]["history"]``) or two levels down in a list of dicts (``--state team``:
+``state["team"]["agents"][0]["notes"]``), no model: what lftrace's sharing of growing dicts, texts and nested lists costs
 (store, RSS, time); the default is ``messages``.
 
 ``--inspect`` (only that, unless ``--cases`` is given too) stores two runs of the loop per size (2,000, 4,000 and
@@ -123,10 +124,15 @@ def _store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-STATES = ("messages", "pydantic", "notes", "draft", "scratch")
+STATES = ("messages", "pydantic", "notes", "draft", "scratch", "team")
 
 
-_GROWS = {"notes": "a dict", "draft": "a text", "scratch": "a list inside a dict"}
+_GROWS = {
+    "notes": "a dict",
+    "draft": "a text",
+    "scratch": "a list inside a dict",
+    "team": "a list inside a list of dicts inside a dict",
+}
 
 
 def merge(left: dict, right: dict) -> dict:
@@ -134,7 +140,7 @@ def merge(left: dict, right: dict) -> dict:
 
 
 class Notes(TypedDict):
-    """The state of the ``--state notes`` / ``draft`` / ``scratch`` loops (at module level: LangGraph reads its
+    """The state of the ``--state notes`` / ``draft`` / ``scratch`` / ``team`` loops (at module level: LangGraph reads its
     annotations)."""
 
     n: int
@@ -142,6 +148,7 @@ class Notes(TypedDict):
     notes: Annotated[dict[str, Any], merge]
     draft: str
     scratch: dict[str, Any]
+    team: dict[str, Any]
 
 
 class ModelLoopState(BaseModel):
@@ -201,6 +208,10 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
         if state == "scratch":  # a list that grows one level down, inside a state field's dict
             history = [*s["scratch"].get("history", []), f"step {n}: what step {n} found out"]
             return {"n": n, "scratch": {"history": history, "last": n}}
+        if state == "team":  # two levels down, in a list of dicts: state["team"]["agents"][0]["notes"]
+            first, *others = s["team"]["agents"]
+            notes = [*first["notes"], f"step {n}: what step {n} found out"]
+            return {"n": n, "team": {"lead": "a", "agents": [{**first, "notes": notes}, *others]}}
         return {"n": n, "draft": s["draft"] + f"Paragraph {n}: what step {n} found out about the plan.\n"}
 
     builder = StateGraph(Notes)
@@ -209,7 +220,8 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
     builder.add_conditional_edges("step", lambda s: "step" if s["n"] < s["limit"] else END, ["step", END])
 
     def state_input(steps: int) -> dict[str, Any]:
-        return {"n": 0, "limit": steps, "notes": {}, "draft": "", "scratch": {}}
+        team = {"lead": "a", "agents": [{"name": "a", "notes": []}, {"name": "b", "notes": []}]}
+        return {"n": 0, "limit": steps, "notes": {}, "draft": "", "scratch": {}, "team": team}
 
     def state_config(steps: int, callbacks: list[Any] | None = None) -> dict[str, Any]:
         return {"recursion_limit": 2 * steps + 10, "callbacks": callbacks or []}
