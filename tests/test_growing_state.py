@@ -366,7 +366,7 @@ def research(state: Team) -> dict:
     researcher = state["team"]["researcher"]
     entries = researcher["log"]["entries"]
     if n == SEEN_AT:
-        entries[2]["seen"] = True  # an entry earlier steps recorded, changed in place: they showed it unchanged
+        entries[-1]["seen"] = True  # the entry the step before recorded, changed in place: it showed it unchanged
     entries.append({"step": n})  # in place too
     return {"n": n, "team": {"researcher": {"notes": [*researcher["notes"], f"note {n}"], "log": {"entries": entries}}}}
 
@@ -397,7 +397,7 @@ def team_input(steps: int) -> dict[str, Any]:
 
 def researcher_at(k: int) -> dict[str, Any]:
     """``state["team"]["researcher"]`` after ``k`` steps."""
-    entries = [{"step": i, "seen": True} if i == 3 and k >= SEEN_AT else {"step": i} for i in range(1, k + 1)]
+    entries = [{"step": i, "seen": True} if i == SEEN_AT - 1 and k >= SEEN_AT else {"step": i} for i in range(1, k + 1)]
     return {"notes": [f"note {i}" for i in range(1, k + 1)], "log": {"entries": entries}}
 
 

@@ -45,6 +45,10 @@ MIN_SHARED_TEXT = 2048  # a text (a value of the state: a draft appended to at e
 # levels of short dicts and short lists under a value's top-level dict searched for growing lists
 # (``state["team"]["researcher"]["notes"]``, ``state["team"]["agents"][0]["notes"]``); deeper ones are copied whole
 NEST_DEPTH = 4
+# a long list's last items compared with the copies made of them (its dicts changed in place since an earlier capture:
+# ``steps[-1]["done"] = True``); the items before by identity only (a full comparison of dict items costs O(list)
+# at every step: 4,000 steps of a list of dicts 1.56 s against 0.86 s)
+CHECKED_TAIL = MIN_SHARED
 
 
 class Frozen:
@@ -107,7 +111,9 @@ class Captures:
     """
 
     def __init__(self, size: int = 4, fields_of: Callable[[Any], dict[str, Any] | None] | None = None) -> None:
-        self._recent: deque[tuple[list[Any], int, Frozen]] = deque(maxlen=size)
+        # long lists captured: (this thread's copy of the list, its length, the capture, the copies made of its last
+        # ``CHECKED_TAIL`` items)
+        self._recent: deque[tuple[list[Any], int, Frozen, list[Any]]] = deque(maxlen=size)
         # an object's field values to capture as a dict's (``serialize.state_fields``: a state schema that is a
         # pydantic model or a dataclass), or None to keep the object as it is
         self._fields_of = fields_of
@@ -119,30 +125,34 @@ class Captures:
         if n < MIN_SHARED:
             return Frozen(_copied_items(seq[:n]), n)
         # a snapshot (tuple() of a deque is atomic): other threads of the program capture too
-        for known, m, frozen in sorted(tuple(self._recent), key=_entry_size, reverse=True):
+        for known, m, frozen, tail in sorted(tuple(self._recent), key=_entry_size, reverse=True):
             if m > n:
                 continue
             try:
-                last = known[m - 1]
-                if seq[m - 1] is not last and (type(last) not in _CONTAINERS or seq[m - 1] != last):
+                if seq[m - 1] is not known[m - 1]:
                     continue
                 # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
-                # been sorted or cleared in place since), its dicts and lists copies too (a dict item changed in
-                # place since, ``steps[-1]["done"] = True``, is not equal to its copy): ``==`` is identity first,
-                # in C; a slice only where the list is longer (the one that grows)
+                # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
+                # list is longer (the one that grows)
                 if (seq if n == m else seq[:m]) != known:
+                    continue
+                # a dict or list among the last few items changed in place since it was copied
+                # (``steps[-1]["done"] = True``): not this capture (each one's last items are copies of it)
+                if seq[m - len(tail) : m] != tail:
                     continue
             except Exception:  # an item whose == raises: not this one
                 continue
             if m == n:
                 return frozen  # the same list again (a model's input is its node's)
-            new = _copied_items(seq[m:n])
-            captured = Frozen(new, n, frozen)
-            self._recent.appendleft((known + new, n, captured))
+            new = seq[m:n]
+            copies = _copied_items(new)
+            captured = Frozen(copies, n, frozen)
+            self._recent.appendleft((known + new, n, captured, [*tail, *copies][-CHECKED_TAIL:]))
             return captured
-        own = _copied_items(seq[:n])
-        captured = Frozen(own, n)
-        self._recent.appendleft((own, n, captured))
+        own = seq[:n]
+        copies = _copied_items(own)
+        captured = Frozen(copies, n)
+        self._recent.appendleft((own, n, captured, copies[-CHECKED_TAIL:]))
         return captured
 
     def capture_map(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
@@ -257,8 +267,8 @@ def snapshot(value: Any, depth: int = 0) -> Any:
 
 def _copied_items(items: list[Any]) -> list[Any]:
     """A captured list's own items: ``items`` (a copy already) itself, or, when it holds a dict or a list, a new
-    list with those copied. ``Captures`` remembers this list: the next capture finds its prefix by identity of
-    the other items and by ``==`` of these copies (a dict item changed in place since is not its copy)."""
+    list with those copied (``items`` keeps the user's objects: the next capture finds its prefix by identity; the
+    copies of the last ``CHECKED_TAIL`` items are compared too)."""
     for i, item in enumerate(items):
         kind = type(item)
         if kind is dict or kind is list:
@@ -266,7 +276,7 @@ def _copied_items(items: list[Any]) -> list[Any]:
     return items
 
 
-def _entry_size(entry: tuple[list[Any], int, Frozen]) -> int:
+def _entry_size(entry: tuple[list[Any], int, Frozen, list[Any]]) -> int:
     return entry[1]
 
 
