@@ -272,14 +272,44 @@ def remember(state: Scratch) -> dict:
     return {"memory": Memory(facts=[*facts, f"fact {state['n']}"])}  # its output: the model alone
 
 
-def scratching() -> Any:
-    builder = StateGraph(Scratch)
-    builder.add_node("look", look)
-    builder.add_node("remember", remember)
-    builder.add_edge(START, "look")
-    builder.add_edge("look", "remember")
-    builder.add_conditional_edges("remember", lambda s: "look" if s["n"] < s["limit"] else END, ["look", END])
+def two_node_loop(state: type, first: tuple[str, Any], second: tuple[str, Any]) -> Any:
+    """``first -> second -> first ...`` on ``state`` until its ``n`` reaches its ``limit``."""
+    (first_name, first_node), (second_name, second_node) = first, second
+    builder = StateGraph(state)
+    builder.add_node(first_name, first_node)
+    builder.add_node(second_name, second_node)
+    builder.add_edge(START, first_name)
+    builder.add_edge(first_name, second_name)
+    builder.add_conditional_edges(second_name, lambda s: first_name if s["n"] < s["limit"] else END, [first_name, END])
     return builder.compile()
+
+
+def traced_loop(graph: Any, loop_input: dict[str, Any], store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``graph`` run on ``loop_input`` with lftrace storing to ``store``; the trace id (client shut down)."""
+    monkeypatch.setenv("LFTRACE_STORE", str(store))
+    client_module.reset_clients()
+    handler = CallbackHandler()
+    graph.invoke(loop_input, {"callbacks": [handler], "recursion_limit": 10 * loop_input["limit"]})
+    client_module.get_client().shutdown()
+    assert handler.last_trace_id is not None
+    return handler.last_trace_id
+
+
+def stored_linearly(traced: Any, steps: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``traced`` at ``steps`` // 2 and ``steps`` steps: the store at most ~2x (linear), no observation row
+    holding a growing list (each under 2,000 bytes); the id of the longer run's trace, in tmp_path / "large.db"."""
+    traced(steps // 2, tmp_path / "small.db", monkeypatch)
+    trace_id = traced(steps, tmp_path / "large.db", monkeypatch)
+    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
+    assert 1.6 < ratio < 2.3, ratio
+    with sqlite3.connect(tmp_path / "large.db") as conn:
+        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
+    assert longest_row < 2000
+    return trace_id
+
+
+def scratching() -> Any:
+    return two_node_loop(Scratch, ("look", look), ("remember", remember))
 
 
 def scratch_input(steps: int) -> dict[str, Any]:
@@ -287,27 +317,15 @@ def scratch_input(steps: int) -> dict[str, Any]:
 
 
 def traced_scratch(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("LFTRACE_STORE", str(store))
-    client_module.reset_clients()
-    handler = CallbackHandler()
-    scratching().invoke(scratch_input(steps), {"callbacks": [handler], "recursion_limit": 10 * steps})
-    client_module.get_client().shutdown()
-    assert handler.last_trace_id is not None
-    return handler.last_trace_id
+    return traced_loop(scratching(), scratch_input(steps), store, monkeypatch)
 
 
 def test_a_list_that_grows_one_level_down_grows_the_store_linearly_and_reads_back_whole(tmp_path, monkeypatch):
     """A list inside a dict or a model held in a state field: each step's input and output held it whole, and
     the store kept every copy (2,000 steps: 176-247 MB, the square). Now it is a chain of list nodes one level
     down, and every step still reads back, shows and exports its whole history."""
-    traced_scratch(150, tmp_path / "small.db", monkeypatch)
     steps = 300
-    trace_id = traced_scratch(steps, tmp_path / "large.db", monkeypatch)
-    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
-    assert 1.6 < ratio < 2.3, ratio
-    with sqlite3.connect(tmp_path / "large.db") as conn:
-        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
-    assert longest_row < 2000  # no row holds the history or the facts
+    trace_id = stored_linearly(traced_scratch, steps, tmp_path, monkeypatch)  # no row holds the history or the facts
     with TraceStore(tmp_path / "large.db", create=False) as store:
         trace = store.get_trace(trace_id)
         nodes = sorted((o for o in trace.observations if o.name == "look"), key=lambda o: o.start_time)
@@ -377,13 +395,7 @@ def delegate(state: Team) -> dict:
 
 
 def teaming() -> Any:
-    builder = StateGraph(Team)
-    builder.add_node("research", research)
-    builder.add_node("delegate", delegate)
-    builder.add_edge(START, "research")
-    builder.add_edge("research", "delegate")
-    builder.add_conditional_edges("delegate", lambda s: "research" if s["n"] < s["limit"] else END, ["research", END])
-    return builder.compile()
+    return two_node_loop(Team, ("research", research), ("delegate", delegate))
 
 
 def team_input(steps: int) -> dict[str, Any]:
@@ -407,13 +419,7 @@ def agents_at(k: int) -> list[dict[str, Any]]:
 
 
 def traced_team(steps: int, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("LFTRACE_STORE", str(store))
-    client_module.reset_clients()
-    handler = CallbackHandler()
-    teaming().invoke(team_input(steps), {"callbacks": [handler], "recursion_limit": 10 * steps})
-    client_module.get_client().shutdown()
-    assert handler.last_trace_id is not None
-    return handler.last_trace_id
+    return traced_loop(teaming(), team_input(steps), store, monkeypatch)
 
 
 def test_lists_that_grow_levels_down_or_in_a_list_of_dicts_grow_the_store_linearly_and_read_back_whole(
@@ -423,14 +429,8 @@ def test_lists_that_grow_levels_down_or_in_a_list_of_dicts_grow_the_store_linear
     changed in place, and one in a dict inside a short list (``state["agents"][0]["tasks"]``): each step's input and output
     held them whole (1,000 / 2,000 steps: 100 / 349 MB stored, 462 MB RSS). Now they are chains of list nodes
     where they sit, and every step reads back, shows and exports them whole, as they were at that step."""
-    traced_team(150, tmp_path / "small.db", monkeypatch)
     steps = 300
-    trace_id = traced_team(steps, tmp_path / "large.db", monkeypatch)
-    ratio = stored_bytes(tmp_path / "large.db") / stored_bytes(tmp_path / "small.db")
-    assert 1.6 < ratio < 2.3, ratio
-    with sqlite3.connect(tmp_path / "large.db") as conn:
-        longest_row = conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0]
-    assert longest_row < 2000  # no row holds the notes, the entries or the tasks
+    trace_id = stored_linearly(traced_team, steps, tmp_path, monkeypatch)  # no row holds the notes, entries or tasks
     with TraceStore(tmp_path / "large.db", create=False) as store:
         trace = store.get_trace(trace_id)
         studies = sorted((o for o in trace.observations if o.name == "research"), key=lambda o: o.start_time)
