@@ -228,3 +228,26 @@ def test_a_list_that_grows_inside_a_state_fields_dict_is_captured_as_the_one_it_
     state["scratch"]["history"].sort(reverse=True)  # a node changing it in place after the callback
     state["scratch"]["history"].append("later")
     assert orjson.loads(json_bytes(sharing.thaw(second)) or b"") == expected  # as it was given
+
+
+def test_thaw_rebuilds_only_the_containers_on_the_way_to_a_captured_list():
+    """The writer thaws every captured input before writing it: a list captured four levels down
+    (``state["team"]["agents"][0]["notes"]``) is a plain list again, in a rebuilt dict; the containers with no
+    captured list below them are the handler's copies as they are, not copied again."""
+    from lftrace.serialize import json_bytes, state_fields
+
+    captures = Captures(fields_of=state_fields)
+    notes = [f"note {i}" for i in range(MIN_SHARED + 2)]
+    state = {
+        "team": {"agents": [{"notes": notes, "name": "a"}, {"name": "b", "tools": [{"n": 1}]}]},
+        "args": {"query": "q", "options": {"k": [1, 2]}},
+    }
+    frozen = captures.freeze(state)
+    assert type(frozen["team"]["agents"][0]["notes"]) is Frozen
+    thawed = sharing.thaw(frozen)
+    assert thawed == state and json_bytes(thawed) == json_bytes(state)
+    assert type(thawed["team"]["agents"][0]["notes"]) is list
+    assert thawed["team"] is not frozen["team"] and thawed["team"]["agents"][0] is not frozen["team"]["agents"][0]
+    assert thawed["args"] is frozen["args"]  # nothing captured below it
+    assert thawed["team"]["agents"][1] is frozen["team"]["agents"][1]
+    assert frozen["args"] is not state["args"]  # still the handler's own copy

@@ -345,20 +345,32 @@ def thaw(value: Any) -> Any:
 
 def _thawed_inner(value: Any, depth: int = 1) -> Any:
     """A dict or a list among a dict's values, its captured lists (``Captures._inner``, any level down) plain
-    again."""
-    items = value.values() if type(value) is dict else value
-    if not any(type(v) is Frozen or type(v) is dict or type(v) is list for v in items):
-        return value
+    again. Only the containers on the way to a captured list are rebuilt: one with none below it is returned as it
+    is (a tool's nested arguments, a message's content parts: no copy on the writer's path)."""
     if type(value) is dict:
-        return {k: _thawed_item(v, depth) for k, v in value.items()}
-    return [_thawed_item(v, depth) for v in value]
+        out: dict[Any, Any] | None = None
+        for key, item in value.items():
+            thawed = _thawed_item(item, depth)
+            if thawed is not item:
+                if out is None:
+                    out = value.copy()
+                out[key] = thawed
+        return value if out is None else out
+    items: list[Any] | None = None
+    for i, item in enumerate(value):
+        thawed = _thawed_item(item, depth)
+        if thawed is not item:
+            if items is None:
+                items = value.copy()
+            items[i] = thawed
+    return value if items is None else items
 
 
 def _thawed_item(value: Any, depth: int) -> Any:
     kind = type(value)
     if kind is Frozen:
         return value.value()
-    if (kind is dict or kind is list) and depth < NEST_DEPTH:
+    if (kind is dict or kind is list) and depth < NEST_DEPTH and value:
         return _thawed_inner(value, depth + 1)
     return value
 
