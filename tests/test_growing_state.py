@@ -8,7 +8,10 @@ real handler, writer and SQLite store, a real OTLP receiver.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -18,9 +21,11 @@ from pydantic import BaseModel, Field
 
 from lftrace import client as client_module
 from lftrace.langchain import CallbackHandler
-from lftrace.sharing import MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, REF, TEXT_REF
+from lftrace.sharing import ESCAPED, MAP_REF, MIN_SHARED_MAP, MIN_SHARED_TEXT, REF, TEXT_REF
 from lftrace.store import TraceStore
 from test_long_runs import exported_long_run, pages_read_as_text, stored_bytes
+
+LFTRACE = str(Path(sys.executable).with_name("lftrace"))
 
 
 def merge(left: dict, right: dict) -> dict:
@@ -466,3 +471,87 @@ def test_lists_levels_down_are_exported_in_full_from_the_store(monkeypatch):
         sent = attributes(delegated.attributes)
         sent_output = json.loads(sent.get("langfuse.observation.output") or sent["output.value"])
         assert sent_output == {"agents": agents_at(steps)}
+
+
+# A user's dicts that hold the keys the store's references use, at every level the reader looks for references
+# (a value of the state, and one to five levels of short dicts and lists below it), beside lists that grow at those
+# levels (so the store writes them as references around the odd dicts). Values the user gave: they must read back,
+# show and export as they were, never as a reference to another list ("<missing shared list ...>") or another's.
+ODD_KEYS = {
+    "level1": {MAP_REF: "not a map", "n": 1},
+    "level1_list_ref": {REF: "not a list"},
+    "level2": {"inner": {TEXT_REF: "not a text"}},
+    "level3": [{"a": {REF: "not a list either"}}],
+    "level4": {"a": {"b": {"c": {REF: 5}}}},
+    "level5": [[[[{ESCAPED: {REF: "nested escape"}}]]]],
+}
+
+
+class Odd(TypedDict):
+    n: int
+    limit: int
+    odd: dict[str, Any]
+    team: dict[str, Any]  # {"log": {"lines": [...]}, "odd": {...}}: a list growing two levels down, odd dicts beside
+
+
+def odd_step(state: Odd) -> dict:
+    n = state["n"] + 1
+    lines = [*state["team"]["log"]["lines"], f"line {n}"]
+    return {"n": n, "team": {"log": {"lines": lines, "marker": {REF: f"step {n}"}}, "odd": ODD_KEYS}}
+
+
+def odd_echo(state: Odd) -> dict:
+    return {"odd": {**ODD_KEYS, "at": state["n"]}}
+
+
+def odd_input(steps: int) -> dict[str, Any]:
+    return {"n": 0, "limit": steps, "odd": ODD_KEYS, "team": {"log": {"lines": [], "marker": {}}, "odd": ODD_KEYS}}
+
+
+def odd_team_at(k: int) -> dict[str, Any]:
+    return {"log": {"lines": [f"line {i}" for i in range(1, k + 1)], "marker": {REF: f"step {k}"}}, "odd": ODD_KEYS}
+
+
+def test_a_users_dicts_holding_reference_keys_levels_down_read_back_show_and_export_as_they_were(tmp_path, monkeypatch):
+    from support.otlp_receiver import attributes
+
+    steps = 400  # 1,201 observations: more than PAGED_OVER, so the export streams the store in pages
+    graph = two_node_loop(Odd, ("odd_step", odd_step), ("odd_echo", odd_echo))
+    monkeypatch.setenv("LFTRACE_STORE", str(tmp_path / "odd.db"))
+    with exported_long_run(
+        monkeypatch,
+        lambda callbacks: graph.invoke(odd_input(steps), {"callbacks": callbacks, "recursion_limit": 10 * steps}),
+    ) as (client, handler, stored, spans, _):
+        trace_id = handler.last_trace_id
+        steps_seen = [o for o in stored.observations if o.name == "odd_step"]
+        assert len(steps_seen) == steps
+        for index, obs in enumerate(steps_seen):
+            assert obs.input["odd"] == ({**ODD_KEYS, "at": index} if index else ODD_KEYS)
+            assert obs.input["team"] == (odd_team_at(index) if index else odd_input(0)["team"])
+            assert obs.output["team"] == odd_team_at(index + 1)
+        assert stored.output["odd"] == {**ODD_KEYS, "at": steps}
+        assert stored.output["team"] == odd_team_at(steps)
+        # the export: from the store's pages, as JSON text, the same values
+        assert pages_read_as_text(client.store, trace_id, 100) == len(stored.observations)
+        last = max((s for s in spans if s.name == "odd_step"), key=lambda s: s.start_time_unix_nano)
+        sent = attributes(last.attributes)
+        sent_input = json.loads(sent.get("langfuse.observation.input") or sent["input.value"])
+        assert sent_input == {
+            "n": steps - 1,
+            "limit": steps,
+            "odd": {**ODD_KEYS, "at": steps - 1},
+            "team": odd_team_at(steps - 1),
+        }
+    # the store still shares the growing list around the odd dicts: no row holds the whole log
+    with sqlite3.connect(tmp_path / "odd.db") as conn:
+        assert conn.execute("SELECT max(length(data)) FROM observations").fetchone()[0] < 3000
+    # `lftrace show --json`, a real subprocess reading the store
+    shown = subprocess.run(
+        [LFTRACE, "show", trace_id, "--json"], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["output"]["odd"] == {**ODD_KEYS, "at": steps}
+    shown_steps = [o for o in data["observations"] if o["name"] == "odd_step"]
+    assert shown_steps[-1]["input"]["team"] == odd_team_at(steps - 1)
+    assert "<missing shared" not in shown.stdout

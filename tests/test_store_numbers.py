@@ -182,7 +182,7 @@ def test_the_search_document_written_from_memory_is_the_one_read_back_from_the_r
     repeated.observations.append(replace(repeated.observations[3], status_message="second warning"))
     odd = make_trace()
     odd.input = {"\u0000lf": "not a reference", "text": "escapedkey"}  # stored escaped, read back as it was
-    odd.output = {"number": 2.5, "flag": True, "none": None, "nested": [[1, "deep"]]}
+    odd.output = {"number": 2.5, "flag": True, "none": None, "nested": [[1, "deep"]], "mark": {"\u0000lf": "refword"}}
     strings = make_trace()
     strings.input, strings.output = "plain input text", None
     traces = [shared, repeated, odd, strings]
@@ -191,6 +191,7 @@ def test_the_search_document_written_from_memory_is_the_one_read_back_from_the_r
     written = _search_bodies(path)
     assert "turn 11" in written[shared.id] and "jsontextanswer" in written[shared.id]
     assert "boom" not in written[repeated.id] and "second warning" in written[repeated.id]
+    assert "escapedkey" in written[odd.id] and "refword" in written[odd.id]
     conn = sqlite3.connect(path)
     with conn:
         _index_search(conn, [t.id for t in traces])

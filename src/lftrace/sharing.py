@@ -385,13 +385,20 @@ def _items_in(value: Any) -> int:
     return -1
 
 
+def _reserved(value: Any) -> bool:
+    """A user's dict that holds one of the keys the store's references use (``REF``, ``MAP_REF``, ``TEXT_REF``,
+    ``ESCAPED``): written wrapped as ``{ESCAPED: value}`` wherever the reader looks for references, so it reads back
+    as it was, never as a reference."""
+    return type(value) is dict and (REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value)
+
+
 def _kept_whole(value: Any) -> bool:
     """A list, a captured list or a dict of them that the store writes as it is: nothing long enough for
     ``Packer.pack`` to share, no reference key to escape. False for anything else."""
     kind = type(value)
     if kind is list or kind is Frozen:
         return _items_in(value) < MIN_SHARED
-    if kind is not dict or REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
+    if kind is not dict or _reserved(value):
         return False
     for item in value.values():  # by type, one test each (the writer's path for every input and output)
         item_kind = type(item)
@@ -399,7 +406,11 @@ def _kept_whole(value: Any) -> bool:
             if len(item) >= MIN_SHARED_TEXT:
                 return False
         elif item_kind is list or item_kind is dict:
-            if len(item) >= (MIN_SHARED if item_kind is list else MIN_SHARED_MAP) or _holds_long_list(item):
+            if (
+                len(item) >= (MIN_SHARED if item_kind is list else MIN_SHARED_MAP)
+                or _holds_long_list(item)
+                or (item_kind is dict and _reserved(item))
+            ):
                 return False
         elif (item_kind is Frozen or item_kind is Extended) and item.size >= MIN_SHARED:
             return False
@@ -413,11 +424,12 @@ def _shared_map(value: Any) -> bool:
 
 def _holds_long_list(value: Any, depth: int = 1) -> bool:
     """A short dict or a short list (a value of the top-level dict: ``state["scratch"]``, ``state["agents"]``)
-    holding a list long enough to share (``state["scratch"]["history"]``), itself or down to ``NEST_DEPTH``
-    levels of short dicts and lists, and no reference key to escape: ``Packer.pack`` shares its lists too."""
+    holding a list long enough to share (``state["scratch"]["history"]``), or a dict with a reference key to escape
+    (``_reserved``), itself or down to ``NEST_DEPTH`` levels of short dicts and lists: ``Packer._nested`` writes
+    it."""
     kind = type(value)
     if kind is dict:
-        if len(value) >= MIN_SHARED_MAP or REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value:
+        if len(value) >= MIN_SHARED_MAP:
             return False
         items: Iterable[Any] = value.values()
     elif kind is list and len(value) < MIN_SHARED:
@@ -427,6 +439,8 @@ def _holds_long_list(value: Any, depth: int = 1) -> bool:
     for item in items:
         item_kind = type(item)
         if item_kind is Extended or item_kind is Frozen or (item_kind is list and len(item) >= MIN_SHARED):
+            return True
+        if item_kind is dict and _reserved(item):
             return True
         if (item_kind is list or item_kind is dict) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
             return True
@@ -877,6 +891,7 @@ class Packer:
                 or _shared_map(v)
                 or (type(v) is str and len(v) >= MIN_SHARED_TEXT)
                 or _holds_long_list(v)
+                or _reserved(v)
                 for v in value.values()
             ):
                 return {k: self._value(v, blobs) for k, v in value.items()}
@@ -884,6 +899,8 @@ class Packer:
 
     def _value(self, value: Any, blobs: dict[str, tuple[str | None, str]]) -> Any:
         kind = type(value)
+        if kind is dict and _reserved(value):
+            return {ESCAPED: value}  # a user's dict that would read as a reference (``unpack``)
         if kind is list and len(value) < MIN_SHARED and _holds_long_list(value):
             return self._nested(value, blobs)  # a short list holding long ones (``state["agents"][0]["notes"]``)
         if kind is list or kind is Extended:
@@ -925,6 +942,8 @@ class Packer:
             kind = type(item)
             if kind is Extended or (kind is list and len(item) >= MIN_SHARED):
                 return self._list(item, blobs)
+            if kind is dict and _reserved(item):
+                return {ESCAPED: item}
             if (kind is dict or kind is list) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
                 return self._nested(item, blobs, depth + 1)
             return item
@@ -965,28 +984,41 @@ class Packer:
         return {REF: node}
 
 
-def references(value: Any, out: set[str]) -> None:
-    """Add the list nodes a stored value refers to (where ``Packer.pack`` puts them) to ``out``."""
-    if type(value) is dict:
+def references(value: Any, out: set[str]) -> bool:
+    """Add the list nodes a stored value refers to (where ``Packer.pack`` puts them) to ``out``. True when the
+    value needs ``unpack``: a reference, or a user's dict the packer escaped (``_reserved``)."""
+    if type(value) is not dict:
+        return False
+    if len(value) == 1:
         ref = value.get(REF)
-        if type(ref) is str and len(value) == 1:
+        if type(ref) is str:
             out.add(ref)
-            return
-        for item in value.values():
-            if type(item) is dict:
-                if len(item) == 1:
-                    ref = item.get(REF, item.get(MAP_REF, item.get(TEXT_REF)))
-                    if type(ref) is str:
-                        out.add(ref)
-                        continue
-                if len(item) < MIN_SHARED_MAP:
-                    _nested_references(item, out, 1)
-            elif type(item) is list and len(item) < MIN_SHARED:
-                _nested_references(item, out, 1)
+            return True
+        if ESCAPED in value:
+            return True
+    found = False
+    for item in value.values():
+        if type(item) is dict:
+            if len(item) == 1:
+                ref = item.get(REF, item.get(MAP_REF, item.get(TEXT_REF)))
+                if type(ref) is str:
+                    out.add(ref)
+                    found = True
+                    continue
+                if ESCAPED in item:
+                    found = True
+                    continue
+            if len(item) < MIN_SHARED_MAP:
+                found = _nested_references(item, out, 1) or found
+        elif type(item) is list and len(item) < MIN_SHARED:
+            found = _nested_references(item, out, 1) or found
+    return found
 
 
-def _nested_references(container: Any, out: set[str], depth: int) -> None:
-    """The list nodes in a short dict or list among a stored dict's values (``Packer._nested``'s, any level)."""
+def _nested_references(container: Any, out: set[str], depth: int) -> bool:
+    """The list nodes in a short dict or list among a stored dict's values (``Packer._nested``'s, any level); True
+    when it holds one or an escaped dict."""
+    found = False
     for item in container.values() if type(container) is dict else container:
         kind = type(item)
         if kind is dict:
@@ -994,11 +1026,16 @@ def _nested_references(container: Any, out: set[str], depth: int) -> None:
                 ref = item.get(REF)
                 if type(ref) is str:
                     out.add(ref)
+                    found = True
+                    continue
+                if ESCAPED in item:
+                    found = True
                     continue
             if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
-                _nested_references(item, out, depth + 1)
+                found = _nested_references(item, out, depth + 1) or found
         elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
-            _nested_references(item, out, depth + 1)
+            found = _nested_references(item, out, depth + 1) or found
+    return found
 
 
 def materialize(
@@ -1149,7 +1186,8 @@ def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
 
 
 def _is_ref(value: dict[str, Any]) -> bool:
-    return len(value) == 1 and (REF in value or MAP_REF in value or TEXT_REF in value)
+    """A reference or an escaped user's dict among a stored dict's values."""
+    return len(value) == 1 and (REF in value or MAP_REF in value or TEXT_REF in value or ESCAPED in value)
 
 
 def _is_list_ref(value: Any) -> bool:
@@ -1157,12 +1195,17 @@ def _is_list_ref(value: Any) -> bool:
     return type(value) is dict and len(value) == 1 and type(value.get(REF)) is str
 
 
+def _is_marker(value: Any) -> bool:
+    """A list node reference or an escaped user's dict levels down (``Packer._nested``)."""
+    return type(value) is dict and len(value) == 1 and (type(value.get(REF)) is str or ESCAPED in value)
+
+
 def _holds_refs(container: Any, depth: int) -> bool:
     """A short dict or list among a stored dict's values with a list node reference in it (``Packer._nested``)."""
     for item in container.values() if type(container) is dict else container:
         kind = type(item)
         if kind is dict:
-            if _is_list_ref(item):
+            if _is_marker(item):
                 return True
             if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP and _holds_refs(item, depth + 1):
                 return True
@@ -1179,6 +1222,8 @@ def _unpacked_nested(container: Any, lists: Mapping[str, list[Any]], depth: int)
         if kind is dict:
             if _is_list_ref(item):
                 return lists.get(item[REF], [f"<missing shared list {item[REF]}>"])
+            if len(item) == 1 and ESCAPED in item:
+                return item[ESCAPED]
             if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
                 return _unpacked_nested(item, lists, depth + 1)
         elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
@@ -1191,6 +1236,8 @@ def _unpacked_nested(container: Any, lists: Mapping[str, list[Any]], depth: int)
 
 
 def _unpacked_item(value: dict[str, Any], lists: Mapping[str, list[Any]]) -> Any:
+    if len(value) == 1 and ESCAPED in value:
+        return value[ESCAPED]
     if len(value) == 1 and type(value.get(TEXT_REF)) is str:
         pieces = lists.get(value[TEXT_REF])
         return _text(pieces) if pieces is not None else f"<missing shared text {value[TEXT_REF]}>"

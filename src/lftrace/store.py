@@ -3167,11 +3167,12 @@ def _shared_lists(
 def _unpacked(conn: sqlite3.Connection, values: list[Any]) -> list[Any]:
     """Stored values with their list node references replaced by the full lists."""
     wanted: set[str] = set()
+    marked = False
     for value in values:
-        references(value, wanted)
-    if not wanted:
+        marked = references(value, wanted) or marked
+    if not marked:
         return values
-    lists = _shared_lists(conn, wanted)
+    lists = _shared_lists(conn, wanted) if wanted else {}
     return [unpack(value, lists) for value in values]
 
 
@@ -3190,21 +3191,21 @@ def _unpack_shared(
     ``outputs=False``: their outputs too (stats). ``known``: lists built as text before (with ``as_text``).
     """
     wanted: set[str] = set()
+    marked = False  # a reference or an escaped user's dict somewhere: unpack needed
     for trace in traces:
-        references(trace.input, wanted)
-        references(trace.output, wanted)
+        marked = references(trace.input, wanted) | references(trace.output, wanted) | marked
         for obs in trace.observations:
             if inputs:
-                references(obs.input, wanted)
+                marked = references(obs.input, wanted) or marked
             else:
                 obs.input = None
             if outputs:
-                references(obs.output, wanted)
+                marked = references(obs.output, wanted) or marked
             else:
                 obs.output = None
-    if not wanted:
+    if not marked:
         return
-    lists = _shared_lists(conn, wanted, as_text, known)
+    lists = _shared_lists(conn, wanted, as_text, known) if wanted else {}
     if as_text:  # items as JSON bytes: made into fragments for orjson
         blocks = known.blocks if known is not None else TextBlocks()
         lists = {head: blocks.ready(lists[head]) for head in wanted if head in lists}
