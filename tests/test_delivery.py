@@ -8,6 +8,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from lftrace.config import Settings
 from lftrace.delivery import Deliverer, DeliveryReport, destinations_for
 from lftrace.exporters.encode import EncodedTrace
@@ -284,3 +286,39 @@ def test_traces_remembered_from_the_writer_export_exactly_like_traces_read_back(
         assert from_memory._recent == {}  # each remembered trace is used once
         key = lambda s: s.span_id  # noqa: E731
         assert sorted(first.spans(), key=key) == sorted(second.spans(), key=key)
+
+
+@pytest.mark.parametrize("helper", ["true", "false"])
+def test_flush_after_every_request_during_an_outage_pays_the_retries_once_and_loses_nothing(
+    tmp_path, monkeypatch, helper
+):
+    """A web app flushes after every request (the SDK's advice for short-lived work) while Langfuse is down: the
+    first flush retries within the call, the later ones try once (a refused connection costs ~1 ms), every trace
+    stays queued, and all of them go on the first flush after the server is back on its port. With the export
+    helper process (the default on 2+ CPUs) and from a thread of the program."""
+    import lftrace
+    from lftrace import client as client_module
+
+    monkeypatch.setenv("LFTRACE_EXPORT_PROCESS", helper)
+    port = closed_port()
+    client_module.reset_clients()
+    lf = lftrace.Langfuse(
+        public_key=PK, secret_key=SK, base_url=f"http://127.0.0.1:{port}", timeout=3.0, store=tmp_path / "t.db"
+    )
+    ids, took = [], []
+    try:
+        for i in range(6):
+            with lf.start_as_current_span(name=f"request {i}", input={"i": i}) as span:
+                ids.append(span.trace_id)
+            started = time.monotonic()
+            lf.flush()
+            took.append(time.monotonic() - started)
+        assert took[0] >= 0.15, took  # in-call retries: 0.05-0.1 + 0.1-0.2 + 0.2-0.4 s of backoff
+        assert max(took[1:]) < took[0] and sorted(took[1:])[2] < 0.1, took  # one attempt each
+        for trace_id in ids:
+            assert lf.get_trace(trace_id).name == "request " + str(ids.index(trace_id))  # on disk, queued
+        with running_receiver(port) as back:  # the server is back on the same port
+            lf.flush()
+            assert sorted(set(back.trace_ids())) == sorted(ids)
+    finally:
+        lf.shutdown()
