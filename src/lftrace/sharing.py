@@ -347,23 +347,14 @@ def _thawed_inner(value: Any, depth: int = 1) -> Any:
     """A dict or a list among a dict's values, its captured lists (``Captures._inner``, any level down) plain
     again. Only the containers on the way to a captured list are rebuilt: one with none below it is returned as it
     is (a tool's nested arguments, a message's content parts: no copy on the writer's path)."""
-    if type(value) is dict:
-        out: dict[Any, Any] | None = None
-        for key, item in value.items():
-            thawed = _thawed_item(item, depth)
-            if thawed is not item:
-                if out is None:
-                    out = value.copy()
-                out[key] = thawed
-        return value if out is None else out
-    items: list[Any] | None = None
-    for i, item in enumerate(value):
+    out: Any = None  # a copy of the container, made at the first item that changes
+    for key, item in value.items() if type(value) is dict else enumerate(value):
         thawed = _thawed_item(item, depth)
         if thawed is not item:
-            if items is None:
-                items = value.copy()
-            items[i] = thawed
-    return value if items is None else items
+            if out is None:
+                out = value.copy()
+            out[key] = thawed
+    return value if out is None else out
 
 
 def _thawed_item(value: Any, depth: int) -> Any:
@@ -989,26 +980,14 @@ def references(value: Any, out: set[str]) -> bool:
     value needs ``unpack``: a reference, or a user's dict the packer escaped (``_reserved``)."""
     if type(value) is not dict:
         return False
-    if len(value) == 1:
-        ref = value.get(REF)
-        if type(ref) is str:
-            out.add(ref)
-            return True
-        if ESCAPED in value:
-            return True
+    if _marked(value, out, REF):
+        return True
     found = False
     for item in value.values():
         if type(item) is dict:
-            if len(item) == 1:
-                ref = item.get(REF, item.get(MAP_REF, item.get(TEXT_REF)))
-                if type(ref) is str:
-                    out.add(ref)
-                    found = True
-                    continue
-                if ESCAPED in item:
-                    found = True
-                    continue
-            if len(item) < MIN_SHARED_MAP:
+            if _marked(item, out, REF, MAP_REF, TEXT_REF):
+                found = True
+            elif len(item) < MIN_SHARED_MAP:
                 found = _nested_references(item, out, 1) or found
         elif type(item) is list and len(item) < MIN_SHARED:
             found = _nested_references(item, out, 1) or found
@@ -1022,20 +1001,25 @@ def _nested_references(container: Any, out: set[str], depth: int) -> bool:
     for item in container.values() if type(container) is dict else container:
         kind = type(item)
         if kind is dict:
-            if len(item) == 1:
-                ref = item.get(REF)
-                if type(ref) is str:
-                    out.add(ref)
-                    found = True
-                    continue
-                if ESCAPED in item:
-                    found = True
-                    continue
-            if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
+            if _marked(item, out, REF):
+                found = True
+            elif depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
                 found = _nested_references(item, out, depth + 1) or found
         elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
             found = _nested_references(item, out, depth + 1) or found
     return found
+
+
+def _marked(item: dict[Any, Any], out: set[str], *keys: str) -> bool:
+    """A one-key dict that is a reference by one of ``keys`` (its node added to ``out``) or an escaped user's dict."""
+    if len(item) != 1:
+        return False
+    for key in keys:
+        ref = item.get(key)
+        if type(ref) is str:
+            out.add(ref)
+            return True
+    return ESCAPED in item
 
 
 def materialize(
