@@ -31,7 +31,8 @@ node gets a new state object holding the whole conversation). ``--state notes`` 
 state grows as a dict (a note merged into ``Annotated[dict, merge]`` at every step) or as a text (a paragraph
 appended to a draft at every step) or as a list inside a state field's dict (``--state scratch``:
 ``state["scratch"]["history"]``) or two levels down in a list of dicts (``--state team``:
-``state["team"]["agents"][0]["notes"]``), no model: what lftrace's sharing of growing dicts, texts and nested lists costs
+``state["team"]["agents"][0]["notes"]``) or in each of a long list of dicts (``--state tasks``: ten tasks with a log each,
+``state["tasks"][i]["log"]``), no model: what lftrace's sharing of growing dicts, texts and nested lists costs
 (store, RSS, time); the default is ``messages``.
 
 ``--inspect`` (only that, unless ``--cases`` is given too) stores two runs of the loop per size (2,000, 4,000 and
@@ -124,7 +125,8 @@ def _store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-STATES = ("messages", "pydantic", "notes", "draft", "scratch", "team")
+STATES = ("messages", "pydantic", "notes", "draft", "scratch", "team", "tasks")
+TASKS = 10  # ``--state tasks``: a plan's tasks, each with its own log (a list of MIN_SHARED items or more)
 
 
 _GROWS = {
@@ -132,6 +134,7 @@ _GROWS = {
     "draft": "a text",
     "scratch": "a list inside a dict",
     "team": "a list inside a list of dicts inside a dict",
+    "tasks": "a list inside each dict of a long list of dicts",
 }
 
 
@@ -149,6 +152,7 @@ class Notes(TypedDict):
     draft: str
     scratch: dict[str, Any]
     team: dict[str, Any]
+    tasks: list[dict[str, Any]]
 
 
 class ModelLoopState(BaseModel):
@@ -212,6 +216,11 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
             first, *others = s["team"]["agents"]
             notes = [*first["notes"], f"step {n}: what step {n} found out"]
             return {"n": n, "team": {"lead": "a", "agents": [{**first, "notes": notes}, *others]}}
+        if state == "tasks":  # a plan's tasks worked round-robin, each with its log: state["tasks"][i]["log"]
+            tasks = list(s["tasks"])
+            task = tasks[n % TASKS]
+            tasks[n % TASKS] = {**task, "log": [*task["log"], f"step {n}: what step {n} found out"]}
+            return {"n": n, "tasks": tasks}
         return {"n": n, "draft": s["draft"] + f"Paragraph {n}: what step {n} found out about the plan.\n"}
 
     builder = StateGraph(Notes)
@@ -221,7 +230,8 @@ def loop_for(state: str) -> tuple[Any, Any, Any]:
 
     def state_input(steps: int) -> dict[str, Any]:
         team = {"lead": "a", "agents": [{"name": "a", "notes": []}, {"name": "b", "notes": []}]}
-        return {"n": 0, "limit": steps, "notes": {}, "draft": "", "scratch": {}, "team": team}
+        tasks = [{"id": i, "title": f"task {i}", "log": []} for i in range(TASKS)]
+        return {"n": 0, "limit": steps, "notes": {}, "draft": "", "scratch": {}, "team": team, "tasks": tasks}
 
     def state_config(steps: int, callbacks: list[Any] | None = None) -> dict[str, Any]:
         return {"recursion_limit": 2 * steps + 10, "callbacks": callbacks or []}
