@@ -34,7 +34,14 @@ from typing import Any
 import orjson
 
 MIN_SHARED = 8  # shorter lists are cheaper inline
-RECENT = 8  # lists remembered as possible prefixes
+# lists remembered as possible prefixes (the handler's captures, the writer's converted lists, the store's nodes):
+# several lists that grow side by side, a few steps apart (ten tasks worked in turn, each with its own log), each
+# find the version before theirs; with 4 and 8 remembered, more than four such lists were copied and stored whole
+# again whenever their turn came back. Each find looks at every entry's last item by identity only, and compares
+# in full only those that match
+RECENT = 32
+FULL_COMPARES = 2  # remembered lists whose last item matches compared in full per find, the most recent first
+MAPS_CAPTURED = 4  # long dicts the handler remembers (each compared key by key: kept few)
 REF = "\u0000lf"  # the key of a reference to a list node (a NUL never starts a real key)
 MAP_REF = "\u0000lf-map"  # the key of a reference to a dict stored as a list node of its [key, value] pairs
 ESCAPED = "\u0000lf-escaped"  # wraps a user dict that happens to hold REF or MAP_REF
@@ -110,7 +117,7 @@ class Captures:
     first, in C). Lists shorter than ``MIN_SHARED`` are captured as they are.
     """
 
-    def __init__(self, size: int = 4, fields_of: Callable[[Any], dict[str, Any] | None] | None = None) -> None:
+    def __init__(self, size: int = RECENT, fields_of: Callable[[Any], dict[str, Any] | None] | None = None) -> None:
         # long lists captured: (this thread's copy of the list, its length, the capture, the copies made of its last
         # ``CHECKED_TAIL`` items)
         self._recent: deque[tuple[list[Any], int, Frozen, list[Any]]] = deque(maxlen=size)
@@ -118,19 +125,15 @@ class Captures:
         # pydantic model or a dataclass), or None to keep the object as it is
         self._fields_of = fields_of
         # long dicts captured (their keys, the copies of their values, the copy made): ``capture_map``
-        self._maps: deque[tuple[list[Any], list[Any], dict[Any, Any]]] = deque(maxlen=size)
+        self._maps: deque[tuple[list[Any], list[Any], dict[Any, Any]]] = deque(maxlen=MAPS_CAPTURED)
 
     def capture(self, seq: list[Any]) -> Frozen:
         n = len(seq)
         if n < MIN_SHARED:
             return Frozen(_copied_items(seq[:n]), n)
         # a snapshot (tuple() of a deque is atomic): other threads of the program capture too
-        for known, m, frozen, tail in sorted(tuple(self._recent), key=_entry_size, reverse=True):
-            if m > n:
-                continue
+        for known, m, frozen, tail in _candidates(seq, n, tuple(self._recent)):
             try:
-                if seq[m - 1] is not known[m - 1]:
-                    continue
                 # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
                 # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
                 # list is longer (the one that grows)
@@ -276,8 +279,23 @@ def _copied_items(items: list[Any]) -> list[Any]:
     return items
 
 
-def _entry_size(entry: tuple[list[Any], int, Frozen, list[Any]]) -> int:
-    return entry[1]
+def _candidates(
+    seq: list[Any], n: int, entries: tuple[tuple[list[Any], int, Frozen, list[Any]], ...]
+) -> list[tuple[list[Any], int, Frozen, list[Any]]]:
+    """The captures whose last item is ``seq``'s item at the same place (identity: one test per entry, however many
+    are remembered), the most recent first (a growing list's latest capture is its longest), at most
+    ``FULL_COMPARES``: the only ones worth comparing in full (each comparison is O(length), in C)."""
+    found = []
+    try:
+        for entry in entries:
+            m = entry[1]
+            if m <= n and seq[m - 1] is entry[0][m - 1]:
+                found.append(entry)
+                if len(found) == FULL_COMPARES:
+                    break
+    except IndexError:  # the user's list shortened meanwhile (another thread): no sharing this time
+        return []
+    return found
 
 
 class Extended:
@@ -514,10 +532,6 @@ def big_ints_as_text(value: Any) -> Any:
     return value
 
 
-def _length(entry: tuple[list[Any] | Extended, Any, bool]) -> int:
-    return len(entry[0])
-
-
 def _pointer_compare() -> Callable[[list[Any], list[Any], int], bool] | None:
     """CPython with the GIL: ``same(a, b, m)``, whether lists ``a`` and ``b`` start with the same ``m`` objects,
     by one ``memcmp`` of their item pointers. None where that layout is not confirmed (then ``==`` on a slice).
@@ -584,27 +598,37 @@ class _Prefixes:
     def find(self, seq: list[Any], *, private: bool = False) -> tuple[int, Any]:
         """(length of the longest remembered prefix of ``seq``, what was made of it); (0, None) when none."""
         n = len(seq)
-        # longest first: the first match is the answer, and older (shorter) ones of the same lineage are not
-        # compared again (each comparison is O(length), in C)
-        for remembered, result, items_private in sorted(self.entries, key=_length, reverse=True):
+        # the last item of each first (cheap and decisive), then the whole prefix of the first ``FULL_COMPARES`` that
+        # match, the most recent first (a growing list's latest version is its longest): the first match is the
+        # answer, and older (shorter) ones of the same lineage are not compared (each comparison is O(length), in C)
+        candidates: list[tuple[int, tuple[list[Any] | Extended, Any, bool]]] = []
+        for entry in self.entries:
+            remembered = entry[0]
             m = len(remembered)
             if m > n or m == 0:
                 continue
             try:
-                # the last item first (cheap and decisive), then the whole prefix
-                if isinstance(remembered, Extended):  # the packer's: compared as the whole list it tells
-                    last = remembered.items[-1]
-                    if seq[m - 1] is not last and seq[m - 1] != last:
-                        continue
+                # the packer's Extended: compared as the whole list it tells
+                last = remembered.items[-1] if isinstance(remembered, Extended) else remembered[m - 1]
+                item = seq[m - 1]
+                if item is not last and item != last:
+                    continue
+            except Exception:  # an item whose == raises (numpy arrays): no sharing with this one
+                continue
+            candidates.append((m, entry))
+            if len(candidates) == FULL_COMPARES:
+                break
+        for m, (remembered, result, items_private) in candidates:
+            try:
+                items: list[Any]
+                if isinstance(remembered, Extended):
                     items, items_private = remembered.flat(), True
                 else:
                     items = remembered
-                    if seq[m - 1] is not items[m - 1] and seq[m - 1] != items[m - 1]:
-                        continue
                 same = private and items_private and _same_items(seq, items, m)
                 if not same and seq[:m] != items:
                     continue
-            except Exception:  # an item whose == raises (numpy arrays): no sharing with this one
+            except Exception:
                 continue
             return m, result
         return 0, None
