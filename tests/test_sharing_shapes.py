@@ -64,6 +64,8 @@ class Shapes:
             return self.scalar()
         if pick < 0.45:
             return self.reserved(depth)
+        if pick < 0.5 and depth < 3:
+            return self.tasks()
         # long containers mostly near the top (a state's fields), short ones further down: states of ~100 KB
         long = self.rng.random() < (0.5 if depth < 3 else 0.15)
         if pick < 0.75:
@@ -76,6 +78,14 @@ class Shapes:
         """A dict key: mostly text, now and then a number (JSON makes it text: ``"7"``)."""
         number = self.rng.randrange(10**6)
         return number if self.rng.random() < 0.1 else f"k{number}"
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """A plan's tasks: a long list of dicts, each with its own list (walked where it sits: ``WALKED_LIST``)."""
+        size = self.rng.choice([MIN_SHARED, MIN_SHARED + 3])
+        logs = [MIN_SHARED - 1, MIN_SHARED + 1]
+        return [
+            {"id": self.scalar(), "log": [self.scalar() for _ in range(self.rng.choice(logs))]} for _ in range(size)
+        ]
 
     def paths(self, value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Every container and text in ``value`` (the places a step may change)."""
@@ -122,7 +132,7 @@ class State(TypedDict):
 
 def states(seed: int, steps: int) -> list[dict[str, Any]]:
     shapes = Shapes(seed)
-    shape = {"a": shapes.value(1), "b": shapes.value(1), "c": shapes.value(2)}
+    shape = {"a": shapes.value(1), "b": shapes.value(1), "c": shapes.value(2), "d": {"tasks": shapes.tasks()}}
     state = {"n": 0, "limit": steps, "shape": shape, "log": [{"step": 0, "notes": []}]}
     out = [state]
     for _ in range(steps):

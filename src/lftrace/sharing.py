@@ -56,6 +56,11 @@ NEST_DEPTH = 4
 # ``steps[-1]["done"] = True``); the items before by identity only (a full comparison of dict items costs O(list)
 # at every step: 4,000 steps of a list of dicts 1.56 s against 0.86 s)
 CHECKED_TAIL = MIN_SHARED
+# a list of MIN_SHARED items or more, but fewer than this, whose dicts hold lists that grow (a plan's tasks, each with
+# its own log: ``state["tasks"][i]["log"]``) is walked as a short list is (its items' lists shared where they sit),
+# not shared as a list of whole items: a step that changes one task stored it whole, log included (2,000 steps of
+# ten tasks: 80 MB, 5.8x the plain loop)
+WALKED_LIST = 64
 
 
 class Frozen:
@@ -131,8 +136,19 @@ class Captures:
         n = len(seq)
         if n < MIN_SHARED:
             return Frozen(_copied_items(seq[:n]), n)
-        # a snapshot (tuple() of a deque is atomic): other threads of the program capture too
-        for known, m, frozen, tail in _candidates(seq, n, tuple(self._recent)):
+        # a snapshot (tuple() of a deque is atomic): other threads of the program capture too. The most recent first
+        # (a growing list's latest capture is its longest); each entry's last item by identity (one test per entry),
+        # and only those that match compared in full, at most ``FULL_COMPARES`` (each comparison is O(length))
+        compared = 0
+        for known, m, frozen, tail in tuple(self._recent):
+            try:
+                if m > n or seq[m - 1] is not known[m - 1]:
+                    continue
+            except IndexError:  # the user's list shortened meanwhile (another thread): no sharing this time
+                break
+            if compared == FULL_COMPARES:
+                break
+            compared += 1
             try:
                 # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
                 # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
@@ -192,9 +208,11 @@ class Captures:
             return {
                 k: (
                     (
-                        self.capture(v)
-                        if len(v) >= MIN_SHARED or not _CONTAINERS.intersection(map(type, v))
+                        (self._inner(v) if _walked(v, 1) else self.capture(v))
+                        if len(v) >= MIN_SHARED
                         else self._inner(v)
+                        if _CONTAINERS.intersection(map(type, v))
+                        else self.capture(v)
                     )
                     if type(v) is list
                     else (self.capture_map(v) if len(v) >= MIN_SHARED_MAP else self._inner(v))
@@ -235,12 +253,32 @@ class Captures:
         kind = type(item)
         if kind is list:
             if len(item) >= MIN_SHARED:
-                return self.capture(item)
+                return self._inner(item, depth + 1) if _walked(item, depth + 1) else self.capture(item)
             if depth < NEST_DEPTH and _CONTAINERS.intersection(map(type, item)):
                 return self._inner(item, depth + 1)
         elif kind is dict and depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
             return self._inner(item, depth + 1)
         return snapshot(item, 1)
+
+
+def _walked(seq: list[Any], depth: int) -> bool:
+    """A long list to walk as a short one (``WALKED_LIST``) at ``depth`` (``Captures._inner``'s, ``Converter._nested``'s,
+    ``Packer._nested``'s): fewer than ``WALKED_LIST`` items, its dicts within ``NEST_DEPTH``, its first dict holding a
+    list among its values (a plan's tasks, each with its log; a conversation's messages hold text: told at the first
+    one), and one of its dicts holding a long list (or a capture or a converted one). The same test on the user's
+    thread and the writer's, so the converter walks what the handler walked."""
+    if depth >= NEST_DEPTH or len(seq) >= WALKED_LIST:
+        return False
+    first = next((item for item in seq if type(item) is dict), None)
+    if first is None or _LISTISH.isdisjoint(map(type, first.values())):
+        return False
+    for item in seq:
+        if type(item) is dict and len(item) < MIN_SHARED_MAP:
+            for value in item.values():
+                kind = type(value)
+                if (kind is list and len(value) >= MIN_SHARED) or kind is Frozen or kind is Extended:
+                    return True
+    return False
 
 
 SNAPSHOT_DEPTH = 32  # nested deeper than this (or a dict that holds itself): kept as it is
@@ -279,25 +317,6 @@ def _copied_items(items: list[Any]) -> list[Any]:
     return items
 
 
-def _candidates(
-    seq: list[Any], n: int, entries: tuple[tuple[list[Any], int, Frozen, list[Any]], ...]
-) -> list[tuple[list[Any], int, Frozen, list[Any]]]:
-    """The captures whose last item is ``seq``'s item at the same place (identity: one test per entry, however many
-    are remembered), the most recent first (a growing list's latest capture is its longest), at most
-    ``FULL_COMPARES``: the only ones worth comparing in full (each comparison is O(length), in C)."""
-    found = []
-    try:
-        for entry in entries:
-            m = entry[1]
-            if m <= n and seq[m - 1] is entry[0][m - 1]:
-                found.append(entry)
-                if len(found) == FULL_COMPARES:
-                    break
-    except IndexError:  # the user's list shortened meanwhile (another thread): no sharing this time
-        return []
-    return found
-
-
 class Extended:
     """A converted list told as the converted list it extends (``base``: a list or an ``Extended``) and its new
     ``items``, instead of a copy of both.
@@ -331,6 +350,9 @@ class Extended:
 
     def __repr__(self) -> str:
         return f"Extended({self.size} items)"
+
+
+_LISTISH = frozenset((list, Frozen, Extended))  # a list, captured or converted (``_walked``)
 
 
 def flat(value: Any) -> Any:
@@ -443,6 +465,8 @@ def _holds_long_list(value: Any, depth: int = 1) -> bool:
         items: Iterable[Any] = value.values()
     elif kind is list and len(value) < MIN_SHARED:
         items = value
+    elif kind is list:
+        return _walked(value, depth)  # a long list: walked only for its dicts' long lists (``WALKED_LIST``)
     else:
         return False
     for item in items:
@@ -750,7 +774,7 @@ class Converter:
                 elif item_kind is list:
                     converted = (
                         self._nested(item, to_jsonable)
-                        if len(item) < MIN_SHARED and _holds_long_list(item)
+                        if len(item) < WALKED_LIST and _holds_long_list(item)
                         else self._list(item, to_jsonable)
                     )
                 elif item_kind is dict and len(item) >= MIN_SHARED_MAP:
@@ -772,10 +796,12 @@ class Converter:
             kind = type(item)
             if kind is Frozen:
                 return self._captured(item, to_jsonable)
+            if (kind is dict or (kind is list and len(item) < WALKED_LIST)) and (
+                depth < NEST_DEPTH and _holds_long_list(item, depth + 1)
+            ):
+                return self._nested(item, to_jsonable, depth + 1)
             if kind is list and len(item) >= MIN_SHARED:
                 return self._list(item, to_jsonable)
-            if (kind is dict or kind is list) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
-                return self._nested(item, to_jsonable, depth + 1)
             return to_jsonable(item)
 
         if type(container) is dict:
@@ -916,7 +942,7 @@ class Packer:
         kind = type(value)
         if kind is dict and _reserved(value):
             return {ESCAPED: value}  # a user's dict that would read as a reference (``unpack``)
-        if kind is list and len(value) < MIN_SHARED and _holds_long_list(value):
+        if kind is list and len(value) < WALKED_LIST and _holds_long_list(value):
             return self._nested(value, blobs)  # a short list holding long ones (``state["agents"][0]["notes"]``)
         if kind is list or kind is Extended:
             return self._list(value, blobs)
@@ -955,12 +981,14 @@ class Packer:
 
         def one(item: Any) -> Any:
             kind = type(item)
-            if kind is Extended or (kind is list and len(item) >= MIN_SHARED):
-                return self._list(item, blobs)
             if kind is dict and _reserved(item):
                 return {ESCAPED: item}
-            if (kind is dict or kind is list) and depth < NEST_DEPTH and _holds_long_list(item, depth + 1):
+            if (kind is dict or (kind is list and len(item) < WALKED_LIST)) and (
+                depth < NEST_DEPTH and _holds_long_list(item, depth + 1)
+            ):
                 return self._nested(item, blobs, depth + 1)
+            if kind is Extended or (kind is list and len(item) >= MIN_SHARED):
+                return self._list(item, blobs)
             return item
 
         if type(container) is dict:
@@ -1013,7 +1041,7 @@ def references(value: Any, out: set[str]) -> bool:
                 found = True
             elif len(item) < MIN_SHARED_MAP:
                 found = _nested_references(item, out, 1) or found
-        elif type(item) is list and len(item) < MIN_SHARED:
+        elif type(item) is list and len(item) < WALKED_LIST:
             found = _nested_references(item, out, 1) or found
     return found
 
@@ -1029,7 +1057,7 @@ def _nested_references(container: Any, out: set[str], depth: int) -> bool:
                 found = True
             elif depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
                 found = _nested_references(item, out, depth + 1) or found
-        elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
+        elif kind is list and depth < NEST_DEPTH and len(item) < WALKED_LIST:
             found = _nested_references(item, out, depth + 1) or found
     return found
 
@@ -1179,14 +1207,14 @@ def unpack(value: Any, lists: Mapping[str, list[Any]]) -> Any:
             return value[ESCAPED]
     if any(
         (type(v) is dict and (_is_ref(v) or (len(v) < MIN_SHARED_MAP and _holds_refs(v, 1))))
-        or (type(v) is list and len(v) < MIN_SHARED and _holds_refs(v, 1))
+        or (type(v) is list and len(v) < WALKED_LIST and _holds_refs(v, 1))
         for v in value.values()
     ):
         return {
             k: _unpacked_item(v, lists)
             if type(v) is dict
             else _unpacked_nested(v, lists, 1)
-            if type(v) is list and len(v) < MIN_SHARED
+            if type(v) is list and len(v) < WALKED_LIST
             else v
             for k, v in value.items()
         }
@@ -1217,7 +1245,7 @@ def _holds_refs(container: Any, depth: int) -> bool:
                 return True
             if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP and _holds_refs(item, depth + 1):
                 return True
-        elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED and _holds_refs(item, depth + 1):
+        elif kind is list and depth < NEST_DEPTH and len(item) < WALKED_LIST and _holds_refs(item, depth + 1):
             return True
     return False
 
@@ -1234,7 +1262,7 @@ def _unpacked_nested(container: Any, lists: Mapping[str, list[Any]], depth: int)
                 return item[ESCAPED]
             if depth < NEST_DEPTH and len(item) < MIN_SHARED_MAP:
                 return _unpacked_nested(item, lists, depth + 1)
-        elif kind is list and depth < NEST_DEPTH and len(item) < MIN_SHARED:
+        elif kind is list and depth < NEST_DEPTH and len(item) < WALKED_LIST:
             return _unpacked_nested(item, lists, depth + 1)
         return item
 
