@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -322,3 +323,66 @@ def test_flush_after_every_request_during_an_outage_pays_the_retries_once_and_lo
             assert sorted(set(back.trace_ids())) == sorted(ids)
     finally:
         lf.shutdown()
+
+
+PROGRAM = textwrap.dedent(
+    """
+    import time
+    import lftrace
+    lf = lftrace.get_client()
+    with lf.start_as_current_span(name="nightly job", input={"n": 1}) as span:
+        pass
+    started = time.monotonic()
+    lf.flush()
+    print(span.trace_id, time.monotonic() - started)
+    lf.shutdown()
+    """
+)
+
+
+@pytest.mark.parametrize("helper", ["true", "false"])
+def test_a_fresh_process_during_an_outage_tries_once_and_push_still_retries_in_full(tmp_path, receiver, helper):
+    """A CI job runs one short program after another while the backend answers 503: the first pays the in-call
+    retries, the next ones (new processes) find the outage in the store and try once; `lftrace push`, the explicit
+    retry, retries in full and delivers them all; once delivered, a new program sends at once."""
+    env = dict(
+        os.environ,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url + "/v1/traces",
+        LANGFUSE_TIMEOUT="3",
+        LFTRACE_EXPORT_PROCESS=helper,
+    )
+
+    def program() -> tuple[str, float, int]:
+        before = len(receiver.otlp_requests(ok_only=False))
+        done = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        trace_id, took = done.stdout.split()
+        return trace_id, float(took), len(receiver.otlp_requests(ok_only=False)) - before
+
+    receiver.script(*[Reply(503, "busy") for _ in range(8)])
+    first, first_took, first_requests = program()
+    second, second_took, second_requests = program()
+    # the first flush retries (4 attempts; the helper's eager send before the flush adds one); the second tries once
+    # (the helper: its eager send, then the flush's)
+    assert first_requests >= 4, first_requests
+    if helper == "false":
+        assert second_requests == 1, second_requests
+    else:
+        assert 1 <= second_requests <= 2, second_requests
+    assert second_took < first_took, (first_took, second_took)
+    assert receiver.trace_ids() == []
+    pending = TraceStore(tmp_path / "traces.db").delivery_counts()
+    assert pending[f"otlp:{receiver.url}/v1/traces"]["pending"] == 2, pending  # both on disk, queued
+
+    left = 8 - first_requests - second_requests  # 503s still scripted: push needs that many attempts, plus one
+    assert 1 <= left <= 3
+    before = len(receiver.otlp_requests(ok_only=False))
+    pushed = subprocess.run(
+        [sys.executable, "-m", "lftrace", "push"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert len(receiver.otlp_requests(ok_only=False)) - before == left + 1  # retried past every 503
+    assert sorted(receiver.trace_ids()) == sorted([first, second])
+
+    third, _, third_requests = program()  # nothing is down any more: sent at once
+    assert third_requests == 1 and third in receiver.trace_ids()

@@ -50,6 +50,10 @@ MAX_ATTEMPTS_IN_CALL = 4  # per batch and call: a long `lftrace push` deadline m
 # since): a program that flushes after every request pays one failed attempt per flush during an outage (a refused
 # connection: ~1 ms), not the in-call backoff (0.1 + 0.2 + 0.4 s); the first call after an answer retries again
 ATTEMPTS_WHILE_DOWN = 1
+# ... and also from the start of a process when the store says a delivery to it ended unavailable this recently and
+# nothing has got through since: each `lftrace run` (a fresh process) of a CI job during an outage would otherwise
+# pay the in-call backoff again. `lftrace push` (the explicit retry) always retries in full.
+DOWN_REMEMBERED_S = 300.0
 
 
 def _encoded(exporter: Any, trace: Trace) -> Any:
@@ -212,7 +216,14 @@ class DeliveryReport:
 class Deliverer:
     """Drains the outbox to each destination; ``deliver`` on flush, a background thread in between."""
 
-    def __init__(self, store: TraceStore, destinations: Sequence[Destination], settings: Settings) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        destinations: Sequence[Destination],
+        settings: Settings,
+        *,
+        recall_outages: bool = True,
+    ) -> None:
         self.store = store
         self.destinations = list(destinations)
         self.settings = settings
@@ -222,6 +233,9 @@ class Deliverer:
         self._lock = threading.Lock()  # one delivery at a time in this process (flush waits for the background)
         self._not_before: dict[str, float] = {}  # destination -> monotonic time before which we don't retry
         self._failures: dict[str, int] = {}  # consecutive retryable failures per destination
+        # destinations whose recent outage (another process's, in the store) is yet to be looked up: see
+        # DOWN_REMEMBERED_S; empty for `lftrace push`
+        self._to_recall: set[str] = {d.name for d in self.destinations} if recall_outages else set()
         # trace id -> {destination: the trace as its exporter sends it}; insertion-ordered; bounded by RECENT_TRACES
         self._recent: dict[str, dict[str, Any]] = {}
         self._recent_lock = threading.Lock()
@@ -286,6 +300,7 @@ class Deliverer:
         self, dest: Destination, report: DestinationReport, deadline: float, include_failed: bool
     ) -> None:
         seen: set[str] = set()  # tried in this call: a failed batch must not be claimed again and again
+        self._recall_outage(dest.name)
         while time.monotonic() + MIN_ATTEMPT_S < deadline:
             lease = max(60.0, (deadline - time.monotonic()) * 2)
             limit = BATCH_TRACES + len(seen)
@@ -490,6 +505,23 @@ class Deliverer:
         if not score_ids:
             return {}
         return {score_key(s.id): ScoreItem(score_key(s.id), [s]) for s in self.store.standalone_scores(score_ids)}
+
+    def _recall_outage(self, destination: str) -> None:
+        """Once per destination and process: a delivery that ended unavailable within ``DOWN_REMEMBERED_S`` (this
+        process's or another's, still pending) counts as this process's own last call, so the next attempts are
+        ``ATTEMPTS_WHILE_DOWN``. One indexed lookup; a store that cannot say changes nothing."""
+        if destination not in self._to_recall:
+            return
+        self._to_recall.discard(destination)
+        if self._failures.get(destination):
+            return
+        try:
+            down = self.store.failed_to_reach_since(destination, time.time_ns() - int(DOWN_REMEMBERED_S * 1e9))
+        except LftraceError as exc:
+            log.debug("lftrace: cannot read %s's last deliveries: %s", destination, exc)
+            return
+        if down:
+            self._failures[destination] = 1
 
     def _export_batch(
         self, dest: Destination, traces: list[Any], report: DestinationReport, deadline: float, *, page: bool = False

@@ -1839,6 +1839,19 @@ class TraceStore:
             int(next_attempt_ns),
         )
 
+    def failed_to_reach_since(self, destination: str, since_ns: int) -> bool:
+        """Whether a delivery to ``destination`` ended unavailable (``mark_retry``) at or after ``since_ns`` and is
+        still pending: no process has got through since (one that does marks every due trace delivered)."""
+        with self._errors():
+            row = self._read(
+                lambda conn: conn.execute(
+                    "SELECT 1 FROM deliveries WHERE destination = ? AND status = 'pending' AND next_attempt_ns >= ? "
+                    "AND attempts > 0 LIMIT 1",
+                    (destination, int(since_ns)),
+                ).fetchone()
+            )
+        return row is not None
+
     def mark_failed(self, destination: str, trace_ids: Iterable[str], error: str) -> None:
         """A permanent failure (e.g. 4xx): kept, not retried until ``claim_pending(..., include_failed=True)``."""
         self._update_deliveries(

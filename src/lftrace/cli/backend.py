@@ -79,7 +79,7 @@ def push_command(
                 waiting = int(entry.get("pending", 0)) + int(entry.get("failed", 0))
                 _echo(f"{dest.name}: would send {waiting} trace{'s' if waiting != 1 else ''} (dry run)")
             return
-        deliverer = Deliverer(store, destinations, settings)
+        deliverer = Deliverer(store, destinations, settings, recall_outages=False)  # the explicit retry: in full
         try:
             report = deliverer.deliver(time.monotonic() + max(PUSH_DEADLINE_S, settings.timeout), include_failed=True)
         finally:
