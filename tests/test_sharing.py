@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 
 from lftrace import sharing
@@ -112,6 +114,36 @@ def test_the_users_thread_keeps_a_growing_list_as_the_capture_it_extends_and_its
         assert flat_list(converter.convert(later, dict)) == [*grown, {"role": "user", "content": "m11"}]
         captures = Captures()  # captured afresh for the next mode
         first, second, third = captures.capture(messages), captures.capture(grown), captures.capture(edited)
+
+
+def test_a_lineage_of_captures_holds_one_copy_of_the_list_and_branches_keep_theirs():
+    """A conversation captured at every step: the entries remembered share one copy of its items (the longest), not
+    one conversation-sized copy each; a capture that branches off an older entry (two nodes extending the same
+    state differently) still finds it, and every capture reads back as its own list."""
+    captures = Captures()
+    conversation = [f"m{i}" for i in range(MIN_SHARED)]
+    steps = [captures.capture(conversation)]
+    lists = [list(conversation)]
+    for i in range(40):
+        conversation = [*conversation, f"m{MIN_SHARED + i}"]  # a new list at every step, as add_messages makes
+        steps.append(captures.capture(conversation))
+        lists.append(conversation)
+    assert all(later.base is earlier for earlier, later in itertools.pairwise(steps))
+    assert len({id(entry[0]) for entry in captures._recent}) == 1  # one copy for the lineage
+    assert captures._recent[0][0] == lists[-1]
+    # two branches off step 30's list: each extends that capture, neither the other's
+    base = lists[30]
+    left = captures.capture([*base, "left"])
+    right = captures.capture([*base, "right"])
+    assert left.base is steps[30] and right.base is steps[30]
+    assert left.value() == [*base, "left"] and right.value() == [*base, "right"]
+    assert captures.capture([*base, "left", "more"]).base is left
+    assert captures.capture(lists[-1]) is steps[-1]  # the lineage's tip, still found whole
+    assert all(step.value() == items for step, items in zip(steps, lists, strict=True))
+    # a list whose early items differ from every entry's: a new lineage
+    edited = list(lists[-1])
+    edited[2] = "changed"
+    assert captures.capture([*edited, "x"]).base is None
 
 
 def flat_list(value: object) -> object:

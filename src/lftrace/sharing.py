@@ -123,9 +123,12 @@ class Captures:
     """
 
     def __init__(self, size: int = RECENT, fields_of: Callable[[Any], dict[str, Any] | None] | None = None) -> None:
-        # long lists captured: (this thread's copy of the list, its length, the capture, the copies made of its last
-        # ``CHECKED_TAIL`` items)
-        self._recent: deque[tuple[list[Any], int, Frozen, list[Any]]] = deque(maxlen=size)
+        # long lists captured: [this thread's copy of the items, the list's length, the capture, the copies made of
+        # its last ``CHECKED_TAIL`` items]. The copy may be longer than the list: a capture that extends an entry
+        # makes the longer copy that entry's too (its first items are the entry's), so a lineage of captures holds
+        # one conversation-sized copy, not one per entry (32 at the tip of a long run: ~2.5 MB of pointers at 10,000
+        # messages, rewritten three times a step into memory last used 32 captures before)
+        self._recent: deque[list[Any]] = deque(maxlen=size)
         # an object's field values to capture as a dict's (``serialize.state_fields``: a state schema that is a
         # pydantic model or a dataclass), or None to keep the object as it is
         self._fields_of = fields_of
@@ -140,7 +143,8 @@ class Captures:
         # (a growing list's latest capture is its longest); each entry's last item by identity (one test per entry),
         # and only those that match compared in full, at most ``FULL_COMPARES`` (each comparison is O(length))
         compared = 0
-        for known, m, frozen, tail in tuple(self._recent):
+        for entry in tuple(self._recent):
+            known, m, frozen, tail = entry
             try:
                 if m > n or seq[m - 1] is not known[m - 1]:
                     continue
@@ -153,6 +157,8 @@ class Captures:
                 # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
                 # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
                 # list is longer (the one that grows)
+                if len(known) != m:  # a copy an extension of this entry made longer: its first m items
+                    known = known[:m]
                 if (seq if n == m else seq[:m]) != known:
                     continue
                 # a dict or list among the last few items changed in place since it was copied
@@ -166,12 +172,19 @@ class Captures:
             new = seq[m:n]
             copies = _copied_items(new)
             captured = Frozen(copies, n, frozen)
-            self._recent.appendleft((known + new, n, captured, [*tail, *copies][-CHECKED_TAIL:]))
+            longer = known + new
+            shared = entry[0]
+            for other in tuple(
+                self._recent
+            ):  # this entry and the shorter ones sharing its copy now share the longer one
+                if other[0] is shared and other[1] <= m:
+                    other[0] = longer
+            self._recent.appendleft([longer, n, captured, [*tail, *copies][-CHECKED_TAIL:]])
             return captured
         own = seq[:n]
         copies = _copied_items(own)
         captured = Frozen(copies, n)
-        self._recent.appendleft((own, n, captured, copies[-CHECKED_TAIL:]))
+        self._recent.appendleft([own, n, captured, copies[-CHECKED_TAIL:]])
         return captured
 
     def capture_map(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
