@@ -174,9 +174,8 @@ class Captures:
             captured = Frozen(copies, n, frozen)
             longer = known + new
             shared = entry[0]
-            for other in tuple(
-                self._recent
-            ):  # this entry and the shorter ones sharing its copy now share the longer one
+            # this entry and the shorter ones sharing its copy now share the longer one
+            for other in tuple(self._recent):
                 if other[0] is shared and other[1] <= m:
                     other[0] = longer
             self._recent.appendleft([longer, n, captured, [*tail, *copies][-CHECKED_TAIL:]])
