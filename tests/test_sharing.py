@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 
 import orjson
 
@@ -283,3 +284,40 @@ def test_thaw_rebuilds_only_the_containers_on_the_way_to_a_captured_list():
     assert thawed["args"] is frozen["args"]  # nothing captured below it
     assert thawed["team"]["agents"][1] is frozen["team"]["agents"][1]
     assert frozen["args"] is not state["args"]  # still the handler's own copy
+
+
+def test_threads_capturing_through_one_handler_each_read_back_their_own_lists():
+    """Two threads of the program capture through the same ``Captures`` (one handler on a thread pool): one extends a
+    conversation both started from, the other branches off it at every step. Each capture reads back as the list it
+    captured, whatever the interleaving."""
+    import threading
+
+    captures = Captures()
+    start = [f"m{i}" for i in range(MIN_SHARED)]
+    captures.capture(start)
+    results: list[tuple[object, list[str]]] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        mine = list(start)
+        for i in range(300):
+            mine = [*mine, f"{name}{i}"]
+            branch = [*start, f"{name}-branch{i}"]
+            got = [(captures.capture(mine), mine), (captures.capture(branch), branch)]
+            with lock:
+                results.extend(got)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("a", "b")]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns every few bytecodes
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(results) == 1200
+    assert all(frozen.value() == items for frozen, items in results)
+    # shared where an entry was still remembered (the other thread's entries push a thread's out of the 32)
+    assert sum(frozen.base is not None for frozen, _ in results) >= 300

@@ -26,6 +26,7 @@ identity first; LangGraph's messages are immutable in practice). Stdlib + orjson
 from __future__ import annotations
 
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
@@ -124,11 +125,13 @@ class Captures:
 
     def __init__(self, size: int = RECENT, fields_of: Callable[[Any], dict[str, Any] | None] | None = None) -> None:
         # long lists captured: [this thread's copy of the items, the list's length, the capture, the copies made of
-        # its last ``CHECKED_TAIL`` items]. The copy may be longer than the list: a capture that extends an entry
-        # makes the longer copy that entry's too (its first items are the entry's), so a lineage of captures holds
-        # one conversation-sized copy, not one per entry (32 at the tip of a long run: ~2.5 MB of pointers at 10,000
-        # messages, rewritten three times a step into memory last used 32 captures before)
+        # its last ``CHECKED_TAIL`` items]. The copy may be longer than the list: a capture that extends the tip of
+        # its lineage extends the tip's copy in place (the entries sharing it keep their lengths), so a lineage holds
+        # one conversation-sized copy, not one per entry, and a step adds its new items to it instead of copying the
+        # conversation (32 copies at the tip of a long run: ~2.5 MB of pointers at 10,000 messages, three new ones
+        # a step written into memory last used 32 captures before). A branch off an older entry gets its own copy.
         self._recent: deque[list[Any]] = deque(maxlen=size)
+        self._growing = threading.Lock()
         # an object's field values to capture as a dict's (``serialize.state_fields``: a state schema that is a
         # pydantic model or a dataclass), or None to keep the object as it is
         self._fields_of = fields_of
@@ -157,9 +160,8 @@ class Captures:
                 # ``known`` is this thread's copy of the items as captured (never the user's list, which may have
                 # been sorted or cleared in place since): ``==`` is identity first, in C; a slice only where the
                 # list is longer (the one that grows)
-                if len(known) != m:  # a copy an extension of this entry made longer: its first m items
-                    known = known[:m]
-                if (seq if n == m else seq[:m]) != known:
+                whole = len(known) == m  # else a copy an extension of this entry made longer: its first m items
+                if (seq if n == m else seq[:m]) != (known if whole else known[:m]):
                     continue
                 # a dict or list among the last few items changed in place since it was copied
                 # (``steps[-1]["done"] = True``): not this capture (each one's last items are copies of it)
@@ -172,13 +174,19 @@ class Captures:
             new = seq[m:n]
             copies = _copied_items(new)
             captured = Frozen(copies, n, frozen)
-            longer = known + new
-            shared = entry[0]
-            # this entry and the shorter ones sharing its copy now share the longer one
-            for other in tuple(self._recent):
-                if other[0] is shared and other[1] <= m:
-                    other[0] = longer
-            self._recent.appendleft([longer, n, captured, [*tail, *copies][-CHECKED_TAIL:]])
+            with self._growing:  # another thread may extend the same copy between the test and the extend
+                if whole and len(known) == m and frozen.items is not known:
+                    # the tip of its lineage: its copy grows in place (no conversation-sized copy a step), and the
+                    # entries that share it keep their lengths (not when the copy is the first capture's items too)
+                    known.extend(new)
+                    longer = known
+                else:  # a branch off an older entry: its own copy, shared by the entries up to the branch point
+                    longer = known[:m] + new
+                    shared = entry[0]
+                    for other in tuple(self._recent):
+                        if other[0] is shared and other[1] <= m:
+                            other[0] = longer
+                self._recent.appendleft([longer, n, captured, [*tail, *copies][-CHECKED_TAIL:]])
             return captured
         own = seq[:n]
         copies = _copied_items(own)
