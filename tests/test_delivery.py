@@ -371,7 +371,8 @@ def test_a_fresh_process_during_an_outage_tries_once_and_push_still_retries_in_f
         assert 1 <= second_requests <= 2, second_requests
     assert second_took < first_took, (first_took, second_took)
     assert receiver.trace_ids() == []
-    pending = TraceStore(tmp_path / "traces.db").delivery_counts()
+    with TraceStore(tmp_path / "traces.db") as opened:
+        pending = opened.delivery_counts()
     assert pending[f"otlp:{receiver.url}/v1/traces"]["pending"] == 2, pending  # both on disk, queued
 
     left = 8 - first_requests - second_requests  # 503s still scripted: push needs that many attempts, plus one

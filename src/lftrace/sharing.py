@@ -175,7 +175,7 @@ class Captures:
             copies = _copied_items(new)
             captured = Frozen(copies, n, frozen)
             with self._growing:  # another thread may extend the same copy between the test and the extend
-                if whole and len(known) == m and frozen.items is not known:
+                if len(known) == m and frozen.items is not known:  # (it only ever grows: still ``whole``)
                     # the tip of its lineage: its copy grows in place (no conversation-sized copy a step), and the
                     # entries that share it keep their lengths (not when the copy is the first capture's items too)
                     known.extend(new)
