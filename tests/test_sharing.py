@@ -321,3 +321,31 @@ def test_threads_capturing_through_one_handler_each_read_back_their_own_lists():
     assert all(frozen.value() == items for frozen, items in results)
     # shared where an entry was still remembered (the other thread's entries push a thread's out of the 32)
     assert sum(frozen.base is not None for frozen, _ in results) >= 300
+
+
+def test_json_text_kept_until_its_batch_is_written_takes_its_own_size_not_orjsons_working_buffer():
+    # orjson.dumps hands back a 4 KB buffer for any short text; a batch of prepared spans keeps thousands of them.
+    import tracemalloc
+
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from lftrace.serialize import json_bytes
+
+    values = [{"role": "user", "content": f"question {i}", "turn": i} for i in range(400)]
+    texts: list[object] = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, value in enumerate(values):  # the two ways the writer makes a value's text
+            texts.append(sharing.inline_json(value, json_bytes) if i % 2 else sharing.as_json(value))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert all(type(t) is orjson.Fragment for t in texts)
+    longest = max(len(orjson.dumps(t)) for t in texts)
+    assert held / len(texts) < longest + 150, f"{held / len(texts):.0f} bytes held per text of at most {longest}"
+    assert [orjson.loads(orjson.dumps(t)) for t in texts] == values
+    conversation = {"messages": [HumanMessage("question"), AIMessage("answer")]}
+    text = sharing.inline_json(conversation, json_bytes)
+    assert type(text) is orjson.Fragment
+    assert [m["content"] for m in orjson.loads(orjson.dumps(text))["messages"]] == ["question", "answer"]

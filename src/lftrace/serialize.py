@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from .media import Extractor, LangfuseMedia, LangfuseMediaReference
+from .sharing import kept
 
 MAX_DEPTH = 40
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
@@ -298,7 +299,7 @@ def orjson_default(obj: Any) -> Any:
                 text = hit[3]
                 if text is None:
                     try:
-                        text = hit[3] = orjson.Fragment(orjson.dumps(hit[2], option=ORJSON_OPTIONS))
+                        text = hit[3] = kept(orjson.dumps(hit[2], option=ORJSON_OPTIONS))
                     except Exception:  # a value orjson refuses: as before, it fails the whole value again
                         return hit[2]
                 return text
