@@ -349,3 +349,21 @@ def test_json_text_kept_until_its_batch_is_written_takes_its_own_size_not_orjson
     text = sharing.inline_json(conversation, json_bytes)
     assert type(text) is orjson.Fragment
     assert [m["content"] for m in orjson.loads(orjson.dumps(text))["messages"]] == ["question", "answer"]
+
+
+def test_lists_read_back_as_text_for_the_export_hold_each_item_in_its_own_length():
+    import tracemalloc
+
+    items = [{"role": "user", "content": f"message {i}"} for i in range(300)]
+    nodes = {"n1": (None, orjson.dumps(items))}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        built = materialize(nodes, {"n1"}, as_text=True)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    texts = built["n1"]
+    assert [orjson.loads(t) for t in texts] == items
+    longest = max(len(t) for t in texts)
+    assert held / len(texts) < longest + 150, f"{held / len(texts):.0f} bytes held per item of at most {longest}"
