@@ -386,6 +386,7 @@ def main() -> int:
         media=settings.media_upload_enabled,
         on_written=lambda *args: committed.append(args),
     )
+    writer.parsed_values = True  # captured traces arrive as JSON: their values hold no captured lists
     keep_rates_beside(settings.store)
     emit({"ready": os.getpid()})
     return _serve(commands, emit, deliverer, writer, committed, parent)

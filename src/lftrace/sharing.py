@@ -547,14 +547,18 @@ def as_json(value: Any) -> Any:
 
 
 def inline_json(
-    value: Any, json_bytes: Callable[[Any], bytes | None], refuse: Callable[[bytes], Any] | None = None
+    value: Any,
+    json_bytes: Callable[[Any], bytes | None],
+    refuse: Callable[[bytes], Any] | None = None,
+    parsed: bool = False,
 ) -> Any:
     """What ``as_json`` makes of a captured value, straight from the captured objects in one orjson pass
     (``json_bytes``: ``serialize.json_bytes``). None when the value needs the converter first (a list to share,
-    an object, a dict holding the reference key, or JSON text that ``refuse`` finds something in)."""
+    an object, a dict holding the reference key, or JSON text that ``refuse`` finds something in). ``parsed``:
+    the value was read from JSON (the export helper's captured traces), so it holds no captured list to thaw."""
     if not _kept_whole(value):
         return None
-    data = json_bytes(thaw(value))
+    data = json_bytes(value if parsed else thaw(value))
     return None if data is None or (refuse is not None and refuse(data)) else kept(data)
 
 

@@ -187,6 +187,9 @@ class TraceWriter:
         self._converter = Converter(share_within_trace=mask is None)  # only used on the writer thread
         self._media = Extractor(enabled=media)  # likewise
         self._ser: _Serialisers | None = None  # imported at the first prepare (not per value: ~0.7 us each)
+        # the traces this writer prepares were read from JSON (the export helper's captured ones): no captured
+        # lists in them to thaw before their values are written as JSON text (``sharing.inline_json``)
+        self.parsed_values = False
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
         self._parts: set[int] = set()
@@ -722,7 +725,7 @@ class TraceWriter:
         whole (sharing.as_json: serialised once, for the store and the export), else JSON-able."""
         if self._mask is None:  # a mask needs the JSON-able value to work on
             refuse = media_hint if self._media.enabled else None  # media: the converter takes it out
-            direct = inline_json(value, ser.json_bytes, refuse=refuse)
+            direct = inline_json(value, ser.json_bytes, refuse=refuse, parsed=self.parsed_values)
             if direct is not None:
                 return direct
         return as_json(self._masked(self._convert(value, self._with_media)))
