@@ -323,32 +323,32 @@ def test_threads_capturing_through_one_handler_each_read_back_their_own_lists():
     assert sum(frozen.base is not None for frozen, _ in results) >= 300
 
 
-def test_json_text_kept_until_its_batch_is_written_takes_its_own_size_not_orjsons_working_buffer():
-    # orjson.dumps hands back a 4 KB buffer for any short text; a batch of prepared spans keeps thousands of them.
+def test_a_message_s_remembered_json_text_takes_its_own_size_not_orjsons_working_buffer():
+    # The serializer remembers a message's JSON text for the rest of the trace (a long run's whole conversation);
+    # orjson.dumps hands back a 4 KB buffer for any short text.
     import tracemalloc
 
-    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.messages import HumanMessage
 
-    from lftrace.serialize import json_bytes
+    from lftrace import serialize
 
-    values = [{"role": "user", "content": f"question {i}", "turn": i} for i in range(400)]
-    texts: list[object] = []
-    tracemalloc.start()
+    messages = [HumanMessage(f"question {i}", id=f"message-{i}") for i in range(300)]
+    serialize.forget()
     try:
-        before = tracemalloc.get_traced_memory()[0]
-        for i, value in enumerate(values):  # the two ways the writer makes a value's text
-            texts.append(sharing.inline_json(value, json_bytes) if i % 2 else sharing.as_json(value))
-        held = tracemalloc.get_traced_memory()[0] - before
+        first = [serialize.json_bytes({"messages": [m]}) for m in messages]  # met once: remembered
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            again = [serialize.json_bytes({"messages": [m]}) for m in messages]  # met again: its text is made
+            del again
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert serialize.json_bytes({"messages": [messages[-1]]}) == first[-1]
     finally:
-        tracemalloc.stop()
-    assert all(type(t) is orjson.Fragment for t in texts)
-    longest = max(len(orjson.dumps(t)) for t in texts)
-    assert held / len(texts) < longest + 150, f"{held / len(texts):.0f} bytes held per text of at most {longest}"
-    assert [orjson.loads(orjson.dumps(t)) for t in texts] == values
-    conversation = {"messages": [HumanMessage("question"), AIMessage("answer")]}
-    text = sharing.inline_json(conversation, json_bytes)
-    assert type(text) is orjson.Fragment
-    assert [m["content"] for m in orjson.loads(orjson.dumps(text))["messages"]] == ["question", "answer"]
+        serialize.forget()
+    assert orjson.loads(first[7])["messages"][0]["content"] == "question 7"
+    assert held / len(messages) < 400, f"{held / len(messages):.0f} bytes held per remembered text"
 
 
 def test_lists_read_back_as_text_for_the_export_hold_each_item_in_its_own_length():

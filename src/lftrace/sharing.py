@@ -514,11 +514,12 @@ def held_in(value: Any, whole: bool = False, depth: int = 1) -> int:
 
 
 def kept(data: bytes) -> orjson.Fragment:
-    """JSON text that stays in memory (until its batch is written, or in a cache) as a fragment of its own size.
+    """JSON text kept for long (a message's text, remembered for the rest of its trace) as a fragment of its own size.
 
     ``orjson.dumps`` hands back its working buffer: 4 KB for any text up to ~1 KB, and for a string of n
     characters ~13n (room for escaping every character); kept, 100,000 short texts held 400 MB of memory instead
-    of 20 MB. A copy of the text's length costs less than a tenth of the dumps that made it.
+    of 20 MB. Texts kept only until their batch is written (``as_json``, ``inline_json``) are left as they are:
+    there the copy cost more than the memory it gave back (bench/cachegrind_agent.py).
     """
     return orjson.Fragment(own_length(data))
 
@@ -541,7 +542,7 @@ def as_json(value: Any) -> Any:
     if not _kept_whole(value):
         return value  # to share, or text and numbers (not tracked anyway)
     try:
-        return kept(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+        return orjson.Fragment(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
     except Exception:  # an int over 64 bits, a lone surrogate: kept as it is (the store's own dumps copes)
         return value
 
@@ -559,7 +560,7 @@ def inline_json(
     if not _kept_whole(value):
         return None
     data = json_bytes(value if parsed else thaw(value))
-    return None if data is None or (refuse is not None and refuse(data)) else kept(data)
+    return None if data is None or (refuse is not None and refuse(data)) else orjson.Fragment(data)
 
 
 def json_text(value: Any) -> Any:
