@@ -443,3 +443,54 @@ def test_ctrl_c_while_a_part_waits_for_the_writer_still_keeps_that_part(tmp_path
     assert writer.flush(timeout=20) is True
     assert len(store.get_trace(trace.id).observations) == len(parts)
     writer.stop()
+
+
+def test_metadata_lists_repeated_across_a_long_run_are_stored_right_for_every_span(isolated_env):
+    """LangGraph gives every node's spans the same short lists (``langgraph_triggers``, ``langgraph_path``); the
+    writer keeps one list per content for them (fewer objects alive while a long run goes on). Each span still
+    reads back its own node's values."""
+    from langchain_core.messages import HumanMessage
+    from sample_graphs.long_loop import build_graph
+
+    handler = CallbackHandler()
+    build_graph().invoke(
+        {"messages": [HumanMessage("Plan a trip")], "max_steps": 12},
+        config={"callbacks": [handler], "recursion_limit": 50},
+    )
+    assert get_client().flush() is True
+    trace = get_client().get_trace(handler.last_trace_id)
+    stepped = [o for o in trace.observations if (o.metadata or {}).get("langgraph_node")]
+    assert len(stepped) >= 24
+    nodes = set()
+    for obs in stepped:
+        node = obs.metadata["langgraph_node"]
+        nodes.add(node)
+        assert obs.metadata["langgraph_triggers"] == [f"branch:to:{node}"], obs.name
+        assert obs.metadata["langgraph_path"] == ["__pregel_pull", node], obs.name
+        if obs.name == node:  # the node's own span: tagged with its step (a tag that differs at every step)
+            assert obs.metadata["tags"] == [f"graph:step:{obs.metadata['langgraph_step']}"], obs.metadata
+    assert nodes == {"think", "critic"}
+
+
+def test_prepare_shares_equal_short_metadata_lists_between_spans_but_not_under_a_mask(tmp_path):
+    store = TraceStore(tmp_path / "s.db")
+
+    def prepared(writer: TraceWriter) -> list:
+        trace = make_trace(name="shared")
+        for i, obs in enumerate(trace.observations):
+            obs.metadata = {"path": ["__pregel_pull", "think"], "tags": [f"step:{i}"], "n": i, "ids": [1, 2]}
+        return [obs.metadata for obs in writer.prepare(trace).observations]
+
+    writer = TraceWriter(lambda: store, lambda: ())
+    first, second, *_ = prepared(writer)
+    assert first["path"] is second["path"] and first["path"] == ["__pregel_pull", "think"]
+    assert first["tags"] == ["step:0"] and second["tags"] == ["step:1"]  # other contents: their own lists
+    assert first["ids"] is not second["ids"]  # only lists of texts are shared
+    assert prepared(writer)[0]["path"] is first["path"]  # and from one trace to the next
+
+    masked = TraceWriter(lambda: store, lambda: (), mask=lambda data: data)
+    first, second, *_ = prepared(masked)
+    assert first["path"] == second["path"] and first["path"] is not second["path"]  # a mask may change it in place
+    for w in (writer, masked):
+        w.stop()
+    store.close()

@@ -66,6 +66,8 @@ PART_WAIT_S = 10.0
 # when the run ended (flush: ~0.1 s). At 0.5 ms each part is written as it comes (prepare: 9-48 ms of wall time;
 # flush: 0.02-0.04 s), and the program's thread is asked to switch more often only while a part is being written.
 BUSY_SWITCH_INTERVAL_S = 0.0005
+SHARED_LIST_ITEMS = 8  # metadata lists of texts up to this long are shared between observations (_short_lists_shared)
+SHARED_LISTS_KEPT = 1024  # ... of this many different contents (then the table starts over)
 LINGER_S = 0.05  # after a trace arrives, wait this long for more to write them in one transaction (flush: at once)
 
 
@@ -190,6 +192,7 @@ class TraceWriter:
         # the traces this writer prepares were read from JSON (the export helper's captured ones): no captured
         # lists in them to thaw before their values are written as JSON text (``sharing.inline_json``)
         self.parsed_values = False
+        self._shared_lists: dict[tuple[str, ...], list[str]] = {}  # metadata's short lists of texts, by content
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
         self._parts: set[int] = set()
@@ -761,7 +764,8 @@ class TraceWriter:
         obs.output = self._prepared(obs.output, ser)
         if obs.metadata:
             media.begin("metadata", obs.id)
-            obs.metadata = self._masked(ser.to_jsonable(obs.metadata))
+            metadata = ser.to_jsonable(obs.metadata)
+            obs.metadata = self._masked(metadata) if self._mask is not None else self._short_lists_shared(metadata)
         if obs.model_parameters:
             obs.model_parameters = self._masked(ser.to_jsonable(obs.model_parameters))
         if obs.status_message and self._mask is not None:  # exception texts quote user data
@@ -771,6 +775,29 @@ class TraceWriter:
                 obs.cost_details = cost_for(obs.model, obs.usage_details)
             except Exception:
                 log.debug("lftrace: pricing failed for %s", obs.model, exc_info=True)
+
+    def _short_lists_shared(self, metadata: Any) -> Any:
+        """``metadata`` with each short list of texts that an earlier observation's metadata held too replaced by
+        that same list object (LangGraph's ``langgraph_triggers`` and ``langgraph_path``, the same at most steps).
+
+        The lists ``to_jsonable`` made are then freed at once instead of living until the trace or part is
+        written: in a long run they were ~2 of the ~4 containers each observation kept alive, and each one kept
+        alive counts toward the garbage collector's next young collection, which walks the young conversation-
+        sized lists of the step. Not with a mask (it may change the values in place); nothing changes a prepared
+        observation's metadata in place after this."""
+        if type(metadata) is not dict:
+            return metadata
+        shared = self._shared_lists
+        for key, value in metadata.items():
+            if type(value) is list and 0 < len(value) <= SHARED_LIST_ITEMS and all(type(v) is str for v in value):
+                seen = shared.get(value_key := tuple(value))
+                if seen is None:
+                    if len(shared) >= SHARED_LISTS_KEPT:
+                        shared.clear()
+                    shared[value_key] = value
+                else:
+                    metadata[key] = seen  # the same key: no change in the dict's size while it is walked
+        return metadata
 
     def _masked_text(self, value: str | None) -> str | None:
         """A text field (name, session id, status message) through the mask; stays a string."""
