@@ -385,8 +385,8 @@ def main() -> int:
         lambda: names,
         media=settings.media_upload_enabled,
         on_written=lambda *args: committed.append(args),
+        parsed_values=True,  # captured traces arrive as JSON: their values hold no captured lists
     )
-    writer.parsed_values = True  # captured traces arrive as JSON: their values hold no captured lists
     keep_rates_beside(settings.store)
     emit({"ready": os.getpid()})
     return _serve(commands, emit, deliverer, writer, committed, parent)

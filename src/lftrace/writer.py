@@ -170,6 +170,7 @@ class TraceWriter:
         on_written: Callable[[list[Trace], list[str], list[str]], None] | None = None,
         helper: Callable[[], Helper | None] | None = None,
         streamed_parts: bool = False,
+        parsed_values: bool = False,
     ) -> None:
         self._open_store = open_store
         self._destinations = destinations
@@ -191,7 +192,7 @@ class TraceWriter:
         self._ser: _Serialisers | None = None  # imported at the first prepare (not per value: ~0.7 us each)
         # the traces this writer prepares were read from JSON (the export helper's captured ones): no captured
         # lists in them to thaw before their values are written as JSON text (``sharing.inline_json``)
-        self.parsed_values = False
+        self._parsed_values = parsed_values
         self._shared_lists: dict[tuple[str, ...], list[str]] = {}  # metadata's short lists of texts, by content
         # id() of prepared traces that are parts of a running trace (alive in the batch or in _unwritten until
         # written or dropped): stored without queuing them for export
@@ -728,7 +729,7 @@ class TraceWriter:
         whole (sharing.as_json: serialised once, for the store and the export), else JSON-able."""
         if self._mask is None:  # a mask needs the JSON-able value to work on
             refuse = media_hint if self._media.enabled else None  # media: the converter takes it out
-            direct = inline_json(value, ser.json_bytes, refuse=refuse, parsed=self.parsed_values)
+            direct = inline_json(value, ser.json_bytes, refuse=refuse, parsed=self._parsed_values)
             if direct is not None:
                 return direct
         return as_json(self._masked(self._convert(value, self._with_media)))
