@@ -24,7 +24,7 @@ CPU of the program's own thread (its callbacks included, lftrace's threads not) 
 (young/middle/old): a handler that keeps more containers alive between collections makes the collector run more
 often, and each young collection walks that step's conversation-sized lists. ``--pin`` runs every case on one CPU:
 steadier for comparing two versions of the program's side (plain 3,000-step runs spread by 13-27% pinned against
-34-40% unpinned here), but lftrace's writer thread and export helper then share that CPU with the program. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT mid-run and times the exit.
+31-40% unpinned here), but lftrace's writer thread and export helper then share that CPU with the program. ``--ctrl-c`` also runs ``lftrace run`` as a subprocess, sends SIGINT mid-run and times the exit.
 
     .venv/bin/python bench/long_run.py                 # 500 and 1,000 steps, 3 rounds: about a minute and a half
     .venv/bin/python bench/long_run.py --full          # 1,000 / 2,000 / 4,000 / 10,007 steps, the official handler too
