@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from long_run import child_env  # noqa: E402
 
-CASES = ("plain", "noop", "store")  # in-process cases only: the OTLP export helper is another process
+# in-process cases only (the OTLP export helper is another process), and long_run.py's diagnostics
+CASES = ("plain", "noop", "store", "store-stripped", "store-unwritten")
 D1_MISSES = ("D1mr", "D1mw")
 LL_MISSES = ("DLmr", "DLmw")  # data misses of the last-level cache: the ones that go to memory
 

@@ -15,6 +15,12 @@ its own subprocess (clean peak RSS):
                  default where ``otlp`` is that already
 * ``langfuse``   the official langfuse CallbackHandler exporting to a local 200-OK server (<= 2,000 steps)
 
+Two more cases take lftrace apart, only when ``--cases`` names them (``bench/cachegrind.py`` takes them too):
+
+* ``store-stripped``  lftrace's handler given ``{}`` for every chain input and output and no messages for a model
+                      call: what observations, their metadata, the parts and the writer cost without capturing values
+* ``store-unwritten`` lftrace whose writer drops every part of the run as it takes it: the program's side alone
+
 Per case: wall time of run + flush (for ``otlp`` also until every span was delivered), peak RSS of the
 process, store size (the store file after the client shut down); for lftrace, the CPU of its writer thread and
 the time the program's thread waited for the writer to take a part of the run (its back-pressure). One run of a case varies by up to 1.7x here
@@ -75,6 +81,9 @@ DEFAULT_SIZES = (500, 1000)
 DEFAULT_REPEAT = 3  # one run of a case varies by up to 1.7x on a shared 2-core VM: medians of interleaved rounds
 FULL_SIZES = (1000, 2000, 4000, 10007)
 CASES = ("plain", "noop", "store", "otlp", "otlp-helper", "langfuse")
+# diagnostics, only when named in --cases: lftrace's handler with every input and output replaced by {}, and
+# lftrace whose writer drops the parts of the run (see the docstring)
+DIAGNOSTIC_CASES = ("store-stripped", "store-unwritten")
 OFFICIAL_MAX_STEPS = 2000
 # Exporting sends every observation's full input: for an append-only conversation that is the square of the
 # run's length in bytes until each value reaches its 1 MB cap. At 10,007 steps the receiver reads ~14 GB (17,000
@@ -276,13 +285,15 @@ def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messa
                 pass
 
         callbacks = [Noop()]
-    if case in ("store", "otlp", "otlp-helper"):
+    if case in ("store", "otlp", "otlp-helper", *DIAGNOSTIC_CASES):
         import lftrace
         from lftrace.langchain import CallbackHandler
 
         client = lftrace.get_client()
-        callbacks = [CallbackHandler()]
+        callbacks = [_stripped_handler() if case == "store-stripped" else CallbackHandler()]
         flush, shutdown = client.flush, client.shutdown
+        if case == "store-unwritten":
+            _drop_parts(client._writer)
         _time_part_waits(client._writer, waited)
     elif case == "langfuse":
         from langfuse import Langfuse
@@ -335,6 +346,39 @@ def run_case(case: str, steps: int, workdir: Path, url: str, state: str = "messa
         report = client.last_delivery
         out["pending"] = report.pending if report is not None else None
     return out
+
+
+def _stripped_handler() -> Any:
+    """lftrace's handler given ``{}`` for every chain input and output and no messages for a model call: its
+    per-observation machinery (observations, metadata, parts, the writer) without capturing or converting values."""
+    from lftrace.langchain import CallbackHandler
+
+    class Stripped(CallbackHandler):
+        def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+            super().on_chain_start(serialized, {}, **kwargs)
+
+        def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+            kwargs.pop("inputs", None)
+            super().on_chain_end({}, **kwargs)
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+            super().on_chat_model_start(serialized, [[]], **kwargs)
+
+    return Stripped()
+
+
+def _drop_parts(writer: Any) -> None:
+    """The writer lets go of every part of a running trace as it takes it (nothing converted or written; the
+    trace's last observations are written when it ends): the program's side of lftrace alone."""
+    from lftrace.writer import _Fragment
+
+    prepare = writer._prepare_item
+
+    def dropping(item: Any, prepared: list[Any]) -> None:
+        if not isinstance(item, _Fragment):
+            prepare(item, prepared)
+
+    writer._prepare_item = dropping
 
 
 def _time_part_waits(writer: Any, waited: list[float]) -> None:
@@ -615,7 +659,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", help="comma-separated step counts (default 500,1000; --full: 1000,2000,4000,10007)")
     parser.add_argument("--full", action="store_true", help="every size, and the official handler up to 2,000 steps")
-    parser.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument(
+        "--cases", default=None, help=f"comma-separated subset of {','.join((*CASES, *DIAGNOSTIC_CASES))}"
+    )
     parser.add_argument("--official", action="store_true", help="include the official handler (slow: ~30 s at 1,000)")
     parser.add_argument("--ctrl-c", action="store_true", help="also time Ctrl-C of `lftrace run` mid-run")
     parser.add_argument(
@@ -657,6 +703,8 @@ def main() -> None:
         return
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(FULL_SIZES if args.full else DEFAULT_SIZES)
     cases = args.cases.split(",") if args.cases else default_cases(args.full or args.official)
+    if unknown := [c for c in cases if c not in (*CASES, *DIAGNOSTIC_CASES)]:
+        raise SystemExit(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join((*CASES, *DIAGNOSTIC_CASES))}")
     if "plain" not in cases:
         cases.insert(0, "plain")
     repeat = args.repeat if args.repeat is not None else (1 if args.full else DEFAULT_REPEAT)
